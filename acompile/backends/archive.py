@@ -1,0 +1,130 @@
+"""Deterministic ZIP containers for numpy arrays and JSON (no pickle, no timestamps).
+
+``numpy.savez`` stamps the current time into every entry, which breaks
+byte-identical outputs; this writer uses a fixed date and stored (uncompressed)
+entries so large arrays can also be streamed in chunks. Arrays are written in
+the ``.npy`` format, so ``numpy.load(path, allow_pickle=False)`` reads them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InvalidDataError, clean
+
+FIXED_DATE = (1980, 1, 1, 0, 0, 0)
+
+
+class ArchiveWriter:
+    def __init__(self, path: Path):
+        self.zf = zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
+
+    def _info(self, name: str) -> zipfile.ZipInfo:
+        info = zipfile.ZipInfo(name, date_time=FIXED_DATE)
+        info.compress_type = zipfile.ZIP_STORED
+        info.external_attr = 0o644 << 16
+        return info
+
+    def add_bytes(self, name: str, data: bytes) -> None:
+        self.zf.writestr(self._info(name), data)
+
+    def add_json(self, name: str, obj, dumps) -> None:
+        self.add_bytes(name, dumps(obj).encode("utf-8"))
+
+    def add_array(self, name: str, array: np.ndarray) -> None:
+        buf = io.BytesIO()
+        np.lib.format.write_array(buf, np.ascontiguousarray(array), allow_pickle=False)
+        self.add_bytes(name, buf.getvalue())
+
+    def open_stream(self, name: str):
+        return self.zf.open(self._info(name), "w", force_zip64=True)
+
+    def close(self) -> None:
+        self.zf.close()
+
+
+class ArchiveReader:
+    def __init__(self, path: Path, what: str):
+        self.path, self.what = Path(path), what
+        try:
+            self.zf = zipfile.ZipFile(self.path, "r")
+            self.names = set(self.zf.namelist())
+        except FileNotFoundError:
+            raise InvalidDataError(f"{what} file not found", where=clean(str(path)))
+        except (zipfile.BadZipFile, OSError, ValueError) as e:
+            raise InvalidDataError(f"not a valid {what} file ({clean(str(e), 120)})", where=clean(str(path)))
+
+    def _read(self, name: str) -> bytes:
+        if name not in self.names:
+            raise InvalidDataError(f"{self.what} file lacks its entry {name!r} (truncated or not an acompile file?)",
+                                   where=clean(str(self.path)))
+        try:
+            return self.zf.read(name)
+        except Exception as e:  # CRC errors, truncation
+            raise InvalidDataError(f"{self.what} file is corrupt ({type(e).__name__}: {clean(str(e), 120)})",
+                                   where=clean(str(self.path)))
+
+    def json(self, name: str):
+        try:
+            return json.loads(self._read(name).decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise InvalidDataError(f"{self.what} entry {name!r} is not valid JSON ({clean(str(e), 80)})",
+                                   where=clean(str(self.path)))
+
+    def bytes(self, name: str) -> bytes:
+        return self._read(name)
+
+    def array(self, name: str) -> np.ndarray:
+        try:
+            return np.lib.format.read_array(io.BytesIO(self._read(name)), allow_pickle=False)
+        except InvalidDataError:
+            raise
+        except Exception as e:
+            raise InvalidDataError(f"{self.what} entry {name!r} is not a valid array ({clean(str(e), 80)})",
+                                   where=clean(str(self.path)))
+
+    def close(self) -> None:
+        self.zf.close()
+
+
+def pack_levels(levels: np.ndarray, bits: int) -> bytes:
+    """Pack unsigned values below 2^bits, ``bits`` bits each, little-endian bit order."""
+    flat = np.ascontiguousarray(levels, dtype=np.uint8).reshape(-1)
+    if bits == 8:
+        return flat.tobytes()
+    if 8 % bits == 0:
+        per = 8 // bits
+        pad = (-flat.size) % per
+        if pad:
+            flat = np.concatenate([flat, np.zeros(pad, np.uint8)])
+        groups = flat.reshape(-1, per).astype(np.uint8)
+        out = np.zeros(groups.shape[0], np.uint8)
+        for i in range(per):        # a handful of shifts, each over the whole array
+            out |= groups[:, i] << np.uint8(i * bits)
+        return out.tobytes()
+    bitplanes = np.unpackbits(flat[:, None], axis=1, count=8, bitorder="little")[:, :bits]
+    return np.packbits(bitplanes.reshape(-1), bitorder="little").tobytes()
+
+
+def unpack_levels(data: bytes, bits: int, count: int) -> np.ndarray:
+    raw = np.frombuffer(data, dtype=np.uint8)
+    if bits == 8:
+        return raw[:count].copy()
+    if 8 % bits == 0:
+        per = 8 // bits
+        mask = np.uint8((1 << bits) - 1)
+        out = np.empty((raw.size, per), np.uint8)
+        for i in range(per):
+            out[:, i] = (raw >> np.uint8(i * bits)) & mask
+        return out.reshape(-1)[:count]
+    planes = np.unpackbits(raw, bitorder="little")[: count * bits].reshape(count, bits)
+    return np.packbits(planes, axis=1, bitorder="little").reshape(-1)
+
+
+def packed_size(count: int, bits: int) -> int:
+    return (count * bits + 7) // 8

@@ -1,0 +1,119 @@
+"""Calibration: input scales and ADC ranges from real (or default) activations.
+
+Runs the mapped program in ideal mode over the calibration inputs, records
+each analog layer's input vectors, and sets ``s_x`` from a percentile of |x|
+(``precision.input_percentile``) and, for ``adc.range = "calibrated"``, the ADC
+full scale from a percentile of the column currents the quantised inputs
+produce (``adc.percentile``). Without user data, a documented default is used:
+16 seeded standard-normal samples per float input (zeros for integer inputs).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InvalidDataError, clean
+from .ir import Graph
+from .sim import analog
+from .sim.runtime import Simulator, WeightsFromGraph
+
+DEFAULT_SAMPLES = 16
+MAX_VALUES_PER_LAYER = 1 << 20     # values kept per layer for percentiles
+MAX_ADC_VECTORS = 1024             # vectors per matrix used to calibrate the ADC
+
+
+def load_arrays(path: str | Path, input_names: list[str], what: str = "input") -> dict[str, np.ndarray]:
+    """Read an .npz keyed by input name, or an .npy for a single-input model (no pickle)."""
+    p = Path(path)
+    where = clean(str(p))
+    try:
+        if p.suffix == ".npy":
+            arr = np.load(p, allow_pickle=False)
+            if len(input_names) != 1:
+                raise InvalidDataError(f"an .npy {what} file fits a single-input model; this model has inputs "
+                                       f"{', '.join(clean(n) for n in input_names)} (use an .npz)", where=where)
+            return {input_names[0]: arr}
+        with np.load(p, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except InvalidDataError:
+        raise
+    except FileNotFoundError:
+        raise InvalidDataError(f"{what} file not found", where=where)
+    except Exception as e:
+        raise InvalidDataError(f"cannot read {what} data ({type(e).__name__}: {clean(str(e), 120)})", where=where,
+                               hint="expected an .npy array or an .npz keyed by input name")
+
+
+def default_data(graph: Graph, batch: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    data = {}
+    for name in graph.inputs:
+        info = graph.tensors[name]
+        shape = [d if isinstance(d, int) else batch for d in (info.shape or ())]
+        if shape:
+            shape[0] = DEFAULT_SAMPLES
+        dtype = info.dtype or np.dtype(np.float32)
+        if dtype.kind == "f":
+            data[name] = rng.standard_normal(shape).astype(dtype)
+        else:
+            data[name] = np.zeros(shape, dtype)
+    return data
+
+
+class _Recorder:
+    """Keeps, per layer, |x| statistics and a sample of vectors for ADC calibration."""
+
+    def __init__(self, seed: int):
+        self.values: dict[int, list[np.ndarray]] = {}
+        self.maxima: dict[int, float] = {}
+        self.minima: dict[int, float] = {}
+        self.vectors: dict[int, list[np.ndarray]] = {}
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, layer, v: np.ndarray) -> None:
+        a = np.abs(v.reshape(-1))
+        i = layer.index
+        self.maxima[i] = max(self.maxima.get(i, 0.0), float(a.max()) if a.size else 0.0)
+        self.minima[i] = min(self.minima.get(i, 0.0), float(v.min()) if v.size else 0.0)
+        if a.size > MAX_VALUES_PER_LAYER:
+            a = self.rng.choice(a, MAX_VALUES_PER_LAYER, replace=False)
+        self.values.setdefault(i, []).append(a)
+        take = v if v.shape[0] <= MAX_ADC_VECTORS else v[self.rng.choice(v.shape[0], MAX_ADC_VECTORS, replace=False)]
+        self.vectors.setdefault(i, []).append(np.array(take))
+
+
+def calibrate(graph: Graph, target, data: dict[str, np.ndarray] | None, seed: int = 0) -> Graph:
+    """Set every layer's input range/scale and ADC full scale from calibration activations."""
+    mapping = graph.meta["mapping"]
+    batch = graph.meta.get("batch", 1)
+    if data is None:
+        data = default_data(graph, batch, seed)
+    recorder = _Recorder(seed)
+    weights = WeightsFromGraph(graph, mapping)
+    Simulator(graph, mapping, weights, mode="ideal", capture=recorder).run(data)
+    percentile = float(target["precision.input_percentile"])
+    calibrated_adc = target["adc.range"] == "calibrated"
+    for layer in mapping.layers:
+        spec = layer.spec
+        values = np.concatenate(recorder.values.get(layer.index, [np.zeros(1)]))
+        rng_abs = recorder.maxima.get(layer.index, 0.0) if percentile >= 100 else float(
+            np.percentile(values, percentile))
+        layer.input_range = rng_abs
+        layer.input_scale = analog.input_scale(rng_abs, spec.input_bits, layer.input_signed)
+        layer.adc_full_scale = float(spec.worst_case_full_scale) \
+            if not calibrated_adc else _adc_range(layer, weights, recorder, float(target["adc.percentile"]))
+    return graph
+
+
+def _adc_range(layer, weights, recorder, percentile: float) -> float:
+    vectors = np.concatenate(recorder.vectors[layer.index]) if layer.index in recorder.vectors else None
+    if vectors is None:
+        return float(layer.spec.worst_case_full_scale)
+    full = 1.0
+    for g in range(layer.groups):
+        x_q = analog.quantize_inputs(vectors[:, g, :], layer.input_scale, layer.spec.input_bits, layer.input_signed)
+        enc = weights.encoded(layer, g).enc
+        full = max(full, analog.observe_full_scale(x_q, enc, layer.spec, layer.input_signed, percentile))
+    return float(full)

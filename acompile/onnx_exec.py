@@ -1,0 +1,86 @@
+"""Run single ONNX operators with onnxruntime.
+
+The digital units of an analog accelerator execute ordinary ONNX operators
+(activations, pooling, normalisation, data movement). Their semantics, with
+every attribute and opset variant, are exactly what onnxruntime implements, so
+constant folding and the simulator's digital units both delegate here rather
+than re-implementing forty operators with their own bugs. Sessions are cached
+per (operator, attributes, input types) so a whole-model run builds each once.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Any, Sequence
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from .errors import InvalidModelError, clean
+
+IR_VERSION = 8
+
+
+def make_attributes(attrs: dict[str, Any], attr_types: dict[str, int] | None = None) -> list[onnx.AttributeProto]:
+    out = []
+    types = attr_types or {}
+    for key in sorted(attrs):
+        value = attrs[key]
+        if isinstance(value, np.ndarray):
+            out.append(helper.make_attribute(key, numpy_helper.from_array(value)))
+        else:
+            out.append(helper.make_attribute(key, value, attr_type=types.get(key)))
+    return out
+
+
+def _freeze(attrs: dict[str, Any]) -> str:
+    def enc(v):
+        if isinstance(v, np.ndarray):
+            return {"__array__": v.tolist(), "dtype": str(v.dtype), "shape": list(v.shape)}
+        return v
+    return json.dumps({k: enc(v) for k, v in sorted(attrs.items())}, sort_keys=True, default=str)
+
+
+@lru_cache(maxsize=4096)
+def _session(op_type: str, domain: str, opset: int, frozen_attrs: str, attr_types: str,
+             in_types: tuple, n_outputs: int):
+    import onnxruntime as ort
+    attrs = json.loads(frozen_attrs)
+    for k, v in list(attrs.items()):
+        if isinstance(v, dict) and "__array__" in v:
+            attrs[k] = np.array(v["__array__"], dtype=v["dtype"]).reshape(v["shape"])
+    types = {k: int(v) for k, v in json.loads(attr_types).items()}
+    in_names = [f"in{i}" if t is not None else "" for i, t in enumerate(in_types)]
+    out_names = [f"out{i}" for i in range(n_outputs)]
+    node = helper.make_node(op_type, in_names, out_names, domain=domain or None)
+    node.attribute.extend(make_attributes(attrs, types))
+    inputs = [helper.make_tensor_value_info(nm, t, None) for nm, t in zip(in_names, in_types) if t is not None]
+    outputs = [helper.make_empty_tensor_value_info(o) for o in out_names]
+    graph = helper.make_graph([node], op_type, inputs, outputs)
+    imports = [helper.make_opsetid("", opset if not domain else 17)]
+    if domain:
+        imports.append(helper.make_opsetid(domain, opset or 1))
+    model = helper.make_model(graph, opset_imports=imports, ir_version=IR_VERSION)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 4
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def run_node(op_type: str, attrs: dict[str, Any], inputs: Sequence[np.ndarray | None], n_outputs: int,
+             opset: int, domain: str = "", attr_types: dict[str, int] | None = None,
+             where: str = "") -> list[np.ndarray]:
+    """Execute one ONNX operator on numpy arrays and return its outputs."""
+    in_types = tuple(None if x is None else helper.np_dtype_to_tensor_dtype(np.asarray(x).dtype)
+                     for x in inputs)
+    try:
+        sess = _session(op_type, domain, int(opset), _freeze(attrs), json.dumps(attr_types or {}, sort_keys=True),
+                        in_types, n_outputs)
+        feeds = {f"in{i}": np.asarray(x) for i, x in enumerate(inputs) if x is not None}
+        return sess.run(None, feeds)
+    except Exception as e:
+        raise InvalidModelError(f"{op_type} cannot be evaluated: {clean(str(e).splitlines()[0] if str(e) else type(e).__name__, 300)}",
+                                where=where or None)

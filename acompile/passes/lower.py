@@ -1,0 +1,135 @@
+"""Lower analog nodes to weight matrices.
+
+Matches every node classified ``analog`` (Conv, ConvTranspose, acompile.Linear)
+and records an :class:`~acompile.mapping.AnalogLayer`: one [n_out, k_in] matrix
+per group (im2col order ``(c, k1, k2, ...)`` for Conv; ``(c_in)`` rows and
+``(c_out, k1, ...)`` columns for ConvTranspose), the explicit pads, and the
+number of input vectors per inference. The graph's nodes are not changed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import UnsupportedError
+from ..ir import Graph, Node
+from ..mapping import AnalogLayer, Mapping, Matrix
+
+
+def conv_pads(node: Node, in_spatial, out_spatial, kernel, strides, dilations) -> list[int]:
+    """Explicit ONNX-style pads [b1, b2, ..., e1, e2, ...] for a Conv, resolving auto_pad."""
+    nd = len(kernel)
+    auto = node.attrs.get("auto_pad", "NOTSET")
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        begins, ends = [], []
+        for i in range(nd):
+            total = max((out_spatial[i] - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - in_spatial[i], 0)
+            small, big = total // 2, total - total // 2
+            begins.append(small if auto == "SAME_UPPER" else big)
+            ends.append(big if auto == "SAME_UPPER" else small)
+        return begins + ends
+    if auto == "VALID":
+        return [0] * (2 * nd)
+    return list(node.attrs.get("pads", [0] * (2 * nd)))
+
+
+def conv_transpose_pads(node: Node, in_spatial, out_spatial, kernel, strides, dilations) -> list[int]:
+    nd = len(kernel)
+    out_pad = node.attrs.get("output_padding", [0] * nd)
+    auto = node.attrs.get("auto_pad", "NOTSET")
+    if "output_shape" in node.attrs or auto in ("SAME_UPPER", "SAME_LOWER"):
+        begins, ends = [], []
+        for i in range(nd):
+            total = strides[i] * (in_spatial[i] - 1) + out_pad[i] + (kernel[i] - 1) * dilations[i] + 1 - out_spatial[i]
+            if auto == "SAME_UPPER":
+                b = total // 2
+            else:
+                b = total - total // 2
+            begins.append(b)
+            ends.append(total - b)
+        return begins + ends
+    if auto == "VALID":
+        return [0] * (2 * nd)
+    return list(node.attrs.get("pads", [0] * (2 * nd)))
+
+
+def _conv_geometry(graph: Graph, node: Node) -> dict:
+    x = graph.static_shape(node.inputs[0])
+    y = graph.static_shape(node.outputs[0])
+    w = graph.constants[node.inputs[1]].shape
+    if y is None:
+        raise UnsupportedError("output shape cannot be inferred", where=node.describe())
+    nd = len(w) - 2
+    kernel = list(node.attrs.get("kernel_shape", w[2:]))
+    strides = list(node.attrs.get("strides", [1] * nd))
+    dilations = list(node.attrs.get("dilations", [1] * nd))
+    if node.op_type == "Conv":
+        pads = conv_pads(node, x[2:], y[2:], kernel, strides, dilations)
+    else:
+        pads = conv_transpose_pads(node, x[2:], y[2:], kernel, strides, dilations)
+    return {"input_shape": list(x), "output_shape": list(y), "kernel": kernel, "strides": strides,
+            "dilations": dilations, "pads": pads,
+            "output_padding": list(node.attrs.get("output_padding", [0] * nd))}
+
+
+def lower_layer(graph: Graph, node: Node, index: int) -> AnalogLayer:
+    w = graph.constants[node.inputs[1]]
+    if not np.all(np.isfinite(w)):
+        raise UnsupportedError("weights contain NaN or infinity", where=node.describe())
+    bias = node.inputs[2]
+    if node.op_type == "Linear":
+        x = graph.static_shape(node.inputs[0])
+        n_out, k_in = w.shape
+        if x[-1] != k_in:
+            raise UnsupportedError(f"input has {x[-1]} features but the weight expects {k_in}",
+                                   where=node.describe())
+        return AnalogLayer(index, node.name, "Linear", node.inputs[1], bias, 1, [Matrix(0, n_out, k_in)],
+                           n_vec=math.prod(x[:-1]), in_channels=k_in, out_channels=n_out,
+                           geometry={"input_shape": list(x)})
+    geo = _conv_geometry(graph, node)
+    groups = int(node.attrs.get("group", 1))
+    x, y = geo["input_shape"], geo["output_shape"]
+    ksize = math.prod(geo["kernel"])
+    if node.op_type == "Conv":
+        c_out, cin_g = w.shape[0], w.shape[1]
+        if c_out % groups or x[1] != cin_g * groups:
+            raise UnsupportedError(f"channels do not divide into {groups} groups", where=node.describe())
+        mats = [Matrix(g, c_out // groups, cin_g * ksize) for g in range(groups)]
+        n_vec = y[0] * math.prod(y[2:])
+        return AnalogLayer(index, node.name, "Conv", node.inputs[1], bias, groups, mats, n_vec=n_vec,
+                           in_channels=x[1], out_channels=c_out, geometry=geo)
+    c_in, cout_g = w.shape[0], w.shape[1]
+    if c_in % groups or x[1] != c_in:
+        raise UnsupportedError(f"channels do not divide into {groups} groups", where=node.describe())
+    mats = [Matrix(g, cout_g * ksize, c_in // groups) for g in range(groups)]
+    n_vec = x[0] * math.prod(x[2:])
+    return AnalogLayer(index, node.name, "ConvTranspose", node.inputs[1], bias, groups, mats, n_vec=n_vec,
+                       in_channels=c_in, out_channels=cout_g * groups, geometry=geo)
+
+
+def layer_matrix(graph_constants: dict, layer: AnalogLayer, group: int) -> np.ndarray:
+    """The float [n_out, k_in] matrix of one group, as the crossbar sees it."""
+    w = graph_constants[layer.weight]
+    g = layer.groups
+    if layer.op_type == "Linear":
+        return w
+    if layer.op_type == "Conv":
+        n = w.shape[0] // g
+        return w[group * n:(group + 1) * n].reshape(n, -1)
+    k = w.shape[0] // g
+    block = w[group * k:(group + 1) * k]            # [cin_g, cout_g, *kernel]
+    return block.reshape(k, -1).T
+
+
+def lower_analog(graph: Graph, target=None) -> Graph:
+    """Create the Mapping with one AnalogLayer per analog node (graph nodes unchanged)."""
+    mapping = Mapping()
+    for node in graph.nodes:
+        if node.kind == "analog":
+            layer = lower_layer(graph, node, len(mapping.layers))
+            node.meta["layer"] = layer.index
+            mapping.layers.append(layer)
+    graph.meta["mapping"] = mapping
+    return graph

@@ -1,0 +1,96 @@
+"""Digital addressing around the crossbars: tensors to input vectors and back.
+
+``to_vectors`` turns an activation into the [V, G, K] vectors the crossbars of
+a layer read (im2col patches for Conv in ``(c, k1, k2, ...)`` order, input
+pixels for ConvTranspose, the last axis for Linear); ``from_vectors`` turns the
+[V, G, N] results back into the ONNX layout (col2im scatter-add for
+ConvTranspose) and adds the bias. The loops run over kernel offsets only
+(at most a few dozen), each one a strided numpy copy.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+
+
+def _pad_spatial(x: np.ndarray, pads: list[int]) -> np.ndarray:
+    nd = x.ndim - 2
+    widths = [(0, 0), (0, 0)] + [(pads[i], pads[i + nd]) for i in range(nd)]
+    if not any(pads):
+        return x
+    # negative pads crop
+    crop = [slice(None), slice(None)]
+    for i in range(nd):
+        b, e = pads[i], pads[i + nd]
+        crop.append(slice(-b if b < 0 else 0, x.shape[2 + i] + e if e < 0 else None))
+    x = x[tuple(crop)]
+    widths = [(0, 0), (0, 0)] + [(max(pads[i], 0), max(pads[i + nd], 0)) for i in range(nd)]
+    return np.pad(x, widths)
+
+
+def im2col(x: np.ndarray, geo: dict, groups: int) -> np.ndarray:
+    """Conv input [B, C, *S] -> patches [B·prod(out), G, (C/G)·prod(kernel)]."""
+    kernel, strides, dil = geo["kernel"], geo["strides"], geo["dilations"]
+    out_sp = geo["output_shape"][2:]
+    xp = _pad_spatial(x, geo["pads"])
+    b, c = x.shape[:2]
+    nd = len(kernel)
+    patches = np.empty((b, c) + tuple(kernel) + tuple(out_sp), dtype=x.dtype)
+    for offs in itertools.product(*(range(k) for k in kernel)):
+        src = tuple(slice(o * d, o * d + s * (n - 1) + 1, s) for o, d, s, n in zip(offs, dil, strides, out_sp))
+        patches[(slice(None), slice(None)) + offs] = xp[(slice(None), slice(None)) + src]
+    # [B, C, *K, *O] -> [B, *O, G, C/G * prod(K)]
+    order = (0,) + tuple(range(2 + nd, 2 + 2 * nd)) + (1,) + tuple(range(2, 2 + nd))
+    patches = patches.transpose(order).reshape(b * math.prod(out_sp), groups, (c // groups) * math.prod(kernel))
+    return patches
+
+
+def col2im(cols: np.ndarray, geo: dict, groups: int) -> np.ndarray:
+    """ConvTranspose: per-pixel results [B·prod(in), G, (Cout/G)·prod(K)] -> output [B, Cout, *out]."""
+    kernel, strides, dil, pads = geo["kernel"], geo["strides"], geo["dilations"], geo["pads"]
+    x_shape, y_shape = geo["input_shape"], geo["output_shape"]
+    b = x_shape[0]
+    in_sp = x_shape[2:]
+    nd = len(kernel)
+    c_out = y_shape[1]
+    full = [(n - 1) * s + (k - 1) * d + 1 for n, s, k, d in zip(in_sp, strides, kernel, dil)]
+    canvas_sp = [max(f, pads[i] + y_shape[2 + i]) for i, f in enumerate(full)]
+    canvas = np.zeros((b, c_out) + tuple(canvas_sp), dtype=np.float64 if cols.dtype == np.float64 else np.float32)
+    r = cols.reshape((b,) + tuple(in_sp) + (c_out,) + tuple(kernel))
+    # -> [B, Cout, *K, *in]
+    r = r.transpose((0, 1 + nd) + tuple(range(2 + nd, 2 + 2 * nd)) + tuple(range(1, 1 + nd)))
+    for offs in itertools.product(*(range(k) for k in kernel)):
+        dst = tuple(slice(o * d, o * d + s * (n - 1) + 1, s) for o, d, s, n in zip(offs, dil, strides, in_sp))
+        canvas[(slice(None), slice(None)) + dst] += r[(slice(None), slice(None)) + offs]
+    crop = tuple(slice(pads[i], pads[i] + y_shape[2 + i]) for i in range(nd))
+    return canvas[(slice(None), slice(None)) + crop]
+
+
+def to_vectors(x: np.ndarray, op_type: str, geo: dict, groups: int) -> np.ndarray:
+    if op_type == "Linear":
+        return x.reshape(-1, 1, x.shape[-1])
+    if op_type == "Conv":
+        return im2col(x, geo, groups)
+    # ConvTranspose: every input pixel is one vector per group
+    b, c = x.shape[:2]
+    moved = np.moveaxis(x, 1, -1).reshape(-1, groups, c // groups)
+    return moved
+
+
+def from_vectors(v: np.ndarray, bias: np.ndarray, op_type: str, geo: dict, groups: int,
+                 dtype=np.float32) -> np.ndarray:
+    if op_type == "Linear":
+        y = v.reshape(tuple(geo["input_shape"][:-1]) + (v.shape[-1] * v.shape[1],)) + bias
+        return y.astype(dtype, copy=False)
+    y_shape = geo["output_shape"]
+    nd = len(y_shape) - 2
+    if op_type == "Conv":
+        y = v.reshape((y_shape[0],) + tuple(y_shape[2:]) + (y_shape[1],))
+        y = np.moveaxis(y, -1, 1)
+    else:
+        y = col2im(v, geo, groups)
+    y = y + bias.reshape((1, -1) + (1,) * nd)
+    return np.ascontiguousarray(y, dtype=dtype)
