@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InvalidDataError, clean
+from .errors import AcompileError, InvalidDataError, clean
 from .ir import Graph
 from .sim import analog
 from .sim.runtime import Simulator, WeightsFromGraph
@@ -87,12 +87,23 @@ class _Recorder:
 def calibrate(graph: Graph, target, data: dict[str, np.ndarray] | None, seed: int = 0) -> Graph:
     """Set every layer's input range/scale and ADC full scale from calibration activations."""
     mapping = graph.meta["mapping"]
+    if not mapping.layers:
+        return graph
     batch = graph.meta.get("batch", 1)
+    user_data = data is not None
     if data is None:
         data = default_data(graph, batch, seed)
     recorder = _Recorder(seed)
     weights = WeightsFromGraph(graph, mapping)
-    Simulator(graph, mapping, weights, mode="ideal", capture=recorder).run(data)
+    try:
+        Simulator(graph, mapping, weights, mode="ideal", capture=recorder).run(data)
+    except InvalidDataError as e:
+        raise InvalidDataError(f"calibration data does not fit the model: {e.one_line()}")
+    except AcompileError as e:
+        if user_data:
+            raise
+        raise InvalidDataError(f"the default calibration inputs (random normal floats, zero integers) cannot run "
+                               f"through this model: {e.one_line()}", hint="pass --calibration DATA with real inputs")
     percentile = float(target["precision.input_percentile"])
     calibrated_adc = target["adc.range"] == "calibrated"
     for layer in mapping.layers:

@@ -329,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ops", parents=[common], help="list the supported ONNX operators")
     p.set_defaults(func=cmd_ops)
 
-    p = sub.add_parser("check", parents=[common], help="CI compatibility check of models against targets")
+    p = sub.add_parser("check", help="CI compatibility check of models against targets")
     from .check import add_arguments as add_check_arguments
     add_check_arguments(p)
     p.set_defaults(func=cmd_check)

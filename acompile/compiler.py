@@ -63,7 +63,8 @@ class Compiled:
 def _steps(options: Options, with_calibration: bool):
     nonneg = set()
     if options.calibration:
-        nonneg = {k for k, v in options.calibration.items() if np.asarray(v).size and np.min(v) >= 0}
+        nonneg = {k for k, v in options.calibration.items()
+                  if np.asarray(v).dtype.kind in "fiu" and np.asarray(v).size and np.min(v) >= 0}
     steps = [
         ("fold_constants", lambda g, t: fold_constants(g, options.limits)),
         ("canonicalise", lambda g, t: canonicalise(g)),

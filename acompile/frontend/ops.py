@@ -164,10 +164,9 @@ def classify(graph: Graph, allow_unsupported: bool = False) -> list[Problem]:
             problem = sup.check(graph, node)
         if sup is not None and problem is None:
             node.kind = sup.kind
-            if sup.kind == "digital" and any(
-                    graph.static_shape(o) is None for o in node.outputs if o):
-                problem = Problem(node.name, node.op_type, node.domain, node.opset, "unknown_shape",
-                                  "output shape cannot be inferred, so its cost is unknown")
+            if sup.kind == "digital" and any(graph.static_shape(o) is None for o in node.outputs if o):
+                # data-dependent shapes still run on the digital units; only their cost is unknown
+                node.meta["cost_unknown"] = True
         if problem is not None:
             problems.append(problem)
             node.kind = "digital"

@@ -87,8 +87,10 @@ class Simulator:
             raise InvalidDataError(f"unknown mode {self.mode!r}; expected one of {', '.join(MODES)}")
         feeds = self._check_feeds(feeds)
         compiled = self._compiled_batch()
-        total = next(iter(feeds.values())).shape[0] if feeds and compiled else None
+        leading = {v.shape[0] if v.ndim else None for v in feeds.values()}
+        total = leading.pop() if len(leading) == 1 else None
         if compiled is None or total is None or total == compiled:
+            self._check_static_batch(feeds)
             return self._run_once(feeds)
         chunks = []
         for start in range(0, total, compiled):
@@ -109,47 +111,51 @@ class Simulator:
             print(file=sys.stderr)
         return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
 
+    def _check_static_batch(self, feeds: dict[str, np.ndarray]) -> None:
+        for name, value in feeds.items():
+            shape = self.graph.shape(name)
+            if shape and value.ndim and isinstance(shape[0], int) and shape[0] != value.shape[0]:
+                raise InvalidDataError(f"input {clean(name)!r} has {value.shape[0]} rows; the program was compiled "
+                                       f"for {shape[0]}", hint="recompile with --batch or give the same batch")
+
     def _compiled_batch(self) -> int | None:
+        """The batch the program was compiled for, if every input has the same static leading dim."""
         batches = set()
         for name in self.graph.inputs:
             shape = self.graph.shape(name)
-            if shape and isinstance(shape[0], int):
-                batches.add(shape[0])
+            if not shape or not isinstance(shape[0], int):
+                return None
+            batches.add(shape[0])
         return batches.pop() if len(batches) == 1 else None
 
     def _check_feeds(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Names, dtypes and shapes of the inputs, with one clear message for the first mismatch."""
         expected = list(self.graph.inputs)
         missing = [n for n in expected if n not in feeds]
         extra = [n for n in feeds if n not in expected]
         if missing or extra:
-            raise InvalidDataError(
-                "input names do not match the model: "
-                + (f"missing {', '.join(clean(m) for m in missing)}" if missing else "")
-                + ("; " if missing and extra else "")
-                + (f"unexpected {', '.join(clean(e) for e in extra)}" if extra else ""),
-                hint=f"the model's inputs are: {', '.join(clean(e) for e in expected)}")
+            parts = ([f"missing {', '.join(clean(m) for m in missing)}"] if missing else []) + \
+                    ([f"unexpected {', '.join(clean(e) for e in extra)}"] if extra else [])
+            raise InvalidDataError("input names do not match the model: " + "; ".join(parts),
+                                   hint=f"the model's inputs are: {', '.join(clean(e) for e in expected)}")
         out = {}
-        batch = None
         for name in expected:
-            value = np.asarray(feeds[name])
+            value = feeds[name]
+            if not isinstance(value, np.ndarray):
+                raise InvalidDataError(f"input {clean(name)!r} is not an array")
             info = self.graph.tensors.get(name)
-            if info is not None and info.dtype is not None:
-                if value.dtype.kind not in "fiub" or (info.dtype.kind == "f") != (value.dtype.kind == "f") and not (
-                        info.dtype.kind == "f" and value.dtype.kind in "iu"):
-                    raise InvalidDataError(f"input {clean(name)!r} has dtype {value.dtype}; the model expects "
-                                           f"{info.dtype}")
-                value = value.astype(info.dtype, copy=False)
+            want = info.dtype if info is not None else None
+            if want is not None and value.dtype != want:
+                if value.dtype.kind not in "biuf" or not np.can_cast(value.dtype, want, "same_kind"):
+                    raise InvalidDataError(f"input {clean(name)!r} has dtype {value.dtype}; the model expects {want}")
+                value = value.astype(want)
             shape = info.shape if info is not None else None
             if shape is not None:
-                if value.ndim != len(shape) or any(isinstance(d, int) and d != s
-                                                  for d, s in list(zip(shape, value.shape))[1:]):
+                fixed_ok = all(not isinstance(d, int) or d == s for d, s in list(zip(shape, value.shape))[1:])
+                if value.ndim != len(shape) or not fixed_ok:
+                    shown = ["N" if i == 0 else d for i, d in enumerate(shape)]
                     raise InvalidDataError(f"input {clean(name)!r} has shape {list(value.shape)}; the model "
-                                           f"expects {['N' if i == 0 else d for i, d in enumerate(shape)]}")
-            if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
-                raise InvalidDataError(f"input {clean(name)!r} contains NaN or infinity")
-            if value.ndim and batch is not None and value.shape[0] != batch:
-                raise InvalidDataError("inputs disagree on the batch size")
-            batch = value.shape[0] if value.ndim else batch
+                                           f"expects {shown}")
             out[name] = value
         return out
 
@@ -212,6 +218,9 @@ class Simulator:
                 w = self.weights.float_matrix(layer, g)
                 out[:, g, :] = x.astype(np.float32, copy=False) @ w.T.astype(np.float32, copy=False)
                 continue
+            if not np.isfinite(x).all():
+                raise InvalidDataError(f"a NaN or infinite value reaches analog layer {clean(layer.name)!r}; "
+                                       "the DAC cannot convert it", hint="check the inputs, or use --mode ideal")
             encoded = self.weights.encoded(layer, g)
             spec = layer.spec
             x_q = analog.quantize_inputs(x, layer.input_scale, spec.input_bits, layer.input_signed)
