@@ -1,0 +1,43 @@
+"""Write an IR graph back to ONNX (before the boundary pass), so every frontend
+pass can be checked the qonnx way: run the model before and after through
+onnxruntime and compare. ``acompile.Linear`` becomes MatMul(x, W^T) + Add(b).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from ..ir import Graph
+from ..onnx_exec import make_attributes
+from .canonicalise import is_linear
+
+
+def to_onnx(graph: Graph) -> onnx.ModelProto:
+    nodes, inits = [], []
+    for name, value in graph.constants.items():
+        inits.append(numpy_helper.from_array(np.asarray(value), name))
+    for n in graph.nodes:
+        if is_linear(n):
+            x, w, b = n.inputs
+            wt = f"{w}__T"
+            inits.append(numpy_helper.from_array(np.ascontiguousarray(graph.constants[w].T), wt))
+            mid = f"{n.outputs[0]}__mm"
+            nodes.append(helper.make_node("MatMul", [x, wt], [mid], name=f"{n.name}__mm"))
+            nodes.append(helper.make_node("Add", [mid, b], [n.outputs[0]], name=f"{n.name}__bias"))
+            continue
+        if n.domain:
+            raise ValueError(f"{n.describe()} has no ONNX form (export before the boundary pass)")
+        node = helper.make_node(n.op_type, n.inputs, n.outputs, name=n.name)
+        node.attribute.extend(make_attributes(n.attrs, n.meta.get("attr_types")))
+        nodes.append(node)
+
+    def info(name):
+        t = graph.tensors.get(name)
+        elem = helper.np_dtype_to_tensor_dtype(t.dtype) if t is not None and t.dtype is not None else 1
+        shape = list(t.shape) if t is not None and t.shape is not None else None
+        return helper.make_tensor_value_info(name, elem, shape)
+
+    g = helper.make_graph(nodes, graph.name, [info(i) for i in graph.inputs], [info(o) for o in graph.outputs], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", graph.opset)], ir_version=8)

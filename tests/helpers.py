@@ -1,0 +1,30 @@
+"""Small helpers shared by the tests: compile in process, run onnxruntime, simulate."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from acompile.compiler import Options, compile_model
+from acompile.sim.runtime import Simulator, WeightsFromGraph
+from acompile.target import load_target
+
+
+def ort_outputs(model: onnx.ModelProto, feeds: dict) -> list[np.ndarray]:
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)
+
+
+def compiled(model: onnx.ModelProto, target="isaac", **options):
+    t = load_target(target) if isinstance(target, str) else target
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    return compile_model(copy, t, Options(**options))
+
+
+def simulate(comp, feeds: dict, mode="ideal", path="fast", noise=None, seed=0) -> list[np.ndarray]:
+    sim = Simulator(comp.graph, comp.mapping, WeightsFromGraph(comp.graph, comp.mapping), mode=mode, path=path,
+                    noise=noise, seed=seed)
+    out = sim.run(feeds)
+    return [out[o] for o in comp.graph.outputs]

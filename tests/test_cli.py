@@ -1,0 +1,141 @@
+"""The command line: exit codes, output files, atomic OUT, formats, and one real subprocess."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import models
+from acompile.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "samples"
+
+
+def save(model, path: Path) -> Path:
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def test_compile_writes_program_device_and_report(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["compile", str(SAMPLES / "cnn.onnx"), "--target", "isaac", "-o", str(out)]) == 0
+    assert sorted(os.listdir(out)) == ["device.acdev", "program.json", "program.npz", "report.json", "report.md",
+                                       "report_energy.svg", "report_layers.svg"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["schema_version"] == 1 and report["totals"]["crossbars"] > 0
+    assert "total:" in capsys.readouterr().out
+
+
+def test_outputs_are_byte_identical_across_runs(tmp_path):
+    for name in ("a", "b"):
+        assert main(["compile", str(SAMPLES / "resblock.onnx"), "-t", "puma", "-o", str(tmp_path / name), "-q"]) == 0
+    for f in os.listdir(tmp_path / "a"):
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+
+
+def test_emit_and_json_format(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["compile", str(SAMPLES / "mlp.onnx"), "-t", "isaac", "-o", str(out), "--emit", "report",
+                 "--format", "json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["status"] == "ok" and "program.json" not in os.listdir(out)
+    assert main(["compile", str(SAMPLES / "mlp.onnx"), "-t", "isaac", "--emit", "nonsense"]) == 2
+
+
+def test_unsupported_op_exits_1_unless_allowed(tmp_path, capsys):
+    model = save(models.unsupported_op_model(), tmp_path / "topk.onnx")
+    assert main(["compile", str(model), "-t", "isaac", "-o", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert "TopK" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
+    assert main(["compile", str(model), "-t", "isaac", "-o", str(tmp_path / "o"), "--allow-unsupported", "-q"]) == 0
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert [u["op_type"] for u in report["unsupported"]] == ["TopK"]
+
+
+def test_errors_are_one_line_with_codes(tmp_path, capsys):
+    assert main(["compile", str(tmp_path / "missing.onnx"), "-t", "isaac"]) == 2
+    assert main(["compile", str(SAMPLES / "mlp.onnx"), "-t", "no-such-target"]) == 2
+    assert main(["compile", str(SAMPLES / "mlp.onnx"), "-t", "isaac", "--batch", "0"]) == 2
+    assert main(["frobnicate"]) == 2
+    lines = [l for l in capsys.readouterr().err.splitlines() if l]
+    assert len(lines) == 4 and all(l.startswith("acompile: error:") for l in lines)
+    assert main(["compile", str(tmp_path / "missing.onnx"), "-t", "isaac", "--format", "json"]) == 2
+    err = json.loads(capsys.readouterr().err)
+    assert err["error"]["code"] == "invalid_model" and err["error"]["exit_code"] == 2
+
+
+def test_failed_compile_leaves_out_untouched(tmp_path):
+    out = tmp_path / "out"
+    assert main(["compile", str(SAMPLES / "mlp.onnx"), "-t", "isaac", "-o", str(out), "-q"]) == 0
+    before = {f: (out / f).read_bytes() for f in os.listdir(out)}
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    assert main(["compile", str(bad), "-t", "isaac", "-o", str(out), "-q"]) == 2
+    assert {f: (out / f).read_bytes() for f in os.listdir(out)} == before
+    assert [p.name for p in tmp_path.iterdir() if "acompile-tmp" in p.name] == []
+
+
+def test_a_folder_of_other_files_is_never_replaced(tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("precious")
+    assert main(["compile", str(SAMPLES / "mlp.onnx"), "-t", "isaac", "-o", str(mine)]) == 2
+    assert (mine / "thesis.tex").read_text() == "precious"
+
+
+def test_simulate_compare_labels_and_run(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["compile", str(SAMPLES / "digits.onnx"), "-t", "isaac", "-o", str(out), "-q",
+                 "--calibration", str(SAMPLES / "digits_calib.npy")]) == 0
+    x = np.load(SAMPLES / "digits_test_x.npy")[:50]
+    y = np.load(SAMPLES / "digits_test_y.npy")[:50]
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    assert main(["simulate", str(out), "--input", str(tmp_path / "x.npy"), "--compare", str(SAMPLES / "digits.onnx"),
+                 "--labels", str(tmp_path / "y.npy"), "--format", "json", "-r", str(tmp_path / "r.npz")]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    cmp = summary["comparison"]["logits"]
+    assert cmp["relative_error"] < 1e-4 and cmp["top1_agreement"] == 1.0
+    assert cmp["top1_accuracy_onnxruntime"] > 0.9
+    with np.load(tmp_path / "r.npz") as r:
+        assert r["logits"].shape == (50, 10)
+    assert main(["run", str(SAMPLES / "digits.onnx"), "-t", "puma", "--input", str(tmp_path / "x.npy"),
+                 "--mode", "quantized", "--labels", str(tmp_path / "y.npy")]) == 0
+    assert "accuracy" in capsys.readouterr().out
+
+
+def test_simulate_rejects_a_device_file_from_another_compile(tmp_path, capsys):
+    for name, model in (("a", "mlp.onnx"), ("b", "digits.onnx")):
+        assert main(["compile", str(SAMPLES / model), "-t", "isaac", "-o", str(tmp_path / name), "-q"]) == 0
+    shutil.copy(tmp_path / "b" / "device.acdev", tmp_path / "a" / "device.acdev")
+    np.save(tmp_path / "x.npy", np.zeros((1, 784), np.float32))
+    assert main(["simulate", str(tmp_path / "a"), "--input", str(tmp_path / "x.npy"), "--mode", "quantized"]) == 2
+    assert "another compile" in capsys.readouterr().err
+
+
+def test_inspect_ops_and_targets(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["compile", str(SAMPLES / "cnn.onnx"), "-t", "hermes", "-o", str(out), "-q"]) == 0
+    assert main(["inspect", str(out / "device.acdev")]) == 0
+    assert "crossbars" in capsys.readouterr().out
+    assert main(["ops"]) == 0
+    assert "Conv" in capsys.readouterr().out
+    assert main(["targets", "list"]) == 0
+    assert main(["targets", "validate", str(REPO / "targets" / "isaac.toml")]) == 0
+
+
+def test_console_script_runs_as_a_real_process(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    cmd = [sys.executable, "-m", "acompile", "compile", str(SAMPLES / "mlp.onnx"), "-t", "isaac", "-o",
+           str(tmp_path / "o")]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    done = subprocess.run(cmd[:4] + [str(tmp_path / "nope.onnx"), "-t", "isaac"], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1

@@ -1,0 +1,56 @@
+"""Cost figures traced by hand: counts derived here from first principles, times the target's figures."""
+
+import math
+
+import models
+from acompile.target import load_target
+from helpers import compiled
+
+
+def test_one_linear_layer_by_hand():
+    t = load_target("isaac")
+    k, n, batch = 784, 128, 2
+    comp = compiled(models.mlp((k, n)), t, batch=batch)
+    layer = comp.cost["layers"][0]
+    c = layer["counts"]
+    rows, cols = t["crossbar.rows"], t["crossbar.cols"]
+    slices = math.ceil(t["precision.weight_bits"] / t["crossbar.cell_bits"])      # offset scheme: Bm = Bw
+    physical = n * slices + 1                                                      # + reference column
+    row_blocks, col_blocks = math.ceil(k / rows), math.ceil(physical / cols)
+    cycles = t["precision.input_bits"]                                             # 1-bit DAC, signed input
+    assert (layer["row_blocks"], layer["col_blocks"], layer["physical_columns"]) == (row_blocks, col_blocks, physical)
+    assert c["input_vectors"] == batch and c["cycles_per_vector"] == cycles
+    assert c["dac_conversions"] == batch * cycles * k * col_blocks
+    assert c["adc_conversions"] == batch * cycles * physical * row_blocks
+    assert c["array_reads"] == batch * cycles * row_blocks * col_blocks
+    assert c["shift_adds"] == c["adc_conversions"]
+    assert c["macs"] == batch * k * n
+    e = layer["energy_pj"]
+    assert e["dac"] == c["dac_conversions"] * t["dac.energy_pj"]
+    assert e["adc"] == c["adc_conversions"] * t["adc.energy_pj"]
+    assert e["array"] == c["array_reads"] * t["crossbar.read_energy_pj"]
+    assert e["shift_add"] == c["shift_adds"] * t["shift_add.energy_pj"]
+    t_cycle = t["crossbar.read_latency_ns"] + math.ceil(cols / math.ceil(cols / t["adc.columns_per_adc"])) \
+        * t["adc.conversion_ns"]
+    assert math.isclose(layer["cycle_time_ns"], t_cycle)
+    assert layer["latency_ns"] >= batch * cycles * t_cycle
+
+
+def test_totals_add_up_and_carry_units():
+    comp = compiled(models.small_cnn(), "puma")
+    totals = comp.cost["totals"]
+    parts = sum(totals["energy_pj"].values())
+    assert math.isclose(parts, totals["energy_total_pj"])
+    per_layer = sum(x["energy_total_pj"] for x in comp.cost["layers"] + comp.cost["digital"])
+    assert math.isclose(per_layer + totals["energy_pj"]["static"], parts)
+    assert 0 < totals["utilisation"] <= 1 and 0 < totals["analog_mac_fraction"] <= 1
+    assert math.isclose(totals["tops_per_w"], totals["ops"] / totals["energy_total_pj"])
+    for key in ("latency_ns", "energy_total_pj", "area_tiles_mm2", "area_chip_mm2"):
+        assert key in totals
+    assert totals["throughput_inferences_per_s"] > 0 and totals["latency_ns"] >= totals["slowest_stage_ns"]
+
+
+def test_energy_grows_with_batch():
+    one = compiled(models.mlp(), batch=1).cost["totals"]
+    four = compiled(models.mlp(), batch=4).cost["totals"]
+    assert four["adc_conversions"] == 4 * one["adc_conversions"]

@@ -1,0 +1,133 @@
+"""Frontend passes, each checked structurally and against onnxruntime before and after."""
+
+import os
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+import models
+from acompile.errors import InvalidModelError, LimitError, UnsupportedError
+from acompile.frontend.canonicalise import canonicalise
+from acompile.frontend.export import to_onnx
+from acompile.frontend.fold import fold_constants
+from acompile.frontend.load import CANONICAL_OPSET, load_model, load_model_proto
+from acompile.frontend.ops import classify, supported_table
+
+
+def ort_run(model: onnx.ModelProto, feeds):
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)
+
+
+def frontend(model):
+    g = load_model_proto(model)
+    fold_constants(g)
+    canonicalise(g)
+    return g
+
+
+def assert_same_outputs(before: onnx.ModelProto, after_graph, batch=1):
+    feeds = models.random_inputs(before, batch=batch)
+    want = ort_run(before, feeds)
+    got = ort_run(to_onnx(after_graph), feeds)
+    for w, g in zip(want, got):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(set(models.ALL_SMALL) - {"unsupported_op_model", "lstm_model"}))
+def test_frontend_preserves_outputs(name):
+    model = models.ALL_SMALL[name]()
+    assert_same_outputs(model, frontend(model))
+
+
+def test_old_opset_is_converted_to_the_canonical_one():
+    g = load_model_proto(models.old_opset_cnn())
+    assert g.opset == CANONICAL_OPSET
+
+
+def test_weight_subgraphs_fold_to_constants():
+    g = frontend(models.weights_via_constant_nodes())
+    ops = {n.op_type for n in g.nodes}
+    assert not ops & {"Constant", "Reshape", "Transpose", "Identity", "Cast"}
+    assert [n.op_type for n in g.nodes if n.domain == "acompile"] == ["Linear", "Linear"]
+
+
+def test_batchnorm_and_per_channel_affine_fold_into_conv():
+    g = frontend(models.residual_block())
+    assert "BatchNormalization" not in {n.op_type for n in g.nodes}
+    g = frontend(models.per_channel_mul_add_after_conv())
+    assert [n.op_type for n in g.nodes] == ["Conv", "Relu"]
+
+
+def test_gemm_and_matmul_become_linear_layers():
+    g = frontend(models.gemm_variants())
+    assert "Gemm" not in {n.op_type for n in g.nodes}
+    assert sum(n.op_type == "Linear" for n in g.nodes) == 4
+    g = frontend(models.matmul_add())
+    assert [n.op_type for n in g.nodes if n.op_type in ("MatMul", "Add", "Linear")] == ["Linear", "Linear"]
+    g = frontend(models.matmul_const_first())
+    assert [n.op_type for n in g.nodes] == ["Transpose", "Linear", "Transpose", "Add"]
+
+
+def test_attention_matmuls_stay_digital_and_projections_go_analog():
+    g = frontend(models.transformer_block())
+    assert classify(g) == []
+    kinds = {(n.op_type, n.kind) for n in g.nodes}
+    assert ("MatMul", "digital") in kinds and ("Linear", "analog") in kinds
+    assert sum(n.kind == "analog" for n in g.nodes) == 6
+
+
+def test_classification_follows_the_op_table():
+    table = {op: kind for op, kind, _ in supported_table()}
+    g = frontend(models.small_cnn())
+    classify(g)
+    for n in g.nodes:
+        key = f"acompile.{n.op_type}" if n.domain else n.op_type
+        assert n.kind == table[key]
+
+
+@pytest.mark.parametrize("builder, op", [(models.unsupported_op_model, "TopK"), (models.lstm_model, "LSTM")])
+def test_unsupported_ops_are_named_not_dropped(builder, op):
+    g = frontend(builder())
+    problems = classify(g)
+    assert [p.op_type for p in problems] == [op]
+    assert problems[0].category == "unsupported_op" and problems[0].opset == 17
+
+
+def test_external_data_inside_the_folder_loads(tmp_path):
+    model = models.mlp((16, 64, 10))
+    onnx.save_model(model, tmp_path / "m.onnx", save_as_external_data=True, location="w.bin",
+                    size_threshold=0)
+    g = load_model(tmp_path / "m.onnx")
+    assert any(v.size == 16 * 64 for v in g.constants.values())
+
+
+def test_external_data_outside_the_folder_is_refused(tmp_path):
+    model = models.mlp((16, 64, 10))
+    (tmp_path / "inner").mkdir()
+    onnx.save_model(model, tmp_path / "inner" / "m.onnx", save_as_external_data=True, location="w.bin",
+                    size_threshold=0)
+    m = onnx.load(tmp_path / "inner" / "m.onnx", load_external_data=False)
+    os.rename(tmp_path / "inner" / "w.bin", tmp_path / "w.bin")
+    for t in m.graph.initializer:
+        for e in t.external_data:
+            if e.key == "location":
+                e.value = "../w.bin"
+    (tmp_path / "inner" / "m.onnx").write_bytes(m.SerializeToString())
+    with pytest.raises(InvalidModelError, match="leaves the model's folder"):
+        load_model(tmp_path / "inner" / "m.onnx")
+
+
+def test_oversize_file_is_refused_before_reading(tmp_path):
+    big = tmp_path / "big.onnx"
+    with open(big, "wb") as f:
+        f.truncate(2**31 + 1)
+    with pytest.raises(LimitError, match="GiB"):
+        load_model(big)
+
+
+def test_dynamic_batch_takes_the_compile_batch():
+    g = load_model_proto(models.dynamic_batch_cnn(), batch=4)
+    assert g.shape(g.inputs[0])[0] == 4

@@ -1,0 +1,105 @@
+"""The simulator: ideal mode against onnxruntime, quantized mode against the integer
+product and the reference path, noise reproducibility, and the files alone reproducing the model."""
+
+import numpy as np
+import pytest
+
+import models
+from acompile.backends.program import load_program
+from acompile.cli import main
+from acompile.passes.lower import layer_matrix
+from acompile.sim import analog
+from acompile.simulate import load_compiled, simulate as simulate_folder
+from acompile.target import load_target
+from helpers import compiled, ort_outputs, simulate
+
+SUPPORTED = sorted(set(models.ALL_SMALL) - {"unsupported_op_model", "lstm_model"})
+
+
+@pytest.mark.parametrize("name", SUPPORTED)
+def test_ideal_mode_matches_onnxruntime(name):
+    model = models.ALL_SMALL[name]()
+    feeds = models.random_inputs(model, batch=2)
+    comp = compiled(model)
+    for got, want in zip(simulate(comp, feeds), ort_outputs(model, feeds)):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * max(1.0, np.abs(want).max()))
+
+
+def lossless(target="isaac"):
+    t = load_target(target)
+    spec_worst = t["crossbar.rows"] * (2 ** t["dac.bits"] - 1) * (2 ** t["crossbar.cell_bits"] - 1)
+    return t.with_overrides({"adc.bits": int(np.ceil(np.log2(spec_worst + 1)))})
+
+
+@pytest.mark.parametrize("target", ["isaac", "puma", "prime"])
+def test_lossless_quantized_mode_equals_the_integer_product(target):
+    model = models.mlp((40, 12))             # one Linear layer, no activation
+    feeds = {"input": np.random.default_rng(1).standard_normal((3, 40)).astype(np.float32)}
+    comp = compiled(model, lossless(target))
+    (got,) = simulate(comp, feeds, mode="quantized")
+    layer = comp.mapping.layers[0]
+    spec = layer.spec
+    q_w, s_w = analog.quantize_weights(layer_matrix(comp.graph.constants, layer, 0), spec.weight_bits)
+    x_q = analog.quantize_inputs(feeds["input"], layer.input_scale, spec.input_bits, layer.input_signed)
+    y_int = x_q.astype(np.int64) @ q_w.astype(np.int64).T
+    want = (y_int * s_w * layer.input_scale).astype(np.float32) + comp.graph.constants[layer.bias]
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("target", ["isaac", "prime", "hermes"])
+def test_fast_and_reference_paths_agree_bit_for_bit(target):
+    model = models.small_cnn()
+    feeds = models.random_inputs(model, batch=1)
+    comp = compiled(model, target)
+    fast = simulate(comp, feeds, mode="quantized", path="fast")
+    ref = simulate(comp, feeds, mode="quantized", path="reference")
+    for a, b in zip(fast, ref):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_noise_is_seeded():
+    model = models.mlp()
+    feeds = models.random_inputs(model, batch=4)
+    comp = compiled(model, "hermes")
+    noise = analog.NoiseSpec(programming_sigma=0.02, read_sigma=0.01)
+    a = simulate(comp, feeds, mode="noisy", noise=noise, seed=1)[0]
+    b = simulate(comp, feeds, mode="noisy", noise=noise, seed=1)[0]
+    c = simulate(comp, feeds, mode="noisy", noise=noise, seed=2)[0]
+    q = simulate(comp, feeds, mode="quantized")[0]
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c) and not np.array_equal(a, q)
+
+
+def test_the_program_and_device_files_alone_reproduce_the_model(tmp_path, capsys):
+    model = models.residual_block()
+    (tmp_path / "m.onnx").write_bytes(model.SerializeToString())
+    assert main(["compile", str(tmp_path / "m.onnx"), "--target", "isaac", "-o", str(tmp_path / "out"), "-q"]) == 0
+    (tmp_path / "m.onnx").unlink()          # the simulator must not need it
+    feeds = models.random_inputs(model, batch=1)
+    ideal = simulate_folder(load_compiled(tmp_path / "out", "ideal"), feeds, mode="ideal")
+    want = ort_outputs(model, feeds)[0]
+    np.testing.assert_allclose(ideal["output"], want, rtol=1e-4, atol=1e-5)
+    comp = compiled(model)
+    quant_files = simulate_folder(load_compiled(tmp_path / "out", "quantized"), feeds, mode="quantized")
+    np.testing.assert_array_equal(quant_files["output"], simulate(comp, feeds, mode="quantized")[0])
+
+
+def test_a_batch_larger_than_the_compiled_one_runs_in_chunks():
+    model = models.small_cnn()                 # fixed batch 1
+    feeds = models.random_inputs(model, batch=1)
+    big = {"input": np.concatenate([feeds["input"]] * 3)}
+    comp = compiled(model)
+    out = simulate(comp, big)[0]
+    assert out.shape[0] == 3
+    np.testing.assert_allclose(out[2], simulate(comp, feeds)[0][0], rtol=1e-6)
+
+
+def test_program_round_trips(tmp_path):
+    comp = compiled(models.transformer_block())
+    from acompile.backends.program import write_program
+    from acompile.compiler import dumps_json
+    write_program(tmp_path, comp, dumps_json)
+    graph, mapping, _ = load_program(tmp_path)
+    assert [n.op_type for n in graph.nodes] == [n.op_type for n in comp.graph.nodes]
+    assert [l.input_scale for l in mapping.layers] == [l.input_scale for l in comp.mapping.layers]
