@@ -72,12 +72,24 @@ def layer_counts(layer: AnalogLayer, mapping: Mapping, target) -> dict:
     }
 
 
-def layer_cells(layer: AnalogLayer, mapping: Mapping) -> tuple[int, int]:
-    """(cells holding weights, cells of the crossbars the layer occupies alone or shared)."""
-    spec = layer.spec
+def layer_cells(layer: AnalogLayer, mapping: Mapping, cells_per_bar: int) -> tuple[int, float]:
+    """(cells holding the layer's weights, the layer's share of the cells of the crossbars it uses).
+
+    A crossbar shared by several layers is apportioned by the cells each layer's blocks occupy.
+    """
     from .passes.precision import slices
+    spec = layer.spec
     per_weight = slices(spec) * (2 if spec.signed_weights == "differential" else 1)
-    return layer.weights * per_weight, sum(mapping.blocks[b].rows * mapping.blocks[b].cols for b in layer.blocks)
+    occupied: dict[int, int] = defaultdict(int)
+    for b in layer.blocks:
+        blk = mapping.blocks[b]
+        occupied[blk.crossbar] += blk.rows * blk.cols
+    share = 0.0
+    for bar_index, cells in occupied.items():
+        bar = mapping.crossbars[bar_index]
+        total = sum(mapping.blocks[b].rows * mapping.blocks[b].cols for b in bar.blocks)
+        share += cells_per_bar * cells / total
+    return layer.weights * per_weight, share
 
 
 def _hops(a_tile: int, b_tile: int, tiles_per_chip: int) -> tuple[int, bool]:
@@ -125,6 +137,7 @@ def cost_model(graph: Graph, target) -> dict:
     link_bytes_per_ns = float(target["network.bytes_per_ns"])
     tiles_per_chip = int(target["organisation.tiles_per_chip"])
     lanes = int(target["digital.lanes_per_tile"])
+    cells_per_bar = int(target["crossbar.rows"]) * int(target["crossbar.cols"])
     home = _home_tiles(mapping)
     sources = _sources(graph)
     by_layer_node = {}
@@ -154,7 +167,7 @@ def cost_model(graph: Graph, target) -> dict:
         transfer_ns = hops * hop_ns + (in_bytes / link_bytes_per_ns if hops else 0.0)
         latency = c["latency_ns"] + c["digital_ops"] * _digital_figure(target, "Add", "latency_ns") / lanes \
             + transfer_ns
-        weight_cells, used_cells = layer_cells(layer, mapping)
+        weight_cells, used_cells = layer_cells(layer, mapping, cells_per_bar)
         entry = {
             "name": layer.name, "op_type": layer.op_type, "kind": "analog", "groups": layer.groups,
             "matrix": [layer.matrices[0].n_out, layer.matrices[0].k_in],
@@ -169,7 +182,7 @@ def cost_model(graph: Graph, target) -> dict:
             "energy_total_pj": sum(energy.values()),
             "latency_ns": latency,
             "weight_cells": weight_cells,
-            "used_cells": used_cells,
+            "crossbar_cells": used_cells,
             "utilisation": weight_cells / used_cells if used_cells else 0.0,
         }
         by_layer_node[f"{layer.name}/CrossbarRead"] = latency

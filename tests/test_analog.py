@@ -290,11 +290,14 @@ def test_fast_equals_reference_for_random_specs(data, weight_bits, input_bits, d
         assert np.array_equal(mvm(x, enc, spec, signed, full_scale=fs), fast)
 
 
-def test_fast_path_blocks_many_vectors_and_columns(monkeypatch):
-    """Shrink the fast path's blocks so vectors and columns are split into several chunks."""
+@pytest.mark.parametrize("parallel", [False, True])
+def test_fast_path_blocks_many_vectors_and_columns(monkeypatch, parallel):
+    """Shrink the fast path's blocks so vectors and columns split into many tasks, run
+    serially or in worker threads: same bits, and the same read noise for a seed."""
     import acompile.sim.analog as analog
     monkeypatch.setattr(analog, "_STACKED_ROWS", 24)
     monkeypatch.setattr(analog, "_BLOCK_ELEMS", 200)
+    monkeypatch.setattr(analog, "_PARALLEL_FLOPS", 0 if parallel else float("inf"))
     spec = spec_of(weight_bits=6, input_bits=6, dac_bits=2, cell_bits=2, adc_bits=4, rows=7,
                    signed_weights="offset")
     rng = np.random.default_rng(7)
@@ -302,6 +305,12 @@ def test_fast_path_blocks_many_vectors_and_columns(monkeypatch):
     x = random_inputs(rng, spec, True, 19, 30)
     enc = encode_weights(q, spec)
     assert np.array_equal(mvm(x, enc, spec, True), mvm_reference(x, enc, spec, True))
+    f = observe_full_scale(x, enc, spec, True, 90.0)
+    assert f == pytest.approx(float(np.percentile(explicit_currents(x, enc, spec, True), 90.0)))
+    noise = NoiseSpec(read_sigma=0.01)
+    noisy = mvm(x, enc, spec, True, noise=noise, rng=np.random.default_rng(1))
+    monkeypatch.setattr(analog, "_PARALLEL_FLOPS", float("inf") if parallel else 0)
+    assert np.array_equal(mvm(x, enc, spec, True, noise=noise, rng=np.random.default_rng(1)), noisy)
 
 
 def test_wide_converters_switch_to_float64_where_float32_would_round():

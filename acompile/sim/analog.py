@@ -22,9 +22,16 @@ final multiplication by the ADC step.
 from __future__ import annotations
 
 import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+
+try:  # optional: lets the fast path run one single-threaded BLAS per worker thread
+    from threadpoolctl import ThreadpoolController
+except ImportError:  # pragma: no cover - then the fast path runs serially on threaded BLAS
+    ThreadpoolController = None
 
 from acompile.errors import InvalidDataError, InvalidTargetError, UnsupportedError
 
@@ -44,6 +51,7 @@ _F64_EXACT = 2.0**53  # same for float64
 # small enough to stay in cache while the ADC runs over it in place.
 _STACKED_ROWS = 1024  # at most this many (cycle, vector) rows per GEMM
 _BLOCK_ELEMS = 1 << 20  # read-block and converted-cell-block size, in elements
+_PARALLEL_FLOPS = 2e8  # below this much GEMM work a call runs serially
 
 
 # --------------------------------------------------------------------------- specs
@@ -602,43 +610,89 @@ def _adc_codes(i: np.ndarray, adc: _Adc) -> np.ndarray:
 # --------------------------------------------------------------------------- fast path
 
 
-def _plan(v: int, t: int, p_data: int, cpc: int, rows: int) -> tuple[int, list[tuple[int, int]]]:
-    """Vector chunk and column chunks (multiples of a channel's columns) of the fast path."""
+def _plan(v: int, t: int, p_data: int, cpc: int, rows: int,
+          ref: int | None) -> list[tuple[int, int, int, int]]:
+    """Tasks (v0, v1, p0, p1) of the fast path, vector chunk major.
+
+    A task is T*(v1-v0) stacked (cycle, vector) rows by a chunk of whole channels' columns
+    (the offset scheme's reference column is a task of its own), sized to stay in cache.
+    """
     vc = max(1, min(v, _STACKED_ROWS // t))
     pc = min(_BLOCK_ELEMS // (t * vc), _BLOCK_ELEMS // min(rows, 1 << 12))
     pc = max(cpc, pc // cpc * cpc)
-    return vc, [(p0, min(p_data, p0 + pc)) for p0 in range(0, p_data, pc)]
+    ranges = [(p0, min(p_data, p0 + pc)) for p0 in range(0, p_data, pc)]
+    if ref is not None:
+        ranges.append((ref, ref + 1))
+    return [(v0, min(v, v0 + vc), p0, p1) for v0 in range(0, v, vc) for p0, p1 in ranges]
 
 
-def _read_blocks(x: np.ndarray, g: np.ndarray, spec: AnalogSpec, signed: bool, vc: int,
-                 ranges: list[tuple[int, int]]):
-    """Yield (v0, v1, p0, p1, r, I) for every read block, in a fixed order.
+def _scratch(store: dict, name: str, size: int, dtype) -> np.ndarray:
+    """A reusable flat buffer of at least `size` elements (fresh memory is slow to fault in)."""
+    buf = store.get(name)
+    if buf is None or buf.size < size or buf.dtype != dtype:
+        buf = store[name] = np.empty(size, dtype=dtype)
+    return buf[:size]
 
-    Order: vector chunk, column chunk, row block. I is (T * (v1-v0), p1-p0), row
-    t*(v1-v0) + v holding vector v0+v at cycle t; the buffer is reused by the next block.
+
+def _task_reads(x: np.ndarray, g: np.ndarray, spec: AnalogSpec, signed: bool, task, store: dict):
+    """Yield (r, I) for row block r = 0, 1, ... of one task: I = chunks @ g[rows of r, p0:p1].
+
+    I is (T * (v1-v0), p1-p0), row t*(v1-v0) + v holding vector v0+v at cycle t; it lives
+    in `store`'s scratch memory and is overwritten by the next block.
     """
-    v, k = x.shape
+    v0, v1, p0, p1 = task
+    k = x.shape[1]
     dt = spec.read_dtype
-    t = spec.cycles(signed)
-    rows, nb = spec.rows, spec.row_blocks(k)
-    pmax = max(p1 - p0 for p0, p1 in ranges)
-    convert = g.dtype != dt
-    gbuf = np.empty(min(rows, k) * pmax, dtype=dt) if convert else None
-    ibuf = np.empty(t * min(vc, v) * pmax, dtype=dt)
-    for v0 in range(0, v, vc):
-        v1 = min(v, v0 + vc)
-        xc = input_chunks(x[v0:v1], spec, signed, dtype=dt).reshape(t * (v1 - v0), k)
-        for p0, p1 in ranges:
-            out = ibuf[: xc.shape[0] * (p1 - p0)].reshape(xc.shape[0], p1 - p0)
-            for r in range(nb):
-                k0, k1 = r * rows, min(k, (r + 1) * rows)
-                if convert:
-                    gb = gbuf[: (k1 - k0) * (p1 - p0)].reshape(k1 - k0, p1 - p0)
-                    np.copyto(gb, g[k0:k1, p0:p1])
-                else:
-                    gb = g[k0:k1, p0:p1]
-                np.matmul(xc[:, k0:k1], gb, out=out)
-                yield v0, v1, p0, p1, r, out
+    rows = spec.rows
+    xc = input_chunks(x[v0:v1], spec, signed, dtype=dt).reshape(-1, k)
+    pc = p1 - p0
+    out = _scratch(store, "read", xc.shape[0] * pc, dt).reshape(xc.shape[0], pc)
+    for r in range(spec.row_blocks(k)):
+        k0, k1 = r * rows, min(k, (r + 1) * rows)
+        if g.dtype == dt:
+            gb = g[k0:k1, p0:p1]
+        else:  # levels (uint8) or cells of another dtype: convert one row block at a time
+            gb = _scratch(store, "cells", (k1 - k0) * pc, dt).reshape(k1 - k0, pc)
+            np.copyto(gb, g[k0:k1, p0:p1])
+        np.matmul(xc[:, k0:k1], gb, out=out)
+        yield r, out
+
+
+_controller_lock = threading.Lock()
+_controller = []
+
+
+def _blas_controller():
+    """threadpoolctl's view of the loaded BLAS (created once, after numpy loaded it)."""
+    if ThreadpoolController is None:
+        return None
+    with _controller_lock:
+        if not _controller:
+            _controller.append(ThreadpoolController().select(user_api="blas"))
+        return _controller[0]
+
+
+def _run_tasks(work, tasks: list, flops: float) -> list:
+    """work(index, task, scratch) for every task, results in task order.
+
+    Large calls run in worker threads, one per BLAS thread the process allows, each
+    with a single-threaded BLAS: no synchronisation inside the small GEMMs, and the ADC's
+    elementwise work runs in parallel too. Every task writes its own slice of the output.
+    """
+    ctl = _blas_controller() if flops >= _PARALLEL_FLOPS and len(tasks) > 1 else None
+    workers = min(len(tasks), max((lib["num_threads"] for lib in ctl.info()), default=1)) if ctl else 1
+    if workers <= 1:
+        store: dict = {}
+        return [work(i, task, store) for i, task in enumerate(tasks)]
+    local = threading.local()
+
+    def run(i):
+        if not hasattr(local, "store"):
+            local.store = {}
+        return work(i, tasks[i], local.store)
+
+    with ctl.limit(limits=1), ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(run, range(len(tasks))))
 
 
 def _check_exact(spec: AnalogSpec, k: int, signed: bool) -> None:
@@ -712,8 +766,9 @@ def mvm(x_q: np.ndarray, enc: EncodedWeights, spec: AnalogSpec, signed: bool, *,
 
     full_scale: the ADC's F (None: worst case). cells: effective conductances from
     program_cells (None: ideal levels). noise: read-time effects (read noise, ADC offset and
-    gain error); rng then supplies read noise, drawn per read block in _read_blocks order
-    as standard_normal((T * vectors, columns), read dtype) * σ_read * F_worst.
+    gain error). Read noise: rng draws one seed per task (integers(0, 2^63, size=tasks),
+    tasks in _plan order); a task's own generator then draws
+    standard_normal((T * vectors, columns), read dtype) * σ_read * F_worst per row block.
     When the ADC is lossless and nothing is noisy, exact_shortcut returns q_x @ q_w^T
     directly, which is what the full computation gives.
     """
@@ -727,45 +782,49 @@ def mvm(x_q: np.ndarray, enc: EncodedWeights, spec: AnalogSpec, signed: bool, *,
     if not info["canonical"]:
         raise InvalidDataError("the fast path needs the canonical column layout of encode_weights",
                                hint="use mvm_reference for other layouts")
-    read_sigma = 0.0 if noise is None else noise.read_sigma
-    gen = _generator(rng, "read noise") if read_sigma else None
-    sigma = spec.read_dtype(read_sigma * spec.worst_case_full_scale)
-
     v, k = x.shape
     n, cpc, t = info["n_out"], spec.columns_per_channel, spec.cycles(signed)
     nb = spec.row_blocks(k)
     p_data = n * cpc
-    vc, ranges = _plan(v, t, p_data, cpc, spec.rows)
-    if info["ref"] is not None:
-        ranges = ranges + [(p_data, p_data + 1)]
+    tasks = _plan(v, t, p_data, cpc, spec.rows, info["ref"])
     g = enc.levels if cells is None else cells
+
+    read_sigma = 0.0 if noise is None else noise.read_sigma
+    seeds = [None] * len(tasks)
+    if read_sigma:
+        seeds = _generator(rng, "read noise").integers(0, 2**63, size=len(tasks)).tolist()
+    sigma = spec.read_dtype(read_sigma * spec.worst_case_full_scale)
 
     cyc = np.array(input_cycles(spec, signed))
     acc_dt = np.float32 if nb * spec.max_code < _F32_EXACT else np.float64
     sum_f32 = acc_dt == np.float32 and np.abs(cyc).sum() * nb * spec.max_code < _F32_EXACT
     cyc_acc = cyc.astype(np.float32) if sum_f32 else cyc
     coef = _coefficients(spec)
-    pmax = max(p1 - p0 for p0, p1 in ranges)
-    accbuf = np.empty(t * min(vc, v) * pmax, dtype=acc_dt)
     y = np.zeros((v, n))
     ref = np.zeros(v)
-    for v0, v1, p0, p1, r, i in _read_blocks(x, g, spec, signed, vc, ranges):
-        if gen is not None:
-            i += gen.standard_normal(i.shape, dtype=i.dtype) * sigma
-        _adc_codes(i, adc)
-        acc = accbuf[: i.size].reshape(i.shape)
-        if r == 0:
-            np.copyto(acc, i)
-        else:
-            np.add(acc, i, out=acc)
-        if r == nb - 1:  # every row block of this (vector, column) chunk is in: shift and add
-            m = v1 - v0
-            per_col = cyc_acc @ acc.reshape(t, m * (p1 - p0))  # Σ_t w_t codes, exact
-            if p0 == p_data:
-                ref[v0:v1] += per_col
+
+    def work(index, task, store):
+        v0, v1, p0, p1 = task
+        gen = None if seeds[index] is None else np.random.default_rng(seeds[index])
+        acc = None
+        for r, i in _task_reads(x, g, spec, signed, task, store):
+            if gen is not None:
+                i += gen.standard_normal(i.shape, dtype=i.dtype) * sigma
+            _adc_codes(i, adc)
+            if r == 0:
+                acc = _scratch(store, "acc", i.size, acc_dt).reshape(i.shape)
+                np.copyto(acc, i)
             else:
-                per_col = per_col.astype(np.float64).reshape(m, (p1 - p0) // cpc, cpc)
-                y[v0:v1, p0 // cpc: p1 // cpc] += per_col @ coef
+                np.add(acc, i, out=acc)
+        m = v1 - v0
+        per_col = cyc_acc @ acc.reshape(t, m * (p1 - p0))  # Σ_t w_t Σ_r code, exact
+        if p0 == p_data:  # the reference column
+            ref[v0:v1] = per_col
+        else:  # shift and add each channel's slices and signs
+            per_col = per_col.astype(np.float64).reshape(m, (p1 - p0) // cpc, cpc)
+            y[v0:v1, p0 // cpc: p1 // cpc] = per_col @ coef
+
+    _run_tasks(work, tasks, flops=2.0 * t * v * k * enc.levels.shape[1])
     if spec.offset:
         y -= spec.offset * ref[:, None]
     if adc.step != 1.0:
@@ -848,11 +907,22 @@ def observe_full_scale(x_q: np.ndarray, enc: EncodedWeights, spec: AnalogSpec, s
     v, k = x.shape
     p = enc.levels.shape[1]
     t = spec.cycles(signed)
-    vc, ranges = _plan(v, t, p, 1, spec.rows)
-    counts = np.zeros(int(spec.worst_case_full_scale) + 1, dtype=np.int64)
+    tasks = _plan(v, t, p, 1, spec.rows, None)
     idt = np.int32 if spec.worst_case_full_scale < 2**31 else np.int64
-    for *_, i in _read_blocks(x, enc.levels, spec, signed, vc, ranges):
-        c = np.bincount(i.astype(idt).ravel())
+
+    def work(index, task, store):
+        counts = np.zeros(0, dtype=np.int64)
+        for _, i in _task_reads(x, enc.levels, spec, signed, task, store):
+            c = np.bincount(i.astype(idt).ravel())
+            if c.size > counts.size:
+                c[: counts.size] += counts
+                counts = c
+            else:
+                counts[: c.size] += c
+        return counts
+
+    counts = np.zeros(int(spec.worst_case_full_scale) + 1, dtype=np.int64)
+    for c in _run_tasks(work, tasks, flops=2.0 * t * v * k * p):
         counts[: c.size] += c
     cum = np.cumsum(counts)
     h = (cum[-1] - 1) * q / 100.0
