@@ -5,7 +5,7 @@ each analog layer's input vectors, and sets ``s_x`` from a percentile of |x|
 (``precision.input_percentile``) and, for ``adc.range = "calibrated"``, the ADC
 full scale from a percentile of the column currents the quantised inputs
 produce (``adc.percentile``). Without user data, a documented default is used:
-16 seeded standard-normal samples per float input (zeros for integer inputs).
+8 seeded standard-normal samples per float input (zeros for integer inputs).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from .ir import Graph
 from .sim import analog
 from .sim.runtime import Simulator, WeightsFromGraph
 
-DEFAULT_SAMPLES = 16
+DEFAULT_SAMPLES = 8
 MAX_VALUES_PER_LAYER = 1 << 20     # values kept per layer for percentiles
 MAX_ADC_VECTORS = 1024             # vectors per matrix used to calibrate the ADC
 
@@ -52,8 +52,8 @@ def default_data(graph: Graph, batch: int, seed: int) -> dict[str, np.ndarray]:
     for name in graph.inputs:
         info = graph.tensors[name]
         shape = [d if isinstance(d, int) else batch for d in (info.shape or ())]
-        if shape:
-            shape[0] = DEFAULT_SAMPLES
+        if shape and graph.meta.get("dynamic_batch"):
+            shape[0] = DEFAULT_SAMPLES      # one batch of samples; a fixed-batch model gets one batch
         dtype = info.dtype or np.dtype(np.float32)
         if dtype.kind == "f":
             data[name] = rng.standard_normal(shape).astype(dtype)
@@ -63,25 +63,28 @@ def default_data(graph: Graph, batch: int, seed: int) -> dict[str, np.ndarray]:
 
 
 class _Recorder:
-    """Keeps, per layer, |x| statistics and a sample of vectors for ADC calibration."""
+    """Keeps, per layer, |x| statistics and (when asked) samples of values and vectors."""
 
-    def __init__(self, seed: int):
+    def __init__(self, seed: int, keep_values: bool, keep_vectors: bool):
         self.values: dict[int, list[np.ndarray]] = {}
         self.maxima: dict[int, float] = {}
-        self.minima: dict[int, float] = {}
         self.vectors: dict[int, list[np.ndarray]] = {}
+        self.keep_values, self.keep_vectors = keep_values, keep_vectors
         self.rng = np.random.default_rng(seed)
 
     def __call__(self, layer, v: np.ndarray) -> None:
-        a = np.abs(v.reshape(-1))
         i = layer.index
-        self.maxima[i] = max(self.maxima.get(i, 0.0), float(a.max()) if a.size else 0.0)
-        self.minima[i] = min(self.minima.get(i, 0.0), float(v.min()) if v.size else 0.0)
-        if a.size > MAX_VALUES_PER_LAYER:
-            a = self.rng.choice(a, MAX_VALUES_PER_LAYER, replace=False)
-        self.values.setdefault(i, []).append(a)
-        take = v if v.shape[0] <= MAX_ADC_VECTORS else v[self.rng.choice(v.shape[0], MAX_ADC_VECTORS, replace=False)]
-        self.vectors.setdefault(i, []).append(np.array(take))
+        peak = float(np.max(np.abs(v))) if v.size else 0.0
+        self.maxima[i] = max(self.maxima.get(i, 0.0), peak)
+        if self.keep_values:
+            flat = v.reshape(-1)
+            if flat.size > MAX_VALUES_PER_LAYER:   # a uniform sample (with replacement: O(sample), not O(size))
+                flat = flat[self.rng.integers(0, flat.size, MAX_VALUES_PER_LAYER)]
+            self.values.setdefault(i, []).append(np.abs(flat))
+        if self.keep_vectors:
+            take = v if v.shape[0] <= MAX_ADC_VECTORS else v[np.sort(self.rng.choice(v.shape[0], MAX_ADC_VECTORS,
+                                                                                       replace=False))]
+            self.vectors.setdefault(i, []).append(np.array(take))
 
 
 def calibrate(graph: Graph, target, data: dict[str, np.ndarray] | None, seed: int = 0) -> Graph:
@@ -93,7 +96,9 @@ def calibrate(graph: Graph, target, data: dict[str, np.ndarray] | None, seed: in
     user_data = data is not None
     if data is None:
         data = default_data(graph, batch, seed)
-    recorder = _Recorder(seed)
+    percentile = float(target["precision.input_percentile"])
+    calibrated_adc = target["adc.range"] == "calibrated"
+    recorder = _Recorder(seed, keep_values=percentile < 100, keep_vectors=calibrated_adc)
     weights = WeightsFromGraph(graph, mapping)
     try:
         Simulator(graph, mapping, weights, mode="ideal", capture=recorder).run(data)
@@ -104,13 +109,13 @@ def calibrate(graph: Graph, target, data: dict[str, np.ndarray] | None, seed: in
             raise
         raise InvalidDataError(f"the default calibration inputs (random normal floats, zero integers) cannot run "
                                f"through this model: {e.one_line()}", hint="pass --calibration DATA with real inputs")
-    percentile = float(target["precision.input_percentile"])
-    calibrated_adc = target["adc.range"] == "calibrated"
     for layer in mapping.layers:
         spec = layer.spec
-        values = np.concatenate(recorder.values.get(layer.index, [np.zeros(1)]))
-        rng_abs = recorder.maxima.get(layer.index, 0.0) if percentile >= 100 else float(
-            np.percentile(values, percentile))
+        if percentile >= 100:
+            rng_abs = recorder.maxima.get(layer.index, 0.0)
+        else:
+            rng_abs = float(np.percentile(np.concatenate(recorder.values.get(layer.index, [np.zeros(1)])),
+                                          percentile))
         layer.input_range = rng_abs
         layer.input_scale = analog.input_scale(rng_abs, spec.input_bits, layer.input_signed)
         layer.adc_full_scale = float(spec.worst_case_full_scale) \

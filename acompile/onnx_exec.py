@@ -77,8 +77,9 @@ def run_node(op_type: str, attrs: dict[str, Any], inputs: Sequence[np.ndarray | 
     in_types = tuple(None if x is None else helper.np_dtype_to_tensor_dtype(np.asarray(x).dtype)
                      for x in inputs)
     try:
-        sess = _session(op_type, domain, int(opset), _freeze(attrs), json.dumps(attr_types or {}, sort_keys=True),
-                        in_types, n_outputs)
+        # Most digital ops (Relu, Add, ...) have no attributes: skip the JSON that keys the session cache.
+        sess = _session(op_type, domain, int(opset), _freeze(attrs) if attrs else "{}",
+                        json.dumps(attr_types, sort_keys=True) if attr_types else "{}", in_types, n_outputs)
         feeds = {f"in{i}": np.asarray(x) for i, x in enumerate(inputs) if x is not None}
         return sess.run(None, feeds)
     except Exception as e:

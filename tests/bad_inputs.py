@@ -305,21 +305,48 @@ def _constant_of_shape(dims, folder: Path) -> Path:
     return _save(_graph_model(nodes, [_vi("input", [1, dims[0]])], [_vi("output", [1, dims[1]])]), folder)
 
 
-def _constant_of_shape_symbolic(folder: Path) -> Path:
-    """ConstantOfShape whose shape comes through an initializer (shape inference sees it late)."""
-    nodes = [helper.make_node("ConstantOfShape", ["shape"], ["W"], name="fill",
-                              value=numpy_helper.from_array(np.array([1.0], np.float32))),
-             helper.make_node("Add", ["input", "W"], ["output"], name="add")]
-    inits = [numpy_helper.from_array(np.array([1 << 20, 1 << 20, 1 << 10], np.int64), "shape")]
-    return _save(_graph_model(nodes, [_vi("input", [1])], [_vi("output", None)], inits), folder)
-
-
 def _expand_huge(folder: Path) -> Path:
     nodes = [helper.make_node("Expand", ["one", "shape"], ["W"], name="expand"),
              helper.make_node("MatMul", ["input", "W"], ["output"], name="mm")]
     inits = [numpy_helper.from_array(np.array([1.0], np.float32), "one"),
              numpy_helper.from_array(np.array([1 << 20, 1 << 20], np.int64), "shape")]
     return _save(_graph_model(nodes, [_vi("input", [1, 1 << 20])], [_vi("output", [1, 1 << 20])], inits), folder)
+
+
+def _late(op: str, size, rank: int):
+    """``op`` sized by a value that passes through Abs, which shape inference's data propagation does not follow.
+
+    So the whole-model inference cannot tell how large the folded weight would be;
+    folding must find out before it allocates (terabytes here).
+    """
+    def build(folder: Path) -> Path:
+        one = numpy_helper.from_array(np.ones((1, 1), np.float32), "one")
+        size_arr = np.array(size, np.float32 if op in ("Range", "Resize") else np.int64)
+        inits = [numpy_helper.from_array(size_arr, "size0")]
+        if op == "Tile":
+            gen = helper.make_node("Tile", ["one", "size"], ["W"])
+            inits.append(one)
+        elif op == "Pad":
+            gen = helper.make_node("Pad", ["one", "size"], ["W"])
+            inits.append(one)
+        elif op == "Resize":
+            gen = helper.make_node("Resize", ["one", "", "size"], ["W"])
+            inits.append(one)
+        elif op == "OneHot":
+            gen = helper.make_node("OneHot", ["idx", "size", "vals"], ["W"])
+            inits += [numpy_helper.from_array(np.arange(1024, dtype=np.int64), "idx"),
+                      numpy_helper.from_array(np.array([0, 1], np.float32), "vals")]
+        elif op == "Range":
+            gen = helper.make_node("Range", ["zero", "size", "step"], ["W"])
+            inits += [numpy_helper.from_array(np.array(0, np.float32), "zero"),
+                      numpy_helper.from_array(np.array(1, np.float32), "step")]
+        else:
+            gen = helper.make_node(op, ["size"], ["W"])
+        nodes = [helper.make_node("Abs", ["size0"], ["size"], name="abs"), gen,
+                 helper.make_node("Add", ["input", "W"], ["output"], name="add")]
+        return _save(_graph_model(nodes, [_vi("input", [1])], [_vi("output", [f"d{i}" for i in range(rank)])],
+                                  inits), folder)
+    return build
 
 
 def _raw_length(delta: int):
@@ -393,14 +420,31 @@ def _hostile_names(folder: Path) -> Path:
     return _save(mlp_model(names=names), folder, "mo\ndel\x1b[1m.onnx")
 
 
-def _long_chain(n: int):
+def _hostile_unsupported(folder: Path) -> Path:
+    """An op of an unknown domain whose node name, op type and domain are hostile (with --allow-unsupported)."""
+    m = mlp_model()
+    dom = "com.\x1b[31mevil\n../"
+    m.graph.node.append(helper.make_node("Ev\nil\x1b[0m", ["output"], ["extra"], name="../x\n\x1b[2Jnode",
+                                         domain=dom))
+    m.graph.output.append(_vi("extra", ["N", 10]))
+    m.opset_import.append(helper.make_opsetid(dom, 1))
+    return _save(m, folder)
+
+
+def _long_chain(n: int, batch=1):
+    """MatMul then ``n`` Relus, and ``calib.npy`` (one sample) beside it.
+
+    Calibration with the default data runs the program once per sample (16
+    times); one calibration sample keeps the default suite quick.
+    """
     def build(folder: Path) -> Path:
+        np.save(folder / "calib.npy", _rng(2).standard_normal((1, 4)).astype(np.float32))
         rng = _rng(1)
         w = numpy_helper.from_array((rng.standard_normal((4, 4)) * 0.5).astype(np.float32), "W")
         nodes = [helper.make_node("MatMul", ["input", "W"], ["t0"], name="mm")]
         for i in range(n):
             nodes.append(helper.make_node("Relu", [f"t{i}"], [f"t{i + 1}" if i < n - 1 else "output"], name=f"r{i}"))
-        return _save(_graph_model(nodes, [_vi("input", [1, 4])], [_vi("output", [1, 4])], [w]), folder)
+        return _save(_graph_model(nodes, [_vi("input", [batch, 4])], [_vi("output", [batch, 4])], [w]), folder)
     return build
 
 
@@ -534,8 +578,14 @@ def model_cases() -> list[Case]:
         Case("initializer_dims_2_62", _initializer_dims_huge, BAD, r"GiB|limit|bytes"),
         Case("constant_of_shape_terabytes", lambda d: _constant_of_shape([1 << 20, 1 << 20], d), BAD,
              r"GiB|limit|budget|MiB"),
-        Case("constant_of_shape_late", _constant_of_shape_symbolic, BAD, r"GiB|limit|budget|MiB|shape"),
+        Case("constant_of_shape_late", _late("ConstantOfShape", [1 << 20, 1 << 20, 1 << 10], 3), BAD, r"budget"),
         Case("expand_terabytes", _expand_huge, BAD, r"GiB|limit|budget|MiB"),
+        Case("tile_late_terabytes", _late("Tile", [1 << 20, 1 << 20], 2), BAD, r"budget"),
+        Case("onehot_late_terabytes", _late("OneHot", [1 << 26], 2), BAD, r"budget"),
+        Case("hann_window_late", _late("HannWindow", 1 << 34, 1), BAD, r"budget"),
+        Case("range_late", _late("Range", 1e13, 1), BAD, r"budget"),
+        Case("pad_late", _late("Pad", [1 << 20, 1 << 20, 0, 0], 2), BAD, r"budget"),
+        Case("resize_late", _late("Resize", [1e6, 1e6], 2), BAD, r"budget"),
         Case("raw_data_short", _raw_length(-4), BAD, r"holds \d+ bytes"),
         Case("raw_data_long", _raw_length(+8), BAD, r"holds \d+ bytes"),
         Case("float_data_count_wrong", _float_data_count, BAD, r"W1|initializer|checker"),
@@ -552,7 +602,9 @@ def model_cases() -> list[Case]:
         Case("unknown_dtype", _unknown_dtype, BAD, r"type|B1"),
         Case("invalid_utf8_names", _invalid_utf8_names, frozenset({0, 2}), r"UTF|protobuf|name"),
         Case("hostile_names", _hostile_names, OK),
-        Case("chain_20000", _long_chain(20_000), OK),
+        Case("hostile_names_unsupported", _hostile_unsupported, OK, extra={"args": ["--allow-unsupported"]},
+             check_expect=frozenset({0, 1})),
+        Case("chain_20000", _long_chain(20_000), OK, extra={"args": ["--calibration", "{DIR}/calib.npy"]}),
         # external data: everything outside the model's folder is refused
         Case("ext_parent", _external("../outside.bin"), BAD, r"leaves the model's folder"),
         Case("ext_nested_parent", _external("a/../../outside.bin"), BAD, r"leaves the model's folder"),

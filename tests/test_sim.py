@@ -103,3 +103,12 @@ def test_program_round_trips(tmp_path):
     graph, mapping, _ = load_program(tmp_path)
     assert [n.op_type for n in graph.nodes] == [n.op_type for n in comp.graph.nodes]
     assert [l.input_scale for l in mapping.layers] == [l.input_scale for l in comp.mapping.layers]
+
+
+def test_a_dynamic_batch_program_runs_any_batch_in_one_go():
+    model = models.dynamic_batch_cnn()
+    comp = compiled(model, batch=1)
+    assert comp.graph.meta["dynamic_batch"]
+    feeds = models.random_inputs(model, batch=5)
+    for got, want in zip(simulate(comp, feeds), ort_outputs(model, feeds)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

@@ -132,6 +132,7 @@ def write_program(folder: Path, compiled, dumps) -> str:
     program = {
         "format": PROGRAM_FORMAT, "version": PROGRAM_VERSION,
         "target": compiled.target.name, "batch": compiled.options.batch, "opset": graph.opset,
+        "dynamic_batch": bool(graph.meta.get("dynamic_batch")),
         "model": clean(Path(graph.source).name if graph.source else "<model>"),
         "inputs": [_tensor_json(graph, n) for n in graph.inputs],
         "outputs": [_tensor_json(graph, n) for n in graph.outputs],
@@ -217,5 +218,6 @@ def _build(prog: dict, archive: ArchiveReader):
         mapping.layers.append(layer)
     graph.meta["mapping"] = mapping
     graph.meta["batch"] = prog["batch"]
+    graph.meta["dynamic_batch"] = bool(prog.get("dynamic_batch"))
     graph.meta["target"] = prog["target"]
     return graph, mapping

@@ -20,6 +20,46 @@ from .load import Limits
 NON_DETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
                      "Multinomial", "Bernoulli"}
 NEVER_FOLD = NON_DETERMINISTIC | {"If", "Loop", "Scan", "SequenceConstruct", "Dropout"}
+# Operators whose output size is set by the *values* of their inputs: folded only once it is known.
+SIZE_FROM_VALUES = {"Tile", "Expand", "Range", "Resize", "Upsample", "Pad", "OneHot", "CenterCropPad", "Col2Im",
+                    "HannWindow", "HammingWindow", "BlackmanWindow", "MelWeightMatrix", "DFT", "STFT"}
+SMALL_INPUT_BYTES = 4096   # inputs up to this size are given to shape inference by value
+
+
+def _infer_output(node: Node, args: list, index: int, opset: int):
+    """(static shape, dtype) of one output of ``node`` given its constant inputs, or (None, None).
+
+    Runs ONNX shape inference (with data propagation) on a one-node model whose
+    small inputs are initializers, so value-dependent sizes (Tile repeats,
+    OneHot depth, window lengths) are known before anything is allocated.
+    """
+    from onnx import helper, numpy_helper, shape_inference
+    from ..onnx_exec import IR_VERSION, make_attributes
+    try:
+        names = [f"in{i}" if a is not None else "" for i, a in enumerate(args)]
+        inits, inputs = [], []
+        for name, a in zip(names, args):
+            if a is None:
+                continue
+            a = np.asarray(a)
+            if a.nbytes <= SMALL_INPUT_BYTES:
+                inits.append(numpy_helper.from_array(a, name))
+            else:
+                inputs.append(helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(a.dtype),
+                                                            list(a.shape)))
+        outs = [f"out{i}" for i in range(len(node.outputs))]
+        proto = helper.make_node(node.op_type, names, outs)
+        proto.attribute.extend(make_attributes(node.attrs, node.meta.get("attr_types")))
+        g = helper.make_graph([proto], "fold", inputs, [helper.make_empty_tensor_value_info(o) for o in outs], inits)
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", int(opset))], ir_version=IR_VERSION)
+        tt = shape_inference.infer_shapes(m, data_prop=True).graph.output[index].type.tensor_type
+        if not tt.HasField("shape") or not all(d.HasField("dim_value") for d in tt.shape.dim):
+            return None, None
+        shape = tuple(int(d.dim_value) for d in tt.shape.dim)
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type)) if tt.elem_type else None
+        return shape, dtype
+    except Exception:    # no inference for this op, odd attributes: the caller stays careful
+        return None, None
 
 
 def _const_of_shape(node: Node, shape: np.ndarray, limits: Limits) -> np.ndarray:
@@ -87,16 +127,22 @@ def _fold_once(graph: Graph, limits: Limits) -> bool:
             continue
         if not node.outputs or any(o in graph.outputs for o in node.outputs):
             continue
-        for o in node.outputs:
+        args = [graph.constants[i] if i else None for i in node.inputs]
+        unknown = False
+        for k, o in enumerate(node.outputs):
             shape = graph.static_shape(o) if o in graph.tensors else None
             dtype = graph.dtype(o)
+            if shape is None and o:
+                # Whole-model inference could not size it (a shape computed by an op data propagation
+                # does not follow); the inputs are concrete now, so ask again for this one node.
+                shape, dtype = _infer_output(node, args, k, graph.opset)
             if shape is not None:
                 _check_budget(node, shape, (dtype.itemsize if dtype is not None else 8), limits)
-        args = [graph.constants[i] if i else None for i in node.inputs]
+            elif o:
+                unknown = True
         values = _fold_numpy(node, args, limits)
         if values is None:
-            if node.op_type in ("Tile", "Expand", "Range", "Resize", "Upsample", "Pad") and not all(
-                    graph.static_shape(o) for o in node.outputs if o):
+            if node.op_type in SIZE_FROM_VALUES and unknown:
                 continue  # unknown output size: do not gamble on an allocation
             values = run_node(node.op_type, node.attrs, args, len(node.outputs), graph.opset,
                               attr_types=node.meta.get("attr_types"), where=node.describe())
@@ -117,6 +163,9 @@ def fold_shapes(graph: Graph) -> bool:
             if shape is None:
                 continue
             start, end = node.attrs.get("start", 0), node.attrs.get("end")
+            batch_axes = graph.meta.get("batch_axes", {}).get(node.inputs[0], [])
+            if any(a in range(len(shape))[start:end] for a in batch_axes):
+                continue  # the model's batch is dynamic: keep the shape computation live
             graph.constants[node.outputs[0]] = np.array(shape[start:end], np.int64)
             graph.remove_nodes([node])
             changed = True

@@ -41,10 +41,18 @@ class Limits:
         if mb:
             try:
                 value = int(float(mb) * 1024**2)
-            except ValueError:
-                raise LimitError(f"ACOMPILE_MAX_TENSOR_MB={mb!r} is not a number")
+            except (ValueError, OverflowError):      # "abc", "nan", "inf", "1e400"
+                raise LimitError(f"ACOMPILE_MAX_TENSOR_MB={clean(mb, 40)!r} is not a number",
+                                 hint="give the largest tensor size in MiB, e.g. 4096")
+            if value <= 0:
+                raise LimitError(f"ACOMPILE_MAX_TENSOR_MB={clean(mb, 40)!r} must be a positive number of MiB")
             return Limits(max_tensor_bytes=value, fold_budget_bytes=min(value, base.fold_budget_bytes))
         return base
+
+
+def _size(nbytes: int) -> str:
+    """A byte count for a message: MiB below a GiB, else GiB (3 significant digits)."""
+    return f"{nbytes / 1024**2:.3g} MiB" if nbytes < 1024**3 else f"{nbytes / 1024**3:.3g} GiB"
 
 
 # ---------------------------------------------------------------------------
@@ -80,7 +88,38 @@ def read_model_proto(path: str | os.PathLike, limits: Limits) -> onnx.ModelProto
     del data
     if not model.HasField("graph") or (model.ir_version == 0 and not model.opset_import):
         raise InvalidModelError("not an ONNX model (no graph or version)", where=where)
+    _check_text(model, where)
     return model
+
+
+def _is_repeated(fd) -> bool:
+    flag = getattr(fd, "is_repeated", None)     # protobuf >= 6; older ones only have ``label``
+    return bool(flag) if flag is not None else fd.label == fd.LABEL_REPEATED
+
+
+def _check_text(model: onnx.ModelProto, where: str) -> None:
+    """Refuse string fields (names, domains, locations) that are not valid UTF-8.
+
+    protobuf hands such a proto2 ``string`` field back as ``bytes``, which would
+    otherwise travel into the IR and crash whatever formats it. Walks the
+    message tree iteratively, so nesting depth costs no recursion.
+    """
+    stack: list[tuple[object, str]] = [(model, "model")]
+    while stack:
+        msg, path = stack.pop()
+        for fd, value in msg.ListFields():
+            repeated = _is_repeated(fd)
+            if fd.type == fd.TYPE_STRING:
+                for v in (value if repeated else (value,)):
+                    if isinstance(v, bytes):
+                        raise InvalidModelError(f"{path}.{fd.name} {clean(v.decode('utf-8', 'replace'), 60)!r} "
+                                                "is not valid UTF-8", where=where,
+                                                hint="names and text fields must be UTF-8")
+            elif fd.type == fd.TYPE_MESSAGE:
+                if repeated:
+                    stack.extend((m, f"{path}.{fd.name}[{i}]") for i, m in enumerate(value))
+                else:
+                    stack.append((value, f"{path}.{fd.name}"))
 
 
 # ---------------------------------------------------------------------------
@@ -113,6 +152,8 @@ def resolve_external_data(model: onnx.ModelProto, model_path: Path, limits: Limi
         info = {e.key: e.value for e in t.external_data}
         where = f"{clean(model_path)}: initializer {clean(t.name)!r}"
         loc = info.get("location", "")
+        if "\0" in loc:
+            raise InvalidModelError(f"external data location {clean(loc)!r} holds a NUL byte", where=where)
         if not loc or os.path.isabs(loc) or loc.startswith(("/", "\\")) or "\\" in loc or ":" in loc:
             raise InvalidModelError(f"external data location {clean(loc)!r} must be a relative path", where=where)
         target = (base / loc)
@@ -120,7 +161,7 @@ def resolve_external_data(model: onnx.ModelProto, model_path: Path, limits: Limi
             raise InvalidModelError(f"external data location {clean(loc)!r} leaves the model's folder", where=where)
         try:
             real = target.resolve(strict=True)
-        except (OSError, RuntimeError):
+        except (OSError, RuntimeError, ValueError):
             raise InvalidModelError(f"external data file {clean(loc)!r} does not exist", where=where)
         if base not in real.parents:
             raise InvalidModelError(f"external data location {clean(loc)!r} leaves the model's folder "
@@ -206,8 +247,9 @@ def _check_raw_sizes(model: onnx.ModelProto, where: str, limits: Limits) -> None
             raise InvalidModelError(f"initializer {clean(t.name)!r} has unknown data type {t.data_type}",
                                     where=where)
         if n * itemsize > limits.max_tensor_bytes:
-            raise LimitError(f"initializer {clean(t.name)!r} would take {n * itemsize / 1024**3:.1f} GiB",
-                             where=where)
+            raise LimitError(f"initializer {clean(t.name)!r} would take {_size(n * itemsize)}; the limit is "
+                             f"{_size(limits.max_tensor_bytes)}", where=where,
+                             hint="set ACOMPILE_MAX_TENSOR_MB to raise it")
         if t.HasField("raw_data") and len(t.raw_data) != n * itemsize:
             raise InvalidModelError(f"initializer {clean(t.name)!r} holds {len(t.raw_data)} bytes but its "
                                     f"shape {dims} needs {n * itemsize}", where=where)
@@ -253,8 +295,12 @@ def bind_inputs(model: onnx.ModelProto, values: dict[str, np.ndarray], where: st
     model.graph.input.extend(kept)
 
 
-def _fix_batch(skel: onnx.ModelProto, batch: int, heavy) -> None:
-    """Give every graph input's leading symbolic dimension the batch size used for cost."""
+def _fix_batch(skel: onnx.ModelProto, batch: int, heavy) -> bool:
+    """Give every graph input's leading symbolic dimension the batch size used for cost.
+
+    Returns True when some input had a symbolic (dynamic) batch dimension.
+    """
+    dynamic = False
     for vi in skel.graph.input:
         if vi.name in heavy:
             continue
@@ -265,6 +311,29 @@ def _fix_batch(skel: onnx.ModelProto, batch: int, heavy) -> None:
         if not d0.HasField("dim_value") and len(tt.shape.dim) > 1:
             d0.Clear()
             d0.dim_value = batch
+            dynamic = True
+    return dynamic
+
+
+def _infer(skel: onnx.ModelProto, where: str) -> onnx.ModelProto:
+    try:
+        return onnx.shape_inference.infer_shapes(skel, check_type=True, strict_mode=True, data_prop=True)
+    except Exception as e:
+        raise InvalidModelError(f"shape inference: {_first_line(e)}", where=where)
+
+
+def _batch_axes(a: onnx.ModelProto, b: onnx.ModelProto) -> dict[str, list[int]]:
+    """Axes of every value whose size changed between two inferences at different batch sizes."""
+    sizes_b = {vi.name: _value_info(vi).shape for vi in list(b.graph.value_info) + list(b.graph.output)}
+    out = {}
+    for vi in list(a.graph.value_info) + list(a.graph.output):
+        sa, sb = _value_info(vi).shape, sizes_b.get(vi.name)
+        if sa is None or sb is None or len(sa) != len(sb):
+            continue
+        axes = [i for i, (x, y) in enumerate(zip(sa, sb)) if x != y]
+        if axes:
+            out[vi.name] = axes
+    return out
 
 
 def _check_input_sizes(skel: onnx.ModelProto, where: str, limits: "Limits") -> None:
@@ -301,12 +370,18 @@ def _check_value_sizes(model: onnx.ModelProto, where: str, limits: "Limits") -> 
 
 
 def normalise_and_infer(model: onnx.ModelProto, where: str, batch: int = 1,
-                        limits: "Limits | None" = None) -> onnx.ModelProto:
-    """Checker, opset conversion to CANONICAL_OPSET (older models only), strict shape inference."""
+                        limits: "Limits | None" = None) -> tuple[onnx.ModelProto, dict[str, list[int]] | None]:
+    """Checker, opset conversion to CANONICAL_OPSET (older models only), strict shape inference.
+
+    Returns the inferred model and, for a model with a dynamic batch, the axes of every value
+    that follow the batch size (found by inferring shapes at two batch sizes), else None.
+    """
     limits = limits or Limits()
     version = _ai_onnx_opset(model, where)
     skel, heavy = _skeleton(model)
-    _fix_batch(skel, batch, heavy)
+    unfixed = onnx.ModelProto()
+    unfixed.CopyFrom(skel)
+    dynamic = _fix_batch(skel, batch, heavy)
     _check_input_sizes(skel, where, limits)
     try:
         onnx.checker.check_model(skel)
@@ -321,17 +396,22 @@ def normalise_and_infer(model: onnx.ModelProto, where: str, batch: int = 1,
         except Exception as e:
             raise UnsupportedError(f"cannot convert opset {version} to {CANONICAL_OPSET}: {_first_line(e)}",
                                    where=where)
-    try:
-        skel = onnx.shape_inference.infer_shapes(skel, check_type=True, strict_mode=True, data_prop=True)
-    except Exception as e:
-        raise InvalidModelError(f"shape inference: {_first_line(e)}", where=where)
+    batch_axes = None
+    if dynamic:
+        _fix_batch(unfixed, batch + 1, heavy)
+        if version < CANONICAL_OPSET:
+            from onnx import version_converter
+            unfixed = version_converter.convert_version(unfixed, CANONICAL_OPSET)
+    skel = _infer(skel, where)
+    if dynamic:
+        batch_axes = _batch_axes(skel, _infer(unfixed, where))
     _check_value_sizes(skel, where, limits)
     # Put the heavy initializers back (they were never copied).
     keep_inputs = [i for i in skel.graph.input if i.name not in heavy or _was_real_input(model, i.name)]
     del skel.graph.input[:]
     skel.graph.input.extend(keep_inputs)
     skel.graph.initializer.extend(heavy.values())
-    return skel
+    return skel, batch_axes
 
 
 def _was_real_input(model: onnx.ModelProto, name: str) -> bool:
@@ -469,5 +549,12 @@ def load_model_proto(model: onnx.ModelProto, *, batch: int = 1, bind: dict | Non
     if bind:
         bind_inputs(model, bind, where)
     _check_raw_sizes(model, where, limits)
-    model = normalise_and_infer(model, where, batch=batch, limits=limits)
-    return to_ir(model, where, limits)
+    model, batch_axes = normalise_and_infer(model, where, batch=batch, limits=limits)
+    graph = to_ir(model, where, limits)
+    graph.meta["dynamic_batch"] = batch_axes is not None
+    if batch_axes is not None:
+        graph.meta["batch_axes"] = batch_axes
+        for name in graph.inputs:
+            if graph.tensors[name].shape:
+                batch_axes.setdefault(name, [0])
+    return graph

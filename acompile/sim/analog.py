@@ -21,6 +21,7 @@ final multiplication by the ADC step.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -242,13 +243,17 @@ def input_chunks(x_q: np.ndarray, spec: AnalogSpec, signed: bool, dtype=None) ->
     d > 8); the fast path asks for its float read dtype directly.
     """
     x = _check_inputs(x_q, spec, signed)
-    d, bx = spec.dac_bits, spec.input_bits
     if dtype is None:
-        dtype = np.uint8 if d <= 8 else np.uint16
+        dtype = np.uint8 if spec.dac_bits <= 8 else np.uint16
+    return _fill_chunks(x, spec, signed, np.empty((spec.cycles(signed),) + x.shape, dtype=dtype))
+
+
+def _fill_chunks(x: np.ndarray, spec: AnalogSpec, signed: bool, out: np.ndarray) -> np.ndarray:
+    """Write the chunk values of validated integer inputs x (V, K) into out (T, V, K)."""
+    d, bx = spec.dac_bits, spec.input_bits
     low_bits = bx - 1 if signed else bx
     word = x & ((1 << bx) - 1)  # two's complement for negative values
     low = word & ((1 << low_bits) - 1)
-    out = np.empty((spec.cycles(signed),) + x.shape, dtype=dtype)
     for t in range(-(-low_bits // d)):
         out[t] = (low >> (t * d)) & spec.max_chunk
     if signed:
@@ -644,7 +649,12 @@ def _task_reads(x: np.ndarray, g: np.ndarray, spec: AnalogSpec, signed: bool, ta
     k = x.shape[1]
     dt = spec.read_dtype
     rows = spec.rows
-    xc = input_chunks(x[v0:v1], spec, signed, dtype=dt).reshape(-1, k)
+    t = spec.cycles(signed)
+    if store.get("chunks of") != (v0, v1):  # tasks come vector chunk major: reuse
+        xc = _scratch(store, "chunks", t * (v1 - v0) * k, dt).reshape(t * (v1 - v0), k)
+        _fill_chunks(x[v0:v1], spec, signed, xc.reshape(t, v1 - v0, k))
+        store["chunks of"], store["chunks view"] = (v0, v1), xc
+    xc = store["chunks view"]
     pc = p1 - p0
     out = _scratch(store, "read", xc.shape[0] * pc, dt).reshape(xc.shape[0], pc)
     for r in range(spec.row_blocks(k)):
@@ -658,18 +668,13 @@ def _task_reads(x: np.ndarray, g: np.ndarray, spec: AnalogSpec, signed: bool, ta
         yield r, out
 
 
-_controller_lock = threading.Lock()
-_controller = []
-
-
+@functools.cache
 def _blas_controller():
     """threadpoolctl's view of the loaded BLAS (created once, after numpy loaded it)."""
-    if ThreadpoolController is None:
-        return None
-    with _controller_lock:
-        if not _controller:
-            _controller.append(ThreadpoolController().select(user_api="blas"))
-        return _controller[0]
+    return None if ThreadpoolController is None else ThreadpoolController().select(user_api="blas")
+
+
+_parallel_lock = threading.Lock()  # one parallel call at a time: BLAS limits are process-wide
 
 
 def _run_tasks(work, tasks: list, flops: float) -> list:
@@ -691,7 +696,7 @@ def _run_tasks(work, tasks: list, flops: float) -> list:
             local.store = {}
         return work(i, tasks[i], local.store)
 
-    with ctl.limit(limits=1), ThreadPoolExecutor(workers) as pool:
+    with _parallel_lock, ctl.limit(limits=1), ThreadPoolExecutor(workers) as pool:
         return list(pool.map(run, range(len(tasks))))
 
 

@@ -112,6 +112,8 @@ class Simulator:
         return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
 
     def _check_static_batch(self, feeds: dict[str, np.ndarray]) -> None:
+        if self.graph.meta.get("dynamic_batch"):
+            return
         for name, value in feeds.items():
             shape = self.graph.shape(name)
             if shape and value.ndim and isinstance(shape[0], int) and shape[0] != value.shape[0]:
@@ -119,7 +121,12 @@ class Simulator:
                                        f"for {shape[0]}", hint="recompile with --batch or give the same batch")
 
     def _compiled_batch(self) -> int | None:
-        """The batch the program was compiled for, if every input has the same static leading dim."""
+        """The batch the program was compiled for, if every input has the same static leading dim.
+
+        None for a model whose batch is dynamic: such a program runs at any batch size.
+        """
+        if self.graph.meta.get("dynamic_batch"):
+            return None
         batches = set()
         for name in self.graph.inputs:
             shape = self.graph.shape(name)

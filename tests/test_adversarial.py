@@ -1,0 +1,578 @@
+"""Bad input never crashes, hangs or corrupts: the error contract, case by case.
+
+Every case of tests/bad_inputs.py goes through the command line in a separate
+process with a time limit (subprocess timeout) and a memory limit
+(``RLIMIT_AS``), and must meet the contract:
+
+* exit code 0 where the input is legal (however odd), else 1 or 2 as
+  documented -- never 3, never a signal, never a traceback;
+* a refusal is one line on stderr that names the problem;
+* nothing is created outside OUT; OUT (pre-filled with a previous compile)
+  is byte-for-byte unchanged when a run fails; a run that succeeds leaves only
+  acompile's own files in OUT, with hostile names escaped in the reports.
+
+Model cases run ``compile`` one process each, and ``check`` once over all of
+them (one verdict per model). Target and simulator cases run in one driver
+process per family (``acompile.cli.main`` called per case, with its own stdout
+and stderr captured at the file-descriptor level), plus a few through
+``python -m acompile`` itself. Cases run in parallel threads; the whole module
+takes well under a minute on two cores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import bad_inputs as bi
+from acompile.backends.output import OUR_FILES
+
+REPO = Path(__file__).resolve().parents[1]
+MEMORY_LIMIT = 3 * 1024**3          # RLIMIT_AS of every child
+FILE_LIMIT = 256 * 1024**2          # RLIMIT_FSIZE: a runaway writer dies (and fails its case)
+TIMEOUT_S = 120                     # a hung child is killed and its case fails
+CASE_SECONDS = 60                   # "bounded time": no single run may take longer
+WORKERS = max(2, min(4, os.cpu_count() or 2))
+BAD = bi.BAD
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u202e]")   # raw control characters (newline and tab allowed)
+
+
+# ---------------------------------------------------------------------------
+# running the CLI under limits
+# ---------------------------------------------------------------------------
+
+@dataclass
+class Run:
+    rc: int | None                   # None: timed out; negative: killed by a signal
+    stdout: str
+    stderr: str
+    seconds: float
+
+
+def _limits() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_LIMIT, FILE_LIMIT))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def child_env(case_dir: Path, **extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ACOMPILE_", "PYTHON"))}
+    env.update(PYTHONPATH=str(REPO), HOME=str(case_dir / "home"), TMPDIR=str(case_dir / "tmp"),
+               PYTHONDONTWRITEBYTECODE="1", OMP_NUM_THREADS="1")
+    env.update(extra)
+    return env
+
+
+def run_cli(args: list[str], cwd: Path, env: dict | None = None, stdin: str | None = None,
+            command: list[str] | None = None, timeout: float = TIMEOUT_S) -> Run:
+    """``python -m acompile ARGS`` (or ``command``) in ``cwd`` under the memory and file-size limits."""
+    cmd = command or [sys.executable, "-m", "acompile", *args]
+    start = time.perf_counter()
+    try:
+        p = subprocess.run(cmd, cwd=cwd, env=env or child_env(cwd), input=stdin, capture_output=True,
+                           timeout=timeout, preexec_fn=_limits, errors="replace")
+        return Run(p.returncode, p.stdout, p.stderr, time.perf_counter() - start)
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode("utf-8", "replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        err = e.stderr.decode("utf-8", "replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
+        return Run(None, out, err, time.perf_counter() - start)
+
+
+# A driver that runs several command lines in one process, each with its own captured stdout/stderr
+# (at the file-descriptor level) and exit status, so one process start serves a family of cases.
+DRIVER = r"""
+import json, os, signal, sys, tempfile, time, traceback
+from acompile.cli import main
+
+class CallTimeout(BaseException):
+    pass
+
+def on_alarm(signum, frame):
+    raise CallTimeout()
+
+signal.signal(signal.SIGALRM, on_alarm)
+jobs = json.loads(sys.stdin.read())
+results = []
+real_out = os.dup(1)
+for job in jobs:
+    os.chdir(job["cwd"])
+    os.environ["TMPDIR"] = job["tmp"]
+    tempfile.tempdir = None
+    with tempfile.TemporaryFile(dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as fo, \
+            tempfile.TemporaryFile(dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as fe:
+        sys.stdout.flush(); sys.stderr.flush()
+        saved = os.dup(1), os.dup(2)
+        os.dup2(fo.fileno(), 1); os.dup2(fe.fileno(), 2)
+        start = time.perf_counter()
+        signal.alarm(job["timeout"])
+        try:
+            rc = main(job["argv"])
+        except CallTimeout:
+            rc = None
+        except BaseException:
+            traceback.print_exc()
+            rc = "exception"
+        finally:
+            signal.alarm(0)
+            sys.stdout.flush(); sys.stderr.flush()
+            os.dup2(saved[0], 1); os.dup2(saved[1], 2)
+            os.close(saved[0]); os.close(saved[1])
+        seconds = time.perf_counter() - start
+        fo.seek(0); fe.seek(0)
+        results.append({"rc": rc, "stdout": fo.read().decode("utf-8", "replace"),
+                        "stderr": fe.read().decode("utf-8", "replace"), "seconds": seconds})
+os.write(real_out, json.dumps(results).encode())
+"""
+
+
+def run_driver(jobs: list[dict], cwd: Path) -> list[Run]:
+    """Run ``[{"argv", "cwd", "tmp"}]`` through :data:`DRIVER` in one limited child; one Run per job."""
+    for job in jobs:
+        job.setdefault("timeout", CASE_SECONDS)
+    run = run_cli([], cwd, stdin=json.dumps(jobs), command=[sys.executable, "-c", DRIVER],
+                  timeout=TIMEOUT_S + 5 * len(jobs))
+    assert run.rc == 0 and "Traceback" not in run.stderr, f"driver died: rc={run.rc}\n{run.stderr[-3000:]}"
+    out = json.loads(run.stdout)
+    return [Run(r["rc"] if isinstance(r["rc"], int) else None if r["rc"] is None else -999, r["stdout"],
+                r["stderr"], r["seconds"]) for r in out]
+
+
+# ---------------------------------------------------------------------------
+# folders: snapshots, baseline OUT
+# ---------------------------------------------------------------------------
+
+def snapshot(root: Path) -> dict[str, tuple]:
+    """Every entry below ``root`` (links not followed): type and content hash (size+mtime for big files)."""
+    entries = {}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            rel = str(p.relative_to(root))
+            st = p.lstat()
+            if stat.S_ISLNK(st.st_mode):
+                entries[rel] = ("link", os.readlink(p))
+            elif stat.S_ISDIR(st.st_mode):
+                entries[rel] = ("dir",)
+            elif stat.S_ISREG(st.st_mode):
+                if st.st_size > 16 * 1024**2:
+                    entries[rel] = ("big", st.st_size, st.st_mtime_ns)
+                else:
+                    entries[rel] = ("file", hashlib.sha256(p.read_bytes()).hexdigest())
+            else:
+                entries[rel] = ("special", stat.S_IFMT(st.st_mode))
+    return entries
+
+
+def describe_diff(before: dict, after: dict) -> str:
+    added = sorted(set(after) - set(before))
+    removed = sorted(set(before) - set(after))
+    changed = sorted(k for k in set(before) & set(after) if before[k] != after[k])
+    return f"added {added!r}, removed {removed!r}, changed {changed!r}"
+
+
+def new_case_dir(root: Path, case_id: str, baseline: Path | None) -> Path:
+    d = root / case_id
+    for sub in ("in", "tmp", "home"):
+        (d / sub).mkdir(parents=True)
+    if baseline is not None:
+        shutil.copytree(baseline, d / "OUT")
+    return d
+
+
+def _compile_baseline(root: Path, seed: int = 0) -> Path:
+    """A valid compile of the small MLP: the 'previous OUT' every failing run must leave alone."""
+    folder = root / f"baseline{seed}"
+    folder.mkdir(parents=True)
+    model = folder / "model.onnx"
+    model.write_bytes(bi.mlp_model(seed=seed).SerializeToString())
+    from acompile.cli import main
+    assert main(["compile", str(model), "--target", "isaac", "-o", str(folder / "OUT"), "-q"]) == 0
+    return folder / "OUT"
+
+
+# ---------------------------------------------------------------------------
+# the contract
+# ---------------------------------------------------------------------------
+
+def assert_refusal_line(run: Run, pattern: str, what: str) -> None:
+    err = run.stderr
+    assert "Traceback" not in err, f"{what}: traceback\n{err[-3000:]}"
+    lines = err.strip("\n").split("\n")
+    assert len(lines) == 1 and lines[0], f"{what}: stderr must be one line, got {err!r}"
+    line = lines[0]
+    assert line.startswith("acompile: error: "), f"{what}: not an acompile error line: {line!r}"
+    assert len(line) < 2000, f"{what}: error line is {len(line)} characters"
+    assert not CONTROL.search(line), f"{what}: raw control character in {line!r}"
+    if pattern:
+        assert re.search(pattern, line, re.IGNORECASE), f"{what}: {line!r} does not match /{pattern}/"
+
+
+def assert_contract(run: Run, expect: frozenset, pattern: str, what: str) -> None:
+    assert "Traceback" not in run.stderr + run.stdout, f"{what}: traceback\n{run.stderr[-3000:]}"
+    assert run.rc is not None, f"{what}: no answer within {TIMEOUT_S} s (hang?); stderr {run.stderr[-500:]!r}"
+    assert run.rc >= 0, f"{what}: killed by signal {-run.rc}; stderr {run.stderr[-2000:]!r}"
+    assert run.rc != 3, f"{what}: internal error: {run.stderr.strip()[:2000]}"
+    assert run.rc in expect, f"{what}: exit {run.rc}, expected one of {sorted(expect)}: {run.stderr.strip()[:1000]}"
+    assert run.seconds < CASE_SECONDS, f"{what}: took {run.seconds:.1f} s"
+    assert "Traceback" not in run.stderr + run.stdout, f"{what}: traceback\n{run.stderr[-3000:]}"
+    assert "\x1b" not in run.stdout + run.stderr, f"{what}: raw terminal escape in the output"
+    if run.rc != 0:
+        assert_refusal_line(run, pattern, what)
+
+
+def _strings(obj):
+    if isinstance(obj, str):
+        yield obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield k
+            yield from _strings(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _strings(v)
+
+
+def assert_out_clean(out: Path, what: str) -> None:
+    """A folder a successful compile wrote: only our files, names escaped in every report."""
+    names = set(os.listdir(out))
+    assert names <= OUR_FILES, f"{what}: unexpected files in OUT: {sorted(names - OUR_FILES)}"
+    for name in names:
+        if name.endswith((".json", ".md", ".svg")):
+            text = (out / name).read_text(encoding="utf-8")
+            assert not CONTROL.search(text.replace("\n", "").replace("\t", "")), \
+                f"{what}: raw control character in {name}"
+    report = json.loads((out / "report.json").read_text())
+    for s in _strings(report):
+        assert not CONTROL.search(s) and "\n" not in s and "\r" not in s, f"{what}: unescaped name {s!r} in report.json"
+    for line in (out / "report.md").read_text().splitlines():
+        if line.startswith("|"):
+            assert line.rstrip().endswith("|"), f"{what}: a name broke a report.md table row: {line!r}"
+
+
+def assert_folder_effects(before: dict, after: dict, rc: int | None, what: str, out_rel: str = "OUT",
+                          allowed_new: tuple[str, ...] = ()) -> None:
+    """Failing run: nothing changed. Successful run: changes only inside OUT (and ``allowed_new``)."""
+    if rc != 0:
+        assert before == after, f"{what}: a failing run changed files: {describe_diff(before, after)}"
+        return
+    outside = lambda snap: {k: v for k, v in snap.items()
+                            if k != out_rel and not k.startswith(out_rel + os.sep) and k not in allowed_new}
+    assert outside(before) == outside(after), \
+        f"{what}: a successful run wrote outside OUT: {describe_diff(outside(before), outside(after))}"
+
+
+# ---------------------------------------------------------------------------
+# model cases: compile (one process each) and check (one process for all)
+# ---------------------------------------------------------------------------
+
+MODEL_CASES = bi.model_cases()
+
+
+@dataclass
+class ModelResult:
+    case: bi.Case
+    folder: Path
+    model: Path
+    compile: Run
+    before: dict
+    after: dict
+    check: dict | None = None
+
+
+def _compile_case(case: bi.Case, root: Path, baseline: Path) -> ModelResult:
+    d = new_case_dir(root, case.id, baseline)
+    model = case.build(d / "in")
+    args = [a.replace("{DIR}", str(model.parent)) for a in case.extra.get("args", [])]
+    before = snapshot(d)
+    run = run_cli(["compile", str(model), "--target", "isaac", "-o", "OUT", *args], d, env=child_env(d))
+    return ModelResult(case, d, model, run, before, snapshot(d))
+
+
+@pytest.fixture(scope="module")
+def model_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    baseline = _compile_baseline(tmp_path_factory.mktemp("base"))
+    check_dir = tmp_path_factory.mktemp("check")
+    for sub in ("tmp", "home"):
+        (check_dir / sub).mkdir()
+    with ThreadPoolExecutor(WORKERS) as pool:
+        futures = [pool.submit(_compile_case, c, root, baseline) for c in MODEL_CASES]
+        results = {f.result().case.id: f.result() for f in futures}
+        # check over every model at once: one verdict each, in argument order
+        paths = [str(results[c.id].model) for c in MODEL_CASES]
+        check_before = snapshot(root)
+        check_run = run_cli(["check", *paths, "--target", "isaac", "--format", "json"], check_dir,
+                            env=child_env(check_dir), timeout=TIMEOUT_S * 2)
+    return {"results": results, "check": check_run, "root": root, "check_before": check_before,
+            "check_after": snapshot(root)}
+
+
+@pytest.mark.parametrize("case", MODEL_CASES, ids=[c.id for c in MODEL_CASES])
+def test_compile_meets_the_contract(model_runs, case):
+    r: ModelResult = model_runs["results"][case.id]
+    what = f"compile {case.id}"
+    assert_contract(r.compile, case.expect, case.message, what)
+    assert_folder_effects(r.before, r.after, r.compile.rc, what)
+    if r.compile.rc == 0:
+        assert_out_clean(r.folder / "OUT", what)
+    assert not any((r.folder / "tmp").iterdir()), f"{what}: temporary files left in TMPDIR"
+
+
+def test_check_meets_the_contract_for_every_model(model_runs):
+    run: Run = model_runs["check"]
+    assert run.rc is not None and run.rc >= 0, f"check died: rc={run.rc} {run.stderr[-2000:]}"
+    assert run.rc != 3 and "Traceback" not in run.stderr, run.stderr[-3000:]
+    assert run.stderr.strip() == "", f"check --format json wrote to stderr: {run.stderr[:2000]!r}"
+    doc = json.loads(run.stdout)
+    results = doc["results"]
+    assert len(results) == len(MODEL_CASES)
+    problems = []
+    for case, res in zip(MODEL_CASES, results):
+        expect = case.check_expect if case.check_expect is not None else case.expect
+        verdict = res["verdict"]
+        code = res["error"]["exit_code"] if verdict == "error" else (1 if verdict == "incompatible" else 0)
+        if code == 3 or code not in expect:
+            problems.append(f"{case.id}: verdict {verdict!r} (exit {code}), expected {sorted(expect)}: "
+                            f"{(res['error'] or {}).get('message')}")
+        if verdict == "error":
+            msg = res["error"]["message"]
+            if "\n" in msg or CONTROL.search(msg):
+                problems.append(f"{case.id}: error message is not one clean line: {msg!r}")
+            if case.message and not re.search(case.message, msg, re.IGNORECASE):
+                problems.append(f"{case.id}: {msg!r} does not match /{case.message}/")
+    assert not problems, "\n".join(problems)
+    assert model_runs["check_before"] == model_runs["check_after"], "check wrote files: " + describe_diff(
+        model_runs["check_before"], model_runs["check_after"])
+
+
+def test_compile_and_check_agree(model_runs):
+    """check runs compile's frontend and mapping: where compile refuses a model with exit 2, check says so too."""
+    doc = json.loads(model_runs["check"].stdout)
+    for case, res in zip(MODEL_CASES, doc["results"]):
+        compiled = model_runs["results"][case.id].compile
+        if compiled.rc == 2 and case.extra.get("args") is None:
+            assert res["verdict"] == "error", f"{case.id}: compile refused it, check says {res['verdict']}"
+
+
+def test_nothing_escaped_the_case_folders(model_runs):
+    """Hostile names (``../``) never became paths: each case folder holds only what the test put there."""
+    root: Path = model_runs["root"]
+    assert sorted(os.listdir(root)) == sorted(c.id for c in MODEL_CASES)
+    for case in MODEL_CASES:
+        assert set(os.listdir(root / case.id)) <= {"in", "tmp", "home", "OUT"}, case.id
+
+
+def test_there_are_enough_cases():
+    assert len(MODEL_CASES) >= 60
+    assert len(bi.target_cases()) >= 25
+    assert len(bi.sim_cases()) >= 40
+
+
+# ---------------------------------------------------------------------------
+# limits before work
+# ---------------------------------------------------------------------------
+
+def _weight_model(folder: Path, n: int) -> Path:
+    """A Gemm whose [n, 64] float32 weight is produced by ConstantOfShape (so only folding makes it)."""
+    from onnx import helper, numpy_helper
+    shape = numpy_helper.from_array(np.array([n, 64], np.int64), "shape")
+    nodes = [helper.make_node("Constant", [], ["s"], value=shape),
+             helper.make_node("ConstantOfShape", ["s"], ["W"], value=numpy_helper.from_array(np.array([0.01], np.float32))),
+             helper.make_node("Gemm", ["input", "W"], ["output"], transB=1)]
+    m = bi._graph_model(nodes, [bi._vi("input", ["N", 64])], [bi._vi("output", ["N", n])])
+    path = folder / f"fold_{n}.onnx"
+    path.write_bytes(m.SerializeToString())
+    return path
+
+
+def test_limits_are_checked_before_work_and_are_configurable(tmp_path):
+    """A 2 MiB folded weight compiles by default and is refused up front (exit 2) under a 1 MiB limit;
+    a 16 GiB one is refused by default quickly, with a one-line message naming the limit."""
+    d = new_case_dir(tmp_path, "limits", None)
+    small = _weight_model(d / "in", 8192)            # 8192 x 64 x 4 bytes = 2 MiB
+    huge = _weight_model(d / "in", 1 << 26)          # 16 GiB once folded
+    jobs = [
+        (["compile", str(small), "-t", "isaac", "-o", "OUT1", "-q"], {}, frozenset({0}), ""),
+        (["compile", str(small), "-t", "isaac", "-o", "OUT2"], {"ACOMPILE_MAX_TENSOR_MB": "1"}, BAD,
+         r"limit|budget.*ACOMPILE_MAX_TENSOR_MB"),
+        (["compile", str(huge), "-t", "isaac", "-o", "OUT3"], {}, BAD, r"GiB|budget"),
+        (["check", str(huge), "-t", "isaac", "-q"], {}, BAD, r"GiB|budget"),
+        (["compile", str(small), "-t", "isaac", "-o", "OUT4"], {"ACOMPILE_MAX_TENSOR_MB": "inf"}, BAD,
+         r"ACOMPILE_MAX_TENSOR_MB"),
+        (["compile", str(small), "-t", "isaac", "-o", "OUT5"], {"ACOMPILE_MAX_TENSOR_MB": "-1"}, BAD,
+         r"ACOMPILE_MAX_TENSOR_MB"),
+    ]
+    with ThreadPoolExecutor(WORKERS) as pool:
+        runs = list(pool.map(lambda j: run_cli(j[0], d, env=child_env(d, **j[1])), jobs))
+    for (args, env, expect, pattern), run in zip(jobs, runs):
+        what = f"{' '.join(args[:1])} {env}"
+        assert_contract(run, expect, pattern, what)
+        if run.rc == 2:
+            assert run.seconds < 20, f"{what}: refusal took {run.seconds:.1f} s (work before the limit?)"
+    assert (d / "OUT1" / "program.json").exists()
+    assert not any((d / f"OUT{i}").exists() for i in (2, 3, 4, 5))
+
+
+
+# ---------------------------------------------------------------------------
+# target cases: targets validate and compile --target (one driver process), a few real processes
+# ---------------------------------------------------------------------------
+
+TARGET_CASES = bi.target_cases()
+
+
+@pytest.fixture(scope="module")
+def target_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("targets")
+    baseline = _compile_baseline(tmp_path_factory.mktemp("tbase"))
+    model = root.parent / "tmodel.onnx"
+    model.write_bytes(bi.mlp_model().SerializeToString())
+    jobs, dirs, snaps = [], {}, {}
+    for case in TARGET_CASES:
+        d = new_case_dir(root, case.id, baseline)
+        path = case.build(d / "in")
+        dirs[case.id] = (d, path)
+        snaps[case.id] = snapshot(d)
+        jobs.append({"argv": ["targets", "validate", str(path)], "cwd": str(d), "tmp": str(d / "tmp")})
+        jobs.append({"argv": ["compile", str(model), "--target", str(path), "-o", "OUT", "-q"], "cwd": str(d),
+                     "tmp": str(d / "tmp")})
+    runs = run_driver(jobs, root)
+    out = {}
+    for i, case in enumerate(TARGET_CASES):
+        d, path = dirs[case.id]
+        out[case.id] = (d, path, runs[2 * i], runs[2 * i + 1], snaps[case.id], snapshot(d))
+    return out
+
+
+@pytest.mark.parametrize("case", TARGET_CASES, ids=[c.id for c in TARGET_CASES])
+def test_target_meets_the_contract(target_runs, case):
+    d, path, validate, compiled, before, after = target_runs[case.id]
+    # validate prints every problem on stdout and exits 2; its stderr stays empty unless it cannot even start
+    assert validate.rc in case.expect, f"validate {case.id}: exit {validate.rc}: {validate.stdout}{validate.stderr}"
+    assert "Traceback" not in validate.stdout + validate.stderr and "\x1b" not in validate.stdout
+    if validate.rc == 2 and validate.stderr.strip():
+        assert_refusal_line(validate, case.message, f"validate {case.id}")
+    elif validate.rc == 2:
+        assert validate.stdout.strip(), f"validate {case.id}: exit 2 without naming a problem"
+        assert re.search(case.message, validate.stdout, re.IGNORECASE), \
+            f"validate {case.id}: {validate.stdout!r} does not match /{case.message}/"
+    assert_contract(compiled, case.expect, case.message, f"compile --target {case.id}")
+    assert_folder_effects(before, after, compiled.rc, f"compile --target {case.id}")
+    assert validate.rc == compiled.rc, f"{case.id}: validate says {validate.rc}, compile {compiled.rc}"
+
+
+def test_target_contract_through_real_processes(tmp_path):
+    """The same contract through ``python -m acompile`` for a few target cases (the driver is not the CLI)."""
+    model = tmp_path / "m.onnx"
+    model.write_bytes(bi.mlp_model().SerializeToString())
+    chosen = {c.id: c for c in TARGET_CASES if c.id in ("extends_cycle", "deep_tables", "invalid_utf8", "nan")}
+    assert len(chosen) == 4
+
+    def one(case):
+        d = new_case_dir(tmp_path, case.id, None)
+        path = case.build(d / "in")
+        before = snapshot(d)
+        run = run_cli(["compile", str(model), "-t", str(path), "-o", "OUT"], d)
+        return case, run, before, snapshot(d)
+
+    with ThreadPoolExecutor(WORKERS) as pool:
+        for case, run, before, after in pool.map(one, chosen.values()):
+            assert_contract(run, case.expect, case.message, f"process compile --target {case.id}")
+            assert_folder_effects(before, after, run.rc, case.id)
+
+
+# ---------------------------------------------------------------------------
+# simulator cases
+# ---------------------------------------------------------------------------
+
+SIM_CASES = bi.sim_cases()
+
+
+@pytest.fixture(scope="module")
+def sim_runs(tmp_path_factory):
+    base = _compile_baseline(tmp_path_factory.mktemp("sbase"))
+    other = _compile_baseline(tmp_path_factory.mktemp("sother"), seed=1)
+    root = tmp_path_factory.mktemp("sim")
+    jobs, info = [], {}
+    for case in SIM_CASES:
+        d = new_case_dir(root, case.id, None)
+        out, x = case.build(d / "in", base, other)
+        info[case.id] = (d, out, x, snapshot(d))
+        argv = ["simulate", str(out), "-i", str(x), "--mode", case.mode, "-r", "result.npz", "-q"]
+        jobs.append({"argv": argv, "cwd": str(d), "tmp": str(d / "tmp")})
+        dev = out / "device.acdev" if out.is_dir() else out
+        jobs.append({"argv": ["inspect", str(dev)], "cwd": str(d), "tmp": str(d / "tmp")})
+    runs = run_driver(jobs, root)
+    return {c.id: (*info[c.id], runs[2 * i], runs[2 * i + 1], snapshot(info[c.id][0]))
+            for i, c in enumerate(SIM_CASES)}
+
+
+@pytest.mark.parametrize("case", SIM_CASES, ids=[c.id for c in SIM_CASES])
+def test_simulate_meets_the_contract(sim_runs, case):
+    d, out, x, before, sim, inspect, after = sim_runs[case.id]
+    what = f"simulate {case.id} ({case.mode})"
+    assert_contract(sim, case.expect, case.message, what)
+    assert_folder_effects(before, after, sim.rc, what, out_rel="result.npz")
+    if sim.rc == 0:
+        with np.load(d / "result.npz") as z:
+            y = z["output.npy"] if "output.npy" in z.files else z["output"]
+        assert y.shape[-1] == 10
+        if case.nan_output:
+            assert np.isnan(y).all(), f"{what}: NaN inputs should give NaN outputs in ideal mode"
+        elif x.suffix == ".npy" and np.load(x).size:
+            assert np.isfinite(y).all(), f"{what}: finite inputs gave non-finite outputs"
+    assert_contract(inspect, frozenset({0, 2}), "", f"inspect {case.id}")
+
+
+def test_simulate_contract_through_real_processes(tmp_path):
+    base = _compile_baseline(tmp_path / "b")
+    other = _compile_baseline(tmp_path / "o", seed=1)
+    chosen = [c for c in SIM_CASES if c.id in ("nan_input_ideal", "nan_input_quantized", "device_truncated",
+                                               "program_json_deep", "program_from_other_compile")]
+    assert len(chosen) == 5
+
+    def one(case):
+        d = new_case_dir(tmp_path, case.id, None)
+        out, x = case.build(d / "in", base, other)
+        before = snapshot(d)
+        run = run_cli(["simulate", str(out), "-i", str(x), "--mode", case.mode, "-r", "r.npz"], d)
+        return case, d, run, before, snapshot(d)
+
+    with ThreadPoolExecutor(WORKERS) as pool:
+        for case, d, run, before, after in pool.map(one, chosen):
+            what = f"process simulate {case.id}"
+            assert_contract(run, case.expect, case.message, what)
+            assert_folder_effects(before, after, run.rc, what, out_rel="r.npz")
+            if case.nan_output:
+                with np.load(d / "r.npz") as z:
+                    assert np.isnan(z[z.files[0]]).all()
+
+
+def test_run_command_leaves_no_temporary_folder(tmp_path):
+    """``run`` compiles into a temporary folder: removed on success and on failure."""
+    d = new_case_dir(tmp_path, "run", None)
+    model = d / "in" / "m.onnx"
+    model.write_bytes(bi.mlp_model().SerializeToString())
+    np.save(d / "in" / "x.npy", bi.good_input())
+    np.save(d / "in" / "bad.npy", np.zeros((2, 3), np.float32))
+    jobs = [(["run", str(model), "-t", "isaac", "-i", str(d / "in" / "x.npy"), "-q"], {0}),
+            (["run", str(model), "-t", "isaac", "-i", str(d / "in" / "bad.npy")], {2})]
+    for args, expect in jobs:
+        run = run_cli(args, d, env=child_env(d))
+        assert_contract(run, frozenset(expect), r"shape" if expect == {2} else "", f"run {expect}")
+        assert not any((d / "tmp").iterdir()), f"run left {os.listdir(d / 'tmp')} in TMPDIR"
