@@ -140,19 +140,28 @@ def cost_model(graph: Graph, target) -> dict:
     cells_per_bar = int(target["crossbar.rows"]) * int(target["crossbar.cols"])
     home = _home_tiles(mapping)
     sources = _sources(graph)
+    readers: dict[int, list] = defaultdict(list)
+    for n in graph.nodes:
+        if n.domain == "acompile" and n.op_type == "ToVectors":
+            readers[n.meta["layer"]].append(n)
     by_layer_node = {}
     layers_out = []
     for layer in mapping.layers:
         c = layer_counts(layer, mapping, target)
-        node_in = next(n for n in graph.nodes if n.op_type == "ToVectors" and n.meta.get("layer") == layer.index)
-        in_bytes = _numel(graph, node_in.inputs[0]) * act
-        hops, cross_chip = 0, False
-        for s in sources.get(node_in.inputs[0], {-1}):
-            h, x = _hops(home.get(s, 0), home[layer.index], tiles_per_chip)
-            hops, cross_chip = max(hops, h), cross_chip or x
+        in_bytes, byte_hops, io_bytes = 0, 0, 0
+        for node_in in readers.get(layer.index, []):      # every use of the layer's crossbars
+            nbytes = _numel(graph, node_in.inputs[0]) * act
+            hops, cross_chip = 0, False
+            for s in sources.get(node_in.inputs[0], {-1}):
+                h, x = _hops(home.get(s, 0), home[layer.index], tiles_per_chip)
+                hops, cross_chip = max(hops, h), cross_chip or x
+            in_bytes += nbytes
+            byte_hops += nbytes * hops
+            io_bytes += nbytes if cross_chip else 0
+        hops = byte_hops / in_bytes if in_bytes else 0
         c["network_bytes"] = in_bytes
         c["network_hops"] = hops
-        c["io_bytes"] = in_bytes if cross_chip else 0
+        c["io_bytes"] = io_bytes
         d_energy = _digital_figure(target, "Add", "energy_pj")
         energy = {
             "dac": c["dac_conversions"] * e["dac"],
@@ -161,10 +170,10 @@ def cost_model(graph: Graph, target) -> dict:
             "shift_add": c["shift_adds"] * e["shift_add"],
             "digital": c["digital_ops"] * d_energy,
             "buffer": c["buffer_bytes"] * e["buffer"],
-            "network": in_bytes * hops * e["network"],
+            "network": byte_hops * e["network"],
             "io": c["io_bytes"] * e["io"],
         }
-        transfer_ns = hops * hop_ns + (in_bytes / link_bytes_per_ns if hops else 0.0)
+        transfer_ns = hops * hop_ns + (in_bytes / link_bytes_per_ns if byte_hops else 0.0)
         latency = c["latency_ns"] + c["digital_ops"] * _digital_figure(target, "Add", "latency_ns") / lanes \
             + transfer_ns
         weight_cells, used_cells = layer_cells(layer, mapping, cells_per_bar)

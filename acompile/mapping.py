@@ -72,6 +72,7 @@ class AnalogLayer:
     geometry: dict = field(default_factory=dict)   # conv geometry: kernel, strides, pads, dilations, shapes
     blocks: list[int] = field(default_factory=list)
     replication: int = 1
+    uses: int = 1                 # graph nodes sharing these crossbars (e.g. every time step of an RNN)
 
     @property
     def macs_per_vec(self) -> int:

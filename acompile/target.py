@@ -1014,10 +1014,21 @@ def cmd_list(*, out: IO[str] | None = None, cwd: Path | None = None) -> int:
         path = shipped_dir() / f"{name}.toml"
         stream.write(f"{name:<12} shipped  {_first_line(path)}\n")
     for path in sorted(Path(cwd or Path.cwd()).glob("*.toml")):
+        if not _looks_like_target(path):
+            continue   # pyproject.toml and other TOML files that are not targets
         problems = validate_file(path)
         state = "valid  " if not problems else "INVALID"
         stream.write(f"{clean(path.name):<12} {state}  {_first_line(path) if not problems else problems[0]}\n")
     return EXIT_OK
+
+
+def _looks_like_target(path: Path) -> bool:
+    """A local .toml is listed when it declares schema_version or extends, as every target does."""
+    try:
+        head = path.read_bytes()[:65536].decode("utf-8-sig", errors="replace")
+    except OSError:
+        return False
+    return any(line.lstrip().startswith(("schema_version", "extends")) for line in head.splitlines())
 
 
 def _first_line(path: Path) -> str:

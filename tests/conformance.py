@@ -14,7 +14,8 @@ from functools import lru_cache
 import numpy as np
 import onnx
 
-ANALOG_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+ANALOG_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "LSTM", "GRU", "RNN"}
+WEIGHT_POSITIONS = {"MatMul": (1,), "LSTM": (1, 2, 3, 4, 7), "GRU": (1, 2, 3, 4), "RNN": (1, 2, 3, 4)}
 
 
 @dataclass
@@ -29,8 +30,8 @@ class Result:
 def supported_cases():
     """Every node case whose operators are all in acompile's op table."""
     from onnx.backend.test.case.node import collect_testcases
-    from acompile.frontend.ops import OPS
-    supported = {op for (domain, op) in OPS if not domain}
+    from acompile.frontend.ops import OPS, RECURRENT
+    supported = {op for (domain, op) in OPS if not domain} | RECURRENT
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cases = collect_testcases("")
@@ -58,7 +59,7 @@ def run_case(case, target) -> Result:
     bind = {}
     for node in case.model.graph.node:
         if node.op_type in ANALOG_OPS:
-            for pos in ((1,) if node.op_type == "MatMul" else (1, 2)):
+            for pos in WEIGHT_POSITIONS.get(node.op_type, (1, 2)):
                 if len(node.input) > pos and node.input[pos] in feeds:
                     bind[node.input[pos]] = feeds[node.input[pos]]
     data = {k: v for k, v in feeds.items() if k not in bind}

@@ -512,3 +512,55 @@ def random_inputs(model: onnx.ModelProto, batch: int = 2, seed: int = 0) -> dict
             a = rng.integers(0, 10, shape)
         feeds[vi.name] = np.asarray(a).astype(dtype)
     return feeds
+
+
+def recurrent(op: str = "LSTM", hidden: int = 8, inputs: int = 4, seq: int = 5, batch: int = 2,
+              direction: str = "forward", layout: int = 0, linear_before_reset: int = 0, peepholes: bool = False,
+              clip: float | None = None, initial_state: bool = False, activations=None,
+              seed: int = 0) -> onnx.ModelProto:
+    """One LSTM/GRU/RNN node with every optional input and attribute selectable."""
+    rng = np.random.default_rng(seed)
+    gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[op]
+    dirs = 2 if direction == "bidirectional" else 1
+    inits = [
+        numpy_helper.from_array((rng.standard_normal((dirs, gates * hidden, inputs)) * 0.4).astype(np.float32), "W"),
+        numpy_helper.from_array((rng.standard_normal((dirs, gates * hidden, hidden)) * 0.4).astype(np.float32), "R"),
+        numpy_helper.from_array((rng.standard_normal((dirs, 2 * gates * hidden)) * 0.1).astype(np.float32), "B"),
+    ]
+    ins = ["input", "W", "R", "B", "", "", "", ""]
+    if initial_state:
+        inits.append(numpy_helper.from_array(rng.standard_normal((dirs, batch, hidden)).astype(np.float32), "h0"))
+        ins[5] = "h0"
+        if op == "LSTM":
+            inits.append(numpy_helper.from_array(rng.standard_normal((dirs, batch, hidden)).astype(np.float32), "c0"))
+            ins[6] = "c0"
+    if peepholes and op == "LSTM":
+        inits.append(numpy_helper.from_array((rng.standard_normal((dirs, 3 * hidden)) * 0.1).astype(np.float32), "P"))
+        ins[7] = "P"
+    while ins[-1] == "":
+        ins.pop()
+    attrs = {"hidden_size": hidden, "direction": direction, "layout": layout}
+    if op == "GRU":
+        attrs["linear_before_reset"] = linear_before_reset
+    if clip is not None:
+        attrs["clip"] = clip
+    if activations is not None:
+        attrs["activations"] = activations
+    outs = ["output", "Y_h"] + (["Y_c"] if op == "LSTM" else [])
+    x_shape = [batch, seq, inputs] if layout else [seq, batch, inputs]
+    y_shape = [batch, seq, dirs, hidden] if layout else [seq, dirs, batch, hidden]
+    h_shape = [batch, dirs, hidden] if layout else [dirs, batch, hidden]
+    graph = helper.make_graph(
+        [helper.make_node(op, ins, outs, name=f"{op.lower()}_0", **attrs)], f"{op.lower()}_model",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, x_shape)],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, y_shape if o == "output" else h_shape) for o in outs],
+        inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=8)
+
+
+def unsupported_lstm_model(seed: int = 0) -> onnx.ModelProto:
+    """An LSTM whose HardSigmoid gate activation acompile does not unroll (stays unsupported)."""
+    return recurrent("LSTM", activations=["HardSigmoid", "Tanh", "Tanh"], seed=seed)
+
+
+ALL_SMALL["unsupported_lstm_model"] = unsupported_lstm_model

@@ -218,6 +218,18 @@ def test_lossless_shortcut_splits_k_beyond_float32_exact_range():
     assert np.array_equal(mvm(x, enc, spec, True), exact(x, q))  # |y| ~ 6e9 > 2^24
 
 
+@pytest.mark.parametrize("exact_shortcut", [True, False])
+def test_extreme_values_offset_scheme_and_twos_complement_inputs(exact_shortcut):
+    spec = spec_of(weight_bits=8, input_bits=8, dac_bits=2, cell_bits=3, adc_bits=12, rows=16,
+                   signed_weights="offset")
+    q = np.array([[-128] * 40, [127] * 40, [0] * 40])
+    x = np.array([[-128] * 40, [127] * 40, [-1] * 40])
+    enc = encode_weights(q, spec)
+    got = mvm(x, enc, spec, True, exact_shortcut=exact_shortcut)
+    assert np.array_equal(got, exact(x, q))
+    assert np.array_equal(mvm_reference(x, enc, spec, True), exact(x, q))
+
+
 def test_decoded_encoding_serves_the_shortcut():
     """An encoding rebuilt from its arrays (as from a device file) decodes its weights."""
     spec = spec_of(weight_bits=6, cell_bits=2, adc_bits=10, rows=8, signed_weights="offset")
@@ -431,6 +443,20 @@ def test_read_noise_alone_needs_no_cells_and_is_seeded():
     assert np.array_equal(a, b) and not np.array_equal(a, exact(x, q))
     with pytest.raises(InvalidDataError, match="Generator"):
         mvm(x, enc, spec, True, noise=noise)
+
+
+def test_read_noise_has_the_same_statistics_on_both_paths():
+    spec = spec_of(weight_bits=8, input_bits=8, dac_bits=2, cell_bits=2, adc_bits=6, rows=32,
+                   signed_weights="offset")
+    rng = np.random.default_rng(11)
+    q, x = random_weights(rng, spec, 20, 100), random_inputs(rng, spec, True, 10, 100)
+    enc = encode_weights(q, spec)
+    clean = mvm(x, enc, spec, True)
+    noise = NoiseSpec(read_sigma=0.01)
+    errs = {path: np.array([path(x, enc, spec, True, noise=noise, rng=seed) - clean
+                            for seed in range(40)]) for path in (mvm, mvm_reference)}
+    sf, sr = errs[mvm].std(), errs[mvm_reference].std()
+    assert sf > 0 and abs(sf / sr - 1) < 0.15
 
 
 def test_g_min_leaks_current_through_every_cell():

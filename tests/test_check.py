@@ -156,7 +156,7 @@ def zoo(tmp_path_factory) -> Path:
     """A folder of supported, unsupported and unreadable models."""
     folder = tmp_path_factory.mktemp("zoo")
     for name in ("mlp", "small_cnn", "residual_block", "transformer_block", "unsupported_op_model",
-                 "lstm_model"):
+                 "unsupported_lstm_model"):
         save(folder, name, models.ALL_SMALL[name]())
     save(folder / "nested", "many_problems", many_problems_model())
     (folder / "empty.onnx").write_bytes(b"")
@@ -187,7 +187,7 @@ def test_folder_verdicts_and_every_reason(zoo, capsys):
     assert [(r["category"], r["node"], r["op_type"], r["opset"]) for r in topk["reasons"]] == [
         ("unsupported_op", "topk_0", "TopK", 17)]
     assert topk["figures_estimated"] is True and topk["figures"]["crossbars"] >= 1
-    lstm = res["lstm_model"]
+    lstm = res["unsupported_lstm_model"]
     assert lstm["verdict"] == "incompatible" and "recurrent" in lstm["reasons"][0]["message"]
 
     many = res["many_problems"]                # every reason, not just the first
@@ -223,7 +223,7 @@ def test_text_output(zoo, capsys):
 
 def test_exit_codes(tmp_path, capsys):
     good = save(tmp_path / "good", "mlp", models.mlp())
-    bad = save(tmp_path / "bad", "lstm", models.lstm_model())
+    bad = save(tmp_path / "bad", "lstm", models.unsupported_lstm_model())
     (tmp_path / "junk").mkdir()
     junk = tmp_path / "junk" / "junk.onnx"
     junk.write_bytes(b"\x00\xff" * 10)
@@ -297,7 +297,7 @@ def test_digital_ok(tmp_path, capsys):
 def test_junit_is_valid_xml_with_escaped_odd_names(tmp_path, capsys):
     folder = tmp_path / "models"
     odd = 'we<i>rd & "quoted" \x01\x1b[31m\nname'
-    save(folder, odd, models.lstm_model())
+    save(folder, odd, models.unsupported_lstm_model())
     save(folder, "ok", models.mlp())
     (folder / "bad.onnx").write_bytes(b"")
     out_file = tmp_path / "junit.xml"
@@ -425,7 +425,7 @@ def test_check_format_choices_do_not_leak_into_other_commands(capsys):
 
 
 AGREEMENT = ["mlp", "small_cnn", "residual_block", "conv_transpose", "old_opset_cnn", "transformer_block",
-             "weights_via_constant_nodes", "unsupported_op_model", "lstm_model"]
+             "weights_via_constant_nodes", "unsupported_op_model", "unsupported_lstm_model"]
 
 
 def test_check_and_compile_agree(tmp_path, capsys):

@@ -9,7 +9,8 @@ import pytest
 import conformance
 from acompile.target import load_target
 
-ANALOG_NAMES = ("test_conv", "test_basic_conv", "test_convtranspose", "test_gemm", "test_matmul_")
+ANALOG_NAMES = ("test_conv", "test_basic_conv", "test_convtranspose", "test_gemm", "test_matmul_", "test_lstm_",
+                "test_gru_", "test_simple_rnn_", "test_rnn_")
 
 
 @pytest.fixture(scope="module")

@@ -87,6 +87,7 @@ def _layer_json(layer: AnalogLayer) -> dict:
             "out_channels": layer.out_channels, "spec": spec_dict(layer.spec), "input_signed": layer.input_signed,
             "input_range": layer.input_range, "input_scale": layer.input_scale,
             "adc_full_scale": layer.adc_full_scale, "geometry": layer.geometry, "replication": layer.replication,
+            "uses": layer.uses,
             "matrices": [{"group": m.group, "n_out": m.n_out, "k_in": m.k_in, "physical_cols": m.physical_cols,
                           "row_blocks": m.row_blocks, "col_blocks": m.col_blocks} for m in layer.matrices]}
 
@@ -105,6 +106,8 @@ def write_program(folder: Path, compiled, dumps) -> str:
     for node in graph.nodes:
         entry = {"name": node.name, "op": node.op_type, "domain": node.domain, "opset": node.opset or graph.opset,
                  "inputs": node.inputs, "outputs": node.outputs, "kind": node.kind}
+        if node.meta.get("chain"):
+            entry["chain"] = node.meta["chain"]
         if node.domain == "acompile":
             layer = mapping.layers[node.meta["layer"]]
             entry["layer"] = layer.index
@@ -196,6 +199,7 @@ def _build(prog: dict, archive: ArchiveReader):
         meta = {"attr_types": op.get("attr_types", {})}
         if "layer" in op:
             meta["layer"] = op["layer"]
+            meta["chain"] = op.get("chain", op["name"].rsplit("/", 1)[0])
             attrs = {}
         nodes.append(Node(op["name"], op["op"], list(op["inputs"]), list(op["outputs"]), attrs,
                           op["domain"], op["opset"], op.get("kind", ""), meta))
@@ -214,7 +218,7 @@ def _build(prog: dict, archive: ArchiveReader):
                             spec=analog.AnalogSpec(**s), input_signed=rec["input_signed"],
                             input_range=rec["input_range"], input_scale=rec["input_scale"],
                             adc_full_scale=rec["adc_full_scale"], geometry=rec["geometry"],
-                            replication=rec["replication"])
+                            replication=rec["replication"], uses=rec.get("uses", 1))
         mapping.layers.append(layer)
     graph.meta["mapping"] = mapping
     graph.meta["batch"] = prog["batch"]

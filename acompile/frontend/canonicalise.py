@@ -285,6 +285,8 @@ def _try_fold(graph: Graph, node: Node, producers, users) -> bool:
 
 
 def canonicalise(graph: Graph) -> Graph:
+    from .recurrent import unroll_recurrent
+    unroll_recurrent(graph)
     gemm_to_linear(graph)
     fold_affine(graph)
     for node in graph.nodes:

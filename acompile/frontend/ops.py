@@ -176,7 +176,7 @@ def classify(graph: Graph, allow_unsupported: bool = False) -> list[Problem]:
 
 def _unsupported(node: Node) -> Problem:
     if node.op_type in RECURRENT and not node.domain:
-        why = "recurrent layers are not mapped yet (their weight matrices would go to crossbars)"
+        why = f"recurrent layer cannot be unrolled: {node.meta.get('unsupported_reason', 'unknown reason')}"
     elif node.op_type in ("If", "Loop", "Scan"):
         why = "control flow cannot be mapped to a static crossbar schedule"
     elif node.domain:
@@ -196,4 +196,6 @@ def digital_ops(graph: Graph, node: Node) -> float:
 def supported_table() -> list[tuple[str, str, str]]:
     """(op_type, kind, note) for every supported operator, sorted, for docs and `acompile ops`."""
     rows = [(f"{d + '.' if d else ''}{op}", s.kind, s.doc) for (d, op), s in OPS.items()]
+    rows += [(op, "analog", "unrolled: input and recurrent matrices on crossbars (shared by all time steps), "
+                            "gates digital") for op in sorted(RECURRENT)]
     return sorted(rows)

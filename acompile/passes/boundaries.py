@@ -51,7 +51,7 @@ def insert_boundaries(graph: Graph, target=None) -> Graph:
             kind = "analog" if step in ("CrossbarRead",) else ("converter" if step in ("DAC", "ADC") else "digital")
             new_nodes.append(Node(name=f"{base}/{step}", op_type=step, inputs=inputs_of[step], outputs=[out],
                                   domain=DOMAIN, opset=1, kind=kind,
-                                  meta={"layer": layer.index, "origin": node.op_type}))
+                                  meta={"layer": layer.index, "origin": node.op_type, "chain": base}))
     graph.nodes = new_nodes
     graph.meta.pop("_names", None)
     graph.verify()

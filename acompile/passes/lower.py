@@ -124,12 +124,27 @@ def layer_matrix(graph_constants: dict, layer: AnalogLayer, group: int) -> np.nd
 
 
 def lower_analog(graph: Graph, target=None) -> Graph:
-    """Create the Mapping with one AnalogLayer per analog node (graph nodes unchanged)."""
+    """Create the Mapping with one AnalogLayer per analog weight (graph nodes unchanged).
+
+    Linear nodes that read the same weight constant (the time steps of an unrolled RNN,
+    tied weights) share one layer -- one set of crossbars -- whose vector count is the sum
+    over its uses.
+    """
     mapping = Mapping()
+    shared: dict[str, int] = {}
     for node in graph.nodes:
-        if node.kind == "analog":
-            layer = lower_layer(graph, node, len(mapping.layers))
-            node.meta["layer"] = layer.index
-            mapping.layers.append(layer)
+        if node.kind != "analog":
+            continue
+        layer = lower_layer(graph, node, len(mapping.layers))
+        if node.op_type == "Linear" and node.inputs[1] in shared:
+            owner = mapping.layers[shared[node.inputs[1]]]
+            owner.n_vec += layer.n_vec
+            owner.uses += 1
+            node.meta["layer"] = owner.index
+            continue
+        if node.op_type == "Linear":
+            shared[node.inputs[1]] = layer.index
+        node.meta["layer"] = layer.index
+        mapping.layers.append(layer)
     graph.meta["mapping"] = mapping
     return graph

@@ -271,6 +271,7 @@ class EncodedWeights:
     ``levels[k, p]`` is the level of the cell at matrix row k, physical column p.
     Canonical column order (docs/analog.md): channel-major, then sign (+1, -1;
     differential only), then slice; the offset scheme's reference column is last.
+    Treat it as immutable: validated layout and decoded weights are cached on it.
     """
 
     levels: np.ndarray  # uint8 (K, P)
@@ -326,7 +327,8 @@ def encode_weights(q_w: np.ndarray, spec: AnalogSpec) -> EncodedWeights:
         col_sign = np.append(col_sign, np.int8(0))
         col_slice = np.append(col_slice, np.int8(0))
     enc = EncodedWeights(levels, col_out, col_slice, col_sign)
-    enc._cache[("q", _spec_key(spec))] = q.astype(np.int32)
+    # Keep the weights (compactly) for the lossless shortcut; a decoded encoding rebuilds them.
+    enc._cache[("q", _spec_key(spec))] = q.astype(np.int8 if spec.weight_bits <= 8 else np.int32)
     return enc
 
 
@@ -421,8 +423,8 @@ def _float_weights(enc: EncodedWeights, spec: AnalogSpec) -> tuple[np.ndarray, i
         q = enc._cache.get(("q", _spec_key(spec)))
         if q is None:
             q = decode_weights(enc, spec, _layout(enc, spec)["n_out"])
-        qmax = int(np.abs(q).max()) if q.size else 0
-        enc._cache[key] = (q.astype(np.float32), qmax)
+        qf = q.astype(np.float32)
+        enc._cache[key] = (qf, int(np.abs(qf).max()) if qf.size else 0)
     return enc._cache[key]
 
 
@@ -913,12 +915,13 @@ def observe_full_scale(x_q: np.ndarray, enc: EncodedWeights, spec: AnalogSpec, s
     p = enc.levels.shape[1]
     t = spec.cycles(signed)
     tasks = _plan(v, t, p, 1, spec.rows, None)
-    idt = np.int32 if spec.worst_case_full_scale < 2**31 else np.int64
 
     def work(index, task, store):
         counts = np.zeros(0, dtype=np.int64)
         for _, i in _task_reads(x, enc.levels, spec, signed, task, store):
-            c = np.bincount(i.astype(idt).ravel())
+            whole = _scratch(store, "whole", i.size, np.intp)
+            np.copyto(whole.reshape(i.shape), i, casting="unsafe")  # exact: I is an integer
+            c = np.bincount(whole)
             if c.size > counts.size:
                 c[: counts.size] += counts
                 counts = c

@@ -197,7 +197,7 @@ class Simulator:
         op = node.op_type
         if op == "ToVectors":
             x = env[node.inputs[0]]
-            env["__shape__" + layer.name] = x.shape
+            env["__shape__" + node.meta.get("chain", layer.name)] = x.shape
             v = to_vectors(np.asarray(x), layer.op_type, self._geometry(layer, x.shape), layer.groups)
             if self.capture is not None:
                 self.capture(layer, v)
@@ -209,7 +209,7 @@ class Simulator:
         elif op == "Dequantize":
             env[node.outputs[0]] = self._layer_output(layer, env[node.inputs[0]])
         elif op == "FromVectors":
-            shape = env["__shape__" + layer.name]
+            shape = env["__shape__" + node.meta.get("chain", layer.name)]
             bias = env[node.inputs[1]]
             env[node.outputs[0]] = from_vectors(env[node.inputs[0]], bias, layer.op_type,
                                                 self._geometry(layer, shape), layer.groups)

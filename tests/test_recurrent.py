@@ -1,0 +1,51 @@
+"""LSTM, GRU and RNN: unrolled onto shared crossbars, checked against onnxruntime."""
+
+import numpy as np
+import pytest
+
+import models
+from helpers import compiled, ort_outputs, simulate
+
+VARIANTS = [{}, {"direction": "bidirectional"}, {"direction": "reverse"}, {"initial_state": True, "clip": 0.5},
+            {"linear_before_reset": 1}, {"peepholes": True, "clip": 2.0, "initial_state": True}]
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: ",".join(f"{k}={x}" for k, x in v.items()) or "plain")
+@pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
+def test_unrolled_recurrent_layer_matches_onnxruntime(op, variant):
+    model = models.recurrent(op, **variant)
+    feeds = models.random_inputs(model, batch=2)
+    comp = compiled(model)
+    for got, want in zip(simulate(comp, feeds), ort_outputs(model, feeds)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
+def test_batch_first_layout_matches_the_sequence_first_model(op):
+    # onnxruntime has no layout=1 kernels, so compare with the layout-0 model on transposed data
+    x = np.random.default_rng(0).standard_normal((5, 2, 4)).astype(np.float32)
+    want = ort_outputs(models.recurrent(op, direction="bidirectional"), {"input": x})
+    got = simulate(compiled(models.recurrent(op, direction="bidirectional", layout=1)),
+                   {"input": np.ascontiguousarray(x.transpose(1, 0, 2))})
+    np.testing.assert_allclose(got[0], want[0].transpose(2, 0, 1, 3), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(got[1], want[1].transpose(1, 0, 2), rtol=1e-4, atol=1e-6)
+
+
+def test_time_steps_share_one_set_of_crossbars():
+    seq = 7
+    comp = compiled(models.recurrent("LSTM", seq=seq, hidden=16))
+    layers = comp.mapping.layers
+    assert [l.uses for l in layers] == [1, seq]                 # input projection, recurrent matrix
+    assert [l.matrices[0].n_out for l in layers] == [64, 64]
+    recurrent = comp.cost["layers"][1]
+    assert recurrent["counts"]["input_vectors"] == seq * 2      # every step, both batch rows
+    bars_one_step = len(compiled(models.recurrent("LSTM", seq=1, hidden=16)).mapping.crossbars)
+    assert len(comp.mapping.crossbars) == bars_one_step
+
+
+def test_quantized_recurrent_layer_runs_fast_and_reference_alike():
+    model = models.recurrent("GRU", seq=3)
+    feeds = models.random_inputs(model, batch=2)
+    comp = compiled(model, "prime")
+    for a, b in zip(simulate(comp, feeds, mode="quantized"), simulate(comp, feeds, mode="quantized", path="reference")):
+        np.testing.assert_array_equal(a, b)
