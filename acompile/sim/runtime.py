@@ -171,10 +171,15 @@ class Simulator:
         env: dict[str, object] = dict(self.graph.constants)
         env.update(feeds)
         layers = self.mapping.layers
+        show = self.progress and sys.stderr.isatty()
+        done, total = 0, sum(1 for n in self.graph.nodes if n.op_type == "Dequantize" and n.domain == "acompile")
         for node in self.graph.nodes:
             if node.domain == "acompile":
                 layer = layers[node.meta["layer"]] if "layer" in node.meta else None
                 self._analog_step(node, layer, env)
+                if show and node.op_type == "Dequantize":
+                    done += 1
+                    print(f"\r  {self.mode}: analog layer {done}/{total}", end="", file=sys.stderr, flush=True)
                 continue
             args = [env[i] if i else None for i in node.inputs]
             outs = run_node(node.op_type, node.attrs, args, len(node.outputs), node.opset or self.graph.opset,
@@ -182,6 +187,8 @@ class Simulator:
             for o, v in zip(node.outputs, outs):
                 if o:
                     env[o] = v
+        if show:
+            print("\r" + " " * 40 + "\r", end="", file=sys.stderr, flush=True)
         return {o: np.asarray(env[o]) for o in self.graph.outputs}
 
     def _geometry(self, layer: AnalogLayer, x_shape) -> dict:
