@@ -286,8 +286,9 @@ _ALL_FIELDS: list[Field] = [
     # --- noise (docs/analog.md "Non-idealities") -------------------------------
     _float("noise.programming_sigma", "std of programming error, as a fraction of g_max - g_min; "
            "drawn once per cell", "", 0.0, 1.0, default=0.0, contract=True),
-    _float("noise.read_sigma", "std of read noise on each column value, as a fraction of the worst-case "
-           "full scale F; drawn every read", "", 0.0, 1.0, default=0.0, contract=True),
+    _float("noise.read_sigma", "std of read noise on each column value, as a fraction of the ADC's full "
+           "scale F in use (calibrated, else worst case); drawn every read", "", 0.0, 1.0, default=0.0,
+           contract=True),
     _float("noise.stuck_at_zero_rate", "fraction of cells stuck at level 0", "", 0.0, 1.0, default=0.0,
            contract=True),
     _float("noise.stuck_at_max_rate", "fraction of cells stuck at the top level", "", 0.0, 1.0, default=0.0,

@@ -236,12 +236,19 @@ def new_case_dir(root: Path, case_id: str, baseline: Path | None) -> Path:
 def _compile_baseline(root: Path, seed: int = 0) -> Path:
     """A valid compile of the small MLP: the 'previous OUT' every failing run must leave alone."""
     folder = root / f"baseline{seed}"
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     model = folder / "model.onnx"
     model.write_bytes(bi.mlp_model(seed=seed).SerializeToString())
     from acompile.cli import main
     assert main(["compile", str(model), "--target", "isaac", "-o", str(folder / "OUT"), "-q"]) == 0
     return folder / "OUT"
+
+
+@pytest.fixture(scope="module")
+def baselines(tmp_path_factory):
+    """Two valid compiles (seeds 0 and 1), read-only: copied into case folders, never used in place."""
+    root = tmp_path_factory.mktemp("baselines")
+    return _compile_baseline(root), _compile_baseline(root, seed=1)
 
 
 # ---------------------------------------------------------------------------
@@ -337,9 +344,9 @@ class ModelResult:
 
 
 @pytest.fixture(scope="module")
-def model_runs(tmp_path_factory):
+def model_runs(tmp_path_factory, baselines):
     root = tmp_path_factory.mktemp("models")
-    baseline = _compile_baseline(tmp_path_factory.mktemp("base"))
+    baseline = baselines[0]
     check_dir = new_case_dir(tmp_path_factory.mktemp("check"), "check", None)
     results = {}
     for case in MODEL_CASES:
@@ -491,9 +498,9 @@ TARGET_CASES = bi.target_cases()
 
 
 @pytest.fixture(scope="module")
-def target_runs(tmp_path_factory):
+def target_runs(tmp_path_factory, baselines):
     root = tmp_path_factory.mktemp("targets")
-    baseline = _compile_baseline(tmp_path_factory.mktemp("tbase"))
+    baseline = baselines[0]
     model = root.parent / "tmodel.onnx"
     model.write_bytes(bi.mlp_model().SerializeToString())
     jobs, dirs, snaps = [], {}, {}
@@ -558,9 +565,8 @@ SIM_CASES = bi.sim_cases()
 
 
 @pytest.fixture(scope="module")
-def sim_runs(tmp_path_factory):
-    base = _compile_baseline(tmp_path_factory.mktemp("sbase"))
-    other = _compile_baseline(tmp_path_factory.mktemp("sother"), seed=1)
+def sim_runs(tmp_path_factory, baselines):
+    base, other = baselines
     root = tmp_path_factory.mktemp("sim")
     jobs, info = [], {}
     for case in SIM_CASES:
@@ -593,9 +599,8 @@ def test_simulate_meets_the_contract(sim_runs, case):
     assert_contract(inspect, frozenset({0, 2}), "", f"inspect {case.id}")
 
 
-def test_simulate_contract_through_real_processes(tmp_path):
-    base = _compile_baseline(tmp_path / "b")
-    other = _compile_baseline(tmp_path / "o", seed=1)
+def test_simulate_contract_through_real_processes(tmp_path, baselines):
+    base, other = baselines
     chosen = [c for c in SIM_CASES if c.id in ("nan_input_ideal", "nan_input_quantized", "device_truncated",
                                                "program_json_deep", "program_from_other_compile")]
     assert len(chosen) == 5

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,30 +35,63 @@ def _check_replaceable(out: Path) -> None:
 
 
 @contextmanager
+def _signals_held():
+    """Hold SIGINT and SIGTERM until the block ends, so a rename pair or a cleanup is never cut in half.
+
+    A signal that arrives meanwhile is delivered when the block ends (then Python's
+    handler raises KeyboardInterrupt or the CLI's Interrupted as usual).
+    """
+    try:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    except (AttributeError, OSError, ValueError):    # no pthread_sigmask on this platform
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+@contextmanager
 def atomic_folder(out: Path):
-    """Yield a temporary folder; on success it replaces ``out``, on any failure it is removed."""
+    """Yield a temporary folder; on success it replaces ``out``, on any failure it is removed.
+
+    Creating the temporary folder, the renames that put it in place and the
+    cleanup run with SIGINT/SIGTERM held, so an interrupt leaves OUT as it was (or
+    complete and new) and no temporary folder behind. Only SIGKILL between the two
+    renames can leave OUT absent, with the previous one in ``.OUT.acompile-old-*``.
+    """
     out = Path(out)
     _check_replaceable(out)
     parent = out.absolute().parent
+    tmp = None
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.acompile-tmp-", dir=parent))
-    except OSError as e:
-        raise UsageError(f"cannot create the output folder: {e.strerror}", where=clean(str(out)))
-    try:
-        yield tmp
-        os.chmod(tmp, 0o755)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.acompile-old-", dir=parent))
-            os.rename(out, old / "previous")
+        with _signals_held():
             try:
+                parent.mkdir(parents=True, exist_ok=True)
+                tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.acompile-tmp-", dir=parent))
+            except OSError as e:
+                raise UsageError(f"cannot create the output folder: {e.strerror}", where=clean(str(out)))
+        yield tmp
+        with _signals_held():
+            os.chmod(tmp, 0o755)
+            if out.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{out.name}.acompile-old-", dir=parent))
+                try:
+                    os.rename(out, old / "previous")
+                except BaseException:
+                    os.rmdir(old)
+                    raise
+                try:
+                    os.rename(tmp, out)
+                except BaseException:
+                    os.rename(old / "previous", out)
+                    os.rmdir(old)
+                    raise
+                shutil.rmtree(old, ignore_errors=True)
+            else:
                 os.rename(tmp, out)
-            except BaseException:
-                os.rename(old / "previous", out)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        with _signals_held():
+            if tmp is not None and tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)

@@ -438,7 +438,7 @@ class NoiseSpec:
     g_min_us: float = 0.0  # conductance of level 0 (finite on/off ratio when > 0)
     g_max_us: float = 1.0  # conductance of the top level
     programming_sigma: float = 0.0  # std of programming noise, fraction of the level range
-    read_sigma: float = 0.0  # std of read noise per read, fraction of F_worst
+    read_sigma: float = 0.0  # std of read noise per read, fraction of the ADC full scale F in use
     stuck_at_zero_rate: float = 0.0  # fraction of cells stuck at level 0 (g_min)
     stuck_at_max_rate: float = 0.0  # fraction of cells stuck at the top level (g_max)
     adc_offset_lsb: float = 0.0  # added to I/Δ before rounding
@@ -577,6 +577,12 @@ class _Adc:
     offset_lsb: float = 0.0
     integral: bool = False  # I/Δ is already an integer: rint would change nothing
     clip: bool = True  # False only when no code can leave [0, max_code]
+
+
+def _noise_scale(spec: AnalogSpec, full_scale) -> float:
+    """Read noise is relative to the ADC's full scale F in use (calibrated, else worst case):
+    the signal range the column is designed for, as aihwkit's out_noise is relative to out_bound."""
+    return spec.worst_case_full_scale if full_scale is None else float(full_scale)
 
 
 def _make_adc(spec: AnalogSpec, full_scale, noise: NoiseSpec | None, exact_reads: bool) -> _Adc:
@@ -800,7 +806,7 @@ def mvm(x_q: np.ndarray, enc: EncodedWeights, spec: AnalogSpec, signed: bool, *,
     seeds = [None] * len(tasks)
     if read_sigma:
         seeds = _generator(rng, "read noise").integers(0, 2**63, size=len(tasks)).tolist()
-    sigma = spec.read_dtype(read_sigma * spec.worst_case_full_scale)
+    sigma = spec.read_dtype(read_sigma * _noise_scale(spec, full_scale))
 
     cyc = np.array(input_cycles(spec, signed))
     acc_dt = np.float32 if nb * spec.max_code < _F32_EXACT else np.float64
@@ -851,7 +857,7 @@ def mvm_reference(x_q: np.ndarray, enc: EncodedWeights, spec: AnalogSpec, signed
     through the ADC, then shift-and-added: y += s * w_t * 2^(j*cb) * code. Codes are summed
     exactly (float64 integers) and multiplied by Δ once at the end, which equals summing
     code*Δ. Works for any valid column layout. Read noise: drawn in loop order as
-    standard_normal((V, N), read dtype) * σ_read * F_worst per (r, t, j, s), then
+    standard_normal((V, N), read dtype) * σ_read * F per (r, t, j, s), then
     standard_normal(V) for the reference column after each (r, t).
     """
     x, info = _prepare(x_q, enc, spec, signed)
@@ -861,7 +867,7 @@ def mvm_reference(x_q: np.ndarray, enc: EncodedWeights, spec: AnalogSpec, signed
     read_sigma = 0.0 if noise is None else noise.read_sigma
     gen = _generator(rng, "read noise") if read_sigma else None
     dt = spec.read_dtype
-    sigma = dt(read_sigma * spec.worst_case_full_scale)
+    sigma = dt(read_sigma * _noise_scale(spec, full_scale))
 
     g = enc.levels if cells is None else cells
     chunks = input_chunks(x, spec, signed).astype(dt)  # (T, V, K)
