@@ -149,7 +149,7 @@ def _read_inputs(path: str, graph) -> dict:
 def _simulate_folder(args, folder: Path, model_for_compare: str | None) -> int:
     import numpy as np
     from .compiler import dumps_json
-    from .simulate import accuracy, compare, load_compiled, reference_outputs, simulate
+    from .simulation import accuracy, compare, load_compiled, reference_outputs, simulate
     loaded = load_compiled(folder, args.mode)
     feeds = _read_inputs(args.input, loaded.graph)
     results = simulate(loaded, feeds, mode=args.mode, seed=args.seed, path=args.path,

@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 from acompile.calibrate import load_arrays  # noqa: E402
 from acompile.compiler import Options, compile_model  # noqa: E402
 from acompile.sim.runtime import Simulator, WeightsFromGraph  # noqa: E402
-from acompile.simulate import noise_from_target  # noqa: E402
+from acompile.simulation import noise_from_target  # noqa: E402
 from acompile.target import load_target, shipped_targets  # noqa: E402
 
 BEGIN, END = "<!-- digits-accuracy:begin -->", "<!-- digits-accuracy:end -->"

@@ -101,7 +101,7 @@ def run_cli(args: list[str], cwd: Path, env: dict | None = None, stdin: str | No
 FORKSERVER = r"""
 import json, os, resource, signal, sys, time
 import numpy, onnx, onnx.shape_inference, onnx.checker, onnx.version_converter
-import acompile.cli, acompile.compiler, acompile.check, acompile.target, acompile.simulate, acompile.calibrate
+import acompile.cli, acompile.compiler, acompile.check, acompile.target, acompile.simulation, acompile.calibrate
 import acompile.backends.report, acompile.backends.program, acompile.backends.device, acompile.frontend.fold
 assert "onnxruntime" not in sys.modules
 cfg = json.loads(sys.stdin.read())

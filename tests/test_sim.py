@@ -9,7 +9,7 @@ from acompile.backends.program import load_program
 from acompile.cli import main
 from acompile.passes.lower import layer_matrix
 from acompile.sim import analog
-from acompile.simulate import load_compiled, simulate as simulate_folder
+from acompile.simulation import load_compiled, simulate as simulate_folder
 from acompile.target import load_target
 from helpers import compiled, ort_outputs, simulate
 
