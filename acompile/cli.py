@@ -369,7 +369,14 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError("a command is needed: compile, simulate, run, check, inspect, ops or targets",
                              hint="see 'acompile --help'")
         return int(args.func(args))
-    except AcompileError as e:
+    except (AcompileError, Exception) as e:
+        interrupt = _interruption(e)     # an interrupt that a library wrapped into an ordinary error
+        if isinstance(interrupt, (KeyboardInterrupt, Interrupted)):
+            print("acompile: interrupted" if isinstance(interrupt, KeyboardInterrupt) else "acompile: terminated",
+                  file=sys.stderr)
+            return 130 if isinstance(interrupt, KeyboardInterrupt) else 143
+        if not isinstance(e, AcompileError):
+            return _internal_error(e, fmt, verbose)
         _report_error(e, fmt)
         return e.exit_code
     except KeyboardInterrupt:
@@ -385,24 +392,39 @@ def main(argv: list[str] | None = None) -> int:
         from .errors import LimitError
         _report_error(LimitError("out of memory; the model or data is too large for this machine"), fmt)
         return EXIT_BAD_INPUT
-    except BrokenPipeError:
-        return EXIT_OK
-    except Exception as e:  # a bug: one line, traceback on request
-        if verbose:
-            traceback.print_exc()
-        msg = f"internal error: {type(e).__name__}: {clean(str(e), 200)} -- please report this at the project's issue tracker (rerun with -v for the traceback)"
-        if fmt == "json":
-            print(json.dumps({"error": {"code": "internal", "exit_code": EXIT_INTERNAL, "message": msg}}),
-                  file=sys.stderr)
-        else:
-            print(f"acompile: {msg}", file=sys.stderr)
-        return EXIT_INTERNAL
     finally:
         if previous is not None:
             try:
                 signal.signal(signal.SIGTERM, previous)
             except ValueError:
                 pass
+
+
+def _interruption(e: BaseException | None) -> BaseException | None:
+    from .onnx_exec import interruption
+    return interruption(e)
+
+
+def _internal_error(e: Exception, fmt: str, verbose: bool) -> int:
+    """A bug: one line, the traceback on request."""
+    if isinstance(e, BrokenPipeError):
+        return EXIT_OK
+    if isinstance(e, RecursionError):
+        _report_error(AcompileError("the input nests too deeply to process"), fmt)
+        return EXIT_BAD_INPUT
+    if isinstance(e, MemoryError):
+        from .errors import LimitError
+        _report_error(LimitError("out of memory; the model or data is too large for this machine"), fmt)
+        return EXIT_BAD_INPUT
+    if verbose:
+        traceback.print_exc()
+    msg = f"internal error: {type(e).__name__}: {clean(str(e), 200)} -- please report this at the project's issue tracker (rerun with -v for the traceback)"
+    if fmt == "json":
+        print(json.dumps({"error": {"code": "internal", "exit_code": EXIT_INTERNAL, "message": msg}}),
+              file=sys.stderr)
+    else:
+        print(f"acompile: {msg}", file=sys.stderr)
+    return EXIT_INTERNAL
 
 
 def _report_error(e: AcompileError, fmt: str) -> None:
