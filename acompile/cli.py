@@ -369,14 +369,9 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError("a command is needed: compile, simulate, run, check, inspect, ops or targets",
                              hint="see 'acompile --help'")
         return int(args.func(args))
-    except (AcompileError, Exception) as e:
-        interrupt = _interruption(e)     # an interrupt that a library wrapped into an ordinary error
-        if isinstance(interrupt, (KeyboardInterrupt, Interrupted)):
-            print("acompile: interrupted" if isinstance(interrupt, KeyboardInterrupt) else "acompile: terminated",
-                  file=sys.stderr)
-            return 130 if isinstance(interrupt, KeyboardInterrupt) else 143
-        if not isinstance(e, AcompileError):
-            return _internal_error(e, fmt, verbose)
+    except AcompileError as e:
+        if _interrupted(e):
+            return 130 if isinstance(_interruption(e), KeyboardInterrupt) else 143
         _report_error(e, fmt)
         return e.exit_code
     except KeyboardInterrupt:
@@ -392,6 +387,20 @@ def main(argv: list[str] | None = None) -> int:
         from .errors import LimitError
         _report_error(LimitError("out of memory; the model or data is too large for this machine"), fmt)
         return EXIT_BAD_INPUT
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as e:  # a bug: one line, traceback on request
+        if _interrupted(e):
+            return 130 if isinstance(_interruption(e), KeyboardInterrupt) else 143
+        if verbose:
+            traceback.print_exc()
+        msg = f"internal error: {type(e).__name__}: {clean(str(e), 200)} -- please report this at the project's issue tracker (rerun with -v for the traceback)"
+        if fmt == "json":
+            print(json.dumps({"error": {"code": "internal", "exit_code": EXIT_INTERNAL, "message": msg}}),
+                  file=sys.stderr)
+        else:
+            print(f"acompile: {msg}", file=sys.stderr)
+        return EXIT_INTERNAL
     finally:
         if previous is not None:
             try:
@@ -401,30 +410,29 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _interruption(e: BaseException | None) -> BaseException | None:
-    from .onnx_exec import interruption
-    return interruption(e)
+    """The KeyboardInterrupt or Interrupted that an ordinary error was raised from, if any.
+
+    A signal handler that raises while a C extension initialises (onnxruntime's
+    first import) comes back as ``ImportError: initialization failed`` caused by
+    the interrupt, and may then be wrapped again into an AcompileError.
+    """
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, (KeyboardInterrupt, Interrupted)):
+            return e
+        e = e.__cause__ or e.__context__
+    return None
 
 
-def _internal_error(e: Exception, fmt: str, verbose: bool) -> int:
-    """A bug: one line, the traceback on request."""
-    if isinstance(e, BrokenPipeError):
-        return EXIT_OK
-    if isinstance(e, RecursionError):
-        _report_error(AcompileError("the input nests too deeply to process"), fmt)
-        return EXIT_BAD_INPUT
-    if isinstance(e, MemoryError):
-        from .errors import LimitError
-        _report_error(LimitError("out of memory; the model or data is too large for this machine"), fmt)
-        return EXIT_BAD_INPUT
-    if verbose:
-        traceback.print_exc()
-    msg = f"internal error: {type(e).__name__}: {clean(str(e), 200)} -- please report this at the project's issue tracker (rerun with -v for the traceback)"
-    if fmt == "json":
-        print(json.dumps({"error": {"code": "internal", "exit_code": EXIT_INTERNAL, "message": msg}}),
-              file=sys.stderr)
-    else:
-        print(f"acompile: {msg}", file=sys.stderr)
-    return EXIT_INTERNAL
+def _interrupted(e: BaseException) -> bool:
+    """Say 'interrupted'/'terminated' (and return True) when ``e`` is an interrupt in disguise."""
+    interrupt = _interruption(e)
+    if interrupt is None:
+        return False
+    print("acompile: interrupted" if isinstance(interrupt, KeyboardInterrupt) else "acompile: terminated",
+          file=sys.stderr)
+    return True
 
 
 def _report_error(e: AcompileError, fmt: str) -> None:

@@ -83,19 +83,18 @@ def run_node(op_type: str, attrs: dict[str, Any], inputs: Sequence[np.ndarray | 
         feeds = {f"in{i}": np.asarray(x) for i, x in enumerate(inputs) if x is not None}
         return sess.run(None, feeds)
     except Exception as e:
-        interrupt = interruption(e)
-        if interrupt is not None:     # Ctrl-C/SIGTERM during onnxruntime's import: stop, it is not the model
+        interrupt = _interruption(e)
+        if interrupt is not None:     # Ctrl-C/SIGTERM during onnxruntime's first import: not the model's fault
             raise interrupt
         raise InvalidModelError(f"{op_type} cannot be evaluated: {clean(str(e).splitlines()[0] if str(e) else type(e).__name__, 300)}",
                                 where=where or None)
 
 
-def interruption(e: BaseException | None) -> BaseException | None:
+def _interruption(e: BaseException | None) -> BaseException | None:
     """The KeyboardInterrupt (or other non-Exception) that ``e`` was raised from, if any.
 
-    A signal handler that raises while a C extension initialises (onnxruntime's
-    first import) comes back wrapped, as ``ImportError: initialization failed``
-    caused by the interrupt.
+    A signal handler that raises while a C extension initialises comes back
+    wrapped, as ``ImportError: initialization failed`` caused by the interrupt.
     """
     seen = set()
     while e is not None and id(e) not in seen:

@@ -35,7 +35,7 @@ def build_report(compiled) -> dict:
         "options": {"batch": options.batch, "seed": options.seed, "allow_unsupported": options.allow_unsupported,
                     "calibration": options.calibration_name},
         "calibration_note": ("input scales and ADC ranges from the calibration file" if options.calibration
-                             else "no calibration data given: input scales come from 8 seeded standard-normal "
+                             else "No calibration data given: input scales come from 8 seeded standard-normal "
                                   "samples per input (pass --calibration DATA for real activations)"),
         "totals": cost.get("totals", {}),
         "layers": [_clean_names(x) for x in cost.get("layers", [])],
