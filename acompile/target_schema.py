@@ -223,6 +223,9 @@ _ALL_FIELDS: list[Field] = [
     _power("crossbar.power_mw", "one array while computing, at the design's read rate"),
     # --- dac -------------------------------------------------------------------
     _int("dac.bits", "DAC resolution: input bits applied per cycle", 1, 16, contract=True),
+    Field("dac.input_encoding", "enum", "how signed inputs are streamed (docs/analog.md): two's complement "
+          "with the sign bit in a cycle of its own, or sign-magnitude in a positive and a negative phase",
+          choices=("twos_complement", "sign_magnitude"), default="twos_complement"),
     _energy("dac.energy_pj", "one conversion (one row driven for one cycle)", contract=True),
     _float("dac.latency_ns", "one conversion (0 = hidden in the read)", "ns", 0.0, _T_MAX, default=0.0),
     _area_um2("dac.area_um2", "one DAC; a crossbar has one per row"),

@@ -518,3 +518,18 @@ def test_noise_spec_validation():
         NoiseSpec(stuck_at_zero_rate=0.7, stuck_at_max_rate=0.5)
     with pytest.raises(InvalidTargetError):
         NoiseSpec(read_sigma=-0.1)
+
+
+@pytest.mark.parametrize("dac_bits, adc_bits", [(1, 8), (3, 6), (8, 8), (2, 16)])
+def test_sign_magnitude_inputs_agree_and_are_exact_when_lossless(dac_bits, adc_bits):
+    rng = np.random.default_rng(dac_bits)
+    spec = AnalogSpec(weight_bits=8, input_bits=8, dac_bits=dac_bits, cell_bits=2, adc_bits=adc_bits, rows=32,
+                      signed_weights="differential", input_encoding="sign_magnitude")
+    q_w = rng.integers(-127, 128, size=(6, 70)).astype(np.int32)
+    x_q = rng.integers(-127, 128, size=(5, 70)).astype(np.int32)
+    enc = encode_weights(q_w, spec)
+    fast = mvm(x_q, enc, spec, True, exact_shortcut=False)
+    assert np.array_equal(fast, mvm_reference(x_q, enc, spec, True))
+    assert spec.cycles(True) == 2 * -(-7 // dac_bits) == len(input_cycles(spec, True))
+    if spec.adc_lossless:
+        assert np.array_equal(fast, x_q.astype(np.int64) @ q_w.astype(np.int64).T)

@@ -40,6 +40,12 @@ def _files(folder: Path) -> dict[str, str] | None:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
 
 
+def _env(folder: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ACOMPILE_", "PYTHON"))}
+    env.update(PYTHONPATH=str(REPO), HOME=str(folder), TMPDIR=str(folder), PYTHONDONTWRITEBYTECODE="1")
+    return env
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """The big model, a previous OUT (of another model) and the reference output of the big model."""
@@ -48,9 +54,10 @@ def setup(tmp_path_factory):
     big.write_bytes(bi.big_mlp_model(width=1024, depth=3).SerializeToString())
     small = root / "small.onnx"
     small.write_bytes(bi.mlp_model().SerializeToString())
-    from acompile.cli import main
-    assert main(["compile", str(small), "-t", "isaac", "-o", str(root / "previous"), "-q"]) == 0
-    assert main(["compile", str(big), "-t", "isaac", "-o", str(root / "reference"), "-q"]) == 0
+    # through the same entry point as the interrupted runs (a process, not main() in this one)
+    for model, out in ((small, "previous"), (big, "reference")):
+        subprocess.run([sys.executable, "-m", "acompile", "compile", str(model), "-t", "isaac", "-o", str(root / out),
+                        "-q"], env=_env(root), check=True, timeout=120)
     return {"big": big, "previous": root / "previous", "reference": _files(root / "reference"),
             "previous_files": _files(root / "previous")}
 
@@ -60,8 +67,7 @@ def _compile_and_signal(setup, folder: Path, sig, trigger: str, delay: float, wi
     folder.mkdir(parents=True)
     if with_previous:
         shutil.copytree(setup["previous"], folder / "OUT")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ACOMPILE_", "PYTHON"))}
-    env.update(PYTHONPATH=str(REPO), HOME=str(folder), TMPDIR=str(folder), PYTHONDONTWRITEBYTECODE="1")
+    env = _env(folder)
     proc = subprocess.Popen([sys.executable, "-m", "acompile", "compile", str(setup["big"]), "-t", "isaac",
                              "-o", "OUT", "-q"], cwd=folder, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)

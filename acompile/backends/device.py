@@ -39,7 +39,7 @@ DEVICE_VERSION = 1
 def spec_dict(spec: analog.AnalogSpec) -> dict:
     return {"weight_bits": spec.weight_bits, "input_bits": spec.input_bits, "dac_bits": spec.dac_bits,
             "cell_bits": spec.cell_bits, "adc_bits": spec.adc_bits, "rows": spec.rows,
-            "signed_weights": spec.signed_weights}
+            "signed_weights": spec.signed_weights, "input_encoding": spec.input_encoding}
 
 
 def write_device(path: Path, compiled, program_sha256: str, dumps) -> None:

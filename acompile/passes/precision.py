@@ -31,7 +31,8 @@ def spec_for(target) -> AnalogSpec:
                       cell_bits=int(target["crossbar.cell_bits"]),
                       adc_bits=int(target["adc.bits"]),
                       rows=int(target["crossbar.rows"]),
-                      signed_weights=str(target["crossbar.signed_weights"]))
+                      signed_weights=str(target["crossbar.signed_weights"]),
+                      input_encoding=str(target["dac.input_encoding"]))
 
 
 def slices(spec: AnalogSpec) -> int:

@@ -44,6 +44,7 @@ __all__ = [
 ]
 
 SIGNED_WEIGHT_SCHEMES = ("differential", "offset")
+INPUT_ENCODINGS = ("twos_complement", "sign_magnitude")
 
 _F32_EXACT = 2.0**24  # float32 holds every integer of magnitude below this exactly
 _F64_EXACT = 2.0**53  # same for float64
@@ -69,6 +70,7 @@ class AnalogSpec:
     adc_bits: int  # B_adc
     rows: int  # crossbar rows: the row-block size
     signed_weights: str  # "differential" | "offset"
+    input_encoding: str = "twos_complement"  # signed inputs: "twos_complement" | "sign_magnitude"
 
     def __post_init__(self):
         for name, lo, hi in (("weight_bits", 2, 24), ("input_bits", 1, 24), ("dac_bits", 1, 16),
@@ -77,6 +79,9 @@ class AnalogSpec:
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
                 raise InvalidTargetError(f"{name}={v!r}: expected an integer in [{lo}, {hi}]",
                                          where=f"AnalogSpec.{name}")
+        if self.input_encoding not in INPUT_ENCODINGS:
+            raise InvalidTargetError(f"input_encoding={self.input_encoding!r}: expected one of "
+                                     f"{', '.join(INPUT_ENCODINGS)}", where="AnalogSpec.input_encoding")
         if self.signed_weights not in SIGNED_WEIGHT_SCHEMES:
             raise InvalidTargetError(
                 f"signed_weights={self.signed_weights!r}: expected one of {SIGNED_WEIGHT_SCHEMES}",
@@ -145,8 +150,11 @@ class AnalogSpec:
         return -(-k // self.rows)
 
     def cycles(self, signed: bool) -> int:
-        """T: input cycles (docs/analog.md: a signed input streams its sign bit alone)."""
+        """T: input cycles (docs/analog.md: a signed input streams its sign bit alone, or, in
+        sign-magnitude, its positive and negative magnitudes in two phases)."""
         d = self.dac_bits
+        if signed and self.input_encoding == "sign_magnitude":
+            return 2 * -(-(self.input_bits - 1) // d)
         if signed:
             return -(-(self.input_bits - 1) // d) + 1
         return -(-self.input_bits // d)
@@ -207,10 +215,13 @@ def quantize_inputs(x: np.ndarray, scale: float, bits: int, signed: bool) -> np.
 
 
 def input_cycles(spec: AnalogSpec, signed: bool) -> list[float]:
-    """Digital weight of each input cycle t: 2^(t*d), and -2^(Bx-1) for a sign cycle."""
+    """Digital weight of each input cycle t: 2^(t*d), and -2^(Bx-1) for a sign cycle
+    (sign-magnitude: +2^(t*d) for the positive phase, then -2^(t*d) for the negative one)."""
     d, bx = spec.dac_bits, spec.input_bits
     low = bx - 1 if signed else bx
     weights = [float(1 << (t * d)) for t in range(-(-low // d))]
+    if signed and spec.input_encoding == "sign_magnitude":
+        return weights + [-w for w in weights]
     if signed:
         weights.append(-float(1 << (bx - 1)))
     return weights
@@ -252,6 +263,12 @@ def _fill_chunks(x: np.ndarray, spec: AnalogSpec, signed: bool, out: np.ndarray)
     """Write the chunk values of validated integer inputs x (V, K) into out (T, V, K)."""
     d, bx = spec.dac_bits, spec.input_bits
     low_bits = bx - 1 if signed else bx
+    if signed and spec.input_encoding == "sign_magnitude":
+        half = -(-low_bits // d)
+        for phase, magnitude in enumerate((np.maximum(x, 0), np.maximum(-x, 0))):
+            for t in range(half):
+                out[phase * half + t] = (magnitude >> (t * d)) & spec.max_chunk
+        return out
     word = x & ((1 << bx) - 1)  # two's complement for negative values
     low = word & ((1 << low_bits) - 1)
     for t in range(-(-low_bits // d)):
