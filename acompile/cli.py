@@ -97,7 +97,7 @@ def _compile_to(args, out: Path, emit: set[str]):
     from .backends.device import write_device
     from .backends.output import atomic_folder
     from .backends.program import write_program
-    from .backends.report import build_report, terminal_table, write_report
+    from .backends.report import build_report, write_report
     from .calibrate import load_arrays
     from .compiler import compile_model, dumps_json
     target = _load_target(args.target)

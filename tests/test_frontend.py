@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 
 import models
-from acompile.errors import InvalidModelError, LimitError, UnsupportedError
+from acompile.errors import InvalidModelError, LimitError
 from acompile.frontend.canonicalise import canonicalise
 from acompile.frontend.export import to_onnx
 from acompile.frontend.fold import fold_constants

@@ -13,7 +13,6 @@ Accumulate, Dequantize, FromVectors for each analog layer. See docs/formats.md.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from pathlib import Path
 

@@ -12,7 +12,6 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
 
 from ..ir import Graph, Node
 from .canonicalise import DOMAIN, LINEAR

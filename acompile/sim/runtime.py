@@ -18,7 +18,6 @@ reference kernel instead of the vectorised one.
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass, field
 from typing import Callable
 
