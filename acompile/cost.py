@@ -30,9 +30,7 @@ def adcs_per_crossbar(target) -> int:
 
 
 def _digital_figure(target, op_type: str, key: str) -> float:
-    ops = target["digital.ops"] or {}
-    entry = ops.get(op_type, {}) if isinstance(ops, dict) else {}
-    return float(entry.get(key, target[f"digital.{key}"]))
+    return float(target.digital_op(op_type)[key])
 
 
 def layer_counts(layer: AnalogLayer, mapping: Mapping, target) -> dict:
