@@ -74,7 +74,7 @@ class _Recorder:
 
     def __call__(self, layer, v: np.ndarray) -> None:
         i = layer.index
-        peak = float(np.max(np.abs(v))) if v.size else 0.0
+        peak = max(float(v.max()), -float(v.min())) if v.size else 0.0    # max|v| without a temporary |v|
         self.maxima[i] = max(self.maxima.get(i, 0.0), peak)
         if self.keep_values:
             flat = v.reshape(-1)

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 import traceback
+import warnings
 from pathlib import Path
 
 from . import __version__
@@ -368,7 +369,10 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(args, "command", None):
             raise UsageError("a command is needed: compile, simulate, run, check, inspect, ops or targets",
                              hint="see 'acompile --help'")
-        return int(args.func(args))
+        with warnings.catch_warnings():
+            if not verbose:     # numpy's overflow/NaN warnings on hostile data: the one error line says enough
+                warnings.simplefilter("ignore")
+            return int(args.func(args))
     except AcompileError as e:
         if _interrupted(e):
             return 130 if isinstance(_interruption(e), KeyboardInterrupt) else 143
@@ -389,6 +393,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except BrokenPipeError:
         return EXIT_OK
+    except OSError as e:    # the file system said no (a -r path in a missing folder, a folder where a file goes)
+        if _interrupted(e):
+            return 130 if isinstance(_interruption(e), KeyboardInterrupt) else 143
+        _report_error(InvalidDataError(f"cannot read or write a file: {e.strerror or type(e).__name__}",
+                                       where=clean(e.filename2 or e.filename) if e.filename else None), fmt)
+        return EXIT_BAD_INPUT
     except Exception as e:  # a bug: one line, traceback on request
         if _interrupted(e):
             return 130 if isinstance(_interruption(e), KeyboardInterrupt) else 143

@@ -77,7 +77,9 @@ def reference_outputs(model_path: Path, feeds: dict) -> dict[str, np.ndarray]:
     """onnxruntime's outputs, run in chunks when the model fixes a smaller batch than the data has."""
     import onnxruntime as ort
     try:
-        sess = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+        options = ort.SessionOptions()
+        options.log_severity_level = 4      # its own (coloured, multi-line) log would break the one-line error
+        sess = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
         names = [o.name for o in sess.get_outputs()]
         fixed = {i.name: i.shape[0] for i in sess.get_inputs() if i.shape and isinstance(i.shape[0], int)}
         total = next(iter(feeds.values())).shape[0] if feeds else 0

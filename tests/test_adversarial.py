@@ -12,11 +12,12 @@ process with a time limit (subprocess timeout) and a memory limit
   acompile's own files in OUT, with hostile names escaped in the reports.
 
 Model cases run ``compile`` one process each, and ``check`` once over all of
-them (one verdict per model). Target and simulator cases run in one driver
-process per family (``acompile.cli.main`` called per case, with its own stdout
-and stderr captured at the file-descriptor level), plus a few through
-``python -m acompile`` itself. Cases run in parallel threads; the whole module
-takes well under a minute on two cores.
+them (one verdict per model). Target cases run ``targets validate`` and ``compile
+--target``; simulator cases ``simulate`` and ``inspect``. Most runs start from a
+fork server that has imported acompile once (each run still its own process, with
+its own limits, exit status and output; see :data:`FORKSERVER`); a few cases of
+each family go through ``python -m acompile`` itself. The module takes about a
+minute on two cores.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import os
 import re
 import resource
 import shutil
-import signal
 import stat
 import subprocess
 import sys
@@ -78,14 +78,12 @@ def child_env(case_dir: Path, **extra: str) -> dict:
     return env
 
 
-def run_cli(args: list[str], cwd: Path, env: dict | None = None, stdin: str | None = None,
-            command: list[str] | None = None, timeout: float = TIMEOUT_S) -> Run:
-    """``python -m acompile ARGS`` (or ``command``) in ``cwd`` under the memory and file-size limits."""
-    cmd = command or [sys.executable, "-m", "acompile", *args]
+def run_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: float = TIMEOUT_S) -> Run:
+    """``python -m acompile ARGS`` in ``cwd`` under the memory and file-size limits."""
     start = time.perf_counter()
     try:
-        p = subprocess.run(cmd, cwd=cwd, env=env or child_env(cwd), input=stdin, capture_output=True,
-                           timeout=timeout, preexec_fn=_limits, errors="replace")
+        p = subprocess.run([sys.executable, "-m", "acompile", *args], cwd=cwd, env=env or child_env(cwd),
+                           capture_output=True, timeout=timeout, preexec_fn=_limits, errors="replace")
         return Run(p.returncode, p.stdout, p.stderr, time.perf_counter() - start)
     except subprocess.TimeoutExpired as e:
         out = e.stdout.decode("utf-8", "replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
@@ -279,6 +277,8 @@ def assert_contract(run: Run, expect: frozenset, pattern: str, what: str) -> Non
     assert "\x1b" not in run.stdout + run.stderr, f"{what}: raw terminal escape in the output"
     if run.rc != 0:
         assert_refusal_line(run, pattern, what)
+    else:
+        assert run.stderr.strip() == "", f"{what}: a successful run wrote to stderr: {run.stderr[:1000]!r}"
 
 
 def _strings(obj):
@@ -327,6 +327,7 @@ def assert_folder_effects(before: dict, after: dict, rc: int | None, what: str, 
 # ---------------------------------------------------------------------------
 
 MODEL_CASES = bi.model_cases()
+KNOWN_BUGS = bi.known_bug_cases()
 # These go through ``python -m acompile`` itself; the others through the fork server (same contract).
 REAL_PROCESS_CASES = ("empty_file", "over_2gib_sparse", "nested_if_3000", "constant_of_shape_terabytes",
                       "input_dim_2_62", "ext_symlink", "invalid_utf8_names", "hostile_names")
@@ -438,10 +439,47 @@ def test_nothing_escaped_the_case_folders(model_runs):
         assert set(os.listdir(root / case.id)) <= {"in", "tmp", "home", "OUT"}, case.id
 
 
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=c.extra["bug"]))
+                                  for c in KNOWN_BUGS], ids=[c.id for c in KNOWN_BUGS])
+def test_known_bugs_still_break_the_contract(tmp_path, case):
+    """Bugs found by this suite in code it may not change (see bad_inputs.known_bug_cases).
+
+    Strict xfail: once fixed, this fails (XPASS) -- then move the case into model_cases().
+    """
+    d = new_case_dir(tmp_path, case.id, None)
+    run = run_cli(["compile", str(case.build(d / "in")), "-t", "isaac", "-o", "OUT"], d)
+    assert_contract(run, case.expect, case.message, f"compile {case.id}")
+
+
 def test_there_are_enough_cases():
     assert len(MODEL_CASES) >= 60
     assert len(bi.target_cases()) >= 25
     assert len(bi.sim_cases()) >= 40
+
+
+def test_output_folders_that_are_not_ours_are_never_replaced(tmp_path):
+    """-o naming a file, a link, a folder with foreign files (or a folder named like ours): exit 2, no change."""
+    model = tmp_path / "m.onnx"
+    model.write_bytes(bi.mlp_model().SerializeToString())
+    setups = {
+        "foreign_file": lambda o: (o.mkdir(), (o / "thesis.tex").write_text("precious")),
+        "folder_named_like_ours": lambda o: ((o / "program.json").mkdir(parents=True),
+                                             (o / "program.json" / "precious").write_text("x")),
+        "link_named_like_ours": lambda o: (o.mkdir(), (o / "report.md").symlink_to(tmp_path / "m.onnx")),
+        "a_file": lambda o: o.write_text("precious"),
+        "a_link_to_a_folder": lambda o: ((tmp_path / "elsewhere").mkdir(), o.symlink_to(tmp_path / "elsewhere")),
+        "parent_is_a_file": lambda o: (o.parent.parent.mkdir(), o.parent.write_text("x")),
+    }
+    jobs, dirs = [], []
+    for name, make in setups.items():
+        d = new_case_dir(tmp_path, name, None)
+        out = d / "OUT" if name != "parent_is_a_file" else d / "p" / "file" / "OUT"
+        make(out)
+        dirs.append((name, d, snapshot(d)))
+        jobs.append(job(["compile", str(model), "-t", "isaac", "-o", str(out)], d))
+    for (name, d, before), run in zip(dirs, run_many(jobs, tmp_path / "capture")):
+        assert_contract(run, BAD, r"output|folder|directory", f"-o {name}")
+        assert snapshot(d) == before, f"-o {name}: files changed"
 
 
 # ---------------------------------------------------------------------------
@@ -573,7 +611,8 @@ def sim_runs(tmp_path_factory, baselines):
         d = new_case_dir(root, case.id, None)
         out, x = case.build(d / "in", base, other)
         info[case.id] = (d, out, x, snapshot(d))
-        argv = ["simulate", str(out), "-i", str(x), "--mode", case.mode, "-r", "result.npz", "-q"]
+        argv = ["simulate", str(out), "-i", str(x), "--mode", case.mode, "-r", "result.npz", "-q",
+                *[a.replace("{IN}", str(d / "in")) for a in case.args]]
         jobs.append(job(argv, d))
         dev = out / "device.acdev" if out.is_dir() else out
         jobs.append(job(["inspect", str(dev)], d))

@@ -157,6 +157,36 @@ def test_sigterm_and_sigint_in_process_clean_up(tmp_path, monkeypatch):
         assert os.listdir(previous) == ["report.json"]
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_between_the_two_renames_waits_until_both_are_done(tmp_path, monkeypatch, sig):
+    """Deterministically at the worst moment: OUT moved aside, the new one not yet in place."""
+    from acompile.backends import output
+    from acompile.cli import Interrupted, _on_sigterm
+    previous_term = signal.signal(signal.SIGTERM, _on_sigterm)
+    out = tmp_path / "OUT"
+    out.mkdir()
+    (out / "report.json").write_text("old")
+    real_rename = os.rename
+    calls = []
+
+    def rename(a, b):
+        real_rename(a, b)
+        calls.append(b)
+        if len(calls) == 1:
+            os.kill(os.getpid(), sig)      # OUT is now in .OUT.acompile-old-*/previous
+
+    monkeypatch.setattr(os, "rename", rename)
+    try:
+        with pytest.raises(KeyboardInterrupt if sig == signal.SIGINT else Interrupted):
+            with output.atomic_folder(out) as tmp:
+                (tmp / "report.json").write_text("new")
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+    assert len(calls) == 2
+    assert (out / "report.json").read_text() == "new"
+    assert sorted(os.listdir(tmp_path)) == ["OUT"]
+
+
 @pytest.mark.slow
 def test_interrupt_fuzz_many_delays(setup, tmp_path):
     """The longer version: 30 evenly spread delays per signal."""

@@ -30,7 +30,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import bad_inputs as bi
 
-FAST = settings(max_examples=20, deadline=None, derandomize=True,
+FAST = settings(max_examples=25, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 LONG = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 TARGETS = ("isaac", "puma", "prime")

@@ -14,13 +14,14 @@ runs) holding:
 * ``weight_scales.npy`` -- s_w of every output channel of every matrix,
   concatenated in layer/matrix order.
 
-Layers are encoded one at a time and streamed into ``levels.bin``, so memory
-stays at one layer's cells however large the model. See docs/formats.md.
+Matrices are encoded one row stripe at a time and streamed into ``levels.bin``,
+so memory stays at one stripe's cells however large the model. See docs/formats.md.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ from ..mapping import Mapping
 from ..passes.lower import layer_matrix
 from ..sim import analog
 from ..sim.runtime import Encoded
-from .archive import ArchiveReader, ArchiveWriter, pack_levels, packed_size, unpack_levels
+from .archive import ArchiveReader, ArchiveWriter, dumps_indented, pack_levels, packed_size, unpack_levels
 
 DEVICE_FORMAT = "acompile-device"
 DEVICE_VERSION = 1
@@ -55,18 +56,15 @@ def write_device(path: Path, compiled, program_sha256: str, dumps) -> None:
                 for b in layer.blocks:
                     by_matrix.setdefault(mapping.blocks[b].matrix, []).append(b)
                 for mi, matrix in enumerate(layer.matrices):
-                    q_w, s_w = analog.quantize_weights(layer_matrix(graph.constants, layer, matrix.group),
-                                                      layer.spec.weight_bits)
+                    w = layer_matrix(graph.constants, layer, matrix.group)
+                    s_w = analog.weight_scales(w, layer.spec.weight_bits)
                     scales.append(np.asarray(s_w, np.float64))
-                    levels = analog.encode_weights(q_w, layer.spec).levels
-                    for b in by_matrix.get(mi, []):
-                        blk = mapping.blocks[b]
-                        cells = levels[blk.row_start:blk.row_start + blk.rows, blk.col_start:blk.col_start + blk.cols]
-                        data = pack_levels(cells, layer.spec.cell_bits)
-                        stream.write(data)
-                        blocks_out.append(_block_record(blk, offset, len(data)))
-                        offset += len(data)
-                    del levels, q_w
+                    blocks = [mapping.blocks[b] for b in by_matrix.get(mi, [])]
+                    for group, cells in _block_cells(w, s_w, layer.spec, blocks):
+                        stream.write(b"".join(cells))
+                        for blk, data in zip(group, cells):
+                            blocks_out.append(_block_record(blk, offset, len(data)))
+                            offset += len(data)
         writer.add_array("weight_scales.npy", np.concatenate(scales) if scales else np.zeros(0))
         header = {
             "format": DEVICE_FORMAT, "version": DEVICE_VERSION, "target": target.name,
@@ -83,9 +81,91 @@ def write_device(path: Path, compiled, program_sha256: str, dumps) -> None:
                          "tiles_per_chip": int(target["organisation.tiles_per_chip"])},
             "tiles_used": mapping.tiles_used, "chips_needed": mapping.chips_needed,
         }
-        writer.add_json("header.json", header, dumps)
+        writer.add_json("header.json", header, _fast(dumps))
     finally:
         writer.close()
+
+
+def _fast(dumps):
+    """The canonical dumps_json, as the faster encoder that writes the same bytes; others as given."""
+    from ..compiler import _json_default, dumps_json
+    if dumps is dumps_json:
+        return lambda obj: dumps_indented(obj, _json_default)
+    return dumps
+
+
+def _block_cells(w: np.ndarray, s_w: np.ndarray, spec: analog.AnalogSpec, blocks: list):
+    """(blocks, packed cell levels of each) for the blocks of one weight matrix W (N, K), in order,
+    one row stripe (the rows of a row block) at a time.
+
+    Memory stays at a stripe however large the matrix. The stripe's weights are quantised and,
+    when every channel's slices fill whole bytes, packed straight from the magnitudes
+    (:func:`_packed_rows`); blocks that do not start and end on a byte boundary (the offset
+    scheme's reference column, odd cell widths) are packed from their cell levels
+    (:func:`_levels`) by ``pack_levels``. Both give the bytes of ``pack_levels`` applied to the
+    block of ``analog.encode_weights(q_w).levels``.
+    """
+    cb = spec.cell_bits
+    data_cols = w.shape[0] * spec.columns_per_channel
+    for (r0, rows), group in itertools.groupby(blocks, key=lambda b: (b.row_start, b.rows)):
+        q = analog.quantize_with_scales(w[:, r0:r0 + rows], s_w, spec.weight_bits)   # (N, rows)
+        packed = _packed_rows(q, spec)
+        group = list(group)
+        out = []
+        for blk in group:
+            c0, c1 = blk.col_start, blk.col_start + blk.cols
+            if packed is not None and c1 <= data_cols and c0 * cb % 8 == 0 and blk.cols * cb % 8 == 0:
+                out.append(packed[:, c0 * cb // 8:c1 * cb // 8].tobytes())
+            else:
+                out.append(pack_levels(_levels(q, spec, c0, c1), cb))
+        yield group, out
+
+
+def _magnitudes(q: np.ndarray, spec: analog.AnalogSpec, dtype) -> np.ndarray:
+    """(rows, N, signs) stored magnitudes of q (N, rows): max(±q, 0) (differential) or q + offset."""
+    n, rows = q.shape
+    qt = q.T
+    out = np.empty((rows, n, len(spec.signs)), dtype)
+    if spec.differential:
+        np.maximum(qt, 0, out=out[:, :, 0], casting="unsafe")
+        np.maximum(np.negative(qt), 0, out=out[:, :, 1], casting="unsafe")
+    else:
+        np.add(qt, spec.offset, out=out[:, :, 0], casting="unsafe")
+    return out
+
+
+def _packed_rows(q: np.ndarray, spec: analog.AnalogSpec) -> np.ndarray | None:
+    """The data columns of a row stripe as ``pack_levels`` lays them out, or None.
+
+    In the canonical column order a channel's sign group is S consecutive cells holding bits
+    ``[j*cb, (j+1)*cb)`` of its magnitude, and cells pack least significant bits first, so when
+    ``S*cb`` is a multiple of 8 the packed row is every (channel, sign) magnitude as a
+    little-endian ``S*cb/8``-byte integer. q is (N, rows); the result is (rows, N*signs*S*cb/8).
+    """
+    bits = spec.slices * spec.cell_bits
+    if bits % 8 or bits > 64:
+        return None
+    nb = bits // 8
+    rows = q.shape[1]
+    if nb in (1, 2, 4, 8):
+        return _magnitudes(q, spec, f"<u{nb}").view(np.uint8).reshape(rows, -1)
+    wide = _magnitudes(q, spec, "<u8").view(np.uint8)
+    return wide.reshape(wide.shape[:2] + (-1, 8))[..., :nb].reshape(rows, -1)
+
+
+def _levels(q: np.ndarray, spec: analog.AnalogSpec, c0: int, c1: int) -> np.ndarray:
+    """Cell levels (rows, c1-c0) of physical columns [c0, c1) of a row stripe, canonical order
+    (as ``analog.encode_weights`` lays them out, the offset scheme's reference column last)."""
+    cpc, n_slices = spec.columns_per_channel, spec.slices
+    p = np.arange(c0, c1)
+    data = p < q.shape[0] * cpc
+    mags = _magnitudes(q, spec, np.int64)
+    out = np.ones((q.shape[1], c1 - c0), np.uint8)          # the reference column holds level 1
+    pd = p[data]
+    within = pd % cpc
+    shift = (within % n_slices) * spec.cell_bits
+    out[:, data] = (mags[:, pd // cpc, within // n_slices] >> shift) & spec.max_level
+    return out
 
 
 def _block_record(blk, offset: int, nbytes: int) -> dict:

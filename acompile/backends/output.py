@@ -29,7 +29,8 @@ def _check_replaceable(out: Path) -> None:
         raise UsageError("output path exists and is not a folder", where=clean(str(out)),
                          hint="choose another -o")
     entries = set(os.listdir(out))
-    if entries and not (entries <= OUR_FILES):
+    if entries and not (entries <= OUR_FILES and all((out / e).is_file() and not (out / e).is_symlink()
+                                                     for e in entries)):
         raise UsageError("output folder exists and holds files acompile did not write; refusing to replace it",
                          where=clean(str(out)), hint="choose an empty or new folder with -o")
 
@@ -38,18 +39,31 @@ def _check_replaceable(out: Path) -> None:
 def _signals_held():
     """Hold SIGINT and SIGTERM until the block ends, so a rename pair or a cleanup is never cut in half.
 
-    A signal that arrives meanwhile is delivered when the block ends (then Python's
-    handler raises KeyboardInterrupt or the CLI's Interrupted as usual).
+    Python runs signal handlers in the main thread whatever its signal mask (the
+    signal may land on any thread), so the handlers themselves are swapped for
+    one that only remembers; at the end the first remembered signal goes to the
+    handler that was there before (KeyboardInterrupt, the CLI's Interrupted, or
+    the default action). Outside the main thread there is nothing to hold: Python
+    never runs handlers there.
     """
+    received: list[int] = []
+    previous = {}
     try:
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    except (AttributeError, OSError, ValueError):    # no pthread_sigmask on this platform
-        previous = None
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, lambda n, frame: received.append(n))
+    except ValueError:      # not the main thread
+        pass
     try:
         yield
     finally:
-        if previous is not None:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        if received:
+            handler = previous.get(received[0])
+            if callable(handler):
+                handler(received[0], None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(received[0])
 
 
 @contextmanager

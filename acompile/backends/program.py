@@ -23,7 +23,7 @@ from ..ir import Graph, Node, TensorInfo
 from ..mapping import AnalogLayer, Mapping, Matrix
 from ..sim import analog
 from .archive import ArchiveReader, ArchiveWriter
-from .device import spec_dict
+from .device import sha256_file, spec_dict
 
 PROGRAM_FORMAT = "acompile-program"
 PROGRAM_VERSION = 1
@@ -140,7 +140,7 @@ def write_program(folder: Path, compiled, dumps) -> str:
         "outputs": [_tensor_json(graph, n) for n in graph.outputs],
         "constants": {name: {"entry": f"c{i:06d}.npy", "dtype": str(constants[name].dtype),
                              "shape": list(constants[name].shape)} for i, name in enumerate(sorted(constants))},
-        "constants_sha256": hashlib.sha256(npz.read_bytes()).hexdigest(),
+        "constants_sha256": sha256_file(npz),
         "layers": [_layer_json(layer) for layer in mapping.layers],
         "ops": ops,
     }
@@ -168,7 +168,7 @@ def load_program(folder: Path) -> tuple[Graph, Mapping, str]:
         raise InvalidDataError(f"program version {clean(prog.get('version'))} is not supported", where=clean(str(path)))
     npz = folder / "program.npz"
     try:
-        digest = hashlib.sha256(npz.read_bytes()).hexdigest()
+        digest = sha256_file(npz)
     except OSError:
         raise InvalidDataError("program.npz is missing beside program.json", where=clean(str(folder)))
     if digest != prog.get("constants_sha256"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,10 +60,8 @@ def _size(nbytes: int) -> str:
 # reading bytes
 # ---------------------------------------------------------------------------
 
-def read_model_proto(path: str | os.PathLike, limits: Limits) -> onnx.ModelProto:
-    """Parse an ONNX file, refusing oversize or unreadable files before reading them."""
-    p = Path(path)
-    where = clean(str(p))
+def _stat_model(p: Path, where: str, limits: Limits) -> os.stat_result:
+    """Refuse a missing, irregular, empty or oversize model file before reading it."""
     try:
         st = p.stat()
     except OSError as e:
@@ -75,21 +74,271 @@ def read_model_proto(path: str | os.PathLike, limits: Limits) -> onnx.ModelProto
                          where=where)
     if st.st_size == 0:
         raise InvalidModelError("the file is empty, not an ONNX model", where=where)
-    try:
-        data = p.read_bytes()
-    except OSError as e:
-        raise InvalidModelError(f"cannot read model: {e.strerror}", where=where)
+    return st
+
+
+def _parse(data, where: str) -> onnx.ModelProto:
     model = onnx.ModelProto()
     try:
         model.ParseFromString(data)
     except Exception as e:  # protobuf raises several unrelated types (DecodeError, RecursionError, ...)
         raise InvalidModelError(f"not a valid ONNX protobuf ({type(e).__name__})", where=where,
                                 hint="is the file truncated or not an .onnx model?")
-    del data
     if not model.HasField("graph") or (model.ir_version == 0 and not model.opset_import):
         raise InvalidModelError("not an ONNX model (no graph or version)", where=where)
     _check_text(model, where)
     return model
+
+
+def read_model_proto(path: str | os.PathLike, limits: Limits) -> onnx.ModelProto:
+    """Parse an ONNX file, refusing oversize or unreadable files before reading them."""
+    p = Path(path)
+    where = clean(str(p))
+    _stat_model(p, where, limits)
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise InvalidModelError(f"cannot read model: {e.strerror}", where=where)
+    return _parse(data, where)
+
+
+def read_model_lean(path: str | os.PathLike, limits: Limits) -> tuple[onnx.ModelProto, "Payloads | None"]:
+    """:func:`read_model_proto` without the large raw initializer payloads.
+
+    The file's protobuf structure is walked directly (:func:`_lean_bytes`); every initializer whose
+    ``raw_data`` holds more than ``SKELETON_KEEP_BYTES`` of a plain numeric type is parsed without
+    its payload, which is read later, once, straight into its numpy array (:class:`Payloads`).
+    Parsing the whole file would hold the file, protobuf's copy and numpy's copy of every weight
+    at once. Anything the walk does not expect falls back to :func:`read_model_proto`, so errors
+    and results are the same either way.
+    """
+    p = Path(path)
+    where = clean(str(p))
+    st = _stat_model(p, where, limits)
+    try:
+        lean = _lean_bytes(p, st.st_size, limits)
+    except (_Unexpected, OSError, ValueError, OverflowError):
+        lean = None
+    if lean is None:
+        return read_model_proto(p, limits), None
+    data, stripped = lean
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except Exception:   # the full parse reports it, exactly as it would have
+        return read_model_proto(p, limits), None
+    del data
+    inits = model.graph.initializer
+    if any(i >= len(inits) or inits[i].HasField("raw_data") for i in stripped):
+        return read_model_proto(p, limits), None
+    if not model.HasField("graph") or (model.ir_version == 0 and not model.opset_import):
+        raise InvalidModelError("not an ONNX model (no graph or version)", where=where)
+    _check_text(model, where)
+    entries = {inits[i].name: e for i, e in stripped.items()}
+    return model, Payloads(p, entries)
+
+
+# The protobuf wire format, just enough of it to find initializer payloads:
+# ModelProto.graph = 7, GraphProto.initializer = 5; TensorProto dims = 1, data_type = 2,
+# name = 8, raw_data = 9, doc_string = 12, data_location = 14, metadata_props = 16.
+_RAW_DTYPES = {TensorProto.FLOAT: np.float32, TensorProto.DOUBLE: np.float64, TensorProto.FLOAT16: np.float16,
+               TensorProto.INT8: np.int8, TensorProto.UINT8: np.uint8, TensorProto.INT16: np.int16,
+               TensorProto.UINT16: np.uint16, TensorProto.INT32: np.int32, TensorProto.UINT32: np.uint32,
+               TensorProto.INT64: np.int64, TensorProto.UINT64: np.uint64}
+_WINDOW = 1 << 16
+
+
+class _Unexpected(Exception):
+    """The walk met something it does not handle: parse the whole file instead."""
+
+
+class _Window:
+    """Reads a file through a small window with pread (never the large payloads it skips)."""
+
+    def __init__(self, fd: int, size: int):
+        self.fd, self.size, self.base, self.buf = fd, size, 0, b""
+
+    def get(self, a: int, b: int) -> bytes:
+        if a < 0 or b > self.size or a > b:
+            raise _Unexpected()
+        if a < self.base or b > self.base + len(self.buf):
+            self.buf = os.pread(self.fd, min(max(b - a, _WINDOW), self.size - a), a)
+            self.base = a
+            if len(self.buf) < b - a:
+                raise _Unexpected()     # the file shrank while being read
+        return self.buf[a - self.base:b - self.base]
+
+    def varint(self, pos: int, end: int) -> tuple[int, int]:
+        chunk = self.get(pos, min(end, pos + 10))
+        value = 0
+        for i, byte in enumerate(chunk):
+            value |= (byte & 0x7F) << (7 * i)
+            if byte < 0x80:
+                return value, pos + i + 1
+        raise _Unexpected()
+
+    def fields(self, pos: int, end: int):
+        """(field, wire type, start, value, next): value is a varint's value or a payload's start."""
+        while pos < end:
+            start = pos
+            tag, pos = self.varint(pos, end)
+            field, wire = tag >> 3, tag & 7
+            value = None
+            if field == 0:
+                raise _Unexpected()
+            if wire == 0:
+                value, pos = self.varint(pos, end)
+            elif wire == 2:
+                n, pos = self.varint(pos, end)
+                value, pos = pos, pos + n
+            elif wire in (1, 5):
+                pos += 8 if wire == 1 else 4
+            else:                       # groups: never in ONNX
+                raise _Unexpected()
+            if pos > end:
+                raise _Unexpected()
+            yield field, wire, start, value, pos
+
+
+def _varint_bytes(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _lean_tensor(win: _Window, a: int, b: int, limits: Limits):
+    """(raw field start, raw payload start, end, dtype, dims) when this TensorProto's payload can be
+    left in the file: one raw_data of a plain numeric type, the size its dims need, large but within
+    the limits, and no other data, segment, external data or unknown fields. Else None."""
+    dims, dtype, raw = [], None, None
+    for field, wire, start, value, pos in win.fields(a, b):
+        if field == 1 and wire == 0:
+            dims.append(value)
+        elif field == 1 and wire == 2:          # packed dims
+            q = value
+            while q < pos:
+                d, q = win.varint(q, pos)
+                dims.append(d)
+        elif field == 2 and wire == 0:
+            dtype = value
+        elif field == 9 and wire == 2 and raw is None:
+            raw = (start, value, pos)
+        elif field in (8, 12, 16) and wire == 2 or field == 14 and wire == 0 and value == 0:
+            pass
+        else:
+            return None
+    if raw is None or dtype not in _RAW_DTYPES or any(d >= 1 << 62 for d in dims):
+        return None
+    n = 1
+    for d in dims:
+        n *= d
+    nbytes = raw[2] - raw[1]
+    itemsize = np.dtype(_RAW_DTYPES[dtype]).itemsize
+    if nbytes != n * itemsize or nbytes <= SKELETON_KEEP_BYTES or nbytes > limits.max_tensor_bytes:
+        return None
+    return raw[0], raw[1], raw[2], np.dtype(_RAW_DTYPES[dtype]), tuple(dims)
+
+
+def _lean_bytes(p: Path, size: int, limits: Limits):
+    """The model file's bytes without the payloads of large raw initializers, and where those are.
+
+    Returns (bytes, {initializer index: (offset, nbytes, dtype, dims)}), or None when nothing is
+    worth leaving out or the file holds what the walk does not handle (then it is parsed whole).
+    """
+    if sys.byteorder != "little":
+        return None
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        win = _Window(fd, size)
+        top = list(win.fields(0, size))
+        graphs = [f for f in top if f[0] == 7]
+        if len(graphs) != 1 or graphs[0][1] != 2:
+            return None
+        _, _, g_start, g_a, g_b = graphs[0]
+        pieces: list = []        # bytes, or (a, b) ranges of the file
+        stripped = {}
+        index = 0
+        for field, wire, start, value, pos in win.fields(g_a, g_b):
+            if field == 5 and wire == 2:
+                lean = _lean_tensor(win, value, pos, limits)
+                if lean is not None:
+                    raw_start, raw_a, raw_b, dtype, dims = lean
+                    body = (raw_start - value) + (pos - raw_b)
+                    pieces += [_varint_bytes(5 << 3 | 2) + _varint_bytes(body), (value, raw_start), (raw_b, pos)]
+                    stripped[index] = (raw_a, raw_b - raw_a, dtype, dims)
+                    index += 1
+                    continue
+                index += 1
+            pieces.append((start, pos))
+        if not stripped:
+            return None
+        graph_len = sum(len(x) if isinstance(x, bytes) else x[1] - x[0] for x in pieces)
+        pieces = [(0, g_start), _varint_bytes(7 << 3 | 2) + _varint_bytes(graph_len)] + pieces + [(g_b, size)]
+        out = []
+        for x in pieces:            # adjacent ranges are read in one go
+            if not isinstance(x, bytes) and out and not isinstance(out[-1], bytes) and out[-1][1] == x[0]:
+                out[-1] = (out[-1][0], x[1])
+            else:
+                out.append(x)
+        data = b"".join(x if isinstance(x, bytes) else _pread_exact(fd, x[0], x[1] - x[0]) for x in out)
+        return data, stripped
+    finally:
+        os.close(fd)
+
+
+def _pread_exact(fd: int, offset: int, n: int, into=None) -> bytes | None:
+    """n bytes at offset (into a writable buffer when given); _Unexpected if the file is shorter."""
+    if into is None:
+        data = os.pread(fd, n, offset) if n else b""
+        if len(data) != n:
+            raise _Unexpected()
+        return data
+    view = memoryview(into).cast("B")
+    done = 0
+    while done < n:
+        got = os.preadv(fd, [view[done:n]], offset + done)
+        if got <= 0:
+            raise _Unexpected()
+        done += got
+    return None
+
+
+class Payloads:
+    """Initializer payloads left in the model file by :func:`read_model_lean`, read on demand."""
+
+    def __init__(self, path: Path, entries: dict):
+        self.path, self.entries = path, entries      # name -> (offset, nbytes, dtype, dims)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.entries
+
+    def names(self) -> set[str]:
+        return set(self.entries)
+
+    def arrays(self, names, where: str) -> dict[str, np.ndarray]:
+        """Read each named payload straight into its (read-only, as numpy_helper gives it) array."""
+        out = {}
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError as e:
+            raise InvalidModelError(f"cannot read model: {e.strerror}", where=where)
+        try:
+            for name in names:
+                offset, nbytes, dtype, dims = self.entries[name]
+                arr = np.empty(nbytes // dtype.itemsize, dtype)
+                try:
+                    _pread_exact(fd, offset, nbytes, into=arr)
+                except (_Unexpected, OSError):
+                    raise InvalidModelError("the model file changed while it was read", where=where)
+                arr = arr.reshape(dims)
+                arr.flags.writeable = False
+                out[name] = arr
+        finally:
+            os.close(fd)
+        return out
 
 
 def _is_repeated(fd) -> bool:
@@ -107,6 +356,13 @@ def _check_text(model: onnx.ModelProto, where: str) -> None:
     stack: list[tuple[object, str]] = [(model, "model")]
     while stack:
         msg, path = stack.pop()
+        if isinstance(msg, TensorProto):     # never touch the payload (ListFields would copy raw_data)
+            for field in ("name", "doc_string"):
+                if isinstance(getattr(msg, field), bytes):
+                    raise InvalidModelError(f"{path}.{field} is not valid UTF-8", where=where,
+                                            hint="names and text fields must be UTF-8")
+            stack.extend((e, f"{path}.external_data[{i}]") for i, e in enumerate(msg.external_data))
+            continue
         for fd, value in msg.ListFields():
             repeated = _is_repeated(fd)
             if fd.type == fd.TYPE_STRING:
@@ -255,26 +511,38 @@ def _check_raw_sizes(model: onnx.ModelProto, where: str, limits: Limits) -> None
                                     f"shape {dims} needs {n * itemsize}", where=where)
 
 
-def _skeleton(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, TensorProto]]:
-    """A copy of the model whose large initializers are typed graph inputs instead."""
+def _skeleton(model: onnx.ModelProto, stripped=frozenset()) -> tuple[onnx.ModelProto, dict[str, TensorProto]]:
+    """A copy of the model whose large initializers are typed graph inputs instead.
+
+    ``stripped`` names initializers whose payload :func:`read_model_lean` left in the file: heavy
+    too. The heavy initializers are neither copied nor serialised (the copy is field by field).
+    """
     heavy = {t.name: t for t in model.graph.initializer
-             if len(t.raw_data) > SKELETON_KEEP_BYTES or _payload_bytes(t) > SKELETON_KEEP_BYTES}
+             if t.name in stripped or len(t.raw_data) > SKELETON_KEEP_BYTES
+             or _payload_bytes(t) > SKELETON_KEEP_BYTES}
     skel = onnx.ModelProto()
-    graph = model.graph
-    # Copy everything but the heavy initializers without serialising them.
-    kept = [t for t in graph.initializer if t.name not in heavy]
-    saved = list(graph.initializer)
-    del graph.initializer[:]
-    try:
-        skel.CopyFrom(model)
-    finally:
-        graph.initializer.extend(saved)
-    skel.graph.initializer.extend(kept)
+    for fd, value in model.ListFields():
+        if fd.name != "graph":
+            _copy_field(skel, fd, value)
+    skel.graph.SetInParent()
+    for fd, value in model.graph.ListFields():
+        if fd.name != "initializer":
+            _copy_field(skel.graph, fd, value)
+    skel.graph.initializer.extend(t for t in model.graph.initializer if t.name not in heavy)
     existing_inputs = {i.name for i in skel.graph.input}
     for name, t in heavy.items():
         if name not in existing_inputs:
             skel.graph.input.append(helper.make_tensor_value_info(name, t.data_type, list(t.dims)))
     return skel, heavy
+
+
+def _copy_field(dst, fd, value) -> None:
+    if _is_repeated(fd):
+        getattr(dst, fd.name).extend(value)
+    elif fd.type == fd.TYPE_MESSAGE:
+        getattr(dst, fd.name).CopyFrom(value)
+    else:
+        setattr(dst, fd.name, value)
 
 
 def _payload_bytes(t: TensorProto) -> int:
@@ -376,9 +644,17 @@ def normalise_and_infer(model: onnx.ModelProto, where: str, batch: int = 1,
     Returns the inferred model and, for a model with a dynamic batch, the axes of every value
     that follow the batch size (found by inferring shapes at two batch sizes), else None.
     """
+    skel, heavy, batch_axes = _normalise(model, where, batch, limits)
+    skel.graph.initializer.extend(heavy.values())
+    return skel, batch_axes
+
+
+def _normalise(model: onnx.ModelProto, where: str, batch: int = 1, limits: "Limits | None" = None,
+               stripped=frozenset()) -> tuple[onnx.ModelProto, dict[str, TensorProto], dict | None]:
+    """:func:`normalise_and_infer`, returning the heavy initializers apart (never copied)."""
     limits = limits or Limits()
     version = _ai_onnx_opset(model, where)
-    skel, heavy = _skeleton(model)
+    skel, heavy = _skeleton(model, stripped)
     unfixed = onnx.ModelProto()
     unfixed.CopyFrom(skel)
     dynamic = _fix_batch(skel, batch, heavy)
@@ -406,16 +682,12 @@ def normalise_and_infer(model: onnx.ModelProto, where: str, batch: int = 1,
     if dynamic:
         batch_axes = _batch_axes(skel, _infer(unfixed, where))
     _check_value_sizes(skel, where, limits)
-    # Put the heavy initializers back (they were never copied).
-    keep_inputs = [i for i in skel.graph.input if i.name not in heavy or _was_real_input(model, i.name)]
+    # The heavy initializers go back as constants (to_ir), not as inputs.
+    real_inputs = {i.name for i in model.graph.input}
+    keep_inputs = [i for i in skel.graph.input if i.name not in heavy or i.name in real_inputs]
     del skel.graph.input[:]
     skel.graph.input.extend(keep_inputs)
-    skel.graph.initializer.extend(heavy.values())
-    return skel, batch_axes
-
-
-def _was_real_input(model: onnx.ModelProto, name: str) -> bool:
-    return any(i.name == name for i in model.graph.input)
+    return skel, heavy, batch_axes
 
 
 def _first_line(e: BaseException) -> str:
@@ -496,7 +768,10 @@ def _initializer_array(t: TensorProto, where: str) -> np.ndarray:
     return arr
 
 
-def to_ir(model: onnx.ModelProto, where: str, limits: Limits) -> Graph:
+def to_ir(model: onnx.ModelProto, where: str, limits: Limits, heavy: dict[str, TensorProto] | None = None,
+          payloads: Payloads | None = None) -> Graph:
+    """The IR of an inferred model; ``heavy`` initializers (after the model's own) come from
+    ``payloads`` when it holds them, else from their TensorProto."""
     g = model.graph
     opset = _ai_onnx_opset(model, where)
     if len(g.node) > limits.max_nodes:
@@ -504,6 +779,10 @@ def to_ir(model: onnx.ModelProto, where: str, limits: Limits) -> Graph:
     constants = {}
     for t in g.initializer:
         constants[t.name] = _initializer_array(t, where)
+    heavy = heavy or {}
+    from_file = payloads.arrays([n for n in heavy if n in payloads], where) if payloads is not None else {}
+    for name, t in heavy.items():
+        constants[name] = from_file[name] if name in from_file else _initializer_array(t, where)
     tensors: dict[str, TensorInfo] = {}
     for vi in list(g.input) + list(g.value_info) + list(g.output):
         tensors[vi.name] = _value_info(vi)
@@ -537,20 +816,26 @@ def load_model(path: str | os.PathLike, *, batch: int = 1, bind: dict | None = N
     limits = limits or Limits.from_env()
     p = Path(path)
     where = clean(str(p))
-    model = read_model_proto(p, limits)
+    model, payloads = read_model_lean(p, limits)
     resolve_external_data(model, p, limits)
-    return load_model_proto(model, batch=batch, bind=bind, limits=limits, where=where)
+    return _load(model, batch, bind, limits, where, payloads)
 
 
 def load_model_proto(model: onnx.ModelProto, *, batch: int = 1, bind: dict | None = None,
                      limits: Limits | None = None, where: str = "<model>") -> Graph:
     """The same as :func:`load_model` for an in-memory model (external data already resolved)."""
-    limits = limits or Limits.from_env()
+    return _load(model, batch, bind, limits or Limits.from_env(), where, None)
+
+
+def _load(model: onnx.ModelProto, batch: int, bind: dict | None, limits: Limits, where: str,
+          payloads: Payloads | None) -> Graph:
     if bind:
         bind_inputs(model, bind, where)
     _check_raw_sizes(model, where, limits)
-    model, batch_axes = normalise_and_infer(model, where, batch=batch, limits=limits)
-    graph = to_ir(model, where, limits)
+    stripped = payloads.names() if payloads is not None else frozenset()
+    skel, heavy, batch_axes = _normalise(model, where, batch=batch, limits=limits, stripped=stripped)
+    del model
+    graph = to_ir(skel, where, limits, heavy, payloads)
     graph.meta["dynamic_batch"] = batch_axes is not None
     if batch_axes is not None:
         graph.meta["batch_axes"] = batch_axes

@@ -37,8 +37,8 @@ except ImportError:  # pragma: no cover - then the fast path runs serially on th
 from acompile.errors import InvalidDataError, InvalidTargetError, UnsupportedError
 
 __all__ = [
-    "SIGNED_WEIGHT_SCHEMES", "AnalogSpec", "quantize_weights", "input_scale",
-    "quantize_inputs", "input_cycles", "input_chunks", "EncodedWeights", "encode_weights",
+    "SIGNED_WEIGHT_SCHEMES", "AnalogSpec", "quantize_weights", "weight_scales", "quantize_with_scales",
+    "input_scale", "quantize_inputs", "input_cycles", "input_chunks", "EncodedWeights", "encode_weights",
     "decode_weights", "NoiseSpec", "program_cells", "adc_step", "observe_full_scale",
     "mvm", "mvm_reference",
 ]
@@ -169,18 +169,41 @@ def quantize_weights(w: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
     Returns q_w int32 (N, K) in [-(2^(bits-1)-1), 2^(bits-1)-1] and s_w float64 (N,),
     ``s_w[n] = max|W[n,:]| / (2^(bits-1)-1)``; an all-zero channel gets s_w = 1.
     """
-    w = np.asarray(w, dtype=np.float64)
+    s_w = weight_scales(w, bits)
+    return quantize_with_scales(w, s_w, bits), s_w
+
+
+def weight_scales(w: np.ndarray, bits: int) -> np.ndarray:
+    """s_w of :func:`quantize_weights`, float64 (N,), in one pass over W in its own dtype.
+
+    ``max|w|`` of a row is ``max(max w, -min w)``; converting to float64 after the reduction
+    gives the same numbers as converting first (the conversion is exact and monotonic), and a
+    NaN or infinity anywhere shows in a row's max or min.
+    """
+    w = np.asarray(w)
     if w.ndim != 2:
         raise InvalidDataError(f"weights must be 2-D (N, K), got shape {w.shape}")
-    if not np.all(np.isfinite(w)):
-        raise InvalidDataError("weights contain NaN or infinity")
+    if w.size:
+        hi = w.max(axis=1).astype(np.float64)
+        lo = w.min(axis=1).astype(np.float64)
+        if not (np.all(np.isfinite(hi)) and np.all(np.isfinite(lo))):
+            raise InvalidDataError("weights contain NaN or infinity")
+        amax = np.maximum(hi, -lo)
+    else:
+        amax = np.zeros(w.shape[0])
     qmax = (1 << (bits - 1)) - 1
     if qmax < 1:
         raise InvalidTargetError(f"weight bits={bits}: need at least 2")
-    amax = np.abs(w).max(axis=1) if w.size else np.zeros(w.shape[0])
-    s_w = np.where(amax > 0, amax / qmax, 1.0)
-    q = np.clip(np.rint(w / s_w[:, None]), -qmax, qmax).astype(np.int32)
-    return q, s_w
+    return np.where(amax > 0, amax / qmax, 1.0)
+
+
+def quantize_with_scales(w: np.ndarray, s_w: np.ndarray, bits: int) -> np.ndarray:
+    """q_w of :func:`quantize_weights` for the scales s_w of the full rows: int32, same shape as w.
+
+    Elementwise, so any set of W's columns (a row block) quantises on its own.
+    """
+    qmax = (1 << (bits - 1)) - 1
+    return np.clip(np.rint(np.asarray(w, dtype=np.float64) / s_w[:, None]), -qmax, qmax).astype(np.int32)
 
 
 def _input_range(bits: int, signed: bool) -> tuple[int, int]:

@@ -78,6 +78,7 @@ class Simulator:
     capture: Callable[[AnalogLayer, np.ndarray], None] | None = None
     progress: bool = False
     _cells: dict = field(default_factory=dict)
+    _dead: list | None = field(default=None, repr=False)
 
     # ------------------------------------------------------------------
     def run(self, feeds: dict[str, np.ndarray], batch: int | None = None) -> dict[str, np.ndarray]:
@@ -166,26 +167,51 @@ class Simulator:
         return out
 
     # ------------------------------------------------------------------
+    def _dead_after(self) -> list[list[str]]:
+        """For each node, the buffers no later node reads (graph outputs and constants excepted)."""
+        if self._dead is None:
+            keep = set(self.graph.outputs) | set(self.graph.constants)
+            last: dict[str, int] = {}
+            for i, node in enumerate(self.graph.nodes):
+                for name in node.inputs:
+                    if name:
+                        last[name] = i
+            dead: list[list[str]] = [[] for _ in self.graph.nodes]
+            for i, node in enumerate(self.graph.nodes):
+                for name in node.outputs:
+                    if name and name not in last and name not in keep:
+                        dead[i].append(name)
+            for name, i in last.items():
+                if name not in keep:
+                    dead[i].append(name)
+            self._dead = dead
+        return self._dead
+
     def _run_once(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         env: dict[str, object] = dict(self.graph.constants)
         env.update(feeds)
         layers = self.mapping.layers
         show = self.progress and sys.stderr.isatty()
         done, total = 0, sum(1 for n in self.graph.nodes if n.op_type == "Dequantize" and n.domain == "acompile")
-        for node in self.graph.nodes:
+        dead = self._dead_after()      # activations are dropped after their last use: memory stays at the live set
+        for index, node in enumerate(self.graph.nodes):
             if node.domain == "acompile":
                 layer = layers[node.meta["layer"]] if "layer" in node.meta else None
                 self._analog_step(node, layer, env)
                 if show and node.op_type == "Dequantize":
                     done += 1
                     print(f"\r  {self.mode}: analog layer {done}/{total}", end="", file=sys.stderr, flush=True)
-                continue
-            args = [env[i] if i else None for i in node.inputs]
-            outs = run_node(node.op_type, node.attrs, args, len(node.outputs), node.opset or self.graph.opset,
-                            domain=node.domain, attr_types=node.meta.get("attr_types"), where=node.describe())
-            for o, v in zip(node.outputs, outs):
-                if o:
-                    env[o] = v
+            else:
+                args = [env[i] if i else None for i in node.inputs]
+                outs = run_node(node.op_type, node.attrs, args, len(node.outputs), node.opset or self.graph.opset,
+                                domain=node.domain, attr_types=node.meta.get("attr_types"), where=node.describe())
+                del args
+                for o, v in zip(node.outputs, outs):
+                    if o:
+                        env[o] = v
+                del outs
+            for name in dead[index]:
+                env.pop(name, None)
         if show:
             print("\r" + " " * 40 + "\r", end="", file=sys.stderr, flush=True)
         return {o: np.asarray(env[o]) for o in self.graph.outputs}
@@ -229,7 +255,11 @@ class Simulator:
             x = v[:, g, :]
             if self.mode == "ideal":
                 w = self.weights.float_matrix(layer, g)
-                out[:, g, :] = x.astype(np.float32, copy=False) @ w.T.astype(np.float32, copy=False)
+                xf, wt = x.astype(np.float32, copy=False), w.T.astype(np.float32, copy=False)
+                if layer.groups == 1:       # straight into the output (a contiguous view): no temporary
+                    np.matmul(xf, wt, out=out[:, 0, :])
+                else:
+                    out[:, g, :] = xf @ wt
                 continue
             if not np.isfinite(x).all():
                 raise InvalidDataError(f"a NaN or infinite value reaches analog layer {clean(layer.name)!r}; "

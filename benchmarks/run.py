@@ -1,0 +1,433 @@
+"""acompile benchmarks: compile, check and simulate speed and memory, side by side with
+onnxruntime and the numpy floor, measured in the same run.
+
+Absolute times on a shared 2-core machine mean little, so every figure is a ratio to a
+reference measured in the same run, interleaved with it:
+
+* ``compile`` / ``check``: wall time of a whole ``python -m acompile ...`` process against a
+  whole process that creates an onnxruntime InferenceSession for the same file;
+* ``compile_rss``: the compile process's peak RSS (``wait4`` rusage of that child) against the
+  model file's size;
+* ``device_size``: the device file against ``cells x cell_bits / 8``;
+* ``sim_ideal``: ``Simulator.run`` in ideal mode, batch 64, against ``InferenceSession.run``
+  on the same inputs in the same process;
+* ``sim_quantized`` / ``sim_lossless``: one 4096x4096 layer, batch 64, 8-bit inputs over
+  1-bit DACs, 8-bit weights in 4 slices of 2-bit cells (differential), 128-row crossbars,
+  against the float32 GEMMs of the same partial products (lossy 8-bit ADC) and against one
+  float32 GEMM of the layer (lossless ADC).
+
+Models are built here with seeded random weights in a temporary folder (nothing is
+downloaded or committed): a ResNet-50-sized CNN, a VGG-16-sized one, a 784-4096x4-10 MLP and
+a transformer encoder block, all with a dynamic batch dimension.
+
+    python benchmarks/run.py                 # everything (under 10 minutes on 2 cores)
+    python benchmarks/run.py --quick         # small models, a smoke run
+    python benchmarks/run.py --only resnet50 --only sim_quantized
+
+Writes the table to stdout and the same as JSON to benchmarks/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+GOALS = {  # figure -> (goal ratio, what the ratio compares)
+    "compile": (1.5, "acompile compile process / onnxruntime session process"),
+    "check": (1.0, "acompile check process / onnxruntime session process"),
+    "compile_rss": (3.0, "compile peak RSS / model file size"),
+    "device_size": (1.1, "device.acdev / (cells x cell_bits / 8)"),
+    "sim_ideal": (2.0, "Simulator.run ideal, batch 64 / InferenceSession.run"),
+    "sim_quantized": (1.2, "quantized layer / float32 GEMMs of the T*S*2 partial products"),
+    "sim_lossless": (2.5, "quantized layer, lossless ADC / one float32 GEMM of the layer"),
+}
+TARGET = "isaac"
+BATCH = 64
+SUB_SECOND_RUNS = 5     # medians of at least 5 runs after a warm-up for sub-second figures
+
+
+@dataclass
+class Row:
+    figure: str
+    model: str
+    acompile: float          # seconds, bytes
+    reference: float
+    unit: str
+    runs: int
+    goal: float
+    note: str = ""
+    samples: dict = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float:
+        return self.acompile / self.reference if self.reference else float("inf")
+
+    @property
+    def met(self) -> bool:
+        return self.ratio <= self.goal
+
+
+# --------------------------------------------------------------------------- models
+
+
+def _dynamic_batch(model):
+    """Give the first input and the output a symbolic batch dimension 'N'."""
+    for vi in list(model.graph.input[:1]) + list(model.graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        if dims and dims[0].HasField("dim_value"):
+            dims[0].Clear()
+            dims[0].dim_param = "N"
+    return model
+
+
+def build_models(folder: Path, quick: bool, wanted) -> dict[str, Path]:
+    import onnx
+    from tests import models as zoo
+
+    if quick:
+        builders = {
+            "cnn": lambda: zoo.residual_block(channels=32),
+            "mlp": lambda: zoo.mlp((784, 512, 512, 10), check=False),
+            "transformer": lambda: zoo.transformer_block(d=64, heads=2, seq=16),
+        }
+    else:
+        builders = {
+            "resnet50": lambda: zoo.resnet50_like(check=False),
+            "vgg16": lambda: zoo.vgg_like(16, check=False),
+            "mlp": lambda: zoo.big_mlp(check=False),
+            "transformer": lambda: zoo.transformer_block(d=512, heads=8, seq=128),
+        }
+    paths = {}
+    for name, build in builders.items():
+        if not wanted(name):
+            continue
+        t = time.perf_counter()
+        model = _dynamic_batch(build())
+        path = folder / f"{name}.onnx"
+        onnx.save(model, str(path))
+        del model
+        print(f"  built {name}: {path.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - t:.1f} s", flush=True)
+        paths[name] = path
+    return paths
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def run_process(argv: list[str], ok=(0,)) -> tuple[float, int]:
+    """Wall time (s) and peak RSS (bytes) of one fresh child process."""
+    t = time.perf_counter()
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env(), cwd=str(ROOT))
+    err = p.stderr.read()
+    _, status, usage = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t
+    p.returncode = os.waitstatus_to_exitcode(status)
+    p.stderr.close()
+    if p.returncode not in ok:
+        raise RuntimeError(f"{' '.join(argv)} failed ({p.returncode}): {err.decode(errors='replace')[-2000:]}")
+    return wall, usage.ru_maxrss * 1024
+
+
+ORT_SESSION = ("import sys, onnxruntime as ort; "
+               "ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])")
+
+
+def process_pair(a: list[str], b: list[str], runs: int, ok=(0,)):
+    """Interleaved runs of two commands after one warm-up each: lists of (wall, rss)."""
+    run_process(a, ok), run_process(b)
+    ra, rb = [], []
+    for _ in range(runs):
+        ra.append(run_process(a, ok))
+        rb.append(run_process(b))
+    return ra, rb
+
+
+def _load_compiled(folder: Path, mode: str):
+    try:
+        from acompile.simulation import load_compiled
+    except ImportError:  # older layout
+        from acompile.simulate import load_compiled
+    return load_compiled(folder, mode)
+
+
+def median(xs):
+    return statistics.median(xs)
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def bench_compile(name: str, model: Path, out: Path, runs: int, rows: list[Row], wanted) -> None:
+    ort = [sys.executable, "-c", ORT_SESSION, str(model)]
+    size = model.stat().st_size
+    if wanted("compile") or wanted("compile_rss") or wanted("device_size"):
+        ac = [sys.executable, "-m", "acompile", "compile", str(model), "--target", TARGET, "-o", str(out), "-q"]
+        ra, rb = process_pair(ac, ort, runs)
+        note = "" if runs >= SUB_SECOND_RUNS else f"{runs} runs (whole-process compile of a large model)"
+        rows.append(Row("compile", name, median([w for w, _ in ra]), median([w for w, _ in rb]), "s", runs,
+                        GOALS["compile"][0], note,
+                        {"acompile_s": [w for w, _ in ra], "onnxruntime_s": [w for w, _ in rb],
+                         "onnxruntime_rss_bytes": [m for _, m in rb]}))
+        rows.append(Row("compile_rss", name, max(m for _, m in ra), size, "B", runs, GOALS["compile_rss"][0],
+                        "max over runs; reference is the model file size",
+                        {"acompile_rss_bytes": [m for _, m in ra]}))
+        rows.append(device_row(name, out / "device.acdev"))
+    if wanted("check"):
+        ck = [sys.executable, "-m", "acompile", "check", str(model), "--target", TARGET, "-q"]
+        ra, rb = process_pair(ck, ort, runs, ok=(0, 1))
+        rows.append(Row("check", name, median([w for w, _ in ra]), median([w for w, _ in rb]), "s", runs,
+                        GOALS["check"][0], "" if runs >= SUB_SECOND_RUNS else f"{runs} runs",
+                        {"acompile_s": [w for w, _ in ra], "onnxruntime_s": [w for w, _ in rb],
+                         "acompile_rss_bytes": [m for _, m in ra]}))
+
+
+def device_row(name: str, device: Path) -> Row:
+    import zipfile
+    with zipfile.ZipFile(device) as z:
+        header = json.loads(z.read("header.json"))
+    bits = {layer["index"]: layer["spec"]["cell_bits"] for layer in header["layers"]}
+    cell_bits = sum(b["rows"] * b["cols"] * bits[b["layer"]] for b in header["blocks"])
+    floor = cell_bits / 8
+    return Row("device_size", name, device.stat().st_size, floor, "B", 1, GOALS["device_size"][0],
+               f"levels.bin {header['levels_bytes']} B, header.json and scales the rest")
+
+
+def timed(fn, runs: int) -> list[float]:
+    fn()  # warm-up
+    out = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def timed_pair(fa, fb, runs: int) -> tuple[list[float], list[float]]:
+    fa(), fb()
+    ta, tb = [], []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fa()
+        ta.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        fb()
+        tb.append(time.perf_counter() - t)
+    return ta, tb
+
+
+def bench_sim_ideal(name: str, model: Path, out: Path, batch: int, runs: int, rows: list[Row]) -> None:
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from acompile.sim.runtime import Simulator
+    from tests.models import random_inputs
+
+    proto = onnx.load(str(model), load_external_data=False)
+    for t in proto.graph.initializer:   # only the inputs' description is needed
+        t.ClearField("raw_data")
+    feeds = random_inputs(proto, batch=batch, seed=1)
+    del proto
+    loaded = _load_compiled(out, "ideal")
+    sim = Simulator(loaded.graph, loaded.mapping, loaded.weights, mode="ideal")
+    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    ta, tb = timed_pair(lambda: sim.run(feeds), lambda: sess.run(None, feeds), runs)
+    got, want = sim.run(feeds), sess.run(None, feeds)
+    err = max(float(np.max(np.abs(got[o.name] - w))) for o, w in zip(sess.get_outputs(), want))
+    note = f"max |acompile - onnxruntime| {err:.2g}" + ("" if runs >= SUB_SECOND_RUNS else f"; {runs} runs")
+    rows.append(Row("sim_ideal", name, median(ta), median(tb), "s", runs, GOALS["sim_ideal"][0], note,
+                    {"acompile_s": ta, "onnxruntime_s": tb}))
+    del sim, sess, loaded
+
+
+LAYER_TARGET = """\
+schema_version = 1
+name = "{name}"
+extends = "isaac"
+description = "benchmark: 8-bit weights in 4 slices of 2-bit cells (differential), 8-bit inputs over 1-bit DACs"
+
+[precision]
+weight_bits = 8
+input_bits = 8
+
+[crossbar]
+rows = 128
+cell_bits = 2
+signed_weights = "differential"
+
+[dac]
+bits = 1
+
+[adc]
+bits = {adc_bits}
+range = "worst_case"
+"""
+
+
+def bench_quantized_layer(folder: Path, size: int, batch: int, runs: int, rows: list[Row], wanted) -> None:
+    import numpy as np
+    import onnx
+    from acompile.sim import analog
+    from acompile.sim.runtime import Simulator
+    from tests.models import mlp
+
+    model = folder / f"layer{size}.onnx"
+    onnx.save(mlp((size, size), check=False), str(model))
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((batch, size)).astype(np.float32)
+    for figure, adc_bits in (("sim_quantized", 8), ("sim_lossless", 9)):
+        if not wanted(figure):
+            continue
+        tname = f"bench_adc{adc_bits}"
+        toml = folder / f"{tname}.toml"
+        toml.write_text(LAYER_TARGET.format(name=tname, adc_bits=adc_bits))
+        out = folder / f"out_{figure}"
+        run_process([sys.executable, "-m", "acompile", "compile", str(model), "--target", str(toml), "-o", str(out),
+                     "--batch", str(batch), "-q"])
+        loaded = _load_compiled(out, "quantized")
+        layer = loaded.mapping.layers[0]
+        spec = layer.spec
+        sim = Simulator(loaded.graph, loaded.mapping, loaded.weights, mode="quantized")
+        feeds = {loaded.graph.inputs[0]: x}
+        enc = loaded.weights.encoded(layer, 0).enc
+        if figure == "sim_quantized":
+            # the floor: float32 GEMMs of every (cycle, sign, slice) partial product, all K at once
+            x_q = analog.quantize_inputs(x, layer.input_scale, spec.input_bits, layer.input_signed)
+            chunks = analog.input_chunks(x_q, spec, layer.input_signed, dtype=np.float32)
+            t_cycles = chunks.shape[0]
+            chunks = chunks.reshape(t_cycles * batch, size)
+            g = enc.levels.astype(np.float32)
+            buf = np.empty((chunks.shape[0], g.shape[1]), np.float32)
+            floor = lambda: np.matmul(chunks, g, out=buf)  # noqa: E731
+            products = f"T={t_cycles} x S={spec.slices} x signs={len(spec.signs)} = " \
+                       f"{t_cycles * spec.slices * len(spec.signs)} products"
+            note = f"{products}; ADC {spec.adc_bits} bits (lossless: {spec.adc_lossless})"
+        else:
+            w = np.ascontiguousarray(analog.decode_weights(enc, spec, size).astype(np.float32).T)
+            xf = x.copy()
+            buf = np.empty((batch, size), np.float32)
+            floor = lambda: np.matmul(xf, w, out=buf)  # noqa: E731
+            note = f"ADC {spec.adc_bits} bits (lossless: {spec.adc_lossless}); one GEMM {batch}x{size}x{size}"
+        ta, tb = timed_pair(lambda: sim.run(feeds), floor, runs)
+        rows.append(Row(figure, f"layer {size}x{size}", median(ta), median(tb), "s", runs, GOALS[figure][0], note,
+                        {"acompile_s": ta, "floor_s": tb}))
+        del sim, loaded, enc, floor, buf
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _fmt(value: float, unit: str) -> str:
+    if unit == "B":
+        return f"{value / 1e6:.1f} MB"
+    return f"{value * 1e3:.0f} ms" if value < 1 else f"{value:.2f} s"
+
+
+def table(rows: list[Row]) -> str:
+    head = ("figure", "model", "acompile", "reference", "ratio", "goal", "met", "runs", "note")
+    body = [(r.figure, r.model, _fmt(r.acompile, r.unit), _fmt(r.reference, r.unit), f"{r.ratio:.2f}x",
+             f"<= {r.goal}x", "yes" if r.met else "NO", str(r.runs), r.note) for r in rows]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" if i < 2 or i == 8 else "---:" for i in range(9)) + "|"]
+    lines += ["| " + " | ".join(c) + " |" for c in body]
+    return "\n".join(lines)
+
+
+def machine() -> dict:
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    return {"python": platform.python_version(), "numpy": np.__version__, "onnx": onnx.__version__,
+            "onnxruntime": ort.__version__, "cpus": os.cpu_count(), "platform": platform.platform()}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small models and fewer runs: a smoke run")
+    ap.add_argument("--only", action="append", default=[], metavar="NAME",
+                    help="only this figure (compile, check, compile_rss, device_size, sim_ideal, sim_quantized, "
+                         "sim_lossless) or model (resnet50, vgg16, mlp, transformer); repeatable")
+    ap.add_argument("--runs", type=int, help="timed runs per figure after the warm-up (default: 5; 3 for the "
+                                             "multi-second figures of the large models)")
+    ap.add_argument("-o", "--output", default=str(ROOT / "benchmarks" / "results.json"), help="JSON results file")
+    ap.add_argument("--keep", help="keep the models and outputs in this folder")
+    args = ap.parse_args(argv)
+
+    figures = set(GOALS)
+    only_fig = {o for o in args.only if o in figures}
+    only_model = {o for o in args.only if o not in figures}
+
+    def wanted(name: str) -> bool:
+        if name in figures:
+            return not only_fig or name in only_fig
+        return not only_model or name in only_model
+
+    quick = args.quick
+    runs_small = args.runs or (2 if quick else SUB_SECOND_RUNS)
+    runs_large = args.runs or (2 if quick else 3)
+    start = time.perf_counter()
+    rows: list[Row] = []
+    tmp = tempfile.TemporaryDirectory(prefix="acompile-bench-") if not args.keep else None
+    folder = Path(args.keep or tmp.name)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        print(f"models in {folder}", flush=True)
+        model_figs = [f for f in ("compile", "check", "compile_rss", "device_size", "sim_ideal") if wanted(f)]
+        paths = build_models(folder, quick, wanted) if model_figs else {}
+        for name, path in paths.items():
+            large = path.stat().st_size > 50e6
+            runs = runs_large if large else runs_small
+            out = folder / f"out_{name}"
+            print(f"{name}: compile/check ({runs} runs)", flush=True)
+            bench_compile(name, path, out, runs, rows, wanted)
+            if wanted("sim_ideal"):
+                if not (out / "program.json").exists():
+                    run_process([sys.executable, "-m", "acompile", "compile", str(path), "--target", TARGET,
+                                 "-o", str(out), "-q"])
+                sim_runs = runs_large if large else runs_small
+                print(f"{name}: simulate ideal, batch {8 if quick else BATCH} ({sim_runs} runs)", flush=True)
+                bench_sim_ideal(name, path, out, 8 if quick else BATCH, sim_runs, rows)
+            print(textwrap.indent(table([r for r in rows if r.model == name]), "  "), flush=True)
+        if wanted("sim_quantized") or wanted("sim_lossless"):
+            size, batch = (1024, 16) if quick else (4096, BATCH)
+            print(f"layer {size}x{size}: simulate quantized, batch {batch} ({runs_small} runs)", flush=True)
+            bench_quantized_layer(folder, size, batch, runs_small, rows, wanted)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    elapsed = time.perf_counter() - start
+    text = table(rows)
+    print()
+    print(text)
+    missed = [r for r in rows if not r.met]
+    print(f"\n{len(rows) - len(missed)}/{len(rows)} goals met in {elapsed:.0f} s"
+          + ("" if not missed else "; missed: " + ", ".join(f"{r.figure} ({r.model})" for r in missed)))
+    doc = {"command": "python benchmarks/run.py" + (" --quick" if quick else "")
+                      + "".join(f" --only {o}" for o in args.only),
+           "quick": quick, "elapsed_s": round(elapsed, 1), "machine": machine(), "target": TARGET,
+           "goals": {k: {"ratio": v[0], "compares": v[1]} for k, v in GOALS.items()},
+           "rows": [dict(asdict(r), ratio=r.ratio, met=r.met) for r in rows], "table_markdown": text}
+    Path(args.output).write_text(json.dumps(doc, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
