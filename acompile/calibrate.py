@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import AcompileError, InvalidDataError, clean
+from .errors import AcompileError, InvalidDataError, LimitError, clean
+from .frontend.load import Limits
 from .ir import Graph
 from .sim import analog
 from .sim.runtime import Simulator, WeightsFromGraph
@@ -55,8 +56,12 @@ def default_data(graph: Graph, batch: int, seed: int) -> dict[str, np.ndarray]:
         if shape and graph.meta.get("dynamic_batch"):
             shape[0] = DEFAULT_SAMPLES      # one batch of samples; a fixed-batch model gets one batch
         dtype = info.dtype or np.dtype(np.float32)
+        nbytes = int(np.prod(shape, dtype=np.float64)) * 8
+        if nbytes > Limits.from_env().max_tensor_bytes:
+            raise LimitError(f"default calibration data for input {clean(name)!r} would take "
+                             f"{nbytes / 1024**3:.3g} GiB", hint="pass --calibration DATA, or raise ACOMPILE_MAX_TENSOR_MB")
         if dtype.kind == "f":
-            data[name] = rng.standard_normal(shape).astype(dtype)
+            data[name] = rng.standard_normal(shape, dtype=np.float32).astype(dtype, copy=False)
         else:
             data[name] = np.zeros(shape, dtype)
     return data

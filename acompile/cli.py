@@ -163,30 +163,35 @@ def _simulate_folder(args, folder: Path, model_for_compare: str | None) -> int:
             raise InvalidDataError(f"cannot read labels ({type(e).__name__})", where=clean(args.labels))
     summary = {"mode": args.mode, "seed": args.seed, "outputs": {clean(k): list(v.shape) for k, v in results.items()}}
     if model_for_compare:
-        ref = reference_outputs(Path(model_for_compare), {k: loaded_feed for k, loaded_feed in feeds.items()})
-        summary["comparison"] = compare(results, ref, labels)
+        summary["comparison"] = compare(results, reference_outputs(Path(model_for_compare), feeds), labels)
     elif labels is not None:
         summary["comparison"] = accuracy(results, labels)
     if args.result:
-        from .backends.archive import ArchiveWriter
-        res_path = Path(args.result)
-        tmp = res_path.with_name(f".{res_path.name}.tmp-{os.getpid()}")
-        try:
-            w = ArchiveWriter(tmp)
-            try:
-                for name in sorted(results):
-                    w.add_array(f"{name}.npy", results[name])
-            finally:
-                w.close()
-            os.replace(tmp, res_path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        _write_results(Path(args.result), results)
     if args.format == "json":
         print(dumps_json(_json_safe(summary)), end="")
     else:
         _say(args, _sim_text(summary))
     return EXIT_OK
+
+
+def _write_results(path: Path, results: dict) -> None:
+    """Outputs as an .npz (deterministic, no pickle), written to a temporary file and renamed."""
+    from .backends.archive import ArchiveWriter
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        writer = ArchiveWriter(tmp)
+        try:
+            for name in sorted(results):
+                writer.add_array(f"{name}.npy", results[name])
+        finally:
+            writer.close()
+        os.replace(tmp, path)
+    except OSError as e:
+        raise UsageError(f"cannot write the results: {e.strerror or e}", where=clean(str(path)))
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def _json_safe(obj):

@@ -548,22 +548,13 @@ def _conv_attrs(wshape=(4, 1, 3, 3), **attrs):
     return build
 
 
-def known_bug_cases() -> list[Case]:
-    """Inputs that still break the contract, in code this suite may not change; ``extra["bug"]`` says where.
-
-    tests/test_adversarial.py runs them as strict xfails: fixing the bug turns
-    them into failures that ask for the case to move into :func:`model_cases`.
-    """
+def conv_attribute_cases() -> list[Case]:
+    """Conv attributes that contradict the weights or ask for absurd padding (once exit-3 bugs)."""
     return [
-        Case("conv_group_0", _conv_attrs(group=0), REFUSED, r"group",
-             extra={"bug": "passes/lower.py lower_layer: c_out % groups with group=0 (ZeroDivisionError, exit 3)"}),
-        Case("conv_kernel_shape_mismatch", _conv_attrs(kernel_shape=[5, 5]), REFUSED, r"kernel",
-             extra={"bug": "kernel_shape attribute disagrees with the weight: matmul ValueError in calibration "
-                           "(exit 3); ops.py/lower.py should refuse it"}),
+        Case("conv_group_0", _conv_attrs(group=0), REFUSED, r"group"),
+        Case("conv_kernel_shape_mismatch", _conv_attrs(kernel_shape=[5, 5]), REFUSED, r"kernel"),
         Case("conv_pads_2_40", _conv_attrs(strides=[2**40, 2**40], pads=[2**40] * 4, dilations=[2**30, 2**30]),
-             REFUSED, r"pad|limit|GiB",
-             extra={"bug": "sim/vectors.py im2col pads the input by 2^40 (numpy ValueError 'array is too big', "
-                           "exit 3); the padded size needs a limit check before calibration"}),
+             REFUSED, r"pad|limit|GiB"),
     ]
 
 
@@ -665,6 +656,7 @@ def model_cases() -> list[Case]:
     for seed in range(6):
         cases.append(Case(f"bit_flip_{seed}", lambda d, s=seed: _write(_flip(good, s), d),
                           frozenset({0, 1, 2}), r"."))
+    cases += conv_attribute_cases()
     return cases
 
 

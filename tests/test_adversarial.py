@@ -327,7 +327,6 @@ def assert_folder_effects(before: dict, after: dict, rc: int | None, what: str, 
 # ---------------------------------------------------------------------------
 
 MODEL_CASES = bi.model_cases()
-KNOWN_BUGS = bi.known_bug_cases()
 # These go through ``python -m acompile`` itself; the others through the fork server (same contract).
 REAL_PROCESS_CASES = ("empty_file", "over_2gib_sparse", "nested_if_3000", "constant_of_shape_terabytes",
                       "input_dim_2_62", "ext_symlink", "invalid_utf8_names", "hostile_names")
@@ -437,18 +436,6 @@ def test_nothing_escaped_the_case_folders(model_runs):
     assert sorted(os.listdir(root)) == sorted(c.id for c in MODEL_CASES)
     for case in MODEL_CASES:
         assert set(os.listdir(root / case.id)) <= {"in", "tmp", "home", "OUT"}, case.id
-
-
-@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=c.extra["bug"]))
-                                  for c in KNOWN_BUGS], ids=[c.id for c in KNOWN_BUGS])
-def test_known_bugs_still_break_the_contract(tmp_path, case):
-    """Bugs found by this suite in code it may not change (see bad_inputs.known_bug_cases).
-
-    Strict xfail: once fixed, this fails (XPASS) -- then move the case into model_cases().
-    """
-    d = new_case_dir(tmp_path, case.id, None)
-    run = run_cli(["compile", str(case.build(d / "in")), "-t", "isaac", "-o", "OUT"], d)
-    assert_contract(run, case.expect, case.message, f"compile {case.id}")
 
 
 def test_there_are_enough_cases():

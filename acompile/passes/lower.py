@@ -13,7 +13,8 @@ import math
 
 import numpy as np
 
-from ..errors import UnsupportedError
+from ..errors import InvalidModelError, LimitError, UnsupportedError
+from ..frontend.load import Limits
 from ..ir import Graph, Node
 from ..mapping import AnalogLayer, Mapping, Matrix
 
@@ -55,7 +56,10 @@ def conv_transpose_pads(node: Node, in_spatial, out_spatial, kernel, strides, di
     return list(node.attrs.get("pads", [0] * (2 * nd)))
 
 
-def _conv_geometry(graph: Graph, node: Node) -> dict:
+AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
+
+
+def _conv_geometry(graph: Graph, node: Node, limits: Limits) -> dict:
     x = graph.static_shape(node.inputs[0])
     y = graph.static_shape(node.outputs[0])
     w = graph.constants[node.inputs[1]].shape
@@ -65,19 +69,38 @@ def _conv_geometry(graph: Graph, node: Node) -> dict:
     kernel = list(node.attrs.get("kernel_shape", w[2:]))
     strides = list(node.attrs.get("strides", [1] * nd))
     dilations = list(node.attrs.get("dilations", [1] * nd))
+    where = f"{graph.source}: {node.describe()}" if graph.source else node.describe()
+    if kernel != list(w[2:]) or len(x) != nd + 2 or len(y) != nd + 2:
+        raise InvalidModelError(f"kernel_shape {kernel} does not match the weight's shape {list(w)}", where=where)
+    if len(strides) != nd or len(dilations) != nd or min(strides + dilations, default=1) < 1:
+        raise InvalidModelError(f"strides {strides} and dilations {dilations} must be {nd} positive integers",
+                                where=where)
+    if node.attrs.get("auto_pad", "NOTSET") not in AUTO_PADS:
+        raise InvalidModelError(f"auto_pad {node.attrs['auto_pad']!r} is not one of {', '.join(AUTO_PADS)}",
+                                where=where)
     if node.op_type == "Conv":
         pads = conv_pads(node, x[2:], y[2:], kernel, strides, dilations)
     else:
         pads = conv_transpose_pads(node, x[2:], y[2:], kernel, strides, dilations)
+    # ConvTranspose's output_shape may ask for more than the full output: negative pads then
+    if len(pads) != 2 * nd or (node.op_type == "Conv" and min(pads, default=0) < 0):
+        raise InvalidModelError(f"pads {pads} must be {2 * nd} non-negative integers", where=where)
+    padded = x[0] * x[1] * math.prod(n + pads[i] + pads[i + nd] for i, n in enumerate(x[2:]))
+    if padded * 4 > limits.max_tensor_bytes:
+        raise LimitError(f"the padded input would take {padded * 4 / 1024**3:.3g} GiB; the limit is "
+                         f"{limits.max_tensor_bytes / 1024**3:.3g} GiB", where=where,
+                         hint="set ACOMPILE_MAX_TENSOR_MB to raise it")
     return {"input_shape": list(x), "output_shape": list(y), "kernel": kernel, "strides": strides,
             "dilations": dilations, "pads": pads,
             "output_padding": list(node.attrs.get("output_padding", [0] * nd))}
 
 
-def lower_layer(graph: Graph, node: Node, index: int) -> AnalogLayer:
+def lower_layer(graph: Graph, node: Node, index: int, limits: Limits | None = None) -> AnalogLayer:
+    limits = limits or Limits.from_env()
     w = graph.constants[node.inputs[1]]
+    where = f"{graph.source}: {node.describe()}" if graph.source else node.describe()
     if not np.all(np.isfinite(w)):
-        raise UnsupportedError("weights contain NaN or infinity", where=node.describe())
+        raise InvalidModelError("weights contain NaN or infinity", where=where)
     bias = node.inputs[2]
     if node.op_type == "Linear":
         x = graph.static_shape(node.inputs[0])
@@ -88,8 +111,10 @@ def lower_layer(graph: Graph, node: Node, index: int) -> AnalogLayer:
         return AnalogLayer(index, node.name, "Linear", node.inputs[1], bias, 1, [Matrix(0, n_out, k_in)],
                            n_vec=math.prod(x[:-1]), in_channels=k_in, out_channels=n_out,
                            geometry={"input_shape": list(x)})
-    geo = _conv_geometry(graph, node)
     groups = int(node.attrs.get("group", 1))
+    if groups < 1:
+        raise InvalidModelError(f"group={groups}: expected a positive integer", where=where)
+    geo = _conv_geometry(graph, node, limits)
     x, y = geo["input_shape"], geo["output_shape"]
     ksize = math.prod(geo["kernel"])
     if node.op_type == "Conv":
@@ -98,6 +123,9 @@ def lower_layer(graph: Graph, node: Node, index: int) -> AnalogLayer:
             raise UnsupportedError(f"channels do not divide into {groups} groups", where=node.describe())
         mats = [Matrix(g, c_out // groups, cin_g * ksize) for g in range(groups)]
         n_vec = y[0] * math.prod(y[2:])
+        if n_vec * x[1] * ksize * 4 > limits.max_tensor_bytes:
+            raise LimitError(f"the im2col input vectors would take {n_vec * x[1] * ksize * 4 / 1024**3:.3g} GiB",
+                             where=where, hint="set ACOMPILE_MAX_TENSOR_MB to raise the limit")
         return AnalogLayer(index, node.name, "Conv", node.inputs[1], bias, groups, mats, n_vec=n_vec,
                            in_channels=x[1], out_channels=c_out, geometry=geo)
     c_in, cout_g = w.shape[0], w.shape[1]
