@@ -70,6 +70,7 @@ def _options(args, calibration=None, calibration_name="default"):
         raise UsageError(f"--batch must be at least 1 (got {args.batch})")
     return Options(batch=args.batch, seed=args.seed, allow_unsupported=args.allow_unsupported,
                    calibration=calibration, calibration_name=calibration_name, bind=bind,
+                   replicate=getattr(args, "replicate", "none"),
                    limits=Limits.from_env(), progress=_progress(args))
 
 
@@ -290,6 +291,8 @@ def _compile_options(p, with_output=True):
                    help="cost unsupported ops as unknown digital ops instead of failing")
     p.add_argument("--calibration", help="calibration inputs: .npz keyed by input name, or .npy for one input")
     p.add_argument("--bind", help=".npz of graph inputs to freeze as constants (weights given as inputs)")
+    p.add_argument("--replicate", choices=["none", "auto"], default="none",
+                   help="auto: copy the slowest layers onto spare crossbars of the chips used (default none)")
 
 
 def _sim_options(p):

@@ -31,6 +31,7 @@ from .passes.pack import pack
 from .passes.partition import partition
 from .passes.place import place
 from .passes.precision import choose_precision
+from .passes.replicate import replicate
 
 
 @dataclass
@@ -42,6 +43,7 @@ class Options:
     calibration: dict[str, np.ndarray] | None = None
     calibration_name: str = "default"
     bind: dict[str, np.ndarray] | None = None
+    replicate: str = "none"         # "none" | "auto": copy slow layers onto spare crossbars
     limits: Limits = field(default_factory=Limits.from_env)
     progress: Callable[[str], None] | None = None
 
@@ -73,6 +75,7 @@ def _steps(options: Options, with_calibration: bool):
         ("choose_precision", lambda g, t: choose_precision(g, t, nonneg)),
         ("partition", partition),
         ("pack", pack),
+        ("replicate", lambda g, t: replicate(g, t, options.replicate)),
         ("place", place),
         ("insert_boundaries", insert_boundaries),
     ]

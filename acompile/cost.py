@@ -37,7 +37,8 @@ def layer_counts(layer: AnalogLayer, mapping: Mapping, target) -> dict:
     """Event counts of one analog layer for one inference (DESIGN §4)."""
     spec = layer.spec
     cycles = len(analog.input_cycles(spec, layer.input_signed))
-    blocks = [mapping.blocks[b] for b in layer.blocks]
+    # copies of the layer (replicas) split its vectors: events are counted once, time is shared
+    blocks = [mapping.blocks[b] for b in layer.blocks if mapping.blocks[b].replica == 0]
     rows = sum(b.rows for b in blocks)
     cols = sum(b.cols for b in blocks)
     v = layer.n_vec
@@ -50,13 +51,12 @@ def layer_counts(layer: AnalogLayer, mapping: Mapping, target) -> dict:
     for b in blocks:  # blocks sharing a crossbar are read one after another
         per_bar[b.crossbar] += t_read + math.ceil(b.cols / adcs) * t_adc
     t_cycle = max(per_bar.values()) if per_bar else 0.0
-    bars = sorted(per_bar)
     k_total = sum(m.k_in for m in layer.matrices)
     return {
         "input_vectors": v,
         "cycles_per_vector": cycles,
         "blocks": len(blocks),
-        "crossbars": len(bars),
+        "crossbars": len({mapping.blocks[b].crossbar for b in layer.blocks}),   # replicas included
         "dac_conversions": v * cycles * rows,
         "array_reads": v * cycles * len(blocks),
         "adc_conversions": v * cycles * cols,
@@ -87,7 +87,7 @@ def layer_cells(layer: AnalogLayer, mapping: Mapping, cells_per_bar: int) -> tup
         bar = mapping.crossbars[bar_index]
         total = sum(mapping.blocks[b].rows * mapping.blocks[b].cols for b in bar.blocks)
         share += cells_per_bar * cells / total
-    return layer.weights * per_weight, share
+    return layer.weights * per_weight * layer.replication, share
 
 
 def _hops(a_tile: int, b_tile: int, tiles_per_chip: int) -> tuple[int, bool]:
@@ -177,6 +177,7 @@ def cost_model(graph: Graph, target) -> dict:
         weight_cells, used_cells = layer_cells(layer, mapping, cells_per_bar)
         entry = {
             "name": layer.name, "op_type": layer.op_type, "kind": "analog", "groups": layer.groups,
+            "replication": layer.replication, "uses": layer.uses,
             "matrix": [layer.matrices[0].n_out, layer.matrices[0].k_in],
             "row_blocks": layer.matrices[0].row_blocks, "col_blocks": layer.matrices[0].col_blocks,
             "physical_columns": layer.matrices[0].physical_cols,

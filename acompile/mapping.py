@@ -37,6 +37,7 @@ class Block:
     crossbar: int = -1
     row_offset: int = 0           # where the block sits inside its crossbar
     col_offset: int = 0
+    replica: int = 0              # 0: the original; k > 0: the k-th copy made to share the layer's vectors
 
 
 @dataclass

@@ -86,3 +86,26 @@ def test_every_weight_lands_in_one_cell_per_slice_and_sign(tmp_path, target):
             enc = reader.encoded(layer, g)
             np.testing.assert_array_equal(analog.decode_weights(enc.enc, layer.spec, m.n_out), q_w)
             np.testing.assert_array_equal(enc.weight_scale, s_w)
+
+
+def test_replication_balances_the_pipeline_within_the_chips_used(tmp_path):
+    from acompile.simulation import load_compiled, simulate as run_folder
+    from acompile.cli import main
+    plain = compiled(models.small_cnn(), "isaac")
+    rep = compiled(models.small_cnn(), "isaac", replicate="auto")
+    p, r = plain.cost["totals"], rep.cost["totals"]
+    assert r["chips"] == p["chips"] == 1 and r["crossbars"] > p["crossbars"]
+    assert r["energy_total_pj"] == p["energy_total_pj"] and r["adc_conversions"] == p["adc_conversions"]
+    assert r["slowest_stage_ns"] < p["slowest_stage_ns"] and r["throughput_inferences_per_s"] > p["throughput_inferences_per_s"]
+    assert max(l.replication for l in rep.mapping.layers) > 1
+    for layer in rep.mapping.layers:
+        assert layer.replication <= layer.n_vec
+        copies = [rep.mapping.blocks[b].replica for b in layer.blocks]
+        assert sorted(set(copies)) == list(range(layer.replication))
+    model = tmp_path / "m.onnx"
+    model.write_bytes(models.small_cnn().SerializeToString())
+    for name, extra in (("plain", []), ("rep", ["--replicate", "auto"])):
+        assert main(["compile", str(model), "-t", "isaac", "-o", str(tmp_path / name), "-q", *extra]) == 0
+    feeds = models.random_inputs(models.small_cnn(), batch=1)
+    outs = [run_folder(load_compiled(tmp_path / n, "quantized"), feeds, mode="quantized") for n in ("plain", "rep")]
+    np.testing.assert_array_equal(outs[0]["output"], outs[1]["output"])

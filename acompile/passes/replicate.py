@@ -1,0 +1,78 @@
+"""Replicate the slowest layers onto spare crossbars to balance the pipeline.
+
+With ``--replicate auto``, repeatedly picks the analog layer whose latency
+(``n_vec · T · t_cycle / replication``) is the largest and gives it one more
+copy of all its blocks, on fresh crossbars, while the copy still fits in the
+chips the mapping already needs (never adding a chip) and the layer has more
+input vectors than copies. Copies hold identical weights and split the
+layer's input vectors between them (ISAAC balances its pipeline this way).
+Appends blocks (``replica > 0``) and crossbars; runs between pack and place.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+from ..ir import Graph
+from ..mapping import Crossbar
+from ..sim import analog
+
+MODES = ("none", "auto")
+
+
+def _base_latency(layer, mapping, target) -> float:
+    from ..cost import adcs_per_crossbar
+    t_read, t_adc = float(target["crossbar.read_latency_ns"]), float(target["adc.conversion_ns"])
+    adcs = adcs_per_crossbar(target)
+    per_bar: dict[int, float] = {}
+    for b in layer.blocks:
+        blk = mapping.blocks[b]
+        if blk.replica == 0:
+            per_bar[blk.crossbar] = per_bar.get(blk.crossbar, 0.0) + t_read + math.ceil(blk.cols / adcs) * t_adc
+    cycles = len(analog.input_cycles(layer.spec, layer.input_signed))
+    return layer.n_vec * cycles * max(per_bar.values(), default=0.0)
+
+
+def replicate(graph: Graph, target, mode: str = "none") -> Graph:
+    mapping = graph.meta["mapping"]
+    if mode == "none" or not mapping.layers:
+        return graph
+    per_tile = int(target["organisation.crossbars_per_core"]) * int(target["organisation.cores_per_tile"])
+    per_chip = per_tile * int(target["organisation.tiles_per_chip"])
+    budget = max(1, math.ceil(len(mapping.crossbars) / per_chip)) * per_chip
+    base = {layer.index: _base_latency(layer, mapping, target) for layer in mapping.layers}
+    originals = {layer.index: [b for b in layer.blocks if mapping.blocks[b].replica == 0] for layer in mapping.layers}
+    bars_of = {i: sorted({mapping.blocks[b].crossbar for b in blocks}) for i, blocks in originals.items()}
+    full: set[int] = set()
+    while True:
+        candidates = [layer for layer in mapping.layers if layer.index not in full and base[layer.index] > 0]
+        if not candidates:
+            break
+        slowest = max(candidates, key=lambda l: (base[l.index] / l.replication, -l.index))
+        need = len(bars_of[slowest.index])
+        if len(mapping.crossbars) + need > budget or slowest.replication >= slowest.n_vec:
+            full.add(slowest.index)
+            if len(full) == len(mapping.layers):
+                break
+            continue
+        _copy(mapping, slowest, originals[slowest.index], bars_of[slowest.index])
+    return graph
+
+
+def _copy(mapping, layer, blocks: list[int], bars: list[int]) -> None:
+    """One more copy of the layer's blocks, each original crossbar mirrored onto a new one."""
+    new_bar = {}
+    for old in bars:
+        bar = Crossbar(index=len(mapping.crossbars), rows_used=mapping.crossbars[old].rows_used,
+                       cols_used=mapping.crossbars[old].cols_used)
+        mapping.crossbars.append(bar)
+        new_bar[old] = bar
+    for b in blocks:
+        blk = mapping.blocks[b]
+        bar = new_bar[blk.crossbar]
+        copy = replace(blk, crossbar=bar.index, replica=layer.replication)
+        bar.blocks.append(len(mapping.blocks))
+        layer.blocks.append(len(mapping.blocks))
+        mapping.blocks.append(copy)
+    layer.replication += 1
