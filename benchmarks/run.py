@@ -4,27 +4,31 @@ onnxruntime and the numpy floor, measured in the same run.
 Absolute times on a shared 2-core machine mean little, so every figure is a ratio to a
 reference measured in the same run, interleaved with it:
 
-* ``compile`` / ``check``: wall time of a whole ``python -m acompile ...`` process against a
-  whole process that creates an onnxruntime InferenceSession for the same file;
-* ``compile_rss``: the compile process's peak RSS (``wait4`` rusage of that child) against the
-  model file's size;
-* ``device_size``: the device file against ``cells x cell_bits / 8``;
+* ``compile`` / ``check``: wall time of a whole ``python -m acompile ...`` process (target
+  isaac, every output file written) against a whole process that creates an onnxruntime
+  InferenceSession for the same file;
+* ``compile_rss``: the compile process's peak RSS against the model file's size;
+* ``device_size``: device.acdev against ``cells x cell_bits / 8``;
 * ``sim_ideal``: ``Simulator.run`` in ideal mode, batch 64, against ``InferenceSession.run``
-  on the same inputs in the same process;
+  on the same inputs in the same process (a dynamic-batch copy of the model);
 * ``sim_quantized`` / ``sim_lossless``: one 4096x4096 layer, batch 64, 8-bit inputs over
   1-bit DACs, 8-bit weights in 4 slices of 2-bit cells (differential), 128-row crossbars,
-  against the float32 GEMMs of the same partial products (lossy 8-bit ADC) and against one
-  float32 GEMM of the layer (lossless ADC).
+  against float32 GEMMs of the same T*S*2 partial products (lossy 8-bit ADC; the fastest of
+  three groupings into GEMMs) and against one float32 GEMM of the layer (lossless 9-bit ADC).
 
-Models are built here with seeded random weights in a temporary folder (nothing is
-downloaded or committed): a ResNet-50-sized CNN, a VGG-16-sized one, a 784-4096x4-10 MLP and
-a transformer encoder block, all with a dynamic batch dimension.
+Processes are measured through a small intermediate Python that reports the wall time and
+``RUSAGE_CHILDREN`` peak RSS of one fresh child. Both sides run with their bytecode cached
+(the warm-up run writes it under the temporary folder). Models are built here with seeded
+random weights in a temporary folder (nothing is downloaded or committed): a ResNet-50-sized
+CNN, a VGG-16-sized one, a 784-4096x4-10 MLP and a transformer encoder block (d=512, 8 heads,
+128 tokens).
 
-    python benchmarks/run.py                 # everything (under 10 minutes on 2 cores)
-    python benchmarks/run.py --quick         # small models, a smoke run
-    python benchmarks/run.py --only resnet50 --only sim_quantized
+    python benchmarks/run.py                 # everything (about 8 minutes on 2 cores)
+    python benchmarks/run.py --quick         # small models, fewer runs: a smoke run
+    python benchmarks/run.py --only resnet50 --only sim_quantized --only layer
 
-Writes the table to stdout and the same as JSON to benchmarks/results.json.
+Prints the table (medians) and writes the same as JSON, with every sample, to
+benchmarks/results.json (git-ignored).
 """
 
 from __future__ import annotations
@@ -134,24 +138,42 @@ def build_models(folder: Path, quick: bool, wanted, dynamic: bool) -> dict[str, 
 # --------------------------------------------------------------------------- processes
 
 
+PYCACHE: Path | None = None     # set by main(): bytecode of every measured process, kept between runs
+
+
 def _env() -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    # Measure acompile as an installed package runs: with its bytecode cached (the warm-up run
+    # writes it), whatever PYTHONDONTWRITEBYTECODE says here. The reference gets the same.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    if PYCACHE is not None:
+        env["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
     return env
 
 
+# A small intermediate process runs each measured command and reports its wall time and the
+# peak RSS of its children: a child forked from this (large) process would report this
+# process's RSS high-water mark as its own until it execs.
+_MEASURE = """
+import json, resource, subprocess, sys, time
+t = time.perf_counter()
+p = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+wall = time.perf_counter() - t
+rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+sys.stdout.write(json.dumps({"wall": wall, "rss": rss, "rc": p.returncode,
+                             "err": p.stderr.decode(errors="replace")[-2000:]}))
+"""
+
+
 def run_process(argv: list[str], ok=(0,)) -> tuple[float, int]:
-    """Wall time (s) and peak RSS (bytes) of one fresh child process."""
-    t = time.perf_counter()
-    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env(), cwd=str(ROOT))
-    err = p.stderr.read()
-    _, status, usage = os.wait4(p.pid, 0)
-    wall = time.perf_counter() - t
-    p.returncode = os.waitstatus_to_exitcode(status)
-    p.stderr.close()
-    if p.returncode not in ok:
-        raise RuntimeError(f"{' '.join(argv)} failed ({p.returncode}): {err.decode(errors='replace')[-2000:]}")
-    return wall, usage.ru_maxrss * 1024
+    """Wall time (s) and peak RSS (bytes) of one fresh process running argv."""
+    p = subprocess.run([sys.executable, "-S", "-c", _MEASURE] + argv, stdout=subprocess.PIPE, env=_env(),
+                       cwd=str(ROOT), check=True)
+    r = json.loads(p.stdout)
+    if r["rc"] not in ok:
+        raise RuntimeError(f"{' '.join(argv)} failed ({r['rc']}): {r['err']}")
+    return r["wall"], r["rss"]
 
 
 ORT_SESSION = ("import sys, onnxruntime as ort; "
@@ -189,13 +211,14 @@ def bench_compile(name: str, model: Path, out: Path, runs: int, rows: list[Row],
     if wanted("compile") or wanted("compile_rss") or wanted("device_size"):
         ac = [sys.executable, "-m", "acompile", "compile", str(model), "--target", TARGET, "-o", str(out), "-q"]
         ra, rb = process_pair(ac, ort, runs)
-        note = "" if runs >= SUB_SECOND_RUNS else f"{runs} runs (whole-process compile of a large model)"
+        note = "" if runs >= SUB_SECOND_RUNS else f"{runs} runs (multi-second whole processes)"
         rows.append(Row("compile", name, median([w for w, _ in ra]), median([w for w, _ in rb]), "s", runs,
                         GOALS["compile"][0], note,
                         {"acompile_s": [w for w, _ in ra], "onnxruntime_s": [w for w, _ in rb],
                          "onnxruntime_rss_bytes": [m for _, m in rb]}))
         rows.append(Row("compile_rss", name, max(m for _, m in ra), size, "B", runs, GOALS["compile_rss"][0],
-                        "max over runs; reference is the model file size",
+                        f"max over runs; the onnxruntime session peaked at {max(m for _, m in rb) / 1e6:.0f} MB, "
+                        f"acompile's imports alone take {baseline_rss() / 1e6:.0f} MB",
                         {"acompile_rss_bytes": [m for _, m in ra]}))
         rows.append(device_row(name, out / "device.acdev"))
     if wanted("check"):
@@ -205,6 +228,17 @@ def bench_compile(name: str, model: Path, out: Path, runs: int, rows: list[Row],
                         GOALS["check"][0], "" if runs >= SUB_SECOND_RUNS else f"{runs} runs",
                         {"acompile_s": [w for w, _ in ra], "onnxruntime_s": [w for w, _ in rb],
                          "acompile_rss_bytes": [m for _, m in ra]}))
+
+
+_BASELINE: list[int] = []
+
+
+def baseline_rss() -> int:
+    """Peak RSS of a process that only imports what a compile imports (measured once)."""
+    if not _BASELINE:
+        code = "import acompile.cli, acompile.compiler, acompile.backends.device, onnxruntime"
+        _BASELINE.append(run_process([sys.executable, "-c", code])[1])
+    return _BASELINE[0]
 
 
 def device_row(name: str, device: Path) -> Row:
@@ -241,28 +275,46 @@ def timed_pair(fa, fb, runs: int) -> tuple[list[float], list[float]]:
     return ta, tb
 
 
-def bench_sim_ideal(name: str, model: Path, out: Path, batch: int, runs: int, rows: list[Row]) -> None:
-    import numpy as np
+def _inputs(model: Path, batch: int, seed: int) -> dict:
     import onnx
-    import onnxruntime as ort
-    from acompile.sim.runtime import Simulator
     from tests.models import random_inputs
-
     proto = onnx.load(str(model), load_external_data=False)
     for t in proto.graph.initializer:   # only the inputs' description is needed
         t.ClearField("raw_data")
-    feeds = random_inputs(proto, batch=batch, seed=1)
-    del proto
+    return random_inputs(proto, batch=batch, seed=seed)
+
+
+def one_sample(model: Path, folder: Path) -> Path:
+    """A one-sample calibration file (.npz keyed by input name) for a model."""
+    import numpy as np
+    path = folder / f"{model.stem}_calibration.npz"
+    np.savez(path, **_inputs(model, 1, 0))
+    return path
+
+
+def bench_sim_ideal(name: str, model: Path, out: Path, batch: int, runs: int, rows: list[Row]) -> None:
+    import numpy as np
+    import onnxruntime as ort
+    from acompile.sim.runtime import Simulator
+
+    feeds = _inputs(model, batch, 1)
     loaded = _load_compiled(out, "ideal")
     sim = Simulator(loaded.graph, loaded.mapping, loaded.weights, mode="ideal")
     sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    ta, tb = timed_pair(lambda: sim.run(feeds), lambda: sess.run(None, feeds), runs)
-    got, want = sim.run(feeds), sess.run(None, feeds)
+    last = {}
+
+    def ours():
+        last["got"] = sim.run(feeds)
+
+    def theirs():
+        last["want"] = sess.run(None, feeds)
+
+    ta, tb = timed_pair(ours, theirs, runs)
+    got, want = last["got"], last["want"]
     err = max(float(np.max(np.abs(got[o.name] - w))) for o, w in zip(sess.get_outputs(), want))
     note = f"max |acompile - onnxruntime| {err:.2g}" + ("" if runs >= SUB_SECOND_RUNS else f"; {runs} runs")
     rows.append(Row("sim_ideal", name, median(ta), median(tb), "s", runs, GOALS["sim_ideal"][0], note,
                     {"acompile_s": ta, "onnxruntime_s": tb}))
-    del sim, sess, loaded
 
 
 LAYER_TARGET = """\
@@ -316,36 +368,46 @@ def bench_quantized_layer(folder: Path, size: int, batch: int, runs: int, rows: 
         feeds = {loaded.graph.inputs[0]: x}
         enc = loaded.weights.encoded(layer, 0).enc
         if figure == "sim_quantized":
-            # the floor: float32 GEMMs of every (cycle, sign, slice) partial product, all K at once
+            # the floor: float32 GEMMs of every (cycle, sign, slice) partial product over all of K
             x_q = analog.quantize_inputs(x, layer.input_scale, spec.input_bits, layer.input_signed)
-            chunks = analog.input_chunks(x_q, spec, layer.input_signed, dtype=np.float32)
-            t_cycles = chunks.shape[0]
-            a = chunks.reshape(t_cycles * batch, size)
-            b = enc.levels.astype(np.float32)
-            products = f"T={t_cycles} x S={spec.slices} x signs={len(spec.signs)} = " \
-                       f"{t_cycles * spec.slices * len(spec.signs)} products"
-            note = f"{products}; ADC {spec.adc_bits} bits (lossless: {spec.adc_lossless})"
+            chunks = analog.input_chunks(x_q, spec, layer.input_signed, dtype=np.float32)   # (T, V, K)
+            t_cycles, per_channel = chunks.shape[0], spec.columns_per_channel
+            g = enc.levels[:, :size * per_channel].astype(np.float32)                       # (K, N*signs*S)
+            parts = [np.ascontiguousarray(g.reshape(size, size, per_channel)[:, :, i]) for i in range(per_channel)]
+            candidates = gemm_floors(chunks.reshape(t_cycles * batch, size), g,
+                                     [(chunks[t], m) for t in range(t_cycles) for m in parts])
+            label = f"T={t_cycles} x S={spec.slices} x signs={len(spec.signs)} = {t_cycles * per_channel} products"
         else:
-            a = x.copy()
-            b = np.ascontiguousarray(analog.decode_weights(enc, spec, size).astype(np.float32).T)
-            note = f"ADC {spec.adc_bits} bits (lossless: {spec.adc_lossless}); one GEMM {batch}x{size}x{size}"
-        floor = fastest_gemm(a, b)
+            w = np.ascontiguousarray(analog.decode_weights(enc, spec, size).astype(np.float32).T)
+            candidates = gemm_floors(x.copy(), w)
+            label = f"one GEMM {batch}x{size}x{size}"
+        how, floor, tried = fastest(candidates)
+        note = f"{label}, floor as {how}; ADC {spec.adc_bits} bits (lossless: {spec.adc_lossless})"
         ta, tb = timed_pair(lambda: sim.run(feeds), floor, runs)
         rows.append(Row(figure, f"layer {size}x{size}", median(ta), median(tb), "s", runs, GOALS[figure][0], note,
-                        {"acompile_s": ta, "floor_s": tb}))
-        del sim, loaded, enc, floor, a, b
+                        {"acompile_s": ta, "floor_s": tb, "floor_candidates_s": tried}))
 
 
-def fastest_gemm(a, b):
-    """The faster of a @ b and (b.T @ a.T).T into preallocated outputs (OpenBLAS threads the two
-    orientations differently; the floor is the better of them)."""
+def fastest(candidates: dict):
+    """(name, function, {name: seconds}) of the fastest candidate, each timed once after a warm-up:
+    the floor is the best numpy does, whichever way the products are grouped into GEMMs."""
+    times = {name: timed(f, 1)[0] for name, f in candidates.items()}
+    best = min(times, key=times.get)
+    return best, candidates[best], times
+
+
+def gemm_floors(a, b, per_product=None) -> dict:
+    """a @ b both ways round (OpenBLAS threads them differently); per_product: the same products
+    as separate GEMMs, [(a_i, b_j), ...]."""
     import numpy as np
     c1 = np.empty((a.shape[0], b.shape[1]), np.float32)
     c2 = np.empty((b.shape[1], a.shape[0]), np.float32)
-    one = lambda: np.matmul(a, b, out=c1)          # noqa: E731
-    two = lambda: np.matmul(b.T, a.T, out=c2)      # noqa: E731
-    best = min((min(timed(f, 2)), i) for i, f in enumerate((one, two)))
-    return (one, two)[best[1]]
+    out = {"one GEMM": lambda: np.matmul(a, b, out=c1),
+           "one GEMM, transposed": lambda: np.matmul(b.T, a.T, out=c2)}
+    if per_product:
+        c3 = np.empty((per_product[0][0].shape[0], per_product[0][1].shape[1]), np.float32)
+        out[f"{len(per_product)} GEMMs"] = lambda: [np.matmul(x, y, out=c3) for x, y in per_product]
+    return out
 
 
 # --------------------------------------------------------------------------- output
@@ -363,6 +425,28 @@ def table(rows: list[Row]) -> str:
              f"<= {r.goal}x", "yes" if r.met else "NO", str(r.runs), r.note) for r in rows]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" if i < 2 or i == 8 else "---:" for i in range(9)) + "|"]
     lines += ["| " + " | ".join(c) + " |" for c in body]
+    return "\n".join(lines)
+
+
+FIGURE_NAMES = {
+    "compile": ("compile (whole process)", "onnxruntime session (whole process)"),
+    "check": ("check (whole process)", "onnxruntime session (whole process)"),
+    "compile_rss": ("compile peak RSS", "model file size"),
+    "device_size": ("device file size", "cells x cell_bits / 8"),
+    "sim_ideal": ("simulate ideal, batch 64", "onnxruntime run, same batch"),
+    "sim_quantized": ("simulate quantized, lossy ADC", "float32 GEMMs of the T·S·2 products"),
+    "sim_lossless": ("simulate quantized, lossless ADC", "one float32 GEMM"),
+}
+
+
+def readme_table(rows: list[Row]) -> str:
+    """The table of README.md's Performance section: figures grouped, notes left out."""
+    order = list(GOALS)
+    lines = ["| figure | model | acompile | reference | | ratio | goal |", "|---|---|---:|---|---:|---:|---:|"]
+    for r in sorted(rows, key=lambda r: order.index(r.figure)):
+        name, ref = FIGURE_NAMES[r.figure]
+        lines.append(f"| {name} | {r.model} | {_fmt(r.acompile, r.unit)} | {ref} | {_fmt(r.reference, r.unit)} | "
+                     f"{r.ratio:.2f}x | ≤ {r.goal}x{'' if r.met else ' **missed**'} |")
     return "\n".join(lines)
 
 
@@ -405,6 +489,8 @@ def main(argv=None) -> int:
     tmp = tempfile.TemporaryDirectory(prefix="acompile-bench-") if not args.keep else None
     folder = Path(args.keep or tmp.name)
     folder.mkdir(parents=True, exist_ok=True)
+    global PYCACHE
+    PYCACHE = folder / "pycache"
     try:
         print(f"models in {folder}", flush=True)
         model_figs = [f for f in ("compile", "check", "compile_rss", "device_size", "sim_ideal") if wanted(f)]
@@ -418,8 +504,9 @@ def main(argv=None) -> int:
                 bench_compile(name, path, out, runs, rows, wanted)
             if wanted("sim_ideal"):
                 out_dyn = folder / f"out_{name}_dynamic"
+                # ideal mode does not use the calibration: one sample keeps this compile short
                 run_process([sys.executable, "-m", "acompile", "compile", str(dyn), "--target", TARGET,
-                             "-o", str(out_dyn), "-q"])
+                             "-o", str(out_dyn), "-q", "--calibration", str(one_sample(dyn, folder))])
                 batch = 8 if quick else BATCH
                 print(f"{name}: simulate ideal, batch {batch} ({runs} runs)", flush=True)
                 bench_sim_ideal(name, dyn, out_dyn, batch, runs, rows)
@@ -438,11 +525,15 @@ def main(argv=None) -> int:
     missed = [r for r in rows if not r.met]
     print(f"\n{len(rows) - len(missed)}/{len(rows)} goals met in {elapsed:.0f} s"
           + ("" if not missed else "; missed: " + ", ".join(f"{r.figure} ({r.model})" for r in missed)))
+    if quick:
+        print("(--quick: small models, 2 runs each; the goals are meant for the full-size models)")
+    print(f"\nfor README.md (also in {args.output}):\n{readme_table(rows)}")
     doc = {"command": "python benchmarks/run.py" + (" --quick" if quick else "")
                       + "".join(f" --only {o}" for o in args.only),
            "quick": quick, "elapsed_s": round(elapsed, 1), "machine": machine(), "target": TARGET,
            "goals": {k: {"ratio": v[0], "compares": v[1]} for k, v in GOALS.items()},
-           "rows": [dict(asdict(r), ratio=r.ratio, met=r.met) for r in rows], "table_markdown": text}
+           "rows": [dict(asdict(r), ratio=r.ratio, met=r.met) for r in rows], "table_markdown": text,
+           "readme_markdown": readme_table(rows)}
     Path(args.output).write_text(json.dumps(doc, indent=2) + "\n")
     return 0
 

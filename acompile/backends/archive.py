@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import operator
 import zipfile
 from pathlib import Path
 
@@ -20,89 +19,6 @@ from ..errors import InvalidDataError, clean
 
 FIXED_DATE = (1980, 1, 1, 0, 0, 0)
 STREAM_BYTES = 1 << 20   # arrays from this size on are streamed into the archive
-
-
-class _Fallback(Exception):
-    """Something json.dumps would treat specially (non-string keys): let it do the work."""
-
-
-def dumps_indented(obj, default) -> str:
-    """Exactly ``json.dumps(obj, sort_keys=True, indent=2, default=default, allow_nan=False) + "\n"``.
-
-    The standard library's C encoder does not indent, and its pure-Python fallback spends about
-    a microsecond per value, which adds up to seconds for the device file header of a large
-    model (one record per block and crossbar). This encoder writes the same bytes several times
-    faster; anything unusual is handed back to ``json.dumps``.
-    """
-    try:
-        return _encode(obj, "", default) + "\n"
-    except _Fallback:
-        return json.dumps(obj, sort_keys=True, indent=2, default=default, allow_nan=False) + "\n"
-
-
-_escape = json.encoder.encode_basestring_ascii
-_int_repr = int.__repr__
-_float_repr = float.__repr__
-
-
-def _float(o: float) -> str:
-    if o != o or o in (float("inf"), float("-inf")):
-        raise ValueError("Out of range float values are not JSON compliant: " + repr(o))
-    return _float_repr(o)
-
-
-def _records(items, indent: str, default) -> list[str] | None:
-    """A list of dicts that all have the same string keys (block and crossbar records), through
-    one format string; None when the list is not like that."""
-    first = items[0]
-    if type(first) is not dict or len(first) < 2 or not all(type(k) is str for k in first):
-        return None
-    keys = first.keys()
-    if not all(type(d) is dict and d.keys() == keys for d in items):
-        return None
-    order = sorted(first)
-    inner = indent + "  "
-    template = "{\n" + inner + (",\n" + inner).join(_escape(k).replace("%", "%%") + ": %s" for k in order) \
-        + "\n" + indent + "}"
-    get = operator.itemgetter(*order)
-    return [template % tuple(_int_repr(v) if type(v) is int else _encode(v, inner, default) for v in get(d))
-            for d in items]
-
-
-def _encode(o, indent: str, default) -> str:
-    if isinstance(o, str):
-        return _escape(o)
-    if o is None:
-        return "null"
-    if o is True:
-        return "true"
-    if o is False:
-        return "false"
-    if isinstance(o, int):
-        return _int_repr(o)
-    if isinstance(o, float):
-        return _float(o)
-    inner = indent + "  "
-    if isinstance(o, (list, tuple)):
-        if not o:
-            return "[]"
-        if all(type(v) is int for v in o):
-            parts = map(_int_repr, o)
-        else:
-            parts = _records(o, inner, default) or (_encode(v, inner, default) for v in o)
-        return "[\n" + inner + (",\n" + inner).join(parts) + "\n" + indent + "]"
-    if isinstance(o, dict):
-        if not o:
-            return "{}"
-        if not all(type(k) is str for k in o):
-            raise _Fallback()
-        items = sorted(o.items())
-        if all(type(v) is int for _, v in items):
-            parts = [_escape(k) + ": " + _int_repr(v) for k, v in items]
-        else:
-            parts = [_escape(k) + ": " + _encode(v, inner, default) for k, v in items]
-        return "{\n" + inner + (",\n" + inner).join(parts) + "\n" + indent + "}"
-    return _encode(default(o), indent, default)
 
 
 class ArchiveWriter:

@@ -21,6 +21,7 @@ so memory stays at one stripe's cells however large the model. See docs/formats.
 from __future__ import annotations
 
 import hashlib
+import json
 import itertools
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from ..mapping import Mapping
 from ..passes.lower import layer_matrix
 from ..sim import analog
 from ..sim.runtime import Encoded
-from .archive import ArchiveReader, ArchiveWriter, dumps_indented, pack_levels, packed_size, unpack_levels
+from .archive import ArchiveReader, ArchiveWriter, pack_levels, packed_size, unpack_levels
 
 DEVICE_FORMAT = "acompile-device"
 DEVICE_VERSION = 1
@@ -51,20 +52,12 @@ def write_device(path: Path, compiled, program_sha256: str, dumps) -> None:
     offset = 0
     try:
         with writer.open_stream("levels.bin") as stream:
-            for layer in mapping.layers:
-                by_matrix: dict[int, list[int]] = {}
-                for b in layer.blocks:
-                    by_matrix.setdefault(mapping.blocks[b].matrix, []).append(b)
-                for mi, matrix in enumerate(layer.matrices):
-                    w = layer_matrix(graph.constants, layer, matrix.group)
-                    s_w = analog.weight_scales(w, layer.spec.weight_bits)
-                    scales.append(np.asarray(s_w, np.float64))
-                    blocks = [mapping.blocks[b] for b in by_matrix.get(mi, [])]
-                    for group, cells in _block_cells(w, s_w, layer.spec, blocks):
-                        stream.write(b"".join(cells))
-                        for blk, data in zip(group, cells):
-                            blocks_out.append(_block_record(blk, offset, len(data)))
-                            offset += len(data)
+            for group, sizes, pieces in map(_stripe_cells, _stripes(graph, mapping, scales)):
+                for piece in pieces:
+                    stream.write(piece)
+                for blk, size in zip(group, sizes):
+                    blocks_out.append(_block_record(blk, offset, size))
+                    offset += size
         writer.add_array("weight_scales.npy", np.concatenate(scales) if scales else np.zeros(0))
         header = {
             "format": DEVICE_FORMAT, "version": DEVICE_VERSION, "target": target.name,
@@ -81,44 +74,77 @@ def write_device(path: Path, compiled, program_sha256: str, dumps) -> None:
                          "tiles_per_chip": int(target["organisation.tiles_per_chip"])},
             "tiles_used": mapping.tiles_used, "chips_needed": mapping.chips_needed,
         }
-        writer.add_json("header.json", header, _fast(dumps))
+        writer.add_json("header.json", header, compact_json)
     finally:
         writer.close()
 
 
-def _fast(dumps):
-    """The canonical dumps_json, as the faster encoder that writes the same bytes; others as given."""
-    from ..compiler import _json_default, dumps_json
-    if dumps is dumps_json:
-        return lambda obj: dumps_indented(obj, _json_default)
-    return dumps
+def compact_json(obj) -> str:
+    """The header as compact, sorted JSON: one record per block and crossbar adds up, and the
+    file is read by programs (``acompile inspect`` prints it for people)."""
+    from ..compiler import _json_default
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default, allow_nan=False) + "\n"
 
 
-def _block_cells(w: np.ndarray, s_w: np.ndarray, spec: analog.AnalogSpec, blocks: list):
-    """(blocks, packed cell levels of each) for the blocks of one weight matrix W (N, K), in order,
-    one row stripe (the rows of a row block) at a time.
+def _stripes(graph, mapping: Mapping, scales: list):
+    """Every row stripe of every weight matrix, in file order: (W, s_w, spec, blocks of the stripe).
 
-    Memory stays at a stripe however large the matrix. The stripe's weights are quantised and,
-    when every channel's slices fill whole bytes, packed straight from the magnitudes
-    (:func:`_packed_rows`); blocks that do not start and end on a byte boundary (the offset
-    scheme's reference column, odd cell widths) are packed from their cell levels
-    (:func:`_levels`) by ``pack_levels``. Both give the bytes of ``pack_levels`` applied to the
-    block of ``analog.encode_weights(q_w).levels``.
+    A stripe is the rows of one row block; its blocks are consecutive in the mapping's order
+    (layer, matrix, row block, column block). Appends each matrix's s_w to ``scales``.
     """
+    for layer in mapping.layers:
+        by_matrix: dict[int, list[int]] = {}
+        for b in layer.blocks:
+            by_matrix.setdefault(mapping.blocks[b].matrix, []).append(b)
+        for mi, matrix in enumerate(layer.matrices):
+            w = layer_matrix(graph.constants, layer, matrix.group)
+            s_w = analog.weight_scales(w, layer.spec.weight_bits)
+            scales.append(np.asarray(s_w, np.float64))
+            blocks = [mapping.blocks[b] for b in by_matrix.get(mi, [])]
+            for _, group in itertools.groupby(blocks, key=lambda b: (b.row_start, b.rows)):
+                yield w, s_w, layer.spec, list(group)
+
+
+def _stripe_cells(task) -> tuple[list, list[int], list]:
+    """(blocks, their packed sizes, arrays holding their packed cells in order) of one row stripe.
+
+    The stripe's weights are quantised and, when every channel's slices fill whole bytes,
+    packed straight from the magnitudes (:func:`_packed_rows`); a run of such blocks side by
+    side is reordered block-major in one copy. Blocks that do not start and end on a byte
+    boundary (the offset scheme's reference column, odd cell widths) are packed from their
+    cell levels (:func:`_levels`) by ``pack_levels``. Either way the bytes are those of
+    ``pack_levels`` applied to the block of ``analog.encode_weights(q_w).levels``.
+    """
+    w, s_w, spec, group = task
     cb = spec.cell_bits
     data_cols = w.shape[0] * spec.columns_per_channel
-    for (r0, rows), group in itertools.groupby(blocks, key=lambda b: (b.row_start, b.rows)):
-        q = analog.quantize_with_scales(w[:, r0:r0 + rows], s_w, spec.weight_bits)   # (N, rows)
-        packed = _packed_rows(q, spec)
-        group = list(group)
-        out = []
-        for blk in group:
-            c0, c1 = blk.col_start, blk.col_start + blk.cols
-            if packed is not None and c1 <= data_cols and c0 * cb % 8 == 0 and blk.cols * cb % 8 == 0:
-                out.append(packed[:, c0 * cb // 8:c1 * cb // 8].tobytes())
-            else:
-                out.append(pack_levels(_levels(q, spec, c0, c1), cb))
-        yield group, out
+
+    def aligned(blk) -> bool:
+        return blk.col_start + blk.cols <= data_cols and blk.col_start * cb % 8 == 0 and blk.cols * cb % 8 == 0
+
+    r0, rows = group[0].row_start, group[0].rows
+    q = analog.quantize_with_scales(w[:, r0:r0 + rows], s_w, spec.weight_bits)       # (N, rows)
+    packed = _packed_rows(q, spec) if any(aligned(b) for b in group) else None
+    sizes, pieces = [], []
+    i = 0
+    while i < len(group):
+        blk = group[i]
+        if packed is None or not aligned(blk):
+            data = pack_levels(_levels(q, spec, blk.col_start, blk.col_start + blk.cols), cb)
+            sizes.append(len(data))
+            pieces.append(data)
+            i += 1
+            continue
+        j = i + 1           # a run of equal, adjacent, aligned blocks
+        while (j < len(group) and aligned(group[j]) and group[j].cols == blk.cols
+               and group[j].col_start == group[j - 1].col_start + blk.cols):
+            j += 1
+        a, per = blk.col_start * cb // 8, blk.cols * cb // 8
+        run = packed[:, a:a + (j - i) * per].reshape(rows, j - i, per).transpose(1, 0, 2)
+        pieces.append(np.ascontiguousarray(run).reshape(-1))
+        sizes += [rows * per] * (j - i)
+        i = j
+    return group, sizes, pieces
 
 
 def _magnitudes(q: np.ndarray, spec: analog.AnalogSpec, dtype) -> np.ndarray:
@@ -159,12 +185,14 @@ def _levels(q: np.ndarray, spec: analog.AnalogSpec, c0: int, c1: int) -> np.ndar
     cpc, n_slices = spec.columns_per_channel, spec.slices
     p = np.arange(c0, c1)
     data = p < q.shape[0] * cpc
-    mags = _magnitudes(q, spec, np.int64)
     out = np.ones((q.shape[1], c1 - c0), np.uint8)          # the reference column holds level 1
-    pd = p[data]
-    within = pd % cpc
-    shift = (within % n_slices) * spec.cell_bits
-    out[:, data] = (mags[:, pd // cpc, within // n_slices] >> shift) & spec.max_level
+    if data.any():
+        pd = p[data]
+        channel, within = pd // cpc, pd % cpc
+        lo = int(channel[0])
+        mags = _magnitudes(q[lo:int(channel[-1]) + 1], spec, np.int64)
+        shift = (within % n_slices) * spec.cell_bits
+        out[:, data] = (mags[:, channel - lo, within // n_slices] >> shift) & spec.max_level
     return out
 
 
@@ -190,6 +218,7 @@ def _layer_record(layer, target) -> dict:
 
 
 def sha256_file(path: Path) -> str:
+    """sha256 of a file read in 1 MiB pieces (memory stays small, a truncated file is just shorter)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

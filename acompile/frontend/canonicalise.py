@@ -63,8 +63,10 @@ def _gemm(graph: Graph, node: Node) -> list[Node] | None:
         return None
     alpha = float(node.attrs.get("alpha", 1.0))
     beta = float(node.attrs.get("beta", 1.0))
-    b = graph.constants[b_name].astype(np.float32)
-    w = (b if node.attrs.get("transB", 0) else b.T) * np.float32(alpha)
+    b = graph.constants[b_name].astype(np.float32, copy=False)
+    w = b if node.attrs.get("transB", 0) else b.T
+    if alpha != 1.0:
+        w = w * np.float32(alpha)
     n_out = w.shape[0]
     nodes = []
     x = a_name
@@ -114,7 +116,7 @@ def _matmul(graph: Graph, node: Node) -> list[Node] | None:
             return None
         if len(a_shape) == 1:
             return None
-        return [_linear_node(graph, node, a_name, b.T.astype(np.float32), np.zeros(b.shape[1], np.float32),
+        return [_linear_node(graph, node, a_name, b.T.astype(np.float32, copy=False), np.zeros(b.shape[1], np.float32),
                              node.outputs[0])]
     # constant first: y = W @ x, the vectors are x's columns
     w = graph.constants[a_name]
@@ -129,7 +131,7 @@ def _matmul(graph: Graph, node: Node) -> list[Node] | None:
     yt = _value(graph, f"{y}_T", xt_shape[:-1] + (w.shape[0],), graph.dtype(y))
     return [
         _node(graph, "Transpose", [b_name], [xt], {"perm": perm}, base=f"{node.name}_in_T"),
-        _linear_node(graph, node, xt, w.astype(np.float32), np.zeros(w.shape[0], np.float32), yt),
+        _linear_node(graph, node, xt, w.astype(np.float32, copy=False), np.zeros(w.shape[0], np.float32), yt),
         _node(graph, "Transpose", [yt], [y], {"perm": perm}, base=f"{node.name}_out_T"),
     ]
 

@@ -203,7 +203,11 @@ def quantize_with_scales(w: np.ndarray, s_w: np.ndarray, bits: int) -> np.ndarra
     Elementwise, so any set of W's columns (a row block) quantises on its own.
     """
     qmax = (1 << (bits - 1)) - 1
-    return np.clip(np.rint(np.asarray(w, dtype=np.float64) / s_w[:, None]), -qmax, qmax).astype(np.int32)
+    q = np.array(w, dtype=np.float64)                  # a private copy, then in place
+    np.divide(q, s_w[:, None], out=q)
+    np.rint(q, out=q)
+    np.clip(q, -qmax, qmax, out=q)
+    return q.astype(np.int32)
 
 
 def _input_range(bits: int, signed: bool) -> tuple[int, int]:

@@ -17,6 +17,7 @@ reference kernel instead of the vectorised one.
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass, field
 from typing import Callable
@@ -29,10 +30,56 @@ from ..mapping import AnalogLayer, Mapping
 from ..onnx_exec import run_node
 from ..passes.lower import layer_matrix
 from . import analog
-from .vectors import from_vectors, to_vectors
+from .vectors import from_vectors, to_vectors, windows
 
 MODES = ("ideal", "quantized", "noisy")
 NOTIONAL = object()   # value of a buffer inside a fused analog chain
+_CHUNK_ELEMS = 1 << 22  # ideal-mode Conv: patch elements per chunk of images (at least one image)
+
+
+def _unshared_buffer(value, lent: dict):
+    """The lent buffer under ``value`` when nothing but the caller's reference can still see it.
+
+    Called as ``Simulator._give_back(env.pop(name))``: any other holder of the array, or any
+    other view of its buffer, shows in the reference counts (compared with those of a probe
+    made the same way, since they differ between Python versions)."""
+    base = value.base if isinstance(value, np.ndarray) else None
+    if base is None or lent.get(id(base)) is not base:
+        return None
+    return base if _refs(value) == _SOLE_REFS else None
+
+
+def _refs(value) -> tuple[int, int]:
+    base = value.base
+    return sys.getrefcount(value), sys.getrefcount(base)
+
+
+def _probe_refs() -> tuple[int, int]:
+    class Probe:            # the call shape of Simulator._give_back -> _unshared_buffer -> _refs
+        def give_back(self, value):
+            return _probe_unshared(value, lent)
+
+    def _probe_unshared(value, lent):
+        base = value.base if isinstance(value, np.ndarray) else None
+        assert lent.get(id(base)) is base
+        return _refs(value)
+
+    buf = np.empty(1, np.float32)
+    lent = {id(buf): buf}
+    env = {"x": buf[:1].reshape(1)}
+    del buf
+    return Probe().give_back(env.pop("x"))
+
+
+_SOLE_REFS = _probe_refs()
+
+
+class _DeferredConv:
+    """The input of an ideal-mode Conv whose chain runs at FromVectors (Simulator._conv_ideal)."""
+    __slots__ = ("x",)
+
+    def __init__(self, x: np.ndarray):
+        self.x = x
 
 
 @dataclass
@@ -79,6 +126,9 @@ class Simulator:
     progress: bool = False
     _cells: dict = field(default_factory=dict)
     _dead: list | None = field(default=None, repr=False)
+    _buffers: dict = field(default_factory=dict, repr=False)
+    _pool: list = field(default_factory=list, repr=False)     # output buffers free for reuse
+    _lent: dict = field(default_factory=dict, repr=False)     # id -> output buffer in use
 
     # ------------------------------------------------------------------
     def run(self, feeds: dict[str, np.ndarray], batch: int | None = None) -> dict[str, np.ndarray]:
@@ -194,24 +244,28 @@ class Simulator:
         show = self.progress and sys.stderr.isatty()
         done, total = 0, sum(1 for n in self.graph.nodes if n.op_type == "Dequantize" and n.domain == "acompile")
         dead = self._dead_after()      # activations are dropped after their last use: memory stays at the live set
-        for index, node in enumerate(self.graph.nodes):
-            if node.domain == "acompile":
-                layer = layers[node.meta["layer"]] if "layer" in node.meta else None
-                self._analog_step(node, layer, env)
-                if show and node.op_type == "Dequantize":
-                    done += 1
-                    print(f"\r  {self.mode}: analog layer {done}/{total}", end="", file=sys.stderr, flush=True)
-            else:
-                args = [env[i] if i else None for i in node.inputs]
-                outs = run_node(node.op_type, node.attrs, args, len(node.outputs), node.opset or self.graph.opset,
-                                domain=node.domain, attr_types=node.meta.get("attr_types"), where=node.describe())
-                del args
-                for o, v in zip(node.outputs, outs):
-                    if o:
-                        env[o] = v
-                del outs
-            for name in dead[index]:
-                env.pop(name, None)
+        try:
+            for index, node in enumerate(self.graph.nodes):
+                if node.domain == "acompile":
+                    layer = layers[node.meta["layer"]] if "layer" in node.meta else None
+                    self._analog_step(node, layer, env)
+                    if show and node.op_type == "Dequantize":
+                        done += 1
+                        print(f"\r  {self.mode}: analog layer {done}/{total}", end="", file=sys.stderr, flush=True)
+                else:
+                    args = [env[i] if i else None for i in node.inputs]
+                    outs = run_node(node.op_type, node.attrs, args, len(node.outputs),
+                                    node.opset or self.graph.opset, domain=node.domain,
+                                    attr_types=node.meta.get("attr_types"), where=node.describe())
+                    del args
+                    for o, v in zip(node.outputs, outs):
+                        if o:
+                            env[o] = v
+                    del outs
+                for name in dead[index]:
+                    self._give_back(env.pop(name, None))
+        finally:
+            self._lent.clear()      # buffers still lent belong to whoever holds them (the outputs)
         if show:
             print("\r" + " " * 40 + "\r", end="", file=sys.stderr, flush=True)
         return {o: np.asarray(env[o]) for o in self.graph.outputs}
@@ -228,9 +282,13 @@ class Simulator:
     def _analog_step(self, node, layer: AnalogLayer, env: dict) -> None:
         op = node.op_type
         if op == "ToVectors":
-            x = env[node.inputs[0]]
+            x = np.asarray(env[node.inputs[0]])
             env["__shape__" + node.meta.get("chain", layer.name)] = x.shape
-            v = to_vectors(np.asarray(x), layer.op_type, self._geometry(layer, x.shape), layer.groups)
+            geo = self._geometry(layer, x.shape)
+            if self._defer(layer, x, geo):
+                env[node.outputs[0]] = _DeferredConv(x)
+                return
+            v = to_vectors(x, layer.op_type, geo, layer.groups)
             if self.capture is not None:
                 self.capture(layer, v)
             env[node.outputs[0]] = v
@@ -239,14 +297,88 @@ class Simulator:
         elif op in ("CrossbarRead", "ADC", "ShiftAdd", "Accumulate"):
             env[node.outputs[0]] = env[node.inputs[0]]
         elif op == "Dequantize":
-            env[node.outputs[0]] = self._layer_output(layer, env[node.inputs[0]])
+            v = env[node.inputs[0]]
+            env[node.outputs[0]] = v if isinstance(v, _DeferredConv) else self._layer_output(layer, v)
         elif op == "FromVectors":
             shape = env["__shape__" + node.meta.get("chain", layer.name)]
             bias = env[node.inputs[1]]
-            env[node.outputs[0]] = from_vectors(env[node.inputs[0]], bias, layer.op_type,
-                                                self._geometry(layer, shape), layer.groups)
+            v = env[node.inputs[0]]
+            geo = self._geometry(layer, shape)
+            if isinstance(v, _DeferredConv):
+                env[node.outputs[0]] = self._conv_ideal(layer, v.x, bias, geo)
+            else:
+                env[node.outputs[0]] = from_vectors(v, bias, layer.op_type, geo, layer.groups)
         else:
             raise InvalidDataError(f"unknown program op acompile.{clean(op)}", where=node.describe())
+
+    def _defer(self, layer: AnalogLayer, x: np.ndarray, geo: dict) -> bool:
+        """Whether a Conv runs as :meth:`_conv_ideal` (ideal mode, nothing captures its vectors)."""
+        return self.mode == "ideal" and self.capture is None and layer.op_type == "Conv" and x.ndim >= 3
+
+    def _conv_ideal(self, layer: AnalogLayer, x: np.ndarray, bias: np.ndarray, geo: dict) -> np.ndarray:
+        """Ideal-mode Conv with its bias, computed as NCHW GEMMs, W (N, C·K) @ patches (C·K, pixels).
+
+        The output comes out in its final layout (no vectors to reorder); a 1x1, stride-1,
+        unpadded Conv needs no patches at all, and other patches are gathered a few images at
+        a time into a buffer reused from chunk to chunk and layer to layer. The same products
+        as the vector path (im2col -> GEMM -> from_vectors, which calibration still uses), summed
+        by a differently shaped GEMM: equal up to float32 rounding.
+        """
+        groups, n_out = layer.groups, layer.matrices[0].n_out
+        kernel, out_sp = geo["kernel"], tuple(geo["output_shape"][2:])
+        batch, channels = x.shape[:2]
+        pixels = math.prod(out_sp)
+        y = self._take((batch, groups * n_out) + out_sp)
+        yv = y.reshape(batch, groups, n_out, pixels)
+        weights = [self.weights.float_matrix(layer, g).astype(np.float32, copy=False) for g in range(groups)]
+        pointwise = (math.prod(kernel) == 1 and not any(geo["pads"]) and all(s == 1 for s in geo["strides"])
+                     and tuple(x.shape[2:]) == out_sp)
+        if pointwise:
+            xs = x.astype(np.float32, copy=False).reshape(batch, groups, channels // groups, pixels)
+            for g in range(groups):
+                np.matmul(weights[g], xs[:, g], out=yv[:, g])
+        else:
+            per_image = channels * math.prod(kernel) * pixels
+            step = max(1, min(batch, _CHUNK_ELEMS // per_image))
+            buf = self._scratch("patches", step * per_image, np.float32)
+            for b0 in range(0, batch, step):
+                b1 = min(batch, b0 + step)
+                patches = buf[:(b1 - b0) * per_image].reshape((b1 - b0, channels) + tuple(kernel) + out_sp)
+                for offs, window in windows(x[b0:b1], geo):
+                    patches[(slice(None), slice(None)) + offs] = window
+                pv = patches.reshape(b1 - b0, groups, per_image // (groups * pixels), pixels)
+                for g in range(groups):
+                    np.matmul(weights[g], pv[:, g], out=yv[b0:b1, g])
+        b = bias.reshape((1, -1) + (1,) * len(out_sp))
+        np.add(y, b, out=y, dtype=np.result_type(y, b), casting="unsafe")
+        return y
+
+    def _take(self, shape: tuple) -> np.ndarray:
+        """A float32 array for a layer's output, on a buffer that an earlier, dead output gave back
+        (fresh memory is slow to fault in; the activations of one run come in a few sizes)."""
+        n = math.prod(shape)
+        fits = [b for b in self._pool if b.size >= n]
+        if fits:
+            buf = min(fits, key=lambda b: b.size)
+            self._pool.remove(buf)
+        else:
+            buf = np.empty(n, np.float32)
+        self._lent[id(buf)] = buf
+        return buf[:n].reshape(shape)
+
+    def _give_back(self, value) -> None:
+        """Return the buffer under a dropped output to the pool, if nothing else can still see it."""
+        base = _unshared_buffer(value, self._lent)
+        if base is not None:
+            del self._lent[id(base)]
+            self._pool.append(base)
+
+    def _scratch(self, name: str, size: int, dtype) -> np.ndarray:
+        """A flat buffer of at least ``size`` elements, kept for the next layer and run."""
+        buf = self._buffers.get(name)
+        if buf is None or buf.size < size or buf.dtype != dtype:
+            buf = self._buffers[name] = np.empty(size, dtype)
+        return buf
 
     def _layer_output(self, layer: AnalogLayer, v: np.ndarray) -> np.ndarray:
         """[V, G, K] vectors -> [V, G, N] outputs of one analog layer (before bias)."""

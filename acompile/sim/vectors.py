@@ -31,35 +31,39 @@ def _pad_spatial(x: np.ndarray, pads: list[int]) -> np.ndarray:
     return np.pad(x, widths)
 
 
+def windows(x: np.ndarray, geo: dict):
+    """(kernel offset, strided view [B, C, *O] of the padded input it reads), for every offset."""
+    kernel, strides, dil = geo["kernel"], geo["strides"], geo["dilations"]
+    out_sp = geo["output_shape"][2:]
+    xp = _pad_spatial(x, geo["pads"])
+    for offs in itertools.product(*(range(k) for k in kernel)):
+        src = tuple(slice(o * d, o * d + s * (n - 1) + 1, s) for o, d, s, n in zip(offs, dil, strides, out_sp))
+        yield offs, xp[(slice(None), slice(None)) + src]
+
+
 def im2col(x: np.ndarray, geo: dict, groups: int) -> np.ndarray:
     """Conv input [B, C, *S] -> patches [B·prod(out), G, (C/G)·prod(kernel)].
 
     The patches are gathered one kernel offset at a time (one strided copy each). For one image
     (or one output pixel) they are gathered as [B, C, *K, *O] and returned as a reordered view;
     otherwise that view would need a second, reordering copy, so they are written straight into
-    the [B, *O, C, *K] layout that copy would make. Either way the memory layout is the one
-    numpy's reshape gives, which the GEMM after it depends on bit for bit.
+    the C-contiguous [B, *O, C, *K] layout that copy would make. Either way the memory layout is
+    the one numpy's reshape gives, which the GEMM after it depends on bit for bit.
     """
-    kernel, strides, dil = geo["kernel"], geo["strides"], geo["dilations"]
-    out_sp = geo["output_shape"][2:]
-    xp = _pad_spatial(x, geo["pads"])
+    kernel, out_sp = geo["kernel"], geo["output_shape"][2:]
     b, c = x.shape[:2]
     nd = len(kernel)
     shape = (b * math.prod(out_sp), groups, (c // groups) * math.prod(kernel))
-    windows = []
-    for offs in itertools.product(*(range(k) for k in kernel)):
-        src = tuple(slice(o * d, o * d + s * (n - 1) + 1, s) for o, d, s, n in zip(offs, dil, strides, out_sp))
-        windows.append((offs, xp[(slice(None), slice(None)) + src]))
     if b == 1 or math.prod(out_sp) == 1 or c * math.prod(kernel) == 1:     # the reorder is a view
         patches = np.empty((b, c) + tuple(kernel) + tuple(out_sp), dtype=x.dtype)
-        for offs, window in windows:
+        for offs, window in windows(x, geo):
             patches[(slice(None), slice(None)) + offs] = window
         order = (0,) + tuple(range(2 + nd, 2 + 2 * nd)) + (1,) + tuple(range(2, 2 + nd))
         return patches.transpose(order).reshape(shape)
     patches = np.empty((b,) + tuple(out_sp) + (c,) + tuple(kernel), dtype=x.dtype)
     lead = (slice(None),) * (2 + nd)                     # [B, *O, C]
     to_last = (0,) + tuple(range(2, 2 + nd)) + (1,)      # [B, C, *O] -> [B, *O, C]
-    for offs, window in windows:
+    for offs, window in windows(x, geo):
         patches[lead + offs] = window.transpose(to_last)
     return patches.reshape(shape)
 

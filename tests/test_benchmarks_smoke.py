@@ -1,0 +1,27 @@
+"""Smoke test of the benchmark harness (benchmarks/run.py --quick): it runs, covers every figure,
+and writes its JSON. Slow (about half a minute); the full benchmark is not part of any test run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_benchmark_quick_run(tmp_path):
+    out = tmp_path / "results.json"
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "-o", str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    assert p.returncode == 0, p.stderr[-2000:]
+    doc = json.loads(out.read_text())
+    figures = {r["figure"] for r in doc["rows"]}
+    assert figures == set(doc["goals"]), figures
+    for row in doc["rows"]:
+        assert row["acompile"] > 0 and row["reference"] > 0 and row["ratio"] > 0, row
+    assert "| figure | model |" in p.stdout and doc["table_markdown"] in p.stdout
