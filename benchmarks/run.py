@@ -422,7 +422,7 @@ def _fmt(value: float, unit: str) -> str:
 def table(rows: list[Row]) -> str:
     head = ("figure", "model", "acompile", "reference", "ratio", "goal", "met", "runs", "note")
     body = [(r.figure, r.model, _fmt(r.acompile, r.unit), _fmt(r.reference, r.unit), f"{r.ratio:.2f}x",
-             f"<= {r.goal}x", "yes" if r.met else "NO", str(r.runs), r.note) for r in rows]
+             f"<= {r.goal}x", "yes" if r.met else "NO", str(r.runs), r.note.replace("|", "\\|")) for r in rows]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" if i < 2 or i == 8 else "---:" for i in range(9)) + "|"]
     lines += ["| " + " | ".join(c) + " |" for c in body]
     return "\n".join(lines)
