@@ -138,3 +138,20 @@ def test_console_script_runs_as_a_real_process(tmp_path):
     done = subprocess.run(cmd[:4] + [str(tmp_path / "nope.onnx"), "-t", "isaac"], capture_output=True, text=True,
                           env=env, timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_edited_cell_levels_are_refused(tmp_path, capsys):
+    import zipfile
+    out = tmp_path / "out"
+    assert main(["compile", str(SAMPLES / "mlp.onnx"), "-t", "isaac", "-o", str(out), "-q"]) == 0
+    with zipfile.ZipFile(out / "device.acdev") as z:
+        members = {i.filename: z.read(i.filename) for i in z.infolist()}
+    levels = bytearray(members["levels.bin"])
+    levels[0] ^= 0x01                                  # still a valid level, a different weight
+    members["levels.bin"] = bytes(levels)
+    with zipfile.ZipFile(out / "device.acdev", "w") as z:  # a well-formed archive with fresh CRCs
+        for name, data in members.items():
+            z.writestr(name, data)
+    np.save(tmp_path / "x.npy", np.zeros((1, 784), np.float32))
+    assert main(["simulate", str(out), "--input", str(tmp_path / "x.npy"), "--mode", "quantized"]) == 2
+    assert "checksum" in capsys.readouterr().err

@@ -50,11 +50,13 @@ def write_device(path: Path, compiled, program_sha256: str, dumps) -> None:
     blocks_out = []
     scales = []
     offset = 0
+    digest = hashlib.sha256()
     try:
         with writer.open_stream("levels.bin") as stream:
             for group, sizes, pieces in map(_stripe_cells, _stripes(graph, mapping, scales)):
                 for piece in pieces:
                     stream.write(piece)
+                    digest.update(piece)
                 for blk, size in zip(group, sizes):
                     blocks_out.append(_block_record(blk, offset, size))
                     offset += size
@@ -63,6 +65,7 @@ def write_device(path: Path, compiled, program_sha256: str, dumps) -> None:
             "format": DEVICE_FORMAT, "version": DEVICE_VERSION, "target": target.name,
             "program_sha256": program_sha256,
             "levels_bytes": offset,
+            "levels_sha256": digest.hexdigest(),
             "layers": [_layer_record(layer, target) for layer in mapping.layers],
             "crossbars": [{"index": c.index, "chip": c.chip, "tile": c.tile, "core": c.core, "slot": c.slot,
                            "blocks": c.blocks, "rows_used": c.rows_used, "cols_used": c.cols_used}
@@ -245,6 +248,9 @@ class DeviceReader:
         self.levels = self.archive.bytes("levels.bin")
         if len(self.levels) != h.get("levels_bytes"):
             raise InvalidDataError("device file is truncated (levels size differs from its header)",
+                                   where=clean(str(path)))
+        if hashlib.sha256(self.levels).hexdigest() != h.get("levels_sha256"):
+            raise InvalidDataError("device file's cell levels do not match their checksum (corrupted or edited)",
                                    where=clean(str(path)))
         self.scales = self.archive.array("weight_scales.npy")
         self.mapping = mapping
