@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InvalidDataError, clean
+from ..frontend.load import OpaqueAttribute, Subgraph
 from ..ir import Graph, Node, TensorInfo
 from ..mapping import AnalogLayer, Mapping, Matrix
 from ..sim import analog
@@ -73,7 +74,7 @@ def _attr_json(node: Node, constants: dict[str, np.ndarray]) -> dict:
             key = f"attr/{node.name}/{k}"
             constants[key] = v
             out[k] = {"tensor": key}
-        elif type(v).__name__ in ("_Subgraph", "_Opaque"):
+        elif isinstance(v, (Subgraph, OpaqueAttribute)):
             out[k] = {"unsupported": repr(v)}
         else:
             out[k] = v

@@ -99,9 +99,8 @@ def _gemm(graph: Graph, node: Node) -> list[Node] | None:
 def _linear_node(graph: Graph, origin: Node, x: str, w: np.ndarray, b: np.ndarray, y: str) -> Node:
     w_name = graph.add_constant(f"{origin.name}_W", np.ascontiguousarray(w, dtype=np.float32))
     b_name = graph.add_constant(f"{origin.name}_b", np.ascontiguousarray(b, dtype=np.float32))
-    lin = Node(name=origin.name, op_type=LINEAR, inputs=[x, w_name, b_name], outputs=[y], domain=DOMAIN,
-               opset=1, meta={"origin": origin.op_type})
-    return lin
+    return Node(name=origin.name, op_type=LINEAR, inputs=[x, w_name, b_name], outputs=[y], domain=DOMAIN,
+                opset=1, meta={"origin": origin.op_type})
 
 
 def _matmul(graph: Graph, node: Node) -> list[Node] | None:

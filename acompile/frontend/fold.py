@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import InvalidModelError, LimitError
 from ..ir import Graph, Node
 from ..onnx_exec import run_node
-from .load import Limits
+from .load import Limits, Subgraph
 
 NON_DETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
                      "Multinomial", "Bernoulli"}
@@ -121,7 +121,7 @@ def _fold_once(graph: Graph, limits: Limits) -> bool:
     for node in graph.nodes:
         if node.op_type in NEVER_FOLD or node.domain:
             continue
-        if any(isinstance(v, object) and type(v).__name__ == "_Subgraph" for v in node.attrs.values()):
+        if any(isinstance(v, Subgraph) for v in node.attrs.values()):
             continue
         if not all((not i) or graph.is_constant(i) for i in node.inputs):
             continue

@@ -717,17 +717,17 @@ def _attr_value(a: onnx.AttributeProto):
     if kind == A.STRINGS:
         return [s.decode("utf-8", errors="replace") for s in a.strings]
     if kind in (A.GRAPH, A.GRAPHS):
-        return _Subgraph()
-    return _Opaque(kind)
+        return Subgraph()
+    return OpaqueAttribute(kind)
 
 
-class _Subgraph:
+class Subgraph:
     """Marker for a graph-valued attribute (If/Loop/Scan bodies): not mapped."""
     def __repr__(self) -> str:
         return "<subgraph>"
 
 
-class _Opaque:
+class OpaqueAttribute:
     def __init__(self, kind):
         self.kind = kind
 

@@ -33,7 +33,6 @@ from . import analog
 from .vectors import from_vectors, to_vectors, windows
 
 MODES = ("ideal", "quantized", "noisy")
-NOTIONAL = object()   # value of a buffer inside a fused analog chain
 _CHUNK_ELEMS = 1 << 22  # ideal-mode Conv: patch elements per chunk of images (at least one image)
 
 

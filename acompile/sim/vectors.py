@@ -17,18 +17,11 @@ import numpy as np
 
 
 def _pad_spatial(x: np.ndarray, pads: list[int]) -> np.ndarray:
-    nd = x.ndim - 2
-    widths = [(0, 0), (0, 0)] + [(pads[i], pads[i + nd]) for i in range(nd)]
+    """Zero-pad the spatial axes by ONNX pads [b1, b2, ..., e1, e2, ...] (non-negative: lower.py checks)."""
     if not any(pads):
         return x
-    # negative pads crop
-    crop = [slice(None), slice(None)]
-    for i in range(nd):
-        b, e = pads[i], pads[i + nd]
-        crop.append(slice(-b if b < 0 else 0, x.shape[2 + i] + e if e < 0 else None))
-    x = x[tuple(crop)]
-    widths = [(0, 0), (0, 0)] + [(max(pads[i], 0), max(pads[i + nd], 0)) for i in range(nd)]
-    return np.pad(x, widths)
+    nd = x.ndim - 2
+    return np.pad(x, [(0, 0), (0, 0)] + [(pads[i], pads[i + nd]) for i in range(nd)])
 
 
 def windows(x: np.ndarray, geo: dict):
