@@ -10,9 +10,10 @@ The public API (everything else is internal and may change)::
     outputs = acompile.simulate(compiled, {"input": x}, mode="quantized")
 """
 
-__version__ = "0.1.0"
+from ._version import __version__
 
-__all__ = ["load_model", "load_target", "compile_model", "check_model", "simulate", "Options", "AcompileError"]
+__all__ = ["load_model", "load_target", "compile_model", "check_model", "simulate", "sweep", "Options",
+           "AcompileError"]
 
 
 def load_model(path, *, batch: int = 1, bind=None):
@@ -51,6 +52,16 @@ def simulate(compiled, inputs: dict, *, mode: str = "ideal", seed: int = 0, path
     sim = Simulator(compiled.graph, compiled.mapping, WeightsFromGraph(compiled.graph, compiled.mapping),
                     mode=mode, path=path, noise=noise, seed=seed)
     return sim.run(inputs)
+
+
+def sweep(models, target, settings=None, **kwargs):
+    """A design-space sweep (what `acompile sweep` runs): a list of row dicts, or a pandas DataFrame with
+    ``frame=True``. ``settings`` maps dotted target keys to values, e.g. {"adc.bits": [4, 6, 8]};
+    keyword arguments: data, labels, mode, repeats, seed, batch, jobs, scheduler, output."""
+    from .sweeps import as_frame, sweep as _sweep
+    frame = kwargs.pop("frame", False)
+    rows = _sweep(models, target, settings, **kwargs)
+    return as_frame(rows) if frame else rows
 
 
 def __getattr__(name):

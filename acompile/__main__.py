@@ -1,3 +1,5 @@
+"""``python -m acompile``: the same command as the ``acompile`` console script."""
+
 from .cli import entry_point
 
 if __name__ == "__main__":

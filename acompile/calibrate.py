@@ -6,19 +6,22 @@ each analog layer's input vectors, and sets ``s_x`` from a percentile of |x|
 full scale from a percentile of the column currents the quantised inputs
 produce (``adc.percentile``). Without user data, a documented default is used:
 8 seeded standard-normal samples per float input (zeros for integer inputs).
+The ``calibrate`` pass runs last, on the mapped program (it simulates it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 
 from .errors import AcompileError, InvalidDataError, LimitError, clean
-from .frontend.load import Limits
 from .ir import Graph
-from .sim import analog
-from .sim.runtime import Simulator, WeightsFromGraph
+from .limits import Limits
+from .numerics.quantise import input_scale, quantize_inputs
+from .passes.base import CompileState, compile_pass
+from .safe_read import read_arrays
 
 DEFAULT_SAMPLES = 8
 MAX_VALUES_PER_LAYER = 1 << 20     # values kept per layer for percentiles
@@ -26,28 +29,26 @@ MAX_ADC_VECTORS = 1024             # vectors per matrix used to calibrate the AD
 
 
 def load_arrays(path: str | Path, input_names: list[str], what: str = "input") -> dict[str, np.ndarray]:
-    """Read an .npz keyed by input name, or an .npy for a single-input model (no pickle)."""
-    p = Path(path)
-    where = clean(str(p))
-    try:
-        if p.suffix == ".npy":
-            arr = np.load(p, allow_pickle=False)
-            if len(input_names) != 1:
-                raise InvalidDataError(f"an .npy {what} file fits a single-input model; this model has inputs "
-                                       f"{', '.join(clean(n) for n in input_names)} (use an .npz)", where=where)
-            return {input_names[0]: arr}
-        with np.load(p, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except InvalidDataError:
-        raise
-    except FileNotFoundError:
-        raise InvalidDataError(f"{what} file not found", where=where)
-    except Exception as e:
-        raise InvalidDataError(f"cannot read {what} data ({type(e).__name__}: {clean(str(e), 120)})", where=where,
-                               hint="expected an .npy array or an .npz keyed by input name")
+    """Read an .npz keyed by input name, or an .npy for a single-input model (``input_names`` empty: any
+    names); calibration data must be non-empty and finite."""
+    where = clean(str(path))
+    data = read_arrays(path, what, names=set(input_names) if input_names else None)
+    if isinstance(data, np.ndarray):
+        if len(input_names) != 1:
+            raise InvalidDataError(f"an .npy {what} file fits a single-input model; this model has inputs "
+                                   f"{', '.join(clean(n) for n in input_names)} (use an .npz)", where=where)
+        data = {input_names[0]: data}
+    if what == "calibration":
+        for name, arr in data.items():
+            if arr.size == 0:
+                raise InvalidDataError(f"calibration array {clean(name)!r} is empty", where=where)
+            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+                raise InvalidDataError(f"calibration array {clean(name)!r} holds NaN or infinity", where=where,
+                                       hint="calibration ranges need finite sample inputs")
+    return data
 
 
-def default_data(graph: Graph, batch: int, seed: int) -> dict[str, np.ndarray]:
+def default_data(graph: Graph, batch: int, seed: int, limits: Limits) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     data = {}
     for name in graph.inputs:
@@ -57,7 +58,7 @@ def default_data(graph: Graph, batch: int, seed: int) -> dict[str, np.ndarray]:
             shape[0] = DEFAULT_SAMPLES      # one batch of samples; a fixed-batch model gets one batch
         dtype = info.dtype or np.dtype(np.float32)
         nbytes = int(np.prod(shape, dtype=np.float64)) * 8
-        if nbytes > Limits.from_env().max_tensor_bytes:
+        if nbytes > limits.max_tensor_bytes:
             raise LimitError(f"default calibration data for input {clean(name)!r} would take "
                              f"{nbytes / 1024**3:.3g} GiB", hint="pass --calibration DATA, or raise ACOMPILE_MAX_TENSOR_MB")
         if dtype.kind == "f":
@@ -77,10 +78,27 @@ class _Recorder:
         self.keep_values, self.keep_vectors = keep_values, keep_vectors
         self.rng = np.random.default_rng(seed)
 
-    def __call__(self, layer, v: np.ndarray) -> None:
-        i = layer.index
+    @property
+    def conv_input(self):
+        """When only max |x| is wanted, a Conv's input replaces its input vectors (the simulator then
+        skips the patches): the same maximum, over the input elements some patch reads."""
+        return None if self.keep_values or self.keep_vectors else self._conv_input
+
+    def _conv_input(self, layer, x: np.ndarray, geo) -> None:
+        for axis, size in enumerate(x.shape[2:]):
+            used = _read_positions(size, geo.kernel[axis], geo.strides[axis], geo.dilations[axis],
+                                   geo.pads[axis], geo.output_shape[2 + axis])
+            if not used.all():          # strided convolutions skip some rows/columns
+                x = np.compress(used, x, axis=2 + axis)
+        self._peak(layer.index, x)
+
+    def _peak(self, i: int, v: np.ndarray) -> None:
         peak = max(float(v.max()), -float(v.min())) if v.size else 0.0    # max|v| without a temporary |v|
         self.maxima[i] = max(self.maxima.get(i, 0.0), peak)
+
+    def __call__(self, layer, v: np.ndarray) -> None:
+        i = layer.index
+        self._peak(i, v)
         if self.keep_values:
             flat = v.reshape(-1)
             if flat.size > MAX_VALUES_PER_LAYER:   # a uniform sample (with replacement: O(sample), not O(size))
@@ -92,28 +110,46 @@ class _Recorder:
             self.vectors.setdefault(i, []).append(np.array(take))
 
 
-def calibrate(graph: Graph, target, data: dict[str, np.ndarray] | None, seed: int = 0) -> Graph:
+def _read_positions(size: int, kernel: int, stride: int, dilation: int, pad: int, out: int) -> np.ndarray:
+    """Which of an axis' ``size`` input positions some output position reads (padding reads zeros)."""
+    used = np.zeros(size, bool)
+    for k in range(kernel):
+        idx = np.arange(out) * stride + k * dilation - pad
+        used[idx[(idx >= 0) & (idx < size)]] = True
+    return used
+
+
+@compile_pass(requires={"boundaries"}, provides={"calibrated"})
+def calibrate(state: CompileState) -> None:
     """Set every layer's input range/scale and ADC full scale from calibration activations."""
-    mapping = graph.meta["mapping"]
+    # the simulator (and, through its digital ops, onnx) is imported only when a compile calibrates:
+    # check and the other commands that stop before calibration never pay for it
+    from .sim.runtime import Simulator, WeightsFromGraph
+
+    graph, mapping, target, options = state.graph, state.mapping, state.target, state.options
     if not mapping.layers:
-        return graph
-    batch = graph.meta.get("batch", 1)
+        return
+    seed, data = options.seed, options.calibration
     user_data = data is not None
     if data is None:
-        data = default_data(graph, batch, seed)
-    percentile = float(target["precision.input_percentile"])
-    calibrated_adc = target["adc.range"] == "calibrated"
+        data = default_data(graph, options.batch, seed, options.limits)
+    percentile = target.precision.input_percentile
+    calibrated_adc = target.adc.range == "calibrated"
     recorder = _Recorder(seed, keep_values=percentile < 100, keep_vectors=calibrated_adc)
     weights = WeightsFromGraph(graph, mapping)
     try:
-        Simulator(graph, mapping, weights, mode="ideal", capture=recorder).run(data)
-    except InvalidDataError as e:
-        raise InvalidDataError(f"calibration data does not fit the model: {e.one_line()}")
+        Simulator(_layers_only(graph), mapping, weights, mode="ideal", capture=recorder).run(data)
     except AcompileError as e:
-        if user_data:
+        if all(layer.index in recorder.maxima for layer in mapping.layers) and options.allow_unsupported:
+            pass    # every layer was seen; what failed comes after them (an op --allow-unsupported let through)
+        elif isinstance(e, InvalidDataError):
+            raise InvalidDataError(f"calibration data does not fit the model: {e.one_line()}")
+        elif user_data:
             raise
-        raise InvalidDataError(f"the default calibration inputs (random normal floats, zero integers) cannot run "
-                               f"through this model: {e.one_line()}", hint="pass --calibration DATA with real inputs")
+        else:
+            raise InvalidDataError(f"the default calibration inputs (random normal floats, zero integers) cannot "
+                                   f"run through this model: {e.one_line()}",
+                                   hint="pass --calibration DATA with real inputs")
     for layer in mapping.layers:
         spec = layer.spec
         if percentile >= 100:
@@ -122,19 +158,72 @@ def calibrate(graph: Graph, target, data: dict[str, np.ndarray] | None, seed: in
             rng_abs = float(np.percentile(np.concatenate(recorder.values.get(layer.index, [np.zeros(1)])),
                                           percentile))
         layer.input_range = rng_abs
-        layer.input_scale = analog.input_scale(rng_abs, spec.input_bits, layer.input_signed)
+        layer.input_scale = input_scale(rng_abs, spec.input_bits, layer.input_signed)
         layer.adc_full_scale = float(spec.worst_case_full_scale) \
-            if not calibrated_adc else _adc_range(layer, weights, recorder, float(target["adc.percentile"]))
-    return graph
+            if not calibrated_adc else _adc_range(layer, weights, recorder, target.adc.percentile)
+
+
+def _layers_only(graph: Graph) -> Graph:
+    """The graph as calibration needs it: with an op nobody can run (kept under --allow-unsupported),
+    only the nodes the crossbar layers depend on, so that op is never executed."""
+    if not any(n.meta.get("unknown") for n in graph.nodes):
+        return graph
+    users = graph.consumers()
+    layer_outputs = [o for n in graph.nodes if "layer" in n.meta for o in n.outputs
+                     if o and not any(u.meta.get("layer") == n.meta["layer"] for u in users.get(o, []))]
+    view = dataclasses.replace(graph, nodes=list(graph.nodes), outputs=layer_outputs, meta=dict(graph.meta))
+    view.prune()
+    return view
 
 
 def _adc_range(layer, weights, recorder, percentile: float) -> float:
+    from .sim.fast import observe_full_scale
+
     vectors = np.concatenate(recorder.vectors[layer.index]) if layer.index in recorder.vectors else None
     if vectors is None:
         return float(layer.spec.worst_case_full_scale)
     full = 1.0
     for g in range(layer.groups):
-        x_q = analog.quantize_inputs(vectors[:, g, :], layer.input_scale, layer.spec.input_bits, layer.input_signed)
+        x_q = quantize_inputs(vectors[:, g, :], layer.input_scale, layer.spec.input_bits, layer.input_signed)
         enc = weights.encoded(layer, g).enc
-        full = max(full, analog.observe_full_scale(x_q, enc, layer.spec, layer.input_signed, percentile))
+        full = max(full, observe_full_scale(x_q, enc, layer.spec, layer.input_signed, percentile))
     return float(full)
+
+
+def adc_warnings(mapping) -> list[str]:
+    """One line per analog layer whose ADC is far from lossless for its range.
+
+    Every conversion of step Δ = F / (2^B - 1) > 1 (docs/analog.md) rounds with an error of
+    variance Δ²/12; the shift-and-add scales it by each slice's and cycle's weight, so the layer's
+    integer output carries an rms error of Δ/√12 · sqrt(row blocks · Σ_t w_t² · Σ_j 4^(cb·j))
+    (plus the offset scheme's reference column, × 2^(Bw-1)). Against the largest output,
+    K · (2^(Bw-1) - 1) · (largest input code), that leaves log2(y_max / (rms·√12)) effective bits;
+    a layer is flagged when they fall short of the smaller of its weight and input bits.
+    ``simulate --per-layer`` measures the effect on data.
+    """
+    from .numerics import cycle_weights
+    from .numerics.adc import adc_step
+
+    out = []
+    for layer in mapping.layers:
+        spec = layer.spec
+        full = layer.adc_full_scale or float(spec.worst_case_full_scale)
+        step = adc_step(spec, full)
+        if step <= 1.0:
+            continue
+        cycles = float(np.sum(np.square(np.asarray(cycle_weights(spec, layer.input_signed), dtype=np.float64))))
+        slices = sum(4.0 ** (spec.cell_bits * j) for j in range(spec.slices))
+        if not spec.differential:
+            slices += 4.0 ** (spec.weight_bits - 1)
+        m = layer.matrices[0]
+        rms = step / np.sqrt(12.0) * np.sqrt(m.row_blocks * cycles * slices)
+        x_top = (1 << (spec.input_bits - (1 if layer.input_signed else 0))) - 1
+        y_max = m.k_in * ((1 << (spec.weight_bits - 1)) - 1) * x_top
+        bits = float(np.log2(y_max / (rms * np.sqrt(12.0))))
+        want = min(spec.weight_bits, spec.input_bits)
+        if bits < want:
+            out.append(f"layer {layer.name}: {spec.adc_bits}-bit ADC over a column range of {full:.6g} "
+                       f"(step {step:.3g}): about {max(bits, 0.0):.1f} effective bits at its output, below "
+                       f"the {want} of its weights and inputs ({int(np.ceil(np.log2(full + 1)))} ADC bits "
+                       f"would be exact)")
+    return out

@@ -1,14 +1,13 @@
-"""The compile pipeline: an explicit, ordered list of steps.
+"""The compile pipeline: compile options, the ordered list of passes, and the pass manager.
 
-Each step is a function ``(graph, context) -> graph``; the pipeline times it,
-verifies the IR afterwards and can dump the IR (``ACOMPILE_DUMP_IR=folder``).
-``check`` runs the same frontend and mapping steps as ``compile`` (up to the
-cost model, without calibration or files), so the two can never disagree.
+The manager checks the passes' requires/provides before running any, times each
+one, verifies the graph and the mapping after it, and can dump both
+(``ACOMPILE_DUMP_IR=folder``). ``check`` runs the same passes as ``compile`` up to
+the cost model (without calibration or files), so the two can never disagree.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -17,21 +16,32 @@ from typing import Callable
 
 import numpy as np
 
-from .calibrate import calibrate
+from .calibrate import adc_warnings, calibrate
 from .cost import cost_model
 from .errors import UnsupportedError
-from .frontend.canonicalise import canonicalise
-from .frontend.fold import fold_constants
-from .frontend.load import Limits, load_model, load_model_proto
-from .frontend.ops import Problem, classify
+from .frontend.load import load_model, load_model_proto
+from .frontend.ops import Problem
 from .ir import Graph
+from .jsonio import dumps_json
+from .limits import Limits
+from .mapping import Mapping
+from .passes.base import CompileState, Pass, check_order
 from .passes.boundaries import insert_boundaries
+from .passes.classify import classify
+from .passes.explicit_bias import explicit_bias
+from .passes.fold_affine import fold_affine
+from .passes.fold_constants import fold_constants
+from .passes.gemm_to_linear import gemm_to_linear
 from .passes.lower import lower_analog
 from .passes.pack import pack
 from .passes.partition import partition
 from .passes.place import place
 from .passes.precision import choose_precision
 from .passes.replicate import replicate
+from .passes.unroll_recurrent import unroll_recurrent
+
+FRONTEND = (fold_constants, unroll_recurrent, gemm_to_linear, fold_affine, explicit_bias, classify)
+MAPPING = (lower_analog, choose_precision, partition, pack, replicate, place, insert_boundaries)
 
 
 @dataclass
@@ -43,7 +53,9 @@ class Options:
     calibration: dict[str, np.ndarray] | None = None
     calibration_name: str = "default"
     bind: dict[str, np.ndarray] | None = None
+    input_shapes: dict | None = None  # --input-shape: {input name (None: the only input): dims}
     replicate: str = "none"         # "none" | "auto": copy slow layers onto spare crossbars
+    input_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)   # --input-range NAME:LO,HI
     limits: Limits = field(default_factory=Limits.from_env)
     progress: Callable[[str], None] | None = None
 
@@ -53,96 +65,74 @@ class Compiled:
     graph: Graph
     target: object
     options: Options
+    mapping: Mapping | None          # None when compilation stopped at unsupported nodes
     problems: list[Problem]
-    cost: dict
+    cost: dict                       # the cost figures as report.json holds them ({} without a mapping)
     timings_s: dict[str, float]
-
-    @property
-    def mapping(self):
-        return self.graph.meta["mapping"]
+    warnings: list[str] = field(default_factory=list)   # one line each: a layer's ADC loses bits of its range
 
 
-def _steps(options: Options, with_calibration: bool):
-    nonneg = set()
-    if options.calibration:
-        nonneg = {k for k, v in options.calibration.items()
-                  if np.asarray(v).dtype.kind in "fiu" and np.asarray(v).size and np.min(v) >= 0}
-    steps = [
-        ("fold_constants", lambda g, t: fold_constants(g, options.limits)),
-        ("canonicalise", lambda g, t: canonicalise(g)),
-        ("classify", None),
-        ("lower_analog", lower_analog),
-        ("choose_precision", lambda g, t: choose_precision(g, t, nonneg)),
-        ("partition", partition),
-        ("pack", pack),
-        ("replicate", lambda g, t: replicate(g, t, options.replicate)),
-        ("place", place),
-        ("insert_boundaries", insert_boundaries),
-    ]
-    if with_calibration:
-        steps.append(("calibrate", lambda g, t: calibrate(g, t, options.calibration, options.seed)))
-    return steps
+def pipeline(with_calibration: bool = True) -> list[Pass]:
+    """The passes of a compile, in order."""
+    return [*FRONTEND, *MAPPING, *((calibrate,) if with_calibration else ())]
 
 
 def run_pipeline(model, target, options: Options, *, with_calibration: bool = True,
                  stop_on_problems: bool = True) -> Compiled:
-    """Load ``model`` (a path or a ModelProto) and map it onto ``target``."""
-    timings: dict[str, float] = {}
+    """Load ``model`` (a path or a ModelProto) and map it onto ``target``.
+
+    Unsupported nodes (found by ``classify``) stop the compile unless ``options.allow_unsupported``:
+    with an :class:`UnsupportedError`, or, without ``stop_on_problems``, with no mapping and no cost.
+    """
+    passes = pipeline(with_calibration)
+    check_order(passes)
     dump = os.environ.get("ACOMPILE_DUMP_IR")
     t0 = time.perf_counter()
     if isinstance(model, (str, os.PathLike)):
-        graph = load_model(model, batch=options.batch, bind=options.bind, limits=options.limits)
+        graph = load_model(model, batch=options.batch, bind=options.bind, limits=options.limits,
+                           input_shapes=options.input_shapes)
     else:
-        graph = load_model_proto(model, batch=options.batch, bind=options.bind, limits=options.limits)
-    graph.meta["batch"] = options.batch
-    timings["load"] = time.perf_counter() - t0
-    problems: list[Problem] = []
-    for name, step in _steps(options, with_calibration):
+        graph = load_model_proto(model, batch=options.batch, bind=options.bind, limits=options.limits,
+                                 input_shapes=options.input_shapes)
+    timings = {"load": time.perf_counter() - t0}
+    state = CompileState(graph, target, options)
+    for p in passes:
         if options.progress:
-            options.progress(name)
+            options.progress(p.name)
         t = time.perf_counter()
-        if name == "classify":
-            problems = classify(graph, allow_unsupported=options.allow_unsupported)
-            if problems and stop_on_problems and not options.allow_unsupported:
+        p(state)
+        if p is classify and state.problems and not options.allow_unsupported:
+            if stop_on_problems:
                 raise UnsupportedError(
-                    f"{len(problems)} node(s) cannot be mapped; first: {problems[0].line()}",
+                    f"{len(state.problems)} node(s) cannot be mapped; first: {state.problems[0].line()}",
                     where=graph.source, hint="--allow-unsupported costs them as unknown digital ops",
-                    problems=problems)
-            if problems and not options.allow_unsupported:
-                break
-        else:
-            graph = step(graph, target)
-        graph.verify()
-        timings[name] = time.perf_counter() - t
+                    problems=state.problems)
+            break
+        state.graph.verify()
+        if state.mapping is not None:
+            state.mapping.verify()
+        timings[p.name] = time.perf_counter() - t
         if dump:
-            _dump(graph, Path(dump), len(timings), name)
-    cost = cost_model(graph, target) if "insert_boundaries" in timings else {}
-    return Compiled(graph, target, options, problems, cost, timings)
+            _dump(state, Path(dump), len(timings), p.name)
+    cost = cost_model(state.graph, state.mapping, target, _samples(state)).to_dict() if "boundaries" in state.facts else {}
+    warnings = adc_warnings(state.mapping) if "calibrated" in state.facts else []
+    return Compiled(state.graph, target, options, state.mapping, state.problems, cost, timings, warnings)
 
 
-def _dump(graph: Graph, folder: Path, index: int, name: str) -> None:
+def _dump(state: CompileState, folder: Path, index: int, name: str) -> None:
+    """The IR after one pass, one node a line, and the mapping (once there is one) as JSON."""
     folder.mkdir(parents=True, exist_ok=True)
     lines = [f"{n.name}\t{n.domain + '.' if n.domain else ''}{n.op_type}\t{n.kind}\t{n.inputs} -> {n.outputs}"
-             for n in graph.nodes]
+             for n in state.graph.nodes]
     (folder / f"{index:02d}_{name}.txt").write_text("\n".join(lines) + "\n")
+    if state.mapping is not None:
+        (folder / f"{index:02d}_{name}.mapping.json").write_text(dumps_json(state.mapping.to_dict()))
 
 
 def compile_model(model, target, options: Options | None = None) -> Compiled:
     return run_pipeline(model, target, options or Options())
 
 
-def dumps_json(obj) -> str:
-    """Deterministic JSON: sorted keys, floats rounded to a stable repr, numpy scalars converted."""
-    return json.dumps(obj, sort_keys=True, indent=2, default=_json_default, allow_nan=False) + "\n"
-
-
-def _json_default(o):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (set, frozenset)):
-        return sorted(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+def _samples(state: CompileState) -> int:
+    """Samples in one compiled inference: the batch, where the model's batch dimension was free to set."""
+    return state.options.batch if state.graph.meta.get("dynamic_batch") else 1

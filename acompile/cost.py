@@ -1,42 +1,164 @@
-"""The cost model (DESIGN §4): counts from the mapping times figures from the target.
+"""The cost model (docs/cost.md): counts from the mapping times figures from the target.
 
 Every figure is built as ``count x per-event figure`` and the report keeps
 both sides, so any number can be traced by hand. Counts are for one
-inference at the compile batch size.
+inference at the compile batch size. The figures are typed records
+(:class:`LayerCost`, :class:`DigitalCost`, :class:`Totals`); ``Cost.to_dict()``
+is what report.json holds.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from .frontend.ops import digital_ops, support
-from .ir import Graph
+from .hardware import adcs_per_crossbar, columns_per_weight
+from .ir import DOMAIN, Graph
 from .mapping import AnalogLayer, Mapping
 from .passes.place import mesh_position
-from .sim import analog
 
 ENERGY_COMPONENTS = ("dac", "array", "adc", "shift_add", "digital", "buffer", "network", "io", "static")
 
 
+@dataclass
+class LayerCounts:
+    """Events of one analog layer for one inference (docs/cost.md)."""
+    input_vectors: int
+    cycles_per_vector: int
+    blocks: int
+    crossbars: int                # replicas included
+    dac_conversions: int
+    array_reads: int
+    adc_conversions: int
+    shift_adds: int
+    digital_ops: int              # partial sums, then scale and bias
+    macs: int
+    buffer_bytes: int
+    weights: int
+    network_bytes: int = 0
+    network_hops: float = 0
+    io_bytes: int = 0
+
+
+@dataclass
+class LayerCost:
+    """One analog layer: its mapping, counts, energy by component (pJ) and latency."""
+    name: str
+    op_type: str
+    groups: int
+    replication: int
+    uses: int
+    matrix: list[int]             # [n_out, k_in] of the first matrix
+    row_blocks: int
+    col_blocks: int
+    physical_columns: int
+    input_signed: bool
+    input_scale: float
+    adc_full_scale: float
+    tiles: list[int]
+    counts: LayerCounts
+    cycle_time_ns: float
+    energy_pj: dict[str, float]
+    latency_ns: float
+    weight_cells: int
+    crossbar_cells: float
+    period_ns: float              # the layer's time per inference as a pipeline stage (no fill, no hop latency)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out.update(kind="analog", energy_total_pj=sum(self.energy_pj.values()),
+                   utilisation=self.weight_cells / self.crossbar_cells if self.crossbar_cells else 0.0)
+        return out
+
+
+@dataclass
+class DigitalCost:
+    """One node on the digital units."""
+    name: str
+    op_type: str
+    unknown: bool
+    digital_ops: float
+    buffer_bytes: int
+    energy_pj: dict[str, float]
+    latency_ns: float
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "op_type": self.op_type, "kind": "digital", "unknown": self.unknown,
+                "counts": {"digital_ops": self.digital_ops, "buffer_bytes": self.buffer_bytes},
+                "energy_pj": self.energy_pj, "energy_total_pj": sum(self.energy_pj.values()),
+                "latency_ns": self.latency_ns}
+
+
+@dataclass
+class Totals:
+    """The whole model for one inference."""
+    analog_layers: int
+    digital_nodes: int
+    crossbars: int
+    tiles: int
+    chips: int
+    fits_one_chip: bool
+    weights: int
+    macs: int
+    ops: float
+    analog_mac_fraction: float
+    input_vectors: int
+    dac_conversions: int
+    adc_conversions: int
+    array_reads: int
+    shift_adds: int
+    digital_ops: float
+    buffer_bytes: int
+    network_byte_hops: float
+    energy_pj: dict[str, float]
+    energy_total_pj: float
+    latency_ns: float
+    throughput_inferences_per_s: float
+    slowest_stage_ns: float
+    tops_per_w: float
+    batch: int                    # samples per inference (the compile batch)
+    held_power_mw: float          # static power of the tiles and chips in use (docs/cost.md, Static energy)
+    energy_per_sample_pj: float   # energy_total_pj / batch
+    average_power_mw: float       # at the pipelined throughput: dynamic energy per period + held power
+    area_tiles_mm2: float
+    area_chip_mm2: float
+    area_chips_mm2: float
+    utilisation: float
+    weight_cells: int
+    crossbar_cells: int
+
+
+@dataclass
+class Cost:
+    layers: list[LayerCost]
+    digital: list[DigitalCost]
+    totals: Totals
+    figures: dict[str, float]     # the per-event energies (pJ) the counts are multiplied by
+
+    def to_dict(self) -> dict:
+        return {"layers": [x.to_dict() for x in self.layers], "digital": [x.to_dict() for x in self.digital],
+                "totals": asdict(self.totals), "figures": {f"{k}_pj_per_event": v for k, v in self.figures.items()}}
+
+
 def _act_bytes(target) -> int:
-    return math.ceil(int(target["precision.input_bits"]) / 8)
-
-
-def adcs_per_crossbar(target) -> int:
-    return math.ceil(int(target["crossbar.cols"]) / int(target["adc.columns_per_adc"]))
+    return math.ceil(target.precision.input_bits / 8)
 
 
 def _digital_figure(target, op_type: str, key: str) -> float:
     return float(target.digital_op(op_type)[key])
 
 
-def layer_counts(layer: AnalogLayer, mapping: Mapping, target) -> dict:
-    """Event counts of one analog layer for one inference (DESIGN §4)."""
-    spec = layer.spec
-    cycles = len(analog.input_cycles(spec, layer.input_signed))
+def layer_counts(layer: AnalogLayer, mapping: Mapping, target) -> tuple[LayerCounts, float, float]:
+    """(event counts, cycle time, time on the crossbars) of one analog layer for one inference.
+
+    The time is the layer's cycles; pipelined reads and conversions add the pipeline's fill to the
+    latency (``fill_ns``), not to the period of a pipeline stage.
+    """
+    cycles = layer.input_cycles
     # copies of the layer (replicas) split its vectors: events are counted once, time is shared
     blocks = [mapping.blocks[b] for b in layer.blocks if mapping.blocks[b].replica == 0]
     rows = sum(b.rows for b in blocks)
@@ -44,30 +166,24 @@ def layer_counts(layer: AnalogLayer, mapping: Mapping, target) -> dict:
     v = layer.n_vec
     n_total = sum(m.n_out for m in layer.matrices)
     psum_adds = sum((m.row_blocks - 1) * m.n_out for m in layer.matrices)
-    t_read = float(target["crossbar.read_latency_ns"])
-    t_adc = float(target["adc.conversion_ns"])
-    adcs = adcs_per_crossbar(target)
-    per_bar = defaultdict(float)
-    for b in blocks:  # blocks sharing a crossbar are read one after another
-        per_bar[b.crossbar] += t_read + math.ceil(b.cols / adcs) * t_adc
-    t_cycle = max(per_bar.values()) if per_bar else 0.0
+    adcs = adcs_per_crossbar(target.crossbar.cols, target.adc.columns_per_adc)
+    t_cycle = mapping.cycle_ns(layer, target.crossbar.read_latency_ns, adcs, target.adc.conversion_ns,
+                               target.adc.sample_hold_ns, target.adc.pipelined)
     k_total = sum(m.k_in for m in layer.matrices)
-    return {
-        "input_vectors": v,
-        "cycles_per_vector": cycles,
-        "blocks": len(blocks),
-        "crossbars": len({mapping.blocks[b].crossbar for b in layer.blocks}),   # replicas included
-        "dac_conversions": v * cycles * rows,
-        "array_reads": v * cycles * len(blocks),
-        "adc_conversions": v * cycles * cols,
-        "shift_adds": v * cycles * cols,
-        "digital_ops": v * (psum_adds + 2 * n_total),   # partial sums, then scale and bias
-        "macs": v * layer.macs_per_vec,
-        "buffer_bytes": v * k_total * _act_bytes(target) + v * n_total * _act_bytes(target),
-        "cycle_time_ns": t_cycle,
-        "latency_ns": v * cycles * t_cycle / max(layer.replication, 1),
-        "weights": layer.weights,
-    }
+    counts = LayerCounts(
+        input_vectors=v, cycles_per_vector=cycles, blocks=len(blocks),
+        crossbars=len({mapping.blocks[b].crossbar for b in layer.blocks}),
+        dac_conversions=v * cycles * rows, array_reads=v * cycles * len(blocks), adc_conversions=v * cycles * cols,
+        shift_adds=v * cycles * cols, digital_ops=v * (psum_adds + 2 * n_total), macs=v * layer.macs_per_vec,
+        buffer_bytes=v * k_total * _act_bytes(target) + v * n_total * _act_bytes(target), weights=layer.weights)
+    return counts, t_cycle, v * cycles * t_cycle / max(layer.replication, 1)
+
+
+def fill_ns(layer: AnalogLayer, mapping: Mapping, target) -> float:
+    """The read -> sample-and-hold -> ADC pipeline's fill, once per layer (0 when they run in series)."""
+    adcs = adcs_per_crossbar(target.crossbar.cols, target.adc.columns_per_adc)
+    return mapping.fill_ns(layer, target.crossbar.read_latency_ns, adcs, target.adc.conversion_ns,
+                           target.adc.sample_hold_ns, target.adc.pipelined)
 
 
 def layer_cells(layer: AnalogLayer, mapping: Mapping, cells_per_bar: int) -> tuple[int, float]:
@@ -75,9 +191,7 @@ def layer_cells(layer: AnalogLayer, mapping: Mapping, cells_per_bar: int) -> tup
 
     A crossbar shared by several layers is apportioned by the cells each layer's blocks occupy.
     """
-    from .passes.precision import slices
-    spec = layer.spec
-    per_weight = slices(spec) * (2 if spec.signed_weights == "differential" else 1)
+    per_weight = columns_per_weight(layer.spec.slices, layer.spec.differential)
     occupied: dict[int, int] = defaultdict(int)
     for b in layer.blocks:
         blk = mapping.blocks[b]
@@ -105,7 +219,7 @@ def _sources(graph: Graph) -> dict[str, set[int]]:
     """For every tensor, the analog layers (indices) whose results flow into it; -1 is the graph input."""
     src: dict[str, set[int]] = {name: {-1} for name in graph.inputs}
     for node in graph.nodes:
-        if node.domain == "acompile" and node.op_type == "FromVectors":
+        if node.domain == DOMAIN and node.op_type == "FromVectors":
             here = {node.meta["layer"]}
         else:
             here = set()
@@ -121,31 +235,38 @@ def _numel(graph: Graph, name: str) -> int:
     return int(np.prod(s)) if s is not None else 0
 
 
-def cost_model(graph: Graph, target) -> dict:
+def cost_model(graph: Graph, mapping: Mapping, target, batch: int = 1) -> Cost:
     """Per-layer and total figures for one inference: counts, energy by component, latency, area."""
-    mapping: Mapping = graph.meta["mapping"]
-    act = _act_bytes(target)
     e = {
-        "dac": float(target["dac.energy_pj"]), "array": float(target["crossbar.read_energy_pj"]),
-        "adc": float(target["adc.energy_pj"]), "shift_add": float(target["shift_add.energy_pj"]),
-        "buffer": float(target["buffer.energy_per_byte_pj"]),
-        "network": float(target["network.energy_per_byte_hop_pj"]), "io": float(target["chip.io_energy_per_byte_pj"]),
+        "dac": target.dac.energy_pj, "array": target.crossbar.read_energy_pj,
+        "adc": target.adc.energy_pj, "shift_add": target.shift_add.energy_pj,
+        "buffer": target.buffer.energy_per_byte_pj,
+        "network": target.network.energy_per_byte_hop_pj, "io": target.chip.io_energy_per_byte_pj,
     }
-    hop_ns = float(target["network.hop_latency_ns"])
-    link_bytes_per_ns = float(target["network.bytes_per_ns"])
-    tiles_per_chip = int(target["organisation.tiles_per_chip"])
-    lanes = int(target["digital.lanes_per_tile"])
-    cells_per_bar = int(target["crossbar.rows"]) * int(target["crossbar.cols"])
+    layers = _layer_costs(graph, mapping, target, e)
+    digital = [_digital_cost(graph, node, target, e) for node in graph.nodes if node.domain != DOMAIN]
+    latency = {f"{x.name}/CrossbarRead": x.latency_ns for x in layers}
+    latency.update((x.name, x.latency_ns) for x in digital)
+    period = max([x.period_ns for x in layers] + [x.latency_ns for x in digital], default=0.0)
+    return Cost(layers, digital, _totals(graph, mapping, target, layers, digital, latency, period, batch), e)
+
+
+def _layer_costs(graph: Graph, mapping: Mapping, target, e: dict[str, float]) -> list[LayerCost]:
+    act = _act_bytes(target)
+    hop_ns = target.network.hop_latency_ns
+    link_bytes_per_ns = target.network.bytes_per_ns
+    tiles_per_chip = target.organisation.tiles_per_chip
+    lanes = target.digital.lanes_per_tile
+    cells_per_bar = target.crossbar.rows * target.crossbar.cols
     home = _home_tiles(mapping)
     sources = _sources(graph)
     readers: dict[int, list] = defaultdict(list)
     for n in graph.nodes:
-        if n.domain == "acompile" and n.op_type == "ToVectors":
+        if n.domain == DOMAIN and n.op_type == "ToVectors":
             readers[n.meta["layer"]].append(n)
-    by_layer_node = {}
-    layers_out = []
+    out = []
     for layer in mapping.layers:
-        c = layer_counts(layer, mapping, target)
+        c, t_cycle, crossbar_ns = layer_counts(layer, mapping, target)
         in_bytes, byte_hops, io_bytes = 0, 0, 0
         for node_in in readers.get(layer.index, []):      # every use of the layer's crossbars
             nbytes = _numel(graph, node_in.inputs[0]) * act
@@ -157,116 +278,95 @@ def cost_model(graph: Graph, target) -> dict:
             byte_hops += nbytes * hops
             io_bytes += nbytes if cross_chip else 0
         hops = byte_hops / in_bytes if in_bytes else 0
-        c["network_bytes"] = in_bytes
-        c["network_hops"] = hops
-        c["io_bytes"] = io_bytes
-        d_energy = _digital_figure(target, "Add", "energy_pj")
+        c.network_bytes, c.network_hops, c.io_bytes = in_bytes, hops, io_bytes
         energy = {
-            "dac": c["dac_conversions"] * e["dac"],
-            "array": c["array_reads"] * e["array"],
-            "adc": c["adc_conversions"] * e["adc"],
-            "shift_add": c["shift_adds"] * e["shift_add"],
-            "digital": c["digital_ops"] * d_energy,
-            "buffer": c["buffer_bytes"] * e["buffer"],
+            "dac": c.dac_conversions * e["dac"],
+            "array": c.array_reads * e["array"],
+            "adc": c.adc_conversions * e["adc"],
+            "shift_add": c.shift_adds * e["shift_add"],
+            "digital": c.digital_ops * _digital_figure(target, "Add", "energy_pj"),
+            "buffer": c.buffer_bytes * e["buffer"],
             "network": byte_hops * e["network"],
-            "io": c["io_bytes"] * e["io"],
+            "io": c.io_bytes * e["io"],
         }
-        transfer_ns = hops * hop_ns + (in_bytes / link_bytes_per_ns if byte_hops else 0.0)
-        latency = c["latency_ns"] + c["digital_ops"] * _digital_figure(target, "Add", "latency_ns") / lanes \
-            + transfer_ns
+        stream_ns = in_bytes / link_bytes_per_ns if byte_hops else 0.0
+        period = crossbar_ns + c.digital_ops * _digital_figure(target, "Add", "latency_ns") / lanes + stream_ns
+        latency = period + hops * hop_ns + fill_ns(layer, mapping, target)
         weight_cells, used_cells = layer_cells(layer, mapping, cells_per_bar)
-        entry = {
-            "name": layer.name, "op_type": layer.op_type, "kind": "analog", "groups": layer.groups,
-            "replication": layer.replication, "uses": layer.uses,
-            "matrix": [layer.matrices[0].n_out, layer.matrices[0].k_in],
-            "row_blocks": layer.matrices[0].row_blocks, "col_blocks": layer.matrices[0].col_blocks,
-            "physical_columns": layer.matrices[0].physical_cols,
-            "input_signed": layer.input_signed, "input_scale": layer.input_scale,
-            "adc_full_scale": layer.adc_full_scale,
-            "tiles": sorted({mapping.crossbars[mapping.blocks[b].crossbar].tile for b in layer.blocks}),
-            "counts": {k: v for k, v in c.items() if k not in ("cycle_time_ns", "latency_ns")},
-            "cycle_time_ns": c["cycle_time_ns"],
-            "energy_pj": energy,
-            "energy_total_pj": sum(energy.values()),
-            "latency_ns": latency,
-            "weight_cells": weight_cells,
-            "crossbar_cells": used_cells,
-            "utilisation": weight_cells / used_cells if used_cells else 0.0,
-        }
-        by_layer_node[f"{layer.name}/CrossbarRead"] = latency
-        layers_out.append(entry)
+        first = layer.matrices[0]
+        out.append(LayerCost(
+            layer.name, layer.op_type, layer.groups, layer.replication, layer.uses, [first.n_out, first.k_in],
+            first.row_blocks, first.col_blocks, first.physical_cols, layer.input_signed, layer.input_scale,
+            layer.adc_full_scale, sorted({mapping.crossbars[mapping.blocks[b].crossbar].tile for b in layer.blocks}),
+            c, t_cycle, energy, latency, weight_cells, used_cells, period))
+    return out
 
-    digital_out = []
-    for node in graph.nodes:
-        if node.domain == "acompile":
-            continue
-        ops = digital_ops(graph, node)
-        ops = 0.0 if math.isnan(ops) else ops
-        sup = support(node)
-        moved = sum(_numel(graph, i) for i in node.inputs if i and not graph.is_constant(i)) + \
-            sum(_numel(graph, o) for o in node.outputs if o)
-        energy = {"digital": ops * _digital_figure(target, node.op_type, "energy_pj"),
-                  "buffer": moved * act * e["buffer"]}
-        latency = ops * _digital_figure(target, node.op_type, "latency_ns") / lanes
-        by_layer_node[node.name] = latency
-        digital_out.append({
-            "name": node.name, "op_type": node.op_type, "kind": "digital",
-            "unknown": bool(node.meta.get("unknown")) or sup is None,
-            "counts": {"digital_ops": ops, "buffer_bytes": moved * act},
-            "energy_pj": energy, "energy_total_pj": sum(energy.values()), "latency_ns": latency,
-        })
 
-    latency_ns = _critical_path(graph, by_layer_node)
-    stage_ns = max(by_layer_node.values(), default=0.0)
+def _digital_cost(graph: Graph, node, target, e: dict[str, float]) -> DigitalCost:
+    ops = digital_ops(graph, node)
+    ops = 0.0 if math.isnan(ops) else ops
+    moved = sum(_numel(graph, i) for i in node.inputs if i and not graph.is_constant(i)) + \
+        sum(_numel(graph, o) for o in node.outputs if o)
+    act = _act_bytes(target)
+    energy = {"digital": ops * _digital_figure(target, node.op_type, "energy_pj"), "buffer": moved * act * e["buffer"]}
+    latency = ops * _digital_figure(target, node.op_type, "latency_ns") / target.digital.lanes_per_tile
+    return DigitalCost(node.name, node.op_type, bool(node.meta.get("unknown")) or support(node) is None, ops,
+                       moved * act, energy, latency)
+
+
+def _totals(graph: Graph, mapping: Mapping, target, layers: list[LayerCost], digital: list[DigitalCost],
+            latency: dict[str, float], stage_ns: float, batch: int) -> Totals:
+    latency_ns = _critical_path(graph, latency)
     summary = target.summary()
-    static_mw = float(summary.get("tile_static_power_mw", 0.0)) * mapping.tiles_used
-    total_energy = defaultdict(float)
-    for entry in layers_out + digital_out:
-        for k, v in entry["energy_pj"].items():
+    static_mw = held_power_mw(summary, mapping.tiles_used, max(mapping.chips_needed, 1))
+    total_energy: dict[str, float] = defaultdict(float)
+    for entry in [*layers, *digital]:
+        for k, v in entry.energy_pj.items():
             total_energy[k] += v
     total_energy["static"] = static_mw * 1e-3 * latency_ns * 1e3   # mW x ns = pJ
     energy_pj = {k: total_energy.get(k, 0.0) for k in ENERGY_COMPONENTS}
-    macs = sum(x["counts"]["macs"] for x in layers_out)
-    digital_total = sum(x["counts"]["digital_ops"] for x in digital_out) + \
-        sum(x["counts"]["digital_ops"] for x in layers_out)
+    macs = sum(x.counts.macs for x in layers)
+    digital_total = sum(x.digital_ops for x in digital) + sum(x.counts.digital_ops for x in layers)
     ops = 2 * macs + digital_total
     e_total = sum(energy_pj.values())
-    weight_cells = sum(x["weight_cells"] for x in layers_out)
-    crossbar_cells = len(mapping.crossbars) * int(target["crossbar.rows"]) * int(target["crossbar.cols"])
-    totals = {
-        "analog_layers": len(mapping.layers),
-        "digital_nodes": len(digital_out),
-        "crossbars": len(mapping.crossbars),
-        "tiles": mapping.tiles_used,
-        "chips": mapping.chips_needed,
-        "fits_one_chip": mapping.chips_needed <= 1,
-        "weights": sum(layer.weights for layer in mapping.layers),
-        "macs": macs,
-        "ops": ops,
-        "analog_mac_fraction": macs / (macs + digital_total / 2) if macs + digital_total else 0.0,
-        "input_vectors": sum(x["counts"]["input_vectors"] for x in layers_out),
-        "dac_conversions": sum(x["counts"]["dac_conversions"] for x in layers_out),
-        "adc_conversions": sum(x["counts"]["adc_conversions"] for x in layers_out),
-        "array_reads": sum(x["counts"]["array_reads"] for x in layers_out),
-        "shift_adds": sum(x["counts"]["shift_adds"] for x in layers_out),
-        "digital_ops": digital_total,
-        "buffer_bytes": sum(x["counts"]["buffer_bytes"] for x in layers_out + digital_out),
-        "network_byte_hops": sum(x["counts"]["network_bytes"] * x["counts"]["network_hops"] for x in layers_out),
-        "energy_pj": energy_pj,
-        "energy_total_pj": e_total,
-        "latency_ns": latency_ns,
-        "throughput_inferences_per_s": 1e9 / stage_ns if stage_ns > 0 else 0.0,
-        "slowest_stage_ns": stage_ns,
-        "tops_per_w": ops / e_total if e_total else 0.0,      # ops per pJ == TOPS/W
-        "area_tiles_mm2": mapping.tiles_used * float(summary["tile_area_mm2"]),
-        "area_chip_mm2": float(summary["chip_area_mm2"]),
-        "area_chips_mm2": max(mapping.chips_needed, 1) * float(summary["chip_area_mm2"]),
-        "utilisation": weight_cells / crossbar_cells if crossbar_cells else 0.0,
-        "weight_cells": weight_cells,
-        "crossbar_cells": crossbar_cells,
-    }
-    return {"layers": layers_out, "digital": digital_out, "totals": totals,
-            "figures": {f"{k}_pj_per_event": v for k, v in e.items()}}
+    throughput = batch * 1e9 / stage_ns if stage_ns > 0 else 0.0
+    # steady state: one inference per pipeline period, the tiles and chips held all the time
+    dynamic = e_total - energy_pj["static"]
+    average_mw = (dynamic / stage_ns + static_mw) if stage_ns > 0 else static_mw   # pJ/ns = mW
+    weight_cells = sum(x.weight_cells for x in layers)
+    crossbar_cells = len(mapping.crossbars) * target.crossbar.rows * target.crossbar.cols
+    return Totals(
+        analog_layers=len(mapping.layers), digital_nodes=len(digital), crossbars=len(mapping.crossbars),
+        tiles=mapping.tiles_used, chips=mapping.chips_needed, fits_one_chip=mapping.chips_needed <= 1,
+        weights=sum(layer.weights for layer in mapping.layers), macs=macs, ops=ops,
+        analog_mac_fraction=macs / (macs + digital_total / 2) if macs + digital_total else 0.0,
+        input_vectors=sum(x.counts.input_vectors for x in layers),
+        dac_conversions=sum(x.counts.dac_conversions for x in layers),
+        adc_conversions=sum(x.counts.adc_conversions for x in layers),
+        array_reads=sum(x.counts.array_reads for x in layers),
+        shift_adds=sum(x.counts.shift_adds for x in layers),
+        digital_ops=digital_total,
+        buffer_bytes=sum(x.counts.buffer_bytes for x in layers) + sum(x.buffer_bytes for x in digital),
+        network_byte_hops=sum(x.counts.network_bytes * x.counts.network_hops for x in layers),
+        energy_pj=energy_pj, energy_total_pj=e_total, latency_ns=latency_ns,
+        throughput_inferences_per_s=throughput, slowest_stage_ns=stage_ns,
+        tops_per_w=ops / e_total if e_total else 0.0,      # ops per pJ == TOPS/W
+        batch=batch, held_power_mw=static_mw, energy_per_sample_pj=e_total / batch, average_power_mw=average_mw,
+        area_tiles_mm2=mapping.tiles_used * float(summary["tile_area_mm2"]),
+        area_chip_mm2=float(summary["chip_area_mm2"]),
+        area_chips_mm2=max(mapping.chips_needed, 1) * float(summary["chip_area_mm2"]),
+        utilisation=weight_cells / crossbar_cells if crossbar_cells else 0.0,
+        weight_cells=weight_cells, crossbar_cells=crossbar_cells)
+
+
+def held_power_mw(summary: dict, tiles: int, chips: int) -> float:
+    """Static power of ``tiles`` tiles on ``chips`` chips: what the target itemises with no per-event figure.
+
+    The crossbars, DACs, ADCs, shift-adds, buffers, routers and links are priced per event; the rest
+    (core and tile components such as registers and sample-and-hold, chip components and
+    ``chip.static_power_mw``) draws its power as long as the tile or chip is held (docs/cost.md).
+    """
+    return tiles * float(summary["tile_held_power_mw"]) + chips * float(summary["chip_held_power_mw"])
 
 
 def _critical_path(graph: Graph, latency: dict[str, float]) -> float:

@@ -19,6 +19,28 @@ from .errors import InvalidModelError
 
 Dim = int | str | None
 
+DOMAIN = "acompile"     # the domain of acompile's own operators
+LINEAR = "Linear"       # acompile.Linear: y = x @ W.T + b over the last axis, W of shape [N, K]
+
+
+class Subgraph:
+    """A graph-valued attribute (If/Loop/Scan bodies): not mapped as such. ``graph`` keeps the ONNX
+    GraphProto (opaque here) so a pass can inline an If whose condition is constant."""
+    def __init__(self, graph: Any = None):
+        self.graph = graph
+
+    def __repr__(self) -> str:
+        return "<subgraph>"
+
+
+class OpaqueAttribute:
+    """Marker for an attribute of a type the IR does not represent (kept by its ONNX type number)."""
+    def __init__(self, kind):
+        self.kind = kind
+
+    def __repr__(self) -> str:
+        return f"<attribute type {self.kind}>"
+
 
 @dataclass
 class TensorInfo:
@@ -26,10 +48,6 @@ class TensorInfo:
     name: str
     dtype: np.dtype | None
     shape: tuple[Dim, ...] | None  # None: rank unknown
-
-    @property
-    def static(self) -> bool:
-        return self.shape is not None and all(isinstance(d, int) for d in self.shape)
 
 
 @dataclass
@@ -47,6 +65,10 @@ class Node:
 
     def describe(self) -> str:
         return f"node {self.name!r} ({self.op_type})"
+
+
+def is_linear(node: Node) -> bool:
+    return node.op_type == LINEAR and node.domain == DOMAIN
 
 
 @dataclass
@@ -153,9 +175,6 @@ class Graph:
         every value has exactly one producer, and graph outputs exist.
         """
         defined = set(self.inputs) | set(self.constants)
-        for name in self.inputs:
-            if name in self.constants:
-                pass
         for n in self.nodes:
             for i in n.inputs:
                 if i and i not in defined:
@@ -187,12 +206,6 @@ class Graph:
     def remove_nodes(self, doomed: Iterable[Node]) -> None:
         ids = {id(n) for n in doomed}
         self.nodes = [n for n in self.nodes if id(n) not in ids]
-
-    def rename_value(self, old: str, new: str) -> None:
-        """Make every consumer (and the graph outputs) read ``new`` instead of ``old``."""
-        for n in self.nodes:
-            n.inputs = [new if i == old else i for i in n.inputs]
-        self.outputs = [new if o == old else o for o in self.outputs]
 
     def prune(self) -> None:
         """Drop nodes and constants that no graph output depends on."""

@@ -19,6 +19,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from .errors import InvalidModelError, clean
+from .files import interruption
 
 IR_VERSION = 8
 
@@ -70,6 +71,29 @@ def _session(op_type: str, domain: str, opset: int, frozen_attrs: str, attr_type
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
+@lru_cache(maxsize=1)
+def _kernels() -> dict[tuple[str, str], list[tuple[int, int]]]:
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_c
+    table: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for k in ort_c.get_all_opkernel_def():
+        if k.provider == "CPUExecutionProvider":
+            table.setdefault((k.domain, k.op_name), []).append(tuple(k.version_range))
+    return table
+
+
+def onnxruntime_runs(op_type: str, domain: str, opset: int) -> bool:
+    """True when onnxruntime's CPU provider has a kernel for the operator at this opset, or ONNX defines
+    it as a function of other operators (onnxruntime expands those)."""
+    ranges = _kernels().get((domain or "", op_type))
+    if ranges and (not opset or any(lo <= opset <= hi for lo, hi in ranges)):
+        return True
+    try:
+        schema = onnx.defs.get_schema(op_type, int(opset or onnx.defs.onnx_opset_version()), domain or "")
+    except Exception:
+        return False
+    return bool(schema.has_function or schema.has_context_dependent_function)
+
+
 def run_node(op_type: str, attrs: dict[str, Any], inputs: Sequence[np.ndarray | None], n_outputs: int,
              opset: int, domain: str = "", attr_types: dict[str, int] | None = None,
              where: str = "") -> list[np.ndarray]:
@@ -83,23 +107,8 @@ def run_node(op_type: str, attrs: dict[str, Any], inputs: Sequence[np.ndarray | 
         feeds = {f"in{i}": np.asarray(x) for i, x in enumerate(inputs) if x is not None}
         return sess.run(None, feeds)
     except Exception as e:
-        interrupt = _interruption(e)
+        interrupt = interruption(e)
         if interrupt is not None:     # Ctrl-C/SIGTERM during onnxruntime's first import: not the model's fault
             raise interrupt
         raise InvalidModelError(f"{op_type} cannot be evaluated: {clean(str(e).splitlines()[0] if str(e) else type(e).__name__, 300)}",
                                 where=where or None)
-
-
-def _interruption(e: BaseException | None) -> BaseException | None:
-    """The KeyboardInterrupt (or other non-Exception) that ``e`` was raised from, if any.
-
-    A signal handler that raises while a C extension initialises comes back
-    wrapped, as ``ImportError: initialization failed`` caused by the interrupt.
-    """
-    seen = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if not isinstance(e, Exception):
-            return e
-        e = e.__cause__ or e.__context__
-    return None

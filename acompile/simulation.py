@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 
 from .backends.device import DeviceReader
-from .backends.program import load_program
+from .backends.program import load_program, load_program_target
 from .errors import InvalidDataError, clean
-from .sim.analog import NoiseSpec
+from .numerics.noise import NoiseSpec, ktc_sigma
 from .sim.runtime import MODES, Simulator, WeightsFromGraph
 
 NOISE_FIELDS = ("g_min_us", "g_max_us", "programming_sigma", "read_sigma", "stuck_at_zero_rate", "stuck_at_max_rate",
                 "adc_offset_lsb", "adc_gain_error", "drift_nu_mean", "drift_nu_std", "drift_t0_s", "drift_time_s",
-                "drift_compensation")
+                "drift_compensation", "column_gain_sigma", "adc_offset_sigma_lsb")
 
 
 def noise_from_target(target) -> NoiseSpec:
@@ -31,6 +31,9 @@ def noise_from_target(target) -> NoiseSpec:
             values[f] = v
     if values.get("drift_t0_s", 1.0) <= 0:     # "no drift" in a target: keep the kernel's default t0
         values.pop("drift_t0_s")
+    xb = target.crossbar
+    values["ktc_sigma"] = ktc_sigma(target.noise.temperature_k, xb.rows, xb.unit_capacitance_ff, xb.full_scale_mv)
+    values["columns_per_adc"] = target.adc.columns_per_adc
     return NoiseSpec(**values)
 
 
@@ -42,7 +45,12 @@ class Loaded:
     noise: NoiseSpec
 
 
-def load_compiled(folder: Path, mode: str, target=None) -> Loaded:
+def load_compiled(folder: Path, mode: str, target=None, overrides: dict | None = None) -> Loaded:
+    """A compiled OUT folder ready to simulate; noisy mode takes its noise from the target (with ``overrides``).
+
+    The target is the one the program was compiled for, as OUT's target.toml holds it (its checksum is
+    in program.json); ``target`` replaces it only for library callers that pass one.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise InvalidDataError("not a folder written by acompile compile", where=clean(str(folder)))
@@ -58,32 +66,57 @@ def load_compiled(folder: Path, mode: str, target=None) -> Loaded:
     noise = NoiseSpec()
     if mode == "noisy":
         if target is None:
-            from .target import load_target
-            target = load_target(graph.meta["target"])
+            target = load_program_target(folder, graph)
+        if overrides:
+            from .target import apply_overrides
+            target = apply_overrides(target, overrides)
         noise = noise_from_target(target)
     return Loaded(graph, mapping, weights, noise)
 
 
+def per_layer(loaded: Loaded, feeds: dict, mode: str, seed: int = 0) -> list[dict]:
+    """Each analog layer's own error against the ideal output (``simulate --per-layer``)."""
+    from .sim.attribution import layer_errors
+    return layer_errors(loaded.graph, loaded.mapping, loaded.weights, feeds,
+                        loaded.noise if mode == "noisy" else None, seed)
+
+
+def non_idealities(noise: NoiseSpec) -> list[str]:
+    """What a noise spec turns on, one "field value" each (empty: noisy mode equals quantized)."""
+    from dataclasses import fields
+    quiet = {"g_max_us", "drift_t0_s", "columns_per_adc"}   # scales, not effects of their own
+    if noise.drift_nu_mean == 0 and noise.drift_nu_std == 0:
+        quiet |= {"drift_time_s", "drift_compensation"}
+    return [f"{f.name} {getattr(noise, f.name):g}" if not isinstance(getattr(noise, f.name), bool) else f.name
+            for f in fields(noise) if f.name not in quiet and getattr(noise, f.name) != f.default]
+
+
 def simulate(loaded: Loaded, feeds: dict, mode: str = "ideal", seed: int = 0, path: str = "fast",
-             progress: bool = False) -> dict[str, np.ndarray]:
+             progress: bool = False, instance: int = 0) -> dict[str, np.ndarray]:
     if mode not in MODES:
         raise InvalidDataError(f"unknown mode {clean(mode)!r}; expected one of {', '.join(MODES)}")
     sim = Simulator(loaded.graph, loaded.mapping, loaded.weights, mode=mode, path=path, noise=loaded.noise,
-                    seed=seed, progress=progress)
+                    seed=seed, instance=instance, progress=progress)
     return sim.run(feeds)
 
 
 def reference_outputs(model_path: Path, feeds: dict) -> dict[str, np.ndarray]:
     """onnxruntime's outputs, run in chunks when the model fixes a smaller batch than the data has."""
     import onnxruntime as ort
+    from .safe_read import open_input
+    open_input(model_path, "comparison model", "max_model_bytes")[0].close()  # a FIFO would hang onnxruntime
     try:
         options = ort.SessionOptions()
         options.log_severity_level = 4      # its own (coloured, multi-line) log would break the one-line error
+        # one thread, as the digital units run (onnx_exec): some integer kernels round differently in parallel
+        options.intra_op_num_threads = 1
         sess = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
         names = [o.name for o in sess.get_outputs()]
         fixed = {i.name: i.shape[0] for i in sess.get_inputs() if i.shape and isinstance(i.shape[0], int)}
-        total = next(iter(feeds.values())).shape[0] if feeds else 0
+        leading = {np.shape(v)[:1] for v in feeds.values()}
+        total = leading.pop()[0] if len(leading) == 1 and () not in leading else 0
         step = min(fixed.values()) if fixed and total else total
+        # only a batch that every feed shares is cut (a recurrent state [1, 1, h] beside [seq, n] is not)
         if not step or step >= total:
             return dict(zip(names, sess.run(None, feeds)))
         parts = [sess.run(None, {k: v[i:i + step] for k, v in feeds.items()}) for i in range(0, total, step)]
@@ -99,7 +132,11 @@ def compare(sim: dict, ref: dict, labels: np.ndarray | None = None) -> dict:
     for name, r in ref.items():
         if name not in sim:
             continue
-        s = sim[name].astype(np.float64)
+        if not _numeric(r) or not _numeric(sim[name]):
+            # sequence/map outputs (ZipMap) run on onnxruntime in both: nothing numeric to compare
+            out[name] = {"compared": False, "reason": "not a tensor output"}
+            continue
+        s = np.asarray(sim[name]).astype(np.float64)
         r = np.asarray(r, np.float64)
         if s.shape != r.shape:
             raise InvalidDataError(f"output {clean(name)!r}: simulated shape {list(s.shape)} differs from "
@@ -124,6 +161,10 @@ def compare(sim: dict, ref: dict, labels: np.ndarray | None = None) -> dict:
                 entry["top1_accuracy_onnxruntime"] = float(np.mean(top_r == lab))
         out[name] = entry
     return out
+
+
+def _numeric(value) -> bool:
+    return isinstance(value, np.ndarray) and value.dtype.kind in "biuf"
 
 
 def accuracy(sim: dict, labels: np.ndarray) -> dict:

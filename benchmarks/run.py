@@ -57,7 +57,12 @@ GOALS = {  # figure -> (goal ratio, what the ratio compares)
     "sim_ideal": (2.0, "Simulator.run ideal, batch 64 / InferenceSession.run"),
     "sim_quantized": (1.2, "quantized layer / float32 GEMMs of the T*S*2 partial products"),
     "sim_lossless": (2.5, "quantized layer, lossless ADC / one float32 GEMM of the layer"),
+    "sim_model": (3.0, "Simulator.run quantized, lossless ADC (exact shortcut), batch 16 / InferenceSession.run"),
+    "sim_noisy": (1.5, "noisy layer, read noise drawn per read / the same layer quantized"),
+    "output_size": (2.0, "every file compile writes / model file size"),
 }
+MODEL_BATCH = 16        # whole-model quantized simulation
+NO_SIM = ("resnet50_zoo",)   # compile/check rows only (old-opset conversion is what that row measures)
 TARGET = "isaac"
 BATCH = 64
 SUB_SECOND_RUNS = 5     # medians of at least 5 runs after a warm-up for sub-second figures
@@ -99,6 +104,42 @@ def _dynamic_batch(model) -> bool:
     return changed
 
 
+def zoo_resnet50():
+    """The onnx package's light ResNet-50 (opset 9, IR 3; weights replaced by ConstantOfShape of their
+    shapes) with its weights materialised: seeded He-scaled normals, positive BatchNorm variances."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+    path = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light" / "light_resnet50.onnx"
+    model = onnx.load(str(path))
+    g = model.graph
+    shapes = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    rng = np.random.default_rng(50)
+    keep, weights = [], []
+    for node in g.node:
+        if node.op_type != "ConstantOfShape" or node.input[0] not in shapes:
+            keep.append(node)
+            continue
+        name, shape = node.output[0], tuple(int(d) for d in shapes[node.input[0]])
+        fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+        w = rng.standard_normal(shape).astype(np.float32) * np.float32(np.sqrt(2.0 / fan_in))
+        if name.endswith("_riv_0"):       # running variance
+            w = np.abs(w) + np.float32(0.5)
+        weights.append(numpy_helper.from_array(w, name))
+    used = {n.input[0] for n in g.node if n not in keep}
+    del g.node[:]
+    g.node.extend(keep)
+    # IR 3: every initializer is also a graph input
+    inputs = [i for i in g.input if i.name not in used]
+    inputs += [onnx.helper.make_tensor_value_info(w.name, onnx.TensorProto.FLOAT, list(w.dims)) for w in weights]
+    del g.input[:]
+    g.input.extend(inputs)
+    kept = [t for t in g.initializer if t.name not in used]
+    del g.initializer[:]
+    g.initializer.extend(kept + weights)
+    return model
+
+
 def build_models(folder: Path, quick: bool, wanted, dynamic: bool) -> dict[str, tuple[Path, Path]]:
     """name -> (the model as built, a dynamic-batch copy for batch-64 simulation)."""
     import onnx
@@ -116,6 +157,7 @@ def build_models(folder: Path, quick: bool, wanted, dynamic: bool) -> dict[str, 
             "vgg16": lambda: zoo.vgg_like(16, check=False),
             "mlp": lambda: zoo.big_mlp(check=False),
             "transformer": lambda: zoo.transformer_block(d=512, heads=8, seq=128),
+            "resnet50_zoo": zoo_resnet50,
         }
     paths = {}
     for name, build in builders.items():
@@ -126,7 +168,7 @@ def build_models(folder: Path, quick: bool, wanted, dynamic: bool) -> dict[str, 
         path = folder / f"{name}.onnx"
         onnx.save(model, str(path))
         dyn = path
-        if dynamic and _dynamic_batch(model):
+        if dynamic and name not in NO_SIM and _dynamic_batch(model):
             dyn = folder / f"{name}_dynamic.onnx"
             onnx.save(model, str(dyn))
         del model
@@ -208,7 +250,7 @@ def median(xs):
 def bench_compile(name: str, model: Path, out: Path, runs: int, rows: list[Row], wanted) -> None:
     ort = [sys.executable, "-c", ORT_SESSION, str(model)]
     size = model.stat().st_size
-    if wanted("compile") or wanted("compile_rss") or wanted("device_size"):
+    if wanted("compile") or wanted("compile_rss") or wanted("device_size") or wanted("output_size"):
         ac = [sys.executable, "-m", "acompile", "compile", str(model), "--target", TARGET, "-o", str(out), "-q"]
         ra, rb = process_pair(ac, ort, runs)
         note = "" if runs >= SUB_SECOND_RUNS else f"{runs} runs (multi-second whole processes)"
@@ -221,6 +263,7 @@ def bench_compile(name: str, model: Path, out: Path, runs: int, rows: list[Row],
                         f"acompile's imports alone take {baseline_rss() / 1e6:.0f} MB",
                         {"acompile_rss_bytes": [m for _, m in ra]}))
         rows.append(device_row(name, out / "device.acdev"))
+        rows.append(output_row(name, model, out))
     if wanted("check"):
         ck = [sys.executable, "-m", "acompile", "check", str(model), "--target", TARGET, "-q"]
         ra, rb = process_pair(ck, ort, runs, ok=(0, 1))
@@ -250,6 +293,26 @@ def device_row(name: str, device: Path) -> Row:
     floor = cell_bits / 8
     return Row("device_size", name, device.stat().st_size, floor, "B", 1, GOALS["device_size"][0],
                f"levels.bin {header['levels_bytes']} B, header.json and scales the rest")
+
+
+def output_row(name: str, model: Path, out: Path) -> Row:
+    """Every file compile wrote against the model file, with the bytes per weight of each."""
+    import onnx
+    proto = onnx.load(str(model), load_external_data=False)
+    weights = sum(int(_prod(t.dims)) for t in proto.graph.initializer if len(t.dims) >= 2)
+    del proto
+    sizes = {p.name: p.stat().st_size for p in sorted(out.iterdir()) if p.is_file()}
+    total = sum(sizes.values())
+    per = ", ".join(f"{k} {v / weights:.2f}" for k, v in sizes.items() if v / weights >= 0.01)
+    return Row("output_size", name, total, model.stat().st_size, "B", 1, GOALS["output_size"][0],
+               f"{total / weights:.2f} B per weight ({weights} weights): {per}")
+
+
+def _prod(dims) -> int:
+    n = 1
+    for d in dims:
+        n *= int(d)
+    return n
 
 
 def timed(fn, runs: int) -> list[float]:
@@ -341,10 +404,77 @@ range = "worst_case"
 """
 
 
+def bench_sim_model(name: str, model: Path, folder: Path, batch: int, runs: int, rows: list[Row]) -> None:
+    """The whole model in quantized mode with a lossless ADC (the exact integer-GEMM shortcut per layer)
+    against onnxruntime's float run on the same batch."""
+    import numpy as np
+    import onnxruntime as ort
+    from acompile.sim.runtime import Simulator
+
+    toml = folder / "bench_adc9.toml"
+    toml.write_text(LAYER_TARGET.format(name="bench_adc9", adc_bits=9))
+    out = folder / f"out_{name}_quantized"
+    run_process([sys.executable, "-m", "acompile", "compile", str(model), "--target", str(toml), "-o", str(out),
+                 "-q", "--calibration", str(one_sample(model, folder))])
+    loaded = _load_compiled(out, "quantized")
+    lossless = all(layer.spec.adc_lossless for layer in loaded.mapping.layers)
+    sim = Simulator(loaded.graph, loaded.mapping, loaded.weights, mode="quantized")
+    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    feeds = _inputs(model, batch, 1)
+    last = {}
+    ta, tb = timed_pair(lambda: last.update(got=sim.run(feeds)), lambda: last.update(want=sess.run(None, feeds)),
+                        runs)
+    rel = max(float(np.linalg.norm(last["got"][o.name] - w) / (np.linalg.norm(w) or 1.0))
+              for o, w in zip(sess.get_outputs(), last["want"]))
+    rows.append(Row("sim_model", name, median(ta), median(tb), "s", runs, GOALS["sim_model"][0],
+                    f"batch {batch}, {len(loaded.mapping.layers)} analog layers, 8-bit weights and inputs, "
+                    f"ADC 9 bits (lossless: {lossless}); relative error against float {rel:.2g}",
+                    {"acompile_s": ta, "onnxruntime_s": tb}))
+
+
+NOISY = """
+[noise]
+read_sigma = 0.01
+"""
+
+
+def bench_noisy_layer(folder: Path, size: int, batch: int, runs: int, rows: list[Row]) -> None:
+    """One layer with read noise drawn on every column read against the same layer quantized."""
+    import numpy as np
+    import onnx
+    from acompile.sim.runtime import Simulator
+    from acompile.target import load_target
+    from tests.models import mlp
+
+    model = folder / f"layer{size}.onnx"
+    if not model.exists():
+        onnx.save(mlp((size, size), check=False), str(model))
+    toml = folder / "bench_noisy.toml"
+    toml.write_text(LAYER_TARGET.format(name="bench_noisy", adc_bits=8) + NOISY)
+    out = folder / "out_sim_noisy"
+    run_process([sys.executable, "-m", "acompile", "compile", str(model), "--target", str(toml), "-o", str(out),
+                 "--batch", str(batch), "-q"])
+    x = np.random.default_rng(2).standard_normal((batch, size)).astype(np.float32)
+    noisy = _load_compiled_noisy(out, load_target(str(toml)))
+    quant = _load_compiled(out, "quantized")
+    feeds = {quant.graph.inputs[0]: x}
+    sim_q = Simulator(quant.graph, quant.mapping, quant.weights, mode="quantized")
+    sim_n = Simulator(noisy.graph, noisy.mapping, noisy.weights, mode="noisy", noise=noisy.noise)
+    ta, tb = timed_pair(lambda: sim_n.run(feeds), lambda: sim_q.run(feeds), runs)
+    rows.append(Row("sim_noisy", f"layer {size}x{size}", median(ta), median(tb), "s", runs,
+                    GOALS["sim_noisy"][0], "noise.read_sigma = 0.01 (one draw per column read), 8-bit ADC",
+                    {"noisy_s": ta, "quantized_s": tb}))
+
+
+def _load_compiled_noisy(folder: Path, target):
+    from acompile.simulation import load_compiled
+    return load_compiled(folder, "noisy", target=target)
+
+
 def bench_quantized_layer(folder: Path, size: int, batch: int, runs: int, rows: list[Row], wanted) -> None:
     import numpy as np
     import onnx
-    from acompile.sim import analog
+    from acompile import numerics
     from acompile.sim.runtime import Simulator
     from tests.models import mlp
 
@@ -369,8 +499,8 @@ def bench_quantized_layer(folder: Path, size: int, batch: int, runs: int, rows: 
         enc = loaded.weights.encoded(layer, 0).enc
         if figure == "sim_quantized":
             # the floor: float32 GEMMs of every (cycle, sign, slice) partial product over all of K
-            x_q = analog.quantize_inputs(x, layer.input_scale, spec.input_bits, layer.input_signed)
-            chunks = analog.input_chunks(x_q, spec, layer.input_signed, dtype=np.float32)   # (T, V, K)
+            x_q = numerics.quantize_inputs(x, layer.input_scale, spec.input_bits, layer.input_signed)
+            chunks = numerics.input_chunks(x_q, spec, layer.input_signed, dtype=np.float32)   # (T, V, K)
             t_cycles, per_channel = chunks.shape[0], spec.columns_per_channel
             g = enc.levels[:, :size * per_channel].astype(np.float32)                       # (K, N*signs*S)
             parts = [np.ascontiguousarray(g.reshape(size, size, per_channel)[:, :, i]) for i in range(per_channel)]
@@ -378,7 +508,7 @@ def bench_quantized_layer(folder: Path, size: int, batch: int, runs: int, rows: 
                                      [(chunks[t], m) for t in range(t_cycles) for m in parts])
             label = f"T={t_cycles} x S={spec.slices} x signs={len(spec.signs)} = {t_cycles * per_channel} products"
         else:
-            w = np.ascontiguousarray(analog.decode_weights(enc, spec, size).astype(np.float32).T)
+            w = np.ascontiguousarray(numerics.decode_weights(enc, spec, size).astype(np.float32).T)
             candidates = gemm_floors(x.copy(), w)
             label = f"one GEMM {batch}x{size}x{size}"
         how, floor, tried = fastest(candidates)
@@ -436,6 +566,9 @@ FIGURE_NAMES = {
     "sim_ideal": ("simulate ideal, batch 64", "onnxruntime run, same batch"),
     "sim_quantized": ("simulate quantized, lossy ADC", "float32 GEMMs of the T·S·2 products"),
     "sim_lossless": ("simulate quantized, lossless ADC", "one float32 GEMM"),
+    "sim_model": ("simulate quantized model, lossless ADC, batch 16", "onnxruntime float run, same batch"),
+    "sim_noisy": ("simulate noisy, read noise per read", "the same layer quantized"),
+    "output_size": ("compile output, every file", "model file size"),
 }
 
 
@@ -458,12 +591,58 @@ def machine() -> dict:
             "onnxruntime": ort.__version__, "cpus": os.cpu_count(), "platform": platform.platform()}
 
 
+IMPORTS = ("numpy", "onnx", "ml_dtypes", "onnxruntime", "matplotlib", "networkx")
+
+
+def import_profile(model: Path, folder: Path) -> dict:
+    """``python -X importtime`` of one compile and one check process on a model: the cumulative import
+    time of the packages that matter (ms, medians of 3 runs; ml_dtypes is part of onnx)."""
+    commands = {"compile": ["compile", str(model), "--target", TARGET, "-o", str(folder / "out_imports"), "-q"],
+                "check": ["check", str(model), "--target", TARGET, "-q"]}
+    out = {}
+    for what, argv in commands.items():
+        samples: dict[str, list[float]] = {k: [] for k in IMPORTS}
+        for _ in range(3):
+            p = subprocess.run([sys.executable, "-X", "importtime", "-m", "acompile", *argv], env=_env(), cwd=str(ROOT),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            seen = {}
+            for line in p.stderr.splitlines():
+                parts = line.split("|")
+                if len(parts) == 3 and parts[2].strip() in IMPORTS and parts[1].strip().isdigit():
+                    seen[parts[2].strip()] = max(seen.get(parts[2].strip(), 0), int(parts[1]) / 1000)
+            for k in IMPORTS:
+                samples[k].append(seen.get(k, 0.0))
+        out[what] = {k: round(median(v), 1) for k, v in samples.items()}
+    return out
+
+
+def imports_markdown(profile: dict) -> str:
+    lines = ["| imported by | " + " | ".join(IMPORTS) + " |", "|---|" + "---:|" * len(IMPORTS)]
+    for what, ms in profile.items():
+        lines.append(f"| {what} | " + " | ".join(f"{ms[k]:.0f} ms" if ms[k] else "not imported" for k in IMPORTS)
+                     + " |")
+    return "\n".join(lines)
+
+
+FAILED: list[str] = []
+
+
+def guarded(what: str, fn, *args) -> None:
+    """One figure; a failure is reported (and makes the run fail) without losing the other figures."""
+    try:
+        fn(*args)
+    except Exception as e:     # noqa: BLE001 - any failure of one figure
+        FAILED.append(f"{what}: {type(e).__name__}: {str(e)[-400:]}")
+        print(f"  FAILED {FAILED[-1]}", flush=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small models and fewer runs: a smoke run")
     ap.add_argument("--only", action="append", default=[], metavar="NAME",
-                    help="only this figure (compile, check, compile_rss, device_size, sim_ideal, sim_quantized, "
+                    help="only this figure (compile, check, compile_rss, device_size, output_size, sim_ideal, sim_model, "
+                         "sim_quantized, sim_noisy, "
                          "sim_lossless) or model (resnet50, vgg16, mlp, transformer, layer; --quick: cnn, mlp, "
                          "transformer, layer); repeatable")
     ap.add_argument("--runs", type=int, help="timed runs per figure after the warm-up (default: 5; 3 for the "
@@ -474,9 +653,11 @@ def main(argv=None) -> int:
 
     figures = set(GOALS)
     only_fig = {o for o in args.only if o in figures}
-    only_model = {o for o in args.only if o not in figures}
+    only_model = {o for o in args.only if o not in figures and o != "imports"}
 
     def wanted(name: str) -> bool:
+        if name == "imports":
+            return not args.only or "imports" in args.only
         if name in figures:
             return not only_fig or name in only_fig
         return not only_model or name in only_model      # models, and "layer" for the one-layer figures
@@ -486,6 +667,7 @@ def main(argv=None) -> int:
     runs_large = args.runs or (2 if quick else 3)
     start = time.perf_counter()
     rows: list[Row] = []
+    imports: dict = {}
     tmp = tempfile.TemporaryDirectory(prefix="acompile-bench-") if not args.keep else None
     folder = Path(args.keep or tmp.name)
     folder.mkdir(parents=True, exist_ok=True)
@@ -493,28 +675,47 @@ def main(argv=None) -> int:
     PYCACHE = folder / "pycache"
     try:
         print(f"models in {folder}", flush=True)
-        model_figs = [f for f in ("compile", "check", "compile_rss", "device_size", "sim_ideal") if wanted(f)]
-        paths = build_models(folder, quick, wanted, wanted("sim_ideal")) if model_figs else {}
+        model_figs = [f for f in ("compile", "check", "compile_rss", "device_size", "output_size", "sim_ideal",
+                                  "sim_model") if wanted(f)]
+        paths = build_models(folder, quick, wanted, wanted("sim_ideal") or wanted("sim_model")) if model_figs else {}
         for name, (path, dyn) in paths.items():
             large = path.stat().st_size > 50e6
             runs = runs_large if large else runs_small
             out = folder / f"out_{name}"
-            if any(wanted(f) for f in ("compile", "check", "compile_rss", "device_size")):
+            if any(wanted(f) for f in ("compile", "check", "compile_rss", "device_size", "output_size")):
                 print(f"{name}: compile/check ({runs} runs)", flush=True)
-                bench_compile(name, path, out, runs, rows, wanted)
-            if wanted("sim_ideal"):
+                guarded(f"{name} compile/check", bench_compile, name, path, out, runs, rows, wanted)
+            if wanted("sim_ideal") and name not in NO_SIM:
                 out_dyn = folder / f"out_{name}_dynamic"
                 # ideal mode does not use the calibration: one sample keeps this compile short
-                run_process([sys.executable, "-m", "acompile", "compile", str(dyn), "--target", TARGET,
-                             "-o", str(out_dyn), "-q", "--calibration", str(one_sample(dyn, folder))])
                 batch = 8 if quick else BATCH
                 print(f"{name}: simulate ideal, batch {batch} ({runs} runs)", flush=True)
-                bench_sim_ideal(name, dyn, out_dyn, batch, runs, rows)
+
+                def ideal(name=name, dyn=dyn, out_dyn=out_dyn, batch=batch, runs=runs):
+                    run_process([sys.executable, "-m", "acompile", "compile", str(dyn), "--target", TARGET,
+                                 "-o", str(out_dyn), "-q", "--calibration", str(one_sample(dyn, folder))])
+                    bench_sim_ideal(name, dyn, out_dyn, batch, runs, rows)
+                guarded(f"{name} sim_ideal", ideal)
+            if wanted("sim_model") and name not in NO_SIM and name != "vgg16" and name != "mlp":
+                batch = 4 if quick else MODEL_BATCH
+                print(f"{name}: simulate quantized whole model, batch {batch} ({runs} runs)", flush=True)
+                guarded(f"{name} sim_model", bench_sim_model, name, dyn, folder, batch, runs, rows)
             print(textwrap.indent(table([r for r in rows if r.model == name]), "  "), flush=True)
         if wanted("layer") and (wanted("sim_quantized") or wanted("sim_lossless")):
             size, batch = (1024, 16) if quick else (4096, BATCH)
             print(f"layer {size}x{size}: simulate quantized, batch {batch} ({runs_small} runs)", flush=True)
-            bench_quantized_layer(folder, size, batch, runs_small, rows, wanted)
+            guarded("layer sim_quantized", bench_quantized_layer, folder, size, batch, runs_small, rows, wanted)
+        if paths and wanted("imports"):
+            small = min((p for p, _ in paths.values()), key=lambda p: p.stat().st_size)
+            print(f"import profile (python -X importtime, {small.name})", flush=True)
+            try:
+                imports = import_profile(small, folder)
+            except Exception as e:     # noqa: BLE001
+                FAILED.append(f"imports: {e}")
+        if wanted("layer") and wanted("sim_noisy"):
+            size, batch = (1024, 16) if quick else (4096, BATCH)
+            print(f"layer {size}x{size}: simulate noisy, batch {batch} ({runs_small} runs)", flush=True)
+            guarded("layer sim_noisy", bench_noisy_layer, folder, size, batch, runs_small, rows)
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -534,8 +735,18 @@ def main(argv=None) -> int:
            "goals": {k: {"ratio": v[0], "compares": v[1]} for k, v in GOALS.items()},
            "rows": [dict(asdict(r), ratio=r.ratio, met=r.met) for r in rows], "table_markdown": text,
            "readme_markdown": readme_table(rows)}
+    if not args.only or "sweep" in args.only:
+        import sweep as sweep_bench     # benchmarks/sweep.py: points per second, local pool against Dask
+        doc["sweep"] = sweep_bench.main()
+    if imports:
+        doc["imports_ms"] = imports
+        doc["imports_markdown"] = imports_markdown(imports)
+        print(f"\nimport times (python -X importtime, cumulative, medians of 3):\n{doc['imports_markdown']}")
+    doc["failed"] = FAILED
     Path(args.output).write_text(json.dumps(doc, indent=2) + "\n")
-    return 0
+    if FAILED:
+        print("\nfailed figures:\n" + "\n".join(FAILED), file=sys.stderr)
+    return 1 if FAILED else 0
 
 
 if __name__ == "__main__":

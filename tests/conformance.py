@@ -3,10 +3,17 @@
 Used by tests/test_conformance.py and by scripts/conformance_report.py, which writes
 docs/conformance.md. For analog operators the weight operands are bound as constants
 (the ``--bind`` path), so the crossbar mapping is what is exercised.
+
+onnx makes its cases by running every operator module's examples at import (seconds of
+numpy); :func:`sample_cases` imports only a few modules, for the quick default test run.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
+import pkgutil
+import sys
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -26,17 +33,68 @@ class Result:
     detail: str = ""
 
 
+ANALOG_MODULES = ("conv", "convtranspose", "gemm", "matmul", "lstm", "gru", "rnn")
+SLOW_MODULES = ("averagepool", "lppool", "maxpool")     # pure-Python references: seconds each to import
+_CASES_OF: dict[str, list] = {}     # onnx operator module -> the cases its import registered
+
+
+def _operator_modules() -> list[str]:
+    """onnx's node-case modules in the order its own ``collect_testcases`` imports them."""
+    import onnx.backend.test.case.node as node
+    from onnx import ONNX_ML
+    names = []
+
+    def walk(path: list[str], package: str):
+        for finder, name, is_package in pkgutil.iter_modules(path):
+            full = f"{package}.{name}"
+            if full.startswith(f"{node.__name__}.ai_onnx_ml") and not ONNX_ML:
+                continue
+            names.append(full)
+            if is_package:     # without importing it: that would register its cases unseen
+                walk([os.path.join(finder.path, name)], full)
+    walk(node.__path__, node.__name__)
+    return names
+
+
+def _cases_of(module: str) -> list:
+    """The cases one module registers when imported (onnx appends them to one global list)."""
+    if module not in _CASES_OF:
+        import onnx.backend.test.case.node as node
+        parent = module.rsplit(".", 1)[0]
+        if parent != node.__name__:
+            _cases_of(parent)      # importing a module imports its package first
+        if module in sys.modules:
+            raise RuntimeError(f"{module} was imported outside tests/conformance.py: its cases cannot be told apart")
+        start = len(node._NodeTestCases)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            importlib.import_module(module)
+        _CASES_OF[module] = node._NodeTestCases[start:]
+    return _CASES_OF[module]
+
+
+def _supported(cases) -> list:
+    from acompile.frontend.ops import OPS, RECURRENT
+    supported = {op for (domain, op) in OPS if not domain} | RECURRENT
+    return [c for c in cases if c.kind == "node" and c.model.graph.node
+            and {n.op_type for n in c.model.graph.node} <= supported]
+
+
 @lru_cache(maxsize=1)
 def supported_cases():
     """Every node case whose operators are all in acompile's op table."""
-    from onnx.backend.test.case.node import collect_testcases
-    from acompile.frontend.ops import OPS, RECURRENT
-    supported = {op for (domain, op) in OPS if not domain} | RECURRENT
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        cases = collect_testcases("")
-    return [c for c in cases if c.kind == "node" and c.model.graph.node
-            and {n.op_type for n in c.model.graph.node} <= supported]
+    return _supported([c for m in _operator_modules() for c in _cases_of(m)])
+
+
+@lru_cache(maxsize=None)
+def sample_cases(stride: int = 10):
+    """The supported cases of every ``stride``-th operator module and of the analog operators' modules
+    (not the few that take seconds to import)."""
+    modules = _operator_modules()
+    short = {m: m.rsplit(".", 1)[1] for m in modules}
+    chosen = ({m for m in modules[::stride] if short[m] not in SLOW_MODULES}
+              | {m for m in modules if short[m] in ANALOG_MODULES})
+    return _supported([c for m in modules if m in chosen for c in _cases_of(m)])
 
 
 def is_analog_case(case) -> bool:

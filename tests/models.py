@@ -385,14 +385,21 @@ def weights_via_constant_nodes(seed: int = 0) -> onnx.ModelProto:
     return b.model("weights_via_constant_nodes", [("input", ["N", 12])], [("output", ["N", 5])])
 
 
+CUSTOM_DOMAIN = "com.example.custom"
+
+
 def unsupported_op_model(seed: int = 0) -> onnx.ModelProto:
-    """Gemm 16->10 followed by TopK(k=3) (values out): TopK is not an analog-mappable op."""
+    """Gemm 16->10 followed by a custom-domain TopK(k=3) (values out): an op neither acompile nor
+    onnxruntime can run (onnxruntime's own TopK would run on the digital units)."""
     b = _Builder(seed)
     h = b.gemm("input", 16, 10, gain=1.0)
     k = b.const("k", np.array([3], np.int64))
     b.nodes.append(helper.make_node("TopK", [h, k], ["output", "topk_indices"], name="topk_0",
-                                    axis=-1))
-    return b.model("unsupported_op_model", [("input", [1, 16])], [("output", [1, 3])])
+                                    axis=-1, domain=CUSTOM_DOMAIN))
+    m = b.model("unsupported_op_model", [("input", [1, 16])], [("output", [1, 3])], check=False)
+    m.opset_import.append(helper.make_opsetid(CUSTOM_DOMAIN, OPSET))
+    onnx.checker.check_model(m, full_check=False)
+    return m
 
 
 # --------------------------------------------------------------------------- large

@@ -16,8 +16,11 @@ them (one verdict per model). Target cases run ``targets validate`` and ``compil
 --target``; simulator cases ``simulate`` and ``inspect``. Most runs start from a
 fork server that has imported acompile once (each run still its own process, with
 its own limits, exit status and output; see :data:`FORKSERVER`); a few cases of
-each family go through ``python -m acompile`` itself. The module takes about a
-minute on two cores.
+each family go through ``python -m acompile`` itself.
+
+The default run takes a fixed sample of each family (every few cases in the order
+bad_inputs.py lists them, so every theme is represented) and one real process per
+family; ``-m slow`` runs every case (about a minute and a half on two cores).
 """
 
 from __future__ import annotations
@@ -39,10 +42,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import acompile
 import bad_inputs as bi
-from acompile.backends.output import OUR_FILES
+from acompile.files import OUR_FILES
 
-REPO = Path(__file__).resolve().parents[1]
+# children import the same acompile as this process (the checkout, or wherever it is installed)
+SOURCE = Path(acompile.__file__).resolve().parents[1]
 MEMORY_LIMIT = 3 * 1024**3          # RLIMIT_AS of every child
 FILE_LIMIT = 256 * 1024**2          # RLIMIT_FSIZE: a runaway writer dies (and fails its case)
 TIMEOUT_S = 120                     # a hung child is killed and its case fails
@@ -50,6 +55,25 @@ CASE_SECONDS = 60                   # "bounded time": no single run may take lon
 WORKERS = max(2, min(4, os.cpu_count() or 2))
 BAD = bi.BAD
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u202e]")   # raw control characters (newline and tab allowed)
+
+
+# ---------------------------------------------------------------------------
+# the default sample and the full run
+# ---------------------------------------------------------------------------
+
+def sampled(cases: list, stride: int) -> list:
+    """Every ``stride``-th case from the first: the default run's sample of a family."""
+    return cases[::stride]
+
+
+def params(cases: list, sample: list) -> list:
+    """All cases as pytest parameters; those outside the sample are slow."""
+    return [pytest.param(c, id=c.id, marks=() if c in sample else pytest.mark.slow) for c in cases]
+
+
+def full_run(request) -> bool:
+    """Whether this session runs some of the module's slow tests: then the fixtures run every case."""
+    return any(item.module is request.module and item.get_closest_marker("slow") for item in request.session.items)
 
 
 # ---------------------------------------------------------------------------
@@ -72,7 +96,7 @@ def _limits() -> None:
 
 def child_env(case_dir: Path, **extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ACOMPILE_", "PYTHON"))}
-    env.update(PYTHONPATH=str(REPO), HOME=str(case_dir / "home"), TMPDIR=str(case_dir / "tmp"),
+    env.update(PYTHONPATH=str(SOURCE), HOME=str(case_dir / "home"), TMPDIR=str(case_dir / "tmp"),
                PYTHONDONTWRITEBYTECODE="1", OMP_NUM_THREADS="1")
     env.update(extra)
     return env
@@ -100,7 +124,7 @@ FORKSERVER = r"""
 import json, os, resource, signal, sys, time
 import numpy, onnx, onnx.shape_inference, onnx.checker, onnx.version_converter
 import acompile.cli, acompile.compiler, acompile.check, acompile.target, acompile.simulation, acompile.calibrate
-import acompile.backends.report, acompile.backends.program, acompile.backends.device, acompile.frontend.fold
+import acompile.backends.report, acompile.backends.program, acompile.backends.device, acompile.passes.fold_constants
 assert "onnxruntime" not in sys.modules
 cfg = json.loads(sys.stdin.read())
 jobs, workers = cfg["jobs"], cfg["workers"]
@@ -158,7 +182,7 @@ def run_many(jobs: list[dict], capture: Path, workers: int = WORKERS) -> list[Ru
     cfg = {"jobs": jobs, "workers": workers,
            "rlimits": {"RLIMIT_AS": MEMORY_LIMIT, "RLIMIT_FSIZE": FILE_LIMIT, "RLIMIT_CORE": 0}}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ACOMPILE_", "PYTHON"))}
-    env.update(PYTHONPATH=str(REPO), PYTHONDONTWRITEBYTECODE="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
+    env.update(PYTHONPATH=str(SOURCE), PYTHONDONTWRITEBYTECODE="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
                HOME=str(capture), TMPDIR=str(capture))
     p = subprocess.run([sys.executable, "-c", FORKSERVER], input=json.dumps(cfg), capture_output=True, text=True,
                        env=env, cwd=capture, timeout=TIMEOUT_S * 2 + 10 * len(jobs))
@@ -327,6 +351,7 @@ def assert_folder_effects(before: dict, after: dict, rc: int | None, what: str, 
 # ---------------------------------------------------------------------------
 
 MODEL_CASES = bi.model_cases()
+MODEL_SAMPLE = sampled(MODEL_CASES, 6)
 # These go through ``python -m acompile`` itself; the others through the fork server (same contract).
 REAL_PROCESS_CASES = ("empty_file", "over_2gib_sparse", "nested_if_3000", "constant_of_shape_terabytes",
                       "input_dim_2_62", "ext_symlink", "invalid_utf8_names", "hostile_names")
@@ -344,24 +369,26 @@ class ModelResult:
 
 
 @pytest.fixture(scope="module")
-def model_runs(tmp_path_factory, baselines):
+def model_runs(request, tmp_path_factory, baselines):
+    cases = MODEL_CASES if full_run(request) else MODEL_SAMPLE
     root = tmp_path_factory.mktemp("models")
     baseline = baselines[0]
     check_dir = new_case_dir(tmp_path_factory.mktemp("check"), "check", None)
     results = {}
-    for case in MODEL_CASES:
+    for case in cases:
         d = new_case_dir(root, case.id, baseline)
         model = case.build(d / "in")
         args = [a.replace("{DIR}", str(model.parent)) for a in case.extra.get("args", [])]
         results[case.id] = ModelResult(case, d, model, ["compile", str(model), "--target", "isaac", "-o", "OUT",
                                                         *args], snapshot(d))
-    inputs_before = {c.id: snapshot(results[c.id].folder / "in") for c in MODEL_CASES}
-    forked = [c.id for c in MODEL_CASES if c.id not in REAL_PROCESS_CASES]
+    inputs_before = {c.id: snapshot(results[c.id].folder / "in") for c in cases}
+    forked = [c.id for c in cases if c.id not in REAL_PROCESS_CASES]
+    real_ids = [c.id for c in cases if c.id in REAL_PROCESS_CASES]
 
     def real_processes():
-        runs = {cid: run_cli(results[cid].args, results[cid].folder) for cid in REAL_PROCESS_CASES}
+        runs = {cid: run_cli(results[cid].args, results[cid].folder) for cid in real_ids}
         # check over every model at once: one verdict each, in argument order
-        paths = [str(results[c.id].model) for c in MODEL_CASES]
+        paths = [str(results[c.id].model) for c in cases]
         runs["check"] = run_cli(["check", *paths, "--target", "isaac", "--format", "json"], check_dir,
                                 timeout=TIMEOUT_S * 2)
         return runs
@@ -373,16 +400,21 @@ def model_runs(tmp_path_factory, baselines):
         real = real.result()
     for cid, run in zip(forked, runs):
         results[cid].compile = run
-    for cid in REAL_PROCESS_CASES:
+    for cid in real_ids:
         results[cid].compile = real[cid]
     for r in results.values():
         r.after = snapshot(r.folder)
-    inputs_after = {c.id: snapshot(results[c.id].folder / "in") for c in MODEL_CASES}
-    return {"results": results, "check": real["check"], "root": root, "inputs_before": inputs_before,
-            "inputs_after": inputs_after}
+    inputs_after = {c.id: snapshot(results[c.id].folder / "in") for c in cases}
+    return {"cases": cases, "results": results, "check": real["check"], "root": root,
+            "inputs_before": inputs_before, "inputs_after": inputs_after}
 
 
-@pytest.mark.parametrize("case", MODEL_CASES, ids=[c.id for c in MODEL_CASES])
+def test_the_sample_goes_through_real_processes_too():
+    assert {c.id for c in MODEL_SAMPLE} & set(REAL_PROCESS_CASES)
+    assert set(REAL_PROCESS_CASES) <= {c.id for c in MODEL_CASES}
+
+
+@pytest.mark.parametrize("case", params(MODEL_CASES, MODEL_SAMPLE))
 def test_compile_meets_the_contract(model_runs, case):
     r: ModelResult = model_runs["results"][case.id]
     what = f"compile {case.id}"
@@ -394,15 +426,17 @@ def test_compile_meets_the_contract(model_runs, case):
 
 
 def test_check_meets_the_contract_for_every_model(model_runs):
+    """One ``check`` over every model compiled in this session (the sample, or all under ``-m slow``)."""
+    cases = model_runs["cases"]
     run: Run = model_runs["check"]
     assert run.rc is not None and run.rc >= 0, f"check died: rc={run.rc} {run.stderr[-2000:]}"
     assert run.rc != 3 and "Traceback" not in run.stderr, run.stderr[-3000:]
     assert run.stderr.strip() == "", f"check --format json wrote to stderr: {run.stderr[:2000]!r}"
     doc = json.loads(run.stdout)
     results = doc["results"]
-    assert len(results) == len(MODEL_CASES)
+    assert len(results) == len(cases)
     problems = []
-    for case, res in zip(MODEL_CASES, results):
+    for case, res in zip(cases, results):
         expect = case.check_expect if case.check_expect is not None else case.expect
         verdict = res["verdict"]
         code = res["error"]["exit_code"] if verdict == "error" else (1 if verdict == "incompatible" else 0)
@@ -416,7 +450,7 @@ def test_check_meets_the_contract_for_every_model(model_runs):
             if case.message and not re.search(case.message, msg, re.IGNORECASE):
                 problems.append(f"{case.id}: {msg!r} does not match /{case.message}/")
     assert not problems, "\n".join(problems)
-    for case in MODEL_CASES:
+    for case in cases:
         before, after = model_runs["inputs_before"][case.id], model_runs["inputs_after"][case.id]
         assert before == after, f"{case.id}: the model's folder changed: {describe_diff(before, after)}"
 
@@ -424,7 +458,7 @@ def test_check_meets_the_contract_for_every_model(model_runs):
 def test_compile_and_check_agree(model_runs):
     """check runs compile's frontend and mapping: where compile refuses a model with exit 2, check says so too."""
     doc = json.loads(model_runs["check"].stdout)
-    for case, res in zip(MODEL_CASES, doc["results"]):
+    for case, res in zip(model_runs["cases"], doc["results"]):
         compiled = model_runs["results"][case.id].compile
         if compiled.rc == 2 and case.extra.get("args") is None:
             assert res["verdict"] == "error", f"{case.id}: compile refused it, check says {res['verdict']}"
@@ -433,8 +467,8 @@ def test_compile_and_check_agree(model_runs):
 def test_nothing_escaped_the_case_folders(model_runs):
     """Hostile names (``../``) never became paths: each case folder holds only what the test put there."""
     root: Path = model_runs["root"]
-    assert sorted(os.listdir(root)) == sorted(c.id for c in MODEL_CASES)
-    for case in MODEL_CASES:
+    assert sorted(os.listdir(root)) == sorted(c.id for c in model_runs["cases"])
+    for case in model_runs["cases"]:
         assert set(os.listdir(root / case.id)) <= {"in", "tmp", "home", "OUT"}, case.id
 
 
@@ -486,6 +520,7 @@ def _weight_model(folder: Path, n: int) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_limits_are_checked_before_work_and_are_configurable(tmp_path):
     """A 2 MiB folded weight compiles by default and is refused up front (exit 2) under a 1 MiB limit;
     a 16 GiB one is refused by default quickly, with a one-line message naming the limit."""
@@ -520,16 +555,18 @@ def test_limits_are_checked_before_work_and_are_configurable(tmp_path):
 # ---------------------------------------------------------------------------
 
 TARGET_CASES = bi.target_cases()
+TARGET_SAMPLE = sampled(TARGET_CASES, 4)
 
 
 @pytest.fixture(scope="module")
-def target_runs(tmp_path_factory, baselines):
+def target_runs(request, tmp_path_factory, baselines):
+    cases = TARGET_CASES if full_run(request) else TARGET_SAMPLE
     root = tmp_path_factory.mktemp("targets")
     baseline = baselines[0]
     model = root.parent / "tmodel.onnx"
     model.write_bytes(bi.mlp_model().SerializeToString())
     jobs, dirs, snaps = [], {}, {}
-    for case in TARGET_CASES:
+    for case in cases:
         d = new_case_dir(root, case.id, baseline)
         path = case.build(d / "in")
         dirs[case.id] = (d, path)
@@ -538,13 +575,13 @@ def target_runs(tmp_path_factory, baselines):
         jobs.append(job(["compile", str(model), "--target", str(path), "-o", "OUT", "-q"], d))
     runs = run_many(jobs, tmp_path_factory.mktemp("tcapture"))
     out = {}
-    for i, case in enumerate(TARGET_CASES):
+    for i, case in enumerate(cases):
         d, path = dirs[case.id]
         out[case.id] = (d, path, runs[2 * i], runs[2 * i + 1], snaps[case.id], snapshot(d))
     return out
 
 
-@pytest.mark.parametrize("case", TARGET_CASES, ids=[c.id for c in TARGET_CASES])
+@pytest.mark.parametrize("case", params(TARGET_CASES, TARGET_SAMPLE))
 def test_target_meets_the_contract(target_runs, case):
     d, path, validate, compiled, before, after = target_runs[case.id]
     assert validate.rc is not None and validate.rc >= 0, f"validate {case.id}: rc {validate.rc} {validate.stderr}"
@@ -562,24 +599,22 @@ def test_target_meets_the_contract(target_runs, case):
     assert validate.rc == compiled.rc, f"{case.id}: validate says {validate.rc}, compile {compiled.rc}"
 
 
-def test_target_contract_through_real_processes(tmp_path):
+REAL_PROCESS_TARGETS = ("extends_cycle", "deep_tables", "invalid_utf8", "nan")
+
+
+@pytest.mark.parametrize("case_id", [pytest.param(c, marks=() if i == 0 else pytest.mark.slow)
+                                     for i, c in enumerate(REAL_PROCESS_TARGETS)])
+def test_target_contract_through_real_processes(tmp_path, case_id):
     """The same contract through ``python -m acompile`` for a few target cases (the driver is not the CLI)."""
     model = tmp_path / "m.onnx"
     model.write_bytes(bi.mlp_model().SerializeToString())
-    chosen = {c.id: c for c in TARGET_CASES if c.id in ("extends_cycle", "deep_tables", "invalid_utf8", "nan")}
-    assert len(chosen) == 4
-
-    def one(case):
-        d = new_case_dir(tmp_path, case.id, None)
-        path = case.build(d / "in")
-        before = snapshot(d)
-        run = run_cli(["compile", str(model), "-t", str(path), "-o", "OUT"], d)
-        return case, run, before, snapshot(d)
-
-    with ThreadPoolExecutor(WORKERS) as pool:
-        for case, run, before, after in pool.map(one, chosen.values()):
-            assert_contract(run, case.expect, case.message, f"process compile --target {case.id}")
-            assert_folder_effects(before, after, run.rc, case.id)
+    (case,) = [c for c in TARGET_CASES if c.id == case_id]
+    d = new_case_dir(tmp_path, case.id, None)
+    path = case.build(d / "in")
+    before = snapshot(d)
+    run = run_cli(["compile", str(model), "-t", str(path), "-o", "OUT"], d)
+    assert_contract(run, case.expect, case.message, f"process compile --target {case.id}")
+    assert_folder_effects(before, snapshot(d), run.rc, case.id)
 
 
 # ---------------------------------------------------------------------------
@@ -587,14 +622,16 @@ def test_target_contract_through_real_processes(tmp_path):
 # ---------------------------------------------------------------------------
 
 SIM_CASES = bi.sim_cases()
+SIM_SAMPLE = sampled(SIM_CASES, 6)
 
 
 @pytest.fixture(scope="module")
-def sim_runs(tmp_path_factory, baselines):
+def sim_runs(request, tmp_path_factory, baselines):
+    cases = SIM_CASES if full_run(request) else SIM_SAMPLE
     base, other = baselines
     root = tmp_path_factory.mktemp("sim")
     jobs, info = [], {}
-    for case in SIM_CASES:
+    for case in cases:
         d = new_case_dir(root, case.id, None)
         out, x = case.build(d / "in", base, other)
         info[case.id] = (d, out, x, snapshot(d))
@@ -605,10 +642,10 @@ def sim_runs(tmp_path_factory, baselines):
         jobs.append(job(["inspect", str(dev)], d))
     runs = run_many(jobs, tmp_path_factory.mktemp("scapture"))
     return {c.id: (*info[c.id], runs[2 * i], runs[2 * i + 1], snapshot(info[c.id][0]))
-            for i, c in enumerate(SIM_CASES)}
+            for i, c in enumerate(cases)}
 
 
-@pytest.mark.parametrize("case", SIM_CASES, ids=[c.id for c in SIM_CASES])
+@pytest.mark.parametrize("case", params(SIM_CASES, SIM_SAMPLE))
 def test_simulate_meets_the_contract(sim_runs, case):
     d, out, x, before, sim, inspect, after = sim_runs[case.id]
     what = f"simulate {case.id} ({case.mode})"
@@ -625,29 +662,28 @@ def test_simulate_meets_the_contract(sim_runs, case):
     assert_contract(inspect, frozenset({0, 2}), "", f"inspect {case.id}")
 
 
-def test_simulate_contract_through_real_processes(tmp_path, baselines):
+REAL_PROCESS_SIMS = ("nan_input_quantized", "nan_input_ideal", "device_truncated", "program_json_deep",
+                     "program_from_other_compile")
+
+
+@pytest.mark.parametrize("case_id", [pytest.param(c, marks=() if i == 0 else pytest.mark.slow)
+                                     for i, c in enumerate(REAL_PROCESS_SIMS)])
+def test_simulate_contract_through_real_processes(tmp_path, baselines, case_id):
     base, other = baselines
-    chosen = [c for c in SIM_CASES if c.id in ("nan_input_ideal", "nan_input_quantized", "device_truncated",
-                                               "program_json_deep", "program_from_other_compile")]
-    assert len(chosen) == 5
-
-    def one(case):
-        d = new_case_dir(tmp_path, case.id, None)
-        out, x = case.build(d / "in", base, other)
-        before = snapshot(d)
-        run = run_cli(["simulate", str(out), "-i", str(x), "--mode", case.mode, "-r", "r.npz"], d)
-        return case, d, run, before, snapshot(d)
-
-    with ThreadPoolExecutor(WORKERS) as pool:
-        for case, d, run, before, after in pool.map(one, chosen):
-            what = f"process simulate {case.id}"
-            assert_contract(run, case.expect, case.message, what)
-            assert_folder_effects(before, after, run.rc, what, out_rel="r.npz")
-            if case.nan_output:
-                with np.load(d / "r.npz") as z:
-                    assert np.isnan(z[z.files[0]]).all()
+    (case,) = [c for c in SIM_CASES if c.id == case_id]
+    d = new_case_dir(tmp_path, case.id, None)
+    out, x = case.build(d / "in", base, other)
+    before = snapshot(d)
+    run = run_cli(["simulate", str(out), "-i", str(x), "--mode", case.mode, "-r", "r.npz"], d)
+    what = f"process simulate {case.id}"
+    assert_contract(run, case.expect, case.message, what)
+    assert_folder_effects(before, snapshot(d), run.rc, what, out_rel="r.npz")
+    if case.nan_output:
+        with np.load(d / "r.npz") as z:
+            assert np.isnan(z[z.files[0]]).all()
 
 
+@pytest.mark.slow
 def test_run_command_leaves_no_temporary_folder(tmp_path):
     """``run`` compiles into a temporary folder: removed on success and on failure."""
     d = new_case_dir(tmp_path, "run", None)

@@ -1,5 +1,6 @@
-"""Analog numerics (acompile/sim/analog.py) against docs/analog.md: encoding, the exact
-lossless product, fast path == slow reference bit for bit, calibration, non-idealities."""
+"""Analog numerics (acompile/numerics/, the executors in acompile/sim/fast.py and
+acompile/sim/reference.py) against docs/analog.md: encoding, the exact lossless product,
+fast path == slow reference bit for bit, calibration, non-idealities."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from acompile.errors import AcompileError, InvalidDataError, InvalidTargetError
-from acompile.sim.analog import (AnalogSpec, EncodedWeights, NoiseSpec, adc_step, decode_weights,
-                                 encode_weights, input_chunks, input_cycles, input_scale, mvm,
-                                 mvm_reference, observe_full_scale, program_cells,
-                                 quantize_inputs, quantize_weights)
+from acompile.numerics import (AnalogSpec, EncodedWeights, NoiseSpec, adc_step, cycle_weights,
+                               decode_weights, encode_weights, input_chunks, input_scale, program_cells,
+                               quantize_inputs, quantize_weights)
+from acompile.sim.fast import mvm, observe_full_scale
+from acompile.sim.reference import mvm_reference
 
 
 def spec_of(weight_bits=8, input_bits=8, dac_bits=1, cell_bits=2, adc_bits=8, rows=16,
@@ -61,8 +63,8 @@ def test_spec_derived_quantities():
     assert o.adc_lossless
     # Signed inputs stream their sign bit alone (docs/analog.md deviation).
     assert spec_of(input_bits=8, dac_bits=2).cycles(True) == 5
-    assert input_cycles(spec_of(input_bits=8, dac_bits=3), True) == [1, 8, 64, -128]
-    assert input_cycles(spec_of(input_bits=8, dac_bits=3), False) == [1, 8, 64]
+    assert cycle_weights(spec_of(input_bits=8, dac_bits=3), True) == [1, 8, 64, -128]
+    assert cycle_weights(spec_of(input_bits=8, dac_bits=3), False) == [1, 8, 64]
     with pytest.raises(InvalidTargetError):
         spec_of(cell_bits=9)
     with pytest.raises(InvalidTargetError):
@@ -104,7 +106,7 @@ def test_input_chunks_recombine_to_the_input(signed, bits, dac):
     assert chunks.max() <= spec.max_chunk
     if signed:
         assert chunks[-1].max() <= 1  # the sign cycle carries one bit
-    back = np.tensordot(np.array(input_cycles(spec, signed)), chunks.astype(np.int64), axes=1)
+    back = np.tensordot(np.array(cycle_weights(spec, signed)), chunks.astype(np.int64), axes=1)
     assert np.array_equal(back, x)
     with pytest.raises(InvalidDataError):
         input_chunks(x + (1 << bits), spec, signed)
@@ -270,7 +272,7 @@ def test_lossy_adc_fast_equals_reference_bit_for_bit(scheme):
     assert np.array_equal(fast, ref)
     assert not np.array_equal(fast, exact(x, q))  # the ADC did lose information
     # Worst-case F never clips: each read is off by at most Δ/2, times its digital weight.
-    per_read = adc_step(spec) / 2 * np.abs(input_cycles(spec, True)).sum()
+    per_read = adc_step(spec) / 2 * np.abs(cycle_weights(spec, True)).sum()
     bound = spec.row_blocks(50) * per_read * len(spec.signs) * sum(
         2 ** (j * spec.cell_bits) for j in range(spec.slices))
     if scheme == "offset":
@@ -306,10 +308,10 @@ def test_fast_equals_reference_for_random_specs(data, weight_bits, input_bits, d
 def test_fast_path_blocks_many_vectors_and_columns(monkeypatch, parallel):
     """Shrink the fast path's blocks so vectors and columns split into many tasks, run
     serially or in worker threads: same bits, and the same read noise for a seed."""
-    import acompile.sim.analog as analog
-    monkeypatch.setattr(analog, "_STACKED_ROWS", 24)
-    monkeypatch.setattr(analog, "_BLOCK_ELEMS", 200)
-    monkeypatch.setattr(analog, "_PARALLEL_FLOPS", 0 if parallel else float("inf"))
+    import acompile.sim.fast as fast
+    monkeypatch.setattr(fast, "_STACKED_ROWS", 24)
+    monkeypatch.setattr(fast, "_BLOCK_ELEMS", 200)
+    monkeypatch.setattr(fast, "_PARALLEL_FLOPS", 0 if parallel else float("inf"))
     spec = spec_of(weight_bits=6, input_bits=6, dac_bits=2, cell_bits=2, adc_bits=4, rows=7,
                    signed_weights="offset")
     rng = np.random.default_rng(7)
@@ -321,7 +323,7 @@ def test_fast_path_blocks_many_vectors_and_columns(monkeypatch, parallel):
     assert f == pytest.approx(float(np.percentile(explicit_currents(x, enc, spec, True), 90.0)))
     noise = NoiseSpec(read_sigma=0.01)
     noisy = mvm(x, enc, spec, True, noise=noise, rng=np.random.default_rng(1))
-    monkeypatch.setattr(analog, "_PARALLEL_FLOPS", float("inf") if parallel else 0)
+    monkeypatch.setattr(fast, "_PARALLEL_FLOPS", float("inf") if parallel else 0)
     assert np.array_equal(mvm(x, enc, spec, True, noise=noise, rng=np.random.default_rng(1)), noisy)
 
 
@@ -530,6 +532,6 @@ def test_sign_magnitude_inputs_agree_and_are_exact_when_lossless(dac_bits, adc_b
     enc = encode_weights(q_w, spec)
     fast = mvm(x_q, enc, spec, True, exact_shortcut=False)
     assert np.array_equal(fast, mvm_reference(x_q, enc, spec, True))
-    assert spec.cycles(True) == 2 * -(-7 // dac_bits) == len(input_cycles(spec, True))
+    assert spec.cycles(True) == 2 * -(-7 // dac_bits) == len(cycle_weights(spec, True))
     if spec.adc_lossless:
         assert np.array_equal(fast, x_q.astype(np.int64) @ q_w.astype(np.int64).T)

@@ -17,13 +17,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from acompile import check
+from acompile.check.render import FORMATS, problem_rows
+from acompile.check.schema import CHECK_JSON_SCHEMA
 from acompile.cli import main
 
-try:
-    import models
-except ImportError:  # tests/ became a package
-    from tests import models
+import models
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,20 +37,21 @@ def save(folder: Path, name: str, model: onnx.ModelProto) -> Path:
 
 
 def many_problems_model() -> onnx.ModelProto:
-    """Conv whose weights are a graph input (dynamic weights), then two TopK nodes (unsupported)."""
+    """Conv whose weights are a graph input (dynamic weights), then two custom-domain TopK nodes (unsupported)."""
     k = numpy_helper.from_array(np.array([3], np.int64), "k")
     nodes = [
         helper.make_node("Conv", ["input", "w"], ["c"], name="conv_dyn", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
         helper.make_node("Flatten", ["c"], ["f"], name="flatten_0", axis=1),
-        helper.make_node("TopK", ["f", "k"], ["t1", "i1"], name="topk_a"),
-        helper.make_node("TopK", ["t1", "k"], ["output", "i2"], name="topk_b"),
+        helper.make_node("TopK", ["f", "k"], ["t1", "i1"], name="topk_a", domain=models.CUSTOM_DOMAIN),
+        helper.make_node("TopK", ["t1", "k"], ["output", "i2"], name="topk_b", domain=models.CUSTOM_DOMAIN),
     ]
     graph = helper.make_graph(
         nodes, "many_problems",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4, 8, 8]),
          helper.make_tensor_value_info("w", TensorProto.FLOAT, [8, 4, 3, 3])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3])], initializer=[k])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid(models.CUSTOM_DOMAIN, 17)], ir_version=8)
     onnx.checker.check_model(model)
     return model
 
@@ -75,7 +74,7 @@ def run(capsys, *argv) -> tuple[int, str, str]:
 def run_json(capsys, *argv) -> tuple[int, dict]:
     code, out, _ = run(capsys, *argv, "--format", "json")
     doc = json.loads(out)
-    assert validate(doc, check.CHECK_JSON_SCHEMA) == [], validate(doc, check.CHECK_JSON_SCHEMA)
+    assert validate(doc, CHECK_JSON_SCHEMA) == [], validate(doc, CHECK_JSON_SCHEMA)
     assert doc["exit_code"] == code
     return code, doc
 
@@ -134,18 +133,18 @@ def validate(value, schema: dict, path: str = "$") -> list[str]:
 
 def test_validator_catches_violations():
     good = {"schema_version": 1}
-    assert validate(good, check.CHECK_JSON_SCHEMA)  # many required keys missing
+    assert validate(good, CHECK_JSON_SCHEMA)  # many required keys missing
     assert validate({"x": 1}, {"type": "object", "additionalProperties": False}) == ["$: unexpected 'x'"]
     assert validate(1.5, {"type": ["integer", "null"]})
 
 
 def test_schema_is_valid_json_schema_when_jsonschema_is_installed(tmp_path, capsys):
     jsonschema = pytest.importorskip("jsonschema")
-    jsonschema.Draft202012Validator.check_schema(check.CHECK_JSON_SCHEMA)
+    jsonschema.Draft202012Validator.check_schema(CHECK_JSON_SCHEMA)
     save(tmp_path, "mlp", models.mlp())
     (tmp_path / "broken.onnx").write_bytes(b"\x08\x01garbage")
     _, doc = run_json(capsys, tmp_path, "-t", "isaac", "-t", "no_such_target")
-    jsonschema.validate(doc, check.CHECK_JSON_SCHEMA)
+    jsonschema.validate(doc, CHECK_JSON_SCHEMA)
 
 
 # --------------------------------------------------------------------------- verdicts and reasons
@@ -193,8 +192,8 @@ def test_folder_verdicts_and_every_reason(zoo, capsys):
     many = res["many_problems"]                # every reason, not just the first
     assert sorted((r["category"], r["node"]) for r in many["reasons"]) == [
         ("dynamic_weights", "conv_dyn"), ("unsupported_op", "topk_a"), ("unsupported_op", "topk_b")]
-    rows = check.problem_rows(many["reasons"])
-    assert [(op, n) for op, n, _, _ in rows] == [("Conv (opset 17)", 1), ("TopK (opset 17)", 2)]
+    rows = problem_rows(many["reasons"])
+    assert [(op, n) for op, n, _, _ in rows] == [("Conv (opset 17)", 1), ("com.example.custom.TopK (opset 17)", 2)]
     assert rows[1][3] == "topk_a, topk_b"
 
     for name, needle in (("empty", "empty"), ("random", "not a valid ONNX")):
@@ -210,7 +209,7 @@ def test_text_output(zoo, capsys):
     code, out, _ = run(capsys, zoo, "-t", "isaac")
     assert code == 2
     lines = out.splitlines()
-    assert re.fullmatch(r"FAILED: 9 model x target pair\(s\).* in \d+\.\d\d s", lines[-1])
+    assert re.fullmatch(r"FAILED: 9 model x target pairs: .* in [\d.,]+ [mµ]?s", lines[-1])
     mlp = next(line for line in lines if "mlp.onnx [isaac]" in line)
     assert re.search(r": compatible \| analog \d+\.\d% of MACs, \d+ crossbars?, 1 chip, utilisation", mlp)
     assert any("small_cnn.onnx [isaac]: compatible with digital fallback (GlobalAveragePool x1, MaxPool x1)"
@@ -263,7 +262,7 @@ def test_max_chips(tmp_path, capsys):
     assert code == 1
     tiny, isaac = doc["results"]
     assert tiny["verdict"] == "incompatible" and tiny["figures"]["chips"] == 3
-    assert "needs 3 chip(s)" in tiny["reasons"][0]["message"]
+    assert "needs 3 chips" in tiny["reasons"][0]["message"]
     assert isaac["verdict"] == "compatible with digital fallback"
     assert run(capsys, mlp, "-t", "isaac", "--max-chips", "-1")[0] == 2
 
@@ -331,7 +330,7 @@ def test_markdown_summary(zoo, capsys):
     assert len(table) == 9
     assert all(line.count(" | ") == 7 for line in table)               # no unescaped | inside a cell
     assert any("**incompatible**" in line and "unsupported\\_op\\_model" in line for line in table)
-    assert any(line.startswith("| TopK (opset 17) | 2 |") for line in lines)
+    assert any(line.startswith("| com.example.custom.TopK (opset 17) | 2 |") for line in lines)
 
 
 def test_odd_names_stay_on_one_line_in_text_and_json(tmp_path, capsys):
@@ -353,7 +352,7 @@ def strip_time(fmt: str, text: str) -> str:
     return "\n".join(text.splitlines()[:-1])                            # text, markdown: the status line
 
 
-@pytest.mark.parametrize("fmt", check.FORMATS)
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_jobs_do_not_change_output(zoo, tmp_path, capsys, fmt):
     outputs = []
     for jobs in ("1", "2"):
@@ -370,7 +369,7 @@ def test_output_file_is_written_atomically_and_quiet(tmp_path, capsys):
     code, out, err = run(capsys, model, "-t", "isaac", "--format", "json", "-o", out_file, "-q")
     assert code == 0 and out == "" and err == ""
     doc = json.loads(out_file.read_text())
-    assert doc["passed"] is True and validate(doc, check.CHECK_JSON_SCHEMA) == []
+    assert doc["passed"] is True and validate(doc, CHECK_JSON_SCHEMA) == []
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []   # no temporary left
     code, out, _ = run(capsys, model, "-t", "isaac", "-o", tmp_path / "summary.md", "--format", "markdown")
     assert out.startswith(f"{model} [isaac]: compatible")
@@ -461,7 +460,7 @@ def test_console_entry_as_subprocess(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "acompile", "check", str(model), "-t", "isaac", "--jobs", "2",
                            "-t", "puma"], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines()[-1].startswith("PASSED: 2 model x target pair(s): 2 compatible")
+    assert proc.stdout.splitlines()[-1].startswith("PASSED: 2 model x target pairs: 2 compatible")
 
 
 def test_check_parser_has_its_own_format_choices():

@@ -3,6 +3,7 @@
 import math
 
 import models
+from acompile.cost import Cost, LayerCost, Totals, cost_model
 from acompile.target import load_target
 from helpers import compiled
 
@@ -30,8 +31,9 @@ def test_one_linear_layer_by_hand():
     assert e["adc"] == c["adc_conversions"] * t["adc.energy_pj"]
     assert e["array"] == c["array_reads"] * t["crossbar.read_energy_pj"]
     assert e["shift_add"] == c["shift_adds"] * t["shift_add.energy_pj"]
-    t_cycle = t["crossbar.read_latency_ns"] + math.ceil(cols / math.ceil(cols / t["adc.columns_per_adc"])) \
-        * t["adc.conversion_ns"]
+    stages = (t["crossbar.read_latency_ns"], t["adc.sample_hold_ns"],
+              math.ceil(cols / math.ceil(cols / t["adc.columns_per_adc"])) * t["adc.conversion_ns"])
+    t_cycle = max(stages) if t["adc.pipelined"] else sum(stages)       # isaac: pipelined
     assert math.isclose(layer["cycle_time_ns"], t_cycle)
     assert layer["latency_ns"] >= batch * cycles * t_cycle
 
@@ -54,3 +56,15 @@ def test_energy_grows_with_batch():
     one = compiled(models.mlp(), batch=1).cost["totals"]
     four = compiled(models.mlp(), batch=4).cost["totals"]
     assert four["adc_conversions"] == 4 * one["adc_conversions"]
+
+
+def test_the_report_dict_is_made_from_typed_records():
+    comp = compiled(models.small_cnn(), "isaac")
+    cost = cost_model(comp.graph, comp.mapping, comp.target)
+    assert isinstance(cost, Cost) and isinstance(cost.totals, Totals)
+    assert all(isinstance(x, LayerCost) for x in cost.layers) and len(cost.layers) == len(comp.mapping.layers)
+    assert cost.to_dict() == comp.cost
+    first = cost.layers[0]
+    assert first.counts.adc_conversions == comp.cost["layers"][0]["counts"]["adc_conversions"]
+    assert cost.totals.energy_total_pj == sum(cost.totals.energy_pj.values())
+    assert set(comp.cost["layers"][0]) >= {"kind", "energy_total_pj", "utilisation", "counts", "tiles"}

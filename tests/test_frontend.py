@@ -4,28 +4,23 @@ import os
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 
 import models
 from acompile.errors import InvalidModelError, LimitError
-from acompile.frontend.canonicalise import canonicalise
 from acompile.frontend.export import to_onnx
-from acompile.frontend.fold import fold_constants
-from acompile.frontend.load import CANONICAL_OPSET, load_model, load_model_proto
-from acompile.frontend.ops import classify, supported_table
+from acompile.frontend.load import load_model, load_model_proto
+from acompile.frontend.normalise import CANONICAL_OPSET
+from acompile.frontend.ops import supported_table
+from acompile.passes.classify import classify
+from frontend_passes import frontend, ort_run, run, state_of
 
 
-def ort_run(model: onnx.ModelProto, feeds):
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return sess.run(None, feeds)
-
-
-def frontend(model):
-    g = load_model_proto(model)
-    fold_constants(g)
-    canonicalise(g)
-    return g
+def classified(g):
+    """The problems the classify pass records for an already canonical graph."""
+    state = state_of(g)
+    state.facts.add("canonical")
+    return run(state, classify).problems
 
 
 def assert_same_outputs(before: onnx.ModelProto, after_graph, batch=1):
@@ -73,7 +68,7 @@ def test_gemm_and_matmul_become_linear_layers():
 
 def test_attention_matmuls_stay_digital_and_projections_go_analog():
     g = frontend(models.transformer_block())
-    assert classify(g) == []
+    assert classified(g) == []
     kinds = {(n.op_type, n.kind) for n in g.nodes}
     assert ("MatMul", "digital") in kinds and ("Linear", "analog") in kinds
     assert sum(n.kind == "analog" for n in g.nodes) == 6
@@ -82,7 +77,7 @@ def test_attention_matmuls_stay_digital_and_projections_go_analog():
 def test_classification_follows_the_op_table():
     table = {op: kind for op, kind, _ in supported_table()}
     g = frontend(models.small_cnn())
-    classify(g)
+    classified(g)
     for n in g.nodes:
         key = f"acompile.{n.op_type}" if n.domain else n.op_type
         assert n.kind == table[key]
@@ -93,7 +88,7 @@ def test_classification_follows_the_op_table():
                                           "LSTM")])
 def test_unsupported_ops_are_named_not_dropped(builder, op):
     g = frontend(builder())
-    problems = classify(g)
+    problems = classified(g)
     assert [p.op_type for p in problems] == [op]
     assert problems[0].category == "unsupported_op" and problems[0].opset == 17
 

@@ -13,10 +13,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-try:
-    import models
-except ImportError:  # tests/ became a package
-    from tests import models
+import models
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples"
@@ -64,6 +61,8 @@ def test_small_model_passes_full_check(small):
 
 def test_small_model_runs_in_onnxruntime(small):
     name, model = small
+    if any(n.domain == models.CUSTOM_DOMAIN for n in model.graph.node):
+        pytest.skip("a custom op onnxruntime cannot run, by design")
     feeds = models.random_inputs(model, batch=3, seed=1)
     outs = session(model).run(None, feeds)
     for vi, out in zip(model.graph.output, outs):
@@ -190,6 +189,7 @@ def test_old_opset_cnn_is_old():
 # --------------------------------------------------------------------------- large models
 
 
+@pytest.mark.slow
 def test_resnet50_like_has_resnet50_size():
     t0 = time.perf_counter()
     model = models.resnet50_like()

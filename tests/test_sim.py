@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 import models
+from acompile import numerics
 from acompile.backends.program import load_program
 from acompile.cli import main
-from acompile.passes.lower import layer_matrix
-from acompile.sim import analog
+from acompile.mapping import layer_matrix
 from acompile.simulation import load_compiled, simulate as simulate_folder
 from acompile.target import load_target
 from helpers import compiled, ort_outputs, simulate
@@ -40,8 +40,8 @@ def test_lossless_quantized_mode_equals_the_integer_product(target):
     (got,) = simulate(comp, feeds, mode="quantized")
     layer = comp.mapping.layers[0]
     spec = layer.spec
-    q_w, s_w = analog.quantize_weights(layer_matrix(comp.graph.constants, layer, 0), spec.weight_bits)
-    x_q = analog.quantize_inputs(feeds["input"], layer.input_scale, spec.input_bits, layer.input_signed)
+    q_w, s_w = numerics.quantize_weights(layer_matrix(comp.graph.constants, layer, 0), spec.weight_bits)
+    x_q = numerics.quantize_inputs(feeds["input"], layer.input_scale, spec.input_bits, layer.input_signed)
     y_int = x_q.astype(np.int64) @ q_w.astype(np.int64).T
     want = (y_int * s_w * layer.input_scale).astype(np.float32) + comp.graph.constants[layer.bias]
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
@@ -62,7 +62,7 @@ def test_noise_is_seeded():
     model = models.mlp()
     feeds = models.random_inputs(model, batch=4)
     comp = compiled(model, "hermes")
-    noise = analog.NoiseSpec(programming_sigma=0.02, read_sigma=0.01)
+    noise = numerics.NoiseSpec(programming_sigma=0.02, read_sigma=0.01)
     a = simulate(comp, feeds, mode="noisy", noise=noise, seed=1)[0]
     b = simulate(comp, feeds, mode="noisy", noise=noise, seed=1)[0]
     c = simulate(comp, feeds, mode="noisy", noise=noise, seed=2)[0]
@@ -98,7 +98,7 @@ def test_a_batch_larger_than_the_compiled_one_runs_in_chunks():
 def test_program_round_trips(tmp_path):
     comp = compiled(models.transformer_block())
     from acompile.backends.program import write_program
-    from acompile.compiler import dumps_json
+    from acompile.jsonio import dumps_json
     write_program(tmp_path, comp, dumps_json)
     graph, mapping, _ = load_program(tmp_path)
     assert [n.op_type for n in graph.nodes] == [n.op_type for n in comp.graph.nodes]
@@ -112,3 +112,43 @@ def test_a_dynamic_batch_program_runs_any_batch_in_one_go():
     feeds = models.random_inputs(model, batch=5)
     for got, want in zip(simulate(comp, feeds), ort_outputs(model, feeds)):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["conv_transpose_grouped", "grouped_conv", "transformer_block", "conv_1d",
+                                  "dynamic_batch_cnn"])
+def test_every_node_of_the_chain_on_its_own_equals_the_fused_chain(name):
+    """The reference path runs ToVectors ... FromVectors one node at a time (shapes carried by
+    the values); the fast path runs each chain as one fused step: the same bits in quantized mode."""
+    model = models.ALL_SMALL[name]()
+    comp = compiled(model, "prime", batch=2)
+    feeds = models.random_inputs(model, batch=3 if comp.graph.meta.get("dynamic_batch") else 2)
+    for a, b in zip(simulate(comp, feeds, mode="quantized", path="fast"),
+                    simulate(comp, feeds, mode="quantized", path="reference")):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_the_reference_path_steps_through_each_chain_node_and_the_fast_path_fuses_it(monkeypatch):
+    from acompile.passes.boundaries import CHAIN
+    from acompile.sim import chain
+    model = models.mlp()
+    comp = compiled(model)
+    feeds = models.random_inputs(model, batch=2)
+    calls = []
+    for op, step in list(chain.STEPS.items()):
+        monkeypatch.setitem(chain.STEPS, op, lambda *a, _op=op, _step=step: calls.append(_op) or _step(*a))
+    n_layers = len(comp.mapping.layers)
+    simulate(comp, feeds, mode="noisy", path="reference", noise=numerics.NoiseSpec(read_sigma=0.01))
+    assert calls == list(CHAIN) * n_layers
+    calls.clear()
+    simulate(comp, feeds, mode="quantized", path="fast")
+    simulate(comp, feeds, mode="ideal", path="reference")      # ideal mode has no converters: always fused
+    assert calls == []
+
+
+def test_an_incomplete_chain_is_refused():
+    from acompile.errors import InvalidDataError
+    from acompile.sim.chain import fuse_chain
+    comp = compiled(models.mlp())
+    nodes = [n for n in comp.graph.nodes if n.op_type != "ShiftAdd"]
+    with pytest.raises(InvalidDataError, match="incomplete or out of order"):
+        fuse_chain(nodes)

@@ -9,13 +9,14 @@ the ``.npy`` format, so ``numpy.load(path, allow_pickle=False)`` reads them.
 from __future__ import annotations
 
 import io
-import json
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import InvalidDataError, clean
+from ..errors import AcompileError, InvalidDataError, clean
+from ..limits import Limits
+from ..safe_read import read_npy, open_input, parse_json
 
 FIXED_DATE = (1980, 1, 1, 0, 0, 0)
 STREAM_BYTES = 1 << 20   # arrays from this size on are streamed into the archive
@@ -38,7 +39,7 @@ class ArchiveWriter:
         self.add_bytes(name, dumps(obj).encode("utf-8"))
 
     def add_array(self, name: str, array: np.ndarray) -> None:
-        array = np.ascontiguousarray(array)
+        array = np.asarray(array, order="C")     # ascontiguousarray would turn a 0-d array into (1,)
         if array.ndim and array.nbytes >= STREAM_BYTES and array.dtype.kind in "biuf" and array.dtype.names is None:
             # The same bytes as below (writestr is open(zinfo, "w") with the size set first), without
             # two in-memory copies of a large array.
@@ -62,47 +63,65 @@ class ArchiveWriter:
 
 
 class ArchiveReader:
-    def __init__(self, path: Path, what: str):
-        self.path, self.what = Path(path), what
-        try:
-            self.zf = zipfile.ZipFile(self.path, "r")
-            self.names = set(self.zf.namelist())
-        except FileNotFoundError:
-            raise InvalidDataError(f"{what} file not found", where=clean(str(path)))
-        except (zipfile.BadZipFile, OSError, ValueError) as e:
-            raise InvalidDataError(f"not a valid {what} file ({clean(str(e), 120)})", where=clean(str(path)))
+    """Reads an archive this module wrote: a regular file within ``limits.max_device_bytes``, each
+    entry's declared size checked before it is read (JSON entries within ``max_json_bytes``)."""
 
-    def _read(self, name: str) -> bytes:
-        if name not in self.names:
-            raise InvalidDataError(f"{self.what} file lacks its entry {name!r} (truncated or not an acompile file?)",
-                                   where=clean(str(self.path)))
+    def __init__(self, path: Path, what: str, limits: Limits | None = None):
+        self.path, self.what = Path(path), what
+        self.limits = limits or Limits.from_env()
+        self.where = clean(str(path))
+        f, _ = open_input(self.path, f"{what} file", "max_device_bytes", self.limits)
         try:
-            return self.zf.read(name)
+            self.zf = zipfile.ZipFile(f, "r")
+            self.infos = {info.filename: info for info in self.zf.infolist()}
+            self.names = set(self.infos)
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as e:
+            f.close()
+            raise InvalidDataError(f"not a valid {what} file ({clean(str(e), 120)})", where=self.where)
+
+    def _read(self, name: str, limit: str = "max_device_bytes") -> bytes:
+        info = self.infos.get(name)
+        if info is None:
+            raise InvalidDataError(f"{self.what} file lacks its entry {name!r} (truncated or not an acompile file?)",
+                                   where=self.where)
+        if info.file_size > getattr(self.limits, limit):
+            raise self.limits.refuse(limit, f"{self.what} entry {name!r}", info.file_size, where=self.where)
+        try:
+            with self.zf.open(info) as member:
+                data = member.read(info.file_size + 1)
         except Exception as e:  # CRC errors, truncation
             raise InvalidDataError(f"{self.what} file is corrupt ({type(e).__name__}: {clean(str(e), 120)})",
-                                   where=clean(str(self.path)))
+                                   where=self.where)
+        if len(data) != info.file_size:
+            raise InvalidDataError(f"{self.what} file is corrupt (entry {name!r} is not the size it declares)",
+                                   where=self.where)
+        return data
 
-    def json(self, name: str):
-        try:
-            return json.loads(self._read(name).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise InvalidDataError(f"{self.what} entry {name!r} is not valid JSON ({clean(str(e), 80)})",
-                                   where=clean(str(self.path)))
+    def json(self, name: str, schema=None):
+        return parse_json(self._read(name, "max_json_bytes"), f"{self.what} entry {name!r}", self.where, schema)
 
     def bytes(self, name: str) -> bytes:
         return self._read(name)
 
     def array(self, name: str) -> np.ndarray:
+        info = self.infos.get(name)
+        if info is None:
+            raise InvalidDataError(f"{self.what} file lacks its entry {name!r} (truncated or not an acompile file?)",
+                                   where=self.where)
         try:
-            return np.lib.format.read_array(io.BytesIO(self._read(name)), allow_pickle=False)
-        except InvalidDataError:
+            with self.zf.open(info) as member:
+                return read_npy(member, info.file_size, self.what, self.where, self.limits, name)
+        except AcompileError:
             raise
         except Exception as e:
             raise InvalidDataError(f"{self.what} entry {name!r} is not a valid array ({clean(str(e), 80)})",
-                                   where=clean(str(self.path)))
+                                   where=self.where)
 
     def close(self) -> None:
+        fp = self.zf.fp
         self.zf.close()
+        if fp is not None:
+            fp.close()
 
 
 def pack_levels(levels: np.ndarray, bits: int) -> bytes:

@@ -21,27 +21,24 @@ so memory stays at one stripe's cells however large the model. See docs/formats.
 from __future__ import annotations
 
 import hashlib
-import json
 import itertools
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
+from .. import numerics
 from ..errors import InvalidDataError, clean
-from ..mapping import Mapping
-from ..passes.lower import layer_matrix
-from ..sim import analog
-from ..sim.runtime import Encoded
+from ..jsonio import dumps_compact
+from ..mapping import BrokenMapping, Mapping, layer_matrix
+from ..numerics.encoding import Encoded
+from ..safe_read import check_schema
+from ..units import count, decimal
 from .archive import ArchiveReader, ArchiveWriter, pack_levels, packed_size, unpack_levels
+from .schemas import HEADER
 
 DEVICE_FORMAT = "acompile-device"
 DEVICE_VERSION = 1
-
-
-def spec_dict(spec: analog.AnalogSpec) -> dict:
-    return {"weight_bits": spec.weight_bits, "input_bits": spec.input_bits, "dac_bits": spec.dac_bits,
-            "cell_bits": spec.cell_bits, "adc_bits": spec.adc_bits, "rows": spec.rows,
-            "signed_weights": spec.signed_weights, "input_encoding": spec.input_encoding}
 
 
 def write_device(path: Path, compiled, program_sha256: str, dumps) -> None:
@@ -58,7 +55,7 @@ def write_device(path: Path, compiled, program_sha256: str, dumps) -> None:
                     stream.write(piece)
                     digest.update(piece)
                 for blk, size in zip(group, sizes):
-                    blocks_out.append(_block_record(blk, offset, size))
+                    blocks_out.append({**blk.to_dict(), "offset": offset, "bytes": size})
                     offset += size
         writer.add_array("weight_scales.npy", np.concatenate(scales) if scales else np.zeros(0))
         header = {
@@ -67,26 +64,14 @@ def write_device(path: Path, compiled, program_sha256: str, dumps) -> None:
             "levels_bytes": offset,
             "levels_sha256": digest.hexdigest(),
             "layers": [_layer_record(layer, target) for layer in mapping.layers],
-            "crossbars": [{"index": c.index, "chip": c.chip, "tile": c.tile, "core": c.core, "slot": c.slot,
-                           "blocks": c.blocks, "rows_used": c.rows_used, "cols_used": c.cols_used}
-                          for c in mapping.crossbars],
+            "crossbars": [c.to_dict() for c in mapping.crossbars],
             "blocks": blocks_out,
-            "geometry": {"rows": int(target["crossbar.rows"]), "cols": int(target["crossbar.cols"]),
-                         "crossbars_per_core": int(target["organisation.crossbars_per_core"]),
-                         "cores_per_tile": int(target["organisation.cores_per_tile"]),
-                         "tiles_per_chip": int(target["organisation.tiles_per_chip"])},
+            "geometry": mapping.fabric.to_dict(),
             "tiles_used": mapping.tiles_used, "chips_needed": mapping.chips_needed,
         }
-        writer.add_json("header.json", header, compact_json)
+        writer.add_json("header.json", header, dumps_compact)   # compact: a record per block adds up
     finally:
         writer.close()
-
-
-def compact_json(obj) -> str:
-    """The header as compact, sorted JSON: one record per block and crossbar adds up, and the
-    file is read by programs (``acompile inspect`` prints it for people)."""
-    from ..compiler import _json_default
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default, allow_nan=False) + "\n"
 
 
 def _stripes(graph, mapping: Mapping, scales: list):
@@ -101,7 +86,7 @@ def _stripes(graph, mapping: Mapping, scales: list):
             by_matrix.setdefault(mapping.blocks[b].matrix, []).append(b)
         for mi, matrix in enumerate(layer.matrices):
             w = layer_matrix(graph.constants, layer, matrix.group)
-            s_w = analog.weight_scales(w, layer.spec.weight_bits)
+            s_w = numerics.weight_scales(w, layer.spec.weight_bits)
             scales.append(np.asarray(s_w, np.float64))
             blocks = [mapping.blocks[b] for b in by_matrix.get(mi, [])]
             for _, group in itertools.groupby(blocks, key=lambda b: (b.row_start, b.rows)):
@@ -116,7 +101,7 @@ def _stripe_cells(task) -> tuple[list, list[int], list]:
     side is reordered block-major in one copy. Blocks that do not start and end on a byte
     boundary (the offset scheme's reference column, odd cell widths) are packed from their
     cell levels (:func:`_levels`) by ``pack_levels``. Either way the bytes are those of
-    ``pack_levels`` applied to the block of ``analog.encode_weights(q_w).levels``.
+    ``pack_levels`` applied to the block of ``numerics.encode_weights(q_w).levels``.
     """
     w, s_w, spec, group = task
     cb = spec.cell_bits
@@ -126,7 +111,7 @@ def _stripe_cells(task) -> tuple[list, list[int], list]:
         return blk.col_start + blk.cols <= data_cols and blk.col_start * cb % 8 == 0 and blk.cols * cb % 8 == 0
 
     r0, rows = group[0].row_start, group[0].rows
-    q = analog.quantize_with_scales(w[:, r0:r0 + rows], s_w, spec.weight_bits)       # (N, rows)
+    q = numerics.quantize_with_scales(w[:, r0:r0 + rows], s_w, spec.weight_bits)       # (N, rows)
     packed = _packed_rows(q, spec) if any(aligned(b) for b in group) else None
     sizes, pieces = [], []
     i = 0
@@ -150,7 +135,7 @@ def _stripe_cells(task) -> tuple[list, list[int], list]:
     return group, sizes, pieces
 
 
-def _magnitudes(q: np.ndarray, spec: analog.AnalogSpec, dtype) -> np.ndarray:
+def _magnitudes(q: np.ndarray, spec: numerics.AnalogSpec, dtype) -> np.ndarray:
     """(rows, N, signs) stored magnitudes of q (N, rows): max(±q, 0) (differential) or q + offset."""
     n, rows = q.shape
     qt = q.T
@@ -163,7 +148,7 @@ def _magnitudes(q: np.ndarray, spec: analog.AnalogSpec, dtype) -> np.ndarray:
     return out
 
 
-def _packed_rows(q: np.ndarray, spec: analog.AnalogSpec) -> np.ndarray | None:
+def _packed_rows(q: np.ndarray, spec: numerics.AnalogSpec) -> np.ndarray | None:
     """The data columns of a row stripe as ``pack_levels`` lays them out, or None.
 
     In the canonical column order a channel's sign group is S consecutive cells holding bits
@@ -182,13 +167,13 @@ def _packed_rows(q: np.ndarray, spec: analog.AnalogSpec) -> np.ndarray | None:
     return wide.reshape(wide.shape[:2] + (-1, 8))[..., :nb].reshape(rows, -1)
 
 
-def _levels(q: np.ndarray, spec: analog.AnalogSpec, c0: int, c1: int) -> np.ndarray:
+def _levels(q: np.ndarray, spec: numerics.AnalogSpec, c0: int, c1: int) -> np.ndarray:
     """Cell levels (rows, c1-c0) of physical columns [c0, c1) of a row stripe, canonical order
-    (as ``analog.encode_weights`` lays them out, the offset scheme's reference column last)."""
+    (as ``numerics.encode_weights`` lays them out, the offset scheme's reference column last)."""
     cpc, n_slices = spec.columns_per_channel, spec.slices
     p = np.arange(c0, c1)
     data = p < q.shape[0] * cpc
-    out = np.ones((q.shape[1], c1 - c0), np.uint8)          # the reference column holds level 1
+    out = np.full((q.shape[1], c1 - c0), spec.reference_level, np.uint8)   # the reference column's level
     if data.any():
         pd = p[data]
         channel, within = pd // cpc, pd % cpc
@@ -199,25 +184,17 @@ def _levels(q: np.ndarray, spec: analog.AnalogSpec, c0: int, c1: int) -> np.ndar
     return out
 
 
-def _block_record(blk, offset: int, nbytes: int) -> dict:
-    return {"layer": blk.layer, "matrix": blk.matrix, "row_block": blk.row_block, "col_block": blk.col_block,
-            "row_start": blk.row_start, "rows": blk.rows, "col_start": blk.col_start, "cols": blk.cols,
-            "crossbar": blk.crossbar, "row_offset": blk.row_offset, "col_offset": blk.col_offset,
-            "offset": offset, "bytes": nbytes}
-
-
 def _layer_record(layer, target) -> dict:
     spec = layer.spec
     full = layer.adc_full_scale or float(spec.worst_case_full_scale)
     return {"index": layer.index, "name": clean(layer.name), "op_type": layer.op_type,
-            "spec": spec_dict(spec),
-            "dac": {"bits": spec.dac_bits, "cycles": len(analog.input_cycles(spec, layer.input_signed)),
+            "spec": spec.to_dict(),
+            "dac": {"bits": spec.dac_bits, "cycles": layer.input_cycles,
                     "input_bits": spec.input_bits, "input_signed": layer.input_signed,
                     "input_scale": layer.input_scale, "input_range": layer.input_range},
-            "adc": {"bits": spec.adc_bits, "full_scale": full, "step": analog.adc_step(spec, full),
-                    "range": str(target["adc.range"]), "lossless": bool(2 ** spec.adc_bits - 1 >= spec.worst_case_full_scale)},
-            "matrices": [{"group": m.group, "n_out": m.n_out, "k_in": m.k_in, "physical_cols": m.physical_cols,
-                          "row_blocks": m.row_blocks, "col_blocks": m.col_blocks} for m in layer.matrices]}
+            "adc": {"bits": spec.adc_bits, "full_scale": full, "step": numerics.adc_step(spec, full),
+                    "range": target.adc.range, "lossless": spec.adc_lossless},
+            "matrices": [m.to_dict() for m in layer.matrices]}
 
 
 def sha256_file(path: Path) -> str:
@@ -230,18 +207,16 @@ def sha256_file(path: Path) -> str:
 
 
 class DeviceReader:
-    """Reads a device file back into per-matrix encoded weights for the simulator."""
+    """Reads a device file back into per-matrix encoded weights for the simulator.
 
-    def __init__(self, path: Path, mapping: Mapping | None = None, program_sha256: str | None = None):
+    ``mapping`` (the layers program.json holds) is completed in place with the blocks,
+    crossbars and placement of the header, and verified.
+    """
+
+    def __init__(self, path: Path, mapping: Mapping, program_sha256: str | None = None):
         self.path = Path(path)
         self.archive = ArchiveReader(self.path, "device")
-        self.header = self.archive.json("header.json")
-        h = self.header
-        if not isinstance(h, dict) or h.get("format") != DEVICE_FORMAT:
-            raise InvalidDataError("not an acompile device file (wrong format name)", where=clean(str(path)))
-        if h.get("version") != DEVICE_VERSION:
-            raise InvalidDataError(f"device file version {clean(h.get('version'))} is not supported "
-                                   f"(this acompile reads version {DEVICE_VERSION})", where=clean(str(path)))
+        self.header = h = _read_header(self.archive)
         if program_sha256 is not None and h.get("program_sha256") != program_sha256:
             raise InvalidDataError("device file belongs to another compile (its program checksum differs)",
                                    where=clean(str(path)), hint="simulate the OUT folder that compile wrote as a whole")
@@ -253,6 +228,10 @@ class DeviceReader:
             raise InvalidDataError("device file's cell levels do not match their checksum (corrupted or edited)",
                                    where=clean(str(path)))
         self.scales = self.archive.array("weight_scales.npy")
+        _complete(mapping, h, clean(str(path)))
+        if [[m.to_dict() for m in x.matrices] for x in mapping.layers] != [x["matrices"] for x in h["layers"]]:
+            raise InvalidDataError("device file's layers differ from the program's", where=clean(str(path)),
+                                   hint="simulate the OUT folder that compile wrote as a whole")
         self.mapping = mapping
         self._cache: dict[tuple[int, int], Encoded] = {}
         self._scale_offsets = self._offsets()
@@ -290,24 +269,87 @@ class DeviceReader:
                    blk["col_start"]:blk["col_start"] + blk["cols"]] = cells.reshape(blk["rows"], blk["cols"])
         if levels.max(initial=0) >= 2 ** spec.cell_bits:
             raise InvalidDataError("device file holds a level above the cell's range", where=clean(str(self.path)))
-        maps = analog.encode_weights(np.zeros((m["n_out"], 1), np.int32), spec)
-        enc = analog.EncodedWeights(levels=levels, col_out=maps.col_out, col_slice=maps.col_slice,
+        maps = numerics.encode_weights(np.zeros((m["n_out"], 1), np.int32), spec)
+        enc = numerics.EncodedWeights(levels=levels, col_out=maps.col_out, col_slice=maps.col_slice,
                                     col_sign=maps.col_sign)
         start, n = self._scale_offsets[key]
         self._cache[key] = Encoded(enc, self.scales[start:start + n])
         return self._cache[key]
 
 
+def _read_header(archive: ArchiveReader) -> dict:
+    """The header, its format and version checked first (a clear word for another file), then every field."""
+    h = archive.json("header.json")
+    if not isinstance(h, dict) or h.get("format") != DEVICE_FORMAT:
+        raise InvalidDataError("not an acompile device file (wrong format name)", where=archive.where)
+    if h.get("version") != DEVICE_VERSION:
+        raise InvalidDataError(f"device file version {clean(h.get('version'))} is not supported "
+                               f"(this acompile reads version {DEVICE_VERSION})", where=archive.where)
+    check_schema(h, HEADER, "device header", archive.where)
+    return h
+
+
+def _complete(mapping: Mapping, header: dict, where: str) -> None:
+    """Give ``mapping`` the blocks, crossbars and placement the header records; check them."""
+    try:
+        full = Mapping.from_dict({"layers": [], "blocks": _mapping_order(header["blocks"], header["crossbars"]),
+                                  "crossbars": header["crossbars"], "tiles_used": header["tiles_used"],
+                                  "chips_needed": header["chips_needed"], "fabric": header["geometry"]},
+                                 layers=mapping.layers)
+        full.verify()
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError, BrokenMapping) as e:
+        raise InvalidDataError(f"device file's mapping does not hold together ({clean(str(e), 120)})", where=where)
+    for name in ("blocks", "crossbars", "tiles_used", "chips_needed", "fabric"):
+        setattr(mapping, name, getattr(full, name))
+
+
+def _mapping_order(blocks: list[dict], crossbars: list[dict]) -> list[dict]:
+    """The header's block records (in file order, row stripe by row stripe) in mapping order.
+
+    Every crossbar lists the mapping indices of its blocks in the order they were packed,
+    which is the order of their row offsets (each block takes fresh rows).
+    """
+    on_bar: dict[int, list[dict]] = defaultdict(list)
+    for rec in blocks:
+        on_bar[rec["crossbar"]].append(rec)
+    order: list = [None] * len(blocks)
+    for bar in crossbars:
+        recs = sorted(on_bar.pop(bar["index"], []), key=lambda r: r["row_offset"])
+        if len(recs) != len(bar["blocks"]):
+            raise ValueError(f"crossbar {bar['index']} lists {len(bar['blocks'])} blocks, the header {len(recs)}")
+        for i, rec in zip(bar["blocks"], recs):
+            order[i] = rec
+    if on_bar or any(rec is None for rec in order):
+        raise ValueError("a block is on no crossbar")
+    return order
+
+
+def inspect_summary(path: Path) -> dict:
+    """The device file's summary as data (``inspect --format json``): its header without the per-block
+    and per-crossbar records, which are counted instead."""
+    reader = ArchiveReader(Path(path), "device")
+    h = _read_header(reader)
+    reader.close()
+    counts: dict[int, int] = {}
+    for b in h["blocks"]:
+        counts[b["layer"]] = counts.get(b["layer"], 0) + 1
+    return {"path": clean(str(path)), "version": h["version"], "target": h["target"],
+            "program_sha256": h["program_sha256"], "crossbars": len(h["crossbars"]), "geometry": h["geometry"],
+            "tiles_used": h["tiles_used"], "chips_needed": h["chips_needed"], "blocks": len(h["blocks"]),
+            "levels_bytes": h["levels_bytes"],
+            "layers": [{"name": layer["name"], "op_type": layer["op_type"], "spec": layer["spec"],
+                        "blocks": counts.get(layer["index"], 0), "adc_full_scale": layer["adc"]["full_scale"],
+                        "input_scale": layer["dac"]["input_scale"]} for layer in h["layers"]]}
+
+
 def inspect_text(path: Path) -> str:
     reader = ArchiveReader(Path(path), "device")
-    h = reader.json("header.json")
-    if not isinstance(h, dict) or h.get("format") != DEVICE_FORMAT:
-        raise InvalidDataError("not an acompile device file", where=clean(str(path)))
+    h = _read_header(reader)
     lines = [f"{clean(str(path))}: acompile device file v{h['version']} for target {clean(h['target'])}",
              f"  program sha256 {h['program_sha256'][:16]}...",
              f"  {len(h['crossbars'])} crossbars of {h['geometry']['rows']}x{h['geometry']['cols']} on "
-             f"{h['tiles_used']} tiles ({h['chips_needed']} chip(s)), {len(h['blocks'])} blocks, "
-             f"{h['levels_bytes']:,} bytes of cell levels",
+             f"{count(h['tiles_used'], 'tile')} ({count(h['chips_needed'], 'chip')}), {count(len(h['blocks']), 'block')}, "
+             f"{count(h['levels_bytes'], 'byte')} of cell levels",
              f"  {'layer':<28} {'op':<13} {'spec (Bw/Bx/dac/cell/adc)':<26} {'scheme':<12} {'blocks':>6} {'ADC F':>9} {'s_x':>10}"]
     counts: dict[int, int] = {}
     for b in h["blocks"]:
@@ -316,7 +358,7 @@ def inspect_text(path: Path) -> str:
         s = layer["spec"]
         lines.append(f"  {layer['name'][:28]:<28} {layer['op_type']:<13} "
                      f"{s['weight_bits']}/{s['input_bits']}/{s['dac_bits']}/{s['cell_bits']}/{s['adc_bits']:<16} "
-                     f"{s['signed_weights']:<12} {counts.get(layer['index'], 0):>6} {layer['adc']['full_scale']:>9.4g} "
-                     f"{layer['dac']['input_scale']:>10.4g}")
+                     f"{s['signed_weights']:<12} {counts.get(layer['index'], 0):>6} {decimal(layer['adc']['full_scale'], 4):>9} "
+                     f"{decimal(layer['dac']['input_scale'], 4):>10}")
     reader.close()
     return "\n".join(lines) + "\n"

@@ -13,38 +13,40 @@ Accumulate, Dequantize, FromVectors for each analog layer. See docs/formats.md.
 from __future__ import annotations
 
 import hashlib
-import json
+import math
+import os
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import InvalidDataError, clean
-from ..frontend.load import OpaqueAttribute, Subgraph
-from ..ir import Graph, Node, TensorInfo
-from ..mapping import AnalogLayer, Mapping, Matrix
-from ..sim import analog
+from .. import numerics
+from ..errors import AcompileError, InvalidDataError, clean
+from ..ir import DOMAIN, Graph, Node, OpaqueAttribute, Subgraph, TensorInfo
+from ..mapping import AnalogLayer, BrokenMapping, Mapping
+from ..safe_read import check_schema, parse_json, read_input, sha256_input
 from .archive import ArchiveReader, ArchiveWriter
-from .device import sha256_file, spec_dict
+from .device import sha256_file
+from .schemas import PROGRAM
 
 PROGRAM_FORMAT = "acompile-program"
 PROGRAM_VERSION = 1
 
 
-def _chain_attrs(node: Node, layer: AnalogLayer, mapping: Mapping) -> dict:
+def chain_attrs(node: Node, layer: AnalogLayer, mapping: Mapping) -> dict:
     spec = layer.spec
     op = node.op_type
     if op == "DAC":
         return {"input_bits": spec.input_bits, "dac_bits": spec.dac_bits, "signed": layer.input_signed,
-                "cycles": len(analog.input_cycles(spec, layer.input_signed)), "input_scale": layer.input_scale}
+                "cycles": layer.input_cycles, "input_scale": layer.input_scale}
     if op == "CrossbarRead":
         bars = sorted({mapping.blocks[b].crossbar for b in layer.blocks})
         return {"crossbars": _ranges(bars), "blocks": len(layer.blocks), "cell_bits": spec.cell_bits,
                 "signed_weights": spec.signed_weights}
     if op == "ADC":
         full = layer.adc_full_scale or float(spec.worst_case_full_scale)
-        return {"bits": spec.adc_bits, "full_scale": full, "step": analog.adc_step(spec, full)}
+        return {"bits": spec.adc_bits, "full_scale": full, "step": numerics.adc_step(spec, full)}
     if op == "ShiftAdd":
-        return {"cycle_weights": [float(w) for w in analog.input_cycles(spec, layer.input_signed)],
+        return {"cycle_weights": [float(w) for w in numerics.cycle_weights(spec, layer.input_signed)],
                 "slice_shift_bits": spec.cell_bits}
     if op == "Accumulate":
         return {"row_blocks": layer.matrices[0].row_blocks}
@@ -81,25 +83,25 @@ def _attr_json(node: Node, constants: dict[str, np.ndarray]) -> dict:
     return out
 
 
-def _layer_json(layer: AnalogLayer) -> dict:
-    return {"index": layer.index, "name": layer.name, "op_type": layer.op_type, "weight": layer.weight,
-            "bias": layer.bias, "groups": layer.groups, "n_vec": layer.n_vec, "in_channels": layer.in_channels,
-            "out_channels": layer.out_channels, "spec": spec_dict(layer.spec), "input_signed": layer.input_signed,
-            "input_range": layer.input_range, "input_scale": layer.input_scale,
-            "adc_full_scale": layer.adc_full_scale, "geometry": layer.geometry, "replication": layer.replication,
-            "uses": layer.uses,
-            "matrices": [{"group": m.group, "n_out": m.n_out, "k_in": m.k_in, "physical_cols": m.physical_cols,
-                          "row_blocks": m.row_blocks, "col_blocks": m.col_blocks} for m in layer.matrices]}
-
-
 def _tensor_json(graph: Graph, name: str) -> dict:
     info = graph.tensors.get(name)
     return {"name": name, "dtype": str(info.dtype) if info and info.dtype is not None else None,
             "shape": list(info.shape) if info and info.shape is not None else None}
 
 
+TARGET_FILE = "target.toml"
+
+
 def write_program(folder: Path, compiled, dumps) -> str:
-    """Write program.npz and program.json; return the sha256 of program.json."""
+    """Write program.npz, target.toml and program.json; return the sha256 of program.json.
+
+    target.toml is the fully resolved target the program was compiled for (``--set`` applied);
+    program.json holds its sha256, so the program's checksum covers it and simulate uses it,
+    never a target name or path read from the program.
+    """
+    from ..target import dumps_toml
+    target_text = dumps_toml(compiled.target.data)
+    (folder / TARGET_FILE).write_text(target_text)
     graph, mapping = compiled.graph, compiled.mapping
     constants: dict[str, np.ndarray] = {}
     ops = []
@@ -108,10 +110,10 @@ def write_program(folder: Path, compiled, dumps) -> str:
                  "inputs": node.inputs, "outputs": node.outputs, "kind": node.kind}
         if node.meta.get("chain"):
             entry["chain"] = node.meta["chain"]
-        if node.domain == "acompile":
+        if node.domain == DOMAIN and "layer" in node.meta:
             layer = mapping.layers[node.meta["layer"]]
             entry["layer"] = layer.index
-            entry["attrs"] = _chain_attrs(node, layer, mapping)
+            entry["attrs"] = chain_attrs(node, layer, mapping)
         else:
             entry["attrs"] = _attr_json(node, constants)
             if node.meta.get("attr_types"):
@@ -142,7 +144,8 @@ def write_program(folder: Path, compiled, dumps) -> str:
         "constants": {name: {"entry": f"c{i:06d}.npy", "dtype": str(constants[name].dtype),
                              "shape": list(constants[name].shape)} for i, name in enumerate(sorted(constants))},
         "constants_sha256": sha256_file(npz),
-        "layers": [_layer_json(layer) for layer in mapping.layers],
+        "target_sha256": hashlib.sha256(target_text.encode("utf-8")).hexdigest(),
+        "layers": [layer.to_dict() for layer in mapping.layers],
         "ops": ops,
     }
     text = dumps(program)
@@ -150,28 +153,41 @@ def write_program(folder: Path, compiled, dumps) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def load_program_target(folder: Path, graph: Graph):
+    """The resolved target a program was compiled for, from its folder's target.toml (checksum verified)."""
+    from ..target import load_target
+    path = Path(folder) / TARGET_FILE
+    want = graph.meta.get("target_sha256")
+    if not want:
+        raise InvalidDataError("this program predates target.toml beside it; compile it again",
+                               where=clean(str(folder)))
+    if not os.path.lexists(path):
+        raise InvalidDataError(f"{TARGET_FILE} is missing beside program.json", where=clean(str(folder)))
+    if sha256_input(path, "program target") != want:
+        raise InvalidDataError(f"{TARGET_FILE} does not belong to program.json (checksum differs)",
+                               where=clean(str(path)))
+    return load_target(path)
+
+
 def load_program(folder: Path) -> tuple[Graph, Mapping, str]:
-    """Read program.json + program.npz back into a runnable (Graph, Mapping); also return the json sha256."""
+    """Read program.json + program.npz back into a runnable (Graph, Mapping); also return the json sha256.
+
+    program.json holds the mapping's layers; the device file (:class:`~.device.DeviceReader`)
+    adds their blocks, crossbars and placement.
+    """
     folder = Path(folder)
     path = folder / "program.json"
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise InvalidDataError(f"cannot read the program: {e.strerror}", where=clean(str(path)),
-                               hint="pass the OUT folder written by acompile compile")
-    try:
-        prog = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InvalidDataError(f"program is not valid JSON ({clean(str(e), 80)})", where=clean(str(path)))
+    raw = read_input(path, "program", "max_json_bytes")
+    prog = parse_json(raw, "program", clean(str(path)))
     if not isinstance(prog, dict) or prog.get("format") != PROGRAM_FORMAT:
         raise InvalidDataError("not an acompile program (wrong format name)", where=clean(str(path)))
     if prog.get("version") != PROGRAM_VERSION:
         raise InvalidDataError(f"program version {clean(prog.get('version'))} is not supported", where=clean(str(path)))
+    check_schema(prog, PROGRAM, "program", clean(str(path)))
     npz = folder / "program.npz"
-    try:
-        digest = sha256_file(npz)
-    except OSError:
+    if not os.path.lexists(npz):
         raise InvalidDataError("program.npz is missing beside program.json", where=clean(str(folder)))
+    digest = sha256_input(npz, "program constants")
     if digest != prog.get("constants_sha256"):
         raise InvalidDataError("program.npz does not belong to program.json (checksum differs)",
                                where=clean(str(npz)))
@@ -180,9 +196,41 @@ def load_program(folder: Path) -> tuple[Graph, Mapping, str]:
         return graph, mapping, hashlib.sha256(raw).hexdigest()
     except InvalidDataError:
         raise
-    except (KeyError, TypeError, ValueError, IndexError) as e:
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError, BrokenMapping,
+            AcompileError) as e:
         raise InvalidDataError(f"program is malformed ({type(e).__name__}: {clean(str(e), 80)})",
                                where=clean(str(path)))
+
+
+# inputs of each analog-chain operation (the runtime reads exactly these)
+CHAIN_INPUTS = {"ToVectors": 1, "DAC": 1, "CrossbarRead": 2, "ADC": 1, "ShiftAdd": 1, "Accumulate": 1,
+                "Dequantize": 1, "FromVectors": 2}
+
+
+def _check_consistent(prog: dict, constants: dict, mapping: Mapping) -> None:
+    """What the schema cannot see: constants as program.json describes them, analog layers' weights the
+    size of their matrices, every chain operation of a known kind with its inputs and an existing layer."""
+    for name, meta in prog["constants"].items():
+        arr = constants[name]
+        # sizes, not shapes: a 0-d constant is stored with shape [1] (np.ascontiguousarray)
+        if arr.size != math.prod(meta["shape"]) or str(arr.dtype) != meta["dtype"]:
+            raise ValueError(f"constant {clean(name, 60)!r} is {arr.dtype}{list(arr.shape)} in program.npz, "
+                             f"{clean(meta['dtype'], 20)}{meta['shape']} in program.json")
+    for i, layer in enumerate(mapping.layers):
+        if layer.index != i:
+            raise ValueError(f"layer {i} has index {layer.index}")
+        weight, bias = constants.get(layer.weight), constants.get(layer.bias)
+        if weight is None or weight.size != sum(m.n_out * m.k_in for m in layer.matrices):
+            raise ValueError(f"layer {i}'s weight does not match its matrices")
+        if bias is not None and bias.size != layer.out_channels:
+            raise ValueError(f"layer {i}'s bias does not have out_channels values")
+    for op in prog["ops"]:
+        if op["domain"] != DOMAIN:
+            continue
+        if CHAIN_INPUTS.get(op["op"]) != len(op["inputs"]) or op.get("layer", -1) >= len(mapping.layers) \
+                or "layer" not in op:
+            raise ValueError(f"operation {clean(op['name'], 60)!r} ({clean(op['op'], 30)}) is not a known analog "
+                             "chain step of an existing layer with its inputs")
 
 
 def _build(prog: dict, archive: ArchiveReader):
@@ -208,20 +256,9 @@ def _build(prog: dict, archive: ArchiveReader):
     graph = Graph(prog.get("model", "model"), nodes, [t["name"] for t in prog["inputs"]],
                   [t["name"] for t in prog["outputs"]], tensors, constants, prog["opset"])
     graph.verify()
-    mapping = Mapping()
-    for rec in prog["layers"]:
-        s = rec["spec"]
-        layer = AnalogLayer(rec["index"], rec["name"], rec["op_type"], rec["weight"], rec["bias"], rec["groups"],
-                            [Matrix(m["group"], m["n_out"], m["k_in"], m["physical_cols"], m["row_blocks"],
-                                    m["col_blocks"]) for m in rec["matrices"]],
-                            rec["n_vec"], rec["in_channels"], rec["out_channels"],
-                            spec=analog.AnalogSpec(**s), input_signed=rec["input_signed"],
-                            input_range=rec["input_range"], input_scale=rec["input_scale"],
-                            adc_full_scale=rec["adc_full_scale"], geometry=rec["geometry"],
-                            replication=rec["replication"], uses=rec.get("uses", 1))
-        mapping.layers.append(layer)
-    graph.meta["mapping"] = mapping
-    graph.meta["batch"] = prog["batch"]
+    mapping = Mapping.from_dict({"layers": prog["layers"]})
+    _check_consistent(prog, constants, mapping)
     graph.meta["dynamic_batch"] = bool(prog.get("dynamic_batch"))
     graph.meta["target"] = prog["target"]
+    graph.meta["target_sha256"] = prog.get("target_sha256")
     return graph, mapping

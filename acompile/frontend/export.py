@@ -9,9 +9,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ..ir import Graph
+from ..ir import Graph, is_linear
 from ..onnx_exec import make_attributes
-from .canonicalise import is_linear
 
 
 def to_onnx(graph: Graph) -> onnx.ModelProto:

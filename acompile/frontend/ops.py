@@ -1,9 +1,9 @@
 """The op-support table: which ONNX operators map to crossbars, which run on
 the digital units, and what each costs.
 
-One handler per operator, registered with :func:`digital` or :func:`analog`,
-so the list of supported operators is derived from this code (``acompile ops``
-prints it) and cannot drift from what the compiler does.
+One entry per operator, registered with :func:`_register`, so the list of
+supported operators is derived from this code (``acompile ops`` prints it, the
+classify pass reads it) and cannot drift from what the compiler does.
 """
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-
-from ..ir import Graph, Node
-from .canonicalise import DOMAIN, LINEAR
+from ..ir import DOMAIN, LINEAR, Graph, Node
 
 
 @dataclass(frozen=True)
@@ -131,7 +129,8 @@ def _weights_constant(g: Graph, n: Node) -> Problem | None:
     x = g.static_shape(n.inputs[0])
     if x is None:
         return Problem(n.name, n.op_type, n.domain, n.opset, "unknown_shape",
-                       f"the shape of input {n.inputs[0]!r} cannot be inferred (give static input shapes)")
+                       f"the shape of input {n.inputs[0]!r} cannot be inferred (fix the model's dynamic "
+                       "input dimensions with --input-shape NAME:D1,D2,...)")
     return None
 
 
@@ -145,44 +144,6 @@ RECURRENT = {"LSTM", "GRU", "RNN"}
 
 def support(node: Node) -> OpSupport | None:
     return OPS.get((node.domain, node.op_type))
-
-
-def classify(graph: Graph, allow_unsupported: bool = False) -> list[Problem]:
-    """Set ``node.kind`` for every node; return the problems found (every one, not just the first).
-
-    With ``allow_unsupported``, unknown ops are costed as unknown digital ops
-    (``kind = "digital"``, ``meta["unknown"] = True``) and still listed.
-    """
-    problems = []
-    for node in graph.nodes:
-        sup = support(node)
-        problem = None
-        if sup is None:
-            problem = _unsupported(node)
-        elif sup.check is not None:
-            problem = sup.check(graph, node)
-        if sup is not None and problem is None:
-            node.kind = sup.kind
-            if sup.kind == "digital" and any(graph.static_shape(o) is None for o in node.outputs if o):
-                # data-dependent shapes still run on the digital units; only their cost is unknown
-                node.meta["cost_unknown"] = True
-        if problem is not None:
-            problems.append(problem)
-            node.kind = "digital"
-            node.meta["unknown"] = True
-    return problems
-
-
-def _unsupported(node: Node) -> Problem:
-    if node.op_type in RECURRENT and not node.domain:
-        why = f"recurrent layer cannot be unrolled: {node.meta.get('unsupported_reason', 'unknown reason')}"
-    elif node.op_type in ("If", "Loop", "Scan"):
-        why = "control flow cannot be mapped to a static crossbar schedule"
-    elif node.domain:
-        why = f"custom domain {node.domain!r} is unknown to acompile"
-    else:
-        why = "no analog or digital implementation in acompile"
-    return Problem(node.name, node.op_type, node.domain, node.opset, "unsupported_op", why)
 
 
 def digital_ops(graph: Graph, node: Node) -> float:

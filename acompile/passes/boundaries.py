@@ -15,14 +15,16 @@ mapping record.
 
 from __future__ import annotations
 
-from ..ir import Graph, Node, TensorInfo
+from ..ir import DOMAIN, Node, TensorInfo
+from .base import CompileState, compile_pass
 
 CHAIN = ("ToVectors", "DAC", "CrossbarRead", "ADC", "ShiftAdd", "Accumulate", "Dequantize", "FromVectors")
-DOMAIN = "acompile"
 
 
-def insert_boundaries(graph: Graph, target=None) -> Graph:
-    mapping = graph.meta["mapping"]
+@compile_pass(requires={"placed"}, provides={"boundaries"})
+def insert_boundaries(state: CompileState) -> None:
+    """Replace every analog node by its converter chain."""
+    graph, mapping = state.graph, state.mapping
     new_nodes: list[Node] = []
     for node in graph.nodes:
         if node.kind != "analog":
@@ -54,5 +56,3 @@ def insert_boundaries(graph: Graph, target=None) -> Graph:
                                   meta={"layer": layer.index, "origin": node.op_type, "chain": base}))
     graph.nodes = new_nodes
     graph.meta.pop("_names", None)
-    graph.verify()
-    return graph

@@ -4,7 +4,8 @@ Matches every node classified ``analog`` (Conv, ConvTranspose, acompile.Linear)
 and records an :class:`~acompile.mapping.AnalogLayer`: one [n_out, k_in] matrix
 per group (im2col order ``(c, k1, k2, ...)`` for Conv; ``(c_in)`` rows and
 ``(c_out, k1, ...)`` columns for ConvTranspose), the explicit pads, and the
-number of input vectors per inference. The graph's nodes are not changed.
+number of input vectors per inference. Creates ``state.mapping``; the graph's
+nodes are not changed (each analog node's ``meta["layer"]`` names its layer).
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import math
 import numpy as np
 
 from ..errors import InvalidModelError, LimitError, UnsupportedError
-from ..frontend.load import Limits
+from ..limits import Limits
 from ..ir import Graph, Node
-from ..mapping import AnalogLayer, Mapping, Matrix
+from ..mapping import AnalogLayer, ConvGeometry, Fabric, Mapping, Matrix
+from .base import CompileState, compile_pass
 
 
 def conv_pads(node: Node, in_spatial, out_spatial, kernel, strides, dilations) -> list[int]:
@@ -59,7 +61,7 @@ def conv_transpose_pads(node: Node, in_spatial, out_spatial, kernel, strides, di
 AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
 
 
-def _conv_geometry(graph: Graph, node: Node, limits: Limits) -> dict:
+def _conv_geometry(graph: Graph, node: Node, limits: Limits) -> ConvGeometry:
     x = graph.static_shape(node.inputs[0])
     y = graph.static_shape(node.outputs[0])
     w = graph.constants[node.inputs[1]].shape
@@ -90,13 +92,11 @@ def _conv_geometry(graph: Graph, node: Node, limits: Limits) -> dict:
         raise LimitError(f"the padded input would take {padded * 4 / 1024**3:.3g} GiB; the limit is "
                          f"{limits.max_tensor_bytes / 1024**3:.3g} GiB", where=where,
                          hint="set ACOMPILE_MAX_TENSOR_MB to raise it")
-    return {"input_shape": list(x), "output_shape": list(y), "kernel": kernel, "strides": strides,
-            "dilations": dilations, "pads": pads,
-            "output_padding": list(node.attrs.get("output_padding", [0] * nd))}
+    return ConvGeometry(tuple(x), tuple(y), tuple(kernel), tuple(strides), tuple(dilations), tuple(pads),
+                        tuple(node.attrs.get("output_padding", [0] * nd)))
 
 
-def lower_layer(graph: Graph, node: Node, index: int, limits: Limits | None = None) -> AnalogLayer:
-    limits = limits or Limits.from_env()
+def lower_layer(graph: Graph, node: Node, index: int, limits: Limits) -> AnalogLayer:
     w = graph.constants[node.inputs[1]]
     where = f"{graph.source}: {node.describe()}" if graph.source else node.describe()
     if not np.all(np.isfinite(w)):
@@ -110,13 +110,13 @@ def lower_layer(graph: Graph, node: Node, index: int, limits: Limits | None = No
                                    where=node.describe())
         return AnalogLayer(index, node.name, "Linear", node.inputs[1], bias, 1, [Matrix(0, n_out, k_in)],
                            n_vec=math.prod(x[:-1]), in_channels=k_in, out_channels=n_out,
-                           geometry={"input_shape": list(x)})
+                           geometry=ConvGeometry(tuple(x)))
     groups = int(node.attrs.get("group", 1))
     if groups < 1:
         raise InvalidModelError(f"group={groups}: expected a positive integer", where=where)
     geo = _conv_geometry(graph, node, limits)
-    x, y = geo["input_shape"], geo["output_shape"]
-    ksize = math.prod(geo["kernel"])
+    x, y = geo.input_shape, geo.output_shape
+    ksize = math.prod(geo.kernel)
     if node.op_type == "Conv":
         c_out, cin_g = w.shape[0], w.shape[1]
         if c_out % groups or x[1] != cin_g * groups:
@@ -137,33 +137,21 @@ def lower_layer(graph: Graph, node: Node, index: int, limits: Limits | None = No
                        in_channels=c_in, out_channels=cout_g * groups, geometry=geo)
 
 
-def layer_matrix(graph_constants: dict, layer: AnalogLayer, group: int) -> np.ndarray:
-    """The float [n_out, k_in] matrix of one group, as the crossbar sees it."""
-    w = graph_constants[layer.weight]
-    g = layer.groups
-    if layer.op_type == "Linear":
-        return w
-    if layer.op_type == "Conv":
-        n = w.shape[0] // g
-        return w[group * n:(group + 1) * n].reshape(n, -1)
-    k = w.shape[0] // g
-    block = w[group * k:(group + 1) * k]            # [cin_g, cout_g, *kernel]
-    return block.reshape(k, -1).T
-
-
-def lower_analog(graph: Graph, target=None) -> Graph:
+@compile_pass(requires={"classified"}, provides={"mapping"})
+def lower_analog(state: CompileState) -> None:
     """Create the Mapping with one AnalogLayer per analog weight (graph nodes unchanged).
 
     Linear nodes that read the same weight constant (the time steps of an unrolled RNN,
     tied weights) share one layer -- one set of crossbars -- whose vector count is the sum
     over its uses.
     """
-    mapping = Mapping()
+    graph = state.graph
+    mapping = Mapping(fabric=fabric(state.target))
     shared: dict[str, int] = {}
     for node in graph.nodes:
         if node.kind != "analog":
             continue
-        layer = lower_layer(graph, node, len(mapping.layers))
+        layer = lower_layer(graph, node, len(mapping.layers), state.options.limits)
         if node.op_type == "Linear" and node.inputs[1] in shared:
             owner = mapping.layers[shared[node.inputs[1]]]
             owner.n_vec += layer.n_vec
@@ -174,5 +162,11 @@ def lower_analog(graph: Graph, target=None) -> Graph:
             shared[node.inputs[1]] = layer.index
         node.meta["layer"] = layer.index
         mapping.layers.append(layer)
-    graph.meta["mapping"] = mapping
-    return graph
+    state.mapping = mapping
+
+
+def fabric(target) -> Fabric:
+    """The crossbar size and organisation of ``target``, as the mapping records them."""
+    org = target.organisation
+    return Fabric(target.crossbar.rows, target.crossbar.cols, org.crossbars_per_core, org.cores_per_tile,
+                  org.tiles_per_chip)

@@ -10,14 +10,16 @@ so the result is deterministic. Utilisation is reported either way.
 
 from __future__ import annotations
 
-from ..ir import Graph
 from ..mapping import Crossbar
+from .base import CompileState, compile_pass
 
 
-def pack(graph: Graph, target) -> Graph:
-    mapping = graph.meta["mapping"]
-    rows, cols = int(target["crossbar.rows"]), int(target["crossbar.cols"])
-    share = bool(target["crossbar.share_between_layers"])
+@compile_pass(requires={"blocks"}, provides={"packed"})
+def pack(state: CompileState) -> None:
+    """Give every block a crossbar and an offset inside it (first fit, on the diagonal)."""
+    mapping, target = state.mapping, state.target
+    rows, cols = target.crossbar.rows, target.crossbar.cols
+    share = target.crossbar.share_between_layers
     mapping.crossbars = []
     open_bars: list[Crossbar] = []       # crossbars that may still take blocks
     current_layer = None
@@ -44,4 +46,3 @@ def pack(graph: Graph, target) -> Graph:
         # a crossbar with almost no free rows or columns is closed to keep the search short
         if home in open_bars and (home.rows_used >= rows or home.cols_used >= cols):
             open_bars.remove(home)
-    return graph

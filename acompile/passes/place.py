@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import math
 
-from ..ir import Graph
+from .base import CompileState, compile_pass
 
 
-def place(graph: Graph, target) -> Graph:
-    mapping = graph.meta["mapping"]
-    per_core = int(target["organisation.crossbars_per_core"])
-    per_tile = per_core * int(target["organisation.cores_per_tile"])
-    tiles_per_chip = int(target["organisation.tiles_per_chip"])
+@compile_pass(requires={"replicated"}, provides={"placed"})
+def place(state: CompileState) -> None:
+    """Number every crossbar's chip, tile, core and slot; count the tiles and chips used."""
+    mapping, target = state.mapping, state.target
+    per_core = target.organisation.crossbars_per_core
+    per_tile = per_core * target.organisation.cores_per_tile
+    tiles_per_chip = target.organisation.tiles_per_chip
     for bar in mapping.crossbars:
         tile, within = divmod(bar.index, per_tile)
         bar.tile = tile
@@ -26,7 +28,6 @@ def place(graph: Graph, target) -> Graph:
         bar.chip = tile // tiles_per_chip
     mapping.tiles_used = math.ceil(len(mapping.crossbars) / per_tile) if mapping.crossbars else 0
     mapping.chips_needed = math.ceil(mapping.tiles_used / tiles_per_chip) if mapping.tiles_used else 0
-    return graph
 
 
 def mesh_position(tile: int, tiles_per_chip: int) -> tuple[int, int, int]:

@@ -14,32 +14,31 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-from ..ir import Graph
+from ..errors import UsageError
+from ..hardware import adcs_per_crossbar
 from ..mapping import Crossbar
-from ..sim import analog
+from .base import CompileState, compile_pass
 
-MODES = ("none", "auto")
+REPLICATE = ("none", "auto")
 
 
 def _base_latency(layer, mapping, target) -> float:
-    from ..cost import adcs_per_crossbar
-    t_read, t_adc = float(target["crossbar.read_latency_ns"]), float(target["adc.conversion_ns"])
-    adcs = adcs_per_crossbar(target)
-    per_bar: dict[int, float] = {}
-    for b in layer.blocks:
-        blk = mapping.blocks[b]
-        if blk.replica == 0:
-            per_bar[blk.crossbar] = per_bar.get(blk.crossbar, 0.0) + t_read + math.ceil(blk.cols / adcs) * t_adc
-    cycles = len(analog.input_cycles(layer.spec, layer.input_signed))
-    return layer.n_vec * cycles * max(per_bar.values(), default=0.0)
+    adcs = adcs_per_crossbar(target.crossbar.cols, target.adc.columns_per_adc)
+    cycle = mapping.cycle_ns(layer, target.crossbar.read_latency_ns, adcs, target.adc.conversion_ns,
+                             target.adc.sample_hold_ns, target.adc.pipelined)
+    return layer.n_vec * layer.input_cycles * cycle
 
 
-def replicate(graph: Graph, target, mode: str = "none") -> Graph:
-    mapping = graph.meta["mapping"]
+@compile_pass(requires={"packed"}, provides={"replicated"})
+def replicate(state: CompileState) -> None:
+    """With ``options.replicate == "auto"``, copy the slowest layers onto spare crossbars."""
+    mapping, target, mode = state.mapping, state.target, state.options.replicate
+    if mode not in REPLICATE:
+        raise UsageError(f"replicate={mode!r}: expected one of {', '.join(REPLICATE)}")
     if mode == "none" or not mapping.layers:
-        return graph
-    per_tile = int(target["organisation.crossbars_per_core"]) * int(target["organisation.cores_per_tile"])
-    per_chip = per_tile * int(target["organisation.tiles_per_chip"])
+        return
+    per_tile = target.organisation.crossbars_per_core * target.organisation.cores_per_tile
+    per_chip = per_tile * target.organisation.tiles_per_chip
     budget = max(1, math.ceil(len(mapping.crossbars) / per_chip)) * per_chip
     base = {layer.index: _base_latency(layer, mapping, target) for layer in mapping.layers}
     originals = {layer.index: [b for b in layer.blocks if mapping.blocks[b].replica == 0] for layer in mapping.layers}
@@ -57,7 +56,6 @@ def replicate(graph: Graph, target, mode: str = "none") -> Graph:
                 break
             continue
         _copy(mapping, slowest, originals[slowest.index], bars_of[slowest.index])
-    return graph
 
 
 def _copy(mapping, layer, blocks: list[int], bars: list[int]) -> None:

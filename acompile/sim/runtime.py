@@ -1,18 +1,19 @@
 """Execute a mapped program: digital ops on the digital units, analog layers
 on simulated crossbars.
 
-Modes (DESIGN §2, §3):
+Modes (docs/analog.md):
 
 * ``ideal``: float weights and activations, no converters -- must reproduce
   onnxruntime on the original model.
 * ``quantized``: weights as programmed cell levels, inputs through the DAC,
-  every column read through the ADC, exactly as ``sim.analog`` defines.
+  every column read through the ADC, exactly as ``acompile.numerics`` defines.
 * ``noisy``: quantized plus the target's non-idealities, all seeded.
 
-The analog chain of one layer (DAC ... Dequantize) is executed as one fused
-kernel when the runtime reaches its DAC node; the buffers between the
-converters are notional. ``path="reference"`` uses the slow, loop-based
-reference kernel instead of the vectorised one.
+Each analog layer is its chain of nodes (:mod:`acompile.sim.chain`). With
+``path="reference"`` (quantized and noisy modes) every node of a chain runs its own
+step on the loop-based reference kernel; otherwise the runtime applies the one
+declared fusion, ``chain.fuse_chain``, and runs each complete chain as a single
+vectorised step.
 """
 
 from __future__ import annotations
@@ -25,15 +26,15 @@ from typing import Callable
 import numpy as np
 
 from ..errors import InvalidDataError, clean
-from ..ir import Graph
-from ..mapping import AnalogLayer, Mapping
+from ..ir import DOMAIN, Graph
+from ..mapping import AnalogLayer, Mapping, layer_matrix
+from ..numerics.encoding import Encoded, encode_weights
+from ..numerics.noise import NoiseSpec, column_errors, program_cells
+from ..numerics.quantise import quantize_weights
 from ..onnx_exec import run_node
-from ..passes.lower import layer_matrix
-from . import analog
-from .vectors import from_vectors, to_vectors, windows
+from .chain import STEPS, FusedChain, fuse_chain, run_fused
 
 MODES = ("ideal", "quantized", "noisy")
-_CHUNK_ELEMS = 1 << 22  # ideal-mode Conv: patch elements per chunk of images (at least one image)
 
 
 def _unshared_buffer(value, lent: dict):
@@ -73,21 +74,6 @@ def _probe_refs() -> tuple[int, int]:
 _SOLE_REFS = _probe_refs()
 
 
-class _DeferredConv:
-    """The input of an ideal-mode Conv whose chain runs at FromVectors (Simulator._conv_ideal)."""
-    __slots__ = ("x",)
-
-    def __init__(self, x: np.ndarray):
-        self.x = x
-
-
-@dataclass
-class Encoded:
-    """One matrix as programmed: cell levels, column maps and per-channel weight scales."""
-    enc: "analog.EncodedWeights"
-    weight_scale: np.ndarray
-
-
 class WeightsFromGraph:
     """Encodes the float weights of the graph on demand (used at compile time, for calibration)."""
 
@@ -101,29 +87,28 @@ class WeightsFromGraph:
     def encoded(self, layer: AnalogLayer, group: int) -> Encoded:
         key = (layer.index, group)
         if key not in self._cache:
-            q_w, s_w = analog.quantize_weights(self.float_matrix(layer, group), layer.spec.weight_bits)
-            self._cache[key] = Encoded(analog.encode_weights(q_w, layer.spec), s_w)
+            q_w, s_w = quantize_weights(self.float_matrix(layer, group), layer.spec.weight_bits)
+            self._cache[key] = Encoded(encode_weights(q_w, layer.spec), s_w)
         return self._cache[key]
 
 
 @dataclass
-class NoiseSettings:
-    noise: "analog.NoiseSpec | None" = None
-    seed: int = 0
-
-
-@dataclass
 class Simulator:
+    """Runs a program in one mode on one path; programmed cells are drawn once and kept."""
     graph: Graph
     mapping: Mapping
     weights: object                     # WeightsFromGraph or a device-file reader with the same methods
     mode: str = "ideal"
     path: str = "fast"                  # "fast" | "reference"
-    noise: "analog.NoiseSpec | None" = None
+    noise: NoiseSpec | None = None
     seed: int = 0
+    instance: int = 0                   # which chip: programming draws differ per instance, per seed
     capture: Callable[[AnalogLayer, np.ndarray], None] | None = None
     progress: bool = False
     _cells: dict = field(default_factory=dict)
+    _columns: dict = field(default_factory=dict, repr=False)  # (layer, group) -> ColumnErrors or None
+    _reads: dict = field(default_factory=dict, repr=False)    # (layer, group) -> reads so far
+    _plan: list | None = field(default=None, repr=False)
     _dead: list | None = field(default=None, repr=False)
     _buffers: dict = field(default_factory=dict, repr=False)
     _pool: list = field(default_factory=list, repr=False)     # output buffers free for reuse
@@ -216,18 +201,25 @@ class Simulator:
         return out
 
     # ------------------------------------------------------------------
-    def _dead_after(self) -> list[list[str]]:
-        """For each node, the buffers no later node reads (graph outputs and constants excepted)."""
+    def _steps(self) -> list:
+        """The program as the runtime executes it: nodes, or fused chains (see the module docstring)."""
+        if self._plan is None:
+            fused = self.mode == "ideal" or self.path == "fast"
+            self._plan = fuse_chain(self.graph.nodes) if fused else list(self.graph.nodes)
+        return self._plan
+
+    def _dead_after(self, steps: list) -> list[list[str]]:
+        """For each step, the buffers no later step reads (graph outputs and constants excepted)."""
         if self._dead is None:
             keep = set(self.graph.outputs) | set(self.graph.constants)
             last: dict[str, int] = {}
-            for i, node in enumerate(self.graph.nodes):
-                for name in node.inputs:
+            for i, step in enumerate(steps):
+                for name in step.inputs:
                     if name:
                         last[name] = i
-            dead: list[list[str]] = [[] for _ in self.graph.nodes]
-            for i, node in enumerate(self.graph.nodes):
-                for name in node.outputs:
+            dead: list[list[str]] = [[] for _ in steps]
+            for i, step in enumerate(steps):
+                for name in step.outputs:
                     if name and name not in last and name not in keep:
                         dead[i].append(name)
             for name, i in last.items():
@@ -239,28 +231,30 @@ class Simulator:
     def _run_once(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         env: dict[str, object] = dict(self.graph.constants)
         env.update(feeds)
-        layers = self.mapping.layers
+        steps = self._steps()
         show = self.progress and sys.stderr.isatty()
-        done, total = 0, sum(1 for n in self.graph.nodes if n.op_type == "Dequantize" and n.domain == "acompile")
-        dead = self._dead_after()      # activations are dropped after their last use: memory stays at the live set
+        done, total = 0, sum(1 for n in self.graph.nodes if n.op_type == "Dequantize" and n.domain == DOMAIN)
+        dead = self._dead_after(steps)   # activations are dropped after their last use: memory stays at the live set
         try:
-            for index, node in enumerate(self.graph.nodes):
-                if node.domain == "acompile":
-                    layer = layers[node.meta["layer"]] if "layer" in node.meta else None
-                    self._analog_step(node, layer, env)
-                    if show and node.op_type == "Dequantize":
-                        done += 1
-                        print(f"\r  {self.mode}: analog layer {done}/{total}", end="", file=sys.stderr, flush=True)
+            for index, step in enumerate(steps):
+                if isinstance(step, FusedChain):
+                    layer = self.mapping.layers[step.layer]
+                    env[step.outputs[0]] = run_fused(self, layer, *(env[i] for i in step.inputs))
+                elif step.domain == DOMAIN:
+                    self._chain_step(step, env)
                 else:
-                    args = [env[i] if i else None for i in node.inputs]
-                    outs = run_node(node.op_type, node.attrs, args, len(node.outputs),
-                                    node.opset or self.graph.opset, domain=node.domain,
-                                    attr_types=node.meta.get("attr_types"), where=node.describe())
+                    args = [env[i] if i else None for i in step.inputs]
+                    outs = run_node(step.op_type, step.attrs, args, len(step.outputs),
+                                    step.opset or self.graph.opset, domain=step.domain,
+                                    attr_types=step.meta.get("attr_types"), where=step.describe())
                     del args
-                    for o, v in zip(node.outputs, outs):
+                    for o, v in zip(step.outputs, outs):
                         if o:
                             env[o] = v
                     del outs
+                if show and (isinstance(step, FusedChain) or step.op_type == "Dequantize"):
+                    done += 1
+                    print(f"\r  {self.mode}: analog layer {done}/{total}", end="", file=sys.stderr, flush=True)
                 for name in dead[index]:
                     self._give_back(env.pop(name, None))
         finally:
@@ -269,97 +263,57 @@ class Simulator:
             print("\r" + " " * 40 + "\r", end="", file=sys.stderr, flush=True)
         return {o: np.asarray(env[o]) for o in self.graph.outputs}
 
-    def _geometry(self, layer: AnalogLayer, x_shape) -> dict:
-        geo = dict(layer.geometry)
-        if layer.op_type == "Linear":
-            geo["input_shape"] = list(x_shape)
-        else:
-            geo["input_shape"] = [x_shape[0]] + list(geo["input_shape"][1:])
-            geo["output_shape"] = [x_shape[0]] + list(geo["output_shape"][1:])
-        return geo
+    def _chain_step(self, node, env: dict) -> None:
+        """One node of an analog chain, on its own (the reference path)."""
+        step = STEPS.get(node.op_type)
+        if step is None or "layer" not in node.meta:
+            raise InvalidDataError(f"unknown program op acompile.{clean(node.op_type)}", where=node.describe())
+        layer = self.mapping.layers[node.meta["layer"]]
+        env[node.outputs[0]] = step(self, layer, *(env[i] for i in node.inputs))
 
-    def _analog_step(self, node, layer: AnalogLayer, env: dict) -> None:
-        op = node.op_type
-        if op == "ToVectors":
-            x = np.asarray(env[node.inputs[0]])
-            env["__shape__" + node.meta.get("chain", layer.name)] = x.shape
-            geo = self._geometry(layer, x.shape)
-            if self._defer(layer, x, geo):
-                env[node.outputs[0]] = _DeferredConv(x)
-                return
-            v = to_vectors(x, layer.op_type, geo, layer.groups)
-            if self.capture is not None:
-                self.capture(layer, v)
-            env[node.outputs[0]] = v
-        elif op == "DAC":
-            env[node.outputs[0]] = env[node.inputs[0]]       # the vectors travel to the fused kernel
-        elif op in ("CrossbarRead", "ADC", "ShiftAdd", "Accumulate"):
-            env[node.outputs[0]] = env[node.inputs[0]]
-        elif op == "Dequantize":
-            v = env[node.inputs[0]]
-            env[node.outputs[0]] = v if isinstance(v, _DeferredConv) else self._layer_output(layer, v)
-        elif op == "FromVectors":
-            shape = env["__shape__" + node.meta.get("chain", layer.name)]
-            bias = env[node.inputs[1]]
-            v = env[node.inputs[0]]
-            geo = self._geometry(layer, shape)
-            if isinstance(v, _DeferredConv):
-                env[node.outputs[0]] = self._conv_ideal(layer, v.x, bias, geo)
-            else:
-                env[node.outputs[0]] = from_vectors(v, bias, layer.op_type, geo, layer.groups)
-        else:
-            raise InvalidDataError(f"unknown program op acompile.{clean(op)}", where=node.describe())
+    @property
+    def noisy(self) -> bool:
+        """Whether this run programs cells and reads them with the target's non-idealities."""
+        return self.mode == "noisy" and self.noise is not None and not self.noise.is_ideal
 
-    def _defer(self, layer: AnalogLayer, x: np.ndarray, geo: dict) -> bool:
-        """Whether a Conv runs as :meth:`_conv_ideal` (ideal mode, nothing captures its vectors)."""
-        return self.mode == "ideal" and self.capture is None and layer.op_type == "Conv" and x.ndim >= 3
+    def read_conditions(self, layer: AnalogLayer, group: int, enc) -> tuple:
+        """(noise, programmed cells, read-noise generator) of one matrix; all None unless noisy.
 
-    def _conv_ideal(self, layer: AnalogLayer, x: np.ndarray, bias: np.ndarray, geo: dict) -> np.ndarray:
-        """Ideal-mode Conv with its bias, computed as NCHW GEMMs, W (N, C·K) @ patches (C·K, pixels).
-
-        The output comes out in its final layout (no vectors to reorder); a 1x1, stride-1,
-        unpadded Conv needs no patches at all, and other patches are gathered a few images at
-        a time into a buffer reused from chunk to chunk and layer to layer. The same products
-        as the vector path (im2col -> GEMM -> from_vectors, which calibration still uses), summed
-        by a differently shaped GEMM: equal up to float32 rounding.
+        The cells are programmed once per chip (seed, instance) and kept; every call reads them
+        anew, so each chunk of a batch and each time step of a shared layer draws its own read
+        noise (the generator is seeded by the call's number, so a run reproduces from its seed).
         """
-        groups, n_out = layer.groups, layer.matrices[0].n_out
-        kernel, out_sp = geo["kernel"], tuple(geo["output_shape"][2:])
-        batch, channels = x.shape[:2]
-        pixels = math.prod(out_sp)
-        y = self._take((batch, groups * n_out) + out_sp)
-        yv = y.reshape(batch, groups, n_out, pixels)
-        weights = [self.weights.float_matrix(layer, g).astype(np.float32, copy=False) for g in range(groups)]
-        pointwise = (math.prod(kernel) == 1 and not any(geo["pads"]) and all(s == 1 for s in geo["strides"])
-                     and tuple(x.shape[2:]) == out_sp)
-        if pointwise:
-            xs = x.astype(np.float32, copy=False).reshape(batch, groups, channels // groups, pixels)
-            for g in range(groups):
-                np.matmul(weights[g], xs[:, g], out=yv[:, g])
-        else:
-            per_image = channels * math.prod(kernel) * pixels
-            step = max(1, min(batch, _CHUNK_ELEMS // per_image))
-            buf = self._scratch("patches", step * per_image, np.float32)
-            for b0 in range(0, batch, step):
-                b1 = min(batch, b0 + step)
-                patches = buf[:(b1 - b0) * per_image].reshape((b1 - b0, channels) + tuple(kernel) + out_sp)
-                for offs, window in windows(x[b0:b1], geo):
-                    patches[(slice(None), slice(None)) + offs] = window
-                pv = patches.reshape(b1 - b0, groups, per_image // (groups * pixels), pixels)
-                for g in range(groups):
-                    np.matmul(weights[g], pv[:, g], out=yv[b0:b1, g])
-        b = bias.reshape((1, -1) + (1,) * len(out_sp))
-        np.add(y, b, out=y, dtype=np.result_type(y, b), casting="unsafe")
-        return y
+        if not self.noisy:
+            return None, None, None
+        key = (layer.index, group)
+        if key not in self._cells:
+            rng = np.random.default_rng([self.seed, self.instance, layer.index, group, 0])
+            self._cells[key] = program_cells(enc.levels, layer.spec, self.noise, rng)
+        n = self._reads.get(key, 0)
+        self._reads[key] = n + 1
+        return self.noise, self._cells[key], np.random.default_rng([self.seed, self.instance, layer.index, group,
+                                                                    1, n])
 
-    def _take(self, shape: tuple) -> np.ndarray:
+    def column_errors(self, layer: AnalogLayer, group: int, enc):
+        """The column gains and ADC offsets of one matrix (ColumnErrors), drawn once per chip (seed,
+        instance) like its cells; None unless noisy."""
+        if not self.noisy:
+            return None
+        key = (layer.index, group)
+        if key not in self._columns:
+            rng = np.random.default_rng([self.seed, self.instance, layer.index, group, 2])
+            self._columns[key] = column_errors(layer.spec, self.noise, enc.levels.shape, rng)
+        return self._columns[key]
+
+    def take(self, shape: tuple) -> np.ndarray:
         """A float32 array for a layer's output, on a buffer that an earlier, dead output gave back
         (fresh memory is slow to fault in; the activations of one run come in a few sizes)."""
         n = math.prod(shape)
         fits = [b for b in self._pool if b.size >= n]
         if fits:
             buf = min(fits, key=lambda b: b.size)
-            self._pool.remove(buf)
+            # by identity: list.remove compares arrays element-wise (and fails on other sizes)
+            del self._pool[next(i for i, b in enumerate(self._pool) if b is buf)]
         else:
             buf = np.empty(n, np.float32)
         self._lent[id(buf)] = buf
@@ -372,45 +326,9 @@ class Simulator:
             del self._lent[id(base)]
             self._pool.append(base)
 
-    def _scratch(self, name: str, size: int, dtype) -> np.ndarray:
+    def scratch(self, name: str, size: int, dtype) -> np.ndarray:
         """A flat buffer of at least ``size`` elements, kept for the next layer and run."""
         buf = self._buffers.get(name)
         if buf is None or buf.size < size or buf.dtype != dtype:
             buf = self._buffers[name] = np.empty(size, dtype)
         return buf
-
-    def _layer_output(self, layer: AnalogLayer, v: np.ndarray) -> np.ndarray:
-        """[V, G, K] vectors -> [V, G, N] outputs of one analog layer (before bias)."""
-        out = np.empty((v.shape[0], layer.groups, layer.matrices[0].n_out), np.float32)
-        for g in range(layer.groups):
-            x = v[:, g, :]
-            if self.mode == "ideal":
-                w = self.weights.float_matrix(layer, g)
-                xf, wt = x.astype(np.float32, copy=False), w.T.astype(np.float32, copy=False)
-                if layer.groups == 1:       # straight into the output (a contiguous view): no temporary
-                    np.matmul(xf, wt, out=out[:, 0, :])
-                else:
-                    out[:, g, :] = xf @ wt
-                continue
-            if not np.isfinite(x).all():
-                raise InvalidDataError(f"a NaN or infinite value reaches analog layer {clean(layer.name)!r}; "
-                                       "the DAC cannot convert it", hint="check the inputs, or use --mode ideal")
-            encoded = self.weights.encoded(layer, g)
-            spec = layer.spec
-            x_q = analog.quantize_inputs(x, layer.input_scale, spec.input_bits, layer.input_signed)
-            kwargs = dict(full_scale=layer.adc_full_scale or None)
-            if self.mode == "noisy" and self.noise is not None and not self.noise.is_ideal:
-                kwargs["cells"] = self._programmed(layer, g, encoded)
-                kwargs["noise"] = self.noise
-                kwargs["rng"] = np.random.default_rng([self.seed, layer.index, g, 1])
-            kernel = analog.mvm if self.path == "fast" else analog.mvm_reference
-            y_int = kernel(x_q, encoded.enc, spec, layer.input_signed, **kwargs)
-            out[:, g, :] = (y_int * (encoded.weight_scale[None, :] * layer.input_scale)).astype(np.float32)
-        return out
-
-    def _programmed(self, layer: AnalogLayer, group: int, encoded: Encoded) -> np.ndarray:
-        key = (layer.index, group)
-        if key not in self._cells:
-            rng = np.random.default_rng([self.seed, layer.index, group, 0])
-            self._cells[key] = analog.program_cells(encoded.enc.levels, layer.spec, self.noise, rng)
-        return self._cells[key]

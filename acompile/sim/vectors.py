@@ -15,6 +15,8 @@ import math
 
 import numpy as np
 
+from ..mapping import ConvGeometry
+
 
 def _pad_spatial(x: np.ndarray, pads: list[int]) -> np.ndarray:
     """Zero-pad the spatial axes by ONNX pads [b1, b2, ..., e1, e2, ...] (non-negative: lower.py checks)."""
@@ -24,17 +26,17 @@ def _pad_spatial(x: np.ndarray, pads: list[int]) -> np.ndarray:
     return np.pad(x, [(0, 0), (0, 0)] + [(pads[i], pads[i + nd]) for i in range(nd)])
 
 
-def windows(x: np.ndarray, geo: dict):
+def windows(x: np.ndarray, geo: ConvGeometry):
     """(kernel offset, strided view [B, C, *O] of the padded input it reads), for every offset."""
-    kernel, strides, dil = geo["kernel"], geo["strides"], geo["dilations"]
-    out_sp = geo["output_shape"][2:]
-    xp = _pad_spatial(x, geo["pads"])
+    kernel, strides, dil = geo.kernel, geo.strides, geo.dilations
+    out_sp = geo.output_shape[2:]
+    xp = _pad_spatial(x, geo.pads)
     for offs in itertools.product(*(range(k) for k in kernel)):
         src = tuple(slice(o * d, o * d + s * (n - 1) + 1, s) for o, d, s, n in zip(offs, dil, strides, out_sp))
         yield offs, xp[(slice(None), slice(None)) + src]
 
 
-def im2col(x: np.ndarray, geo: dict, groups: int) -> np.ndarray:
+def im2col(x: np.ndarray, geo: ConvGeometry, groups: int) -> np.ndarray:
     """Conv input [B, C, *S] -> patches [B·prod(out), G, (C/G)·prod(kernel)].
 
     The patches are gathered one kernel offset at a time (one strided copy each). For one image
@@ -43,7 +45,7 @@ def im2col(x: np.ndarray, geo: dict, groups: int) -> np.ndarray:
     the C-contiguous [B, *O, C, *K] layout that copy would make. Either way the memory layout is
     the one numpy's reshape gives, which the GEMM after it depends on bit for bit.
     """
-    kernel, out_sp = geo["kernel"], geo["output_shape"][2:]
+    kernel, out_sp = geo.kernel, geo.output_shape[2:]
     b, c = x.shape[:2]
     nd = len(kernel)
     shape = (b * math.prod(out_sp), groups, (c // groups) * math.prod(kernel))
@@ -61,10 +63,10 @@ def im2col(x: np.ndarray, geo: dict, groups: int) -> np.ndarray:
     return patches.reshape(shape)
 
 
-def col2im(cols: np.ndarray, geo: dict, groups: int) -> np.ndarray:
+def col2im(cols: np.ndarray, geo: ConvGeometry, groups: int) -> np.ndarray:
     """ConvTranspose: per-pixel results [B·prod(in), G, (Cout/G)·prod(K)] -> output [B, Cout, *out]."""
-    kernel, strides, dil, pads = geo["kernel"], geo["strides"], geo["dilations"], geo["pads"]
-    x_shape, y_shape = geo["input_shape"], geo["output_shape"]
+    kernel, strides, dil, pads = geo.kernel, geo.strides, geo.dilations, geo.pads
+    x_shape, y_shape = geo.input_shape, geo.output_shape
     b = x_shape[0]
     in_sp = x_shape[2:]
     nd = len(kernel)
@@ -82,7 +84,7 @@ def col2im(cols: np.ndarray, geo: dict, groups: int) -> np.ndarray:
     return canvas[(slice(None), slice(None)) + crop]
 
 
-def to_vectors(x: np.ndarray, op_type: str, geo: dict, groups: int) -> np.ndarray:
+def to_vectors(x: np.ndarray, op_type: str, geo: ConvGeometry, groups: int) -> np.ndarray:
     if op_type == "Linear":
         return x.reshape(-1, 1, x.shape[-1])
     if op_type == "Conv":
@@ -93,12 +95,12 @@ def to_vectors(x: np.ndarray, op_type: str, geo: dict, groups: int) -> np.ndarra
     return moved
 
 
-def from_vectors(v: np.ndarray, bias: np.ndarray, op_type: str, geo: dict, groups: int,
+def from_vectors(v: np.ndarray, bias: np.ndarray, op_type: str, geo: ConvGeometry, groups: int,
                  dtype=np.float32) -> np.ndarray:
     if op_type == "Linear":
-        y = v.reshape(tuple(geo["input_shape"][:-1]) + (v.shape[-1] * v.shape[1],)) + bias
+        y = v.reshape(tuple(geo.input_shape[:-1]) + (v.shape[-1] * v.shape[1],)) + bias
         return y.astype(dtype, copy=False)
-    y_shape = geo["output_shape"]
+    y_shape = geo.output_shape
     nd = len(y_shape) - 2
     if op_type == "Conv":
         y = v.reshape((y_shape[0],) + tuple(y_shape[2:]) + (y_shape[1],))

@@ -1,0 +1,100 @@
+"""The report's charts as SVG text: energy by component, energy by layer stacked by component,
+and the latency pipeline with replication and the bottleneck marked.
+
+Written straight as SVG by svgbars (milliseconds; matplotlib cost every compile 1-3 s of import
+and drawing). Every SVG is byte-identical run to run and carries no ids, so charts inlined in one
+HTML page never collide.
+"""
+
+from __future__ import annotations
+
+from ..units import duration, energy
+from .svgbars import Bars, render
+
+# colour-blind-safe qualitative palette (Okabe-Ito, then Tableau): components and layers
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#999999",
+           "#4E79A7", "#F28E2B", "#59A14F", "#B07AA1", "#76B7B2", "#EDC948", "#FF9DA7", "#9C755F")
+_MAX_BARS = 40
+EMPTY = '<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="300" height="30"><text x="4" y="20">' \
+        'nothing to chart</text></svg>'
+
+
+def colour(i: int) -> str:
+    """The colour of layer ``i`` (the floorplan, legend and table use the same)."""
+    return PALETTE[i % len(PALETTE)]
+
+
+def _component_colour(report: dict, name: str) -> str:
+    """Energy components take the palette from its far end, so they do not read as layers."""
+    return PALETTE[-1 - list(report["totals"]["energy_pj"]).index(name) % len(PALETTE)]
+
+
+def energy_by_component(report: dict) -> str:
+    items = [(k, v) for k, v in report["totals"]["energy_pj"].items() if v > 0]
+    return render(Bars("Energy per inference by component", [k for k, _ in items],
+                       [[(0.0, v, _component_colour(report, k))] for k, v in items],
+                       [energy(v) for _, v in items], energy), "energy-components")
+
+
+def energy_by_layer(report: dict) -> str:
+    """One bar per analog layer (and one for all digital nodes), stacked by energy component."""
+    rows = [(x["name"], x["energy_pj"]) for x in report["layers"][:_MAX_BARS]]
+    if report["digital"]:
+        dig: dict[str, float] = {}
+        for x in report["digital"]:
+            for k, v in x["energy_pj"].items():
+                dig[k] = dig.get(k, 0.0) + v
+        rows.append((f"digital ({len(report['digital'])})", dig))
+    components = [k for k in report["totals"]["energy_pj"] if any(e.get(k, 0) > 0 for _, e in rows)]
+    segments, totals = [], []
+    for _, e in rows:
+        seg, start = [], 0.0
+        for comp in components:
+            v = e.get(comp, 0.0)
+            seg.append((start, v, _component_colour(report, comp)))
+            start += v
+        segments.append(seg)
+        totals.append(start)
+    static = report["totals"]["energy_pj"].get("static", 0)
+    xlabel = (f"static energy ({energy(static)}) belongs to the tiles, not to a layer: it is in the chart above "
+              "only") if static > 0 else ""
+    return render(Bars("Energy per inference by layer, stacked by component", [n for n, _ in rows], segments,
+                       [energy(v) for v in totals], energy,
+                       legend=[(c, _component_colour(report, c)) for c in components], xlabel=xlabel),
+                  "energy-layers")
+
+
+def latency_pipeline(report: dict) -> str:
+    """Each analog layer as a pipeline stage: a bar from its start (layers in order) for its latency,
+    its replication written beside it and the slowest stage (the throughput bottleneck) in red."""
+    layers = report["layers"][:_MAX_BARS]
+    slowest = max((x["latency_ns"] for x in layers), default=0.0)
+    segments, notes, outlined = [], [], set()
+    start = 0.0
+    for i, x in enumerate(layers):
+        bottleneck = x["latency_ns"] == slowest and slowest > 0
+        if bottleneck:
+            outlined.add(i)
+        segments.append([(start, x["latency_ns"], "#D55E00" if bottleneck else colour(i % 8))])
+        notes.append(duration(x["latency_ns"]) + (f", ×{x['replication']} copies" if x["replication"] > 1 else "")
+                     + ("  ◀ bottleneck" if bottleneck else ""))
+        start += x["latency_ns"]
+    return render(Bars("Latency per analog layer (pipeline stages in order; red: the slowest stage)",
+                       [x["name"] for x in layers], segments, notes, duration, outlined=outlined, margin=0.3),
+                  "latency")
+
+
+def render_all(report: dict) -> dict[str, str]:
+    """Every chart of the report, drawn once for report.html and report_*.svg alike."""
+    out = {}
+    if report["layers"] or report["digital"]:
+        out["energy-components"] = energy_by_component(report)
+        out["energy-layers"] = energy_by_layer(report)
+    if report["layers"]:
+        out["latency"] = latency_pipeline(report)
+    return out
+
+
+def standalone(svg: str) -> str:
+    """An inlined chart as a file of its own (report_*.svg)."""
+    return '<?xml version="1.0" encoding="utf-8" standalone="no"?>\n' + svg + "\n"

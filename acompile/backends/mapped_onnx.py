@@ -1,0 +1,141 @@
+"""``mapped.onnx``: the mapped program as an ONNX model that Netron and ``onnx.checker`` open.
+
+Digital nodes keep their original ONNX op; every analog layer is its chain of nodes in the
+``acompile`` domain (ToVectors, DAC, CrossbarRead, ADC, ShiftAdd, Accumulate, Dequantize,
+FromVectors) with the chain's settings as attributes and the layer's mapping and cost on its
+CrossbarRead node; ``metadata_props`` holds the totals. Weights stay out unless asked for
+(``--emit mapped-with-weights``): left-out constants are graph inputs carrying their shape.
+docs/formats.md describes the attributes.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from .._version import __version__
+from ..ir import DOMAIN, OpaqueAttribute, Subgraph
+from ..onnx_exec import IR_VERSION, make_attributes
+from .program import chain_attrs
+
+DOMAIN_VERSION = 1
+SMALL_CONSTANT = 64    # elements: shapes, axes and scalars that digital ops need stay in, even without weights
+
+_CHAIN_DOC = {
+    "ToVectors": "cut the input into the vectors the crossbars read (im2col for Conv)",
+    "DAC": "quantise each vector to input_bits and stream it dac_bits per cycle over `cycles` cycles",
+    "CrossbarRead": "analog multiply-accumulate on the crossbars holding this layer's blocks",
+    "ADC": "convert each column current to a code (bits, full_scale, step)",
+    "ShiftAdd": "weight each cycle's and cell slice's codes by their power of two and add them",
+    "Accumulate": "add the partial sums of the row blocks",
+    "Dequantize": "scale back to real values (input scale x per-channel weight scale)",
+    "FromVectors": "reassemble the output tensor and add the bias",
+}
+
+
+def _attribute_value(value):
+    """A chain attribute in a form ONNX attributes hold (bools as ints, ranges as text)."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, list) and value and isinstance(value[0], list):
+        return ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in value)
+    if isinstance(value, (dict, list)) and not all(isinstance(v, (int, float)) for v in value):
+        return json.dumps(value, sort_keys=True)
+    return value
+
+
+def _layer_cost_attrs(entry: dict | None) -> dict:
+    if entry is None:
+        return {}
+    return {"layer_crossbars": entry["counts"]["crossbars"], "layer_blocks": entry["counts"]["blocks"],
+            "layer_replication": entry["replication"], "layer_tiles": ",".join(map(str, entry["tiles"])),
+            "layer_utilisation": float(entry["utilisation"]), "cost_energy_pj": float(entry["energy_total_pj"]),
+            "cost_latency_ns": float(entry["latency_ns"]),
+            "cost_energy_pj_by_component": json.dumps(entry["energy_pj"], sort_keys=True)}
+
+
+def _analog_node(node, graph, mapping, costs, keep) -> onnx.NodeProto:
+    layer = mapping.layers[node.meta["layer"]]
+    inputs = [i if i and (keep or not graph.is_constant(i)) else "" for i in node.inputs]
+    while inputs and inputs[-1] == "":
+        inputs.pop()
+    attrs = {"layer": layer.name, "origin": node.meta.get("origin", layer.op_type)}
+    attrs.update({k: _attribute_value(v) for k, v in chain_attrs(node, layer, mapping).items()})
+    if node.op_type == "CrossbarRead":
+        m = layer.matrices[0]
+        attrs.update(matrix=[m.n_out, m.k_in], groups=layer.groups, weight_bits=layer.spec.weight_bits,
+                     **_layer_cost_attrs(costs.get(layer.name)))
+    proto = helper.make_node(node.op_type, inputs, node.outputs, name=node.name, domain=DOMAIN,
+                             doc_string=_CHAIN_DOC.get(node.op_type, ""))
+    proto.attribute.extend(helper.make_attribute(k, v) for k, v in sorted(attrs.items()))
+    return proto
+
+
+def _digital_node(node) -> onnx.NodeProto:
+    attrs = {k: v for k, v in node.attrs.items() if not isinstance(v, (Subgraph, OpaqueAttribute))}
+    dropped = sorted(set(node.attrs) - set(attrs))
+    proto = helper.make_node(node.op_type, node.inputs, node.outputs, name=node.name, domain=node.domain or None,
+                             doc_string=f"attributes not shown: {', '.join(dropped)}" if dropped else "")
+    proto.attribute.extend(make_attributes(attrs, node.meta.get("attr_types")))
+    return proto
+
+
+def _info(graph, name):
+    t = graph.tensors.get(name)
+    if t is None and graph.is_constant(name):
+        value = np.asarray(graph.constants[name])
+        return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(value.dtype), list(value.shape))
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(t.dtype)) if t is not None and t.dtype is not None else 1
+    shape = [d if isinstance(d, int) else str(d) for d in t.shape] if t is not None and t.shape is not None else None
+    return helper.make_tensor_value_info(name, elem, shape)
+
+
+def mapped_model(compiled, report: dict, with_weights: bool = False) -> onnx.ModelProto:
+    """The ONNX model of the mapped program (see the module docstring)."""
+    graph, mapping = compiled.graph, compiled.mapping
+    costs = {x["name"]: x for x in report.get("layers", [])}
+    nodes, used = [], []
+    domains = {"": graph.opset, DOMAIN: DOMAIN_VERSION}
+    for node in graph.nodes:
+        if node.domain == DOMAIN and mapping is not None and "layer" in node.meta:   # not an unmapped Linear
+            proto = _analog_node(node, graph, mapping, costs, with_weights)
+        else:
+            proto = _digital_node(node)
+            if node.domain:
+                domains.setdefault(node.domain, node.opset or 1)
+        nodes.append(proto)
+        used += [i for i in proto.input if i and i not in used]
+    inits, weight_inputs = [], []
+    for name in used:
+        if not graph.is_constant(name):
+            continue
+        value = np.asarray(graph.constants[name])
+        if with_weights or value.size <= SMALL_CONSTANT:
+            inits.append(numpy_helper.from_array(value, name))
+        else:
+            weight_inputs.append(_info(graph, name))
+    inputs = [_info(graph, i) for i in graph.inputs] + weight_inputs
+    value_info = [_info(graph, n) for n in dict.fromkeys(o for p in nodes for o in p.output)
+                  if n not in graph.outputs and graph.tensors.get(n) is not None
+                  and graph.tensors[n].shape is not None]
+    g = helper.make_graph(nodes, graph.name or "model", inputs, [_info(graph, o) for o in graph.outputs], inits,
+                          value_info=value_info,
+                          doc_string="mapped by acompile" + ("" if with_weights else
+                                                             "; weights left out: the inputs after the model's own "
+                                                             "stand for them (--emit mapped-with-weights keeps them)"))
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid(d, v) for d, v in domains.items()],
+                              ir_version=IR_VERSION, producer_name="acompile", producer_version=__version__)
+    totals = report.get("totals", {})
+    meta = {"acompile.target": report["target"]["name"], "acompile.model": report["model"]["source"],
+            "acompile.batch": str(report["options"]["batch"]), "acompile.domain_version": str(DOMAIN_VERSION)}
+    for key, value in sorted(totals.items()):
+        meta[f"acompile.totals.{key}"] = json.dumps(value, sort_keys=True) if isinstance(value, dict) else repr(value)
+    helper.set_model_props(model, meta)
+    return model
+
+
+def write_mapped(path, compiled, report: dict, with_weights: bool = False) -> None:
+    onnx.save_model(mapped_model(compiled, report, with_weights), str(path))

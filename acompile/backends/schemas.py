@@ -1,0 +1,54 @@
+"""The fields of program.json and of a device file's header, with their types and ranges.
+
+Checked (by :func:`acompile.safe_read.check_schema`) before either is used, so a
+damaged or edited file is an exit-2 error that names the field, never an internal error.
+"""
+
+from __future__ import annotations
+
+from ..safe_read import Any, Either, Int, Map, Num, OneOf, Opt, Seq
+
+COUNT = Int(0, 2**31)          # indices, counts, bit widths' neighbours: fit an int32
+SIZE = Int(0, 2**40)           # element and byte counts
+POSITIVE = Int(1, 2**31)
+DIM = Either(Int(0, 2**40), str)
+SHAPE = Opt(Seq(Opt(DIM), max_len=64))
+
+SPEC = {"weight_bits": Int(2, 24), "input_bits": Int(1, 24), "dac_bits": Int(1, 16), "cell_bits": Int(1, 8),
+        "adc_bits": Int(1, 24), "rows": Int(1, 1 << 20), "signed_weights": OneOf("differential", "offset"),
+        "input_encoding?": OneOf("twos_complement", "sign_magnitude"),
+        "offset_subtraction?": OneOf("digital", "analog")}
+MATRIX = {"group": COUNT, "n_out": POSITIVE, "k_in": POSITIVE, "physical_cols": POSITIVE,
+          "row_blocks": POSITIVE, "col_blocks": POSITIVE}
+GEOMETRY = {"input_shape": Seq(SIZE, max_len=64), "output_shape?": Seq(SIZE, max_len=64),
+            "kernel?": Seq(POSITIVE, max_len=8), "strides?": Seq(POSITIVE, max_len=8),
+            "dilations?": Seq(POSITIVE, max_len=8), "pads?": Seq(COUNT, max_len=16),
+            "output_padding?": Seq(COUNT, max_len=8)}
+LAYER = {"index": COUNT, "name": str, "op_type": OneOf("Conv", "ConvTranspose", "Linear"), "weight": str,
+         "bias": str, "groups": POSITIVE, "matrices": Seq(MATRIX, min_len=1), "n_vec": SIZE,
+         "in_channels": POSITIVE, "out_channels": POSITIVE, "geometry": GEOMETRY, "spec": SPEC,
+         "input_signed": bool, "input_range": Num(), "input_scale": Num(), "adc_full_scale": Num(),
+         "replication": POSITIVE, "uses?": POSITIVE}
+TENSOR = {"name": str, "dtype": Opt(str), "shape": SHAPE}
+OP = {"name": str, "op": str, "domain": str, "opset": Int(1, 1000), "inputs": Seq(str, max_len=1 << 16),
+      "outputs": Seq(str, min_len=1, max_len=1 << 16), "kind?": str, "chain?": str, "layer?": COUNT,
+      "attrs": Map(Any()), "attr_types?": Map(Int(0, 100)), "shape?": SHAPE}
+PROGRAM = {"format": OneOf("acompile-program"), "version": Int(1, 1), "target": str, "batch": POSITIVE,
+           "opset": Int(1, 1000), "dynamic_batch?": bool, "model?": str, "inputs": Seq(TENSOR),
+           "outputs": Seq(TENSOR, min_len=1), "constants_sha256": str, "target_sha256?": str,
+           "constants": Map({"entry": str, "dtype": str, "shape": Seq(SIZE, max_len=64)}),
+           "layers": Seq(LAYER), "ops": Seq(OP, min_len=1)}
+
+BLOCK = {"layer": COUNT, "matrix": COUNT, "row_block": COUNT, "col_block": COUNT, "row_start": COUNT,
+         "rows": POSITIVE, "col_start": COUNT, "cols": POSITIVE, "crossbar": COUNT, "row_offset": COUNT,
+         "col_offset": COUNT, "offset": SIZE, "bytes": SIZE}
+CROSSBAR = {"index": COUNT, "chip": COUNT, "tile": COUNT, "core": COUNT, "slot": COUNT,
+            "blocks": Seq(COUNT), "rows_used": COUNT, "cols_used": COUNT}
+DEVICE_LAYER = {"index": COUNT, "name": str, "op_type": str, "spec": SPEC,
+                "matrices": Seq(MATRIX, min_len=1),
+                "dac": {"input_scale": Num()}, "adc": {"full_scale": Num()}}
+HEADER = {"format": OneOf("acompile-device"), "version": Int(1, 1), "target": str, "program_sha256": str,
+          "levels_bytes": SIZE, "levels_sha256": str, "tiles_used": COUNT, "chips_needed": COUNT,
+          "geometry": {"rows": POSITIVE, "cols": POSITIVE, "crossbars_per_core": POSITIVE,
+                       "cores_per_tile": POSITIVE, "tiles_per_chip": POSITIVE},
+          "layers": Seq(DEVICE_LAYER), "crossbars": Seq(CROSSBAR), "blocks": Seq(BLOCK)}

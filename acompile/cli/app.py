@@ -1,0 +1,183 @@
+"""The ``acompile`` command: the parser assembled from the subcommand modules, ``main``, error
+reporting and signals.
+
+Exit codes everywhere: 0 success, 1 the model cannot be mapped as asked,
+2 bad input (usage, unreadable or malformed files, a limit hit), 3 internal
+error. Errors are one line on stderr (JSON with ``--format json``); the
+traceback of an internal error only with ``-v``. SIGTERM, SIGHUP and SIGQUIT raise
+:class:`acompile.files.Interrupted` so temporary files are cleaned up (exit 128 + the
+signal: 143, 129, 131; Ctrl-C: 130). A closed stdout or stderr, or one that cannot
+encode UTF-8, never turns a finished run into an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import traceback
+import warnings
+
+from .._version import __version__
+from ..errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, AcompileError, InvalidDataError, UsageError, clean
+from ..files import HELD_SIGNALS, Interrupted, interruption
+from . import check, examples, inspect, ops, simulate, sweep, targets
+from . import compile as compile_command   # the bare name would hide the builtin
+
+
+STOP_SIGNALS = tuple(s for s in HELD_SIGNALS if s != signal.SIGINT)   # SIGINT stays KeyboardInterrupt
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError (exit 2, one line) instead of printing usage and exiting."""
+
+    def error(self, message):
+        raise UsageError(message, hint=f"see '{self.prog} --help'")
+
+
+# signals received during this run: an interrupt that lands inside a C extension's import comes back as an
+# ImportError with no trace of it, and is still an interrupt
+RECEIVED: list[int] = []
+
+
+def on_sigterm(signum, frame):
+    """The SIGTERM (and SIGHUP, SIGQUIT) handler while ``main`` runs."""
+    RECEIVED.append(signum)
+    raise Interrupted(signum)
+
+
+def on_sigint(signum, frame):
+    """Ctrl-C while ``main`` runs: KeyboardInterrupt, remembered."""
+    RECEIVED.append(signum)
+    raise KeyboardInterrupt
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="acompile", description="Map ONNX models onto analog in-memory-computing accelerators.")
+    parser.add_argument("--version", action="version", version=f"acompile {__version__}")
+    common = _Parser(add_help=False)
+    common.add_argument("--format", choices=["text", "json"], default="text",
+                        help="text for people, json for scripts (one JSON document on stdout)")
+    common.add_argument("-v", "--verbose", action="store_true",
+                        help="say more: each compile step with its time; tracebacks of internal errors")
+    common.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    for command in (compile_command, simulate, inspect, ops, check, targets, sweep):
+        command.add_parser(sub, common)
+    examples.attach(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    _usable_streams()
+    fmt = "json" if "--format=json" in argv or ("--format" in argv and
+                                                "json" in argv[argv.index("--format") + 1:argv.index("--format") + 2]) \
+        else "text"
+    verbose = "-v" in argv or "--verbose" in argv
+    previous = {}
+    try:
+        RECEIVED.clear()
+        for signum in STOP_SIGNALS:
+            previous[signum] = signal.signal(signum, on_sigterm)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            previous[signal.SIGINT] = signal.signal(signal.SIGINT, on_sigint)
+    except ValueError:
+        pass  # not in the main thread (tests); the signals keep their defaults
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if fmt == "json" and getattr(args, "format", None) == "text":
+            args.format = "json"    # "targets --format json validate": a sub-command's default must not undo it
+        if not getattr(args, "command", None):
+            raise UsageError("a command is needed: compile, simulate, run, sweep, check, inspect, ops or targets",
+                             hint="see 'acompile --help'")
+        with warnings.catch_warnings():
+            if not verbose:     # numpy's overflow/NaN warnings on hostile data: the one error line says enough
+                warnings.simplefilter("ignore")
+            return int(args.func(args))
+    except AcompileError as e:
+        if _interrupted(e):
+            return _interrupt_code(e)
+        _report_error(e, fmt)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("acompile: interrupted", file=sys.stderr)
+        return 130
+    except Interrupted as e:
+        print("acompile: terminated", file=sys.stderr)
+        return 128 + e.signum
+    except RecursionError:
+        _report_error(AcompileError("the input nests too deeply to process"), fmt)
+        return EXIT_BAD_INPUT
+    except MemoryError:
+        from ..errors import LimitError
+        _report_error(LimitError("out of memory; the model or data is too large for this machine"), fmt)
+        return EXIT_BAD_INPUT
+    except BrokenPipeError:
+        return EXIT_OK
+    except OSError as e:    # the file system said no (a -r path in a missing folder, a folder where a file goes)
+        if _interrupted(e):
+            return _interrupt_code(e)
+        _report_error(InvalidDataError(f"cannot read or write a file: {e.strerror or type(e).__name__}",
+                                       where=clean(e.filename2 or e.filename) if e.filename else None), fmt)
+        return EXIT_BAD_INPUT
+    except Exception as e:  # a bug: one line, traceback on request
+        if _interrupted(e):
+            return _interrupt_code(e)
+        if verbose:
+            traceback.print_exc()
+        msg = f"internal error: {type(e).__name__}: {clean(str(e), 200)} -- please report this at the project's issue tracker (rerun with -v for the traceback)"
+        if fmt == "json":
+            print(json.dumps({"error": {"code": "internal", "exit_code": EXIT_INTERNAL, "message": msg}}),
+                  file=sys.stderr)
+        else:
+            print(f"acompile: {msg}", file=sys.stderr)
+        return EXIT_INTERNAL
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _usable_streams() -> None:
+    """A closed stdout/stderr becomes os.devnull; one that cannot encode every character escapes it."""
+    import os
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is None:
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))
+        elif (getattr(stream, "encoding", None) or "utf-8").lower().replace("-", "") not in ("utf8", "utf8sig") \
+                and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+
+
+def _interrupted(e: BaseException) -> bool:
+    """Say 'interrupted'/'terminated' (and return True) when ``e`` is an interrupt in disguise."""
+    signum = _interrupt_signal(e)
+    if signum is None:
+        return False
+    print("acompile: interrupted" if signum == signal.SIGINT else "acompile: terminated", file=sys.stderr)
+    return True
+
+
+def _interrupt_signal(e: BaseException) -> int | None:
+    interrupt = interruption(e)
+    if interrupt is None:
+        return RECEIVED[0] if RECEIVED else None
+    return signal.SIGINT if isinstance(interrupt, KeyboardInterrupt) else interrupt.signum
+
+
+def _interrupt_code(e: BaseException) -> int:
+    return 128 + _interrupt_signal(e)
+
+
+def _report_error(e: AcompileError, fmt: str) -> None:
+    if fmt == "json":
+        print(json.dumps({"error": e.to_json()}, sort_keys=True), file=sys.stderr)
+    else:
+        print(f"acompile: error: {e.one_line()}", file=sys.stderr)
+
+
+def entry_point() -> None:
+    sys.exit(main())

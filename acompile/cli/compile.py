@@ -1,0 +1,269 @@
+"""``acompile compile``: map a model into an OUT folder (program, device file, cost report, report.html,
+mapped.onnx).
+
+Also the compile options and the compile-into-a-folder step that ``run`` shares.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from ..errors import EXIT_OK, UsageError, clean
+from .progress import clear, ticker
+
+EMITTABLE = ("program", "device", "report", "html", "mapped", "mapped-with-weights")
+DEFAULT_EMIT = "program,device,report,html,mapped"
+
+
+def say(args, text: str) -> None:
+    """Print ``text`` unless ``-q``."""
+    if not getattr(args, "quiet", False):
+        sys.stdout.write(text)
+
+
+def _options(args, calibration=None, calibration_name="default"):
+    from ..compiler import Options
+    from ..limits import Limits
+    bind = None
+    if getattr(args, "bind", None):
+        from ..calibrate import load_arrays
+        bind = load_arrays(args.bind, [], what="--bind")
+    if args.batch < 1:
+        raise UsageError(f"--batch must be at least 1 (got {args.batch})")
+    shapes = parse_input_shapes(getattr(args, "input_shape", None))
+    if not shapes and getattr(args, "data_shapes", None):
+        shapes = args.data_shapes
+    elif not shapes and calibration is not None:
+        shapes = data_shapes(args.model, calibration, whole=False)
+    return Options(batch=args.batch, seed=args.seed, allow_unsupported=args.allow_unsupported,
+                   calibration=calibration, calibration_name=calibration_name, bind=bind, input_shapes=shapes or None,
+                   replicate=getattr(args, "replicate", "none"),
+                   input_ranges=parse_input_ranges(getattr(args, "input_range", None)),
+                   limits=Limits.from_env(), progress=ticker(args))
+
+
+def model_inputs(model_path: str) -> list[str]:
+    """Graph input names (not initializers) of a model, read cheaply for --calibration .npy files."""
+    return list(_input_dims(model_path))
+
+
+def _input_dims(model_path: str) -> dict[str, list]:
+    """Graph inputs (not initializers) -> stored dims (int, or None where dynamic: symbolic, -1 or 0)."""
+    from ..frontend.protobuf import read_model_proto
+    from ..limits import Limits
+    m = read_model_proto(model_path, Limits.from_env())
+    inits = {t.name for t in m.graph.initializer}
+    out = {}
+    for i in m.graph.input:
+        if i.name in inits:
+            continue
+        tt = i.type.tensor_type
+        out[i.name] = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                       for d in tt.shape.dim] if tt.HasField("shape") else None
+    return out
+
+
+def data_shapes(model_path: str, data: dict, whole: bool) -> dict:
+    """Input shapes taken from data for the inputs with dynamic dimensions: every dimension for
+    ``run --input`` (``whole``), all but the leading (sample) one for ``--calibration``."""
+    import numpy as np
+    shapes = {}
+    for name, dims in _input_dims(model_path).items():
+        arr = data.get(name)
+        if dims is None or arr is None or np.ndim(arr) != len(dims) or all(d is not None for d in dims):
+            continue
+        if whole:
+            shapes[name] = tuple(int(n) for n in np.shape(arr))
+        elif any(d is None for d in dims[1:]):
+            shapes[name] = (None, *(int(n) for n in np.shape(arr)[1:]))
+    return shapes
+
+
+def bounded_int(lo: int, hi: int):
+    """An argparse type: an integer from ``lo`` to ``hi`` (else a one-line usage error naming the range)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text) if len(text) < 40 else None
+        except ValueError:
+            value = None
+        if value is None or not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"expected an integer from {lo} to {hi:,} (got {clean(text, 40)!r})")
+        return value
+    parse.__name__ = "integer"
+    return parse
+
+
+SEED = bounded_int(0, 2**63 - 1)
+BATCH = bounded_int(1, 2**31 - 1)
+
+
+def _parse_emit(text: str) -> set[str]:
+    items = {x.strip() for x in text.split(",") if x.strip()}
+    bad = items - set(EMITTABLE)
+    if bad or not items or {"mapped", "mapped-with-weights"} <= items:
+        raise UsageError(f"--emit takes a comma-separated subset of {','.join(EMITTABLE)} (got {clean(text)!r})")
+    return items
+
+
+def compile_to(args, out: Path, emit: set[str]):
+    """Compile ``args.model`` for ``args.target`` and write the ``emit`` files into ``out``, atomically."""
+    from ..backends.device import write_device
+    from ..backends.program import write_program
+    from ..backends.report import build_report, write_report
+    from ..calibrate import load_arrays
+    from ..compiler import compile_model
+    from ..files import atomic_folder, check_replaceable
+    from ..jsonio import dumps_json
+    from ..target import apply_overrides, load_target, parse_settings
+    target = apply_overrides(load_target(args.target), parse_settings(getattr(args, "set", None)))
+    calibration, cal_name = None, "default"
+    if getattr(args, "calibration", None):
+        calibration = load_arrays(args.calibration, model_inputs(args.model), what="calibration")
+        cal_name = clean(Path(args.calibration).name)
+    options = _options(args, calibration, cal_name)
+    check_replaceable(out)      # refused before the work; checked again when OUT is replaced
+    if options.progress:
+        options.progress("loading the model")
+    compiled = compile_model(args.model, target, options)
+    if options.progress:
+        options.progress("writing " + ", ".join(sorted(emit)))
+    report = build_report(compiled)
+    written = []
+    with atomic_folder(out) as tmp:
+        sha = None
+        if "program" in emit or "device" in emit:
+            sha = write_program(tmp, compiled, dumps_json)
+            written += ["program.json", "program.npz", "target.toml"]
+        if "device" in emit:
+            write_device(tmp / "device.acdev", compiled, sha, dumps_json)
+            written.append("device.acdev")
+        drawn = None
+        if "report" in emit or "html" in emit:
+            from ..backends.charts import render_all
+            drawn = render_all(report)
+        if "report" in emit:
+            written += write_report(report, tmp, dumps_json, drawn)
+        if "html" in emit:
+            from ..backends.html import write_html
+            write_html(tmp / "report.html", report, compiled.mapping, drawn=drawn)
+            written.append("report.html")
+        if "mapped" in emit or "mapped-with-weights" in emit:
+            from ..backends.mapped_onnx import write_mapped
+            write_mapped(tmp / "mapped.onnx", compiled, report, with_weights="mapped-with-weights" in emit)
+            written.append("mapped.onnx")
+    clear(options.progress)
+    return compiled, report, written
+
+
+def run(args) -> int:
+    from ..backends.report import terminal_table
+    out = Path(args.output) if args.output else Path("acompile-out") / Path(args.model).stem
+    compiled, report, written = compile_to(args, out, _parse_emit(args.emit))
+    if getattr(args, "verbose", False) and not args.quiet:
+        _print_timings(compiled.timings_s)
+    if not args.quiet:
+        for line in report["warnings"]:
+            sys.stderr.write(f"acompile: warning: {line}\n")
+    if args.format == "json":
+        print(json.dumps({"status": "ok", "output": str(out), "files": written, "totals": report["totals"],
+                          "unsupported": report["unsupported"]}, sort_keys=True, default=float))
+    else:
+        say(args, terminal_table(report))
+        say(args, f"wrote {', '.join(written)} to {clean(str(out))}\n")
+    return EXIT_OK
+
+
+def _print_timings(timings: dict[str, float]) -> None:
+    """``-v``: each pipeline step with its time, on stderr (stdout stays the table or the JSON)."""
+    from ..units import duration
+    for step, seconds in timings.items():
+        print(f"  {step:<20} {duration(seconds * 1e9):>9}", file=sys.stderr)
+    print(f"  {'total':<20} {duration(sum(timings.values()) * 1e9):>9}", file=sys.stderr)
+
+
+def add_compile_options(p: argparse.ArgumentParser, with_output: bool = True) -> None:
+    """The model, target and compile choices that ``compile`` and ``run`` share."""
+    p.add_argument("model", help="ONNX model file")
+    p.add_argument("--target", "-t", required=True, help="shipped target name (isaac, puma, ...) or a .toml file")
+    add_set_option(p)
+    if with_output:
+        p.add_argument("-o", "--output", help="output folder (default acompile-out/MODEL)")
+    p.add_argument("--batch", type=BATCH, default=1, help="batch size used for cost (default 1)")
+    p.add_argument("--seed", type=SEED, default=0, help="seed for calibration defaults and noise (default 0)")
+    p.add_argument("--allow-unsupported", action="store_true",
+                   help="cost unsupported ops as unknown digital ops instead of failing")
+    p.add_argument("--calibration", help="calibration inputs: .npz keyed by input name, or .npy for one input")
+    p.add_argument("--bind", help=".npz of graph inputs to freeze as constants (weights given as inputs)")
+    add_input_shape_option(p)
+    add_input_range_option(p)
+    p.add_argument("--replicate", choices=["none", "auto"], default="none",
+                   help="auto: copy the slowest layers onto spare crossbars of the chips used (default none)")
+
+
+def add_input_shape_option(p: argparse.ArgumentParser) -> None:
+    """``--input-shape NAME:D1,D2,...`` (repeatable; bare ``D1,D2,...`` for a single-input model)."""
+    p.add_argument("--input-shape", action="append", metavar="NAME:D1,D2,...",
+                   help="static shape for a model input with dynamic dimensions (repeatable; a bare D1,D2,... "
+                        "names a single-input model's input)")
+
+
+def parse_input_shapes(values: list[str] | None) -> dict:
+    """{input name (None for a bare shape): dims} from the ``--input-shape`` values."""
+    shapes: dict = {}
+    for text in values or []:
+        name, colon, dims_text = text.rpartition(":")
+        key = name if colon else None
+        try:
+            dims = tuple(int(d) for d in dims_text.split(",") if d.strip() != "")
+        except ValueError:
+            dims = ()
+        if not dims or any(d < 1 for d in dims) or (colon and not name):
+            raise UsageError(f"--input-shape takes NAME:D1,D2,... with positive sizes (got {clean(text, 80)!r})")
+        if key in shapes:
+            raise UsageError(f"--input-shape gives {'the input' if key is None else repr(clean(key))} twice")
+        shapes[key] = dims
+    return shapes
+
+
+def add_input_range_option(p: argparse.ArgumentParser) -> None:
+    """``--input-range NAME:LO,HI`` (repeatable): the values a model input takes."""
+    p.add_argument("--input-range", action="append", metavar="NAME:LO,HI",
+                   help="values a model input takes (repeatable); LO >= 0 streams it unsigned, saving its sign "
+                        "cycle. Model inputs are signed otherwise, whatever the calibration data holds")
+
+
+def parse_input_ranges(values: list[str] | None) -> dict[str, tuple[float, float]]:
+    """{input name: (lo, hi)} from the ``--input-range`` values."""
+    ranges: dict[str, tuple[float, float]] = {}
+    for text in values or []:
+        name, colon, bounds = text.rpartition(":")
+        try:
+            lo, hi = (float(v) for v in bounds.split(","))
+        except ValueError:
+            lo = hi = float("nan")
+        if not colon or not name or not (lo <= hi) or not all(map(math.isfinite, (lo, hi))):
+            raise UsageError(f"--input-range takes NAME:LO,HI with finite LO <= HI (got {clean(text, 80)!r})")
+        if name in ranges:
+            raise UsageError(f"--input-range gives {clean(name)!r} twice")
+        ranges[name] = (lo, hi)
+    return ranges
+
+
+def add_set_option(p: argparse.ArgumentParser) -> None:
+    """``--set KEY=VALUE`` (repeatable): change one field of the resolved target."""
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="change a target field, e.g. --set adc.bits=6 (repeatable; checked like a target file)")
+
+
+def add_parser(subparsers, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("compile", parents=[common], help="map a model: program, device file, cost report, report.html, mapped.onnx")
+    add_compile_options(p)
+    p.add_argument("--emit", default=DEFAULT_EMIT, metavar="LIST",
+                   help=f"comma-separated files to write, from {', '.join(EMITTABLE)}; mapped-with-weights is "
+                        f"mapped.onnx with the weights inside (default {DEFAULT_EMIT})")
+    p.set_defaults(func=run)
+    return p

@@ -1,0 +1,26 @@
+"""``acompile inspect``: a summary of a device file for people."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import EXIT_OK
+
+
+def run(args) -> int:
+    from ..backends.device import inspect_summary, inspect_text
+    if args.format == "json":
+        from ..jsonio import dumps_json
+        sys.stdout.write(dumps_json(inspect_summary(Path(args.device))))
+    else:
+        sys.stdout.write(inspect_text(Path(args.device)))
+    return EXIT_OK
+
+
+def add_parser(subparsers, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("inspect", parents=[common], help="summarise a device file")
+    p.add_argument("device", help="device.acdev file written by acompile compile")
+    p.set_defaults(func=run)
+    return p

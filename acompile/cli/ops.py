@@ -1,0 +1,52 @@
+"""``acompile ops``: per ONNX operator, whether it runs on the crossbars (analog), on the digital
+units, or both depending on its operands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..errors import EXIT_OK
+
+# Ops the frontend passes turn into (or fold into) analog layers when their operands allow it.
+_ANALOG_WHEN = {
+    "Gemm": "with a constant weight operand: becomes acompile.Linear on crossbars",
+    "MatMul": "with a constant weight operand: becomes acompile.Linear on crossbars",
+    "BatchNormalization": "after a Conv/Gemm: folded into its weights and bias",
+    "Mul": "per-channel constant after a Conv/Gemm: folded into its weights",
+    "Div": "per-channel constant after a Conv/Gemm: folded into its weights",
+    "Add": "per-channel constant after a Conv/Gemm: folded into its bias",
+    "Sub": "per-channel constant after a Conv/Gemm: folded into its bias",
+}
+
+
+def rows() -> list[dict]:
+    """One entry per operator name: analog (when), digital (how it is costed)."""
+    from ..frontend.ops import supported_table
+    table: dict[str, dict] = {}
+    for op, kind, note in supported_table():
+        entry = table.setdefault(op, {"op_type": op, "analog": "", "digital": ""})
+        entry[kind] = note
+    for op, when in _ANALOG_WHEN.items():
+        if op in table:
+            table[op]["analog"] = when
+    return [table[k] for k in sorted(table)]
+
+
+def run(args) -> int:
+    entries = rows()
+    if args.format == "json":
+        print(json.dumps(entries, indent=2))
+    else:
+        print(f"{'op':<24} {'analog':<7} {'digital':<8} notes")
+        for e in entries:
+            notes = "; ".join(f"{k}: {e[k]}" for k in ("analog", "digital") if e[k])
+            print(f"{e['op_type']:<24} {'yes' if e['analog'] else '-':<7} {'yes' if e['digital'] else '-':<8} {notes}")
+    return EXIT_OK
+
+
+def add_parser(subparsers, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("ops", parents=[common],
+                              help="list the ONNX operators: which run analog (on crossbars), which digital")
+    p.set_defaults(func=run)
+    return p

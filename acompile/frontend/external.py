@@ -1,0 +1,98 @@
+"""External tensor data, checked by acompile (never trusting onnx's own path handling).
+
+Only regular, single-link files inside the model's folder are read, within the byte
+range the tensor's shape needs and the model size limit.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import onnx
+from onnx import TensorProto, helper
+
+from ..errors import InvalidModelError, LimitError, clean
+from ..limits import Limits
+
+
+def _all_tensors(model: onnx.ModelProto):
+    """Every TensorProto in the model that can carry data, subgraphs included (iteratively)."""
+    stack = [model.graph]
+    while stack:
+        g = stack.pop()
+        yield from g.initializer
+        for n in g.node:
+            for a in n.attribute:
+                if a.HasField("t"):
+                    yield a.t
+                yield from a.tensors
+                if a.HasField("g"):
+                    stack.append(a.g)
+                stack.extend(a.graphs)
+
+
+def resolve_external_data(model: onnx.ModelProto, model_path: Path, limits: Limits) -> None:
+    """Load external tensor data into the model, only from files inside the model's folder."""
+    base = model_path.resolve().parent
+    total = 0
+    for t in _all_tensors(model):
+        if t.data_location != TensorProto.EXTERNAL:
+            continue
+        info = {e.key: e.value for e in t.external_data}
+        where = f"{clean(model_path)}: initializer {clean(t.name)!r}"
+        loc = info.get("location", "")
+        if "\0" in loc:
+            raise InvalidModelError(f"external data location {clean(loc)!r} holds a NUL byte", where=where)
+        if not loc or os.path.isabs(loc) or loc.startswith(("/", "\\")) or "\\" in loc or ":" in loc:
+            raise InvalidModelError(f"external data location {clean(loc)!r} must be a relative path", where=where)
+        target = (base / loc)
+        if ".." in Path(loc).parts:
+            raise InvalidModelError(f"external data location {clean(loc)!r} leaves the model's folder", where=where)
+        try:
+            real = target.resolve(strict=True)
+        except (OSError, RuntimeError, ValueError):
+            raise InvalidModelError(f"external data file {clean(loc)!r} does not exist", where=where)
+        if base not in real.parents:
+            raise InvalidModelError(f"external data location {clean(loc)!r} leaves the model's folder "
+                                    "(through a link)", where=where)
+        st = real.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise InvalidModelError(f"external data {clean(loc)!r} is not a regular file", where=where)
+        if st.st_nlink > 1:
+            raise InvalidModelError(f"external data file {clean(loc)!r} is a hard link; refusing a file that "
+                                    "may live outside the model's folder", where=where)
+        try:
+            offset = int(info.get("offset", "0"))
+            length = int(info["length"]) if "length" in info else st.st_size - offset
+        except ValueError:
+            raise InvalidModelError("external data offset/length is not an integer", where=where)
+        if offset < 0 or length < 0 or offset + length > st.st_size:
+            raise InvalidModelError(f"external data range [{offset}, {offset}+{length}) is outside the "
+                                    f"{st.st_size}-byte file {clean(loc)!r}", where=where)
+        expected = _expected_bytes(t)
+        if expected is not None and expected != length:
+            raise InvalidModelError(f"external data holds {length} bytes but the shape needs {expected}",
+                                    where=where)
+        total += length
+        if total > limits.max_model_bytes:
+            raise LimitError("external data exceeds the model size limit", where=where)
+        with open(real, "rb") as f:
+            f.seek(offset)
+            t.raw_data = f.read(length)
+        t.data_location = TensorProto.DEFAULT
+        del t.external_data[:]
+
+
+def _expected_bytes(t: TensorProto) -> int | None:
+    try:
+        itemsize = helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+    except Exception:
+        return None
+    if t.data_type in (TensorProto.STRING,):
+        return None
+    n = 1
+    for d in t.dims:
+        n *= int(d)
+    return n * itemsize

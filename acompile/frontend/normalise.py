@@ -1,0 +1,321 @@
+"""Checker, opset conversion and shape inference on a weight-less *skeleton* of the model (every
+large initializer a typed graph input, so they copy kilobytes, never the weights); a dynamic batch
+is detected by inferring shapes at two batch sizes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from ..errors import InvalidModelError, LimitError, UnsupportedError, UsageError, clean
+from ..ir import TensorInfo
+from ..limits import Limits
+from .protobuf import SKELETON_KEEP_BYTES, is_repeated
+
+CANONICAL_OPSET = 17
+OLDEST_OPSET = 7
+
+
+def _size(nbytes: int) -> str:
+    """A byte count for a message: MiB below a GiB, else GiB (3 significant digits)."""
+    return f"{nbytes / 1024**2:.3g} MiB" if nbytes < 1024**3 else f"{nbytes / 1024**3:.3g} GiB"
+
+
+def ai_onnx_opset(model: onnx.ModelProto, where: str) -> int:
+    version = None
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            version = int(imp.version)
+    if version is None:
+        raise InvalidModelError("the model imports no ai.onnx opset", where=where)
+    latest = onnx.defs.onnx_opset_version()
+    if version > latest:
+        raise InvalidModelError(f"opset {version} is newer than this onnx ({latest}) knows", where=where,
+                                hint="upgrade onnx or export at an older opset")
+    if version < OLDEST_OPSET:
+        raise InvalidModelError(f"opset {version} is older than the oldest supported ({OLDEST_OPSET})",
+                                where=where)
+    if model.ir_version > onnx.IR_VERSION:
+        raise InvalidModelError(f"IR version {model.ir_version} is newer than this onnx supports "
+                                f"({onnx.IR_VERSION})", where=where)
+    return version
+
+
+def check_raw_sizes(model: onnx.ModelProto, where: str, limits: Limits) -> None:
+    for t in model.graph.initializer:
+        dims = list(t.dims)
+        if any(d < 0 for d in dims):
+            raise InvalidModelError(f"initializer {clean(t.name)!r} has a negative dimension", where=where)
+        n = 1
+        for d in dims:
+            n *= int(d)
+        if t.data_type == TensorProto.STRING:
+            continue
+        try:
+            itemsize = helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+        except Exception:
+            raise InvalidModelError(f"initializer {clean(t.name)!r} has unknown data type {t.data_type}",
+                                    where=where)
+        if n * itemsize > limits.max_tensor_bytes:
+            raise LimitError(f"initializer {clean(t.name)!r} would take {_size(n * itemsize)}; the limit is "
+                             f"{_size(limits.max_tensor_bytes)}", where=where,
+                             hint="set ACOMPILE_MAX_TENSOR_MB to raise it")
+        if t.HasField("raw_data") and len(t.raw_data) != n * itemsize:
+            raise InvalidModelError(f"initializer {clean(t.name)!r} holds {len(t.raw_data)} bytes but its "
+                                    f"shape {dims} needs {n * itemsize}", where=where)
+
+
+def _skeleton(model: onnx.ModelProto, stripped=frozenset()) -> tuple[onnx.ModelProto, dict[str, TensorProto]]:
+    """A copy of the model whose large initializers are typed graph inputs instead.
+
+    ``stripped`` names initializers whose payload :func:`read_model_lean` left in the file: heavy
+    too. The heavy initializers are neither copied nor serialised (the copy is field by field).
+    """
+    heavy = {t.name: t for t in model.graph.initializer
+             if t.name in stripped or len(t.raw_data) > SKELETON_KEEP_BYTES
+             or _payload_bytes(t) > SKELETON_KEEP_BYTES}
+    skel = onnx.ModelProto()
+    for fd, value in model.ListFields():
+        if fd.name != "graph":
+            _copy_field(skel, fd, value)
+    skel.graph.SetInParent()
+    for fd, value in model.graph.ListFields():
+        if fd.name != "initializer":
+            _copy_field(skel.graph, fd, value)
+    skel.graph.initializer.extend(t for t in model.graph.initializer if t.name not in heavy)
+    existing_inputs = {i.name for i in skel.graph.input}
+    for name, t in heavy.items():
+        if name not in existing_inputs:
+            skel.graph.input.append(helper.make_tensor_value_info(name, t.data_type, list(t.dims)))
+    return skel, heavy
+
+
+def _copy_field(dst, fd, value) -> None:
+    if is_repeated(fd):
+        getattr(dst, fd.name).extend(value)
+    elif fd.type == fd.TYPE_MESSAGE:
+        getattr(dst, fd.name).CopyFrom(value)
+    else:
+        setattr(dst, fd.name, value)
+
+
+def _payload_bytes(t: TensorProto) -> int:
+    return 8 * (len(t.float_data) + len(t.int32_data) + len(t.int64_data) + len(t.double_data))
+
+
+def _fix_batch(skel: onnx.ModelProto, batch: int, heavy) -> bool:
+    """Give every graph input's leading symbolic dimension the batch size used for cost.
+
+    Returns True when some input had a symbolic (dynamic) batch dimension.
+    """
+    dynamic = False
+    for vi in skel.graph.input:
+        if vi.name in heavy:
+            continue
+        tt = vi.type.tensor_type
+        if not tt.HasField("shape") or not tt.shape.dim:
+            continue
+        d0 = tt.shape.dim[0]
+        if not d0.HasField("dim_value") and len(tt.shape.dim) > 1:
+            d0.Clear()
+            d0.dim_value = batch
+            dynamic = True
+    return dynamic
+
+
+def _dynamic_dims(skel: onnx.ModelProto, heavy) -> None:
+    """A graph input dimension of -1 or 0 is dynamic, as onnxruntime reads it (some exporters write that)."""
+    for vi in skel.graph.input:
+        if vi.name in heavy or not vi.type.tensor_type.HasField("shape"):
+            continue
+        for i, d in enumerate(vi.type.tensor_type.shape.dim):
+            if d.HasField("dim_value") and d.dim_value <= 0:
+                d.Clear()
+                d.dim_param = f"{vi.name}_dim{i}"
+
+
+def _fix_shapes(skel: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], heavy, where: str) -> None:
+    """Give the named graph inputs the static shapes of ``--input-shape`` (fixed: never a dynamic batch);
+    a None size keeps the model's own dimension."""
+    inputs = {vi.name: vi for vi in skel.graph.input if vi.name not in heavy}
+    for name, dims in shapes.items():
+        vi = inputs.get(name)
+        if vi is None:
+            raise UsageError(f"--input-shape names {clean(name)!r}, which is not a graph input "
+                             f"(inputs: {', '.join(sorted(clean(n) for n in inputs))})", where=where)
+        tt = vi.type.tensor_type
+        stored = list(tt.shape.dim) if tt.HasField("shape") else None
+        if stored is not None and len(stored) != len(dims):
+            raise UsageError(f"--input-shape gives {clean(name)!r} {len(dims)} dimensions; the model has "
+                             f"{len(stored)}", where=where)
+        for i, (d, n) in enumerate(zip(stored or [], dims)):
+            if n is not None and d.HasField("dim_value") and d.dim_value != n:
+                raise UsageError(f"--input-shape gives {clean(name)!r} size {n} on axis {i}; the model fixes "
+                                 f"it to {d.dim_value}", where=where)
+        for i, n in enumerate(dims):
+            if n is None:          # from data: the leading axis (samples) stays the model's own
+                continue
+            if stored is None:
+                tt.shape.dim.add()
+            d = tt.shape.dim[i]
+            d.Clear()
+            d.dim_value = int(n)
+
+
+def _infer(skel: onnx.ModelProto, where: str) -> onnx.ModelProto:
+    try:
+        return onnx.shape_inference.infer_shapes(skel, check_type=True, strict_mode=True, data_prop=True)
+    except Exception as e:
+        # Exporters write stale intermediate / output shapes that onnxruntime ignores (a Reshape whose
+        # declared output disagrees with inference): drop them and infer again before giving up.
+        if not skel.graph.value_info and not any(o.type.tensor_type.HasField("shape") for o in skel.graph.output):
+            raise InvalidModelError(f"shape inference: {first_line(e)}", where=where)
+        fresh = onnx.ModelProto()
+        fresh.CopyFrom(skel)
+        del fresh.graph.value_info[:]
+        for o in fresh.graph.output:
+            o.type.tensor_type.ClearField("shape")
+        try:
+            return onnx.shape_inference.infer_shapes(fresh, check_type=True, strict_mode=True, data_prop=True)
+        except Exception:
+            raise InvalidModelError(f"shape inference: {first_line(e)}", where=where)
+
+
+def _batch_axes(a: onnx.ModelProto, b: onnx.ModelProto) -> dict[str, list[int]]:
+    """Axes of every value whose size changed between two inferences at different batch sizes."""
+    sizes_b = {vi.name: value_info(vi).shape for vi in list(b.graph.value_info) + list(b.graph.output)}
+    out = {}
+    for vi in list(a.graph.value_info) + list(a.graph.output):
+        sa, sb = value_info(vi).shape, sizes_b.get(vi.name)
+        if sa is None or sb is None or len(sa) != len(sb):
+            continue
+        axes = [i for i, (x, y) in enumerate(zip(sa, sb)) if x != y]
+        if axes:
+            out[vi.name] = axes
+    return out
+
+
+def _check_input_sizes(skel: onnx.ModelProto, where: str, limits: Limits) -> None:
+    for vi in skel.graph.input:
+        tt = vi.type.tensor_type
+        if not tt.HasField("shape"):
+            continue
+        n = 1
+        for d in tt.shape.dim:
+            if d.HasField("dim_value"):
+                if d.dim_value < 0:
+                    raise InvalidModelError(f"input {clean(vi.name)!r} has a negative dimension", where=where)
+                n *= int(d.dim_value)
+        itemsize = (_np_dtype(tt.elem_type) or np.dtype(np.float32)).itemsize
+        if n * itemsize > limits.max_tensor_bytes:
+            raise LimitError(f"input {clean(vi.name)!r} would take {n * itemsize / 1024**3:.3g} GiB; the limit is "
+                             f"{limits.max_tensor_bytes / 1024**3:.3g} GiB", where=where,
+                             hint="set ACOMPILE_MAX_TENSOR_MB to raise it")
+
+
+def _check_value_sizes(model: onnx.ModelProto, where: str, limits: Limits) -> None:
+    for vi in list(model.graph.value_info) + list(model.graph.output):
+        info = value_info(vi)
+        if info.shape is None or info.dtype is None:
+            continue
+        n = 1
+        for d in info.shape:
+            if isinstance(d, int):
+                n *= d
+        if n * info.dtype.itemsize > limits.max_tensor_bytes:
+            raise LimitError(f"tensor {clean(vi.name)!r} would take {n * info.dtype.itemsize / 1024**3:.3g} GiB; "
+                             f"the limit is {limits.max_tensor_bytes / 1024**3:.3g} GiB", where=where,
+                             hint="set ACOMPILE_MAX_TENSOR_MB to raise it")
+
+
+def normalise(model: onnx.ModelProto, where: str, batch: int = 1, limits: "Limits | None" = None,
+              stripped=frozenset(), input_shapes: dict | None = None
+              ) -> tuple[onnx.ModelProto, dict[str, TensorProto], dict | None]:
+    """Checker, opset conversion to CANONICAL_OPSET (older models only), strict shape inference.
+
+    Returns the inferred skeleton, the heavy initializers apart (never copied; ``stripped`` names
+    those whose payload :func:`~.protobuf.read_model_lean` left in the file) and, for a model with
+    a dynamic batch, the axes of every value that follow the batch size, else None.
+    """
+    limits = limits or Limits()
+    version = ai_onnx_opset(model, where)
+    skel, heavy = _skeleton(model, stripped)
+    _dynamic_dims(skel, heavy)
+    unfixed = onnx.ModelProto()
+    unfixed.CopyFrom(skel)
+    shapes = _single_input(input_shapes or {}, skel, heavy, where)
+    _fix_shapes(skel, shapes, heavy, where)
+    dynamic = _fix_batch(skel, batch, heavy)
+    _check_input_sizes(skel, where, limits)
+    try:
+        onnx.checker.check_model(skel)
+    except onnx.checker.ValidationError as e:
+        raise InvalidModelError(f"ONNX checker: {first_line(e)}", where=where)
+    except Exception as e:
+        raise InvalidModelError(f"ONNX checker failed: {first_line(e)}", where=where)
+    if version < CANONICAL_OPSET:
+        from onnx import version_converter
+        try:
+            skel = version_converter.convert_version(skel, CANONICAL_OPSET)
+        except Exception as e:
+            raise UnsupportedError(f"cannot convert opset {version} to {CANONICAL_OPSET}: {first_line(e)}",
+                                   where=where)
+    batch_axes = None
+    if dynamic:
+        _fix_shapes(unfixed, shapes, heavy, where)
+        _fix_batch(unfixed, batch + 1, heavy)
+        if version < CANONICAL_OPSET:
+            from onnx import version_converter
+            unfixed = version_converter.convert_version(unfixed, CANONICAL_OPSET)
+    skel = _infer(skel, where)
+    if dynamic:
+        batch_axes = _batch_axes(skel, _infer(unfixed, where))
+    _check_value_sizes(skel, where, limits)
+    # The heavy initializers go back as constants (to_ir), not as inputs.
+    real_inputs = {i.name for i in model.graph.input}
+    keep_inputs = [i for i in skel.graph.input if i.name not in heavy or i.name in real_inputs]
+    del skel.graph.input[:]
+    skel.graph.input.extend(keep_inputs)
+    return skel, heavy, batch_axes
+
+
+def _single_input(shapes: dict, skel: onnx.ModelProto, heavy, where: str) -> dict:
+    """A bare ``--input-shape D1,...`` (key None) names the model's only input."""
+    if None not in shapes:
+        return shapes
+    names = [vi.name for vi in skel.graph.input if vi.name not in heavy]
+    if len(names) != 1:
+        raise UsageError(f"a bare --input-shape needs a model with one input; this one has {len(names)} "
+                         f"({', '.join(clean(n) for n in names)})", where=where, hint="write NAME:D1,D2,...")
+    return {names[0]: shapes[None], **{k: v for k, v in shapes.items() if k is not None}}
+
+
+def first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return clean(text[0] if text else type(e).__name__, limit=300)
+
+
+def _np_dtype(elem_type: int):
+    try:
+        return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
+    except Exception:
+        return None
+
+
+def value_info(vi: onnx.ValueInfoProto) -> TensorInfo:
+    tt = vi.type.tensor_type
+    dtype = _np_dtype(tt.elem_type) if tt.elem_type else None
+    shape = None
+    if tt.HasField("shape"):
+        dims = []
+        for d in tt.shape.dim:
+            if d.HasField("dim_value"):
+                dims.append(int(d.dim_value))
+            elif d.HasField("dim_param"):
+                dims.append(clean(d.dim_param, 64))
+            else:
+                dims.append(None)
+        shape = tuple(dims)
+    return TensorInfo(vi.name, dtype, shape)

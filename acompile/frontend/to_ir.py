@@ -1,0 +1,97 @@
+"""ONNX -> IR: an inferred, normalised model becomes a verified :class:`~acompile.ir.Graph`.
+
+Attributes become Python values (graph-valued ones the :class:`~acompile.ir.Subgraph`
+marker), initializers numpy arrays, inferred value infos :class:`~acompile.ir.TensorInfo`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, numpy_helper
+
+from ..errors import InvalidModelError, LimitError, clean
+from ..ir import Graph, Node, OpaqueAttribute, Subgraph, TensorInfo
+from ..limits import Limits
+from .normalise import ai_onnx_opset, first_line, value_info
+from .protobuf import Payloads
+
+
+def _attr_value(a: onnx.AttributeProto):
+    kind = a.type
+    A = onnx.AttributeProto
+    if kind == A.FLOAT:
+        return float(a.f)
+    if kind == A.INT:
+        return int(a.i)
+    if kind == A.STRING:
+        return a.s.decode("utf-8", errors="replace")
+    if kind == A.TENSOR:
+        return numpy_helper.to_array(a.t)
+    if kind == A.FLOATS:
+        return [float(x) for x in a.floats]
+    if kind == A.INTS:
+        return [int(x) for x in a.ints]
+    if kind == A.STRINGS:
+        return [s.decode("utf-8", errors="replace") for s in a.strings]
+    if kind == A.GRAPH:
+        return Subgraph(a.g)
+    if kind == A.GRAPHS:
+        return Subgraph()
+    return OpaqueAttribute(kind)
+
+
+def initializer_array(t: TensorProto, where: str) -> np.ndarray:
+    try:
+        arr = numpy_helper.to_array(t)
+    except Exception as e:
+        raise InvalidModelError(f"initializer {clean(t.name)!r} cannot be decoded: {first_line(e)}",
+                                where=where)
+    return arr
+
+
+def to_node(n: onnx.NodeProto, name: str, domains: dict[str, int]) -> Node:
+    """One ONNX node as an IR node (``domains``: the model's opset per domain)."""
+    dom = "" if n.domain in ("", "ai.onnx") else n.domain
+    return Node(name=name, op_type=n.op_type, inputs=list(n.input), outputs=list(n.output),
+                attrs={a.name: _attr_value(a) for a in n.attribute}, domain=dom, opset=domains.get(dom, 0),
+                meta={"attr_types": {a.name: int(a.type) for a in n.attribute}})
+
+
+def to_ir(model: onnx.ModelProto, where: str, limits: Limits, heavy: dict[str, TensorProto] | None = None,
+          payloads: Payloads | None = None) -> Graph:
+    """The IR of an inferred model; ``heavy`` initializers (after the model's own) come from
+    ``payloads`` when it holds them, else from their TensorProto."""
+    g = model.graph
+    opset = ai_onnx_opset(model, where)
+    if len(g.node) > limits.max_nodes:
+        raise LimitError(f"{len(g.node)} nodes exceed the limit of {limits.max_nodes}", where=where)
+    constants = {}
+    for t in g.initializer:
+        constants[t.name] = initializer_array(t, where)
+    heavy = heavy or {}
+    from_file = payloads.arrays([n for n in heavy if n in payloads], where) if payloads is not None else {}
+    for name, t in heavy.items():
+        constants[name] = from_file[name] if name in from_file else initializer_array(t, where)
+    tensors: dict[str, TensorInfo] = {}
+    for vi in list(g.input) + list(g.value_info) + list(g.output):
+        tensors[vi.name] = value_info(vi)
+    inputs = [i.name for i in g.input if i.name not in constants]
+    domains = {imp.domain or "": int(imp.version) for imp in model.opset_import}
+    nodes = []
+    seen_names: set[str] = set()
+    for idx, n in enumerate(g.node):
+        name = n.name or f"{n.op_type}_{idx}"
+        if name in seen_names:
+            name = f"{name}_{idx}"
+        seen_names.add(name)
+        nodes.append(to_node(n, name, domains))
+    outputs = [o.name for o in g.output]
+    if len(set(outputs)) != len(outputs):
+        raise InvalidModelError("duplicate graph output names", where=where)
+    graph = Graph(name=clean(g.name or "model", 80), nodes=nodes, inputs=inputs, outputs=outputs,
+                  tensors=tensors, constants=constants, opset=opset, source=where)
+    graph.meta["opsets"] = domains     # for nodes a pass brings in later (an inlined If branch)
+    graph.toposort()
+    graph.verify()
+    return graph

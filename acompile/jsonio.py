@@ -1,0 +1,47 @@
+"""Deterministic JSON: the one place that turns acompile's data (numpy values included) into JSON text.
+
+Keys are sorted and NaN/infinity are refused, so the same data always gives the
+same bytes; :func:`json_safe` spells non-finite floats as strings first where a
+document may legitimately hold them (simulation error figures).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+
+
+def dumps_json(obj) -> str:
+    """Deterministic JSON: sorted keys, floats rounded to a stable repr, numpy scalars converted."""
+    return json.dumps(obj, sort_keys=True, indent=2, default=json_default, allow_nan=False) + "\n"
+
+
+def dumps_compact(obj) -> str:
+    """The same document on one line, without spaces (file headers that programs read)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=json_default, allow_nan=False) + "\n"
+
+
+def json_default(o):
+    """numpy scalars and arrays, sets: as plain JSON values (``json.dumps(default=...)``)."""
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (set, frozenset)):
+        return sorted(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def json_safe(obj):
+    """``obj`` with every non-finite float as its string ("inf", "nan"), which strict JSON can hold."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    return obj

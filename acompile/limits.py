@@ -1,0 +1,85 @@
+"""Resource limits (model, tensor, data-file, device-file and constant-folding sizes, node and crossbar
+counts), each with the environment variable that changes it.
+
+Checked before work is attempted, so no input can make the compiler allocate
+without bound. docs/troubleshooting.md lists them all.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+
+from .errors import LimitError, clean
+
+MiB = 1024**2
+
+# field -> (environment variable, unit in bytes or 1 for counts)
+ENV = {
+    "max_tensor_bytes": ("ACOMPILE_MAX_TENSOR_MB", MiB),
+    "max_data_bytes": ("ACOMPILE_MAX_DATA_MB", MiB),
+    "max_device_bytes": ("ACOMPILE_MAX_DEVICE_MB", MiB),
+    "max_json_bytes": ("ACOMPILE_MAX_JSON_MB", MiB),
+    "max_nodes": ("ACOMPILE_MAX_NODES", 1),
+    "max_crossbars": ("ACOMPILE_MAX_CROSSBARS", 1),
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits checked before work is attempted (all configurable)."""
+    max_model_bytes: int = 2 * 1024**3
+    max_tensor_bytes: int = 4 * 1024**3
+    fold_budget_bytes: int = 1024**3
+    max_nodes: int = 1_000_000
+    max_data_bytes: int = 4 * 1024**3       # an .npz/.npy the user hands in (inputs, calibration, --bind, labels)
+    max_device_bytes: int = 4 * 1024**3     # device.acdev and program.npz read back
+    max_json_bytes: int = 256 * MiB         # program.json, a device header, any JSON document read
+    max_crossbars: int = 100_000            # crossbar blocks a mapping may cut (each a record in the device file)
+
+    @staticmethod
+    def from_env() -> "Limits":
+        base = Limits()
+        changes = {}
+        for name, (var, unit) in ENV.items():
+            text = os.environ.get(var)
+            if text:
+                changes[name] = _parse(var, text, unit)
+        limits = replace(base, **changes)
+        if "max_tensor_bytes" in changes:
+            limits = replace(limits, fold_budget_bytes=min(limits.max_tensor_bytes, base.fold_budget_bytes))
+        return limits
+
+    @staticmethod
+    def env_var(name: str) -> str:
+        """The environment variable that sets the limit ``name`` (a field of :class:`Limits`)."""
+        return ENV[name][0]
+
+    def refuse(self, name: str, what: str, need: float, where: str | None = None) -> LimitError:
+        """The error for work that would need ``need`` (bytes or a count) beyond the limit ``name``."""
+        var, unit = ENV.get(name, ("", 1))
+        limit = getattr(self, name)
+        if unit == MiB:
+            figure = f"{what} would take {_size(need)}; the limit is {_size(limit)}"
+        else:
+            figure = f"{what} would need {need:,.0f}; the limit is {limit:,}"
+        return LimitError(figure, where=where, hint=f"set {var} to raise it" if var else None)
+
+
+def _parse(var: str, text: str, unit: int) -> int:
+    try:
+        value = int(float(text) * unit)
+    except (ValueError, OverflowError):      # "abc", "nan", "inf", "1e400"
+        raise LimitError(f"{var}={clean(text, 40)!r} is not a number",
+                         hint="give a positive number" + (" of MiB, e.g. 4096" if unit == MiB else ""))
+    if value <= 0:
+        raise LimitError(f"{var}={clean(text, 40)!r} must be a positive number" + (" of MiB" if unit == MiB else ""))
+    return value
+
+
+def _size(n: float) -> str:
+    if n >= 1024**3:
+        return f"{n / 1024**3:.3g} GiB"
+    if n >= MiB:
+        return f"{n / MiB:.3g} MiB"
+    return f"{n:,.0f} bytes"

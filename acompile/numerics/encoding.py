@@ -1,0 +1,185 @@
+"""Weight encoding (docs/analog.md, Signed weights and bit slices): integer weights to
+cell levels in the canonical column layout the device file stores, the column maps
+that say what each physical column holds, and the inverse.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import InvalidDataError
+from .spec import AnalogSpec
+
+
+@dataclass(frozen=True, eq=False)
+class EncodedWeights:
+    """Cell levels of one layer and what each physical column holds.
+
+    ``levels[k, p]`` is the level of the cell at matrix row k, physical column p.
+    Canonical column order (docs/analog.md): channel-major, then sign (+1, -1;
+    differential only), then slice; the offset scheme's reference column is last.
+    Treat it as immutable: validated layout and decoded weights are cached on it.
+    """
+
+    levels: np.ndarray  # uint8 (K, P)
+    col_out: np.ndarray  # int32 (P,): output channel, -1 for the reference column
+    col_slice: np.ndarray  # int8 (P,)
+    col_sign: np.ndarray  # int8 (P,): +1/-1 differential, +1 offset data, 0 reference
+    # Derived data (column index, float weights) computed on first use; not part of the value.
+    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+
+def _spec_key(spec: AnalogSpec) -> tuple:
+    return (spec.weight_bits, spec.cell_bits, spec.signed_weights, spec.reference_level)
+
+
+def _uint_dtype(bits: int) -> type:
+    return np.uint8 if bits <= 8 else np.uint16 if bits <= 16 else np.uint32
+
+
+def encode_weights(q_w: np.ndarray, spec: AnalogSpec) -> EncodedWeights:
+    """Encode integer weights q_w (N, K) into cell levels (K, P), canonical column order."""
+    q = np.asarray(q_w)
+    if q.ndim != 2:
+        raise InvalidDataError(f"integer weights must be 2-D (N, K), got shape {q.shape}")
+    if q.dtype.kind not in "iu":
+        if q.dtype.kind != "f" or not np.all(q == np.rint(q)):
+            raise InvalidDataError(f"weights to encode must be integers, got dtype {q.dtype}")
+    n, k = q.shape
+    qmax = (1 << (spec.weight_bits - 1)) - 1
+    lo = -qmax if spec.differential else -qmax - 1
+    if q.size and (q.min() < lo or q.max() > qmax):
+        raise InvalidDataError(f"integer weights span [{q.min()}, {q.max()}], outside the "
+                               f"{spec.weight_bits}-bit range [{lo}, {qmax}] of {spec.signed_weights}")
+    mag_t = _uint_dtype(spec.magnitude_bits)
+    qt = np.ascontiguousarray(q.T, dtype=np.int32)  # (K, N): cells are written row by row
+    if spec.differential:
+        mags = [np.maximum(qt, 0).astype(mag_t), np.maximum(-qt, 0).astype(mag_t)]
+    else:
+        mags = [(qt + spec.offset).astype(mag_t)]
+    n_slices, cb, cpc = spec.slices, spec.cell_bits, spec.columns_per_channel
+    p = spec.physical_columns(n)
+    levels = np.empty((k, p), dtype=np.uint8)
+    data = levels[:, : n * cpc].reshape(k, n, len(mags), n_slices)
+    assert np.may_share_memory(data, levels)  # a view: writes land in levels
+    for si, mag in enumerate(mags):
+        for j in range(n_slices):
+            data[:, :, si, j] = (mag >> (j * cb)) & spec.max_level
+    col_out = np.repeat(np.arange(n, dtype=np.int32), cpc)
+    col_sign = np.tile(np.repeat(np.array(spec.signs, dtype=np.int8), n_slices), n)
+    col_slice = np.tile(np.arange(n_slices, dtype=np.int8), n * len(mags))
+    if not spec.differential:
+        levels[:, -1] = spec.reference_level
+        col_out = np.append(col_out, np.int32(-1))
+        col_sign = np.append(col_sign, np.int8(0))
+        col_slice = np.append(col_slice, np.int8(0))
+    enc = EncodedWeights(levels, col_out, col_slice, col_sign)
+    # Keep the weights (compactly) for the lossless shortcut; a decoded encoding rebuilds them.
+    enc._cache[("q", _spec_key(spec))] = q.astype(np.int8 if spec.weight_bits <= 8 else np.int32)
+    return enc
+
+
+def column_layout(enc: EncodedWeights, spec: AnalogSpec) -> dict:
+    """Validate column metadata; return n_out, col (N, signs, S) index, ref column, canonical.
+
+    Every (channel, sign, slice) must own exactly one physical column; the offset scheme
+    needs exactly one reference column (col_out -1, sign 0, slice 0), differential none.
+    """
+    key = ("layout", _spec_key(spec))
+    if key in enc._cache:
+        return enc._cache[key]
+    levels = np.asarray(enc.levels)
+    if levels.ndim != 2 or levels.dtype != np.uint8:
+        raise InvalidDataError(f"levels must be a 2-D uint8 array, got {levels.dtype} {levels.shape}")
+    if levels.size and levels.max() > spec.max_level:
+        raise InvalidDataError(f"cell level {levels.max()} exceeds {spec.max_level}, the "
+                               f"largest level of a {spec.cell_bits}-bit cell")
+    p = levels.shape[1]
+    out, sl, sg = (np.asarray(a).astype(np.int64) for a in (enc.col_out, enc.col_slice, enc.col_sign))
+    if not out.shape == sl.shape == sg.shape == (p,):
+        raise InvalidDataError(f"column metadata lengths {out.shape}, {sl.shape}, {sg.shape} "
+                               f"do not match {p} physical columns")
+    is_ref = out < 0
+    n_ref = int(is_ref.sum())
+    want_ref = 0 if spec.differential else 1
+    if n_ref != want_ref:
+        raise InvalidDataError(f"{n_ref} reference columns (col_out < 0); the "
+                               f"{spec.signed_weights} scheme has {want_ref}")
+    ref = None
+    if n_ref:
+        ref = int(np.flatnonzero(is_ref)[0])
+        if out[ref] != -1 or sl[ref] != 0 or sg[ref] != 0:
+            raise InvalidDataError(f"reference column {ref} must have col_out -1, slice 0, sign 0")
+    cpc, n_slices, signs = spec.columns_per_channel, spec.slices, spec.signs
+    data = ~is_ref
+    n_data = p - n_ref
+    if n_data % cpc:
+        raise InvalidDataError(f"{n_data} data columns is not a multiple of the "
+                               f"{cpc} columns per channel of this spec")
+    n_out = n_data // cpc
+    d_out, d_sl, d_sg = out[data], sl[data], sg[data]
+    sign_idx = np.where(d_sg == 1, 0, 1) if spec.differential else np.zeros_like(d_sg)
+    bad = ((d_out >= n_out) | (d_sl < 0) | (d_sl >= n_slices)
+           | ~np.isin(d_sg, np.array(signs)))
+    if np.any(bad):
+        q = int(np.flatnonzero(data)[np.argmax(bad)])
+        raise InvalidDataError(f"column {q}: output {out[q]}, slice {sl[q]}, sign {sg[q]} is not "
+                               f"valid for {n_out} channels, {n_slices} slices, signs {signs}")
+    slot = (d_out * len(signs) + sign_idx) * n_slices + d_sl
+    counts = np.bincount(slot, minlength=n_data)
+    if np.any(counts != 1):
+        s = int(np.argmax(counts != 1))
+        raise InvalidDataError(f"(channel {s // cpc}, sign {signs[(s % cpc) // n_slices]}, slice "
+                               f"{s % n_slices}) is held by {counts[s]} columns; expected exactly 1")
+    col = np.empty(n_data, dtype=np.int64)
+    col[slot] = np.flatnonzero(data)
+    canonical = bool(np.array_equal(col, np.arange(n_data)) and (ref is None or ref == p - 1))
+    info = {"n_out": n_out, "col": col.reshape(n_out, len(signs), n_slices), "ref": ref,
+            "canonical": canonical}
+    enc._cache[key] = info
+    return info
+
+
+def decode_weights(enc: EncodedWeights, spec: AnalogSpec, n_out: int) -> np.ndarray:
+    """Inverse of encode_weights: integer q_w (N, K), int32. Validates the encoding."""
+    info = column_layout(enc, spec)
+    if info["n_out"] != n_out:
+        raise InvalidDataError(f"the encoding holds {info['n_out']} output channels, expected {n_out}")
+    levels = enc.levels
+    if info["ref"] is not None and np.any(levels[:, info["ref"]] != spec.reference_level):
+        raise InvalidDataError(f"the reference column must hold level {spec.reference_level} in every row")
+    k = levels.shape[0]
+    q = np.zeros((n_out, k), dtype=np.int64)
+    col = info["col"]
+    for si, sign in enumerate(spec.signs):
+        for j in range(spec.slices):
+            q += (sign << (j * spec.cell_bits)) * levels[:, col[:, si, j]].T.astype(np.int64)
+    q -= spec.offset
+    qmax = (1 << (spec.weight_bits - 1)) - 1
+    lo = -qmax if spec.differential else -qmax - 1
+    if q.size and (q.min() < lo or q.max() > qmax):
+        raise InvalidDataError(f"decoded weights span [{q.min()}, {q.max()}], outside the "
+                               f"{spec.weight_bits}-bit range [{lo}, {qmax}]")
+    return q.astype(np.int32)
+
+
+def float_weights(enc: EncodedWeights, spec: AnalogSpec) -> tuple[np.ndarray, int]:
+    """q_w as float32 (N, K) and max|q_w|, cached on the encoding (decoded if needed)."""
+    key = ("qf32", _spec_key(spec))
+    if key not in enc._cache:
+        q = enc._cache.get(("q", _spec_key(spec)))
+        if q is None:
+            q = decode_weights(enc, spec, column_layout(enc, spec)["n_out"])
+        qf = q.astype(np.float32)
+        enc._cache[key] = (qf, int(np.abs(qf).max()) if qf.size else 0)
+    return enc._cache[key]
+
+
+
+@dataclass
+class Encoded:
+    """One matrix as programmed: cell levels, column maps and per-channel weight scales."""
+    enc: EncodedWeights
+    weight_scale: np.ndarray

@@ -1,0 +1,55 @@
+"""What one matrix-vector product of an encoded layer needs, whichever executor computes
+it: the checked arguments, the bound that keeps integer code sums exact, and the
+shift-and-add factor of each column (docs/analog.md, One read and the ADC).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InvalidDataError, UnsupportedError
+from .dac import check_inputs, cycle_weights
+from .encoding import EncodedWeights, column_layout
+from .noise import NoiseSpec
+from .spec import F64_EXACT, AnalogSpec
+
+
+def check_exact(spec: AnalogSpec, k: int, signed: bool) -> None:
+    """Refuse a layer whose exact integer code sums could reach 2^53."""
+    w = sum(abs(c) for c in cycle_weights(spec, signed))
+    reads = spec.row_blocks(k) * spec.max_code * w
+    bound = reads * len(spec.signs) * sum(1 << (j * spec.cell_bits) for j in range(spec.slices))
+    bound += reads * spec.offset
+    if bound >= F64_EXACT:
+        raise UnsupportedError(f"a layer with K={k} and this spec could need integers up to "
+                               f"{bound:.3g}, beyond float64's exact range 2^53")
+
+
+def coefficients(spec: AnalogSpec) -> np.ndarray:
+    """Shift-and-add factor sign * 2^(j*cb) of a channel's columns, canonical order."""
+    return np.array([s * float(1 << (j * spec.cell_bits)) for s in spec.signs
+                     for j in range(spec.slices)])
+
+
+def prepare(x_q, enc: EncodedWeights, spec: AnalogSpec, signed: bool) -> tuple[np.ndarray, dict]:
+    """Checked int64 inputs (V, K) and the encoding's column layout, for a product of the two."""
+    x = check_inputs(x_q, spec, signed)
+    info = column_layout(enc, spec)
+    if x.shape[1] != enc.levels.shape[0]:
+        raise InvalidDataError(f"inputs have {x.shape[1]} features, the weights {enc.levels.shape[0]} rows")
+    check_exact(spec, x.shape[1], signed)
+    return x, info
+
+
+def check_cells(cells, enc: EncodedWeights, noise: NoiseSpec | None) -> np.ndarray | None:
+    """The programmed cells to read (None: the ideal levels), checked against the encoding."""
+    if cells is None:
+        if noise is not None and not noise.programs_ideally:
+            raise InvalidDataError("noise has programming-time effects (g_min, programming noise, "
+                                   "stuck-at, drift) but no cells were given",
+                                   hint="pass cells=program_cells(enc.levels, spec, noise, rng)")
+        return None
+    cells = np.asarray(cells)
+    if cells.shape != enc.levels.shape:
+        raise InvalidDataError(f"cells have shape {cells.shape}, the encoding {enc.levels.shape}")
+    return cells

@@ -1,0 +1,86 @@
+"""Quantisation (docs/analog.md, Quantisation): symmetric per-output-channel weights,
+per-layer inputs scaled by a calibrated range.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import InvalidDataError, InvalidTargetError
+
+
+def quantize_weights(w: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-output-channel quantisation of W (N, K) to `bits` bits.
+
+    Returns q_w int32 (N, K) in [-(2^(bits-1)-1), 2^(bits-1)-1] and s_w float64 (N,),
+    ``s_w[n] = max|W[n,:]| / (2^(bits-1)-1)``; an all-zero channel gets s_w = 1.
+    """
+    s_w = weight_scales(w, bits)
+    return quantize_with_scales(w, s_w, bits), s_w
+
+
+def weight_scales(w: np.ndarray, bits: int) -> np.ndarray:
+    """s_w of :func:`quantize_weights`, float64 (N,), in one pass over W in its own dtype.
+
+    ``max|w|`` of a row is ``max(max w, -min w)``; converting to float64 after the reduction
+    gives the same numbers as converting first (the conversion is exact and monotonic), and a
+    NaN or infinity anywhere shows in a row's max or min.
+    """
+    w = np.asarray(w)
+    if w.ndim != 2:
+        raise InvalidDataError(f"weights must be 2-D (N, K), got shape {w.shape}")
+    if w.size:
+        hi = w.max(axis=1).astype(np.float64)
+        lo = w.min(axis=1).astype(np.float64)
+        if not (np.all(np.isfinite(hi)) and np.all(np.isfinite(lo))):
+            raise InvalidDataError("weights contain NaN or infinity")
+        amax = np.maximum(hi, -lo)
+    else:
+        amax = np.zeros(w.shape[0])
+    qmax = (1 << (bits - 1)) - 1
+    if qmax < 1:
+        raise InvalidTargetError(f"weight bits={bits}: need at least 2")
+    return np.where(amax > 0, amax / qmax, 1.0)
+
+
+def quantize_with_scales(w: np.ndarray, s_w: np.ndarray, bits: int) -> np.ndarray:
+    """q_w of :func:`quantize_weights` for the scales s_w of the full rows: int32, same shape as w.
+
+    Elementwise, so any set of W's columns (a row block) quantises on its own.
+    """
+    qmax = (1 << (bits - 1)) - 1
+    q = np.array(w, dtype=np.float64)                  # a private copy, then in place
+    np.divide(q, s_w[:, None], out=q)
+    np.rint(q, out=q)
+    np.clip(q, -qmax, qmax, out=q)
+    return q.astype(np.int32)
+
+
+def _input_range(bits: int, signed: bool) -> tuple[int, int]:
+    """Range quantize_inputs produces (symmetric when signed)."""
+    if signed:
+        m = (1 << (bits - 1)) - 1
+        return -m, m
+    return 0, (1 << bits) - 1
+
+
+def input_scale(abs_range: float, bits: int, signed: bool) -> float:
+    """s_x for a calibrated absolute range a: a/(2^(Bx-1)-1) signed, a/(2^Bx-1) unsigned."""
+    a = float(abs_range)
+    if not math.isfinite(a) or a < 0:
+        raise InvalidDataError(f"input range {abs_range!r}: expected a finite value >= 0")
+    top = _input_range(bits, signed)[1]
+    if top < 1:
+        raise InvalidTargetError(f"input bits={bits}: a signed input needs at least 2 bits")
+    return a / top if a > 0 else 1.0
+
+
+def quantize_inputs(x: np.ndarray, scale: float, bits: int, signed: bool) -> np.ndarray:
+    """q_x = clip(rint(x / s_x)) into the signed-symmetric or unsigned range, int32."""
+    lo, hi = _input_range(bits, signed)
+    x = np.asarray(x, dtype=np.float64)
+    if not np.all(np.isfinite(x)):
+        raise InvalidDataError("inputs contain NaN or infinity")
+    return np.clip(np.rint(x / float(scale)), lo, hi).astype(np.int32)

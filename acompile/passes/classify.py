@@ -1,0 +1,62 @@
+"""Classification: every node becomes analog (crossbars) or digital, by the op-support
+table (``frontend/ops.py``); what cannot be mapped is recorded in ``state.problems``
+(every problem, not just the first). Deciding whether to stop is the compiler's job."""
+
+from __future__ import annotations
+
+from ..frontend.ops import RECURRENT, Problem, support
+from ..ir import Node
+from ..onnx_exec import onnxruntime_runs
+from .base import CompileState, compile_pass
+
+
+@compile_pass(requires={"canonical"}, provides={"classified"})
+def classify(state: CompileState) -> None:
+    """Set ``node.kind`` for every node; append the problems found to ``state.problems``.
+
+    A node that cannot be mapped is marked ``kind = "digital"``, ``meta["unknown"] = True``
+    (costed as an unknown digital op under ``--allow-unsupported``).
+    """
+    graph = state.graph
+    for node in graph.nodes:
+        sup = support(node)
+        problem = None
+        if sup is None and _onnxruntime_digital(node):
+            node.kind = "digital"
+            # not in acompile's op table: its cost is an estimate (one op per output element)
+            node.meta["cost_estimated"] = True
+            continue
+        if sup is None:
+            problem = _unsupported(node)
+        elif sup.check is not None:
+            problem = sup.check(graph, node)
+        if sup is not None and problem is None:
+            node.kind = sup.kind
+            if sup.kind == "digital" and any(graph.static_shape(o) is None for o in node.outputs if o):
+                # data-dependent shapes still run on the digital units; only their cost is unknown
+                node.meta["cost_unknown"] = True
+        if problem is not None:
+            state.problems.append(problem)
+            node.kind = "digital"
+            node.meta["unknown"] = True
+
+
+def _onnxruntime_digital(node: Node) -> bool:
+    """Any operator onnxruntime runs executes on the digital units through it (onnx_exec); not control
+    flow (its sub-graphs read the enclosing graph's values) nor a recurrent layer that could not be
+    unrolled (its matrices belong on crossbars: the reason is worth a refusal)."""
+    if node.op_type in ("If", "Loop", "Scan", *RECURRENT) and not node.domain:
+        return False
+    return onnxruntime_runs(node.op_type, node.domain, node.opset)
+
+
+def _unsupported(node: Node) -> Problem:
+    if node.op_type in RECURRENT and not node.domain:
+        why = f"recurrent layer cannot be unrolled: {node.meta.get('unsupported_reason', 'unknown reason')}"
+    elif node.op_type in ("If", "Loop", "Scan"):
+        why = "control flow cannot be mapped to a static crossbar schedule"
+    elif node.domain:
+        why = f"custom domain {node.domain!r}: neither acompile nor onnxruntime can run it"
+    else:
+        why = "no analog or digital implementation in acompile, and onnxruntime has no kernel for it"
+    return Problem(node.name, node.op_type, node.domain, node.opset, "unsupported_op", why)

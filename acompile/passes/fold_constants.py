@@ -1,0 +1,315 @@
+"""Constant folding: a node whose inputs are all constants becomes the constant it computes
+(numpy for the weight-shaping ops, else onnxruntime), so weights built by Constant, Reshape,
+Transpose, Cast, ... reach the analog layers as initializers. The byte budget
+(``options.limits``) is checked *before* each evaluation: folding never allocates without limit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InvalidModelError, LimitError
+from ..ir import Graph, Node, Subgraph, TensorInfo
+from ..limits import Limits
+from ..onnx_exec import run_node
+from .base import CompileState, compile_pass
+
+NON_DETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
+                     "Multinomial", "Bernoulli"}
+NEVER_FOLD = NON_DETERMINISTIC | {"If", "Loop", "Scan", "SequenceConstruct", "Dropout"}
+# Operators whose output size is set by the *values* of their inputs: folded only once it is known.
+SIZE_FROM_VALUES = {"Tile", "Expand", "Range", "Resize", "Upsample", "Pad", "OneHot", "CenterCropPad", "Col2Im",
+                    "HannWindow", "HammingWindow", "BlackmanWindow", "MelWeightMatrix", "DFT", "STFT",
+                    "MaxUnpool", "AffineGrid"}
+SMALL_INPUT_BYTES = 4096   # inputs up to this size are given to shape inference by value
+
+
+def _infer_output(node: Node, args: list, index: int, opset: int):
+    """(static shape, dtype) of one output of ``node`` given its inputs, or (None, None).
+
+    ``args`` holds arrays (constants) or ``(shape, dtype)`` pairs (values known by shape only). Runs
+    ONNX shape inference (with data propagation) on a one-node model whose small constant inputs are
+    initializers, so value-dependent sizes (Tile repeats, OneHot depth, window lengths) are known
+    before anything is allocated.
+    """
+    from onnx import helper, numpy_helper, shape_inference
+    from ..onnx_exec import IR_VERSION, make_attributes
+    try:
+        names = [f"in{i}" if a is not None else "" for i, a in enumerate(args)]
+        inits, inputs = [], []
+        for name, a in zip(names, args):
+            if a is None:
+                continue
+            if isinstance(a, tuple):
+                inputs.append(helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(a[1]), list(a[0])))
+                continue
+            a = np.asarray(a)
+            if a.nbytes <= SMALL_INPUT_BYTES:
+                inits.append(numpy_helper.from_array(a, name))
+            else:
+                inputs.append(helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(a.dtype),
+                                                            list(a.shape)))
+        outs = [f"out{i}" for i in range(len(node.outputs))]
+        proto = helper.make_node(node.op_type, names, outs, domain=node.domain or None)
+        proto.attribute.extend(make_attributes(node.attrs, node.meta.get("attr_types")))
+        g = helper.make_graph([proto], "fold", inputs, [helper.make_empty_tensor_value_info(o) for o in outs], inits)
+        imports = [helper.make_opsetid("", int(opset))]
+        if node.domain:
+            imports.append(helper.make_opsetid(node.domain, int(node.opset or 1)))
+        m = helper.make_model(g, opset_imports=imports, ir_version=IR_VERSION)
+        tt = shape_inference.infer_shapes(m, data_prop=True).graph.output[index].type.tensor_type
+        if not tt.HasField("shape") or not all(d.HasField("dim_value") for d in tt.shape.dim):
+            return None, None
+        shape = tuple(int(d.dim_value) for d in tt.shape.dim)
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type)) if tt.elem_type else None
+        return shape, dtype
+    except Exception:    # no inference for this op, odd attributes: the caller stays careful
+        return None, None
+
+
+PROBE_BYTES = 1 << 24   # a node is run on zeros to learn its output shape only up to this input size
+
+
+def _probe_output(node: Node, args: list, index: int, opset: int):
+    """(shape, dtype) of one output from running ``node`` in onnxruntime on zeros of its input
+    shapes (onnxruntime's own view of a shape ONNX cannot infer), or (None, None)."""
+    if node.op_type in SIZE_FROM_VALUES:    # its output size comes from input values: running it is the risk
+        return None, None
+    if sum(int(np.prod(a[0])) * np.dtype(a[1]).itemsize for a in args if isinstance(a, tuple)) > PROBE_BYTES:
+        return None, None
+    feeds = [np.zeros(a[0], a[1]) if isinstance(a, tuple) else a for a in args]
+    try:
+        out = run_node(node.op_type, node.attrs, feeds, len(node.outputs), node.opset or opset, domain=node.domain,
+                       attr_types=node.meta.get("attr_types"))[index]
+    except Exception:      # it needs real values (a Reshape of zeros, a custom op): stay unknown
+        return None, None
+    if not isinstance(out, np.ndarray) or out.dtype == object:
+        return None, None
+    return tuple(int(d) for d in out.shape), out.dtype
+
+
+def _const_of_shape(node: Node, shape: np.ndarray, limits: Limits) -> np.ndarray:
+    shape = [int(d) for d in np.asarray(shape).reshape(-1)]
+    if any(d < 0 for d in shape):
+        raise InvalidModelError(f"negative dimension in {shape}", where=node.describe())
+    value = node.attrs.get("value")
+    value = np.zeros(1, np.float32) if value is None else np.asarray(value).reshape(-1)
+    _check_budget(node, shape, value.dtype.itemsize, limits)
+    return np.full(shape, value[0], dtype=value.dtype)
+
+
+def _check_budget(node: Node, shape, itemsize: int, limits: Limits) -> None:
+    n = 1
+    for d in shape:
+        n *= int(d)
+        if n * itemsize > limits.fold_budget_bytes:
+            raise LimitError(f"folding would allocate more than the {limits.fold_budget_bytes / 1024**2:.0f} MiB "
+                             f"budget (shape {list(shape)})", where=node.describe(),
+                             hint="set ACOMPILE_MAX_TENSOR_MB to raise the limit")
+
+
+def _fold_numpy(node: Node, args: list, limits: Limits) -> list[np.ndarray] | None:
+    """Cheap numpy implementations of the weight-shaping ops; None means 'use onnxruntime'."""
+    op, a = node.op_type, node.attrs
+    if op == "Constant":
+        for key in ("value", "value_float", "value_int", "value_floats", "value_ints"):
+            if key in a:
+                v = a[key]
+                if isinstance(v, float):
+                    return [np.array(v, np.float32)]
+                if isinstance(v, int):
+                    return [np.array(v, np.int64)]
+                if isinstance(v, list):
+                    return [np.array(v, np.float32 if key == "value_floats" else np.int64)]
+                return [np.asarray(v)]
+        return None
+    if op == "ConstantOfShape":
+        return [_const_of_shape(node, args[0], limits)]
+    if op == "Identity":
+        return [args[0]]
+    if op == "Transpose":
+        perm = a.get("perm")
+        return [np.ascontiguousarray(np.transpose(args[0], perm))]
+    return None
+
+
+@compile_pass(provides={"folded"})
+def fold_constants(state: CompileState) -> None:
+    """Replace every foldable all-constant node by the constant it produces."""
+    graph, limits = state.graph, state.options.limits
+    while _fold_once(graph, limits) | _fold_shapes(graph) or _inline_ifs(graph) or _propagate_shapes(graph):
+        pass
+    graph.prune()
+
+
+def _inline_ifs(graph: Graph) -> bool:
+    """An If whose condition is a constant becomes the nodes of the branch it takes (analog layers
+    in it then map like any other). Branch names that clash with the graph's are renamed."""
+    from ..frontend.to_ir import initializer_array, to_node
+    from ..frontend.normalise import value_info
+    inlined = False
+    for node in list(graph.nodes):
+        if node.op_type != "If" or node.domain or not node.inputs or not graph.is_constant(node.inputs[0]):
+            continue
+        cond = np.asarray(graph.constants[node.inputs[0]]).reshape(-1)
+        branch = node.attrs.get("then_branch" if cond.size and bool(cond[0]) else "else_branch")
+        if not isinstance(branch, Subgraph) or branch.graph is None:
+            continue
+        body = branch.graph
+        taken = set(graph.tensors) | set(graph.constants) | {o for n in graph.nodes for o in n.outputs}
+        local = {t.name for t in body.initializer} | {o for n in body.node for o in n.output if o}
+        rename = {v: graph.unique_name(f"{node.name}/{v}" if v in taken else v) for v in sorted(local)}
+        opsets = graph.meta.get("opsets", {"": graph.opset})
+        for t in body.initializer:
+            graph.constants[rename[t.name]] = initializer_array(t, graph.source)
+        for vi in body.value_info:
+            if vi.name in rename:
+                info = value_info(vi)
+                graph.tensors[rename[vi.name]] = TensorInfo(rename[vi.name], info.dtype, info.shape)
+        new = []
+        for i, n in enumerate(body.node):
+            inner = to_node(n, graph.unique_name(f"{node.name}/{n.name or n.op_type + str(i)}"), opsets)
+            inner.inputs = [rename.get(x, x) for x in inner.inputs]
+            inner.outputs = [rename.get(x, x) for x in inner.outputs]
+            new.append(inner)
+        for out, bo in zip(node.outputs, body.output):
+            if out:     # the branch's result under the If's output name (Identity: free data movement)
+                new.append(Node(name=graph.unique_name(f"{node.name}/out"), op_type="Identity",
+                                inputs=[rename.get(bo.name, bo.name)], outputs=[out], opset=graph.opset))
+        at = graph.nodes.index(node)
+        graph.nodes[at:at + 1] = new
+        inlined = True
+    if inlined:
+        graph.toposort()
+    return inlined
+
+
+def _fold_gathered_dims(graph: Graph, shape_node: Node, dims, batch: list[int]) -> bool:
+    folded = []
+    for user in graph.nodes:
+        if user.op_type != "Gather" or user.inputs[:1] != shape_node.outputs[:1] or user.attrs.get("axis", 0) != 0:
+            continue
+        if len(user.inputs) < 2 or not graph.is_constant(user.inputs[1]) or user.outputs[0] in graph.outputs:
+            continue
+        index = np.asarray(graph.constants[user.inputs[1]]).astype(np.int64)
+        index = np.where(index < 0, index + len(dims), index)
+        if np.any(np.isin(index, batch)) or np.any((index < 0) | (index >= len(dims))):
+            continue
+        graph.constants[user.outputs[0]] = np.asarray(dims, np.int64)[index]
+        folded.append(user)
+    graph.remove_nodes(folded)
+    return bool(folded)
+
+
+def _propagate_shapes(graph: Graph) -> bool:
+    """Shapes whole-model inference could not follow (a Pad whose pads are computed by a chain that
+    folding has now turned into a constant, an ai.onnx.ml Scaler): infer them node by node from the
+    inputs known by now. With a dynamic batch, each node is inferred a second time at batch + 1 to
+    record which axes of the new shape follow the batch (so folding its ``Shape`` keeps them live).
+    """
+    batch_axes = graph.meta.get("batch_axes") if graph.meta.get("dynamic_batch") else None
+    changed = False
+    for node in graph.nodes:
+        if any(isinstance(v, Subgraph) for v in node.attrs.values()):
+            continue
+        missing = [k for k, o in enumerate(node.outputs) if o and graph.static_shape(o) is None]
+        if not missing:
+            continue
+        args, bumped = [], []
+        for i in node.inputs:
+            if not i:
+                arg = bump = None
+            elif graph.is_constant(i):
+                arg = bump = graph.constants[i]
+            elif graph.static_shape(i) is not None and graph.dtype(i) is not None:
+                shape = graph.static_shape(i)
+                axes = (batch_axes or {}).get(i, [])
+                arg = (shape, graph.dtype(i))
+                bump = (tuple(d + (a in axes) for a, d in enumerate(shape)), graph.dtype(i))
+            else:
+                break
+            args.append(arg)
+            bumped.append(bump)
+        else:
+            for k in missing:
+                shape, dtype = _infer_output(node, args, k, graph.opset)
+                infer = _infer_output
+                if shape is None and node.domain:
+                    # no ONNX shape inference for it (ai.onnx.ml Scaler): ask onnxruntime. Not for ai.onnx
+                    # ops, whose inference fails only when the shape depends on values (NonZero on zeros
+                    # would give a wrong, static one)
+                    shape, dtype = _probe_output(node, args, k, graph.opset)
+                    infer = _probe_output
+                if shape is None:
+                    continue
+                o = node.outputs[k]
+                if batch_axes is not None:
+                    other, _ = infer(node, bumped, k, graph.opset)
+                    if other is None or len(other) != len(shape):
+                        continue
+                    axes = [a for a, (x, y) in enumerate(zip(shape, other)) if x != y]
+                    if axes:
+                        batch_axes[o] = axes
+                graph.tensors[o] = TensorInfo(o, dtype if dtype is not None else graph.dtype(o), shape)
+                changed = True
+    return changed
+
+
+def _fold_once(graph: Graph, limits: Limits) -> bool:
+    folded = []
+    for node in graph.nodes:
+        if node.op_type in NEVER_FOLD or node.domain:
+            continue
+        if any(isinstance(v, Subgraph) for v in node.attrs.values()):
+            continue
+        if not all((not i) or graph.is_constant(i) for i in node.inputs):
+            continue
+        if not node.outputs or any(o in graph.outputs for o in node.outputs):
+            continue
+        args = [graph.constants[i] if i else None for i in node.inputs]
+        unknown = False
+        for k, o in enumerate(node.outputs):
+            shape = graph.static_shape(o) if o in graph.tensors else None
+            dtype = graph.dtype(o)
+            if shape is None and o:
+                # Whole-model inference could not size it (a shape computed by an op data propagation
+                # does not follow); the inputs are concrete now, so ask again for this one node.
+                shape, dtype = _infer_output(node, args, k, graph.opset)
+            if shape is not None:
+                _check_budget(node, shape, (dtype.itemsize if dtype is not None else 8), limits)
+            elif o:
+                unknown = True
+        values = _fold_numpy(node, args, limits)
+        if values is None:
+            if node.op_type in SIZE_FROM_VALUES and unknown:
+                continue  # unknown output size: do not gamble on an allocation
+            values = run_node(node.op_type, node.attrs, args, len(node.outputs), graph.opset,
+                              attr_types=node.meta.get("attr_types"), where=node.describe())
+        for o, v in zip(node.outputs, values):
+            if o:
+                graph.constants[o] = np.asarray(v)
+        folded.append(node)
+    graph.remove_nodes(folded)
+    return bool(folded)
+
+
+def _fold_shapes(graph: Graph) -> bool:
+    """``Shape`` of a statically shaped tensor is a constant; fold it and what then becomes constant."""
+    changed = False
+    for node in list(graph.nodes):
+        if node.op_type == "Shape" and node.inputs and not graph.is_constant(node.inputs[0]):
+            shape = graph.static_shape(node.inputs[0])
+            if shape is None:
+                continue
+            start, end = node.attrs.get("start", 0), node.attrs.get("end")
+            batch_axes = graph.meta.get("batch_axes", {}).get(node.inputs[0], [])
+            if any(a in range(len(shape))[start:end] for a in batch_axes):
+                # the model's batch is dynamic: keep the shape computation live, but a Gather of
+                # the other axes (``x.shape[1]``) is a constant
+                changed |= _fold_gathered_dims(graph, node, shape[start:end],
+                                               [a - start for a in batch_axes if a >= start])
+                continue
+            graph.constants[node.outputs[0]] = np.array(shape[start:end], np.int64)
+            graph.remove_nodes([node])
+            changed = True
+    return changed

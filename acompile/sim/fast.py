@@ -1,0 +1,291 @@
+"""The fast executor of an analog layer's matrix-vector product (docs/analog.md).
+
+Stacked float32 GEMMs over row blocks, the ADC applied in place on cache-sized read
+blocks, shift-and-add by a small matmul, an exact integer shortcut when the ADC is
+lossless, and large calls spread over worker threads with one single-threaded BLAS each.
+In quantised mode it agrees bit for bit with :mod:`acompile.sim.reference`: every read
+current is an integer carried exactly in float32, every ADC code is an integer, and codes
+are summed exactly before the single final multiplication by the ADC step.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+try:  # optional: lets the fast path run one single-threaded BLAS per worker thread
+    from threadpoolctl import ThreadpoolController
+except ImportError:  # pragma: no cover - then the fast path runs serially on threaded BLAS
+    ThreadpoolController = None
+
+from ..errors import InvalidDataError
+from ..numerics.adc import adc_codes, make_adc
+from ..numerics.dac import cycle_weights, fill_chunks
+from ..numerics.encoding import EncodedWeights, float_weights
+from ..numerics.noise import ColumnErrors, NoiseSpec, generator, read_noise_sigma
+from ..numerics.product import check_cells, coefficients, prepare
+from ..numerics.spec import F32_EXACT, AnalogSpec
+
+# Blocking: one read block is (T * vector chunk) x (column chunk) values, kept small
+# enough to stay in cache while the ADC runs over it in place.
+_STACKED_ROWS = 1024  # at most this many (cycle, vector) rows per GEMM
+_BLOCK_ELEMS = 1 << 20  # read-block and converted-cell-block size, in elements
+_PARALLEL_FLOPS = 2e8  # below this much GEMM work a call runs serially
+
+
+def _plan(v: int, t: int, p_data: int, cpc: int, rows: int,
+          ref: int | None) -> list[tuple[int, int, int, int]]:
+    """Tasks (v0, v1, p0, p1) of the fast path, vector chunk major.
+
+    A task is T*(v1-v0) stacked (cycle, vector) rows by a chunk of whole channels' columns
+    (the offset scheme's reference column is a task of its own), sized to stay in cache.
+    """
+    vc = max(1, min(v, _STACKED_ROWS // t))
+    pc = min(_BLOCK_ELEMS // (t * vc), _BLOCK_ELEMS // min(rows, 1 << 12))
+    pc = max(cpc, pc // cpc * cpc)
+    ranges = [(p0, min(p_data, p0 + pc)) for p0 in range(0, p_data, pc)]
+    if ref is not None:
+        ranges.append((ref, ref + 1))
+    return [(v0, min(v, v0 + vc), p0, p1) for v0 in range(0, v, vc) for p0, p1 in ranges]
+
+
+def _scratch(store: dict, name: str, size: int, dtype) -> np.ndarray:
+    """A reusable flat buffer of at least `size` elements (fresh memory is slow to fault in)."""
+    buf = store.get(name)
+    if buf is None or buf.size < size or buf.dtype != dtype:
+        buf = store[name] = np.empty(size, dtype=dtype)
+    return buf[:size]
+
+
+def _task_reads(x: np.ndarray, g: np.ndarray, spec: AnalogSpec, signed: bool, task, store: dict,
+                ref: int | None = None, gain: np.ndarray | None = None):
+    """Yield (r, I) for row block r = 0, 1, ... of one task: I = chunks @ g[rows of r, p0:p1].
+
+    I is (T * (v1-v0), p1-p0), row t*(v1-v0) + v holding vector v0+v at cycle t; it lives
+    in `store`'s scratch memory and is overwritten by the next block. ``gain`` (row blocks,
+    P, read dtype) multiplies each column's read; with ``ref`` (analog offset subtraction)
+    each channel's top slice is then read less the reference column ``ref``.
+    """
+    v0, v1, p0, p1 = task
+    k = x.shape[1]
+    dt = spec.read_dtype
+    rows = spec.rows
+    t = spec.cycles(signed)
+    if store.get("chunks of") != (v0, v1):  # tasks come vector chunk major: reuse
+        xc = _scratch(store, "chunks", t * (v1 - v0) * k, dt).reshape(t * (v1 - v0), k)
+        fill_chunks(x[v0:v1], spec, signed, xc.reshape(t, v1 - v0, k))
+        store["chunks of"], store["chunks view"] = (v0, v1), xc
+    xc = store["chunks view"]
+    pc = p1 - p0
+    out = _scratch(store, "read", xc.shape[0] * pc, dt).reshape(xc.shape[0], pc)
+    for r in range(spec.row_blocks(k)):
+        k0, k1 = r * rows, min(k, (r + 1) * rows)
+        if g.dtype == dt:
+            gb = g[k0:k1, p0:p1]
+        else:  # levels (uint8) or cells of another dtype: convert one row block at a time
+            gb = _scratch(store, "cells", (k1 - k0) * pc, dt).reshape(k1 - k0, pc)
+            np.copyto(gb, g[k0:k1, p0:p1])
+        np.matmul(xc[:, k0:k1], gb, out=out)
+        if gain is not None:
+            out *= gain[r, p0:p1]
+        if ref is not None:
+            i_ref = xc[:, k0:k1] @ g[k0:k1, ref].astype(dt)
+            if gain is not None:
+                i_ref *= gain[r, ref]
+            out[:, spec.slices - 1::spec.columns_per_channel] -= i_ref[:, None]
+        yield r, out
+
+
+@functools.cache
+def _blas_controller():
+    """threadpoolctl's view of the loaded BLAS (created once, after numpy loaded it)."""
+    return None if ThreadpoolController is None else ThreadpoolController().select(user_api="blas")
+
+
+_parallel_lock = threading.Lock()  # one parallel call at a time: BLAS limits are process-wide
+
+
+def _run_tasks(work, tasks: list, flops: float) -> list:
+    """work(index, task, scratch) for every task, results in task order.
+
+    Large calls run in worker threads, one per BLAS thread the process allows, each
+    with a single-threaded BLAS: no synchronisation inside the small GEMMs, and the ADC's
+    elementwise work runs in parallel too. Every task writes its own slice of the output.
+    """
+    ctl = _blas_controller() if flops >= _PARALLEL_FLOPS and len(tasks) > 1 else None
+    workers = min(len(tasks), max((lib["num_threads"] for lib in ctl.info()), default=1)) if ctl else 1
+    if workers <= 1:
+        store: dict = {}
+        return [work(i, task, store) for i, task in enumerate(tasks)]
+    local = threading.local()
+
+    def run(i):
+        if not hasattr(local, "store"):
+            local.store = {}
+        return work(i, tasks[i], local.store)
+
+    with _parallel_lock, ctl.limit(limits=1), ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(run, range(len(tasks))))
+
+
+def _exact_product(x: np.ndarray, enc: EncodedWeights, spec: AnalogSpec) -> np.ndarray:
+    """q_x @ q_w^T exactly, as float64: float32 GEMMs over K blocks whose sums stay below 2^24."""
+    qf, qmax = float_weights(enc, spec)
+    v, k = x.shape
+    n = qf.shape[0]
+    xmax = int(np.abs(x).max()) if x.size else 0
+    if xmax * qmax == 0:
+        return np.zeros((v, n))
+    kb = int((F32_EXACT - 1) // (xmax * qmax))
+    if kb == 0:  # products alone leave float32's exact range
+        return x.astype(np.float64) @ qf.T.astype(np.float64)
+    xf = x.astype(np.float32)
+    # The larger of V and N as the GEMM's row dimension suits OpenBLAS's threading best.
+    wide = n >= v
+    y = None
+    for k0 in range(0, k, kb):
+        k1 = min(k, k0 + kb)
+        part = qf[:, k0:k1] @ xf[:, k0:k1].T if wide else xf[:, k0:k1] @ qf[:, k0:k1].T
+        if y is None:
+            y = part.astype(np.float64)
+        else:
+            y += part
+    return np.ascontiguousarray(y.T) if wide else y
+
+
+def mvm(x_q: np.ndarray, enc: EncodedWeights, spec: AnalogSpec, signed: bool, *,
+        full_scale: float | None = None, cells: np.ndarray | None = None,
+        noise: NoiseSpec | None = None, rng=None, columns: ColumnErrors | None = None,
+        exact_shortcut: bool = True) -> np.ndarray:
+    """Integer layer output y_int (V, N), float64, for quantised inputs x_q (V, K). Fast path.
+
+    full_scale: the ADC's F (None: worst case). cells: effective conductances from
+    program_cells (None: ideal levels). noise: read-time effects (read and kT/C noise, ADC
+    offset and gain error). columns: the chip's column gains and ADC offsets, from
+    ``numerics.noise.column_errors``. Read noise: rng draws one seed per task (integers(0,
+    2^63, size=tasks), tasks in _plan order); a task's own generator then draws
+    standard_normal((T * vectors, columns), read dtype) * σ per row block, σ from
+    ``read_noise_sigma``. With analog offset subtraction the reference column is read with
+    every task, less each top slice, and is never converted.
+    When the ADC is lossless and nothing is noisy, exact_shortcut returns q_x @ q_w^T
+    directly, which is what the full computation gives.
+    """
+    x, info = prepare(x_q, enc, spec, signed)
+    cells = check_cells(cells, enc, noise)
+    reads_ideally = noise is None or noise.reads_ideally
+    adc = make_adc(spec, full_scale, noise, exact_reads=cells is None and reads_ideally)
+    lossless = adc.step == 1.0 and spec.max_code >= spec.worst_case_full_scale
+    if exact_shortcut and lossless and cells is None and reads_ideally:
+        return _exact_product(x, enc, spec)
+    if not info["canonical"]:
+        raise InvalidDataError("the fast path needs the canonical column layout of encode_weights",
+                               hint="use acompile.sim.reference.mvm_reference for other layouts")
+    v, k = x.shape
+    n, cpc, t = info["n_out"], spec.columns_per_channel, spec.cycles(signed)
+    nb = spec.row_blocks(k)
+    p_data = n * cpc
+    analog_ref = info["ref"] if spec.analog_offset else None
+    tasks = _plan(v, t, p_data, cpc, spec.rows, None if spec.analog_offset else info["ref"])
+    g = enc.levels if cells is None else cells
+
+    noise_sigma = read_noise_sigma(spec, noise, full_scale)
+    seeds = [None] * len(tasks)
+    if noise_sigma:
+        seeds = generator(rng, "read noise").integers(0, 2**63, size=len(tasks)).tolist()
+    sigma = spec.read_dtype(noise_sigma)
+    gain = own = None
+    if columns is not None:
+        gain = None if columns.gain is None else columns.gain.astype(spec.read_dtype)
+        own = None if columns.offset_lsb is None else columns.offset_lsb.astype(spec.read_dtype)
+
+    cyc = np.array(cycle_weights(spec, signed))
+    acc_dt = np.float32 if nb * spec.max_code < F32_EXACT else np.float64
+    sum_f32 = acc_dt == np.float32 and np.abs(cyc).sum() * nb * spec.max_code < F32_EXACT
+    cyc_acc = cyc.astype(np.float32) if sum_f32 else cyc
+    coef = coefficients(spec)
+    y = np.zeros((v, n))
+    ref = np.zeros(v)
+
+    def work(index, task, store):
+        v0, v1, p0, p1 = task
+        gen = None if seeds[index] is None else np.random.default_rng(seeds[index])
+        acc = None
+        for r, i in _task_reads(x, g, spec, signed, task, store, analog_ref, gain):
+            if gen is not None:
+                i += gen.standard_normal(i.shape, dtype=i.dtype) * sigma
+            adc_codes(i, adc, None if own is None else own[r, p0:p1])
+            if r == 0:
+                acc = _scratch(store, "acc", i.size, acc_dt).reshape(i.shape)
+                np.copyto(acc, i)
+            else:
+                np.add(acc, i, out=acc)
+        m = v1 - v0
+        per_col = cyc_acc @ acc.reshape(t, m * (p1 - p0))  # Σ_t w_t Σ_r code, exact
+        if p0 == p_data:  # the reference column
+            ref[v0:v1] = per_col
+        else:  # shift and add each channel's slices and signs
+            per_col = per_col.astype(np.float64).reshape(m, (p1 - p0) // cpc, cpc)
+            y[v0:v1, p0 // cpc: p1 // cpc] = per_col @ coef
+
+    _run_tasks(work, tasks, flops=2.0 * t * v * k * enc.levels.shape[1])
+    if spec.offset and not spec.analog_offset:
+        y -= spec.offset * ref[:, None]
+    if adc.step != 1.0:
+        y *= adc.step
+    return y
+
+
+def observe_full_scale(x_q: np.ndarray, enc: EncodedWeights, spec: AnalogSpec, signed: bool,
+                       percentile: float) -> float:
+    """Calibrated ADC full scale: the percentile of every ideal read current I.
+
+    Every (vector, row block, cycle, physical column) read counts, zeros and the reference
+    column included; with analog offset subtraction, the magnitudes of what the ADCs see
+    (top slices less the reference, no reference column). The percentile interpolates
+    linearly between order statistics, as numpy.percentile does; the result is at least 1.
+    """
+    q = float(percentile)
+    if not 0 <= q <= 100:
+        raise InvalidDataError(f"percentile {percentile!r}: expected a value in [0, 100]")
+    x, info = prepare(x_q, enc, spec, signed)
+    if x.size == 0:
+        return 1.0
+    v, k = x.shape
+    p = enc.levels.shape[1]
+    t = spec.cycles(signed)
+    analog_ref = info["ref"] if spec.analog_offset else None
+    if analog_ref is not None and not info["canonical"]:
+        raise InvalidDataError("analog offset subtraction needs the canonical column layout of encode_weights")
+    if analog_ref is None:
+        tasks = _plan(v, t, p, 1, spec.rows, None)
+    else:
+        tasks = _plan(v, t, p - 1, spec.columns_per_channel, spec.rows, None)
+
+    def work(index, task, store):
+        counts = np.zeros(0, dtype=np.int64)
+        for _, i in _task_reads(x, enc.levels, spec, signed, task, store, analog_ref):
+            whole = _scratch(store, "whole", i.size, np.intp)
+            # exact: I is an integer
+            np.copyto(whole.reshape(i.shape), i if analog_ref is None else np.abs(i), casting="unsafe")
+            c = np.bincount(whole)
+            if c.size > counts.size:
+                c[: counts.size] += counts
+                counts = c
+            else:
+                counts[: c.size] += c
+        return counts
+
+    parts = _run_tasks(work, tasks, flops=2.0 * t * v * k * p)
+    counts = np.zeros(max(c.size for c in parts), dtype=np.int64)  # nothing is read beyond them
+    for c in parts:
+        counts[: c.size] += c
+    cum = np.cumsum(counts)
+    h = (cum[-1] - 1) * q / 100.0
+    lo = math.floor(h)
+    a = int(np.searchsorted(cum, lo, side="right"))
+    b = int(np.searchsorted(cum, min(lo + 1, cum[-1] - 1), side="right"))
+    return max(1.0, a + (h - lo) * (b - a))

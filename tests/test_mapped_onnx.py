@@ -1,0 +1,86 @@
+"""mapped.onnx: the mapped program as ONNX that onnx.checker (and so Netron) accepts, one chain of
+acompile-domain nodes per analog layer, the totals in metadata_props, weights only when asked."""
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from acompile.backends.mapped_onnx import DOMAIN_VERSION, SMALL_CONSTANT, mapped_model
+from acompile.backends.report import build_report
+from acompile.cli.app import main
+from acompile.compiler import compile_model
+from acompile.target import load_target
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+CHAIN = ["ToVectors", "DAC", "CrossbarRead", "ADC", "ShiftAdd", "Accumulate", "Dequantize", "FromVectors"]
+
+
+@pytest.fixture(scope="module", params=[("cnn", "isaac"), ("resblock", "puma"), ("mlp", "isaac")],
+                ids=lambda p: f"{p[0]}-{p[1]}")
+def compiled(request):
+    name, target = request.param
+    c = compile_model(str(SAMPLES / f"{name}.onnx"), load_target(target))
+    return c, build_report(c)
+
+
+def test_checker_accepts_it_and_it_round_trips(compiled, tmp_path):
+    c, report = compiled
+    model = mapped_model(c, report)
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save_model(model, tmp_path / "mapped.onnx")
+    again = onnx.load(tmp_path / "mapped.onnx")
+    onnx.checker.check_model(str(tmp_path / "mapped.onnx"))
+    assert again.SerializeToString() == model.SerializeToString()
+    assert {o.domain: o.version for o in again.opset_import}["acompile"] == DOMAIN_VERSION
+
+
+def test_one_chain_per_analog_layer(compiled):
+    c, report = compiled
+    model = mapped_model(c, report)
+    chains = defaultdict(list)
+    for node in model.graph.node:
+        if node.domain == "acompile":
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            chains[attrs["layer"].decode()].append((node.op_type, attrs))
+    assert list(chains) == [x["name"] for x in report["layers"]]
+    for name, chain in chains.items():
+        assert [op for op, _ in chain] == CHAIN * (len(chain) // len(CHAIN))
+        read = next(a for op, a in chain if op == "CrossbarRead")
+        entry = next(x for x in report["layers"] if x["name"] == name)
+        assert read["layer_crossbars"] == entry["counts"]["crossbars"]
+        assert read["cost_energy_pj"] == pytest.approx(entry["energy_total_pj"], rel=1e-6)
+        assert read["crossbars"] and read["blocks"] >= 1
+        adc = next(a for op, a in chain if op == "ADC")
+        assert adc["bits"] >= 1 and adc["full_scale"] > 0
+    digital = [n.op_type for n in model.graph.node if n.domain == ""]
+    assert digital == [n.op_type for n in c.graph.nodes if not n.domain]
+
+
+def test_totals_in_metadata_and_no_weights_by_default(compiled):
+    c, report = compiled
+    model = mapped_model(c, report)
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert float(meta["acompile.totals.energy_total_pj"]) == pytest.approx(report["totals"]["energy_total_pj"])
+    assert int(meta["acompile.totals.crossbars"]) == report["totals"]["crossbars"]
+    assert json.loads(meta["acompile.totals.energy_pj"]).keys() == report["totals"]["energy_pj"].keys()
+    assert all(np.prod(t.dims) <= SMALL_CONSTANT for t in model.graph.initializer)
+    heavy = mapped_model(c, report, with_weights=True)
+    onnx.checker.check_model(heavy)
+    weights = {layer.weight for layer in c.mapping.layers}
+    assert weights <= {t.name for t in heavy.graph.initializer}
+    assert model.ByteSize() < heavy.ByteSize()
+
+
+def test_compile_writes_it_and_emit_picks_the_variant(tmp_path):
+    out = tmp_path / "out"
+    assert main(["compile", str(SAMPLES / "cnn.onnx"), "-t", "isaac", "-o", str(out), "-q",
+                 "--emit", "mapped-with-weights"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["mapped.onnx"]
+    model = onnx.load(out / "mapped.onnx")
+    assert len(model.graph.initializer) >= 3
+    assert main(["compile", str(SAMPLES / "cnn.onnx"), "-t", "isaac", "-o", str(out), "-q",
+                 "--emit", "mapped,mapped-with-weights"]) == 2

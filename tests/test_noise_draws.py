@@ -1,0 +1,133 @@
+"""Noise as a chip shows it (issue 12, item 1): programming draws once per chip instance, read
+noise per read (per vector, per chunk, per call of a shared layer), reproducible from the seed;
+``simulate --repeats`` reports the spread and a target FILE works in every mode."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from acompile import compile_model
+from acompile.cli import main
+from acompile.compiler import Options
+from acompile.numerics.noise import NoiseSpec
+from acompile.sim.runtime import Simulator, WeightsFromGraph
+
+RNG = np.random.default_rng(3)
+
+
+def _linear(batch_dim) -> onnx.ModelProto:
+    w = RNG.standard_normal((8, 4)).astype(np.float32)
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch_dim, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch_dim, 4])],
+                          [numpy_helper.from_array(w, "w")])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _sim(model, noise: NoiseSpec, seed: int = 0, instance: int = 0, path: str = "fast") -> Simulator:
+    c = compile_model(model, "hermes", Options())
+    return Simulator(c.graph, c.mapping, WeightsFromGraph(c.graph, c.mapping), mode="noisy", noise=noise,
+                     seed=seed, instance=instance, path=path)
+
+
+READ = NoiseSpec(read_sigma=0.02)
+PROGRAM = NoiseSpec(programming_sigma=0.05)
+X = np.tile(RNG.standard_normal((1, 8)).astype(np.float32), (6, 1))     # one input, six times
+
+
+@pytest.mark.parametrize("path", ["fast", "reference"])
+def test_read_noise_differs_per_vector_and_reproduces_from_the_seed(path):
+    model = _linear("N")                      # dynamic batch: all six rows in one call
+    y = _sim(model, READ, path=path).run({"x": X})["y"]
+    assert len({row.tobytes() for row in y}) == len(X)
+    again = _sim(model, READ, path=path).run({"x": X})["y"]
+    np.testing.assert_array_equal(y, again)
+    other = _sim(model, READ, seed=1, path=path).run({"x": X})["y"]
+    assert not np.array_equal(y, other)
+
+
+def test_read_noise_differs_per_chunk_of_a_fixed_batch_program():
+    model = _linear(1)                        # compiled batch 1: six rows run as six chunks
+    y = _sim(model, READ).run({"x": X})["y"]
+    assert len({row.tobytes() for row in y}) == len(X)
+    np.testing.assert_array_equal(y, _sim(model, READ).run({"x": X})["y"])
+
+
+def test_every_call_of_a_layer_reads_anew():
+    """A shared layer (one per time step of a recurrent model) calls its crossbars again each step."""
+    sim = _sim(_linear(1), READ)
+    first = sim.run({"x": X[:1]})["y"]
+    second = sim.run({"x": X[:1]})["y"]
+    assert not np.array_equal(first, second)
+
+
+def test_programming_noise_is_drawn_once_per_chip_instance():
+    model = _linear("N")
+    chip = _sim(model, PROGRAM)
+    a, b = chip.run({"x": X[:1]})["y"], chip.run({"x": X[:1]})["y"]
+    np.testing.assert_array_equal(a, b)                      # same chip, no read noise: same cells
+    np.testing.assert_array_equal(a, _sim(model, PROGRAM).run({"x": X[:1]})["y"])
+    assert not np.array_equal(a, _sim(model, PROGRAM, instance=1).run({"x": X[:1]})["y"])
+
+
+def _custom_target(folder: Path, name: str = "isaac") -> Path:
+    """A target FILE named like a shipped target, with noise the shipped one does not have."""
+    path = folder / f"{name}.toml"
+    path.write_text('schema_version = 1\nname = "isaac"\nextends = "isaac"\n\n[noise]\nread_sigma = 0.05\n')
+    return path
+
+
+def test_repeats_report_the_spread_and_a_target_file_works_in_every_mode(tmp_path, capsys):
+    target = _custom_target(tmp_path)
+    out = tmp_path / "out"
+    assert main(["compile", "samples/digits.onnx", "-t", str(target), "-o", str(out), "-q"]) == 0
+    assert (out / "target.toml").exists()
+    target.unlink()                            # the program carries its target: the file is not needed
+    x = np.load("samples/digits_test_x.npy")[:40]
+    y = np.load("samples/digits_test_y.npy")[:40]
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    for mode in ("ideal", "quantized", "noisy"):
+        capsys.readouterr()
+        assert main(["simulate", str(out), "-i", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy"),
+                     "--mode", mode, "--format", "json"]) == 0
+        summary = json.loads(capsys.readouterr().out)
+        if mode == "noisy":
+            assert "read_sigma 0.05" in summary["non_idealities"]
+    capsys.readouterr()
+    assert main(["simulate", str(out), "-i", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy"),
+                 "--mode", "noisy", "--repeats", "3", "--format", "json"]) == 0
+    spread = json.loads(capsys.readouterr().out)["repeats"]
+    acc = spread["logits"]["top1_accuracy_simulated"]
+    assert spread["chips"] == 3 and acc["min"] <= acc["mean"] <= acc["max"] and acc["std"] >= 0
+    # run compiles for the file and simulates with it too
+    target = _custom_target(tmp_path)
+    capsys.readouterr()
+    assert main(["run", "samples/digits.onnx", "-t", str(target), "-i", str(tmp_path / "x.npy"),
+                 "--mode", "noisy", "--format", "json"]) == 0
+    assert "read_sigma 0.05" in json.loads(capsys.readouterr().out)["non_idealities"]
+
+
+def test_noisy_mode_says_when_the_target_enables_nothing(tmp_path, capsys):
+    out = tmp_path / "out"
+    ideal = tmp_path / "ideal.toml"                 # prime, with an infinite on/off ratio: no non-ideality
+    ideal.write_text('schema_version = 1\nname = "ideal"\nextends = "prime"\n\n[crossbar]\ng_min_us = 0.0\n')
+    assert main(["compile", "samples/mlp.onnx", "-t", str(ideal), "-o", str(out), "-q"]) == 0
+    np.save(tmp_path / "x.npy", RNG.standard_normal((2, 784)).astype(np.float32))
+    capsys.readouterr()
+    assert main(["simulate", str(out), "-i", str(tmp_path / "x.npy"), "--mode", "noisy"]) == 0
+    assert "non-idealities: none" in capsys.readouterr().out
+
+
+def test_a_tampered_target_file_is_refused(tmp_path):
+    out = tmp_path / "out"
+    assert main(["compile", "samples/mlp.onnx", "-t", "hermes", "-o", str(out), "-q"]) == 0
+    (out / "target.toml").write_text((out / "target.toml").read_text().replace("read_sigma", "read_sigma = 0.5\n#"))
+    np.save(tmp_path / "x.npy", RNG.standard_normal((2, 784)).astype(np.float32))
+    assert main(["simulate", str(out), "-i", str(tmp_path / "x.npy"), "--mode", "noisy"]) == 2

@@ -1,0 +1,83 @@
+"""`run` on real models (issue 11): the bugs behind "check said compatible, then run failed", and
+the inputs of the onnxruntime comparison."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from acompile.backends.archive import ArchiveReader, ArchiveWriter
+from acompile.cli.app import main
+from acompile.simulation import compare, reference_outputs
+from acompile.sim.runtime import Simulator
+
+F = TensorProto.FLOAT
+
+
+def test_the_buffer_pool_hands_out_buffers_by_identity():
+    # list.remove compared the arrays element-wise: "operands could not be broadcast" (exit 3)
+    sim = Simulator.__new__(Simulator)
+    sim._pool, sim._lent = [np.zeros(10, np.float32), np.zeros(30, np.float32)], {}
+    assert sim.take((4, 5)).shape == (4, 5)
+    assert [b.size for b in sim._pool] == [10]
+
+
+def test_a_scalar_survives_the_archive(tmp_path):
+    # written as shape (1,), a scalar Gather index made every unrolled LSTM fail in `run`
+    writer = ArchiveWriter(tmp_path / "a.npz")
+    writer.add_array("t.npy", np.array(3, np.int64))
+    writer.close()
+    reader = ArchiveReader(tmp_path / "a.npz", "test")
+    try:
+        assert reader.array("t.npy").shape == ()
+    finally:
+        reader.close()
+
+
+def _save(model: onnx.ModelProto, path) -> str:
+    onnx.save(model, path)
+    return str(path)
+
+
+def test_run_bind_feeds_the_bound_values_to_onnxruntime(tmp_path, capsys):
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"])], "bind",
+                          [helper.make_tensor_value_info("x", F, [2, 8]), helper.make_tensor_value_info("W", F, [8, 4])],
+                          [helper.make_tensor_value_info("y", F, [2, 4])])
+    model = _save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), tmp_path / "m.onnx")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "w.npz", W=rng.standard_normal((8, 4)).astype(np.float32))
+    np.savez(tmp_path / "x.npz", x=rng.standard_normal((2, 8)).astype(np.float32))
+    code = main(["run", model, "-t", "isaac", "--bind", str(tmp_path / "w.npz"), "--input", str(tmp_path / "x.npz"),
+                 "--format", "json"])
+    assert code == 0
+    assert json.loads(capsys.readouterr().out)["comparison"]["y"]["relative_error"] < 1e-3
+
+
+def test_the_reference_run_cuts_only_a_batch_every_input_shares(tmp_path):
+    # a [seq, n] input beside a [1, 1, h] state: cutting both along axis 0 left the state empty
+    g = helper.make_graph([helper.make_node("Add", ["x", "s"], ["y"])], "state",
+                          [helper.make_tensor_value_info("x", F, [4, 8]), helper.make_tensor_value_info("s", F, [1, 8])],
+                          [helper.make_tensor_value_info("y", F, [4, 8])])
+    model = _save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), tmp_path / "m.onnx")
+    feeds = {"x": np.ones((4, 8), np.float32), "s": np.full((1, 8), 2, np.float32)}
+    np.testing.assert_array_equal(reference_outputs(tmp_path / "m.onnx", feeds)["y"], np.full((4, 8), 3))
+
+
+def test_run_takes_dynamic_sizes_from_its_input(tmp_path, capsys):
+    w = np.random.default_rng(1).standard_normal((8, 4)).astype(np.float32)
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "dyn",
+                          [helper.make_tensor_value_info("x", F, ["T", 8])], [helper.make_tensor_value_info("y", F, ["T", 4])],
+                          [numpy_helper.from_array(w, "w")])
+    model = _save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), tmp_path / "m.onnx")
+    np.save(tmp_path / "x.npy", np.random.default_rng(2).standard_normal((5, 8)).astype(np.float32))
+    assert main(["run", model, "-t", "isaac", "--input", str(tmp_path / "x.npy"), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["outputs"]["y"] == [5, 4]
+
+
+def test_non_tensor_outputs_are_not_compared():
+    zipmap = [{0: 0.25, 1: 0.75}]
+    out = compare({"p": zipmap, "y": np.ones((1, 2))}, {"p": zipmap, "y": np.ones((1, 2))})
+    assert out["p"] == {"compared": False, "reason": "not a tensor output"} and out["y"]["relative_error"] == 0

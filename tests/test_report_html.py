@@ -1,0 +1,141 @@
+"""report.html: self-contained, deterministic, one floorplan element per crossbar (or per tile when
+aggregated), charts present; and in a real headless Chromium: loads without console errors, sorts,
+and leaves a screenshot. Terminal and Markdown reports of the samples carry no raw exponents."""
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from acompile.backends import floorplan
+from acompile.backends.html import render_html
+from acompile.backends.report import build_report, markdown, terminal_table
+from acompile.compiler import compile_model
+from acompile.target import load_target
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+EXPONENT = re.compile(r"\d[eE][+-]?\d")
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    c = compile_model(str(SAMPLES / "cnn.onnx"), load_target("isaac"))
+    return c, build_report(c)
+
+
+def test_page_is_self_contained_and_deterministic(cnn):
+    c, report = cnn
+    page = render_html(report, c.mapping)
+    assert page == render_html(report, c.mapping)
+    assert not re.search(r"<script[^>]+src|<link|@import|url\(\s*['\"]?https?:", page)
+    assert page.count('class="xbar"') == report["totals"]["crossbars"]
+    assert page.count('class="blk"') == len(c.mapping.blocks)
+    assert page.count('class="chart"') == 3
+    assert "<title>" in page and "ADC lossless" in page and "bottleneck" in page
+    assert len(set(re.findall(r'\bid="([^"]+)"', page))) == len(re.findall(r'\bid="([^"]+)"', page))
+
+
+def test_aggregated_view_has_one_box_per_tile(cnn, monkeypatch):
+    c, report = cnn
+    monkeypatch.setattr(floorplan, "AGGREGATE_ABOVE", 5)
+    svg = floorplan.floorplan_svg(c.mapping)
+    assert 'data-view="tiles"' in svg and 'class="xbar"' not in svg
+    assert svg.count('class="tile"') == report["totals"]["tiles"]
+    assert {int(x) for x in re.findall(r'class="share" data-layer="(\d+)"', svg)} == set(range(len(report["layers"])))
+
+
+def test_snr_column_when_a_simulation_attributed_errors(cnn):
+    c, report = cnn
+    page = render_html(report, c.mapping, snr_db={x["name"]: 40.0 + i for i, x in enumerate(report["layers"])},
+                       drawn={})
+    assert "<th>SNR</th>" in page and "41 dB" in page
+
+
+@pytest.mark.parametrize("target", ["isaac", "puma"])
+def test_terminal_and_markdown_have_no_raw_exponents(target):
+    for model in ("cnn", "mlp", "resblock", "digits"):
+        report = build_report(compile_model(str(SAMPLES / f"{model}.onnx"), load_target(target)))
+        for text in (terminal_table(report), markdown(report)):
+            assert not EXPONENT.search(text), (model, EXPONENT.search(text).group(0))
+        assert "(s)" not in terminal_table(report)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install .[test])")
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        pytest.skip("Chromium and chromedriver are not installed (apt-get install chromium chromium-driver; "
+                    ".ci/run does this)")
+    from selenium.webdriver.chrome.service import Service
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1300,1600", "--disable-extensions"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def test_report_in_a_real_browser(cnn, browser, tmp_path):
+    c, report = cnn
+    page = tmp_path / "report.html"
+    page.write_text(render_html(report, c.mapping), encoding="utf-8")
+    browser.get(page.as_uri())
+    assert browser.title.startswith("acompile: cnn.onnx on isaac")
+    find = lambda css: browser.find_elements("css selector", css)  # noqa: E731
+    assert len(find("svg.floorplan g.xbar")) == report["totals"]["crossbars"]
+    assert len(find("svg.floorplan rect.blk")) == len(c.mapping.blocks)
+    charts = find("svg.chart")
+    assert len(charts) == 3 and all(ch.size["width"] > 200 and ch.size["height"] > 50 for ch in charts)
+    title = find("svg.floorplan g.xbar title")[0].get_attribute("textContent")
+    assert "crossbar 0" in title and report["layers"][0]["name"] in title and "utilisation" in title
+    # sorting by energy (descending after two clicks) puts the most expensive layer first
+    header = [th for th in find("#layers th") if th.text.startswith("energy")][0]
+    header.click()
+    header.click()
+    first = find("#layers tbody tr")[0].find_elements("css selector", "td")[0].text.strip()
+    assert first == max(report["layers"], key=lambda x: x["energy_total_pj"])["name"]
+    assert not EXPONENT.search(browser.execute_script("return document.body.innerText"))
+    height = browser.execute_script("return document.body.scrollHeight")
+    browser.set_window_size(1300, height + 50)
+    shot = tmp_path / "report.png"
+    assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+    errors = [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
+    assert errors == []
+
+
+@pytest.mark.slow
+def test_mapped_onnx_opens_in_netron(cnn, browser, tmp_path):
+    """Netron's own web UI (the netron package serves it locally) draws every node of mapped.onnx."""
+    import time
+
+    netron = pytest.importorskip("netron", reason="netron is not installed (pip install .[test])")
+    from acompile.backends.mapped_onnx import write_mapped
+    c, report = cnn
+    path = tmp_path / "mapped.onnx"
+    write_mapped(path, c, report)
+    address = netron.start(str(path), address=("localhost", 0), browse=False)
+    try:
+        browser.get(f"http://{address[0]}:{address[1]}")
+        deadline = time.time() + 60
+        labels: list[str] = []
+        while time.time() < deadline and not labels:
+            for button in browser.find_elements("css selector", "button"):
+                if button.is_displayed() and button.text.strip() == "Accept":   # Netron's cookie notice
+                    button.click()
+            labels = browser.execute_script(
+                "return Array.from(document.querySelectorAll('g.node text')).map(e => e.textContent)")
+            time.sleep(0.3)
+        ops = [n.op_type for n in c.graph.nodes]
+        assert [x for x in labels if x in set(ops)] == ops
+        browser.save_screenshot(str(tmp_path / "netron.png"))
+        # Netron itself phones home (analytics); only errors from the local page count
+        local = [e for e in browser.get_log("browser") if e["level"] == "SEVERE" and e["message"].startswith("http://localhost")]
+        assert local == []
+    finally:
+        netron.stop(address)
