@@ -157,8 +157,13 @@ def calibrate(state: CompileState) -> None:
         else:
             rng_abs = float(np.percentile(np.concatenate(recorder.values.get(layer.index, [np.zeros(1)])),
                                           percentile))
-        layer.input_range = rng_abs
-        layer.input_scale = input_scale(rng_abs, spec.input_bits, layer.input_signed)
+        if layer.model_quant is not None and "input_scale" in layer.model_quant:
+            # the quantized model's own s_x and zero point: the codes it streams are its own
+            q = layer.model_quant
+            layer.input_range = q["input_scale"] * ((1 << q["input_bits"]) - 1 - q["input_offset"])
+        else:
+            layer.input_range = rng_abs
+            layer.input_scale = input_scale(rng_abs, spec.input_bits, layer.input_signed)
         layer.adc_full_scale = float(spec.worst_case_full_scale) \
             if not calibrated_adc else _adc_range(layer, weights, recorder, target.adc.percentile)
 
@@ -184,7 +189,8 @@ def _adc_range(layer, weights, recorder, percentile: float) -> float:
         return float(layer.spec.worst_case_full_scale)
     full = 1.0
     for g in range(layer.groups):
-        x_q = quantize_inputs(vectors[:, g, :], layer.input_scale, layer.spec.input_bits, layer.input_signed)
+        x_q = quantize_inputs(vectors[:, g, :], layer.input_scale, layer.spec.input_bits, layer.input_signed,
+                              layer.input_offset)
         enc = weights.encoded(layer, g).enc
         full = max(full, observe_full_scale(x_q, enc, layer.spec, layer.input_signed, percentile))
     return float(full)
@@ -213,7 +219,7 @@ def adc_warnings(mapping) -> list[str]:
             continue
         cycles = float(np.sum(np.square(np.asarray(cycle_weights(spec, layer.input_signed), dtype=np.float64))))
         slices = sum(4.0 ** (spec.cell_bits * j) for j in range(spec.slices))
-        if not spec.differential:
+        if spec.reference_column:
             slices += 4.0 ** (spec.weight_bits - 1)
         m = layer.matrices[0]
         rms = step / np.sqrt(12.0) * np.sqrt(m.row_blocks * cycles * slices)

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .frontend.control_cost import body_cost
+from .frontend.control_flow import is_control_flow
 from .frontend.ops import digital_ops, support
 from .hardware import adcs_per_crossbar, columns_per_weight
 from .ir import DOMAIN, Graph
@@ -85,9 +87,15 @@ class DigitalCost:
     buffer_bytes: int
     energy_pj: dict[str, float]
     latency_ns: float
+    estimated: bool = False      # runs through onnxruntime, outside acompile's op table: an estimate
+    iterations: int | None = None   # control flow: body runs per execution (ops count every one)
+    body_analog: list[str] | None = None    # control flow: analog-kind op types its bodies run digitally
 
     def to_dict(self) -> dict:
         return {"name": self.name, "op_type": self.op_type, "kind": "digital", "unknown": self.unknown,
+                **({"estimated": True} if self.estimated else {}),
+                **({"iterations": self.iterations} if self.iterations is not None else {}),
+                **({"body_analog": self.body_analog} if self.body_analog else {}),
                 "counts": {"digital_ops": self.digital_ops, "buffer_bytes": self.buffer_bytes},
                 "energy_pj": self.energy_pj, "energy_total_pj": sum(self.energy_pj.values()),
                 "latency_ns": self.latency_ns}
@@ -303,15 +311,19 @@ def _layer_costs(graph: Graph, mapping: Mapping, target, e: dict[str, float]) ->
 
 
 def _digital_cost(graph: Graph, node, target, e: dict[str, float]) -> DigitalCost:
-    ops = digital_ops(graph, node)
+    flow = body_cost(graph, node) if is_control_flow(node) else None
+    ops = digital_ops(graph, node) if flow is None else flow.ops
     ops = 0.0 if math.isnan(ops) else ops
     moved = sum(_numel(graph, i) for i in node.inputs if i and not graph.is_constant(i)) + \
         sum(_numel(graph, o) for o in node.outputs if o)
     act = _act_bytes(target)
     energy = {"digital": ops * _digital_figure(target, node.op_type, "energy_pj"), "buffer": moved * act * e["buffer"]}
     latency = ops * _digital_figure(target, node.op_type, "latency_ns") / target.digital.lanes_per_tile
+    if flow is not None:
+        return DigitalCost(node.name, node.op_type, bool(node.meta.get("unknown")), ops, moved * act, energy,
+                           latency, flow.estimated, flow.iterations, flow.analog_ops)
     return DigitalCost(node.name, node.op_type, bool(node.meta.get("unknown")) or support(node) is None, ops,
-                       moved * act, energy, latency)
+                       moved * act, energy, latency, bool(node.meta.get("cost_estimated")))
 
 
 def _totals(graph: Graph, mapping: Mapping, target, layers: list[LayerCost], digital: list[DigitalCost],

@@ -29,9 +29,13 @@ def columns_per_weight(slices: int, differential: bool) -> int:
     return slices * (2 if differential else 1)
 
 
-def physical_columns(n_out: int, slices: int, differential: bool) -> int:
-    """P = n_out columns per weight, plus the offset scheme's one reference column (docs/analog.md)."""
-    return n_out * columns_per_weight(slices, differential) + (0 if differential else 1)
+def physical_columns(n_out: int, slices: int, differential: bool, reference: bool | None = None) -> int:
+    """P = n_out columns per weight, plus the offset scheme's one reference column (docs/analog.md).
+
+    ``reference`` False: the offset term is subtracted digitally from the input sum (ISAAC), no column.
+    """
+    has_ref = (not differential) if reference is None else reference
+    return n_out * columns_per_weight(slices, differential) + (1 if has_ref else 0)
 
 
 def row_blocks(k_in: int, rows: int) -> int:

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 import numpy as np
 
 from .hardware import cycle_time_ns, input_cycles, physical_columns, pipeline_fill_ns
+from .numerics.quantise import weight_scales
 from .numerics.spec import AnalogSpec
 
 
@@ -164,6 +165,7 @@ class AnalogLayer:
     blocks: list[int] = field(default_factory=list)
     replication: int = 1
     uses: int = 1                 # graph nodes sharing these crossbars (e.g. every time step of an RNN)
+    model_quant: dict | None = None   # a quantized model's own scales (passes/quantized_layers.py)
 
     @property
     def macs_per_vec(self) -> int:
@@ -182,6 +184,8 @@ class AnalogLayer:
     def to_dict(self) -> dict:
         """The layer's record in program.json (its blocks are the mapping's, listed there)."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("blocks", "matrices")}
+        if self.model_quant is None:
+            del out["model_quant"]
         out["geometry"] = self.geometry.to_dict()
         out["spec"] = self.spec.to_dict() if self.spec is not None else None
         out["matrices"] = [m.to_dict() for m in self.matrices]
@@ -189,12 +193,24 @@ class AnalogLayer:
 
     @classmethod
     def from_dict(cls, d: dict) -> AnalogLayer:
-        names = {f.name for f in fields(cls)} - {"blocks", "uses"}
+        names = {f.name for f in fields(cls)} - {"blocks", "uses", "model_quant"}
         values = {k: d[k] for k in names}
         values["geometry"] = ConvGeometry.from_dict(d["geometry"])
         values["spec"] = AnalogSpec(**d["spec"]) if d["spec"] is not None else None
         values["matrices"] = [Matrix.from_dict(m) for m in d["matrices"]]
-        return cls(**values, uses=d.get("uses", 1))
+        return cls(**values, uses=d.get("uses", 1), model_quant=d.get("model_quant"))
+
+    @property
+    def input_offset(self) -> int:
+        """What the DAC adds to round(x / s_x): the model's zero point less its type's minimum, else 0."""
+        return int(self.model_quant.get("input_offset", 0)) if self.model_quant else 0
+
+    def weight_scales(self, group: int, w: np.ndarray) -> np.ndarray:
+        """s_w of one matrix: the quantized model's own, else acompile's (numerics.weight_scales)."""
+        if self.model_quant is None:
+            return weight_scales(w, self.spec.weight_bits)
+        n = self.matrices[group].n_out
+        return np.asarray(self.model_quant["weight_scales"][group * n:(group + 1) * n], np.float64)
 
 
 @dataclass
@@ -266,7 +282,7 @@ class Mapping:
                    f"{layer.replication} copies")
             for m in layer.matrices:
                 _check(layer.spec is None
-                       or m.physical_cols == physical_columns(m.n_out, layer.spec.slices, layer.spec.differential),
+                       or m.physical_cols == layer.spec.physical_columns(m.n_out),
                        f"layer {layer.index} matrix {m.group}: {m.physical_cols} physical columns for "
                        f"{m.n_out} outputs")
         if self.blocks or any(layer.blocks for layer in self.layers):

@@ -20,6 +20,7 @@ from onnx import helper, numpy_helper
 
 from .errors import InvalidModelError, clean
 from .files import interruption
+from .ir import Subgraph
 
 IR_VERSION = 8
 
@@ -94,13 +95,71 @@ def onnxruntime_runs(op_type: str, domain: str, opset: int) -> bool:
     return bool(schema.has_function or schema.has_context_dependent_function)
 
 
+@lru_cache(maxsize=256)
+def _scoped_session(op_type: str, opsets: tuple, bodies: tuple, frozen_attrs: str, attr_types: str,
+                    in_types: tuple, outer: tuple, n_outputs: int):
+    """A model holding one control-flow node; the values its sub-graphs read from the enclosing graph
+    (``outer``: (name as the sub-graphs spell it, type)) are inputs of the model's graph."""
+    import onnxruntime as ort
+    attrs = json.loads(frozen_attrs)
+    for k, v in list(attrs.items()):
+        if isinstance(v, dict) and "__array__" in v:
+            attrs[k] = np.array(v["__array__"], dtype=v["dtype"]).reshape(v["shape"])
+    types = {k: int(v) for k, v in json.loads(attr_types).items()}
+    in_names = [f"acompile.in{i}" if t is not None else "" for i, t in enumerate(in_types)]
+    out_names = [f"acompile.out{i}" for i in range(n_outputs)]
+    node = helper.make_node(op_type, in_names, out_names)
+    node.attribute.extend(make_attributes(attrs, types))
+    node.attribute.extend(helper.make_attribute(k, onnx.GraphProto.FromString(b)) for k, b in bodies)
+    inputs = [helper.make_tensor_value_info(nm, t, None) for nm, t in zip(in_names, in_types) if t is not None]
+    inputs += [helper.make_tensor_value_info(nm, t, None) for nm, t in outer]
+    outputs = [helper.make_empty_tensor_value_info(o) for o in out_names]
+    graph = helper.make_graph([node], op_type, inputs, outputs)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets],
+                              ir_version=IR_VERSION)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 4
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def _type(x) -> int:
+    return helper.np_dtype_to_tensor_dtype(np.asarray(x).dtype)
+
+
+def _run_scoped(op_type, attrs, inputs, n_outputs, opset, attr_types, outer, opsets) -> list[np.ndarray]:
+    own = inputs[:len(inputs) - len(outer)]
+    values = inputs[len(own):]
+    plain = {k: v for k, v in attrs.items() if not isinstance(v, Subgraph)}
+    bodies = tuple((k, v.graph.SerializeToString(deterministic=True)) for k, v in sorted(attrs.items())
+                   if isinstance(v, Subgraph))
+    imports = dict(opsets or {})
+    imports[""] = int(opset)
+    sess = _scoped_session(op_type, tuple(sorted(imports.items())), bodies, _freeze(plain),
+                           json.dumps(attr_types, sort_keys=True) if attr_types else "{}",
+                           tuple(None if x is None else _type(x) for x in own),
+                           tuple((name, _type(x)) for name, x in zip(outer, values)), n_outputs)
+    feeds = {f"acompile.in{i}": np.asarray(x) for i, x in enumerate(own) if x is not None}
+    feeds.update((name, np.asarray(x)) for name, x in zip(outer, values))
+    return sess.run(None, feeds)
+
+
 def run_node(op_type: str, attrs: dict[str, Any], inputs: Sequence[np.ndarray | None], n_outputs: int,
              opset: int, domain: str = "", attr_types: dict[str, int] | None = None,
-             where: str = "") -> list[np.ndarray]:
-    """Execute one ONNX operator on numpy arrays and return its outputs."""
+             where: str = "", outer: Sequence[str] | None = None,
+             opsets: dict[str, int] | None = None) -> list[np.ndarray]:
+    """Execute one ONNX operator on numpy arrays and return its outputs.
+
+    A control-flow node (If, Loop, Scan: attributes holding a sub-graph) gets the values its
+    sub-graphs read from the enclosing graph as its last inputs, ``outer`` naming them as the
+    sub-graphs do; ``opsets`` are the model's opset imports (the sub-graphs may use any domain).
+    """
     in_types = tuple(None if x is None else helper.np_dtype_to_tensor_dtype(np.asarray(x).dtype)
                      for x in inputs)
     try:
+        if outer is not None:
+            return _run_scoped(op_type, attrs, list(inputs), n_outputs, opset, attr_types, list(outer), opsets)
         # Most digital ops (Relu, Add, ...) have no attributes: skip the JSON that keys the session cache.
         sess = _session(op_type, domain, int(opset), _freeze(attrs) if attrs else "{}",
                         json.dumps(attr_types, sort_keys=True) if attr_types else "{}", in_types, n_outputs)

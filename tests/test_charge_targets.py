@@ -108,13 +108,15 @@ def test_analog_offset_subtraction_needs_the_offset_scheme(tmp_path):
     assert validate_file(_variant(tmp_path, "isaac", "ok", body)) == []
     problems = validate_file(_variant(tmp_path, "hermes", "bad", body))
     assert [p.field for p in problems] == ["crossbar.offset_subtraction"]
+    problems = validate_file(_variant(tmp_path, "m1076", "bad1", "[adc]\nbits = 1\n"))
+    assert [p.field for p in problems] == ["adc.bits"] and "sign bit" in problems[0].hint
 
 
 def test_old_targets_keep_todays_behaviour():
     for name in ("isaac", "puma", "prime", "hermes", "ecram"):
         t = load_target(name)
-        assert (t.crossbar.storage, t.crossbar.compute, t.dac.kind, t.crossbar.offset_subtraction) == \
-            ("analog", "current", "dac", "digital")
+        assert (t.crossbar.storage, t.crossbar.compute, t.dac.kind) == ("analog", "current", "dac")
+        assert t.crossbar.offset_subtraction != "analog"
         noise = noise_from_target(t)
         assert noise.ktc_sigma == 0 and noise.column_gain_sigma == 0 and noise.adc_offset_sigma_lsb == 0
 

@@ -25,7 +25,8 @@ def test_compile_writes_program_device_and_report(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["compile", str(SAMPLES / "cnn.onnx"), "--target", "isaac", "-o", str(out)]) == 0
     assert sorted(os.listdir(out)) == ["device.acdev", "mapped.onnx", "program.json", "program.npz", "report.html",
-                                       "report.json", "report.md", "report_energy.svg", "report_layers.svg"]
+                                       "report.json", "report.md", "report_energy.svg", "report_layers.svg",
+                                       "target.toml"]
     report = json.loads((out / "report.json").read_text())
     assert report["schema_version"] == 1 and report["totals"]["crossbars"] > 0
     assert "total:" in capsys.readouterr().out

@@ -75,7 +75,7 @@ def test_compile_verbose_prints_each_step_with_its_time(tmp_path, capsys):
     steps = [line.split()[0] for line in captured.err.splitlines() if line.startswith("  ")]
     assert steps[0] == "load" and "lower_analog" in steps and "calibrate" in steps and steps[-1] == "total"
     assert "\r" not in captured.err        # not a terminal: no progress line
-    assert "wrote program.json, program.npz to" in captured.out
+    assert "wrote program.json, program.npz, target.toml to" in captured.out
 
 
 def test_simulate_says_where_the_outputs_went(tmp_path, capsys):

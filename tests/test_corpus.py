@@ -6,7 +6,8 @@ compatible, ``compile`` and ``run`` succeed and the ideal simulation matches onn
 ``MAPS`` pins which models map today, so a regression in either direction shows.
 
 The exporter-made models run by default (under a second each once made; the torch and skl2onnx
-ones skip when those packages are missing), the downloaded ones under ``-m slow``.
+ones skip when those packages are missing), except the opset-18 torch exports (the dynamo exporter
+takes seconds per model); those and the downloaded ones run under ``-m slow``.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def _cli(*argv: str) -> tuple[int, str]:
 
 def _params():
     for name in corpus.ALL:
-        slow = name in corpus.WHEEL_MODELS
+        slow = name in corpus.WHEEL_MODELS or (name.startswith("torch_") and name.endswith("_op18"))
         yield pytest.param(name, id=name, marks=[pytest.mark.slow] if slow else [])
 
 

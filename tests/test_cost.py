@@ -16,7 +16,8 @@ def test_one_linear_layer_by_hand():
     c = layer["counts"]
     rows, cols = t["crossbar.rows"], t["crossbar.cols"]
     slices = math.ceil(t["precision.weight_bits"] / t["crossbar.cell_bits"])      # offset scheme: Bm = Bw
-    physical = n * slices + 1                                                      # + reference column
+    # isaac subtracts the offset term from the input sum: no reference column
+    physical = n * slices + (0 if t["crossbar.offset_subtraction"] == "input_sum" else 1)
     row_blocks, col_blocks = math.ceil(k / rows), math.ceil(physical / cols)
     cycles = t["precision.input_bits"]                                             # 1-bit DAC, signed input
     assert (layer["row_blocks"], layer["col_blocks"], layer["physical_columns"]) == (row_blocks, col_blocks, physical)

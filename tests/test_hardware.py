@@ -19,7 +19,7 @@ def spec_of(t) -> AnalogSpec:
     return AnalogSpec(weight_bits=t["precision.weight_bits"], input_bits=t["precision.input_bits"],
                       dac_bits=t["dac.bits"], cell_bits=t["crossbar.cell_bits"], adc_bits=t["adc.bits"],
                       rows=t["crossbar.rows"], signed_weights=t["crossbar.signed_weights"],
-                      input_encoding=t["dac.input_encoding"])
+                      input_encoding=t["dac.input_encoding"], offset_subtraction=t["crossbar.offset_subtraction"])
 
 
 def digits(bits: int, digit_bits: int) -> int:
@@ -62,8 +62,9 @@ def test_physical_columns_count_every_column_the_encoding_writes(target, n_out):
     differential = spec.signed_weights == "differential"
     s = hardware.slices(hardware.magnitude_bits(spec.weight_bits, differential), spec.cell_bits)
     per_channel = s * (2 if differential else 1)          # one column per slice, per sign
-    reference = 0 if differential else 1                  # the offset scheme's unit column
-    p = hardware.physical_columns(n_out, s, differential)
+    # the offset scheme's unit column, unless the offset term comes from the input sum (isaac)
+    reference = 0 if differential or spec.offset_subtraction == "input_sum" else 1
+    p = hardware.physical_columns(n_out, s, differential, reference == 1)
     assert p == n_out * per_channel + reference == spec.physical_columns(n_out)
     assert hardware.columns_per_weight(s, differential) == per_channel
     enc = encode_weights(np.zeros((n_out, 2), np.int32), spec)

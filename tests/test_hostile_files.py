@@ -162,7 +162,7 @@ def test_closed_or_odd_streams(tmp_path, baseline, case):
         f"{case.id}: exit {run.rc}: {run.stderr[-800:]}"
     if run.rc == 0:
         assert not case.out_changes or (folder / "NEW" / "program.json").exists()
-        assert run.stderr == ""
+        assert all(line.startswith("acompile: warning: ") for line in run.stderr.splitlines()), run.stderr
     else:
         assert before == after, f"{case.id}: {describe_diff(before, after)}"
         if not case.stderr_closed:
@@ -187,14 +187,15 @@ def test_fuzz_program_and_device_files(tmp_path, baseline):
         out = tmp_path / f"f{i}"
         shutil.copytree(baseline, out)
         what = bf.fuzz_out(out, rng)
-        try:
-            simulate(load_compiled(out, "quantized"), x, mode="quantized")
-        except AcompileError as e:
-            assert "\n" not in str(e)
-        except MemoryError:
-            pass
-        except Exception as e:      # pragma: no cover - the report of a failure
-            failures.append(f"{what}: {type(e).__name__}: {e}"[:300])
+        for mode in ("quantized", "ideal"):
+            try:
+                simulate(load_compiled(out, mode), x, mode=mode)
+            except AcompileError as e:
+                assert "\n" not in str(e)
+            except MemoryError:
+                pass
+            except Exception as e:      # pragma: no cover - the report of a failure
+                failures.append(f"{what} ({mode}): {type(e).__name__}: {e}"[:300])
         shutil.rmtree(out)
     assert not failures, "\n".join(failures[:20])
 
@@ -263,8 +264,8 @@ def test_npz_member_names_are_checked_before_decompressing(tmp_path):
     from acompile.errors import InvalidDataError
     from acompile.safe_read import read_arrays
     p = tmp_path / "d.npz"
-    p.write_bytes(bf.npz_bytes({"big.npy": bf.npy_header("'<f4'", "(67108864,)", body=bytes(256 * 1024**2))}))
-    assert p.stat().st_size < 2 * 1024**2
+    p.write_bytes(bf.npz_bytes({"big.npy": bf.npy_header("'<f4'", "(16777216,)", body=bytes(64 * 1024**2))}))
+    assert p.stat().st_size < 1024**2
     start = time.perf_counter()
     with pytest.raises(InvalidDataError, match="unexpected name"):
         read_arrays(p, "input", names={"input"})
@@ -404,3 +405,13 @@ def test_a_mapping_with_too_many_crossbar_blocks_is_refused_before_it_is_cut(tmp
     monkeypatch.setenv("ACOMPILE_MAX_CROSSBARS", "2")
     assert main(["compile", str(tmp_path / "m.onnx"), "-t", "isaac", "-o", str(tmp_path / "OUT"), "-q"]) == 2
     assert not (tmp_path / "OUT").exists()
+
+
+def test_html_in_node_names_is_escaped_in_report_md(tmp_path):
+    from acompile.cli import main
+    import bad_inputs as bi
+    m = bi.mlp_model(names={"gemm1": "<script>alert(1)</script>", "gemm2": "<img src=x onerror=y>|"})
+    (tmp_path / "m.onnx").write_bytes(m.SerializeToString())
+    assert main(["compile", str(tmp_path / "m.onnx"), "-t", "isaac", "-o", str(tmp_path / "OUT"), "-q"]) == 0
+    text = (tmp_path / "OUT" / "report.md").read_text()
+    assert "<script" not in text and "<img" not in text and "&lt;script&gt;" in text

@@ -81,3 +81,16 @@ def test_non_tensor_outputs_are_not_compared():
     zipmap = [{0: 0.25, 1: 0.75}]
     out = compare({"p": zipmap, "y": np.ones((1, 2))}, {"p": zipmap, "y": np.ones((1, 2))})
     assert out["p"] == {"compared": False, "reason": "not a tensor output"} and out["y"]["relative_error"] == 0
+
+
+def test_the_report_marks_the_cost_of_ops_only_onnxruntime_knows_as_estimated(tmp_path):
+    w = np.random.default_rng(3).standard_normal((8, 4)).astype(np.float32)
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"]),
+                           helper.make_node("TopK", ["y", "k"], ["v", "i"], axis=-1)], "topk",
+                          [helper.make_tensor_value_info("x", F, [1, 8])], [helper.make_tensor_value_info("v", F, [1, 2])],
+                          [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array([2], np.int64), "k")])
+    model = _save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), tmp_path / "m.onnx")
+    assert main(["compile", model, "-t", "isaac", "-q", "-o", str(tmp_path / "o"), "--emit", "report"]) == 0
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert [(d["op_type"], d.get("estimated")) for d in report["digital"]] == [("TopK", True)]
+    assert "TopK (cost estimated)" in (tmp_path / "o" / "report.md").read_text()

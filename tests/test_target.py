@@ -95,7 +95,7 @@ def test_isaac_organisation_and_precision():
     t = load_target("isaac")
     assert (t["crossbar.rows"], t["crossbar.cols"], t["crossbar.cell_bits"]) == (128, 128, 2)
     assert (t["precision.weight_bits"], t["precision.input_bits"], t["dac.bits"], t["adc.bits"]) == (16, 16, 1, 8)
-    assert t["adc.columns_per_adc"] == 128 and t["crossbar.signed_weights"] == "offset"
+    assert t["adc.columns_per_adc"] == 128 and t["crossbar.signed_weights"] == "flipped"
     assert (t["organisation.crossbars_per_core"], t["organisation.cores_per_tile"],
             t["organisation.tiles_per_chip"]) == (8, 12, 168)
 
@@ -236,7 +236,7 @@ def test_typed_sections_are_generated_from_the_table():
 
 def test_typed_sections_read_like_the_paths_and_are_immutable():
     t = load_target("isaac")
-    assert (t.crossbar.rows, t.adc.bits, t.crossbar.signed_weights) == (128, 8, "offset")
+    assert (t.crossbar.rows, t.adc.bits, t.crossbar.signed_weights) == (128, 8, "flipped")
     assert t.crossbar.read_latency_ns == 100.0 and type(t.crossbar.read_latency_ns) is float
     assert t.digital.ops["MaxPool"].latency_ns == t.digital.latency_ns
     assert t.core.components["sample_hold"].spec == "8 x 128 sample & hold"

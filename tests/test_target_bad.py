@@ -89,7 +89,7 @@ CASES = [
     ("zero-latency", {"t.toml": HEAD + "[adc]\nconversion_ns = 0\n"}, "t.toml",
      "adc.conversion_ns: expected a number in (0, 1e+06] (ns), found 0"),
     ("enum-typo", {"t.toml": HEAD + "[crossbar]\nsigned_weights = \"diferential\"\n"}, "t.toml",
-     "expected one of 'differential', 'offset', found \"diferential\" (did you mean 'differential'?)"),
+     "expected one of 'differential', 'offset', 'flipped', found \"diferential\" (did you mean 'differential'?)"),
     ("enum-wrong-type", {"t.toml": HEAD + "[adc]\nrange = 5\n"}, "t.toml",
      "adc.range: expected one of 'worst_case', 'calibrated', found the integer 5"),
     ("adc-serves-too-many-columns", {"t.toml": HEAD + "[adc]\ncolumns_per_adc = 256\n"}, "t.toml",

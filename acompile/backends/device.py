@@ -39,6 +39,7 @@ from .schemas import HEADER
 
 DEVICE_FORMAT = "acompile-device"
 DEVICE_VERSION = 1
+FLIP_ENTRY = "flip_marks.npy"   # packed bits, (row blocks, P) per matrix of the "flipped" scheme, in file order
 
 
 def write_device(path: Path, compiled, program_sha256: str, dumps) -> None:
@@ -48,9 +49,12 @@ def write_device(path: Path, compiled, program_sha256: str, dumps) -> None:
     scales = []
     offset = 0
     digest = hashlib.sha256()
+    flips = []
     try:
         with writer.open_stream("levels.bin") as stream:
-            for group, sizes, pieces in map(_stripe_cells, _stripes(graph, mapping, scales)):
+            for group, sizes, pieces, flip in map(_stripe_cells, _stripes(graph, mapping, scales)):
+                if flip is not None:
+                    flips.append(flip)
                 for piece in pieces:
                     stream.write(piece)
                     digest.update(piece)
@@ -58,7 +62,11 @@ def write_device(path: Path, compiled, program_sha256: str, dumps) -> None:
                     blocks_out.append({**blk.to_dict(), "offset": offset, "bytes": size})
                     offset += size
         writer.add_array("weight_scales.npy", np.concatenate(scales) if scales else np.zeros(0))
+        marks = np.packbits(np.concatenate(flips)) if flips else None
+        if marks is not None:       # the "flipped" scheme: which (row block, column) is stored complemented
+            writer.add_array(FLIP_ENTRY, marks)
         header = {
+            **({"flip_marks_sha256": hashlib.sha256(marks.tobytes()).hexdigest()} if marks is not None else {}),
             "format": DEVICE_FORMAT, "version": DEVICE_VERSION, "target": target.name,
             "program_sha256": program_sha256,
             "levels_bytes": offset,
@@ -86,15 +94,16 @@ def _stripes(graph, mapping: Mapping, scales: list):
             by_matrix.setdefault(mapping.blocks[b].matrix, []).append(b)
         for mi, matrix in enumerate(layer.matrices):
             w = layer_matrix(graph.constants, layer, matrix.group)
-            s_w = numerics.weight_scales(w, layer.spec.weight_bits)
+            s_w = layer.weight_scales(matrix.group, w)
             scales.append(np.asarray(s_w, np.float64))
             blocks = [mapping.blocks[b] for b in by_matrix.get(mi, [])]
             for _, group in itertools.groupby(blocks, key=lambda b: (b.row_start, b.rows)):
                 yield w, s_w, layer.spec, list(group)
 
 
-def _stripe_cells(task) -> tuple[list, list[int], list]:
-    """(blocks, their packed sizes, arrays holding their packed cells in order) of one row stripe.
+def _stripe_cells(task) -> tuple[list, list[int], list, np.ndarray | None]:
+    """(blocks, their packed sizes, arrays holding their packed cells in order, flip marks) of one
+    row stripe; the flip marks (P,) only for the "flipped" scheme, whose stripes are encoded whole.
 
     The stripe's weights are quantised and, when every channel's slices fill whole bytes,
     packed straight from the magnitudes (:func:`_packed_rows`); a run of such blocks side by
@@ -112,6 +121,11 @@ def _stripe_cells(task) -> tuple[list, list[int], list]:
 
     r0, rows = group[0].row_start, group[0].rows
     q = numerics.quantize_with_scales(w[:, r0:r0 + rows], s_w, spec.weight_bits)       # (N, rows)
+    if spec.flipped:        # a stripe is one row block: encoding it alone flips as the whole matrix does
+        enc = numerics.encode_weights(q, spec)
+        pieces = [pack_levels(np.ascontiguousarray(enc.levels[:, b.col_start:b.col_start + b.cols]), cb)
+                  for b in group]
+        return group, [len(p) for p in pieces], pieces, enc.flip[0]
     packed = _packed_rows(q, spec) if any(aligned(b) for b in group) else None
     sizes, pieces = [], []
     i = 0
@@ -132,7 +146,7 @@ def _stripe_cells(task) -> tuple[list, list[int], list]:
         pieces.append(np.ascontiguousarray(run).reshape(-1))
         sizes += [rows * per] * (j - i)
         i = j
-    return group, sizes, pieces
+    return group, sizes, pieces, None
 
 
 def _magnitudes(q: np.ndarray, spec: numerics.AnalogSpec, dtype) -> np.ndarray:
@@ -229,11 +243,13 @@ class DeviceReader:
                                    where=clean(str(path)))
         self.scales = self.archive.array("weight_scales.npy")
         _complete(mapping, h, clean(str(path)))
-        if [[m.to_dict() for m in x.matrices] for x in mapping.layers] != [x["matrices"] for x in h["layers"]]:
+        if [[m.to_dict() for m in x.matrices] for x in mapping.layers] != [x["matrices"] for x in h["layers"]] \
+                or [x["index"] for x in h["layers"]] != list(range(len(h["layers"]))):
             raise InvalidDataError("device file's layers differ from the program's", where=clean(str(path)),
                                    hint="simulate the OUT folder that compile wrote as a whole")
         self.mapping = mapping
         self._cache: dict[tuple[int, int], Encoded] = {}
+        self._flip_marks: dict | None = None
         self._scale_offsets = self._offsets()
         self._blocks: dict[tuple[int, int], list[dict]] = {}
         for blk in h["blocks"]:
@@ -248,6 +264,29 @@ class DeviceReader:
         if pos != self.scales.size:
             raise InvalidDataError("device file weight scales do not match its layers", where=clean(str(self.path)))
         return out
+
+    def _flips(self) -> dict[tuple[int, int], np.ndarray]:
+        """Flip marks (row blocks, P) of every matrix of the "flipped" scheme, in file order."""
+        if self._flip_marks is None:
+            self._flip_marks = {}
+            shapes = [((x.index, mi), (x.spec.row_blocks(m.k_in), m.physical_cols))
+                      for x in self.mapping.layers if x.spec.flipped for mi, m in enumerate(x.matrices)]
+            if shapes:
+                total = sum(r * p for _, (r, p) in shapes)
+                packed = self.archive.array(FLIP_ENTRY)
+                if packed.dtype != np.uint8 or packed.ndim != 1 or \
+                        hashlib.sha256(packed.tobytes()).hexdigest() != self.header.get("flip_marks_sha256"):
+                    raise InvalidDataError("device file's flip marks do not match their checksum",
+                                           where=clean(str(self.path)))
+                bits = np.unpackbits(packed).astype(bool)
+                if bits.size < total or bits.size - total >= 8:
+                    raise InvalidDataError("device file's flip marks do not match its layers",
+                                           where=clean(str(self.path)))
+                pos = 0
+                for key, (r, p) in shapes:
+                    self._flip_marks[key] = bits[pos:pos + r * p].reshape(r, p)
+                    pos += r * p
+        return self._flip_marks
 
     def float_matrix(self, layer, group):
         raise InvalidDataError("ideal mode needs the program's float weights, not the device file")
@@ -271,7 +310,7 @@ class DeviceReader:
             raise InvalidDataError("device file holds a level above the cell's range", where=clean(str(self.path)))
         maps = numerics.encode_weights(np.zeros((m["n_out"], 1), np.int32), spec)
         enc = numerics.EncodedWeights(levels=levels, col_out=maps.col_out, col_slice=maps.col_slice,
-                                    col_sign=maps.col_sign)
+                                    col_sign=maps.col_sign, flip=self._flips().get(key))
         start, n = self._scale_offsets[key]
         self._cache[key] = Encoded(enc, self.scales[start:start + n])
         return self._cache[key]

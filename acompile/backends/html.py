@@ -13,6 +13,7 @@ from html import escape
 from ..units import count, decimal, duration, energy, percent
 from . import charts
 from .floorplan import AGGREGATE_ABOVE, floorplan_svg
+from .report import digital_flag
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:1.5em auto;max-width:1250px;color:#222;
@@ -132,7 +133,7 @@ def _digital_table(report: dict) -> str:
         return "<p>No digital nodes.</p>"
     rows = []
     for x in report["digital"]:
-        flag = " (unknown op)" if x["unknown"] else ""
+        flag = digital_flag(x)
         rows.append(f'<tr><td class="l">{escape(x["name"])}</td><td class="l">{escape(x["op_type"] + flag)}</td>'
                     + _num(x["counts"]["digital_ops"], count(x["counts"]["digital_ops"]))
                     + _num(x["energy_total_pj"], energy(x["energy_total_pj"]))

@@ -76,10 +76,14 @@ def _analog_node(node, graph, mapping, costs, keep) -> onnx.NodeProto:
 
 def _digital_node(node) -> onnx.NodeProto:
     attrs = {k: v for k, v in node.attrs.items() if not isinstance(v, (Subgraph, OpaqueAttribute))}
-    dropped = sorted(set(node.attrs) - set(attrs))
-    proto = helper.make_node(node.op_type, node.inputs, node.outputs, name=node.name, domain=node.domain or None,
+    bodies = {k: v.graph for k, v in node.attrs.items() if isinstance(v, Subgraph) and v.graph is not None}
+    dropped = sorted(set(node.attrs) - set(attrs) - set(bodies))
+    # a control-flow node's sub-graphs read the enclosing values by name: they are not node inputs in ONNX
+    inputs = node.inputs[:len(node.inputs) - len(node.meta.get("outer", ()))]
+    proto = helper.make_node(node.op_type, inputs, node.outputs, name=node.name, domain=node.domain or None,
                              doc_string=f"attributes not shown: {', '.join(dropped)}" if dropped else "")
     proto.attribute.extend(make_attributes(attrs, node.meta.get("attr_types")))
+    proto.attribute.extend(helper.make_attribute(k, g) for k, g in sorted(bodies.items()))
     return proto
 
 
@@ -107,7 +111,7 @@ def mapped_model(compiled, report: dict, with_weights: bool = False) -> onnx.Mod
             if node.domain:
                 domains.setdefault(node.domain, node.opset or 1)
         nodes.append(proto)
-        used += [i for i in proto.input if i and i not in used]
+        used += [i for i in list(proto.input) + node.meta.get("outer", []) if i and i not in used]
     inits, weight_inputs = [], []
     for name in used:
         if not graph.is_constant(name):

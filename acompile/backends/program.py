@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 from .. import numerics
 from ..errors import AcompileError, InvalidDataError, clean
@@ -76,6 +77,10 @@ def _attr_json(node: Node, constants: dict[str, np.ndarray]) -> dict:
             key = f"attr/{node.name}/{k}"
             constants[key] = v
             out[k] = {"tensor": key}
+        elif isinstance(v, Subgraph) and v.graph is not None:
+            key = f"attr/{node.name}/{k}"     # the serialised GraphProto: a control-flow body runs as it is
+            constants[key] = np.frombuffer(v.graph.SerializeToString(deterministic=True), dtype=np.uint8)
+            out[k] = {"graph": key}
         elif isinstance(v, (Subgraph, OpaqueAttribute)):
             out[k] = {"unsupported": repr(v)}
         else:
@@ -120,6 +125,8 @@ def write_program(folder: Path, compiled, dumps) -> str:
                 entry["attr_types"] = node.meta["attr_types"]
             if node.meta.get("unknown"):
                 entry["unknown"] = True
+            if "outer" in node.meta:
+                entry["outer"], entry["opsets"] = node.meta["outer"], node.meta["opsets"]
         shape = graph.shape(node.outputs[0]) if node.outputs and node.outputs[0] else None
         entry["shape"] = list(shape) if shape is not None else None
         ops.append(entry)
@@ -233,6 +240,13 @@ def _check_consistent(prog: dict, constants: dict, mapping: Mapping) -> None:
                              "chain step of an existing layer with its inputs")
 
 
+def _graph_proto(data: np.ndarray) -> onnx.GraphProto:
+    try:
+        return onnx.GraphProto.FromString(np.ascontiguousarray(data, dtype=np.uint8).tobytes())
+    except Exception as e:      # protobuf's DecodeError: a damaged body is bad input, not a crash
+        raise ValueError(f"a sub-graph attribute cannot be decoded ({type(e).__name__})") from None
+
+
 def _build(prog: dict, archive: ArchiveReader):
     constants = {name: archive.array(meta["entry"]) for name, meta in prog["constants"].items()}
     tensors = {}
@@ -244,7 +258,11 @@ def _build(prog: dict, archive: ArchiveReader):
         attrs = {}
         for k, v in op["attrs"].items():
             attrs[k] = constants[v["tensor"]] if isinstance(v, dict) and "tensor" in v else v
+            if isinstance(v, dict) and "graph" in v:
+                attrs[k] = Subgraph(_graph_proto(constants[v["graph"]]))
         meta = {"attr_types": op.get("attr_types", {})}
+        if "outer" in op:
+            meta["outer"], meta["opsets"] = list(op["outer"]), dict(op.get("opsets", {}))
         if "layer" in op:
             meta["layer"] = op["layer"]
             meta["chain"] = op.get("chain", op["name"].rsplit("/", 1)[0])

@@ -17,6 +17,19 @@ from ..units import count, decimal, duration, energy, percent
 REPORT_SCHEMA_VERSION = 1
 
 
+def digital_flag(x: dict) -> str:
+    """The note beside a digital node's op type: an estimated cost, an unknown op, or for control flow
+    how many times its body runs (estimated when that depends on the data) and which analog-kind ops
+    in the body run on the digital units."""
+    if "iterations" in x:
+        notes = [f"body runs {'~' if x.get('estimated') else ''}{count(x['iterations'])}×"
+                 + (", cost estimated" if x.get("estimated") else "")]
+        if x.get("body_analog"):
+            notes.append(f"{', '.join(x['body_analog'])} in the body run digitally")
+        return f" ({'; '.join(notes)})"
+    return " (cost estimated)" if x.get("estimated") else " (unknown op)" if x["unknown"] else ""
+
+
 def build_report(compiled) -> dict:
     graph, target, options = compiled.graph, compiled.target, compiled.options
     mapping = compiled.mapping
@@ -139,7 +152,7 @@ def markdown(report: dict) -> str:
                   f"{percent(x['utilisation'])} |")
     md += ["", "## Digital operations", "", "| node | op | ops | energy | latency |", "|---|---|---:|---:|---:|"]
     for x in report["digital"]:
-        flag = " (unknown op)" if x["unknown"] else ""
+        flag = digital_flag(x)
         md.append(f"| {_md(x['name'])} | {x['op_type']}{flag} | {count(x['counts']['digital_ops'])} | "
                   f"{energy(x['energy_total_pj'])} | {duration(x['latency_ns'])} |")
     if report["unsupported"]:
@@ -151,6 +164,8 @@ def markdown(report: dict) -> str:
 
 
 def _md(text: str) -> str:
+    """A name as Markdown table text: no column breaks, and no HTML a Markdown viewer would render."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return text.replace("|", "\\|").replace("`", "'")
 
 

@@ -6,6 +6,8 @@ damaged or edited file is an exit-2 error that names the field, never an interna
 
 from __future__ import annotations
 
+from ..hardware import INPUT_ENCODINGS
+from ..numerics.spec import SIGNED_WEIGHT_SCHEMES
 from ..safe_read import Any, Either, Int, Map, Num, OneOf, Opt, Seq
 
 COUNT = Int(0, 2**31)          # indices, counts, bit widths' neighbours: fit an int32
@@ -15,9 +17,9 @@ DIM = Either(Int(0, 2**40), str)
 SHAPE = Opt(Seq(Opt(DIM), max_len=64))
 
 SPEC = {"weight_bits": Int(2, 24), "input_bits": Int(1, 24), "dac_bits": Int(1, 16), "cell_bits": Int(1, 8),
-        "adc_bits": Int(1, 24), "rows": Int(1, 1 << 20), "signed_weights": OneOf("differential", "offset"),
-        "input_encoding?": OneOf("twos_complement", "sign_magnitude"),
-        "offset_subtraction?": OneOf("digital", "analog")}
+        "adc_bits": Int(1, 24), "rows": Int(1, 1 << 20), "signed_weights": OneOf(*SIGNED_WEIGHT_SCHEMES),
+        "input_encoding?": OneOf(*INPUT_ENCODINGS),
+        "offset_subtraction?": OneOf("digital", "analog", "input_sum")}
 MATRIX = {"group": COUNT, "n_out": POSITIVE, "k_in": POSITIVE, "physical_cols": POSITIVE,
           "row_blocks": POSITIVE, "col_blocks": POSITIVE}
 GEOMETRY = {"input_shape": Seq(SIZE, max_len=64), "output_shape?": Seq(SIZE, max_len=64),
@@ -32,7 +34,8 @@ LAYER = {"index": COUNT, "name": str, "op_type": OneOf("Conv", "ConvTranspose", 
 TENSOR = {"name": str, "dtype": Opt(str), "shape": SHAPE}
 OP = {"name": str, "op": str, "domain": str, "opset": Int(1, 1000), "inputs": Seq(str, max_len=1 << 16),
       "outputs": Seq(str, min_len=1, max_len=1 << 16), "kind?": str, "chain?": str, "layer?": COUNT,
-      "attrs": Map(Any()), "attr_types?": Map(Int(0, 100)), "shape?": SHAPE}
+      "attrs": Map(Any()), "attr_types?": Map(Int(0, 100)), "shape?": SHAPE,
+      "outer?": Seq(str, max_len=1 << 16), "opsets?": Map(Int(0, 100000))}
 PROGRAM = {"format": OneOf("acompile-program"), "version": Int(1, 1), "target": str, "batch": POSITIVE,
            "opset": Int(1, 1000), "dynamic_batch?": bool, "model?": str, "inputs": Seq(TENSOR),
            "outputs": Seq(TENSOR, min_len=1), "constants_sha256": str, "target_sha256?": str,
@@ -48,7 +51,7 @@ DEVICE_LAYER = {"index": COUNT, "name": str, "op_type": str, "spec": SPEC,
                 "matrices": Seq(MATRIX, min_len=1),
                 "dac": {"input_scale": Num()}, "adc": {"full_scale": Num()}}
 HEADER = {"format": OneOf("acompile-device"), "version": Int(1, 1), "target": str, "program_sha256": str,
-          "levels_bytes": SIZE, "levels_sha256": str, "tiles_used": COUNT, "chips_needed": COUNT,
+          "levels_bytes": SIZE, "levels_sha256": str, "flip_marks_sha256?": str, "tiles_used": COUNT, "chips_needed": COUNT,
           "geometry": {"rows": POSITIVE, "cols": POSITIVE, "crossbars_per_core": POSITIVE,
                        "cores_per_tile": POSITIVE, "tiles_per_chip": POSITIVE},
           "layers": Seq(DEVICE_LAYER), "crossbars": Seq(CROSSBAR), "blocks": Seq(BLOCK)}

@@ -40,6 +40,7 @@ class Settings:
     overrides: tuple = ()   # --set: ((dotted key, value), ...) applied to every target
     input_shapes: tuple = ()  # --input-shape: ((input name or None, dims), ...) for every model
     bind: tuple = ()          # --bind: ((graph input name, array), ...) frozen in every model
+    input_ranges: tuple = ()  # --input-range: ((input name, (lo, hi)), ...) for every model
 
 
 @dataclass(frozen=True)
@@ -187,7 +188,9 @@ def _check_pair(job: Job, settings: Settings) -> dict:
     limits = settings.limits or Limits.from_env()
     try:
         shapes, bind = dict(settings.input_shapes) or None, dict(settings.bind) or None
-        compiled = run_pipeline(job.path, target, Options(limits=limits, input_shapes=shapes, bind=bind),
+        ranges = dict(settings.input_ranges)
+        compiled = run_pipeline(job.path, target, Options(limits=limits, input_shapes=shapes, bind=bind,
+                                                          input_ranges=ranges),
                                 with_calibration=False, stop_on_problems=False)
     except UnsupportedError as e:   # what compile rejects after classification (exit 1 there too)
         reasons = [_problem_reason(p) for p in e.problems] or [_reason("unsupported", e.one_line())]
@@ -197,7 +200,8 @@ def _check_pair(job: Job, settings: Settings) -> dict:
     if reasons:
         # compile stops here; for the summary figures, cost the unsupported nodes as unknown digital ops
         try:
-            rough = run_pipeline(job.path, target, Options(limits=limits, allow_unsupported=True, input_shapes=shapes, bind=bind),
+            rough = run_pipeline(job.path, target, Options(limits=limits, allow_unsupported=True, input_shapes=shapes,
+                                                           bind=bind, input_ranges=ranges),
                                  with_calibration=False, stop_on_problems=False)
             figures, estimated = _figures(rough.cost), True
         except Exception:   # best effort: an estimate that fails must not hide the reasons above

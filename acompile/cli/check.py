@@ -16,7 +16,7 @@ from ..check.discover import discover
 from ..check.render import FORMATS, RENDERERS, render_text
 from ..check.schema import ERROR, PATH_LIMIT
 from ..check.verdict import Job, Settings, parse_digital_ok, report, run_checks
-from .compile import add_input_shape_option, parse_input_shapes
+from .compile import add_input_range_option, add_input_shape_option, parse_input_ranges, parse_input_shapes
 from ..errors import InvalidDataError, UsageError, clean
 from ..files import atomic_file
 from .progress import clear, ticker
@@ -43,6 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="change a field of every target, e.g. --set adc.bits=6 (repeatable)")
     add_input_shape_option(p)
+    add_input_range_option(p)
     p.add_argument("--bind", metavar="DATA", help=".npz of graph inputs to freeze as constants in every model")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="check on a Dask distributed cluster (tcp://host:8786); needs acompile[distributed]")
@@ -69,7 +70,8 @@ def _settings(args) -> Settings:
     return Settings(max_chips=args.max_chips, min_analog_fraction=f, digital_ok=parse_digital_ok(args.digital_ok),
                     verbose=bool(getattr(args, "verbose", False)),
                     overrides=tuple(parse_settings(args.set).items()),
-                    input_shapes=tuple(parse_input_shapes(args.input_shape).items()), bind=_bind(args.bind))
+                    input_shapes=tuple(parse_input_shapes(args.input_shape).items()), bind=_bind(args.bind),
+                    input_ranges=tuple(parse_input_ranges(args.input_range).items()))
 
 
 def _bind(path: str | None) -> tuple:

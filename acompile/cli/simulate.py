@@ -114,7 +114,8 @@ def _write_results(path: Path, results: dict) -> None:
             writer = ArchiveWriter(tmp)
             try:
                 for name in sorted(results):
-                    writer.add_array(f"{name}.npy", results[name])
+                    if results[name].dtype != object:    # a sequence of maps (ZipMap) has no .npy form
+                        writer.add_array(f"{name}.npy", results[name])
             finally:
                 writer.close()
     except OSError as e:
@@ -128,7 +129,7 @@ def _sim_text(summary: dict) -> str:
         lines.append("  non-idealities: " + (", ".join(summary["non_idealities"]) if summary["non_idealities"] else
                                              "none (the target enables none: noisy equals quantized)"))
     for name, c in summary.get("comparison", {}).items():
-        parts = []
+        parts = ["not compared (not a tensor output; not written to -r either)"] if c.get("compared") is False else []
         if "max_abs_error" in c:
             parts.append(f"max|err| {decimal(c['max_abs_error'])}, rel.err {decimal(c['relative_error'])}, "
                          f"SNR {decimal(c['snr_db'])} dB")

@@ -13,6 +13,7 @@ from onnx import TensorProto, numpy_helper
 from ..errors import InvalidModelError, LimitError, clean
 from ..ir import Graph, Node, OpaqueAttribute, Subgraph, TensorInfo
 from ..limits import Limits
+from .control_flow import attach_outer, is_control_flow
 from .normalise import ai_onnx_opset, first_line, value_info
 from .protobuf import Payloads
 
@@ -86,6 +87,8 @@ def to_ir(model: onnx.ModelProto, where: str, limits: Limits, heavy: dict[str, T
             name = f"{name}_{idx}"
         seen_names.add(name)
         nodes.append(to_node(n, name, domains))
+        if is_control_flow(nodes[-1]):
+            attach_outer(nodes[-1], domains)
     outputs = [o.name for o in g.output]
     if len(set(outputs)) != len(outputs):
         raise InvalidModelError("duplicate graph output names", where=where)

@@ -27,6 +27,7 @@ class EncodedWeights:
     col_out: np.ndarray  # int32 (P,): output channel, -1 for the reference column
     col_slice: np.ndarray  # int8 (P,)
     col_sign: np.ndarray  # int8 (P,): +1/-1 differential, +1 offset data, 0 reference
+    flip: np.ndarray | None = None  # bool (row blocks, P): stored as max_level - level ("flipped" scheme)
     # Derived data (column index, float weights) computed on first use; not part of the value.
     _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -70,15 +71,40 @@ def encode_weights(q_w: np.ndarray, spec: AnalogSpec) -> EncodedWeights:
     col_out = np.repeat(np.arange(n, dtype=np.int32), cpc)
     col_sign = np.tile(np.repeat(np.array(spec.signs, dtype=np.int8), n_slices), n)
     col_slice = np.tile(np.arange(n_slices, dtype=np.int8), n * len(mags))
-    if not spec.differential:
+    if spec.reference_column:
         levels[:, -1] = spec.reference_level
         col_out = np.append(col_out, np.int32(-1))
         col_sign = np.append(col_sign, np.int8(0))
         col_slice = np.append(col_slice, np.int8(0))
-    enc = EncodedWeights(levels, col_out, col_slice, col_sign)
+    flip = _flip(levels, spec) if spec.flipped else None
+    enc = EncodedWeights(levels, col_out, col_slice, col_sign, flip)
     # Keep the weights (compactly) for the lossless shortcut; a decoded encoding rebuilds them.
     enc._cache[("q", _spec_key(spec))] = q.astype(np.int8 if spec.weight_bits <= 8 else np.int32)
     return enc
+
+
+def _flip(levels: np.ndarray, spec: AnalogSpec) -> np.ndarray:
+    """Flip, in place, every (row block, column) whose levels sum to more than half their maximum;
+    return the marks (row blocks, P). Afterwards a column of a block of b rows holds at most
+    floor(b * max_level / 2), so its read never exceeds F_worst of the flipped scheme."""
+    k, p = levels.shape
+    marks = np.zeros((spec.row_blocks(k), p), dtype=bool)
+    for r in range(marks.shape[0]):
+        block = levels[r * spec.rows:(r + 1) * spec.rows]
+        marks[r] = block.sum(axis=0, dtype=np.int64) > block.shape[0] * spec.max_level // 2
+        block[:, marks[r]] = spec.max_level - block[:, marks[r]]
+    return marks
+
+
+def unflipped_levels(enc: EncodedWeights, spec: AnalogSpec) -> np.ndarray:
+    """The levels before flipping (the plain offset encoding); the levels themselves when not flipped."""
+    if enc.flip is None:
+        return enc.levels
+    levels = enc.levels.copy()
+    for r in range(enc.flip.shape[0]):
+        block = levels[r * spec.rows:(r + 1) * spec.rows]
+        block[:, enc.flip[r]] = spec.max_level - block[:, enc.flip[r]]
+    return levels
 
 
 def column_layout(enc: EncodedWeights, spec: AnalogSpec) -> dict:
@@ -97,13 +123,17 @@ def column_layout(enc: EncodedWeights, spec: AnalogSpec) -> dict:
         raise InvalidDataError(f"cell level {levels.max()} exceeds {spec.max_level}, the "
                                f"largest level of a {spec.cell_bits}-bit cell")
     p = levels.shape[1]
+    if spec.flipped != (enc.flip is not None) or (
+            enc.flip is not None and np.shape(enc.flip) != (spec.row_blocks(levels.shape[0]), p)):
+        raise InvalidDataError(f"flip marks {None if enc.flip is None else np.shape(enc.flip)} do not fit "
+                               f"the {spec.signed_weights} scheme over {levels.shape} levels")
     out, sl, sg = (np.asarray(a).astype(np.int64) for a in (enc.col_out, enc.col_slice, enc.col_sign))
     if not out.shape == sl.shape == sg.shape == (p,):
         raise InvalidDataError(f"column metadata lengths {out.shape}, {sl.shape}, {sg.shape} "
                                f"do not match {p} physical columns")
     is_ref = out < 0
     n_ref = int(is_ref.sum())
-    want_ref = 0 if spec.differential else 1
+    want_ref = 1 if spec.reference_column else 0
     if n_ref != want_ref:
         raise InvalidDataError(f"{n_ref} reference columns (col_out < 0); the "
                                f"{spec.signed_weights} scheme has {want_ref}")
@@ -147,7 +177,7 @@ def decode_weights(enc: EncodedWeights, spec: AnalogSpec, n_out: int) -> np.ndar
     info = column_layout(enc, spec)
     if info["n_out"] != n_out:
         raise InvalidDataError(f"the encoding holds {info['n_out']} output channels, expected {n_out}")
-    levels = enc.levels
+    levels = unflipped_levels(enc, spec)
     if info["ref"] is not None and np.any(levels[:, info["ref"]] != spec.reference_level):
         raise InvalidDataError(f"the reference column must hold level {spec.reference_level} in every row")
     k = levels.shape[0]

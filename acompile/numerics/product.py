@@ -53,3 +53,37 @@ def check_cells(cells, enc: EncodedWeights, noise: NoiseSpec | None) -> np.ndarr
     if cells.shape != enc.levels.shape:
         raise InvalidDataError(f"cells have shape {cells.shape}, the encoding {enc.levels.shape}")
     return cells
+
+
+def digital_terms(x: np.ndarray, enc: EncodedWeights, spec: AnalogSpec, layout: dict) -> np.ndarray | None:
+    """(V, N) float64 the digital side adds to Δ·Σ(codes), exactly; None when there is nothing.
+
+    * offset_subtraction = "input_sum": − 2^(Bw-1)·Σ_k x_k, the offset term from the input
+      buffer's sum (no reference column).
+    * the "flipped" scheme: a flipped (row block r, column) reads I' = m·S − I, S the block's input
+      chunk sum; its codes enter the shift-and-add negated and m·S is added back here. Over the
+      cycles the chunk sums rebuild X_r = Σ_{k in r} x_k, so this adds m·Σ_r X_r·G_r[n], G_r[n] the
+      shift-and-add coefficients of channel n's flipped columns in block r (the reference column's
+      counted with its − 2^(Bw-1)).
+    Both executors call this after multiplying by Δ, so they add alike.
+    """
+    if not spec.input_sum_offset and enc.flip is None:
+        return None
+    xi = np.asarray(x, dtype=np.int64)
+    v, k = xi.shape
+    n = layout["n_out"]
+    total = np.zeros((v, n), dtype=np.int64)
+    if spec.input_sum_offset:
+        total -= spec.offset * xi.sum(axis=1)[:, None]
+    if enc.flip is not None:
+        col, ref = layout["col"], layout["ref"]
+        blocks = [xi[:, r * spec.rows:(r + 1) * spec.rows].sum(axis=1) for r in range(enc.flip.shape[0])]
+        x_r = np.stack(blocks, axis=1)                                        # (V, R)
+        g = np.zeros((enc.flip.shape[0], n), dtype=np.int64)
+        for si, sign in enumerate(spec.signs):
+            for j in range(spec.slices):
+                g += enc.flip[:, col[:, si, j]].astype(np.int64) * (sign << (j * spec.cell_bits))
+        if ref is not None:
+            g -= enc.flip[:, ref].astype(np.int64)[:, None] * spec.offset
+        total += spec.max_level * (x_r @ g)
+    return total.astype(np.float64)

@@ -77,10 +77,17 @@ def input_scale(abs_range: float, bits: int, signed: bool) -> float:
     return a / top if a > 0 else 1.0
 
 
-def quantize_inputs(x: np.ndarray, scale: float, bits: int, signed: bool) -> np.ndarray:
-    """q_x = clip(rint(x / s_x)) into the signed-symmetric or unsigned range, int32."""
+def quantize_inputs(x: np.ndarray, scale: float, bits: int, signed: bool, offset: int = 0) -> np.ndarray:
+    """q_x = clip(rint(x / s_x) + offset) into the signed-symmetric or unsigned range, int32.
+
+    rint rounds half to even, as ONNX QuantizeLinear does; ``offset`` is a quantized model's zero
+    point less its type's minimum (the codes stream unsigned; the sim subtracts offset * sum(w)).
+    """
     lo, hi = _input_range(bits, signed)
     x = np.asarray(x, dtype=np.float64)
     if not np.all(np.isfinite(x)):
         raise InvalidDataError("inputs contain NaN or infinity")
-    return np.clip(np.rint(x / float(scale)), lo, hi).astype(np.int32)
+    q = np.rint(x / float(scale))
+    if offset:
+        q += offset
+    return np.clip(q, lo, hi).astype(np.int32)

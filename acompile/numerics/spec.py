@@ -15,8 +15,8 @@ from .. import hardware
 from ..errors import InvalidTargetError
 from ..hardware import INPUT_ENCODINGS
 
-SIGNED_WEIGHT_SCHEMES = ("differential", "offset")
-OFFSET_SUBTRACTIONS = ("digital", "analog")
+SIGNED_WEIGHT_SCHEMES = ("differential", "offset", "flipped")
+OFFSET_SUBTRACTIONS = ("digital", "analog", "input_sum")
 
 F32_EXACT = 2.0**24  # float32 holds every integer of magnitude below this exactly
 F64_EXACT = 2.0**53  # same for float64
@@ -32,9 +32,10 @@ class AnalogSpec:
     cell_bits: int  # cb, bits stored per cell
     adc_bits: int  # B_adc
     rows: int  # crossbar rows: the row-block size
-    signed_weights: str  # "differential" | "offset"
+    signed_weights: str  # "differential" | "offset" | "flipped" (offset, columns flipped per row block)
     input_encoding: str = "twos_complement"  # signed inputs: "twos_complement" | "sign_magnitude"
-    offset_subtraction: str = "digital"  # offset scheme: reference column subtracted after the ADC or before
+    offset_subtraction: str = "digital"  # offset scheme: reference column subtracted after the ADC or before,
+    # or "input_sum": no reference column, 2^(Bw-1)·Σx subtracted digitally from the input buffer's sum
 
     def __post_init__(self):
         for name, lo, hi in (("weight_bits", 2, 24), ("input_bits", 1, 24), ("dac_bits", 1, 16),
@@ -51,7 +52,7 @@ class AnalogSpec:
                 f"signed_weights={self.signed_weights!r}: expected one of {SIGNED_WEIGHT_SCHEMES}",
                 where="AnalogSpec.signed_weights")
         if self.offset_subtraction not in OFFSET_SUBTRACTIONS or (
-                self.offset_subtraction == "analog" and (self.differential or self.adc_bits < 2)):
+                self.offset_subtraction == "analog" and (self.differential or self.flipped or self.adc_bits < 2)):
             raise InvalidTargetError(f"offset_subtraction={self.offset_subtraction!r}: expected one of "
                                      f"{OFFSET_SUBTRACTIONS}; 'analog' needs the offset scheme and a bipolar "
                                      "ADC of at least 2 bits", where="AnalogSpec.offset_subtraction")
@@ -97,6 +98,24 @@ class AnalogSpec:
         return self.offset_subtraction == "analog"
 
     @property
+    def flipped(self) -> bool:
+        """ISAAC's encoding: the offset scheme, with every (row block, column) whose levels sum to more
+        than half their maximum stored as max_level - level, and corrected digitally (docs/analog.md)."""
+        return self.signed_weights == "flipped"
+
+    @property
+    def reference_column(self) -> bool:
+        """The layer has the offset scheme's reference column (not with differential weights, nor when
+        the offset term comes from the input sum)."""
+        return not self.differential and self.offset_subtraction != "input_sum"
+
+    @property
+    def input_sum_offset(self) -> bool:
+        """The offset term 2^(Bw-1)·Σx is subtracted digitally, from the input buffer's sum (ISAAC);
+        differential weights have no offset, so nothing to subtract."""
+        return self.offset_subtraction == "input_sum" and not self.differential
+
+    @property
     def reference_level(self) -> int:
         """Level of the reference column's cells: 1, its read scaled by 2^(Bw-1) after the ADC; or,
         subtracted in analog from the top slice, the offset's share of it, 2^(Bw-1-(S-1)*cb)."""
@@ -124,7 +143,10 @@ class AnalogSpec:
 
     @property
     def worst_case_full_scale(self) -> float:
-        """F_worst = rows * (2^d - 1) * (2^cb - 1): the largest possible read current."""
+        """F_worst = rows * (2^d - 1) * (2^cb - 1): the largest possible read current; flipped columns
+        hold at most half of their rows' levels, floor(rows * (2^cb - 1) / 2)."""
+        if self.flipped:
+            return float(self.max_chunk * (self.rows * self.max_level // 2))
         return float(self.rows * self.max_chunk * self.max_level)
 
     @property
@@ -139,7 +161,7 @@ class AnalogSpec:
 
     def physical_columns(self, n_out: int) -> int:
         """P: data columns of n_out channels plus the offset scheme's reference column."""
-        return hardware.physical_columns(n_out, self.slices, self.differential)
+        return hardware.physical_columns(n_out, self.slices, self.differential, self.reference_column)
 
     def row_blocks(self, k: int) -> int:
         return hardware.row_blocks(k, self.rows)

@@ -42,10 +42,10 @@ def classify(state: CompileState) -> None:
 
 
 def _onnxruntime_digital(node: Node) -> bool:
-    """Any operator onnxruntime runs executes on the digital units through it (onnx_exec); not control
-    flow (its sub-graphs read the enclosing graph's values) nor a recurrent layer that could not be
-    unrolled (its matrices belong on crossbars: the reason is worth a refusal)."""
-    if node.op_type in ("If", "Loop", "Scan", *RECURRENT) and not node.domain:
+    """Any operator onnxruntime runs executes on the digital units through it (onnx_exec), control flow
+    included (If, Loop, Scan with their sub-graphs); not a recurrent layer that could not be unrolled
+    (its matrices belong on crossbars: the reason is worth a refusal)."""
+    if node.op_type in RECURRENT and not node.domain:
         return False
     return onnxruntime_runs(node.op_type, node.domain, node.opset)
 
@@ -53,8 +53,6 @@ def _onnxruntime_digital(node: Node) -> bool:
 def _unsupported(node: Node) -> Problem:
     if node.op_type in RECURRENT and not node.domain:
         why = f"recurrent layer cannot be unrolled: {node.meta.get('unsupported_reason', 'unknown reason')}"
-    elif node.op_type in ("If", "Loop", "Scan"):
-        why = "control flow cannot be mapped to a static crossbar schedule"
     elif node.domain:
         why = f"custom domain {node.domain!r}: neither acompile nor onnxruntime can run it"
     else:

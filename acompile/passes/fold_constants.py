@@ -145,6 +145,7 @@ def fold_constants(state: CompileState) -> None:
 def _inline_ifs(graph: Graph) -> bool:
     """An If whose condition is a constant becomes the nodes of the branch it takes (analog layers
     in it then map like any other). Branch names that clash with the graph's are renamed."""
+    from ..frontend.control_flow import attach_outer, is_control_flow
     from ..frontend.to_ir import initializer_array, to_node
     from ..frontend.normalise import value_info
     inlined = False
@@ -158,17 +159,21 @@ def _inline_ifs(graph: Graph) -> bool:
         body = branch.graph
         taken = set(graph.tensors) | set(graph.constants) | {o for n in graph.nodes for o in n.outputs}
         local = {t.name for t in body.initializer} | {o for n in body.node for o in n.output if o}
-        rename = {v: graph.unique_name(f"{node.name}/{v}" if v in taken else v) for v in sorted(local)}
+        outer = node.meta.get("outer", [])
+        rename = dict(zip(outer, node.inputs[len(node.inputs) - len(outer):]))   # as the graph now names them
+        rename.update({v: graph.unique_name(f"{node.name}/{v}" if v in taken else v) for v in sorted(local)})
         opsets = graph.meta.get("opsets", {"": graph.opset})
         for t in body.initializer:
             graph.constants[rename[t.name]] = initializer_array(t, graph.source)
         for vi in body.value_info:
-            if vi.name in rename:
+            if vi.name in local:
                 info = value_info(vi)
                 graph.tensors[rename[vi.name]] = TensorInfo(rename[vi.name], info.dtype, info.shape)
         new = []
         for i, n in enumerate(body.node):
             inner = to_node(n, graph.unique_name(f"{node.name}/{n.name or n.op_type + str(i)}"), opsets)
+            if is_control_flow(inner):
+                attach_outer(inner, opsets)
             inner.inputs = [rename.get(x, x) for x in inner.inputs]
             inner.outputs = [rename.get(x, x) for x in inner.outputs]
             new.append(inner)

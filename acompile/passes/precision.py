@@ -15,7 +15,6 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import UsageError
-from ..hardware import physical_columns
 from ..ir import Graph
 from ..numerics.spec import AnalogSpec
 from .base import CompileState, compile_pass
@@ -122,4 +121,4 @@ def choose_precision(state: CompileState) -> None:
         layer.spec = spec
         layer.input_signed = by_name[layer.name].inputs[0] not in nonneg
         for m in layer.matrices:
-            m.physical_cols = physical_columns(m.n_out, spec.slices, spec.differential)
+            m.physical_cols = spec.physical_columns(m.n_out)

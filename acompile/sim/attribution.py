@@ -18,6 +18,7 @@ from ..numerics.encoding import column_layout
 from ..numerics.noise import program_cells
 from ..numerics.quantise import quantize_inputs
 from . import fast, reference
+from .chain import offset_term
 from .runtime import Simulator, WeightsFromGraph
 
 MAX_VECTORS = 256      # per layer: a deterministic sample keeps the reference reads cheap
@@ -63,13 +64,15 @@ def _mode(layer, ideal_weights, weights, v: np.ndarray, noise, seed: int, instan
         enc_obj = weights.encoded(layer, g)
         enc = enc_obj.enc
         ideal = v[:, g, :] @ ideal_weights.float_matrix(layer, g).astype(np.float64).T
-        x_q = quantize_inputs(v[:, g, :], layer.input_scale, spec.input_bits, layer.input_signed)
+        x_q = quantize_inputs(v[:, g, :], layer.input_scale, spec.input_bits, layer.input_signed, layer.input_offset)
         cells = None
         if noise is not None:
             # the chip's cells as the simulator programs them (same seed, instance, layer, group)
             cells = program_cells(enc.levels, spec, noise, np.random.default_rng([seed, instance, layer.index, g, 0]))
         read_rng = np.random.default_rng([seed, instance, layer.index, g, 2])
         y = fast.mvm(x_q, enc, spec, layer.input_signed, full_scale=full, cells=cells, noise=noise, rng=read_rng)
+        if layer.input_offset:
+            y = y - offset_term(layer, enc)[None, :]
         y = y * (enc_obj.weight_scale[None, :] * layer.input_scale)
         signal += float(np.sum(ideal * ideal))
         err += float(np.sum((y - ideal) ** 2))

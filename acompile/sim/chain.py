@@ -23,8 +23,8 @@ from ..ir import DOMAIN, Node
 from ..mapping import AnalogLayer, ConvGeometry
 from ..numerics.adc import adc_step, make_adc
 from ..numerics.dac import cycle_weights, input_chunks
-from ..numerics.encoding import column_layout
-from ..numerics.product import check_exact
+from ..numerics.encoding import column_layout, float_weights
+from ..numerics.product import check_exact, digital_terms
 from ..numerics.quantise import quantize_inputs
 from ..passes.boundaries import CHAIN
 from . import reference
@@ -40,6 +40,9 @@ class Stream:
     leading shape ``lead``."""
     lead: tuple[int, ...]
     parts: list
+    # per group, what the digital side adds after the ADC step (numerics.product.digital_terms: the
+    # input-sum offset term, the flipped columns' correction), added at Dequantize as the kernels do
+    offsets: list | None = None
 
 
 @dataclass(frozen=True)
@@ -110,9 +113,18 @@ def _finite(layer: AnalogLayer, x: np.ndarray) -> None:
                                "the DAC cannot convert it", hint="check the inputs, or use --mode ideal")
 
 
+def offset_term(layer: AnalogLayer, enc) -> np.ndarray:
+    """input_offset * sum_k q_w[n, k]: what streaming a quantized model's codes as x_q - q_min rather
+    than x_q - zero point adds to each output (docs/analog.md, Quantized models), exact in float64."""
+    return layer.input_offset * float_weights(enc, layer.spec)[0].sum(axis=1, dtype=np.float64)
+
+
 def _dequantize(sim, layer: AnalogLayer, group: int, y_int: np.ndarray) -> np.ndarray:
-    """y_int (codes times Δ) times s_w * s_x, as float32."""
-    return (y_int * (sim.weights.encoded(layer, group).weight_scale[None, :] * layer.input_scale)).astype(np.float32)
+    """y_int (codes times Δ, less the input offset's term) times s_w * s_x, as float32."""
+    w = sim.weights.encoded(layer, group)
+    if layer.input_offset:
+        y_int = y_int - offset_term(layer, w.enc)[None, :]
+    return (y_int * (w.weight_scale[None, :] * layer.input_scale)).astype(np.float32)
 
 
 # ------------------------------------------------------------------ one node at a time
@@ -128,13 +140,15 @@ def _to_vectors(sim, layer, x):
 def _dac(sim, layer, v):
     """DAC: each group's vectors quantised (s_x) and cut into the (T, V, K) chunks of its cycles."""
     spec, lead = layer.spec, v.shape[:-2]
-    parts = []
+    parts, offsets = [], []
     for g in range(layer.groups):
         x = v.reshape(-1, layer.groups, v.shape[-1])[:, g, :]
         _finite(layer, x)
-        x_q = quantize_inputs(x, layer.input_scale, spec.input_bits, layer.input_signed)
+        x_q = quantize_inputs(x, layer.input_scale, spec.input_bits, layer.input_signed, layer.input_offset)
         parts.append(input_chunks(x_q, spec, layer.input_signed))
-    return Stream(lead, parts)
+        enc = sim.weights.encoded(layer, g).enc
+        offsets.append(digital_terms(x_q, enc, spec, column_layout(enc, spec)))
+    return Stream(lead, parts, offsets if any(o is not None for o in offsets) else None)
 
 
 def _crossbar_read(sim, layer, s, weight):
@@ -151,7 +165,7 @@ def _crossbar_read(sim, layer, s, weight):
         noise, cells, rng = sim.read_conditions(layer, g, enc)
         parts.append(reference.read(chunks, enc.levels if cells is None else cells, spec, layout, noise,
                                     layer.adc_full_scale or None, rng, sim.column_errors(layer, g, enc)))
-    return Stream(s.lead, parts)
+    return Stream(s.lead, parts, s.offsets)
 
 
 def _adc(sim, layer, s):
@@ -163,18 +177,23 @@ def _adc(sim, layer, s):
     for g, r in enumerate(s.parts):
         enc = sim.weights.encoded(layer, g).enc
         parts.append(reference.convert(r, adc, sim.column_errors(layer, g, enc), column_layout(enc, layer.spec)))
-    return Stream(s.lead, parts)
+    return Stream(s.lead, parts, s.offsets)
 
 
 def _shift_add(sim, layer, s):
     """ShiftAdd: each row block's codes recombined over cycles, slices and signs."""
     weights = cycle_weights(layer.spec, layer.input_signed)
-    return Stream(s.lead, [reference.shift_add(c, layer.spec, weights) for c in s.parts])
+    parts = []
+    for g, c in enumerate(s.parts):
+        enc = sim.weights.encoded(layer, g).enc
+        parts.append(reference.shift_add(reference.unflip(c, enc, layer.spec, column_layout(enc, layer.spec)),
+                                         layer.spec, weights))
+    return Stream(s.lead, parts, s.offsets)
 
 
 def _accumulate(sim, layer, s):
     """Accumulate: the row blocks summed."""
-    return Stream(s.lead, [reference.accumulate(p) for p in s.parts])
+    return Stream(s.lead, [reference.accumulate(p) for p in s.parts], s.offsets)
 
 
 def _dequantize_step(sim, layer, s):
@@ -184,6 +203,8 @@ def _dequantize_step(sim, layer, s):
     for g, y in enumerate(s.parts):
         if step != 1.0:
             y *= step
+        if s.offsets is not None and s.offsets[g] is not None:
+            y += s.offsets[g]
         out[:, g, :] = _dequantize(sim, layer, g, y)
     return out.reshape(s.lead + out.shape[1:])
 
@@ -224,7 +245,7 @@ def run_fused(sim, layer: AnalogLayer, x, bias: np.ndarray) -> np.ndarray:
             continue
         _finite(layer, xg)
         spec = layer.spec
-        x_q = quantize_inputs(xg, layer.input_scale, spec.input_bits, layer.input_signed)
+        x_q = quantize_inputs(xg, layer.input_scale, spec.input_bits, layer.input_signed, layer.input_offset)
         enc = sim.weights.encoded(layer, g).enc
         noise, cells, rng = sim.read_conditions(layer, g, enc)
         y_int = mvm(x_q, enc, spec, layer.input_signed, full_scale=layer.adc_full_scale or None,

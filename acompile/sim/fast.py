@@ -27,7 +27,7 @@ from ..numerics.adc import adc_codes, make_adc
 from ..numerics.dac import cycle_weights, fill_chunks
 from ..numerics.encoding import EncodedWeights, float_weights
 from ..numerics.noise import ColumnErrors, NoiseSpec, generator, read_noise_sigma
-from ..numerics.product import check_cells, coefficients, prepare
+from ..numerics.product import check_cells, coefficients, digital_terms, prepare
 from ..numerics.spec import F32_EXACT, AnalogSpec
 
 # Blocking: one read block is (T * vector chunk) x (column chunk) values, kept small
@@ -209,6 +209,7 @@ def mvm(x_q: np.ndarray, enc: EncodedWeights, spec: AnalogSpec, signed: bool, *,
     coef = coefficients(spec)
     y = np.zeros((v, n))
     ref = np.zeros(v)
+    flip = enc.flip
 
     def work(index, task, store):
         v0, v1, p0, p1 = task
@@ -218,6 +219,8 @@ def mvm(x_q: np.ndarray, enc: EncodedWeights, spec: AnalogSpec, signed: bool, *,
             if gen is not None:
                 i += gen.standard_normal(i.shape, dtype=i.dtype) * sigma
             adc_codes(i, adc, None if own is None else own[r, p0:p1])
+            if flip is not None and flip[r, p0:p1].any():     # flipped columns enter negated
+                i[:, flip[r, p0:p1]] *= -1
             if r == 0:
                 acc = _scratch(store, "acc", i.size, acc_dt).reshape(i.shape)
                 np.copyto(acc, i)
@@ -232,10 +235,13 @@ def mvm(x_q: np.ndarray, enc: EncodedWeights, spec: AnalogSpec, signed: bool, *,
             y[v0:v1, p0 // cpc: p1 // cpc] = per_col @ coef
 
     _run_tasks(work, tasks, flops=2.0 * t * v * k * enc.levels.shape[1])
-    if spec.offset and not spec.analog_offset:
+    if spec.reference_column and not spec.analog_offset:
         y -= spec.offset * ref[:, None]
     if adc.step != 1.0:
         y *= adc.step
+    extra = digital_terms(x, enc, spec, info)
+    if extra is not None:
+        y += extra
     return y
 
 

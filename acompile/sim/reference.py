@@ -19,7 +19,7 @@ from ..numerics.adc import Adc, adc_codes, make_adc
 from ..numerics.dac import cycle_weights, input_chunks
 from ..numerics.encoding import EncodedWeights
 from ..numerics.noise import ColumnErrors, NoiseSpec, generator, read_noise_sigma
-from ..numerics.product import check_cells, prepare
+from ..numerics.product import check_cells, digital_terms, prepare
 from ..numerics.spec import AnalogSpec
 
 
@@ -107,6 +107,23 @@ def convert(reads: Reads, adc: Adc, columns: ColumnErrors | None = None, layout:
     return reads
 
 
+def unflip(codes: Reads, enc: EncodedWeights, spec: AnalogSpec, layout: dict) -> Reads:
+    """The "flipped" scheme: the codes of flipped (row block, column) reads negated, in place
+    (``numerics.product.digital_terms`` adds their m·S back after the ADC step)."""
+    if enc.flip is None:
+        return codes
+    col, ref = layout["col"], layout["ref"]
+    for r in range(enc.flip.shape[0]):
+        for j in range(spec.slices):
+            for si in range(len(spec.signs)):
+                neg = enc.flip[r, col[:, si, j]]
+                if neg.any():
+                    codes.data[r, :, j, si][:, :, neg] *= -1
+        if ref is not None and codes.ref is not None and enc.flip[r, ref]:
+            codes.ref[r] *= -1
+    return codes
+
+
 def shift_add(codes: Reads, spec: AnalogSpec, weights: list[float]) -> np.ndarray:
     """ShiftAdd: (R, V, N) integer sums Σ s * w_t * 2^(j*cb) * code per row block, less the
     offset scheme's 2^(Bw-1) * Σ w_t * reference code; float64, exact."""
@@ -147,7 +164,11 @@ def mvm_reference(x_q: np.ndarray, enc: EncodedWeights, spec: AnalogSpec, signed
     adc = make_adc(spec, full_scale, noise, exact_reads=cells is None and reads_ideally)
     reads = read(input_chunks(x, spec, signed), enc.levels if cells is None else cells, spec, layout,
                  noise, full_scale, rng, columns)
-    y = accumulate(shift_add(convert(reads, adc, columns, layout), spec, cycle_weights(spec, signed)))
+    codes = unflip(convert(reads, adc, columns, layout), enc, spec, layout)
+    y = accumulate(shift_add(codes, spec, cycle_weights(spec, signed)))
     if adc.step != 1.0:
         y *= adc.step
+    extra = digital_terms(x, enc, spec, layout)
+    if extra is not None:
+        y += extra
     return y

@@ -30,7 +30,7 @@ from ..ir import DOMAIN, Graph
 from ..mapping import AnalogLayer, Mapping, layer_matrix
 from ..numerics.encoding import Encoded, encode_weights
 from ..numerics.noise import NoiseSpec, column_errors, program_cells
-from ..numerics.quantise import quantize_weights
+from ..numerics.quantise import quantize_with_scales
 from ..onnx_exec import run_node
 from .chain import STEPS, FusedChain, fuse_chain, run_fused
 
@@ -87,7 +87,9 @@ class WeightsFromGraph:
     def encoded(self, layer: AnalogLayer, group: int) -> Encoded:
         key = (layer.index, group)
         if key not in self._cache:
-            q_w, s_w = quantize_weights(self.float_matrix(layer, group), layer.spec.weight_bits)
+            w = self.float_matrix(layer, group)
+            s_w = layer.weight_scales(group, w)
+            q_w = quantize_with_scales(w, s_w, layer.spec.weight_bits)
             self._cache[key] = Encoded(encode_weights(q_w, layer.spec), s_w)
         return self._cache[key]
 
@@ -246,7 +248,8 @@ class Simulator:
                     args = [env[i] if i else None for i in step.inputs]
                     outs = run_node(step.op_type, step.attrs, args, len(step.outputs),
                                     step.opset or self.graph.opset, domain=step.domain,
-                                    attr_types=step.meta.get("attr_types"), where=step.describe())
+                                    attr_types=step.meta.get("attr_types"), where=step.describe(),
+                                    outer=step.meta.get("outer"), opsets=step.meta.get("opsets"))
                     del args
                     for o, v in zip(step.outputs, outs):
                         if o:

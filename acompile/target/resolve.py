@@ -266,6 +266,9 @@ def _check_cell_technology(get):
     if get("crossbar.offset_subtraction") == "analog" and get("crossbar.signed_weights") == "differential":
         yield ("crossbar.offset_subtraction", "is \"analog\" but crossbar.signed_weights is \"differential\", "
                "which has no reference column", "remove crossbar.offset_subtraction")
+    if get("crossbar.offset_subtraction") == "analog" and get("adc.bits") == 1:
+        yield ("adc.bits", "expected at least 2 when crossbar.offset_subtraction = \"analog\", found 1",
+               "the ADC then converts signed values and needs a sign bit")
 
 
 def _check_drift(t: float | None, t0: float | None):

@@ -222,8 +222,10 @@ _ALL_FIELDS: list[Field] = [
     _int("crossbar.cols", "physical columns per array", 2, 8192, contract=True),
     _int("crossbar.cell_bits", "bits stored per cell", 1, 8, contract=True),
     Field("crossbar.signed_weights", "enum", "how signed weights are stored (docs/analog.md): two columns "
-          "per weight, or unsigned with an offset and one reference column",
-          choices=("differential", "offset"), contract=True),
+          "per weight; or unsigned with an offset (see offset_subtraction); or \"flipped\": the offset "
+          "scheme with each column of a row block stored complemented when its levels sum past half their "
+          "maximum, so the ADC sees at most half the range (ISAAC)",
+          choices=("differential", "offset", "flipped"), contract=True),
     Field("crossbar.share_between_layers", "bool", "may blocks of different layers share one array",
           default=False, contract=True),
     _float("crossbar.g_min_us", "conductance of level 0 (finite on/off ratio; only g_min/g_max matters "
@@ -239,12 +241,14 @@ _ALL_FIELDS: list[Field] = [
     Field("crossbar.compute", "enum", "how a column sums its products: currents on a bitline, or charges on "
           "per-cell capacitors shared onto the column", default="current", choices=("current", "charge")),
     _float("crossbar.unit_capacitance_ff", "compute = \"charge\": one cell's capacitor; with rows it sets the "
-           "kT/C noise of a column (0 = not modelled)", "fF", 0.0, 1e4, default=0.0),
+           "kT/C noise of a column (0 = not modelled)", "fF", 0.0, 1e4, default=0.0, contract=True),
     _float("crossbar.full_scale_mv", "compute = \"charge\": column voltage at the worst-case full scale, for kT/C",
-           "mV", 0.0, 1e5, default=0.0),
+           "mV", 0.0, 1e5, default=0.0, contract=True),
     Field("crossbar.offset_subtraction", "enum", "signed_weights = \"offset\": the reference column is "
           "subtracted after the ADCs, or from each column's signal before its ADC, which then sees only the "
-          "signed part (a bipolar ADC)", default="digital", choices=("digital", "analog"), contract=True),
+          "signed part (a bipolar ADC); or \"input_sum\": no reference column, the offset term 2^(Bw-1)·Σx "
+          "is subtracted digitally from the input buffer's sum (ISAAC)", default="digital",
+          choices=("digital", "analog", "input_sum"), contract=True),
     # --- dac -------------------------------------------------------------------
     _int("dac.bits", "DAC resolution: input bits applied per cycle", 1, 16, contract=True),
     Field("dac.kind", "enum", "\"none\": no DAC, input bits streamed one per cycle by the row drivers "
@@ -262,9 +266,8 @@ _ALL_FIELDS: list[Field] = [
          1, 8192, contract=True),
     _energy("adc.energy_pj", "one conversion", contract=True),
     _time("adc.conversion_ns", "t_adc: one conversion", contract=True),
-    Field("adc.pipelined", "bool", "the columns are sampled and held after a read, so the next read overlaps "
-          "the conversions: a cycle is the slowest of read, hold and conversions, not their sum (docs/cost.md)",
-          default=False, contract=True),
+    Field("adc.pipelined", "bool", "columns held after a read, so the next read overlaps the conversions: a "
+          "cycle is the slowest of read, hold, conversions (docs/cost.md)", default=False, contract=True),
     _float("adc.sample_hold_ns", "t_sh: sampling the columns onto the hold capacitors (0 = part of the read)",
            "ns", 0.0, _T_MAX, default=0.0, contract=True),
     Field("adc.range", "enum", "how the full-scale range F is chosen: the worst case rows*(2^dac-1)*(2^cell-1), "

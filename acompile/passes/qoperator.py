@@ -1,0 +1,141 @@
+"""QOperator and dynamic-quantization ops rewritten into the QDQ form acompile maps.
+
+QLinearConv, QLinearMatMul and com.microsoft QGemm become DequantizeLinear -> Conv/MatMul/Gemm
+-> QuantizeLinear (the int32 bias dequantized with s_x * s_w), so their integer weights and scales
+reach the crossbars as a QDQ model's do. MatMulInteger and ConvInteger (fed by
+DynamicQuantizeLinear, whose scale and zero point change per batch) become a float product of the
+cast integer input x_q with the weights w_q - zp_w, less the zero point's term
+zp_x * (sum of the weights each output reads) and cast back to int32: the product maps onto
+crossbars streaming x_q as is, and the scales stay digital, where the model applies them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import TensorProto
+
+from ..ir import Graph, Node
+from ..onnx_exec import run_node
+from ._rewrite import new_node, new_value
+
+MS = "com.microsoft"
+FLOAT = int(TensorProto.FLOAT)
+INT32 = int(TensorProto.INT32)
+
+
+def _c(graph: Graph, name: str):
+    return graph.constants.get(name) if name else None
+
+
+def _float(graph: Graph, base: str, like: str) -> str:
+    return new_value(graph, base, graph.shape(like), np.float32)
+
+
+def _dq(graph: Graph, out: list, q: str, scale: str, zp: str, axis: int | None = None) -> str:
+    y = _float(graph, f"{q}_dq", q)
+    attrs = {"axis": axis} if axis is not None else {}
+    out.append(new_node(graph, "DequantizeLinear", [q, scale, zp] if zp else [q, scale], [y], attrs))
+    return y
+
+
+def _bias(graph: Graph, b: str, s_x: str, s_w: str) -> str:
+    """The int32 bias as floats, b * s_x * s_w."""
+    scale = np.asarray(_c(graph, s_x), np.float64) * np.asarray(_c(graph, s_w), np.float64).reshape(-1)
+    return graph.add_constant(f"{b}_float", (_c(graph, b).astype(np.float64) * scale).astype(np.float32))
+
+
+def _qlinear(graph: Graph, node: Node) -> list[Node] | None:
+    """QLinearConv / QLinearMatMul / QGemm -> DQ, float op, Q (or float output for a QGemm without y_scale)."""
+    ins = list(node.inputs) + [""] * 9
+    if node.op_type == "QGemm":
+        x, sx, zx, w, sw, zw, b, sy, zy = ins[:9]
+        op, attrs = "Gemm", {k: node.attrs[k] for k in ("alpha", "transA", "transB") if k in node.attrs}
+        axis = 0 if node.attrs.get("transB", 0) else 1
+    elif node.op_type == "QLinearConv":
+        x, sx, zx, w, sw, zw, sy, zy, b = ins[:9]
+        op, attrs, axis = "Conv", dict(node.attrs), 0
+    else:
+        x, sx, zx, w, sw, zw, sy, zy = ins[:8]
+        b, op, attrs, axis = "", "MatMul", {}, 1
+    if _c(graph, w) is None or _c(graph, sx) is None or _c(graph, sw) is None or (b and _c(graph, b) is None):
+        return None
+    per_channel = np.asarray(_c(graph, sw)).size > 1
+    if per_channel and graph.opset < 13:
+        return None
+    out: list[Node] = []
+    xf = _dq(graph, out, x, sx, zx)
+    wf = _dq(graph, out, w, sw, zw, axis if per_channel else None)
+    args = [xf, wf] + ([_bias(graph, b, sx, sw)] if b else [])
+    y = node.outputs[0]
+    yf = _float(graph, f"{y}_float", y) if sy else y
+    out.append(Node(name=node.name, op_type=op, inputs=args, outputs=[yf], attrs=attrs, domain="",
+                    opset=graph.opset))
+    if sy:
+        out.append(new_node(graph, "QuantizeLinear", [yf, sy, zy] if zy else [yf, sy], [y]))
+    return out
+
+
+def _integer(graph: Graph, node: Node) -> list[Node] | None:
+    """MatMulInteger / ConvInteger -> Cast(x_q), float op on w_q - zp_w, less zp_x's term, Cast(int32)."""
+    x, w, zx, zw = (list(node.inputs) + ["", "", ""])[:4]
+    wq = _c(graph, w)
+    if wq is None or (zw and _c(graph, zw) is None) or (zx and graph.is_constant(zx) and _c(graph, zx) is None):
+        return None
+    conv = node.op_type == "ConvInteger"
+    zwv = np.asarray(_c(graph, zw) if zw else 0, np.float64)
+    if conv and zwv.ndim == 1:
+        zwv = zwv.reshape((-1,) + (1,) * (wq.ndim - 1))
+    wv = (wq.astype(np.float64) - zwv).astype(np.float32)
+    out: list[Node] = []
+    xf = _float(graph, f"{x}_float", x)
+    out.append(new_node(graph, "Cast", [x], [xf], {"to": FLOAT}))
+    yf = _float(graph, f"{node.outputs[0]}_float", node.outputs[0])
+    op = "Conv" if conv else "MatMul"
+    attrs = dict(node.attrs) if conv else {}
+    out.append(Node(name=node.name, op_type=op, inputs=[xf, graph.add_constant(f"{w}_float", wv)], outputs=[yf],
+                    attrs=attrs, domain="", opset=graph.opset))
+    y = yf
+    if zx:
+        term = _zero_point_term(graph, node, wv, attrs, conv)
+        if term is None:
+            return None
+        zf = new_value(graph, f"{zx}_float", graph.shape(zx), np.float32)
+        out.append(new_node(graph, "Cast", [zx], [zf], {"to": FLOAT}))
+        corr = _float(graph, f"{yf}_zp", node.outputs[0])
+        out.append(new_node(graph, "Mul", [zf, graph.add_constant(f"{node.name}_wsum", term)], [corr]))
+        y = _float(graph, f"{yf}_less_zp", node.outputs[0])
+        out.append(new_node(graph, "Sub", [yf, corr], [y]))
+    out.append(new_node(graph, "Cast", [y], [node.outputs[0]], {"to": INT32}))
+    return out
+
+
+def _zero_point_term(graph: Graph, node: Node, wv: np.ndarray, attrs: dict, conv: bool):
+    """Sum of the weights each output reads: per column of a MatMul, per output pixel of a Conv
+    (padding reads the zero point, so contributes nothing to x_q - zp_x)."""
+    if not conv:
+        return wv.sum(axis=0, dtype=np.float64).astype(np.float32)
+    shape = graph.static_shape(node.inputs[0])
+    if shape is None:
+        return None
+    ones = np.ones((1,) + tuple(shape[1:]), np.float32)
+    return np.asarray(run_node("Conv", attrs, [ones, wv], 1, graph.opset, where=node.describe())[0], np.float32)
+
+
+def expand_qoperators(graph: Graph) -> list[str]:
+    """Rewrite the graph's QOperator and integer ops in place; the names of the integer ones rewritten."""
+    done, nodes = [], []
+    for node in graph.nodes:
+        new = None
+        if node.op_type in ("QLinearConv", "QLinearMatMul") and node.domain in ("", "ai.onnx") \
+                or node.op_type == "QGemm" and node.domain == MS:
+            new = _qlinear(graph, node)
+        elif node.op_type in ("MatMulInteger", "ConvInteger") and node.domain in ("", "ai.onnx"):
+            new = _integer(graph, node)
+            if new is not None:
+                done.append(node.name)
+        if new is None:
+            nodes.append(node)
+        else:
+            nodes.extend(new)
+    graph.nodes = nodes
+    return done

@@ -1,0 +1,170 @@
+"""Quantized ONNX (QDQ): the model's own integer weights and input codes for its analog layers.
+
+``model_scales`` runs before constant folding: for a Conv, Gemm or MatMul whose weight is a
+DequantizeLinear of a constant integer tensor it records the weight scales (per tensor or per
+output channel) and, when its input is a DequantizeLinear with constant scale and zero point, the
+input scale and zero point (``graph.meta["model_quant"]``, by node name; folding then turns the
+weight into floats as before). ``apply_model_scales`` runs after ``choose_precision``: a layer whose
+float weights are whole multiples of the recorded scales, and whose integers fit the target's
+weight and input bits, takes them instead of acompile's own quantisation (docs/analog.md,
+"Quantized models"); otherwise it keeps acompile's and the compile warns once per layer group.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir import Graph, Node
+from ..mapping import layer_matrix
+from .base import CompileState, compile_pass
+from .qoperator import expand_qoperators
+
+LINEAR_OPS = {"Conv": (1, 0), "Gemm": (1, None), "MatMul": (1, 1)}   # op: (weight input, output axis)
+INTEGER_KINDS = "iu"
+
+
+def _const(graph: Graph, name: str):
+    return graph.constants.get(name) if name else None
+
+
+def _dequantize_parts(graph: Graph, node: Node | None):
+    """(integer tensor name, scale, zero point, axis) of a DequantizeLinear with constant scale, or None."""
+    if node is None or node.op_type != "DequantizeLinear" or node.domain not in ("", "ai.onnx"):
+        return None
+    scale = _const(graph, node.inputs[1])
+    zp_name = node.inputs[2] if len(node.inputs) > 2 else ""
+    zp = _const(graph, zp_name)
+    if scale is None or (zp_name and zp is None) or not np.all(np.asarray(scale) > 0):
+        return None
+    return node.inputs[0], np.asarray(scale, np.float64), zp, int(node.attrs.get("axis", 1))
+
+
+def _weight_record(graph: Graph, node: Node, producer: dict) -> dict | None:
+    w_index, out_axis = LINEAR_OPS[node.op_type]
+    if node.op_type == "Gemm":
+        out_axis = 0 if node.attrs.get("transB", 0) else 1
+    parts = _dequantize_parts(graph, producer.get(node.inputs[w_index]))
+    if parts is None:
+        return None
+    q_name, scale, zp, axis = parts
+    q = _const(graph, q_name)
+    if q is None or q.dtype.kind not in INTEGER_KINDS or q.ndim < 2:
+        return None
+    n_out = q.shape[out_axis]
+    if scale.size == 1:
+        scales = np.full(n_out, float(scale.reshape(-1)[0]))
+    elif scale.size == n_out and axis % q.ndim == out_axis:
+        scales = scale.reshape(-1)
+    else:
+        return None
+    return {"weight_scales": [float(s) for s in scales], "weight_bits": q.dtype.itemsize * 8}
+
+
+def _unit_scales(graph: Graph, node: Node) -> dict:
+    """A MatMulInteger/ConvInteger rewritten by qoperator.py: its weights are the integers themselves."""
+    w = graph.constants[node.inputs[1]]
+    return {"weight_scales": [1.0] * w.shape[LINEAR_OPS[node.op_type][1]], "weight_bits": 8}
+
+
+def _input_record(graph: Graph, x: str, producer: dict) -> dict | None:
+    cast = producer.get(x)
+    if cast is not None and cast.op_type == "Cast" and graph.dtype(cast.inputs[0]) is not None \
+            and np.dtype(graph.dtype(cast.inputs[0])).kind in INTEGER_KINDS \
+            and np.dtype(graph.dtype(cast.inputs[0])).itemsize == 1:
+        dtype = np.dtype(graph.dtype(cast.inputs[0]))      # x_q itself, cast to float: s_x = 1, zero point 0
+        return {"input_scale": 1.0, "input_zero_point": 0, "input_offset": -int(np.iinfo(dtype).min),
+                "input_bits": 8, "input_dtype": dtype.name}
+    parts = _dequantize_parts(graph, producer.get(x))
+    if parts is None or parts[1].size != 1:
+        return None
+    q_name, scale, zp, _ = parts
+    info = graph.tensors.get(q_name)
+    dtype = zp.dtype if zp is not None else (info.dtype if info is not None else None)
+    if dtype is None or np.dtype(dtype).kind not in INTEGER_KINDS or np.dtype(dtype).itemsize > 2:
+        return None
+    dtype = np.dtype(dtype)
+    q_min = int(np.iinfo(dtype).min)
+    zero = int(np.asarray(zp).reshape(-1)[0]) if zp is not None else 0
+    return {"input_scale": float(scale.reshape(-1)[0]), "input_zero_point": zero,
+            "input_offset": zero - q_min, "input_bits": dtype.itemsize * 8, "input_dtype": dtype.name}
+
+
+@compile_pass(provides={"model_scales_read"})
+def model_scales(state: CompileState) -> None:
+    """Record the weight and input scales a quantized (QDQ) model gives its Conv/Gemm/MatMul nodes."""
+    graph = state.graph
+    integer = expand_qoperators(graph)
+    producer = {o: n for n in graph.nodes for o in n.outputs if o}
+    found = {}
+    for node in graph.nodes:
+        if node.op_type not in LINEAR_OPS or node.domain not in ("", "ai.onnx") or len(node.inputs) < 2:
+            continue
+        rec = _weight_record(graph, node, producer) if node.name not in integer else _unit_scales(graph, node)
+        if rec is not None:
+            rec.update(_input_record(graph, node.inputs[0], producer) or {})
+            found[node.name] = rec
+    if found:
+        graph.meta["model_quant"] = found
+
+
+def _integers(w: np.ndarray, s: np.ndarray) -> np.ndarray | None:
+    """W / s_w rounded, when W holds whole multiples of its channels' scales (else None)."""
+    q = np.asarray(w, np.float64) / s[:, None]
+    r = np.rint(q)
+    return r if q.size == 0 or float(np.max(np.abs(q - r))) <= 1e-3 else None
+
+
+def _use(graph: Graph, layer, rec: dict) -> str | None:
+    """Attach the model's scales to ``layer``; or say why not (one line)."""
+    spec = layer.spec
+    if layer.op_type not in ("Conv", "Linear"):
+        return f"a {layer.op_type} keeps acompile's quantisation"
+    scales = np.asarray(rec["weight_scales"], np.float64)
+    n = layer.matrices[0].n_out
+    if scales.size != n * layer.groups:
+        return "its weight scales do not match its output channels"
+    qmax = (1 << (spec.weight_bits - 1)) - 1
+    for g in range(layer.groups):
+        q = _integers(layer_matrix(graph.constants, layer, g), scales[g * n:(g + 1) * n])
+        if q is None:
+            return "its weights are no longer whole multiples of the model's scales"
+        if q.size and float(np.max(np.abs(q))) > qmax:
+            return (f"the model's {rec['weight_bits']}-bit weights need more than the target's "
+                    f"{spec.weight_bits} weight bits: requantized by acompile")
+    quant = {"weight_scales": rec["weight_scales"], "weight_bits": rec["weight_bits"]}
+    if "input_scale" in rec:
+        if rec["input_bits"] > spec.input_bits:
+            return (f"the model's {rec['input_bits']}-bit inputs need more than the target's "
+                    f"{spec.input_bits} input bits: requantized by acompile")
+        quant.update({k: rec[k] for k in ("input_scale", "input_zero_point", "input_offset", "input_bits",
+                                           "input_dtype")})
+        layer.input_signed = False          # the DAC streams x_q - q_min: unsigned, see docs/analog.md
+        layer.input_scale = rec["input_scale"]
+    layer.model_quant = quant
+    return None
+
+
+@compile_pass(requires={"precision", "model_scales_read"}, provides={"model_scales"})
+def apply_model_scales(state: CompileState) -> None:
+    """Give each analog layer of a quantized model the model's integer weights and input codes."""
+    found = state.graph.meta.get("model_quant")
+    if not found or state.mapping is None:
+        return
+    notes = []
+    for layer in state.mapping.layers:
+        rec = found.get(layer.name)
+        if rec is not None:
+            why = _use(state.graph, layer, rec)
+            if why is not None:
+                notes.append((why, layer.name))
+    groups: dict[str, list[str]] = {}
+    for why, name in notes:
+        groups.setdefault(why, []).append(name)
+    state.graph.meta["model_quant_notes"] = [
+        f"quantized model: {len(names)} layer(s) ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}): {why}"
+        for why, names in groups.items()]
+
+
+def model_scale_notes(graph: Graph) -> list[str]:
+    """The compile's one line per group of quantized layers that could not keep the model's scales."""
+    return list(graph.meta.get("model_quant_notes", []))

@@ -1,0 +1,180 @@
+"""Control flow (If, Loop, Scan) that cannot be folded runs digitally with its sub-graphs through
+onnxruntime: check, compile, cost, program files and simulation agree with onnxruntime."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto as T, helper as h, numpy_helper
+
+import acompile
+from acompile.check import check_model
+from acompile.cli import main as cli_main
+from helpers import compiled, ort_outputs, simulate
+
+OPSET = 17
+
+
+def _model(nodes, inputs, outputs, inits=()):
+    graph = h.make_graph(nodes, "cf", inputs, outputs, list(inits))
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", OPSET)], ir_version=8)
+    onnx.checker.check_model(model)
+    return model
+
+
+def _const(name, array):
+    return numpy_helper.from_array(np.asarray(array), name)
+
+
+def if_with_convs() -> onnx.ModelProto:
+    """y = conv_a(x) if sum(x) > 0 else conv_b(x): the condition depends on the data; each branch reads x
+    and its own weight from the enclosing graph."""
+    rng = np.random.default_rng(0)
+    out = h.make_tensor_value_info("y", T.FLOAT, [1, 4, 6, 6])
+
+    def branch(w, name):
+        return h.make_graph([h.make_node("Conv", ["x", w], [f"{name}_y"], pads=[1, 1, 1, 1])], name, [],
+                            [h.make_tensor_value_info(f"{name}_y", T.FLOAT, [1, 4, 6, 6])])
+    nodes = [h.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+             h.make_node("Greater", ["s", "zero"], ["c"]),
+             h.make_node("If", ["c"], ["y"], then_branch=branch("wa", "then"), else_branch=branch("wb", "else"))]
+    inits = [_const("zero", np.float32(0)), _const("wa", rng.normal(size=(4, 3, 3, 3)).astype(np.float32)),
+             _const("wb", rng.normal(size=(4, 3, 3, 3)).astype(np.float32))]
+    return _model(nodes, [h.make_tensor_value_info("x", T.FLOAT, [1, 3, 6, 6])], [out], inits)
+
+
+def loop_matmul(trip=5, dynamic=False) -> onnx.ModelProto:
+    """acc <- acc @ W + x, M times (M a constant, or a graph input when ``dynamic``)."""
+    rng = np.random.default_rng(1)
+    body = h.make_graph(
+        [h.make_node("MatMul", ["acc_in", "W"], ["p"]), h.make_node("Add", ["p", "x"], ["acc_out"]),
+         h.make_node("Identity", ["cond_in"], ["cond_out"])], "body",
+        [h.make_tensor_value_info("i", T.INT64, []), h.make_tensor_value_info("cond_in", T.BOOL, []),
+         h.make_tensor_value_info("acc_in", T.FLOAT, [1, 8])],
+        [h.make_tensor_value_info("cond_out", T.BOOL, []), h.make_tensor_value_info("acc_out", T.FLOAT, [1, 8])])
+    inputs = [h.make_tensor_value_info("x", T.FLOAT, [1, 8])]
+    inits = [_const("W", (rng.normal(size=(8, 8)) * 0.3).astype(np.float32)), _const("cond", np.bool_(True))]
+    if dynamic:
+        inputs.append(h.make_tensor_value_info("M", T.INT64, []))
+    else:
+        inits.append(_const("M", np.int64(trip)))
+    nodes = [h.make_node("Loop", ["M", "cond", "x"], ["y"], body=body)]
+    return _model(nodes, inputs, [h.make_tensor_value_info("y", T.FLOAT, [1, 8])], inits)
+
+
+def scan_cumsum() -> onnx.ModelProto:
+    """Running sum over a sequence of 7 steps: final state and every partial sum."""
+    body = h.make_graph(
+        [h.make_node("Add", ["s_in", "v"], ["s_out"]), h.make_node("Identity", ["s_out"], ["scan_out"])], "body",
+        [h.make_tensor_value_info("s_in", T.FLOAT, [4]), h.make_tensor_value_info("v", T.FLOAT, [4])],
+        [h.make_tensor_value_info("s_out", T.FLOAT, [4]), h.make_tensor_value_info("scan_out", T.FLOAT, [4])])
+    nodes = [h.make_node("Scan", ["init", "seq"], ["final", "partial"], body=body, num_scan_inputs=1)]
+    return _model(nodes, [h.make_tensor_value_info("init", T.FLOAT, [4]),
+                          h.make_tensor_value_info("seq", T.FLOAT, [7, 4])],
+                  [h.make_tensor_value_info("final", T.FLOAT, [4]),
+                   h.make_tensor_value_info("partial", T.FLOAT, [7, 4])])
+
+
+def loop_with_nested_if() -> onnx.ModelProto:
+    """A Loop (3 iterations) whose body holds an If on the iteration number; the If's branches read
+    ``scale``, a value of the outermost graph, two scopes up."""
+    then_g = h.make_graph([h.make_node("Mul", ["a_in", "scale"], ["t_y"])], "then", [],
+                          [h.make_tensor_value_info("t_y", T.FLOAT, [1, 4])])
+    else_g = h.make_graph([h.make_node("Add", ["a_in", "scale"], ["e_y"])], "else", [],
+                          [h.make_tensor_value_info("e_y", T.FLOAT, [1, 4])])
+    body = h.make_graph(
+        [h.make_node("Mod", ["i", "two"], ["r"]), h.make_node("Equal", ["r", "zero"], ["even"]),
+         h.make_node("If", ["even"], ["a_out"], then_branch=then_g, else_branch=else_g),
+         h.make_node("Identity", ["cond_in"], ["cond_out"])], "body",
+        [h.make_tensor_value_info("i", T.INT64, []), h.make_tensor_value_info("cond_in", T.BOOL, []),
+         h.make_tensor_value_info("a_in", T.FLOAT, [1, 4])],
+        [h.make_tensor_value_info("cond_out", T.BOOL, []), h.make_tensor_value_info("a_out", T.FLOAT, [1, 4])])
+    nodes = [h.make_node("Relu", ["x"], ["scale"]),
+             h.make_node("Loop", ["M", "", "x"], ["y"], body=body)]
+    inits = [_const("M", np.int64(3)), _const("two", np.int64(2)), _const("zero", np.int64(0))]
+    return _model(nodes, [h.make_tensor_value_info("x", T.FLOAT, [1, 4])],
+                  [h.make_tensor_value_info("y", T.FLOAT, [1, 4])], inits)
+
+
+def _feeds(model, rng):
+    out = {}
+    for i in model.graph.input:
+        if i.name in {t.name for t in model.graph.initializer}:
+            continue
+        if i.type.tensor_type.elem_type == T.INT64:
+            out[i.name] = np.array(4, np.int64)
+        else:
+            shape = [d.dim_value for d in i.type.tensor_type.shape.dim]
+            out[i.name] = rng.normal(size=shape).astype(np.float32)
+    return out
+
+
+def _close(got, want):
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4 * (1 + np.abs(w).max()))
+
+
+MODELS = {"if_convs": if_with_convs, "loop_const": loop_matmul, "loop_dynamic": lambda: loop_matmul(dynamic=True),
+          "scan": scan_cumsum, "nested_if": loop_with_nested_if}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_ideal_simulation_matches_onnxruntime(name):
+    model = MODELS[name]()
+    comp = compiled(model)
+    for seed in (0, 1):         # both branches of the data-dependent If (the sign of sum(x))
+        feeds = _feeds(model, np.random.default_rng(seed))
+        if name == "if_convs" and seed:
+            feeds["x"] = -feeds["x"]
+        _close(simulate(comp, feeds), ort_outputs(model, feeds))
+
+
+def _digital(comp, op):
+    return next(x for x in comp.cost["digital"] if x["op_type"] == op)
+
+
+def test_loop_with_constant_trip_count_costs_every_iteration():
+    five, one = _digital(compiled(loop_matmul(5)), "Loop"), _digital(compiled(loop_matmul(1)), "Loop")
+    assert not five.get("estimated") and not one.get("estimated")
+    assert five["counts"]["digital_ops"] == pytest.approx(5 * one["counts"]["digital_ops"])
+    assert one["counts"]["digital_ops"] >= 2 * 8 * 8        # at least the MatMul of one iteration
+
+
+def test_dynamic_trip_count_and_data_dependent_branch_are_estimates():
+    assert _digital(compiled(loop_matmul(dynamic=True)), "Loop")["estimated"]
+    assert _digital(compiled(if_with_convs()), "If")["estimated"]
+
+
+def test_scan_costs_each_step_of_its_static_sequence():
+    scan = _digital(compiled(scan_cumsum()), "Scan")
+    assert not scan.get("estimated") and scan["counts"]["digital_ops"] >= 7 * 4
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_check_and_run_agree(name, tmp_path):
+    path = tmp_path / f"{name}.onnx"
+    onnx.save(MODELS[name](), path)
+    assert check_model(str(path), "isaac")["verdict"] in ("compatible", "compatible with digital fallback")
+    out = tmp_path / "out"
+    assert cli_main(["compile", str(path), "--target", "isaac", "-o", str(out)]) == 0
+    ops = json.loads((out / "program.json").read_text())["ops"]
+    flow = [op for op in ops if op["op"] in ("If", "Loop", "Scan")]
+    assert flow and all("graph" in v for op in flow for v in op["attrs"].values() if isinstance(v, dict))
+    feeds = _feeds(onnx.load(path), np.random.default_rng(2))
+    got = acompile.simulate(out, feeds, mode="ideal")
+    _close([got[o.name] for o in onnx.load(path).graph.output], ort_outputs(onnx.load(path), feeds))
+
+
+def test_mapped_onnx_keeps_the_sub_graphs_and_runs(tmp_path):
+    model = loop_with_nested_if()
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    assert cli_main(["compile", str(path), "--target", "isaac", "-q", "-o", str(tmp_path / "out"),
+                     "--emit", "mapped-with-weights"]) == 0
+    mapped = onnx.load(tmp_path / "out" / "mapped.onnx")
+    onnx.checker.check_model(mapped)
+    feeds = _feeds(model, np.random.default_rng(3))
+    _close(ort_outputs(mapped, feeds), ort_outputs(model, feeds))
