@@ -25,7 +25,8 @@ LINEAR = "Linear"       # acompile.Linear: y = x @ W.T + b over the last axis, W
 
 class Subgraph:
     """A graph-valued attribute (If/Loop/Scan bodies): not mapped as such. ``graph`` keeps the ONNX
-    GraphProto (opaque here) so a pass can inline an If whose condition is constant."""
+    GraphProto (opaque here) so a pass can inline an If whose condition is constant, and the digital
+    units run the node with its bodies through onnxruntime."""
     def __init__(self, graph: Any = None):
         self.graph = graph
 

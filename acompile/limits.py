@@ -31,7 +31,7 @@ class Limits:
     max_model_bytes: int = 2 * 1024**3
     max_tensor_bytes: int = 4 * 1024**3
     fold_budget_bytes: int = 1024**3
-    max_nodes: int = 1_000_000
+    max_nodes: int = 100_000                # each node costs time in checking, folding and calibration
     max_data_bytes: int = 4 * 1024**3       # an .npz/.npy the user hands in (inputs, calibration, --bind, labels)
     max_device_bytes: int = 4 * 1024**3     # device.acdev and program.npz read back
     max_json_bytes: int = 256 * MiB         # program.json, a device header, any JSON document read
@@ -62,7 +62,7 @@ class Limits:
         if unit == MiB:
             figure = f"{what} would take {_size(need)}; the limit is {_size(limit)}"
         else:
-            figure = f"{what} would need {need:,.0f}; the limit is {limit:,}"
+            figure = f"{what}: {need:,.0f}; the limit is {limit:,}"
         return LimitError(figure, where=where, hint=f"set {var} to raise it" if var else None)
 
 

@@ -3,6 +3,8 @@ onnxruntime: check, compile, cost, program files and simulation agree with onnxr
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 
 import numpy as np
@@ -141,6 +143,26 @@ def test_loop_with_constant_trip_count_costs_every_iteration():
     assert not five.get("estimated") and not one.get("estimated")
     assert five["counts"]["digital_ops"] == pytest.approx(5 * one["counts"]["digital_ops"])
     assert one["counts"]["digital_ops"] >= 2 * 8 * 8        # at least the MatMul of one iteration
+    assert five["iterations"] == 5 and five["body_analog"] == ["MatMul"]    # W is constant: analog outside a body
+
+
+def test_report_marks_the_iterations_and_the_estimate(tmp_path):
+    for name, want in (("loop_const", "Loop (body runs 5×; digital in the body: MatMul)"),
+                       ("loop_dynamic", "Loop (body runs ~1×, cost estimated; digital in the body: MatMul)")):
+        path = tmp_path / f"{name}.onnx"
+        onnx.save(MODELS[name](), path)
+        assert cli_main(["compile", str(path), "--target", "isaac", "-q", "-o", str(tmp_path / name)]) == 0
+        assert want in (tmp_path / name / "report.md").read_text()
+        assert want in (tmp_path / name / "report.html").read_text()
+
+
+def test_programs_with_sub_graphs_are_deterministic(tmp_path):
+    path = tmp_path / "m.onnx"
+    onnx.save(loop_with_nested_if(), path)
+    for out in ("a", "b"):
+        assert cli_main(["compile", str(path), "--target", "isaac", "-q", "-o", str(tmp_path / out)]) == 0
+    for name in ("program.json", "program.npz"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
 
 
 def test_dynamic_trip_count_and_data_dependent_branch_are_estimates():
@@ -178,3 +200,30 @@ def test_mapped_onnx_keeps_the_sub_graphs_and_runs(tmp_path):
     onnx.checker.check_model(mapped)
     feeds = _feeds(model, np.random.default_rng(3))
     _close(ort_outputs(mapped, feeds), ort_outputs(model, feeds))
+
+
+def test_export_of_the_ir_keeps_control_flow_runnable():
+    from acompile.frontend.export import to_onnx
+    from acompile.frontend.load import load_model_proto
+    model = loop_with_nested_if()
+    exported = to_onnx(load_model_proto(model))
+    feeds = _feeds(model, np.random.default_rng(4))
+    _close(ort_outputs(exported, feeds), ort_outputs(model, feeds))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["silero_vad", "silero_vad_ifless"])
+def test_silero_runs_without_binding_its_sample_rate(name, tmp_path):
+    """The If on the sample rate input runs digitally (with the whole network in its branches)."""
+    import corpus
+    model = str(corpus.path(name))      # skips without the cached wheel
+    np.savez(tmp_path / "in.npz", **corpus.feeds(name, model_path=model))
+    flags = corpus.shape_flags(name)
+    for argv in (["check", model, "--target", "isaac", *flags],
+                 ["run", model, "--target", "isaac", "--mode", "ideal", "--input", str(tmp_path / "in.npz"),
+                  "--format", "json", *flags]):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+            assert cli_main(argv) == 0, argv[0]
+    for c in json.loads(out.getvalue())["comparison"].values():
+        assert c.get("compared") is False or c["relative_error"] <= 1e-3

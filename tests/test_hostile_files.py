@@ -415,3 +415,15 @@ def test_html_in_node_names_is_escaped_in_report_md(tmp_path):
     assert main(["compile", str(tmp_path / "m.onnx"), "-t", "isaac", "-o", str(tmp_path / "OUT"), "-q"]) == 0
     text = (tmp_path / "OUT" / "report.md").read_text()
     assert "<script" not in text and "<img" not in text and "&lt;script&gt;" in text
+
+
+def test_the_node_count_is_refused_before_the_checker_walks_it(tmp_path, monkeypatch, capsys):
+    from onnx import TensorProto, helper
+    from acompile.cli import main
+    n = 2000
+    nodes = [helper.make_node("Relu", [f"t{i}" if i else "x"], [f"t{i + 1}" if i < n - 1 else "y"]) for i in range(n)]
+    _model(tmp_path / "m.onnx", nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [])
+    monkeypatch.setenv("ACOMPILE_MAX_NODES", "1000")
+    assert main(["compile", str(tmp_path / "m.onnx"), "-t", "isaac", "-o", str(tmp_path / "OUT")]) == 2
+    assert "ACOMPILE_MAX_NODES" in capsys.readouterr().err

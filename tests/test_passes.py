@@ -25,13 +25,13 @@ MODELS = ["mlp", "small_cnn", "grouped_conv", "depthwise_conv", "conv_transpose_
 
 def test_the_pipeline_is_ordered_by_its_contracts():
     names = [p.name for p in pipeline()]
-    assert names == ["fold_constants", "unroll_recurrent", "gemm_to_linear", "fold_affine", "explicit_bias",
-                     "classify", "lower_analog", "choose_precision", "partition", "pack", "replicate", "place",
+    assert names == ["model_scales", "fold_constants", "unroll_recurrent", "gemm_to_linear", "fold_affine",
+                     "explicit_bias", "classify", "lower_analog", "choose_precision", "apply_model_scales", "partition", "pack", "replicate", "place",
                      "insert_boundaries", "calibrate"]
     assert pipeline(with_calibration=False) == [*FRONTEND, *MAPPING]
     check_order(pipeline())
     swapped = list(pipeline())
-    swapped[8], swapped[9] = swapped[9], swapped[8]
+    swapped[10], swapped[11] = swapped[11], swapped[10]
     with pytest.raises(RuntimeError, match="pack needs"):
         check_order(swapped)
 
@@ -41,11 +41,11 @@ def test_every_pass_is_timed_and_dumped_with_the_mapping(tmp_path, monkeypatch):
     comp = compiled(models.small_cnn(), "isaac")
     assert list(comp.timings_s) == ["load"] + [p.name for p in pipeline()]
     dumps = sorted(p.name for p in tmp_path.iterdir())
-    assert dumps[:2] == ["02_fold_constants.txt", "03_unroll_recurrent.txt"]
-    assert "07_classify.mapping.json" not in dumps and "08_lower_analog.mapping.json" in dumps
-    last = Mapping.from_dict(json.loads((tmp_path / "15_calibrate.mapping.json").read_text()))
+    assert dumps[:2] == ["02_model_scales.txt", "03_fold_constants.txt"]
+    assert "08_classify.mapping.json" not in dumps and "09_lower_analog.mapping.json" in dumps
+    last = Mapping.from_dict(json.loads((tmp_path / "17_calibrate.mapping.json").read_text()))
     assert last == comp.mapping
-    assert "CrossbarRead" in (tmp_path / "14_insert_boundaries.txt").read_text()
+    assert "CrossbarRead" in (tmp_path / "16_insert_boundaries.txt").read_text()
 
 
 def test_unsupported_nodes_stop_the_compile_after_classify():

@@ -25,7 +25,7 @@ def digital_flag(x: dict) -> str:
         notes = [f"body runs {'~' if x.get('estimated') else ''}{count(x['iterations'])}×"
                  + (", cost estimated" if x.get("estimated") else "")]
         if x.get("body_analog"):
-            notes.append(f"{', '.join(x['body_analog'])} in the body run digitally")
+            notes.append(f"digital in the body: {', '.join(x['body_analog'])}")
         return f" ({'; '.join(notes)})"
     return " (cost estimated)" if x.get("estimated") else " (unknown op)" if x["unknown"] else ""
 
@@ -52,6 +52,7 @@ def build_report(compiled) -> dict:
         "calibration_note": ("input scales and ADC ranges from the calibration file" if options.calibration
                              else "No calibration data given: input scales come from 8 seeded standard-normal "
                                   "samples per input (pass --calibration DATA for real activations)"),
+        **_model_scales(mapping),
         "totals": cost.get("totals", {}),
         "layers": [_clean_names(x) for x in cost.get("layers", [])],
         "digital": [_clean_names(x) for x in cost.get("digital", [])],
@@ -63,6 +64,15 @@ def build_report(compiled) -> dict:
         "crossbars_per_tile": int(target["organisation.crossbars_per_core"]) * int(target["organisation.cores_per_tile"]),
         "chips_needed": mapping.chips_needed,
     }
+
+
+def _model_scales(mapping) -> dict:
+    """For a quantized model: the layers whose weight (and input) scales came from the model."""
+    taken = [layer for layer in (mapping.layers if mapping else []) if layer.model_quant]
+    if not taken:
+        return {}
+    return {"model_scales": {"weights": [clean(x.name) for x in taken],
+                             "inputs": [clean(x.name) for x in taken if "input_scale" in x.model_quant]}}
 
 
 def _shape(graph, name):
@@ -117,7 +127,10 @@ def markdown(report: dict) -> str:
     t = report["totals"]
     md = [f"# acompile report: `{report['model']['source']}` on `{report['target']['name']}`", "",
           f"Batch {report['options']['batch']}, seed {report['options']['seed']}. {report['calibration_note']}."
-          + "".join(f" Target override: `{k} = {v}`." for k, v in report["target"].get("overrides", {}).items()), "",
+          + "".join(f" Target override: `{k} = {v}`." for k, v in report["target"].get("overrides", {}).items())
+          + (f" Weight scales from the quantized model: {', '.join(map(_md, report['model_scales']['weights']))}; "
+             f"input scales and zero points: {', '.join(map(_md, report['model_scales']['inputs'])) or 'none'}."
+             if "model_scales" in report else ""), "",
           "## Totals", "", "| figure | value |", "|---|---|"]
     rows = [
         ("crossbars / tiles / chips", f"{count(t['crossbars'])} / {count(t['tiles'])} / {count(t['chips'])}"),

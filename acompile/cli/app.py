@@ -43,14 +43,30 @@ RECEIVED: list[int] = []
 
 def on_sigterm(signum, frame):
     """The SIGTERM (and SIGHUP, SIGQUIT) handler while ``main`` runs."""
-    RECEIVED.append(signum)
-    raise Interrupted(signum)
+    _deliver(signum, frame, Interrupted(signum))
 
 
 def on_sigint(signum, frame):
     """Ctrl-C while ``main`` runs: KeyboardInterrupt, remembered."""
+    _deliver(signum, frame, KeyboardInterrupt())
+
+
+def _deliver(signum: int, frame, exc: BaseException) -> None:
+    """Raise ``exc`` -- unless a module is being imported: an exception raised inside a C extension's
+    initialisation (numpy, onnx, onnxruntime) can abort the interpreter, so the signal is sent again
+    50 ms later, until the import is over."""
     RECEIVED.append(signum)
-    raise KeyboardInterrupt
+    f = frame
+    while f is not None:
+        if f.f_code.co_filename.startswith("<frozen importlib"):
+            import os
+            import threading
+            timer = threading.Timer(0.05, os.kill, (os.getpid(), signum))
+            timer.daemon = True
+            timer.start()
+            return
+        f = f.f_back
+    raise exc
 
 
 def build_parser() -> argparse.ArgumentParser:

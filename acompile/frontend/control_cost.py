@@ -11,8 +11,11 @@ import onnx
 from ..ir import Graph, Node, Subgraph
 from .control_flow import attach_outer, bodies, is_control_flow, iterations, own_inputs
 from .normalise import value_info
-from .ops import digital_ops, support
+from .ops import digital_ops
 from .to_ir import initializer_array, to_node
+
+# layers with a constant weight operand: on crossbars outside a body, digital inside one (for now)
+WEIGHTED = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 
 
 def _strip_value_info(g: onnx.GraphProto) -> None:
@@ -91,8 +94,13 @@ def body_cost(graph: Graph, node: Node) -> BodyCost:
     """What one execution of a control-flow node costs, from its sub-graphs' nodes and shapes."""
     opsets = node.meta.get("opsets") or {"": graph.opset}
     per_body, analog, estimated = [], set(), False
+    outer = node.meta.get("outer", [])
+    outer_constants = {spelled for spelled, now in zip(outer, node.inputs[len(node.inputs) - len(outer):])
+                       if graph.is_constant(now)}
     for body in _inferred_bodies(graph, node):
         inner = _body_ir(graph, body, opsets)
+        known = outer_constants | set(inner.constants) | \
+            {o for n in inner.nodes if n.op_type == "Constant" for o in n.outputs}
         total = 0.0
         for n in inner.nodes:
             if is_control_flow(n):
@@ -101,8 +109,7 @@ def body_cost(graph: Graph, node: Node) -> BodyCost:
                 analog.update(sub.analog_ops)
             else:
                 ops = digital_ops(inner, n)
-                sup = support(n)
-                if sup is not None and sup.kind == "analog":
+                if n.op_type in WEIGHTED and not n.domain and len(n.inputs) > 1 and n.inputs[1] in known:
                     analog.add(n.op_type)
             total += 0.0 if np.isnan(ops) else ops
         per_body.append(total)

@@ -9,8 +9,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ..ir import Graph, is_linear
+from ..ir import Graph, Subgraph, is_linear
 from ..onnx_exec import make_attributes
+from .control_flow import own_inputs
 
 
 def to_onnx(graph: Graph) -> onnx.ModelProto:
@@ -28,8 +29,11 @@ def to_onnx(graph: Graph) -> onnx.ModelProto:
             continue
         if n.domain:
             raise ValueError(f"{n.describe()} has no ONNX form (export before the boundary pass)")
-        node = helper.make_node(n.op_type, n.inputs, n.outputs, name=n.name)
-        node.attribute.extend(make_attributes(n.attrs, n.meta.get("attr_types")))
+        node = helper.make_node(n.op_type, own_inputs(n), n.outputs, name=n.name)
+        node.attribute.extend(make_attributes({k: v for k, v in n.attrs.items() if not isinstance(v, Subgraph)},
+                                              n.meta.get("attr_types")))
+        node.attribute.extend(helper.make_attribute(k, v.graph) for k, v in sorted(n.attrs.items())
+                              if isinstance(v, Subgraph) and v.graph is not None)
         nodes.append(node)
 
     def info(name):

@@ -240,6 +240,9 @@ def normalise(model: onnx.ModelProto, where: str, batch: int = 1, limits: "Limit
     a dynamic batch, the axes of every value that follow the batch size, else None.
     """
     limits = limits or Limits()
+    if len(model.graph.node) > limits.max_nodes:    # before the checker and shape inference walk them all
+        raise limits.refuse("max_nodes", "nodes in the graph", len(model.graph.node),
+                            where=where)
     version = ai_onnx_opset(model, where)
     skel, heavy = _skeleton(model, stripped)
     _dynamic_dims(skel, heavy)

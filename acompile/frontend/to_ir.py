@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from ..errors import InvalidModelError, LimitError, clean
+from ..errors import InvalidModelError, clean
 from ..ir import Graph, Node, OpaqueAttribute, Subgraph, TensorInfo
 from ..limits import Limits
 from .control_flow import attach_outer, is_control_flow
@@ -66,7 +66,7 @@ def to_ir(model: onnx.ModelProto, where: str, limits: Limits, heavy: dict[str, T
     g = model.graph
     opset = ai_onnx_opset(model, where)
     if len(g.node) > limits.max_nodes:
-        raise LimitError(f"{len(g.node)} nodes exceed the limit of {limits.max_nodes}", where=where)
+        raise limits.refuse("max_nodes", "nodes in the graph", len(g.node), where=where)
     constants = {}
     for t in g.initializer:
         constants[t.name] = initializer_array(t, where)

@@ -43,4 +43,4 @@ def _check_block_count(state: CompileState, rows: int, cols: int) -> None:
     count = sum(math.ceil(m.k_in / rows) * math.ceil(m.physical_cols / cols)
                 for layer in state.mapping.layers for m in layer.matrices)
     if count > limits.max_crossbars:
-        raise limits.refuse("max_crossbars", f"cutting the weights into {rows}x{cols} crossbar blocks", count)
+        raise limits.refuse("max_crossbars", f"crossbar blocks for {rows}x{cols} crossbars", count)

@@ -79,7 +79,7 @@ def _integer(graph: Graph, node: Node) -> list[Node] | None:
     """MatMulInteger / ConvInteger -> Cast(x_q), float op on w_q - zp_w, less zp_x's term, Cast(int32)."""
     x, w, zx, zw = (list(node.inputs) + ["", "", ""])[:4]
     wq = _c(graph, w)
-    if wq is None or (zw and _c(graph, zw) is None) or (zx and graph.is_constant(zx) and _c(graph, zx) is None):
+    if wq is None or (zw and _c(graph, zw) is None):
         return None
     conv = node.op_type == "ConvInteger"
     zwv = np.asarray(_c(graph, zw) if zw else 0, np.float64)
