@@ -48,13 +48,18 @@ def measure() -> dict:
             out["dask_points_per_s"], remote = _rate(
                 lambda o: acompile.sweep(model, "isaac", SETTINGS, scheduler=address, output=o), Path(tmp) / "dask")
         out["identical"] = remote == local
+        for i, (a, b) in enumerate(zip(local, remote)):     # say where, so a difference can be chased
+            if a != b:
+                out["first_difference"] = {"row": i, **{c: [a.get(c), b.get(c)] for c in a | b if a.get(c) != b.get(c)}}
+                break
     return out
 
 
 def main() -> dict:
     got = measure()
     print(f"sweep (24 points, compile only, 2 workers): local pool {got['local_pool_points_per_s']} points/s, "
-          f"Dask {got['dask_points_per_s']} points/s" + ("" if got.get("identical", True) else " (TABLES DIFFER)"))
+          f"Dask {got['dask_points_per_s']} points/s"
+          + ("" if got.get("identical", True) else f" (TABLES DIFFER: {got.get('first_difference')})"))
     return got
 
 

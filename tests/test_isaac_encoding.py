@@ -97,6 +97,21 @@ def test_flipped_columns_make_the_8_bit_adc_exact(how, signed):
     np.testing.assert_array_equal(fast.mvm(x, enc6, lossy, signed), reference.mvm_reference(x, enc6, lossy, signed))
 
 
+
+@pytest.mark.parametrize("cell_bits,rows,k", [(2, 128, 300), (3, 7, 50), (1, 16, 16), (8, 5, 3)])
+def test_vectorised_flip_matches_the_per_block_loop(cell_bits, rows, k):
+    spec = AnalogSpec(8, 8, 1, cell_bits, 8, rows, "flipped")
+    q, _ = quantize_weights(RNG.standard_normal((9, k)), 8)
+    enc = encode_weights(q, spec)
+    levels = encode_weights(q, AnalogSpec(8, 8, 1, cell_bits, 8, rows, "offset")).levels.copy()
+    for r in range(enc.flip.shape[0]):                  # the definition, one row block at a time
+        block = levels[r * rows:(r + 1) * rows]
+        mark = block.sum(axis=0, dtype=np.int64) > block.shape[0] * spec.max_level // 2
+        np.testing.assert_array_equal(enc.flip[r], mark)
+        block[:, mark] = spec.max_level - block[:, mark]
+    np.testing.assert_array_equal(enc.levels, levels)
+    np.testing.assert_array_equal(decode_weights(enc, spec, 9), q)
+
 def test_the_device_file_stores_the_flip_marks(tmp_path):
     from acompile.simulation import load_compiled, simulate
     out = tmp_path / "out"

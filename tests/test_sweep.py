@@ -79,6 +79,23 @@ def test_api_jobs_repeats_and_notes(tmp_path):
     assert notes and "no scaling rule" in notes[0]
 
 
+def test_failed_rows_name_files_as_given_wherever_they_ran(tmp_path):
+    """A row's status names the model and data as the user named them, never the worker's temporary folder
+    (it differed from run to run, so --jobs N and --scheduler tables differed on failed rows)."""
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(DIGITS.read_bytes()[:3000])
+    junk = tmp_path / "junk.npy"
+    junk.write_bytes(b"junk")
+    one = acompile.sweep([broken, DIGITS], "isaac", {"adc.bits": [4, 6]}, jobs=1)
+    two = acompile.sweep([broken, DIGITS], "isaac", {"adc.bits": [4, 6]}, jobs=2)
+    failed = ("error: broken.onnx: not a valid ONNX protobuf (DecodeError) (is the file truncated or not an "
+              ".onnx model?)")
+    assert one == two and [r["status"] for r in one] == [failed, failed, "ok", "ok"]
+    data = acompile.sweep(DIGITS, "isaac", {"adc.bits": [4]}, data=junk, jobs=1)
+    assert data[0]["status"].startswith("error: junk.npy: ")
+    assert not any("acompile-sweep-" in r["status"] for r in one + data)
+
+
 def test_repeats_give_independent_noisy_instances():
     rows = acompile.sweep(DIGITS, "isaac", {"noise.read_sigma": [0.05]}, data=X, labels=Y, mode="noisy",
                           repeats=2, jobs=1)

@@ -35,6 +35,17 @@ def test_cluster_table_is_identical_to_a_local_run(cluster, tmp_path):
         assert (tmp_path / "remote" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
 
 
+def test_failed_rows_are_identical_on_the_cluster(cluster, tmp_path):
+    """Error statuses name the model as given, not the worker's temporary folder."""
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(DIGITS.read_bytes()[:3000])
+    local = acompile.sweep([broken, DIGITS], "isaac", {"adc.bits": [6]}, jobs=2, output=tmp_path / "local")
+    remote = acompile.sweep([broken, DIGITS], "isaac", {"adc.bits": [6]}, scheduler=cluster,
+                            output=tmp_path / "remote")
+    assert remote == local and local[0]["status"].startswith("error: broken.onnx: ")
+    assert (tmp_path / "remote" / "results.csv").read_bytes() == (tmp_path / "local" / "results.csv").read_bytes()
+
+
 @pytest.mark.slow
 def test_check_on_the_cluster_matches_local(cluster):
     def check(*extra):

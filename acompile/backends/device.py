@@ -123,30 +123,40 @@ def _stripe_cells(task) -> tuple[list, list[int], list, np.ndarray | None]:
     q = numerics.quantize_with_scales(w[:, r0:r0 + rows], s_w, spec.weight_bits)       # (N, rows)
     if spec.flipped:        # a stripe is one row block: encoding it alone flips as the whole matrix does
         enc = numerics.encode_weights(q, spec)
-        pieces = [pack_levels(np.ascontiguousarray(enc.levels[:, b.col_start:b.col_start + b.cols]), cb)
-                  for b in group]
-        return group, [len(p) for p in pieces], pieces, enc.flip[0]
+        sizes, pieces = [], []
+        for i, j in _runs(group, lambda b: rows * b.cols * cb % 8 == 0):   # blocks of whole bytes
+            c0, n = group[i].col_start, group[i].cols
+            pieces.append(pack_levels(enc.levels[:, c0:c0 + (j - i) * n].reshape(rows, j - i, n)
+                                      .transpose(1, 0, 2), cb))
+            sizes += [len(pieces[-1]) // (j - i)] * (j - i)
+        return group, sizes, pieces, enc.flip[0]
     packed = _packed_rows(q, spec) if any(aligned(b) for b in group) else None
     sizes, pieces = [], []
-    i = 0
-    while i < len(group):
+    for i, j in _runs(group, aligned if packed is not None else lambda b: False):
         blk = group[i]
         if packed is None or not aligned(blk):
-            data = pack_levels(_levels(q, spec, blk.col_start, blk.col_start + blk.cols), cb)
-            sizes.append(len(data))
-            pieces.append(data)
-            i += 1
+            pieces.append(pack_levels(_levels(q, spec, blk.col_start, blk.col_start + blk.cols), cb))
+            sizes.append(len(pieces[-1]))
             continue
-        j = i + 1           # a run of equal, adjacent, aligned blocks
-        while (j < len(group) and aligned(group[j]) and group[j].cols == blk.cols
-               and group[j].col_start == group[j - 1].col_start + blk.cols):
-            j += 1
         a, per = blk.col_start * cb // 8, blk.cols * cb // 8
         run = packed[:, a:a + (j - i) * per].reshape(rows, j - i, per).transpose(1, 0, 2)
         pieces.append(np.ascontiguousarray(run).reshape(-1))
         sizes += [rows * per] * (j - i)
-        i = j
     return group, sizes, pieces, None
+
+
+def _runs(group: list, ok):
+    """Spans (i, j) of group in order: a run of equal, adjacent blocks that all pass ok, packed
+    block-major in one copy, or a single block."""
+    i = 0
+    while i < len(group):
+        blk, j = group[i], i + 1
+        if ok(blk):
+            while (j < len(group) and ok(group[j]) and group[j].cols == blk.cols
+                   and group[j].col_start == group[j - 1].col_start + blk.cols):
+                j += 1
+        yield i, j
+        i = j
 
 
 def _magnitudes(q: np.ndarray, spec: numerics.AnalogSpec, dtype) -> np.ndarray:

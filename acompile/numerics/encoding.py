@@ -89,11 +89,34 @@ def _flip(levels: np.ndarray, spec: AnalogSpec) -> np.ndarray:
     floor(b * max_level / 2), so its read never exceeds F_worst of the flipped scheme."""
     k, p = levels.shape
     marks = np.zeros((spec.row_blocks(k), p), dtype=bool)
-    for r in range(marks.shape[0]):
-        block = levels[r * spec.rows:(r + 1) * spec.rows]
-        marks[r] = block.sum(axis=0, dtype=np.int64) > block.shape[0] * spec.max_level // 2
-        block[:, marks[r]] = spec.max_level - block[:, marks[r]]
+    acc = np.int32 if spec.rows * spec.max_level < 2 ** 31 else np.int64   # a block's column sum fits
+    full = k // spec.rows
+    if full and p:
+        sums = levels[:full * spec.rows].reshape(full, spec.rows, p).sum(axis=1, dtype=acc)
+        marks[:full] = sums > spec.rows * spec.max_level // 2
+    if full * spec.rows < k and p:
+        tail = levels[full * spec.rows:]
+        marks[full] = tail.sum(axis=0, dtype=acc) > tail.shape[0] * spec.max_level // 2
+    _complement(levels, marks, spec)
     return marks
+
+
+def _complement(levels: np.ndarray, marks: np.ndarray, spec: AnalogSpec) -> None:
+    """levels = max_level - levels, in place, in the (row block, column) cells marks selects.
+
+    Levels are at most max_level = 2^cb - 1, so max_level - level is level XOR max_level: one
+    pass over the array with a per-(block, column) mask broadcast over the block's rows."""
+    k, p = levels.shape
+    if not levels.size:
+        return
+    mask = marks.astype(np.uint8) * np.uint8(spec.max_level)      # (row blocks, P)
+    full = k // spec.rows
+    if full:
+        view = levels[:full * spec.rows].reshape(full, spec.rows, p)
+        assert np.may_share_memory(view, levels)  # a view: writes land in levels
+        view ^= mask[:full, None, :]
+    if full * spec.rows < k:
+        levels[full * spec.rows:] ^= mask[full]
 
 
 def unflipped_levels(enc: EncodedWeights, spec: AnalogSpec) -> np.ndarray:
@@ -101,9 +124,7 @@ def unflipped_levels(enc: EncodedWeights, spec: AnalogSpec) -> np.ndarray:
     if enc.flip is None:
         return enc.levels
     levels = enc.levels.copy()
-    for r in range(enc.flip.shape[0]):
-        block = levels[r * spec.rows:(r + 1) * spec.rows]
-        block[:, enc.flip[r]] = spec.max_level - block[:, enc.flip[r]]
+    _complement(levels, np.asarray(enc.flip, dtype=bool), spec)
     return levels
 
 

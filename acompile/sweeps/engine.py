@@ -136,6 +136,7 @@ def sweep(models, target, settings: dict[str, list] | list[str] | None = None, *
         tasks.append({"model_name": Path(models[row.model]).name, "model": blobs[row.model], "target": target_doc,
                       "overrides": combos[row.point], "batch": batch, "seed": row.seed, "mode": mode,
                       "data": data_blob, "data_suffix": Path(str(data)).suffix if data is not None else "",
+                      "data_name": Path(str(data)).name if data is not None else "",
                       "labels": labels_blob})
         where.append(len(table_rows) - 1)
     bar = Progress(len(tasks), progress)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import tempfile
 from pathlib import Path
 
@@ -31,9 +32,10 @@ def _costs(totals: dict) -> dict:
             "area_mm2": _finite(totals["area_chips_mm2"]), "tops_per_w": _finite(totals["tops_per_w"])}
 
 
-def _arrays(blob: bytes, suffix: str, names: list[str], tmp: Path) -> dict:
+def _arrays(blob: bytes, suffix: str, names: list[str], tmp: Path, name: str = "") -> dict:
     from ..calibrate import load_arrays
-    path = tmp / f"data{suffix}"
+    path = tmp / "data" / name if name else tmp / f"data{suffix}"     # a folder of its own: no clash with the model
+    path.parent.mkdir(exist_ok=True)
     path.write_bytes(blob)
     return load_arrays(path, names, what="--data")
 
@@ -62,7 +64,8 @@ def _measure(task: dict, compiled, model_path: Path, tmp: Path, seed: int) -> di
     from ..compiler import Options, compile_model
     from ..sim.runtime import Simulator, WeightsFromGraph
     from ..simulation import compare, noise_from_target, reference_outputs
-    feeds = _arrays(task["data"], task["data_suffix"], list(compiled.graph.inputs), tmp)
+    feeds = _arrays(task["data"], task["data_suffix"], list(compiled.graph.inputs), tmp,
+                    task.get("data_name", ""))
     shapes = _run_shapes(model_path, feeds)
     if shapes:      # compiled again at the data's shape, as `run` does (the cost stays per --batch)
         compiled = compile_model(str(model_path), compiled.target, Options(batch=task["batch"], seed=seed,
@@ -79,35 +82,50 @@ def _measure(task: dict, compiled, model_path: Path, tmp: Path, seed: int) -> di
             "rel_error": _finite(first.get("relative_error"))}
 
 
+def _unplaced(text: str, tmp: str) -> str:
+    """``text`` without the row's temporary folder: a file there is named as the user named it, so a
+    row's status is the same whichever process, machine or temporary folder computed it."""
+    for folder in {os.path.realpath(tmp), tmp}:
+        for inner in (f"{folder}{os.sep}data{os.sep}", f"{folder}{os.sep}", folder):
+            text = text.replace(inner, "" if inner.endswith(os.sep) else ".")
+    return text
+
+
+def _status(e: BaseException, tmp: str) -> str:
+    if isinstance(e, AcompileError):
+        kind = "incompatible" if e.exit_code == EXIT_UNMAPPABLE or e.code == "invalid_target" else "error"
+        return f"{kind}: {clean(_unplaced(e.one_line(), tmp), 300)}"
+    if isinstance(e, MemoryError):
+        return "error: out of memory"
+    return f"error: internal: {type(e).__name__}: {clean(_unplaced(str(e), tmp), 200)}"   # a bug
+
+
 def run_row(task: dict) -> dict:
-    """The measured columns of one row: costs, accuracy, rel_error, status."""
+    """The measured columns of one row: costs, accuracy, rel_error, status (the sweep goes on)."""
     out: dict = {c: None for c in COST_COLUMNS + DATA_COLUMNS}
     try:
-        out.update(_run(task))
-        out["status"] = "ok"
-    except AcompileError as e:
-        kind = "incompatible" if e.exit_code == EXIT_UNMAPPABLE or e.code == "invalid_target" else "error"
-        out["status"] = f"{kind}: {clean(e.one_line(), 300)}"
-    except MemoryError:
-        out["status"] = "error: out of memory"
-    except Exception as e:  # a bug: this row says so, the sweep goes on
+        with tempfile.TemporaryDirectory(prefix="acompile-sweep-") as tmp:
+            try:
+                out.update(_run(task, Path(tmp)))
+                out["status"] = "ok"
+            except Exception as e:
+                out["status"] = _status(e, tmp)
+    except OSError as e:      # no room for the temporary folder
         out["status"] = f"error: internal: {type(e).__name__}: {clean(str(e), 200)}"
     return out
 
 
-def _run(task: dict) -> dict:
+def _run(task: dict, tmp: Path) -> dict:
     from ..compiler import Options, compile_model
     from ..target import Target
     from ..target.overrides import apply_overrides
     base = task["target"]
     target = Target.from_data(base["data"], None, tuple(base["chain"]))
     target = apply_overrides(target, task["overrides"])
-    with tempfile.TemporaryDirectory(prefix="acompile-sweep-") as tmp_name:
-        tmp = Path(tmp_name)
-        model_path = tmp / task["model_name"]
-        model_path.write_bytes(task["model"])
-        compiled = compile_model(str(model_path), target, Options(batch=task["batch"], seed=task["seed"]))
-        row = _costs(compiled.cost["totals"])
-        if task.get("data") is not None:
-            row.update(_measure(task, compiled, model_path, tmp, task["seed"]))
+    model_path = tmp / task["model_name"]
+    model_path.write_bytes(task["model"])
+    compiled = compile_model(str(model_path), target, Options(batch=task["batch"], seed=task["seed"]))
+    row = _costs(compiled.cost["totals"])
+    if task.get("data") is not None:
+        row.update(_measure(task, compiled, model_path, tmp, task["seed"]))
     return row
