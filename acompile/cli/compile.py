@@ -38,49 +38,13 @@ def _options(args, calibration=None, calibration_name="default"):
     if not shapes and getattr(args, "data_shapes", None):
         shapes = args.data_shapes
     elif not shapes and calibration is not None:
+        from ..frontend.input_shapes import data_shapes
         shapes = data_shapes(args.model, calibration, whole=False)
     return Options(batch=args.batch, seed=args.seed, allow_unsupported=args.allow_unsupported,
                    calibration=calibration, calibration_name=calibration_name, bind=bind, input_shapes=shapes or None,
                    replicate=getattr(args, "replicate", "none"),
                    input_ranges=parse_input_ranges(getattr(args, "input_range", None)),
                    limits=Limits.from_env(), progress=ticker(args))
-
-
-def model_inputs(model_path: str) -> list[str]:
-    """Graph input names (not initializers) of a model, read cheaply for --calibration .npy files."""
-    return list(_input_dims(model_path))
-
-
-def _input_dims(model_path: str) -> dict[str, list]:
-    """Graph inputs (not initializers) -> stored dims (int, or None where dynamic: symbolic, -1 or 0)."""
-    from ..frontend.protobuf import read_model_proto
-    from ..limits import Limits
-    m = read_model_proto(model_path, Limits.from_env())
-    inits = {t.name for t in m.graph.initializer}
-    out = {}
-    for i in m.graph.input:
-        if i.name in inits:
-            continue
-        tt = i.type.tensor_type
-        out[i.name] = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
-                       for d in tt.shape.dim] if tt.HasField("shape") else None
-    return out
-
-
-def data_shapes(model_path: str, data: dict, whole: bool) -> dict:
-    """Input shapes taken from data for the inputs with dynamic dimensions: every dimension for
-    ``run --input`` (``whole``), all but the leading (sample) one for ``--calibration``."""
-    import numpy as np
-    shapes = {}
-    for name, dims in _input_dims(model_path).items():
-        arr = data.get(name)
-        if dims is None or arr is None or np.ndim(arr) != len(dims) or all(d is not None for d in dims):
-            continue
-        if whole:
-            shapes[name] = tuple(int(n) for n in np.shape(arr))
-        elif any(d is None for d in dims[1:]):
-            shapes[name] = (None, *(int(n) for n in np.shape(arr)[1:]))
-    return shapes
 
 
 def bounded_int(lo: int, hi: int):
@@ -117,6 +81,7 @@ def compile_to(args, out: Path, emit: set[str]):
     from ..calibrate import load_arrays
     from ..compiler import compile_model
     from ..files import atomic_folder, check_replaceable
+    from ..frontend.input_shapes import model_inputs
     from ..jsonio import dumps_json
     from ..target import apply_overrides, load_target, parse_settings
     target = apply_overrides(load_target(args.target), parse_settings(getattr(args, "set", None)))
@@ -141,15 +106,11 @@ def compile_to(args, out: Path, emit: set[str]):
         if "device" in emit:
             write_device(tmp / "device.acdev", compiled, sha, dumps_json)
             written.append("device.acdev")
-        drawn = None
-        if "report" in emit or "html" in emit:
-            from ..backends.charts import render_all
-            drawn = render_all(report)
         if "report" in emit:
-            written += write_report(report, tmp, dumps_json, drawn)
+            written += write_report(report, tmp, dumps_json)
         if "html" in emit:
             from ..backends.html import write_html
-            write_html(tmp / "report.html", report, compiled.mapping, drawn=drawn)
+            write_html(tmp / "report.html", report, compiled.mapping)
             written.append("report.html")
         if "mapped" in emit or "mapped-with-weights" in emit:
             from ..backends.mapped_onnx import write_mapped

@@ -168,7 +168,7 @@ def run_run(args) -> int:
         args.output = str(Path(tmp) / "out")
         if not args.input_shape:     # dynamic input dimensions take the sizes of the data run
             from ..calibrate import load_arrays
-            from .compile import model_inputs, data_shapes
+            from ..frontend.input_shapes import data_shapes, model_inputs
             args.data_shapes = data_shapes(args.model, load_arrays(args.input, model_inputs(args.model)), whole=True)
         quiet = args.quiet
         args.quiet = True

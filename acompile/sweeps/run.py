@@ -40,33 +40,16 @@ def _arrays(blob: bytes, suffix: str, names: list[str], tmp: Path, name: str = "
     return load_arrays(path, names, what="--data")
 
 
-def _run_shapes(model_path: Path, feeds: dict) -> dict:
-    """The input shapes ``acompile run`` compiles at for these inputs: an input with dynamic dimensions
-    takes the data's whole shape (so a row reruns alone with ``acompile run ... --seed S``)."""
-    from ..frontend.protobuf import read_model_proto
-    from ..limits import Limits
-    graph = read_model_proto(model_path, Limits.from_env()).graph
-    inits = {t.name for t in graph.initializer}
-    shapes = {}
-    for i in graph.input:
-        tt = i.type.tensor_type
-        if i.name in inits or i.name not in feeds or not tt.HasField("shape"):
-            continue
-        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tt.shape.dim]
-        if None in dims and len(dims) == feeds[i.name].ndim:
-            shapes[i.name] = tuple(int(n) for n in feeds[i.name].shape)
-    return shapes
-
-
 def _measure(task: dict, compiled, model_path: Path, tmp: Path, seed: int) -> dict:
     """accuracy (with labels) and rel_error against onnxruntime, of the first output by name."""
     import numpy as np
     from ..compiler import Options, compile_model
+    from ..frontend.input_shapes import data_shapes
     from ..sim.runtime import Simulator, WeightsFromGraph
     from ..simulation import compare, noise_from_target, reference_outputs
     feeds = _arrays(task["data"], task["data_suffix"], list(compiled.graph.inputs), tmp,
                     task.get("data_name", ""))
-    shapes = _run_shapes(model_path, feeds)
+    shapes = data_shapes(model_path, feeds, whole=True)
     if shapes:      # compiled again at the data's shape, as `run` does (the cost stays per --batch)
         compiled = compile_model(str(model_path), compiled.target, Options(batch=task["batch"], seed=seed,
                                                                            input_shapes=shapes))
