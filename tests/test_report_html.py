@@ -33,7 +33,8 @@ def test_page_is_self_contained_and_deterministic(cnn):
     assert not re.search(r"<script[^>]+src|<link|@import|url\(\s*['\"]?https?:", page)
     assert page.count('class="xbar"') == report["totals"]["crossbars"]
     assert page.count('class="blk"') == len(c.mapping.blocks)
-    assert page.count('class="chart"') == 3
+    assert page.count('class="chart vega"') == 3 and page.count('vegaEmbed("#chart-') == 3
+    assert page.count("<script>") == 3   # the table sorter, the vendored Vega libraries once, the three specs
     assert "<title>" in page and "ADC lossless" in page and "bottleneck" in page
     assert len(set(re.findall(r'\bid="([^"]+)"', page))) == len(re.findall(r'\bid="([^"]+)"', page))
 
@@ -49,8 +50,7 @@ def test_aggregated_view_has_one_box_per_tile(cnn, monkeypatch):
 
 def test_snr_column_when_a_simulation_attributed_errors(cnn):
     c, report = cnn
-    page = render_html(report, c.mapping, snr_db={x["name"]: 40.0 + i for i, x in enumerate(report["layers"])},
-                       drawn={})
+    page = render_html(report, c.mapping, snr_db={x["name"]: 40.0 + i for i, x in enumerate(report["layers"])})
     assert "<th>SNR</th>" in page and "41 dB" in page
 
 
@@ -90,8 +90,14 @@ def test_report_in_a_real_browser(cnn, browser, tmp_path):
     find = lambda css: browser.find_elements("css selector", css)  # noqa: E731
     assert len(find("svg.floorplan g.xbar")) == report["totals"]["crossbars"]
     assert len(find("svg.floorplan rect.blk")) == len(c.mapping.blocks)
-    charts = find("svg.chart")
-    assert len(charts) == 3 and all(ch.size["width"] > 200 and ch.size["height"] > 50 for ch in charts)
+    # vegaEmbed draws each Vega-Lite chart as an <svg> inside its container, asynchronously
+    from selenium.webdriver.support.ui import WebDriverWait
+    WebDriverWait(browser, 20).until(lambda b: len(b.find_elements("css selector", "div.chart.vega > svg")) == 3)
+    charts = find("div.chart.vega > svg")
+    assert all(ch.size["width"] > 200 and ch.size["height"] > 50 for ch in charts)
+    assert all(len(ch.find_elements("css selector", "path, rect")) > 3 for ch in charts)
+    axes = " ".join(ch.get_attribute("textContent") for ch in charts)
+    assert "energy (µJ)" in axes and "time from the input (ms)" in axes and "bottleneck" in axes
     title = find("svg.floorplan g.xbar title")[0].get_attribute("textContent")
     assert "crossbar 0" in title and report["layers"][0]["name"] in title and "utilisation" in title
     # sorting by energy (descending after two clicks) puts the most expensive layer first

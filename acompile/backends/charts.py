@@ -1,14 +1,14 @@
-"""The report's charts as SVG text: energy by component, energy by layer stacked by component,
-and the latency pipeline with replication and the bottleneck marked.
+"""report.md's charts as SVG files: energy by component and energy by layer stacked by component
+(report_energy.svg, report_layers.svg), and the palette every view shares.
 
 Written straight as SVG by svgbars (milliseconds; matplotlib cost every compile 1-3 s of import
-and drawing). Every SVG is byte-identical run to run and carries no ids, so charts inlined in one
-HTML page never collide.
+and drawing), byte-identical run to run. report.html draws the same charts, and the latency pipeline,
+with Vega-Lite in the browser (:mod:`.vega`).
 """
 
 from __future__ import annotations
 
-from ..units import duration, energy
+from ..units import energy
 from .svgbars import Bars, render
 
 # colour-blind-safe qualitative palette (Okabe-Ito, then Tableau): components and layers
@@ -64,34 +64,13 @@ def energy_by_layer(report: dict) -> str:
                   "energy-layers")
 
 
-def latency_pipeline(report: dict) -> str:
-    """Each analog layer as a pipeline stage: a bar from its start (layers in order) for its latency,
-    its replication written beside it and the slowest stage (the throughput bottleneck) in red."""
-    layers = report["layers"][:_MAX_BARS]
-    slowest = max((x["latency_ns"] for x in layers), default=0.0)
-    segments, notes, outlined = [], [], set()
-    start = 0.0
-    for i, x in enumerate(layers):
-        bottleneck = x["latency_ns"] == slowest and slowest > 0
-        if bottleneck:
-            outlined.add(i)
-        segments.append([(start, x["latency_ns"], "#D55E00" if bottleneck else colour(i % 8))])
-        notes.append(duration(x["latency_ns"]) + (f", ×{x['replication']} copies" if x["replication"] > 1 else "")
-                     + ("  ◀ bottleneck" if bottleneck else ""))
-        start += x["latency_ns"]
-    return render(Bars("Latency per analog layer (pipeline stages in order; red: the slowest stage)",
-                       [x["name"] for x in layers], segments, notes, duration, outlined=outlined, margin=0.3),
-                  "latency")
-
-
 def render_all(report: dict) -> dict[str, str]:
-    """Every chart of the report, drawn once for report.html and report_*.svg alike."""
+    """The charts of report.md (report_energy.svg, report_layers.svg); report.html draws its own with Vega-Lite
+    (:mod:`.vega`)."""
     out = {}
     if report["layers"] or report["digital"]:
         out["energy-components"] = energy_by_component(report)
         out["energy-layers"] = energy_by_layer(report)
-    if report["layers"]:
-        out["latency"] = latency_pipeline(report)
     return out
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from html import escape
 
 from ..units import count, decimal, duration, energy, percent
-from . import charts
+from . import charts, vega
 from .floorplan import AGGREGATE_ABOVE, floorplan_svg
 from .report import digital_flag
 
@@ -29,7 +29,7 @@ table.sortable th{cursor:pointer} table.sortable th:after{content:" \\2195";colo
 .card b{display:block;font-size:1.2em} .card span{color:#555;font-size:.85em}
 .legend{display:flex;flex-wrap:wrap;gap:.3em 1em;font-size:.85em;margin:.4em 0}
 .legend i{display:inline-block;width:.9em;height:.9em;margin-right:.3em;vertical-align:-.1em;border:1px solid #666}
-.scroll{overflow-x:auto} .floorplan{max-width:100%;height:auto} .chart{max-width:100%;height:auto}
+.scroll{overflow-x:auto} .floorplan{max-width:100%;height:auto} .chart{max-width:100%;overflow-x:auto;margin:.6em 0}
 .no{color:#b00020} .yes{color:#1b6e20} .note{color:#555;font-size:.9em}
 @media print{body{max-width:none;margin:0} th{position:static} .scroll{overflow:visible}
  h2{break-after:avoid} table,svg{break-inside:avoid}}
@@ -143,11 +143,11 @@ def _digital_table(report: dict) -> str:
             f'<tbody>{"".join(rows)}</tbody></table></div>')
 
 
-def render_html(report: dict, mapping, snr_db: dict[str, float] | None = None,
-                drawn: dict[str, str] | None = None) -> str:
-    """The page. ``snr_db``: per-layer SNR (dB) from a simulation's error attribution, keyed by layer name;
-    ``drawn``: the charts already drawn by :func:`.charts.render_all` (drawn here when not given)."""
-    drawn = charts.render_all(report) if drawn is None else drawn
+def render_html(report: dict, mapping, snr_db: dict[str, float] | None = None) -> str:
+    """The page. ``snr_db``: per-layer SNR (dB) from a simulation's error attribution, keyed by layer name.
+    The charts are Vega-Lite specs drawn by the browser (:mod:`.vega`): nothing is drawn here."""
+    specs = vega.specs(report)
+    chart = lambda k: vega.container(k) if k in specs else ""  # noqa: E731
     title = f"acompile: {report['model']['source']} on {report['target']['name']}"
     bars = report["totals"].get("crossbars", 0)
     view = (f"one box per tile (more than {count(AGGREGATE_ABOVE, 'crossbar')}): the coloured bar shows how many "
@@ -164,8 +164,8 @@ def render_html(report: dict, mapping, snr_db: dict[str, float] | None = None,
         "<h2>Summary</h2>", _summary(report),
         '<h2 id="floorplan">Floorplan</h2>', f'<p class="note">{escape(view)}.</p>', _legend(report),
         f'<div class="scroll">{floorplan_svg(mapping) if mapping is not None else ""}</div>',
-        '<h2 id="energy">Energy</h2>', drawn.get("energy-components", ""), drawn.get("energy-layers", ""),
-        '<h2 id="latency">Latency</h2>', drawn.get("latency", "")]
+        '<h2 id="energy">Energy</h2>', chart("energy-components"), chart("energy-layers"),
+        '<h2 id="latency">Latency</h2>', chart("latency")]
     parts += ['<h2 id="layers-h">Analog layers</h2>',
               '<p class="note">Click a column header to sort. ADC lossless: the ADC has a code for every integer '
               'current up to the layer\'s full scale (step 1), so it adds no rounding within that range.</p>',
@@ -174,11 +174,10 @@ def render_html(report: dict, mapping, snr_db: dict[str, float] | None = None,
         items = "".join(f"<li><code>{escape(p['node'])}</code> ({escape(p['op_type'])}): {escape(p['reason'])}</li>"
                         for p in report["unsupported"])
         parts.append(f"<h2>Unsupported (costed as unknown digital ops)</h2><ul>{items}</ul>")
-    parts.append(f"<script>{_JS}</script></body></html>")
+    parts += [f"<script>{_JS}</script>", vega.embed_script(specs), "</body></html>"]
     return "\n".join(parts) + "\n"
 
 
-def write_html(path, report: dict, mapping, snr_db: dict[str, float] | None = None,
-               drawn: dict[str, str] | None = None) -> None:
+def write_html(path, report: dict, mapping, snr_db: dict[str, float] | None = None) -> None:
     from pathlib import Path
-    Path(path).write_text(render_html(report, mapping, snr_db, drawn), encoding="utf-8")
+    Path(path).write_text(render_html(report, mapping, snr_db), encoding="utf-8")

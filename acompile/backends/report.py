@@ -182,12 +182,10 @@ def _md(text: str) -> str:
     return text.replace("|", "\\|").replace("`", "'")
 
 
-def write_report(report: dict, folder: Path, dumps, drawn: dict[str, str] | None = None) -> list[str]:
-    """report.json, report.md and its two charts; return the file names.
-
-    ``drawn``: the charts already drawn by :func:`.charts.render_all` (drawn here when not given)."""
+def write_report(report: dict, folder: Path, dumps) -> list[str]:
+    """report.json, report.md and its two charts (SVG by :mod:`.charts`); return the file names."""
     from . import charts
-    drawn = charts.render_all(report) if drawn is None else drawn
+    drawn = charts.render_all(report)
     (folder / "report.json").write_text(dumps(report))
     (folder / "report.md").write_text(markdown(report))
     (folder / "report_energy.svg").write_text(charts.standalone(drawn.get("energy-components", charts.EMPTY)))
