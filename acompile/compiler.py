@@ -100,6 +100,7 @@ def run_pipeline(model, target, options: Options, *, with_calibration: bool = Tr
         graph = load_model_proto(model, batch=options.batch, bind=options.bind, limits=options.limits,
                                  input_shapes=options.input_shapes)
     timings = {"load": time.perf_counter() - t0}
+    graph.meta["compile_seed"] = options.seed     # programming draws follow it (sim/runtime.py)
     state = CompileState(graph, target, options)
     for p in passes:
         if options.progress:

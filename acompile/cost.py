@@ -18,7 +18,7 @@ import numpy as np
 from .frontend.control_cost import body_cost
 from .frontend.control_flow import is_control_flow
 from .frontend.ops import digital_ops, support
-from .hardware import adcs_per_crossbar, columns_per_weight
+from .hardware import adcs_per_crossbar, columns_per_weight, encoding_ops
 from .ir import DOMAIN, Graph
 from .mapping import AnalogLayer, Mapping
 from .passes.place import mesh_position
@@ -44,6 +44,7 @@ class LayerCounts:
     network_bytes: int = 0
     network_hops: float = 0
     io_bytes: int = 0
+    encoding_ops: int = 0         # the encoding's digital additions: input sums, flip corrections
 
 
 @dataclass
@@ -183,8 +184,16 @@ def layer_counts(layer: AnalogLayer, mapping: Mapping, target) -> tuple[LayerCou
         crossbars=len({mapping.blocks[b].crossbar for b in layer.blocks}),
         dac_conversions=v * cycles * rows, array_reads=v * cycles * len(blocks), adc_conversions=v * cycles * cols,
         shift_adds=v * cycles * cols, digital_ops=v * (psum_adds + 2 * n_total), macs=v * layer.macs_per_vec,
-        buffer_bytes=v * k_total * _act_bytes(target) + v * n_total * _act_bytes(target), weights=layer.weights)
+        buffer_bytes=v * k_total * _act_bytes(target) + v * n_total * _act_bytes(target), weights=layer.weights,
+        encoding_ops=v * encoding_ops_per_vector(layer))
     return counts, t_cycle, v * cycles * t_cycle / max(layer.replication, 1)
+
+
+def encoding_ops_per_vector(layer: AnalogLayer) -> int:
+    """The encoding's digital additions per input vector (hardware.encoding_ops, per matrix)."""
+    sp = layer.spec
+    return 0 if sp is None else sum(encoding_ops(m.k_in, m.n_out, m.row_blocks, sp.input_sum_offset, sp.flipped)
+                                    for m in layer.matrices)
 
 
 def fill_ns(layer: AnalogLayer, mapping: Mapping, target) -> float:
@@ -256,7 +265,22 @@ def cost_model(graph: Graph, mapping: Mapping, target, batch: int = 1) -> Cost:
     latency = {f"{x.name}/CrossbarRead": x.latency_ns for x in layers}
     latency.update((x.name, x.latency_ns) for x in digital)
     period = max([x.period_ns for x in layers] + [x.latency_ns for x in digital], default=0.0)
+    charge_idle(layers, target, period)
     return Cost(layers, digital, _totals(graph, mapping, target, layers, digital, latency, period, batch), e)
+
+
+def charge_idle(layers: list[LayerCost], target, stage_ns: float) -> None:
+    """Add to each layer's ``energy_pj.static`` what its crossbars, ADCs and DACs draw held but idle
+    over one pipeline period: ``stage_ns`` minus their busy time (docs/cost.md, Idle power)."""
+    adcs = adcs_per_crossbar(target.crossbar.cols, target.adc.columns_per_adc)
+    per_bar_mw = (target.crossbar.idle_power_mw + adcs * target.adc.idle_power_mw
+                  + target.crossbar.rows * target.dac.idle_power_mw)
+    if per_bar_mw <= 0:
+        return
+    for x in layers:
+        c = x.counts
+        busy = c.input_vectors * c.cycles_per_vector * x.cycle_time_ns / max(x.replication, 1)
+        x.energy_pj["static"] = per_bar_mw * c.crossbars * max(stage_ns - busy, 0.0)   # mW x ns = pJ
 
 
 def _layer_costs(graph: Graph, mapping: Mapping, target, e: dict[str, float]) -> list[LayerCost]:
@@ -292,7 +316,7 @@ def _layer_costs(graph: Graph, mapping: Mapping, target, e: dict[str, float]) ->
             "array": c.array_reads * e["array"],
             "adc": c.adc_conversions * e["adc"],
             "shift_add": c.shift_adds * e["shift_add"],
-            "digital": c.digital_ops * _digital_figure(target, "Add", "energy_pj"),
+            "digital": (c.digital_ops + c.encoding_ops) * _digital_figure(target, "Add", "energy_pj"),
             "buffer": c.buffer_bytes * e["buffer"],
             "network": byte_hops * e["network"],
             "io": c.io_bytes * e["io"],
@@ -335,7 +359,8 @@ def _totals(graph: Graph, mapping: Mapping, target, layers: list[LayerCost], dig
     for entry in [*layers, *digital]:
         for k, v in entry.energy_pj.items():
             total_energy[k] += v
-    total_energy["static"] = static_mw * 1e-3 * latency_ns * 1e3   # mW x ns = pJ
+    idle_pj = total_energy["static"]                               # idle components (charge_idle)
+    total_energy["static"] += static_mw * latency_ns              # mW x ns = pJ
     energy_pj = {k: total_energy.get(k, 0.0) for k in ENERGY_COMPONENTS}
     macs = sum(x.counts.macs for x in layers)
     digital_total = sum(x.digital_ops for x in digital) + sum(x.counts.digital_ops for x in layers)
@@ -343,7 +368,7 @@ def _totals(graph: Graph, mapping: Mapping, target, layers: list[LayerCost], dig
     e_total = sum(energy_pj.values())
     throughput = batch * 1e9 / stage_ns if stage_ns > 0 else 0.0
     # steady state: one inference per pipeline period, the tiles and chips held all the time
-    dynamic = e_total - energy_pj["static"]
+    dynamic = e_total - energy_pj["static"] + idle_pj           # idle charge is per period, like events
     average_mw = (dynamic / stage_ns + static_mw) if stage_ns > 0 else static_mw   # pJ/ns = mW
     weight_cells = sum(x.weight_cells for x in layers)
     crossbar_cells = len(mapping.crossbars) * target.crossbar.rows * target.crossbar.cols

@@ -92,3 +92,16 @@ def macs_per_crossbar_cycle(rows: int, cols: int, columns_per_weight: int) -> fl
 def peak_tops(crossbars: int, macs_per_cycle: float, input_cycles: int, cycle_ns: float) -> float:
     """Peak tera-operations/s: 2 ops per MAC on every crossbar, T cycles per vector (targets show --summary)."""
     return 2 * crossbars * macs_per_cycle / (input_cycles * cycle_ns) / 1e3
+
+
+def encoding_ops(k_in: int, n_out: int, row_blocks: int, input_sum: bool, flipped: bool) -> int:
+    """Digital additions a matrix's weight encoding needs per input vector (docs/cost.md, Encoding).
+
+    ``offset_subtraction = "input_sum"``: the input's sum (k_in adds) and one subtraction of
+    2^(Bw-1)*sum(x) per output. ``signed_weights = "flipped"``: the row blocks' input sums (the same
+    k_in adds) and one correction per (row block, output), counted whether or not that output's
+    columns in the block were flipped (the adder is there either way).
+    """
+    if not (input_sum or flipped):
+        return 0
+    return k_in + (n_out if input_sum else 0) + (row_blocks * n_out if flipped else 0)

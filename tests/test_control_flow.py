@@ -227,3 +227,38 @@ def test_silero_runs_without_binding_its_sample_rate(name, tmp_path):
             assert cli_main(argv) == 0, argv[0]
     for c in json.loads(out.getvalue())["comparison"].values():
         assert c.get("compared") is False or c["relative_error"] <= 1e-3
+
+
+def if_with_computed_pad() -> onnx.ModelProto:
+    """An If whose branches pad x by amounts computed inside the body (a Transpose of a Constant, as
+    torch's reflect padding exports them): ONNX shape inference cannot size the Pad, onnxruntime can."""
+    rng = np.random.default_rng(0)
+
+    def branch(name):
+        pads = np.array([[0, 0], [0, 60]], np.int64)       # transposed and flattened: [0, 0, 0, 60]
+        w = rng.normal(size=(64, 8)).astype(np.float32)
+        nodes = [h.make_node("Constant", [], [f"{name}_p2"], value=numpy_helper.from_array(pads)),
+                 h.make_node("Transpose", [f"{name}_p2"], [f"{name}_pt"]),
+                 h.make_node("Constant", [], [f"{name}_flat"], value=numpy_helper.from_array(np.array([-1]))),
+                 h.make_node("Reshape", [f"{name}_pt", f"{name}_flat"], [f"{name}_pads"]),
+                 h.make_node("Pad", ["x", f"{name}_pads"], [f"{name}_xp"]),
+                 h.make_node("Constant", [], [f"{name}_w"], value=numpy_helper.from_array(w)),
+                 h.make_node("MatMul", [f"{name}_xp", f"{name}_w"], [f"{name}_y"])]
+        return h.make_graph(nodes, name, [], [h.make_tensor_value_info(f"{name}_y", T.FLOAT, None)])
+    nodes = [h.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+             h.make_node("Greater", ["s", "zero"], ["c"]),
+             h.make_node("If", ["c"], ["y"], then_branch=branch("then"), else_branch=branch("else"))]
+    return _model(nodes, [h.make_tensor_value_info("x", T.FLOAT, [1, 4])],
+                  [h.make_tensor_value_info("y", T.FLOAT, [1, 8])], [_const("zero", np.float32(0))])
+
+
+def test_body_shapes_inference_cannot_settle_come_from_an_onnxruntime_probe():
+    model = if_with_computed_pad()
+    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    pad = next(vi for vi in inferred.graph.node[2].attribute[0].g.value_info if vi.name.endswith("_xp"))
+    assert not all(d.HasField("dim_value") for d in pad.type.tensor_type.shape.dim)    # ONNX leaves it open
+    feeds = _feeds(model, np.random.default_rng(0))
+    comp = compiled(model)
+    _close(simulate(comp, feeds), ort_outputs(model, feeds))
+    # the probe sizes the padded (1, 64) input: the body's MatMul costs 2 x 64 x 8 ops
+    assert _digital(comp, "If")["counts"]["digital_ops"] >= 2 * 64 * 8

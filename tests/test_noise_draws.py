@@ -131,3 +131,28 @@ def test_a_tampered_target_file_is_refused(tmp_path):
     (out / "target.toml").write_text((out / "target.toml").read_text().replace("read_sigma", "read_sigma = 0.5\n#"))
     np.save(tmp_path / "x.npy", RNG.standard_normal((2, 784)).astype(np.float32))
     assert main(["simulate", str(out), "-i", str(tmp_path / "x.npy"), "--mode", "noisy"]) == 2
+
+
+def _chip(model, noise: NoiseSpec, compile_seed: int, seed: int = 0, instance: int = 0) -> Simulator:
+    c = compile_model(model, "hermes", Options(seed=compile_seed))
+    return Simulator(c.graph, c.mapping, WeightsFromGraph(c.graph, c.mapping), mode="noisy", noise=noise,
+                     seed=seed, instance=instance)
+
+
+def test_programming_draws_follow_the_compile_seed_and_read_noise_the_simulate_seed():
+    model = _linear("N")
+    a = _chip(model, PROGRAM, 0).run({"x": X[:1]})["y"]
+    np.testing.assert_array_equal(a, _chip(model, PROGRAM, 0, seed=5).run({"x": X[:1]})["y"])   # --seed: same chip
+    assert not np.array_equal(a, _chip(model, PROGRAM, 1).run({"x": X[:1]})["y"])             # another compile
+    assert not np.array_equal(a, _chip(model, PROGRAM, 0, instance=1).run({"x": X[:1]})["y"])  # another chip
+    both = NoiseSpec(programming_sigma=0.05, read_sigma=0.02)
+    r0, r1 = (_chip(model, both, 0, seed=s).run({"x": X[:1]})["y"] for s in (0, 1))
+    assert not np.array_equal(r0, r1)                                                       # read noise: per --seed
+
+
+def test_program_json_keeps_the_compile_seed(tmp_path):
+    out = tmp_path / "out"
+    assert main(["compile", "samples/mlp.onnx", "-t", "hermes", "-o", str(out), "-q", "--seed", "7"]) == 0
+    from acompile.backends.program import load_program
+    assert json.loads((out / "program.json").read_text())["seed"] == 7
+    assert load_program(out)[0].meta["compile_seed"] == 7

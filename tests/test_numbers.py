@@ -96,3 +96,32 @@ def test_the_mlp_does_not_beat_the_derived_peak(name):
 @pytest.mark.parametrize("model", SAMPLES)
 def test_no_report_beats_the_derived_peak(name, model):
     _bound(name, model)
+
+
+def test_idle_components_are_charged_over_the_pipeline_period():
+    """docs/cost.md, Idle power: the MLP on isaac, stage 1856 ns (fc1), every layer busy 16 x 100 ns."""
+    from acompile.target.overrides import apply_overrides
+    base = load_target("isaac")
+    plain = compile_model("samples/mlp.onnx", base, Options()).cost
+    assert all("static" not in x["energy_pj"] for x in plain["layers"])       # default 0: nothing changes
+    idle = apply_overrides(base, {"crossbar.idle_power_mw": 0.01, "adc.idle_power_mw": 0.1,
+                                  "dac.idle_power_mw": 0.001})
+    cost = compile_model("samples/mlp.onnx", idle, Options()).cost
+    per_bar = 0.01 + 1 * 0.1 + 128 * 0.001                                    # 1 ADC, 128 DACs per crossbar
+    by_hand = {"fc1": per_bar * 56 * 256, "fc2": per_bar * 4 * 256, "output": per_bar * 1 * 256}
+    assert {x["name"]: x["energy_pj"]["static"] for x in cost["layers"]} == pytest.approx(by_hand)
+    t, p = cost["totals"], plain["totals"]
+    assert t["energy_pj"]["static"] == pytest.approx(p["energy_pj"]["static"] + 3716.608)
+    assert t["average_power_mw"] == pytest.approx(p["average_power_mw"] + 3716.608 / t["slowest_stage_ns"])
+
+
+def test_the_encoding_digital_additions_are_counted():
+    """isaac: input_sum offset and flipped columns: K input adds, N offset subtractions, R x N corrections."""
+    cost = compile_model("samples/mlp.onnx", load_target("isaac"), Options()).cost
+    fc1 = next(x for x in cost["layers"] if x["name"] == "fc1")
+    assert fc1["counts"]["encoding_ops"] == 784 + 128 + 7 * 128
+    add_pj = float(load_target("isaac").digital_op("Add")["energy_pj"])
+    assert fc1["energy_pj"]["digital"] == pytest.approx(
+        (fc1["counts"]["digital_ops"] + fc1["counts"]["encoding_ops"]) * add_pj)
+    prime = compile_model("samples/mlp.onnx", load_target("prime"), Options()).cost   # differential: none
+    assert all(x["counts"]["encoding_ops"] == 0 for x in prime["layers"])

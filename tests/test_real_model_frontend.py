@@ -64,6 +64,21 @@ def test_stale_declared_shapes_are_dropped_not_fatal():
     assert load_model_proto(model).static_shape("y") == (2, 4)
 
 
+@pytest.mark.parametrize("declared", ["no shape", "no type"])
+def test_a_graph_output_declared_without_shape_or_type_loads(declared):
+    model = _matmul_model([2, 8])
+    if declared == "no shape":
+        model.graph.output[0].CopyFrom(helper.make_tensor_value_info("y", F, None))
+    else:
+        model.graph.output[0].CopyFrom(onnx.ValueInfoProto(name="y"))
+    with pytest.raises(onnx.checker.ValidationError):      # the checker refuses it; onnxruntime runs it
+        onnx.checker.check_model(model)
+    x = np.ones((2, 8), np.float32)
+    assert ort_run(model, {"x": x})[0].shape == (2, 4)
+    g = load_model_proto(model)
+    assert g.static_shape("y") == (2, 4) and g.tensors["y"].dtype == np.float32
+
+
 def test_if_with_a_constant_condition_is_inlined_and_its_matmul_maps():
     w = np.random.default_rng(1).standard_normal((8, 4)).astype(np.float32)
     then = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["t"]), helper.make_node("Relu", ["t"], ["yt"])],

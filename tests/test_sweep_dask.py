@@ -78,7 +78,10 @@ def test_sweep_with_data_through_the_cli_and_a_killed_worker(tmp_path):
                 "--mode", "noisy", "--set", "noise.read_sigma=0.0,0.02"]
         run = subprocess.Popen([sys.executable, "-m", "acompile", *map(str, args), "--scheduler", address, "-o",
                                 tmp_path / "remote"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(6)
+        points = tmp_path / "remote" / "points"
+        deadline = time.monotonic() + 180
+        while run.poll() is None and time.monotonic() < deadline and not (points.is_dir() and any(points.iterdir())):
+            time.sleep(0.05)        # kill as soon as the first row is back: most rows are still to run
         assert run.poll() is None, "the sweep ended before a worker could be killed"
         os.killpg(workers[0].pid, signal.SIGKILL)       # mid-sweep: its rows go to the other worker
         out, err = run.communicate(timeout=300)

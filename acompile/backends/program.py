@@ -144,6 +144,7 @@ def write_program(folder: Path, compiled, dumps) -> str:
     program = {
         "format": PROGRAM_FORMAT, "version": PROGRAM_VERSION,
         "target": compiled.target.name, "batch": compiled.options.batch, "opset": graph.opset,
+        "seed": compiled.options.seed,
         "dynamic_batch": bool(graph.meta.get("dynamic_batch")),
         "model": clean(Path(graph.source).name if graph.source else "<model>"),
         "inputs": [_tensor_json(graph, n) for n in graph.inputs],
@@ -279,4 +280,5 @@ def _build(prog: dict, archive: ArchiveReader):
     graph.meta["dynamic_batch"] = bool(prog.get("dynamic_batch"))
     graph.meta["target"] = prog["target"]
     graph.meta["target_sha256"] = prog.get("target_sha256")
+    graph.meta["compile_seed"] = int(prog.get("seed", 0))     # programs written before it: seed 0
     return graph, mapping

@@ -37,7 +37,7 @@ OP = {"name": str, "op": str, "domain": str, "opset": Int(1, 1000), "inputs": Se
       "attrs": Map(Any()), "attr_types?": Map(Int(0, 100)), "shape?": SHAPE,
       "outer?": Seq(str, max_len=1 << 16), "opsets?": Map(Int(0, 100000))}
 PROGRAM = {"format": OneOf("acompile-program"), "version": Int(1, 1), "target": str, "batch": POSITIVE,
-           "opset": Int(1, 1000), "dynamic_batch?": bool, "model?": str, "inputs": Seq(TENSOR),
+           "opset": Int(1, 1000), "seed?": Int(0, 2**63 - 1), "dynamic_batch?": bool, "model?": str, "inputs": Seq(TENSOR),
            "outputs": Seq(TENSOR, min_len=1), "constants_sha256": str, "target_sha256?": str,
            "constants": Map({"entry": str, "dtype": str, "shape": Seq(SIZE, max_len=64)}),
            "layers": Seq(LAYER), "ops": Seq(OP, min_len=1)}

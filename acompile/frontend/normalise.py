@@ -183,6 +183,29 @@ def _infer(skel: onnx.ModelProto, where: str) -> onnx.ModelProto:
             raise InvalidModelError(f"shape inference: {first_line(e)}", where=where)
 
 
+def _fill_output_types(skel: onnx.ModelProto) -> None:
+    """Graph outputs declared without a type or shape (onnxruntime runs them; the checker refuses
+    them): take both from a lenient shape inference (an empty shape would mean a scalar)."""
+    bare = [o for o in skel.graph.output
+            if not o.type.HasField("tensor_type") and not o.type.WhichOneof("value")
+            or o.type.HasField("tensor_type") and (not o.type.tensor_type.elem_type
+                                                   or not o.type.tensor_type.HasField("shape"))]
+    if not bare:
+        return
+    try:
+        inferred = onnx.shape_inference.infer_shapes(skel, data_prop=True)
+        found = {vi.name: vi for vi in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    except Exception:
+        found = {}
+    for o in bare:
+        vi = found.get(o.name)
+        tt = vi.type.tensor_type if vi is not None and vi.type.HasField("tensor_type") else None
+        if tt is not None and tt.elem_type and not o.type.tensor_type.elem_type:
+            o.type.tensor_type.elem_type = tt.elem_type
+        if tt is not None and tt.HasField("shape") and not o.type.tensor_type.HasField("shape"):
+            o.type.tensor_type.shape.CopyFrom(tt.shape)
+
+
 def _batch_axes(a: onnx.ModelProto, b: onnx.ModelProto) -> dict[str, list[int]]:
     """Axes of every value whose size changed between two inferences at different batch sizes."""
     sizes_b = {vi.name: value_info(vi).shape for vi in list(b.graph.value_info) + list(b.graph.output)}
@@ -252,6 +275,7 @@ def normalise(model: onnx.ModelProto, where: str, batch: int = 1, limits: "Limit
     _fix_shapes(skel, shapes, heavy, where)
     dynamic = _fix_batch(skel, batch, heavy)
     _check_input_sizes(skel, where, limits)
+    _fill_output_types(skel)
     try:
         onnx.checker.check_model(skel)
     except onnx.checker.ValidationError as e:

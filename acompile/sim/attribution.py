@@ -39,6 +39,7 @@ def layer_errors(graph, mapping, weights, feeds: dict, noise=None, seed: int = 0
 
     Simulator(graph, mapping, ideal_weights, mode="ideal", capture=record).run(feeds)
     rng = np.random.default_rng([seed, instance, 12])
+    chip = int(graph.meta.get("compile_seed", 0))       # programming draws: compile seed, instance
     out = []
     for layer in mapping.layers:
         if layer.index not in seen:
@@ -47,14 +48,14 @@ def layer_errors(graph, mapping, weights, feeds: dict, noise=None, seed: int = 0
         if v.shape[0] > MAX_VECTORS:
             v = v[np.sort(rng.choice(v.shape[0], MAX_VECTORS, replace=False))]
         entry = {"layer": layer.name, "op_type": layer.op_type, "vectors": int(v.shape[0]),
-                 "quantized": _mode(layer, ideal_weights, weights, v, None, seed, instance)}
+                 "quantized": _mode(layer, ideal_weights, weights, v, None, seed, instance, chip)}
         if noise is not None and not noise.is_ideal:
-            entry["noisy"] = _mode(layer, ideal_weights, weights, v, noise, seed, instance)
+            entry["noisy"] = _mode(layer, ideal_weights, weights, v, noise, seed, instance, chip)
         out.append(entry)
     return out
 
 
-def _mode(layer, ideal_weights, weights, v: np.ndarray, noise, seed: int, instance: int) -> dict:
+def _mode(layer, ideal_weights, weights, v: np.ndarray, noise, seed: int, instance: int, chip: int = 0) -> dict:
     spec = layer.spec
     full = layer.adc_full_scale or None
     step = adc_step(spec, full)
@@ -67,8 +68,8 @@ def _mode(layer, ideal_weights, weights, v: np.ndarray, noise, seed: int, instan
         x_q = quantize_inputs(v[:, g, :], layer.input_scale, spec.input_bits, layer.input_signed, layer.input_offset)
         cells = None
         if noise is not None:
-            # the chip's cells as the simulator programs them (same seed, instance, layer, group)
-            cells = program_cells(enc.levels, spec, noise, np.random.default_rng([seed, instance, layer.index, g, 0]))
+            # the chip's cells as the simulator programs them (same compile seed, instance, layer, group)
+            cells = program_cells(enc.levels, spec, noise, np.random.default_rng([chip, instance, layer.index, g, 0]))
         read_rng = np.random.default_rng([seed, instance, layer.index, g, 2])
         y = fast.mvm(x_q, enc, spec, layer.input_signed, full_scale=full, cells=cells, noise=noise, rng=read_rng)
         if layer.input_offset:

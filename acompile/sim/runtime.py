@@ -103,8 +103,8 @@ class Simulator:
     mode: str = "ideal"
     path: str = "fast"                  # "fast" | "reference"
     noise: NoiseSpec | None = None
-    seed: int = 0
-    instance: int = 0                   # which chip: programming draws differ per instance, per seed
+    seed: int = 0                       # read noise (simulate --seed)
+    instance: int = 0                   # which chip: programming draws follow (compile seed, instance)
     capture: Callable[[AnalogLayer, np.ndarray], None] | None = None
     progress: bool = False
     _cells: dict = field(default_factory=dict)
@@ -275,6 +275,12 @@ class Simulator:
         env[node.outputs[0]] = step(self, layer, *(env[i] for i in node.inputs))
 
     @property
+    def compile_seed(self) -> int:
+        """The seed the program was compiled with (program.json ``seed``): programming draws, stuck
+        cells, column gains and ADC offsets follow it and the chip instance, never ``--seed``."""
+        return int(self.graph.meta.get("compile_seed", 0))
+
+    @property
     def noisy(self) -> bool:
         """Whether this run programs cells and reads them with the target's non-idealities."""
         return self.mode == "noisy" and self.noise is not None and not self.noise.is_ideal
@@ -282,7 +288,7 @@ class Simulator:
     def read_conditions(self, layer: AnalogLayer, group: int, enc) -> tuple:
         """(noise, programmed cells, read-noise generator) of one matrix; all None unless noisy.
 
-        The cells are programmed once per chip (seed, instance) and kept; every call reads them
+        The cells are programmed once per chip (the compile seed, instance) and kept; every call reads them
         anew, so each chunk of a batch and each time step of a shared layer draws its own read
         noise (the generator is seeded by the call's number, so a run reproduces from its seed).
         """
@@ -290,7 +296,7 @@ class Simulator:
             return None, None, None
         key = (layer.index, group)
         if key not in self._cells:
-            rng = np.random.default_rng([self.seed, self.instance, layer.index, group, 0])
+            rng = np.random.default_rng([self.compile_seed, self.instance, layer.index, group, 0])
             self._cells[key] = program_cells(enc.levels, layer.spec, self.noise, rng)
         n = self._reads.get(key, 0)
         self._reads[key] = n + 1
@@ -298,13 +304,13 @@ class Simulator:
                                                                     1, n])
 
     def column_errors(self, layer: AnalogLayer, group: int, enc):
-        """The column gains and ADC offsets of one matrix (ColumnErrors), drawn once per chip (seed,
-        instance) like its cells; None unless noisy."""
+        """The column gains and ADC offsets of one matrix (ColumnErrors), drawn once per chip (compile
+        seed, instance) like its cells; None unless noisy."""
         if not self.noisy:
             return None
         key = (layer.index, group)
         if key not in self._columns:
-            rng = np.random.default_rng([self.seed, self.instance, layer.index, group, 2])
+            rng = np.random.default_rng([self.compile_seed, self.instance, layer.index, group, 2])
             self._columns[key] = column_errors(layer.spec, self.noise, enc.levels.shape, rng)
         return self._columns[key]
 

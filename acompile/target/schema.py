@@ -1,7 +1,7 @@
 """The target-file schema as data: the Field type and the one table of fields.
 
 Everything that knows what a target file may contain derives from ``FIELDS``
-and ``TABLES`` below: the validator (:mod:`.validate`), the typed sections of a
+and ``TABLES`` (:mod:`.tables`): the validator (:mod:`.validate`), the typed sections of a
 :class:`~acompile.target.model.Target`, the JSON Schema (:mod:`.json_schema`,
 also ``targets/schema.json``) and the field reference in ``targets/README.md``
 (scripts/gen_target_docs.py). Add a field here and all of them follow.
@@ -17,6 +17,7 @@ from functools import lru_cache
 from typing import Literal
 
 from .scaling import ANCHOR_FIELDS, RULE_FIELDS
+from .tables import TABLES  # noqa: F401  (re-exported: the tables beside their fields)
 
 SCHEMA_VERSION = 1
 
@@ -175,33 +176,6 @@ def _components(level: str, where: str) -> list[Field]:
     ]
 
 
-# Tables: path -> one-line description (README headings, JSON Schema descriptions).
-TABLES: dict[str, str] = {
-    "": "what the file is",
-    "precision": "number formats the compiler maps onto the hardware",
-    "crossbar": "one analog array (the innermost level)",
-    "dac": "one row driver / input DAC",
-    "adc": "one column ADC",
-    "shift_add": "digital shift-and-add units that recombine slices and input cycles",
-    "organisation": "the hierarchy chip -> tile -> core -> crossbar",
-    "core": "a core (ISAAC's IMA, PUMA's core): crossbars plus their periphery",
-    "core.components": "extra core components (registers, sample & hold...), by name",
-    "tile": "a tile: cores plus buffer, router share and digital units",
-    "tile.components": "extra tile components (bus, activation units...), by name",
-    "chip": "the whole chip and its chip-to-chip links",
-    "chip.components": "extra chip components (global memory...), by name",
-    "digital": "digital units that run non-MVM operations",
-    "digital.ops": "per-op overrides, keyed by ONNX op type (e.g. [digital.ops.Relu])",
-    "buffer": "the tile buffer that holds activations between layers",
-    "network": "the on-chip network between tiles",
-    "clock": "the digital clock",
-    "noise": "non-idealities; all optional, zero/false = off (docs/analog.md)",
-    "scaling": "how figures follow parameters, so other bits or sizes cost what they should (--set, sweeps)",
-    "scaling.adc": "adc.* figures vs adc.bits", "scaling.dac": "dac.* figures vs dac.bits",
-    "scaling.crossbar": "crossbar.* figures vs rows and columns",
-    "published": "headline figures the design's paper reports; for comparison only, not inherited",
-}
-
 _ALL_FIELDS: list[Field] = [
     # --- top level -----------------------------------------------------------
     _int("schema_version", f"version of this schema; must be {SCHEMA_VERSION}", SCHEMA_VERSION,
@@ -235,6 +209,7 @@ _ALL_FIELDS: list[Field] = [
     _energy("crossbar.read_energy_pj", "one array read: all active rows and columns, one cycle", contract=True),
     _area_um2("crossbar.area_um2", "one array (cells only)", contract=True),
     _power("crossbar.power_mw", "one array while computing, at the design's read rate"),
+    _power("crossbar.idle_power_mw", "one array held but idle (leakage; docs/cost.md, Idle power)"),
     Field("crossbar.storage", "enum", "what a cell holds: a programmed analog level (conductance, charge), or "
           "exact bits (SRAM), which have no programming noise, drift or stuck cells", default="analog",
           choices=("analog", "digital")),
@@ -260,6 +235,7 @@ _ALL_FIELDS: list[Field] = [
     _float("dac.latency_ns", "one conversion (0 = hidden in the read)", "ns", 0.0, _T_MAX, default=0.0),
     _area_um2("dac.area_um2", "one DAC; a crossbar has one per row"),
     _power("dac.power_mw", "one DAC while computing"),
+    _power("dac.idle_power_mw", "one DAC held but idle (leakage)"),
     # --- adc -------------------------------------------------------------------
     _int("adc.bits", "ADC resolution", 1, 16, contract=True),
     _int("adc.columns_per_adc", "columns multiplexed onto one ADC; ADCs per crossbar = ceil(cols / this)",
@@ -276,6 +252,7 @@ _ALL_FIELDS: list[Field] = [
            "%", 50.0, 100.0, default=100.0, lo_open=True, contract=True),
     _area_um2("adc.area_um2", "one ADC"),
     _power("adc.power_mw", "one ADC while converting"),
+    _power("adc.idle_power_mw", "one ADC held but idle (leakage)"),
     # --- shift_add -------------------------------------------------------------
     _energy("shift_add.energy_pj", "one shift-and-add operation", contract=True),
     _int("shift_add.units_per_core", "shift-and-add units per core (for power and area)", 0, _BIG, default=0),
