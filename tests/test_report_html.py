@@ -145,3 +145,18 @@ def test_mapped_onnx_opens_in_netron(cnn, browser, tmp_path):
         assert local == []
     finally:
         netron.stop(address)
+
+
+def test_simulate_per_layer_writes_the_page_with_each_layers_snr(tmp_path):
+    """`simulate --per-layer --html` puts this run's SNR of every analog layer beside its cost."""
+    from acompile.cli import main
+    root = Path(__file__).resolve().parent.parent
+    out, page = tmp_path / "out", tmp_path / "snr.html"
+    assert main(["compile", str(root / "samples" / "digits.onnx"), "-t", "isaac", "-o", str(out), "-q"]) == 0
+    assert main(["simulate", str(out), "-i", str(root / "samples" / "digits_test_x.npy"), "--mode", "quantized",
+                 "--per-layer", "--html", str(page), "-q"]) == 0
+    snr = re.findall(r"<td data-v=\"([-0-9.e]+)\">[^<]* dB</td>", page.read_text(encoding="utf-8"))
+    layers = sum(1 for _ in (out / "report.json").read_text().split('"op_type"')) - 1
+    assert snr and len(snr) <= layers and all(float(v) > 0 for v in snr)
+    assert main(["simulate", str(out), "-i", str(root / "samples" / "digits_test_x.npy"), "--html",
+                 str(tmp_path / "x.html")]) == 2 and not (tmp_path / "x.html").exists()

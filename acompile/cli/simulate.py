@@ -21,9 +21,13 @@ def _simulate_folder(args, folder: Path, model_for_compare: str | None) -> int:
     from ..jsonio import dumps_json, json_safe
     from ..simulation import accuracy, compare, load_compiled, non_idealities, per_layer, reference_outputs, simulate
     from ..target import parse_settings
-    if args.result:
+    html = getattr(args, "html", None)
+    if html and not args.per_layer:
+        raise UsageError("--html puts each layer's SNR beside its cost: it needs --per-layer")
+    if args.result or html:
         from ..files import check_file_destination
-        check_file_destination(Path(args.result))     # before the work, not after it
+        for path in filter(None, (args.result, html)):
+            check_file_destination(Path(path))     # before the work, not after it
     overrides = parse_settings(getattr(args, "set", None))
     if args.drift_time is not None:
         overrides["noise.drift_time_s"] = args.drift_time
@@ -54,6 +58,8 @@ def _simulate_folder(args, folder: Path, model_for_compare: str | None) -> int:
         summary["per_layer"] = per_layer(loaded, feeds, args.mode, args.seed)
     if args.result:
         _write_results(Path(args.result), results)
+    if html:
+        _write_html_with_snr(Path(html), folder, loaded.mapping, summary["per_layer"], args.mode)
     if args.format == "json":
         print(dumps_json(json_safe(summary)), end="")
     else:
@@ -61,6 +67,25 @@ def _simulate_folder(args, folder: Path, model_for_compare: str | None) -> int:
         say(args, f"outputs written to {clean(args.result)}\n" if args.result else
             "outputs not kept (-r FILE.npz keeps them)\n")
     return EXIT_OK
+
+
+def _write_html_with_snr(path: Path, folder: Path, mapping, per_layer: list[dict], mode: str) -> None:
+    """The compile's report page with each analog layer's SNR (this run's mode) beside its cost."""
+    from ..backends.html import render_html
+    from ..files import atomic_file
+    from ..safe_read import parse_json, read_input
+    report_path = folder / "report.json"
+    if not report_path.is_file():
+        raise UsageError("--html needs the compile's report.json in the folder (compile with --emit report)",
+                         where=clean(str(folder)))
+    report = parse_json(read_input(report_path, "report"), "report", clean(str(report_path)))
+    key = "noisy" if mode == "noisy" else "quantized"
+    snr = {e["layer"]: e[key]["snr_db"] for e in per_layer if key in e}
+    try:
+        with atomic_file(path) as tmp:
+            tmp.write_text(render_html(report, mapping, snr), encoding="utf-8")
+    except OSError as e:
+        raise UsageError(f"cannot write the report page: {e.strerror or e}", where=clean(str(path)))
 
 
 def _spread(runs: list[dict], repeats: int) -> dict:
@@ -204,6 +229,8 @@ def add_parser(subparsers, common: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=SEED, default=0, help="seed of the noise draws in noisy mode")
     add_set_option(p)
     p.add_argument("--compare", help="ONNX model to run in onnxruntime on the same inputs")
+    p.add_argument("--html", metavar="FILE",
+                   help="with --per-layer: write the compile's report page with each layer's SNR beside its cost")
     p.set_defaults(func=run_simulate)
 
     p = subparsers.add_parser("run", parents=[common], help="compile into a temporary folder and simulate")
