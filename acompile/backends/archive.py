@@ -59,6 +59,12 @@ class ArchiveWriter:
         return self.zf.open(self._info(name), "w", force_zip64=True)
 
     def close(self) -> None:
+        """Finish the archive. With an entry still open (a write cut short by an interrupt) there is no
+        archive to finish: the handle is dropped, and the caller discards the half-written file."""
+        if self.zf.fp is not None and getattr(self.zf, "_writing", False):
+            fp, self.zf.fp = self.zf.fp, None      # so that ZipFile.__del__ has nothing left to finish
+            fp.close()
+            return
         self.zf.close()
 
 
