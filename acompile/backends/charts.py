@@ -14,7 +14,7 @@ from .svgbars import Bars, render
 # colour-blind-safe qualitative palette (Okabe-Ito, then Tableau): components and layers
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#999999",
            "#4E79A7", "#F28E2B", "#59A14F", "#B07AA1", "#76B7B2", "#EDC948", "#FF9DA7", "#9C755F")
-_MAX_BARS = 40
+MAX_BARS = 40
 EMPTY = '<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="300" height="30"><text x="4" y="20">' \
         'nothing to chart</text></svg>'
 
@@ -36,9 +36,10 @@ def energy_by_component(report: dict) -> str:
                        [energy(v) for _, v in items], energy), "energy-components")
 
 
-def energy_by_layer(report: dict) -> str:
-    """One bar per analog layer (and one for all digital nodes), stacked by energy component."""
-    rows = [(x["name"], x["energy_pj"]) for x in report["layers"][:_MAX_BARS]]
+def layer_energy_rows(report: dict) -> tuple[list[tuple[str, dict]], list[str]]:
+    """(name, energy by component) for each analog layer shown and one row for all digital nodes, and
+    the components that are non-zero somewhere, in the totals' order."""
+    rows = [(x["name"], x["energy_pj"]) for x in report["layers"][:MAX_BARS]]
     if report["digital"]:
         dig: dict[str, float] = {}
         for x in report["digital"]:
@@ -46,6 +47,12 @@ def energy_by_layer(report: dict) -> str:
                 dig[k] = dig.get(k, 0.0) + v
         rows.append((f"digital ({len(report['digital'])})", dig))
     components = [k for k in report["totals"]["energy_pj"] if any(e.get(k, 0) > 0 for _, e in rows)]
+    return rows, components
+
+
+def energy_by_layer(report: dict) -> str:
+    """One bar per analog layer (and one for all digital nodes), stacked by energy component."""
+    rows, components = layer_energy_rows(report)
     segments, totals = [], []
     for _, e in rows:
         seg, start = [], 0.0

@@ -15,11 +15,10 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..units import duration, energy
-from .charts import PALETTE, colour
+from .charts import MAX_BARS, PALETTE, colour, layer_energy_rows
 
 VENDOR = Path(__file__).with_name("vendor")
 LIBRARIES = ("vega.min.js", "vega-lite.min.js", "vega-embed.min.js")
-_MAX_BARS = 40
 _SCHEMA = "https://vega.github.io/schema/vega-lite/v5.json"   # an identifier only; never fetched
 _WIDTH = 760
 _FONT = 'system-ui,-apple-system,"Segoe UI",Roboto,sans-serif'
@@ -67,14 +66,7 @@ def energy_by_component(report: dict) -> dict:
 
 def energy_by_layer(report: dict) -> dict:
     """One bar per analog layer (and one for all digital nodes), stacked by energy component."""
-    rows = [(x["name"], x["energy_pj"]) for x in report["layers"][:_MAX_BARS]]
-    if report["digital"]:
-        dig: dict[str, float] = {}
-        for x in report["digital"]:
-            for k, v in x["energy_pj"].items():
-                dig[k] = dig.get(k, 0.0) + v
-        rows.append((f"digital ({len(report['digital'])})", dig))
-    components = [k for k in report["totals"]["energy_pj"] if any(e.get(k, 0) > 0 for _, e in rows)]
+    rows, components = layer_energy_rows(report)
     scale, unit = _unit(max((sum(e.get(c, 0.0) for c in components) for _, e in rows), default=0.0), _ENERGY)
     data = [{"layer": n, "component": c, "order": i, "value": e[c] / scale, "text": energy(e[c])}
             for n, e in rows for i, c in enumerate(components) if e.get(c, 0.0) > 0]
@@ -96,7 +88,7 @@ def energy_by_layer(report: dict) -> dict:
 def latency_pipeline(report: dict) -> dict:
     """Each analog layer as a pipeline stage: a bar from its start (layers in order) for its latency,
     its replication written beside it and the slowest stage (the throughput bottleneck) in red."""
-    layers = report["layers"][:_MAX_BARS]
+    layers = report["layers"][:MAX_BARS]
     slowest = max((x["latency_ns"] for x in layers), default=0.0)
     scale, unit = _unit(sum(x["latency_ns"] for x in layers), _TIME)
     data, start = [], 0.0

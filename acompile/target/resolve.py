@@ -17,7 +17,7 @@ from acompile.errors import InvalidTargetError
 
 from .problems import Problem, fmt, join
 from .read import BARE_NAME, TargetFile, display, find_named, is_path_like, parse, shipped_dir, unknown_name_hint
-from .scaling import apply_rules, rule_checks
+from .scaling import apply_rules, lookup, rule_checks
 from .schema import Field, field_index, tree
 from .validate import NAME_RE, check_table, check_version, value_ok
 
@@ -181,16 +181,6 @@ def _fill_defaults_from(data: dict) -> None:
         for entry in (lookup(data, holder_path) or {}).values():
             if key not in entry and fallback is not None:
                 entry[key] = fallback
-
-
-def lookup(data: Mapping, path: str, default: object = None) -> object:
-    """The value at a dotted path of nested mappings, or ``default``."""
-    node: object = data
-    for part in path.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return default
-        node = node[part]
-    return node
 
 
 def _cross_checks(d: dict) -> Iterable[tuple[str, str, str]]:

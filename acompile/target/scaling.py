@@ -11,7 +11,7 @@ parameters (``at_*`` rewritten), so resolving it again changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 # rule name -> figure(parameter) up to a constant; only ratios matter
 _LAWS: dict[str, Callable[[float], float]] = {
@@ -61,11 +61,12 @@ _TIME_OF = {"scaling.adc.energy": "scaling.adc.conversion",
             "scaling.crossbar.read_energy": "scaling.crossbar.read_latency"}
 
 
-def _get(data: dict, path: str) -> object:
+def lookup(data: Mapping, path: str, default: object = None) -> object:
+    """The value at a dotted path of nested mappings, or ``default``."""
     node: object = data
     for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
+        if not isinstance(node, Mapping) or part not in node:
+            return default
         node = node[part]
     return node
 
@@ -81,21 +82,21 @@ def _set(data: dict, path: str, value: object) -> None:
 def rule_checks(data: dict) -> Iterable[tuple[str, str, str]]:
     """(path, message, hint) for each rule that is on but has no anchor to scale from."""
     for rule, _figures, params, anchors in RULES:
-        if _get(data, rule) in (None, "fixed"):
+        if lookup(data, rule) in (None, "fixed"):
             continue
         for param, anchor in zip(params, anchors):
-            if _get(data, anchor) == 0:
+            if lookup(data, anchor) == 0:
                 yield (anchor, f"expected the {param} at which the figures are stated, since {rule} = "
-                       f"{_get(data, rule)!r} scales them from there; found 0", f"set {anchor} = {_get(data, param)}")
+                       f"{lookup(data, rule)!r} scales them from there; found 0", f"set {anchor} = {lookup(data, param)}")
 
 
 def _ratio(data: dict, rule: str) -> float:
     """figure(parameters now) / figure(parameters at the anchors) under the law ``rule`` names."""
-    law = _LAWS.get(_get(data, rule) or "fixed", _LAWS["fixed"])
+    law = _LAWS.get(lookup(data, rule) or "fixed", _LAWS["fixed"])
     params, anchors = _RULE[rule]
     ratio = 1.0
     for param, anchor in zip(params, anchors):
-        now, then = _get(data, param), _get(data, anchor)
+        now, then = lookup(data, param), lookup(data, anchor)
         if now is None or not then:
             return 1.0
         ratio *= law(now) / law(then)
@@ -114,7 +115,7 @@ def apply_rules(data: dict, pinned: Iterable[str] = ()) -> list[tuple[str, float
         ratio = _ratio(data, rule)
         power_ratio = ratio / (_ratio(data, _TIME_OF[rule]) if rule in _TIME_OF else 1.0)
         for figure in figures:
-            value = _get(data, figure)
+            value = lookup(data, figure)
             scale = power_ratio if figure.endswith("_mw") else ratio
             if figure in pinned or not isinstance(value, (int, float)) or scale == 1.0:
                 continue
@@ -122,14 +123,14 @@ def apply_rules(data: dict, pinned: Iterable[str] = ()) -> list[tuple[str, float
             changed.append((figure, float(value * scale)))
     for _rule, _figures, params, anchors in RULES:
         for param, anchor in zip(params, anchors):
-            if _get(data, anchor):
-                _set(data, anchor, _get(data, param))
+            if lookup(data, anchor):
+                _set(data, anchor, lookup(data, param))
     return changed
 
 
 def connected(target_data: dict, key: str) -> bool:
     """Whether a scaling rule of this target ties the parameter ``key`` (e.g. "adc.bits") to a cost figure."""
-    return any(key in params and _get(target_data, rule) not in (None, "fixed")
+    return any(key in params and lookup(target_data, rule) not in (None, "fixed")
                for rule, _figures, params, _anchors in RULES)
 
 
