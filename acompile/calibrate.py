@@ -1,11 +1,16 @@
 """Calibration: input scales and ADC ranges from real (or default) activations.
 
-Runs the mapped program in ideal mode over the calibration inputs, records
-each analog layer's input vectors, and sets ``s_x`` from a percentile of |x|
+Runs the mapped program in ideal mode (float32 GEMMs) over the calibration inputs,
+records each analog layer's input vectors, and sets ``s_x`` from a percentile of |x|
 (``precision.input_percentile``) and, for ``adc.range = "calibrated"``, the ADC
 full scale from a percentile of the column currents the quantised inputs
 produce (``adc.percentile``). Without user data, a documented default is used:
-8 seeded standard-normal samples per float input (zeros for integer inputs).
+one batch of seeded standard-normal samples per float input (8 samples for a model
+with a dynamic batch; zeros for integer inputs).
+Only what the layers' inputs need is run: nothing after the last analog layer, and
+with the default data not the last layers whose outputs no other layer reads (their
+inputs are recorded after the run, in program order): the same activations, hence the
+same scales, as the whole forward pass, for less.
 The ``calibrate`` pass runs last, on the mapped program (it simulates it).
 """
 
@@ -17,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import AcompileError, InvalidDataError, LimitError, clean
-from .ir import Graph
+from .ir import DOMAIN, Graph
 from .limits import Limits
 from .numerics.quantise import input_scale, quantize_inputs
 from .passes.base import CompileState, compile_pass
@@ -92,6 +97,17 @@ class _Recorder:
                 x = np.compress(used, x, axis=2 + axis)
         self._peak(layer.index, x)
 
+    def record(self, layer, x: np.ndarray) -> None:
+        """What the simulator shows the recorder of a layer reading ``x`` (sim/chain.py, ``run_fused``):
+        the Conv input itself when only maxima are kept, else the input vectors."""
+        from .sim.vectors import to_vectors
+
+        geo = layer.geometry.for_input(x.shape)
+        if self.conv_input is not None and layer.op_type == "Conv" and x.ndim >= 3:
+            self.conv_input(layer, x, geo)
+        else:
+            self(layer, to_vectors(x, layer.op_type, geo, layer.groups))
+
     def _peak(self, i: int, v: np.ndarray) -> None:
         peak = max(float(v.max()), -float(v.min())) if v.size else 0.0    # max|v| without a temporary |v|
         self.maxima[i] = max(self.maxima.get(i, 0.0), peak)
@@ -112,10 +128,9 @@ class _Recorder:
 
 def _read_positions(size: int, kernel: int, stride: int, dilation: int, pad: int, out: int) -> np.ndarray:
     """Which of an axis' ``size`` input positions some output position reads (padding reads zeros)."""
+    idx = (np.arange(out)[:, None] * stride + np.arange(kernel) * dilation - pad).ravel()
     used = np.zeros(size, bool)
-    for k in range(kernel):
-        idx = np.arange(out) * stride + k * dilation - pad
-        used[idx[(idx >= 0) & (idx < size)]] = True
+    used[idx[(idx >= 0) & (idx < size)]] = True
     return used
 
 
@@ -137,8 +152,11 @@ def calibrate(state: CompileState) -> None:
     calibrated_adc = target.adc.range == "calibrated"
     recorder = _Recorder(seed, keep_values=percentile < 100, keep_vectors=calibrated_adc)
     weights = WeightsFromGraph(graph, mapping)
+    view, last = _calibration_view(graph, defer=not user_data)
     try:
-        Simulator(_layers_only(graph), mapping, weights, mode="ideal", capture=recorder).run(data)
+        seen = Simulator(view, mapping, weights, mode="ideal", capture=recorder).run(data)
+        for node in last:       # the chains left out: their inputs, recorded in program order
+            recorder.record(mapping.layers[node.meta["layer"]], seen[node.inputs[0]])
     except AcompileError as e:
         if all(layer.index in recorder.maxima for layer in mapping.layers) and options.allow_unsupported:
             pass    # every layer was seen; what failed comes after them (an op --allow-unsupported let through)
@@ -168,17 +186,33 @@ def calibrate(state: CompileState) -> None:
             if not calibrated_adc else _adc_range(layer, weights, recorder, target.adc.percentile)
 
 
-def _layers_only(graph: Graph) -> Graph:
-    """The graph as calibration needs it: with an op nobody can run (kept under --allow-unsupported),
-    only the nodes the crossbar layers depend on, so that op is never executed."""
-    if not any(n.meta.get("unknown") for n in graph.nodes):
-        return graph
-    users = graph.consumers()
-    layer_outputs = [o for n in graph.nodes if "layer" in n.meta for o in n.outputs
-                     if o and not any(u.meta.get("layer") == n.meta["layer"] for u in users.get(o, []))]
-    view = dataclasses.replace(graph, nodes=list(graph.nodes), outputs=layer_outputs, meta=dict(graph.meta))
+def _calibration_view(graph: Graph, defer: bool) -> tuple[Graph, list]:
+    """The program as calibration runs it, and the ToVectors nodes of the chains it leaves out.
+
+    Calibration needs each analog layer's input, not its output. What no layer's input depends on
+    is left out (the ops after the last layer; one nobody can run, kept under --allow-unsupported);
+    with ``defer``, so are the chains after the last one whose output some later layer reads (the
+    final classifier, the last projection of a block), only their inputs computed, as outputs of
+    the view. They come last, so recording their inputs after the run keeps the recorder's order,
+    in which it draws its samples. (Not for user data: the simulator may split that into chunks of
+    the compiled batch, padded, and the recorder sees each chunk.)
+    """
+    need: set[str] = set()
+    for node in reversed(graph.nodes):      # which values some analog layer's input depends on
+        if node.domain == DOMAIN and node.op_type == "ToVectors":
+            need.add(node.inputs[0])
+        if any(o in need for o in node.outputs):
+            need.update(i for i in node.inputs if i)
+    chains = [(node, i) for i, node in enumerate(graph.nodes) if node.domain == DOMAIN
+              and node.op_type in ("ToVectors", "FromVectors")]
+    ends = [i for node, i in chains if node.op_type == "FromVectors" and node.outputs[0] in need]
+    cut = (ends[-1] if ends else -1) if defer else len(graph.nodes)
+    kept = [node.outputs[0] for node, i in chains if node.op_type == "FromVectors" and i <= cut]
+    last = [node for node, i in chains if node.op_type == "ToVectors" and i > cut]
+    outputs = list(dict.fromkeys(kept + [node.inputs[0] for node in last]))
+    view = dataclasses.replace(graph, nodes=list(graph.nodes), outputs=outputs, meta=dict(graph.meta))
     view.prune()
-    return view
+    return view, last
 
 
 def _adc_range(layer, weights, recorder, percentile: float) -> float:

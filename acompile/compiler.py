@@ -16,7 +16,6 @@ from typing import Callable
 
 import numpy as np
 
-from .calibrate import adc_warnings, calibrate
 from .cost import cost_model
 from .errors import UnsupportedError
 from .frontend.load import load_model, load_model_proto
@@ -39,9 +38,11 @@ from .passes.place import place
 from .passes.precision import choose_precision
 from .passes.quantized_layers import apply_model_scales, model_scale_notes, model_scales
 from .passes.replicate import replicate
+from .passes.unroll_control import unroll_control
 from .passes.unroll_recurrent import unroll_recurrent
 
-FRONTEND = (model_scales, fold_constants, unroll_recurrent, gemm_to_linear, fold_affine, explicit_bias, classify)
+FRONTEND = (model_scales, fold_constants, unroll_control, unroll_recurrent, gemm_to_linear, fold_affine,
+            explicit_bias, classify)
 MAPPING = (lower_analog, choose_precision, apply_model_scales, partition, pack, replicate, place, insert_boundaries)
 
 
@@ -75,7 +76,10 @@ class Compiled:
 
 def pipeline(with_calibration: bool = True) -> list[Pass]:
     """The passes of a compile, in order."""
-    return [*FRONTEND, *MAPPING, *((calibrate,) if with_calibration else ())]
+    if not with_calibration:
+        return [*FRONTEND, *MAPPING]
+    from .calibrate import calibrate    # check never calibrates: it need not import the simulator's numerics
+    return [*FRONTEND, *MAPPING, calibrate]
 
 
 def run_pipeline(model, target, options: Options, *, with_calibration: bool = True,
@@ -123,7 +127,10 @@ def run_pipeline(model, target, options: Options, *, with_calibration: bool = Tr
     if state.mapping is not None and not each_pass:
         state.mapping.verify()
     cost = cost_model(state.graph, state.mapping, target, _samples(state)).to_dict() if "boundaries" in state.facts else {}
-    warnings = model_scale_notes(state.graph) + (adc_warnings(state.mapping) if "calibrated" in state.facts else [])
+    warnings = model_scale_notes(state.graph)
+    if "calibrated" in state.facts:
+        from .calibrate import adc_warnings
+        warnings += adc_warnings(state.mapping)
     return Compiled(state.graph, target, options, state.mapping, state.problems, cost, timings, warnings)
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from functools import lru_cache
 
 import numpy as np
 
@@ -20,8 +21,9 @@ from .frontend.control_flow import is_control_flow
 from .frontend.ops import digital_ops, support
 from .hardware import adcs_per_crossbar, columns_per_weight, encoding_ops
 from .ir import DOMAIN, Graph
-from .mapping import AnalogLayer, Mapping
+from .mapping import AnalogLayer, BlockTable, Mapping, block_table
 from .passes.place import mesh_position
+from .passes.replicate import layer_timing
 
 ENERGY_COMPONENTS = ("dac", "array", "adc", "shift_add", "digital", "buffer", "network", "io", "static")
 
@@ -72,8 +74,9 @@ class LayerCost:
     period_ns: float              # the layer's time per inference as a pipeline stage (no fill, no hop latency)
 
     def to_dict(self) -> dict:
-        out = asdict(self)
-        out.update(kind="analog", energy_total_pj=sum(self.energy_pj.values()),
+        out = {f.name: getattr(self, f.name) for f in fields(self)}    # asdict's deep copy: most of the time
+        out.update(matrix=list(self.matrix), tiles=list(self.tiles), counts=asdict(self.counts),
+                   energy_pj=dict(self.energy_pj), kind="analog", energy_total_pj=sum(self.energy_pj.values()),
                    utilisation=self.weight_cells / self.crossbar_cells if self.crossbar_cells else 0.0)
         return out
 
@@ -157,36 +160,36 @@ def _act_bytes(target) -> int:
     return math.ceil(target.precision.input_bits / 8)
 
 
-def _digital_figure(target, op_type: str, key: str) -> float:
-    return float(target.digital_op(op_type)[key])
+def _digital_figures(target):
+    """``figure(op_type, key)``: energy_pj or latency_ns of one element-op, each op type looked up once."""
+    op = lru_cache(maxsize=None)(target.digital_op)
+    return lambda op_type, key: float(op(op_type)[key])
 
 
-def layer_counts(layer: AnalogLayer, mapping: Mapping, target) -> tuple[LayerCounts, float, float]:
-    """(event counts, cycle time, time on the crossbars) of one analog layer for one inference.
+def layer_counts(layer: AnalogLayer, blocks: BlockTable, target) -> tuple[LayerCounts, float, float, float]:
+    """(event counts, cycle time, time on the crossbars, pipeline fill) of one analog layer for one
+    inference, from its blocks (copies included).
 
     The time is the layer's cycles; pipelined reads and conversions add the pipeline's fill to the
-    latency (``fill_ns``), not to the period of a pipeline stage.
+    latency, not to the period of a pipeline stage.
     """
     cycles = layer.input_cycles
     # copies of the layer (replicas) split its vectors: events are counted once, time is shared
-    blocks = [mapping.blocks[b] for b in layer.blocks if mapping.blocks[b].replica == 0]
-    rows = sum(b.rows for b in blocks)
-    cols = sum(b.cols for b in blocks)
+    own = blocks.replica == 0
+    n_blocks, rows, cols = int(own.sum()), int(blocks.rows[own].sum()), int(blocks.cols[own].sum())
     v = layer.n_vec
     n_total = sum(m.n_out for m in layer.matrices)
     psum_adds = sum((m.row_blocks - 1) * m.n_out for m in layer.matrices)
-    adcs = adcs_per_crossbar(target.crossbar.cols, target.adc.columns_per_adc)
-    t_cycle = mapping.cycle_ns(layer, target.crossbar.read_latency_ns, adcs, target.adc.conversion_ns,
-                               target.adc.sample_hold_ns, target.adc.pipelined)
+    t_cycle, fill_ns = layer_timing(blocks, target)
     k_total = sum(m.k_in for m in layer.matrices)
     counts = LayerCounts(
-        input_vectors=v, cycles_per_vector=cycles, blocks=len(blocks),
-        crossbars=len({mapping.blocks[b].crossbar for b in layer.blocks}),
-        dac_conversions=v * cycles * rows, array_reads=v * cycles * len(blocks), adc_conversions=v * cycles * cols,
+        input_vectors=v, cycles_per_vector=cycles, blocks=n_blocks,
+        crossbars=int(np.count_nonzero(np.bincount(blocks.crossbar))),
+        dac_conversions=v * cycles * rows, array_reads=v * cycles * n_blocks, adc_conversions=v * cycles * cols,
         shift_adds=v * cycles * cols, digital_ops=v * (psum_adds + 2 * n_total), macs=v * layer.macs_per_vec,
         buffer_bytes=v * k_total * _act_bytes(target) + v * n_total * _act_bytes(target), weights=layer.weights,
         encoding_ops=v * encoding_ops_per_vector(layer))
-    return counts, t_cycle, v * cycles * t_cycle / max(layer.replication, 1)
+    return counts, t_cycle, v * cycles * t_cycle / max(layer.replication, 1), fill_ns
 
 
 def encoding_ops_per_vector(layer: AnalogLayer) -> int:
@@ -196,29 +199,18 @@ def encoding_ops_per_vector(layer: AnalogLayer) -> int:
                                     for m in layer.matrices)
 
 
-def fill_ns(layer: AnalogLayer, mapping: Mapping, target) -> float:
-    """The read -> sample-and-hold -> ADC pipeline's fill, once per layer (0 when they run in series)."""
-    adcs = adcs_per_crossbar(target.crossbar.cols, target.adc.columns_per_adc)
-    return mapping.fill_ns(layer, target.crossbar.read_latency_ns, adcs, target.adc.conversion_ns,
-                           target.adc.sample_hold_ns, target.adc.pipelined)
-
-
-def layer_cells(layer: AnalogLayer, mapping: Mapping, cells_per_bar: int) -> tuple[int, float]:
+def layer_cells(layer: AnalogLayer, blocks: BlockTable, bar_cells: np.ndarray,
+                cells_per_bar: int) -> tuple[int, float]:
     """(cells holding the layer's weights, the layer's share of the cells of the crossbars it uses).
 
-    A crossbar shared by several layers is apportioned by the cells each layer's blocks occupy.
+    A crossbar shared by several layers is apportioned by the cells each layer's blocks occupy
+    (``bar_cells``: the cells all blocks occupy, per crossbar).
     """
     per_weight = columns_per_weight(layer.spec.slices, layer.spec.differential)
-    occupied: dict[int, int] = defaultdict(int)
-    for b in layer.blocks:
-        blk = mapping.blocks[b]
-        occupied[blk.crossbar] += blk.rows * blk.cols
-    share = 0.0
-    for bar_index, cells in occupied.items():
-        bar = mapping.crossbars[bar_index]
-        total = sum(mapping.blocks[b].rows * mapping.blocks[b].cols for b in bar.blocks)
-        share += cells_per_bar * cells / total
-    return layer.weights * per_weight * layer.replication, share
+    occupied = np.bincount(blocks.crossbar, weights=blocks.rows * blocks.cols)      # exact: integers below 2^53
+    bars = np.fromiter(dict.fromkeys(blocks.crossbar.tolist()), np.int64)          # in order of first use
+    share = np.add.accumulate(cells_per_bar * occupied[bars] / bar_cells[bars])    # summed in that order
+    return layer.weights * per_weight * layer.replication, float(share[-1]) if share.size else 0.0
 
 
 def _hops(a_tile: int, b_tile: int, tiles_per_chip: int) -> tuple[int, bool]:
@@ -260,8 +252,9 @@ def cost_model(graph: Graph, mapping: Mapping, target, batch: int = 1) -> Cost:
         "buffer": target.buffer.energy_per_byte_pj,
         "network": target.network.energy_per_byte_hop_pj, "io": target.chip.io_energy_per_byte_pj,
     }
-    layers = _layer_costs(graph, mapping, target, e)
-    digital = [_digital_cost(graph, node, target, e) for node in graph.nodes if node.domain != DOMAIN]
+    figure = _digital_figures(target)
+    layers = _layer_costs(graph, mapping, target, e, figure)
+    digital = [_digital_cost(graph, node, target, e, figure) for node in graph.nodes if node.domain != DOMAIN]
     latency = {f"{x.name}/CrossbarRead": x.latency_ns for x in layers}
     latency.update((x.name, x.latency_ns) for x in digital)
     period = max([x.period_ns for x in layers] + [x.latency_ns for x in digital], default=0.0)
@@ -283,7 +276,7 @@ def charge_idle(layers: list[LayerCost], target, stage_ns: float) -> None:
         x.energy_pj["static"] = per_bar_mw * c.crossbars * max(stage_ns - busy, 0.0)   # mW x ns = pJ
 
 
-def _layer_costs(graph: Graph, mapping: Mapping, target, e: dict[str, float]) -> list[LayerCost]:
+def _layer_costs(graph: Graph, mapping: Mapping, target, e: dict[str, float], figure) -> list[LayerCost]:
     act = _act_bytes(target)
     hop_ns = target.network.hop_latency_ns
     link_bytes_per_ns = target.network.bytes_per_ns
@@ -296,9 +289,14 @@ def _layer_costs(graph: Graph, mapping: Mapping, target, e: dict[str, float]) ->
     for n in graph.nodes:
         if n.domain == DOMAIN and n.op_type == "ToVectors":
             readers[n.meta["layer"]].append(n)
+    table = block_table(mapping.blocks)
+    bar_tile = np.fromiter((bar.tile for bar in mapping.crossbars), np.int64, count=len(mapping.crossbars))
+    bar_cells = np.bincount(table.crossbar, weights=table.rows * table.cols, minlength=len(mapping.crossbars))
     out = []
     for layer in mapping.layers:
-        c, t_cycle, crossbar_ns = layer_counts(layer, mapping, target)
+        at = np.asarray(layer.blocks, np.int64)
+        blocks = BlockTable(*(column[at] for column in table))
+        c, t_cycle, crossbar_ns, fill = layer_counts(layer, blocks, target)
         in_bytes, byte_hops, io_bytes = 0, 0, 0
         for node_in in readers.get(layer.index, []):      # every use of the layer's crossbars
             nbytes = _numel(graph, node_in.inputs[0]) * act
@@ -316,33 +314,33 @@ def _layer_costs(graph: Graph, mapping: Mapping, target, e: dict[str, float]) ->
             "array": c.array_reads * e["array"],
             "adc": c.adc_conversions * e["adc"],
             "shift_add": c.shift_adds * e["shift_add"],
-            "digital": (c.digital_ops + c.encoding_ops) * _digital_figure(target, "Add", "energy_pj"),
+            "digital": (c.digital_ops + c.encoding_ops) * figure("Add", "energy_pj"),
             "buffer": c.buffer_bytes * e["buffer"],
             "network": byte_hops * e["network"],
             "io": c.io_bytes * e["io"],
         }
         stream_ns = in_bytes / link_bytes_per_ns if byte_hops else 0.0
-        period = crossbar_ns + c.digital_ops * _digital_figure(target, "Add", "latency_ns") / lanes + stream_ns
-        latency = period + hops * hop_ns + fill_ns(layer, mapping, target)
-        weight_cells, used_cells = layer_cells(layer, mapping, cells_per_bar)
+        period = crossbar_ns + c.digital_ops * figure("Add", "latency_ns") / lanes + stream_ns
+        latency = period + hops * hop_ns + fill
+        weight_cells, used_cells = layer_cells(layer, blocks, bar_cells, cells_per_bar)
         first = layer.matrices[0]
         out.append(LayerCost(
             layer.name, layer.op_type, layer.groups, layer.replication, layer.uses, [first.n_out, first.k_in],
             first.row_blocks, first.col_blocks, first.physical_cols, layer.input_signed, layer.input_scale,
-            layer.adc_full_scale, sorted({mapping.crossbars[mapping.blocks[b].crossbar].tile for b in layer.blocks}),
+            layer.adc_full_scale, np.flatnonzero(np.bincount(bar_tile[blocks.crossbar])).tolist(),
             c, t_cycle, energy, latency, weight_cells, used_cells, period))
     return out
 
 
-def _digital_cost(graph: Graph, node, target, e: dict[str, float]) -> DigitalCost:
+def _digital_cost(graph: Graph, node, target, e: dict[str, float], figure) -> DigitalCost:
     flow = body_cost(graph, node) if is_control_flow(node) else None
     ops = digital_ops(graph, node) if flow is None else flow.ops
     ops = 0.0 if math.isnan(ops) else ops
     moved = sum(_numel(graph, i) for i in node.inputs if i and not graph.is_constant(i)) + \
         sum(_numel(graph, o) for o in node.outputs if o)
     act = _act_bytes(target)
-    energy = {"digital": ops * _digital_figure(target, node.op_type, "energy_pj"), "buffer": moved * act * e["buffer"]}
-    latency = ops * _digital_figure(target, node.op_type, "latency_ns") / target.digital.lanes_per_tile
+    energy = {"digital": ops * figure(node.op_type, "energy_pj"), "buffer": moved * act * e["buffer"]}
+    latency = ops * figure(node.op_type, "latency_ns") / target.digital.lanes_per_tile
     if flow is not None:
         return DigitalCost(node.name, node.op_type, bool(node.meta.get("unknown")), ops, moved * act, energy,
                            latency, flow.estimated, flow.iterations, flow.analog_ops)

@@ -1,5 +1,5 @@
-"""Resource limits (model, tensor, data-file, device-file and constant-folding sizes, node and crossbar
-counts), each with the environment variable that changes it.
+"""Resource limits (model, tensor, data-file, device-file and constant-folding sizes, node, crossbar
+and unrolled-node counts), each with the environment variable that changes it.
 
 Checked before work is attempted, so no input can make the compiler allocate
 without bound. docs/troubleshooting.md lists them all.
@@ -22,6 +22,7 @@ ENV = {
     "max_json_bytes": ("ACOMPILE_MAX_JSON_MB", MiB),
     "max_nodes": ("ACOMPILE_MAX_NODES", 1),
     "max_crossbars": ("ACOMPILE_MAX_CROSSBARS", 1),
+    "max_unrolled_nodes": ("ACOMPILE_MAX_UNROLLED_NODES", 1),
 }
 
 
@@ -36,6 +37,7 @@ class Limits:
     max_device_bytes: int = 4 * 1024**3     # device.acdev and program.npz read back
     max_json_bytes: int = 256 * MiB         # program.json, a device header, any JSON document read
     max_crossbars: int = 100_000            # crossbar blocks a mapping may cut (each a record in the device file)
+    max_unrolled_nodes: int = 10_000        # nodes unrolling Loop/Scan bodies may copy (beyond: they stay digital)
 
     @staticmethod
     def from_env() -> "Limits":

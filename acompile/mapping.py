@@ -8,12 +8,14 @@ one); every backend writes them with ``to_dict`` and reads them back with
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import defaultdict, namedtuple
 from dataclasses import asdict, dataclass, field, fields, replace
+from itertools import chain
+from operator import attrgetter, itemgetter
 
 import numpy as np
 
-from .hardware import cycle_time_ns, input_cycles, physical_columns, pipeline_fill_ns
+from .hardware import input_cycles
 from .numerics.quantise import weight_scales
 from .numerics.spec import AnalogSpec
 
@@ -94,7 +96,7 @@ class Matrix:
         return cls(**d)
 
 
-@dataclass
+@dataclass(slots=True)
 class Block:
     """A rectangle of one matrix's cell array that lives on one crossbar."""
     layer: int
@@ -113,17 +115,29 @@ class Block:
     def to_dict(self) -> dict:
         """Every field but ``replica``, which :meth:`Mapping.from_dict` recounts (copies come after originals)."""
         # the fields read directly: asdict's deep copy costs seconds over the blocks of a ResNet-50
-        return {name: getattr(self, name) for name in _BLOCK_FIELDS}
+        return dict(zip(_BLOCK_FIELDS, _block_record(self)))
 
     @classmethod
     def from_dict(cls, d: dict, replica: int = 0) -> Block:
-        return cls(*(d[f.name] for f in fields(cls)[:-1]), replica=replica)
+        return cls(*_block_values(d), replica=replica)
 
 
 _BLOCK_FIELDS = tuple(f.name for f in fields(Block) if f.name != "replica")
+_block_record, _block_values = attrgetter(*_BLOCK_FIELDS), itemgetter(*_BLOCK_FIELDS)
+# The fields of a list of blocks as int64 columns (``table.cols[i]`` is ``blocks[i].cols``): checks and
+# sums over thousands of blocks in numpy rather than one attribute at a time.
+BlockTable = namedtuple("BlockTable", [f.name for f in fields(Block)])
+_block_row = attrgetter(*BlockTable._fields)
 
 
-@dataclass
+def block_table(blocks) -> BlockTable:
+    """The :data:`BlockTable` of ``blocks``, in their order."""
+    n, k = len(blocks), len(BlockTable._fields)
+    flat = np.fromiter(chain.from_iterable(map(_block_row, blocks)), np.int64, count=n * k)
+    return BlockTable(*np.ascontiguousarray(flat.reshape(n, k).T))
+
+
+@dataclass(slots=True)
 class Crossbar:
     index: int
     chip: int = 0
@@ -223,23 +237,6 @@ class Mapping:
     chips_needed: int = 0
     fabric: Fabric | None = None  # the hardware the blocks are cut for and placed on
 
-    def cycle_ns(self, layer: AnalogLayer, read_ns: float, adcs: int, adc_ns: float,
-                 hold_ns: float = 0.0, pipelined: bool = False) -> float:
-        """One input cycle of ``layer``: its crossbars are read at once, blocks sharing one in turn
-        (copies are left out: they read other vectors at the same time)."""
-        per_bar: dict[int, float] = defaultdict(float)
-        for b in layer.blocks:
-            blk = self.blocks[b]
-            if blk.replica == 0:
-                per_bar[blk.crossbar] += cycle_time_ns(read_ns, blk.cols, adcs, adc_ns, hold_ns, pipelined)
-        return max(per_bar.values(), default=0.0)
-
-    def fill_ns(self, layer: AnalogLayer, read_ns: float, adcs: int, adc_ns: float,
-                hold_ns: float = 0.0, pipelined: bool = False) -> float:
-        """The pipeline's fill before ``layer``'s first cycle completes (0 when reads and conversions are in series)."""
-        return max((pipeline_fill_ns(read_ns, self.blocks[b].cols, adcs, adc_ns, hold_ns, pipelined)
-                    for b in layer.blocks), default=0.0)
-
     def to_dict(self) -> dict:
         return {"layers": [x.to_dict() for x in self.layers], "blocks": [b.to_dict() for b in self.blocks],
                 "crossbars": [c.to_dict() for c in self.crossbars], "tiles_used": self.tiles_used,
@@ -273,7 +270,8 @@ class Mapping:
         Layers and matrices are numbered in order; once blocks exist, each copy of each matrix is
         cut into a grid of blocks covering every cell (every weight's slices and signs) exactly once;
         once packed, every block is on one crossbar, inside it and overlapping no other; once
-        placed, every crossbar has its own slot within the organisation.
+        placed, every crossbar has its own slot within the organisation. Blocks and crossbars are
+        checked as numpy columns (a ResNet-50 has tens of thousands).
         """
         for i, layer in enumerate(self.layers):
             _check(layer.index == i and all(m.group == g for g, m in enumerate(layer.matrices)),
@@ -281,65 +279,115 @@ class Mapping:
             _check(layer.uses >= 1 and 1 <= layer.replication, f"layer {layer.index} has {layer.uses} uses, "
                    f"{layer.replication} copies")
             for m in layer.matrices:
-                _check(layer.spec is None
-                       or m.physical_cols == layer.spec.physical_columns(m.n_out),
+                _check(layer.spec is None or m.physical_cols == layer.spec.physical_columns(m.n_out),
                        f"layer {layer.index} matrix {m.group}: {m.physical_cols} physical columns for "
                        f"{m.n_out} outputs")
+        t = block_table(self.blocks)
+        bars = np.fromiter(chain.from_iterable(map(_bar_row, self.crossbars)), np.int64,
+                           count=7 * len(self.crossbars)).reshape(-1, 7).T     # index, rows/cols used, place
         if self.blocks or any(layer.blocks for layer in self.layers):
-            self._verify_blocks()
+            self._verify_blocks(t)
         if self.crossbars:
-            self._verify_crossbars()
+            self._verify_crossbars(t, *bars[:3])
         if self.tiles_used:
-            self._verify_placement()
+            self._verify_placement(*bars[3:])
 
-    def _verify_blocks(self) -> None:
-        owned = sorted(b for layer in self.layers for b in layer.blocks)
-        _check(owned == list(range(len(self.blocks))), "the layers' block lists do not name every block once")
-        cover: dict[tuple[int, int, int], list[Block]] = defaultdict(list)
-        for layer in self.layers:
-            for b in layer.blocks:
-                blk = self.blocks[b]
-                if blk.layer != layer.index:
-                    _fail(f"block {b} is listed by layer {layer.index} but names layer {blk.layer}")
-                cover[(blk.layer, blk.matrix, blk.replica)].append(blk)
-        for layer in self.layers:
-            for mi, m in enumerate(layer.matrices):
-                for copy in range(layer.replication):
-                    _check_grid(cover.pop((layer.index, mi, copy), []), m,
-                                f"layer {layer.index} matrix {mi} copy {copy}")
-        _check(not cover, f"blocks of a matrix or copy that does not exist: {sorted(cover)[:3]}")
+    def _verify_blocks(self, t: BlockTable) -> None:
+        n = len(self.blocks)
+        listed = np.fromiter(chain.from_iterable(layer.blocks for layer in self.layers), np.int64)
+        _check(listed.size == n and np.array_equal(np.sort(listed), np.arange(n)),
+               "the layers' block lists do not name every block once")
+        owner = np.repeat(np.arange(len(self.layers)), [len(layer.blocks) for layer in self.layers])
+        _first(t.layer[listed] != owner, lambda k: f"block {listed[k]} is listed by layer {owner[k]}, not its own")
+        # one grid per (layer, matrix, copy), numbered in that order; g: each block's grid
+        grids = [(layer.index, mi, copy, m) for layer in self.layers for mi, m in enumerate(layer.matrices)
+                 for copy in range(layer.replication)]
+        nmat, copies = np.array([(len(x.matrices), x.replication) for x in self.layers], np.int64).reshape(-1, 2).T
+        _first((t.matrix < 0) | (t.matrix >= nmat[t.layer]) | (t.replica < 0) | (t.replica >= copies[t.layer]),
+               lambda b: f"block {b} is of a matrix or copy that does not exist")
+        g = (np.cumsum(nmat * copies) - nmat * copies)[t.layer] + t.matrix * copies[t.layer] + t.replica
+        R, C, K, P = np.array([(m.row_blocks, m.col_blocks, m.k_in, m.physical_cols) for *_, m in grids],
+                              np.int64).reshape(-1, 4).T
 
-    def _verify_crossbars(self) -> None:
-        rows, cols = (self.fabric.rows, self.fabric.cols) if self.fabric else (None, None)
-        holder = [-1] * len(self.blocks)
-        for i, bar in enumerate(self.crossbars):
-            if bar.index != i:
-                _fail(f"crossbar {bar.index} is at position {i}")
-            for b in bar.blocks:
-                if not 0 <= b < len(holder) or holder[b] != -1:
-                    _fail(f"block {b} is on crossbar {i} and {holder[b] if 0 <= b < len(holder) else 'unknown'}")
-                holder[b] = i
-            _check_crossbar([self.blocks[b] for b in bar.blocks], bar, rows, cols)
-        for b, blk in enumerate(self.blocks):
-            if holder[b] != blk.crossbar:
-                _fail(f"block {b} names crossbar {blk.crossbar}, which does not hold it")
+        def where(j: int) -> str:
+            return "layer {} matrix {} copy {}: the blocks do not cut {} rows x {} columns into {} x {} pieces, " \
+                   "once each".format(*grids[j][:3], K[j], P[j], R[j], C[j])
 
-    def _verify_placement(self) -> None:
+        _first((R < 1) | (C < 1) | (np.bincount(g, minlength=len(grids)) != R * C), where)
+        # each grid has its R*C blocks: block (r, c) must be the r-th row span and the c-th column span,
+        # no cell twice, the spans cutting K rows (P columns) into consecutive non-empty pieces
+        inside = (t.row_block >= 0) & (t.row_block < R[g]) & (t.col_block >= 0) & (t.col_block < C[g])
+        _first(~inside, lambda b: where(g[b]))
+        cell = (np.cumsum(R * C) - R * C)[g] + t.row_block * C[g] + t.col_block
+        _first(np.bincount(cell, minlength=n)[cell] > 1, lambda b: where(g[b]))
+        for piece, start, size, pieces, length in ((t.row_block, t.row_start, t.rows, R, K),
+                                                   (t.col_block, t.col_start, t.cols, C, P)):
+            first = np.cumsum(pieces) - pieces             # each grid's first span
+            span = first[g] + piece
+            starts, sizes = np.zeros((2, int(pieces.sum())), np.int64)
+            starts[span], sizes[span] = start, size
+            ends = starts + sizes
+            follows = np.concatenate(([0], ends[:-1]))    # a span starts where the one before it ends, ...
+            follows[first] = 0                             # ... a grid's first at 0
+            ok = (starts == follows) & (sizes >= 1)
+            ok[first + pieces - 1] &= ends[first + pieces - 1] == length
+            _first((starts[span] != start) | (sizes[span] != size) | ~ok[span], lambda b: where(g[b]))
+
+    def _verify_crossbars(self, t: BlockTable, index, rows_used, cols_used) -> None:
+        bars, n = self.crossbars, len(self.blocks)
+        _first(index != np.arange(len(bars)), lambda i: f"crossbar {bars[i].index} is at position {i}")
+        held = np.fromiter(chain.from_iterable(bar.blocks for bar in bars), np.int64)   # entry k: block held[k]
+        per_bar = np.array([len(bar.blocks) for bar in bars], np.int64)
+        bar = np.repeat(np.arange(len(bars)), per_bar)                                  # on crossbar bar[k]
+        _first((held < 0) | (held >= n), lambda k: f"crossbar {bar[k]} holds block {held[k]}, which does not exist")
+        _first(np.bincount(held, minlength=n)[held] > 1, lambda k: f"block {held[k]} is on two crossbars")
+        holder = np.full(n, -1, np.int64)
+        holder[held] = bar
+        _first(holder != t.crossbar, lambda b: f"block {b} names crossbar {t.crossbar[b]}, which does not hold it")
+        r0, c0 = t.row_offset[held], t.col_offset[held]
+        r1, c1 = r0 + t.rows[held], c0 + t.cols[held]
+        _first((r0 < 0) | (c0 < 0) | (r1 > rows_used[bar]) | (c1 > cols_used[bar]),
+               lambda k: f"a block of layer {t.layer[held[k]]} sticks out of crossbar {bar[k]}'s used area")
+        if self.fabric is not None:
+            f = self.fabric
+            _first((rows_used > f.rows) | (cols_used > f.cols),
+                   lambda i: f"crossbar {i} uses {rows_used[i]} x {cols_used[i]} cells of {f.rows} x {f.cols}")
+        # crossbars holding two blocks or more: one layer's copy alone, or originals only; no shared cell
+        k = np.flatnonzero(per_bar[bar] > 1)
+        if not k.size:
+            return
+        k = k[np.lexsort((r0[k], bar[k]))]                  # by crossbar, then row offset
+        b, on, top, bottom = held[k], bar[k], r0[k], r1[k]
+        at = np.flatnonzero(np.concatenate(([True], on[1:] != on[:-1])))
+        lo, hi = np.minimum.reduceat(t.replica[b], at), np.maximum.reduceat(t.replica[b], at)
+        mixed = (lo != hi) | (np.minimum.reduceat(t.layer[b], at) != np.maximum.reduceat(t.layer[b], at))
+        _first(mixed & ((lo != 0) | (hi != 0)), lambda j: f"crossbar {on[at[j]]} mixes a layer's copy with others")
+        # by row offset, a block starting below the one before it shares no row with any (spans are
+        # non-empty); on a crossbar where one does not, every pair is compared
+        for j in sorted(set(on[1:][(on[1:] == on[:-1]) & (top[1:] < bottom[:-1])].tolist())):
+            ordered = sorted((self.blocks[i] for i in bars[j].blocks), key=lambda x: x.row_offset)
+            for i, a in enumerate(ordered):
+                for x in ordered[i + 1:]:
+                    if x.row_offset >= a.row_offset + a.rows:
+                        break
+                    _check(x.col_offset >= a.col_offset + a.cols or a.col_offset >= x.col_offset + x.cols,
+                           f"two blocks overlap on crossbar {j}")
+
+    def _verify_placement(self, chip, tile, core, slot) -> None:
         f = self.fabric
         _check(f is not None, "placed without a fabric")
-        chip, tile, core, slot = np.array([(b.chip, b.tile, b.core, b.slot) for b in self.crossbars],
-                                          np.int64).reshape(-1, 4).T
-        outside = (slot < 0) | (slot >= f.crossbars_per_core) | (core < 0) | (core >= f.cores_per_tile) \
-            | (tile < 0) | (tile >= self.tiles_used) | (chip != tile // f.tiles_per_chip)
-        if outside.any():
-            bar = self.crossbars[int(np.argmax(outside))]
-            _fail(f"crossbar {bar.index} at chip {bar.chip} tile {bar.tile} core {bar.core} slot {bar.slot} "
-                  f"is outside the organisation")
-        _check(np.unique((tile * f.cores_per_tile + core) * f.crossbars_per_core + slot).size == tile.size,
-               "two crossbars share a slot")
+        _first((slot < 0) | (slot >= f.crossbars_per_core) | (core < 0) | (core >= f.cores_per_tile)
+               | (tile < 0) | (tile >= self.tiles_used) | (chip != tile // f.tiles_per_chip),
+               lambda i: f"crossbar {i} at chip {chip[i]} tile {tile[i]} core {core[i]} slot {slot[i]} "
+                         f"is outside the organisation")
+        slots = np.sort((tile * f.cores_per_tile + core) * f.crossbars_per_core + slot)
+        _check(not (slots[1:] == slots[:-1]).any(), "two crossbars share a slot")
         _check(self.tiles_used == -(-len(self.crossbars) // f.crossbars_per_tile)
                and self.chips_needed == -(-self.tiles_used // f.tiles_per_chip),
                f"{self.tiles_used} tiles and {self.chips_needed} chips for {len(self.crossbars)} crossbars")
+
+
+_bar_row = attrgetter("index", "rows_used", "cols_used", "chip", "tile", "core", "slot")
 
 
 def _check(ok: bool, what: str) -> None:
@@ -347,52 +395,14 @@ def _check(ok: bool, what: str) -> None:
         _fail(what)
 
 
+def _first(bad: np.ndarray, what) -> None:
+    """Fail with ``what(i)`` for the first position ``i`` where ``bad`` holds."""
+    if bad.any():
+        _fail(what(int(np.argmax(bad))))
+
+
 def _fail(what: str):
     raise BrokenMapping(f"internal error, broken mapping: {what}")
-
-
-def _runs(spans: set[tuple[int, int]], length: int) -> list[tuple[int, int]]:
-    """The (start, size) spans sorted, if they cut [0, length) into consecutive pieces; else []."""
-    ordered = sorted(spans)
-    ends = [s + n for s, n in ordered]
-    ok = ordered and ordered[0][0] == 0 and ends[-1] == length and all(n > 0 for _, n in ordered) \
-        and all(ordered[i + 1][0] == ends[i] for i in range(len(ordered) - 1))
-    return ordered if ok else []
-
-
-def _check_grid(blocks: list[Block], m: Matrix, where: str) -> None:
-    """The blocks are the full grid of row spans x column spans of the k_in x P cell array."""
-    rows = {span: i for i, span in enumerate(_runs({(b.row_start, b.rows) for b in blocks}, m.k_in))}
-    cols = {span: i for i, span in enumerate(_runs({(b.col_start, b.cols) for b in blocks}, m.physical_cols))}
-    _check(bool(rows) and bool(cols) and (m.row_blocks, m.col_blocks) == (len(rows), len(cols)),
-           f"{where}: the blocks do not cut {m.k_in} rows x {m.physical_cols} columns into "
-           f"{m.row_blocks} x {m.col_blocks} pieces")
-    cells = {(b.row_block, b.col_block) for b in blocks
-             if (b.row_block, b.col_block) == (rows[(b.row_start, b.rows)], cols[(b.col_start, b.cols)])}
-    _check(len(blocks) == len(cells) == len(rows) * len(cols), f"{where}: a cell is in no block or in two")
-
-
-def _check_crossbar(blocks: list[Block], bar: Crossbar, rows: int | None, cols: int | None) -> None:
-    """The blocks fit the crossbar's used area (and the crossbar), no two overlap, and a layer's
-    copy has its crossbars to itself."""
-    for b in blocks:
-        if b.row_offset < 0 or b.col_offset < 0 or b.row_offset + b.rows > bar.rows_used \
-                or b.col_offset + b.cols > bar.cols_used:
-            _fail(f"a block of layer {b.layer} sticks out of crossbar {bar.index}'s used area")
-    if rows is not None and (bar.rows_used > rows or bar.cols_used > cols):
-        _fail(f"crossbar {bar.index} uses {bar.rows_used} x {bar.cols_used} cells of {rows} x {cols}")
-    if len(blocks) < 2:
-        return
-    owners = {(b.layer, b.replica) for b in blocks}
-    _check(len(owners) == 1 or all(copy == 0 for _, copy in owners),
-           f"crossbar {bar.index} mixes a layer's copy with other blocks: {sorted(owners)}")
-    ordered = sorted(blocks, key=lambda b: b.row_offset)
-    for i, a in enumerate(ordered):
-        for b in ordered[i + 1:]:
-            if b.row_offset >= a.row_offset + a.rows:
-                break
-            if b.col_offset < a.col_offset + a.cols and a.col_offset < b.col_offset + b.cols:
-                _fail(f"two blocks overlap on crossbar {bar.index}")
 
 
 def layer_matrix(graph_constants: dict, layer: AnalogLayer, group: int):

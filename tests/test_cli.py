@@ -156,3 +156,30 @@ def test_edited_cell_levels_are_refused(tmp_path, capsys):
     np.save(tmp_path / "x.npy", np.zeros((1, 784), np.float32))
     assert main(["simulate", str(out), "--input", str(tmp_path / "x.npy"), "--mode", "quantized"]) == 2
     assert "checksum" in capsys.readouterr().err
+
+
+# A fresh interpreter runs one command and lists what it imported.
+_IMPORTED = "import json, sys\nfrom acompile.cli import main\nmain(sys.argv[1:])\nprint(json.dumps(sorted(sys.modules)))\n"
+
+
+def _imported(argv: list[str]) -> set[str]:
+    done = subprocess.run([sys.executable, "-c", _IMPORTED, *argv], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)))
+    return set(json.loads(done.stdout.splitlines()[-1]))
+
+
+def _under(modules: set[str], *packages: str) -> list[str]:
+    return sorted(m for m in modules if any(m == p or m.startswith(p + ".") for p in packages))
+
+
+def test_each_command_imports_only_what_it_uses(tmp_path):
+    """check pays for neither onnxruntime, the simulator, the writers nor the process pool (one job);
+    compile not for check's report or any other command's module."""
+    check = _imported(["check", str(SAMPLES / "mlp.onnx"), "-t", "isaac", "-q"])
+    assert not _under(check, "onnxruntime", "acompile.sim", "acompile.simulation", "acompile.backends",
+                      "acompile.sweeps", "acompile.cli.simulate", "acompile.cli.targets", "acompile.cli.sweep",
+                      "multiprocessing", "concurrent.futures.process", "xml")
+    compiled = _imported(["compile", str(SAMPLES / "mlp.onnx"), "-t", "isaac", "-q", "-o", str(tmp_path / "o")])
+    assert "acompile.backends.device" in compiled
+    assert not _under(compiled, "acompile.check", "acompile.cli.check", "acompile.cli.simulate", "acompile.cli.sweep",
+                      "acompile.cli.targets", "acompile.sweeps")

@@ -1,5 +1,6 @@
-"""Control flow (If, Loop, Scan) that cannot be folded runs digitally with its sub-graphs through
-onnxruntime: check, compile, cost, program files and simulation agree with onnxruntime."""
+"""Control flow (If, Loop, Scan) that cannot be folded or unrolled runs digitally with its sub-graphs
+through onnxruntime: check, compile, cost, program files and simulation agree with onnxruntime. (What is
+unrolled, and the crossbars its iterations share: tests/passes/test_unroll_control.py.)"""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from onnx import TensorProto as T, helper as h, numpy_helper
 import acompile
 from acompile.check import check_model
 from acompile.cli import main as cli_main
+from acompile.limits import Limits
 from helpers import compiled, ort_outputs, simulate
 
 OPSET = 17
@@ -80,9 +82,10 @@ def scan_cumsum() -> onnx.ModelProto:
                    h.make_tensor_value_info("partial", T.FLOAT, [7, 4])])
 
 
-def loop_with_nested_if() -> onnx.ModelProto:
-    """A Loop (3 iterations) whose body holds an If on the iteration number; the If's branches read
-    ``scale``, a value of the outermost graph, two scopes up."""
+def loop_with_nested_if(dynamic=False) -> onnx.ModelProto:
+    """A Loop (3 iterations, or a graph input's count when ``dynamic``) whose body holds an If on the
+    iteration number; the If's branches read ``scale``, a value of the outermost graph, two scopes up.
+    Unrolled, each iteration's If has a constant condition and is inlined."""
     then_g = h.make_graph([h.make_node("Mul", ["a_in", "scale"], ["t_y"])], "then", [],
                           [h.make_tensor_value_info("t_y", T.FLOAT, [1, 4])])
     else_g = h.make_graph([h.make_node("Add", ["a_in", "scale"], ["e_y"])], "else", [],
@@ -96,9 +99,10 @@ def loop_with_nested_if() -> onnx.ModelProto:
         [h.make_tensor_value_info("cond_out", T.BOOL, []), h.make_tensor_value_info("a_out", T.FLOAT, [1, 4])])
     nodes = [h.make_node("Relu", ["x"], ["scale"]),
              h.make_node("Loop", ["M", "", "x"], ["y"], body=body)]
-    inits = [_const("M", np.int64(3)), _const("two", np.int64(2)), _const("zero", np.int64(0))]
-    return _model(nodes, [h.make_tensor_value_info("x", T.FLOAT, [1, 4])],
-                  [h.make_tensor_value_info("y", T.FLOAT, [1, 4])], inits)
+    inits = [_const("two", np.int64(2)), _const("zero", np.int64(0))] + ([] if dynamic else [_const("M", np.int64(3))])
+    inputs = [h.make_tensor_value_info("x", T.FLOAT, [1, 4])] + \
+        ([h.make_tensor_value_info("M", T.INT64, [])] if dynamic else [])
+    return _model(nodes, inputs, [h.make_tensor_value_info("y", T.FLOAT, [1, 4])], inits)
 
 
 def _feeds(model, rng):
@@ -120,7 +124,10 @@ def _close(got, want):
 
 
 MODELS = {"if_convs": if_with_convs, "loop_const": loop_matmul, "loop_dynamic": lambda: loop_matmul(dynamic=True),
-          "scan": scan_cumsum, "nested_if": loop_with_nested_if}
+          "scan": scan_cumsum, "nested_if": loop_with_nested_if,
+          "nested_if_dynamic": lambda: loop_with_nested_if(dynamic=True)}
+DIGITAL = {"if_convs", "loop_dynamic", "nested_if_dynamic"}     # the others are unrolled
+NO_UNROLLING = Limits(max_unrolled_nodes=1)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -139,16 +146,21 @@ def _digital(comp, op):
 
 
 def test_loop_with_constant_trip_count_costs_every_iteration():
-    five, one = _digital(compiled(loop_matmul(5)), "Loop"), _digital(compiled(loop_matmul(1)), "Loop")
+    five, one = (_digital(compiled(loop_matmul(n), limits=NO_UNROLLING), "Loop") for n in (5, 1))
     assert not five.get("estimated") and not one.get("estimated")
     assert five["counts"]["digital_ops"] == pytest.approx(5 * one["counts"]["digital_ops"])
     assert one["counts"]["digital_ops"] >= 2 * 8 * 8        # at least the MatMul of one iteration
-    assert five["iterations"] == 5 and five["body_analog"] == ["MatMul"]    # W is constant: analog outside a body
+    assert five["iterations"] == 5 and five["body_analog"][0] == "MatMul"   # W is constant: analog outside a body
+    assert five["body_analog"][1:] == ["not unrolled: unrolling would copy 11 nodes; the limit is 1 "
+                                       "(set ACOMPILE_MAX_UNROLLED_NODES to raise it)"]
 
 
-def test_report_marks_the_iterations_and_the_estimate(tmp_path):
-    for name, want in (("loop_const", "Loop (body runs 5×; digital in the body: MatMul)"),
-                       ("loop_dynamic", "Loop (body runs ~1×, cost estimated; digital in the body: MatMul)")):
+def test_report_marks_the_iterations_the_estimate_and_why_it_was_not_unrolled(tmp_path, monkeypatch):
+    monkeypatch.setenv("ACOMPILE_MAX_UNROLLED_NODES", "1")
+    for name, want in (("loop_const", "Loop (body runs 5×; digital in the body: MatMul, not unrolled: unrolling "
+                                      "would copy 11 nodes"),
+                       ("loop_dynamic", "Loop (body runs ~1×, cost estimated; digital in the body: MatMul, "
+                                        "not unrolled: its trip count is not a constant)")):
         path = tmp_path / f"{name}.onnx"
         onnx.save(MODELS[name](), path)
         assert cli_main(["compile", str(path), "--target", "isaac", "-q", "-o", str(tmp_path / name)]) == 0
@@ -158,7 +170,7 @@ def test_report_marks_the_iterations_and_the_estimate(tmp_path):
 
 def test_programs_with_sub_graphs_are_deterministic(tmp_path):
     path = tmp_path / "m.onnx"
-    onnx.save(loop_with_nested_if(), path)
+    onnx.save(loop_with_nested_if(dynamic=True), path)
     for out in ("a", "b"):
         assert cli_main(["compile", str(path), "--target", "isaac", "-q", "-o", str(tmp_path / out)]) == 0
     for name in ("program.json", "program.npz"):
@@ -171,7 +183,7 @@ def test_dynamic_trip_count_and_data_dependent_branch_are_estimates():
 
 
 def test_scan_costs_each_step_of_its_static_sequence():
-    scan = _digital(compiled(scan_cumsum()), "Scan")
+    scan = _digital(compiled(scan_cumsum(), limits=NO_UNROLLING), "Scan")
     assert not scan.get("estimated") and scan["counts"]["digital_ops"] >= 7 * 4
 
 
@@ -184,14 +196,15 @@ def test_check_and_run_agree(name, tmp_path):
     assert cli_main(["compile", str(path), "--target", "isaac", "-o", str(out)]) == 0
     ops = json.loads((out / "program.json").read_text())["ops"]
     flow = [op for op in ops if op["op"] in ("If", "Loop", "Scan")]
-    assert flow and all("graph" in v for op in flow for v in op["attrs"].values() if isinstance(v, dict))
+    assert bool(flow) == (name in DIGITAL)      # the static Loop and Scan are unrolled, their Ifs inlined
+    assert all("graph" in v for op in flow for v in op["attrs"].values() if isinstance(v, dict))
     feeds = _feeds(onnx.load(path), np.random.default_rng(2))
     got = acompile.simulate(out, feeds, mode="ideal")
     _close([got[o.name] for o in onnx.load(path).graph.output], ort_outputs(onnx.load(path), feeds))
 
 
 def test_mapped_onnx_keeps_the_sub_graphs_and_runs(tmp_path):
-    model = loop_with_nested_if()
+    model = loop_with_nested_if(dynamic=True)
     path = tmp_path / "m.onnx"
     onnx.save(model, path)
     assert cli_main(["compile", str(path), "--target", "isaac", "-q", "-o", str(tmp_path / "out"),
@@ -205,7 +218,7 @@ def test_mapped_onnx_keeps_the_sub_graphs_and_runs(tmp_path):
 def test_export_of_the_ir_keeps_control_flow_runnable():
     from acompile.frontend.export import to_onnx
     from acompile.frontend.load import load_model_proto
-    model = loop_with_nested_if()
+    model = loop_with_nested_if(dynamic=True)
     exported = to_onnx(load_model_proto(model))
     feeds = _feeds(model, np.random.default_rng(4))
     _close(ort_outputs(exported, feeds), ort_outputs(model, feeds))
@@ -262,3 +275,44 @@ def test_body_shapes_inference_cannot_settle_come_from_an_onnxruntime_probe():
     _close(simulate(comp, feeds), ort_outputs(model, feeds))
     # the probe sizes the padded (1, 64) input: the body's MatMul costs 2 x 64 x 8 ops
     assert _digital(comp, "If")["counts"]["digital_ops"] >= 2 * 64 * 8
+
+
+def loop_with_computed_pad(scan=False) -> onnx.ModelProto:
+    """A Loop with a trip count from the data (or a Scan over 3 rows) whose body pads h by amounts
+    computed inside it, then multiplies by a (64, 8) weight: ONNX inference cannot size the Pad, an
+    onnxruntime probe of the body can."""
+    w = np.random.default_rng(5).normal(size=(64, 8)).astype(np.float32) * 0.1
+    nodes = [h.make_node("Constant", [], ["p2"], value=numpy_helper.from_array(np.array([[0, 0], [0, 56]]))),
+             h.make_node("Transpose", ["p2"], ["pt"]),
+             h.make_node("Constant", [], ["flat"], value=numpy_helper.from_array(np.array([-1]))),
+             h.make_node("Reshape", ["pt", "flat"], ["pads"]), h.make_node("Pad", ["h_in", "pads"], ["hp"]),
+             h.make_node("MatMul", ["hp", "W"], ["h_out"])]
+    carried = [h.make_tensor_value_info("h_in", T.FLOAT, None)]
+    outs = [h.make_tensor_value_info("h_out", T.FLOAT, None)]
+    if scan:
+        nodes.append(h.make_node("Add", ["h_out", "row"], ["h_next"]))
+        body = h.make_graph(nodes, "body", carried + [h.make_tensor_value_info("row", T.FLOAT, None)],
+                            [h.make_tensor_value_info("h_next", T.FLOAT, None)])
+        flow = h.make_node("Scan", ["x", "rows"], ["y"], body=body, num_scan_inputs=1)
+        inputs = [h.make_tensor_value_info("rows", T.FLOAT, [3, 1, 8])]
+    else:
+        nodes.append(h.make_node("Identity", ["cond_in"], ["cond_out"]))
+        body = h.make_graph(nodes, "body", [h.make_tensor_value_info("i", T.INT64, []),
+                                            h.make_tensor_value_info("cond_in", T.BOOL, [])] + carried,
+                            [h.make_tensor_value_info("cond_out", T.BOOL, [])] + outs)
+        flow = h.make_node("Loop", ["M", "", "x"], ["y"], body=body)
+        inputs = [h.make_tensor_value_info("M", T.INT64, [])]
+    return _model([flow], [h.make_tensor_value_info("x", T.FLOAT, [1, 8])] + inputs,
+                  [h.make_tensor_value_info("y", T.FLOAT, [1, 8])], [_const("W", w)])
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_loop_and_scan_bodies_are_probed_for_the_shapes_inference_leaves_open(scan):
+    model = loop_with_computed_pad(scan)
+    comp = compiled(model, limits=NO_UNROLLING)
+    entry = _digital(comp, "Scan" if scan else "Loop")
+    # the probe sizes the padded (1, 64) input: the body's MatMul costs 2 x 64 x 8 ops per iteration
+    assert entry["counts"]["digital_ops"] >= entry["iterations"] * 2 * 64 * 8
+    assert entry["iterations"] == (3 if scan else 1) and entry.get("estimated", False) is not scan
+    feeds = _feeds(model, np.random.default_rng(6))
+    _close(simulate(comp, feeds), ort_outputs(model, feeds))

@@ -128,3 +128,35 @@ def test_oversize_file_is_refused_before_reading(tmp_path):
 def test_dynamic_batch_takes_the_compile_batch():
     g = load_model_proto(models.dynamic_batch_cnn(), batch=4)
     assert g.shape(g.inputs[0])[0] == 4
+
+
+def test_weights_read_beside_the_parse_equal_onnx_own(tmp_path):
+    """Payloads left in the file are read in groups (preadv over several arrays, small gaps dropped,
+    a large in-proto tensor between two of them skipped, more arrays than one preadv takes)."""
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(0)
+    arrays = {f"w{i}": rng.standard_normal(1100 + i).astype(np.float32) for i in range(1200)}
+    arrays.update(half=rng.standard_normal((40, 70)).astype(np.float16), bytes=rng.integers(-128, 127, 5000,
+                  dtype=np.int8), longs=rng.integers(0, 1 << 40, 700), doubles=rng.standard_normal(900),
+                  tiny=np.arange(3, dtype=np.float32))
+    inits = [numpy_helper.from_array(a, name) for name, a in arrays.items()]
+    inits.insert(300, helper.make_tensor("in_proto", TensorProto.FLOAT, [30000], rng.standard_normal(30000)))
+    node = helper.make_node("Identity", ["x"], ["y"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])], inits)
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    g = load_model(path)
+    for t in onnx.load(path).graph.initializer:
+        want = numpy_helper.to_array(t)
+        assert g.constants[t.name].dtype == want.dtype and np.array_equal(g.constants[t.name], want), t.name
+
+
+def test_a_model_file_that_shrank_under_the_reader_is_refused(tmp_path):
+    from acompile.frontend.protobuf import Payloads
+    path = tmp_path / "m.onnx"
+    path.write_bytes(b"\0" * 8000)
+    payloads = Payloads(path, {0: (4000, 16000, np.dtype(np.float32), (4000,))})
+    payloads.index = {"w": 0}
+    with pytest.raises(InvalidModelError, match="changed while it was read"):
+        payloads.arrays(["w"], "m.onnx")

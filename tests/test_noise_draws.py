@@ -156,3 +156,40 @@ def test_program_json_keeps_the_compile_seed(tmp_path):
     from acompile.backends.program import load_program
     assert json.loads((out / "program.json").read_text())["seed"] == 7
     assert load_program(out)[0].meta["compile_seed"] == 7
+
+
+def _normal_cdf(z):
+    import math
+    return np.array([0.5 * (1 + math.erf(v / math.sqrt(2))) for v in z])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_add_normal_draws_independent_normals_of_the_given_sigma(dtype):
+    """The read-noise draws (Box-Muller) against the normal law: quantiles, moments, the tails,
+    and no correlation between the cos and sin halves of a chunk or between neighbours."""
+    from acompile.numerics.noise import NORMAL_PAIRS, add_normal
+    n = 4 * NORMAL_PAIRS + 3                                       # three chunks, the last one odd
+    z = add_normal(np.zeros(n, dtype), 2.5, np.random.default_rng(0)) / 2.5
+    assert z.dtype == dtype
+    assert abs(z.mean()) < 5 / np.sqrt(n) and abs(z.std() - 1) < 5 / np.sqrt(2 * n)
+    points = np.array([-3.0, -2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 3.0])
+    want = _normal_cdf(points)
+    got = (z[:, None] <= points).mean(axis=0)
+    assert np.all(np.abs(got - want) < 5 * np.sqrt(want * (1 - want) / n))
+    assert abs(np.mean(z ** 4) - 3) < 0.1                           # kurtosis of a normal
+    h = NORMAL_PAIRS
+    for a, b in ((z[:h], z[h:2 * h]), (z[:-1], z[1:])):
+        assert abs(np.corrcoef(a, b)[0, 1]) < 5 / np.sqrt(a.size)
+        assert abs(np.corrcoef(a ** 2, b ** 2)[0, 1]) < 5 / np.sqrt(a.size)
+
+
+def test_add_normal_adds_in_place_and_reproduces_from_the_seed():
+    from acompile.numerics.noise import NORMAL_PAIRS, add_normal
+    base = np.arange(2 * NORMAL_PAIRS + 1, dtype=np.float32).reshape(-1, 1)
+    a = add_normal(base.copy(), 0.1, np.random.default_rng(5))
+    b = add_normal(base.copy(), 0.1, np.random.default_rng(5), np.empty(3 * NORMAL_PAIRS, np.float32))
+    assert np.array_equal(a, b) and np.all(np.isfinite(a))
+    assert np.abs(a - base).max() < 0.7 and not np.array_equal(a, base)
+    assert not np.array_equal(a, add_normal(base.copy(), 0.1, np.random.default_rng(6)))
+    with pytest.raises(ValueError, match="contiguous"):
+        add_normal(np.zeros((4, 4), np.float32)[:, ::2], 0.1, np.random.default_rng(0))

@@ -25,13 +25,13 @@ MODELS = ["mlp", "small_cnn", "grouped_conv", "depthwise_conv", "conv_transpose_
 
 def test_the_pipeline_is_ordered_by_its_contracts():
     names = [p.name for p in pipeline()]
-    assert names == ["model_scales", "fold_constants", "unroll_recurrent", "gemm_to_linear", "fold_affine",
-                     "explicit_bias", "classify", "lower_analog", "choose_precision", "apply_model_scales", "partition", "pack", "replicate", "place",
-                     "insert_boundaries", "calibrate"]
+    assert names == ["model_scales", "fold_constants", "unroll_control", "unroll_recurrent", "gemm_to_linear",
+                     "fold_affine", "explicit_bias", "classify", "lower_analog", "choose_precision",
+                     "apply_model_scales", "partition", "pack", "replicate", "place", "insert_boundaries", "calibrate"]
     assert pipeline(with_calibration=False) == [*FRONTEND, *MAPPING]
     check_order(pipeline())
     swapped = list(pipeline())
-    swapped[10], swapped[11] = swapped[11], swapped[10]
+    swapped[11], swapped[12] = swapped[12], swapped[11]
     with pytest.raises(RuntimeError, match="pack needs"):
         check_order(swapped)
 
@@ -42,10 +42,10 @@ def test_every_pass_is_timed_and_dumped_with_the_mapping(tmp_path, monkeypatch):
     assert list(comp.timings_s) == ["load"] + [p.name for p in pipeline()]
     dumps = sorted(p.name for p in tmp_path.iterdir())
     assert dumps[:2] == ["02_model_scales.txt", "03_fold_constants.txt"]
-    assert "08_classify.mapping.json" not in dumps and "09_lower_analog.mapping.json" in dumps
-    last = Mapping.from_dict(json.loads((tmp_path / "17_calibrate.mapping.json").read_text()))
+    assert "09_classify.mapping.json" not in dumps and "10_lower_analog.mapping.json" in dumps
+    last = Mapping.from_dict(json.loads((tmp_path / "18_calibrate.mapping.json").read_text()))
     assert last == comp.mapping
-    assert "CrossbarRead" in (tmp_path / "16_insert_boundaries.txt").read_text()
+    assert "CrossbarRead" in (tmp_path / "17_insert_boundaries.txt").read_text()
 
 
 def test_unsupported_nodes_stop_the_compile_after_classify():
@@ -144,7 +144,7 @@ def test_mappings_survive_to_dict_and_from_dict():
 def test_the_loaders_rebuild_the_whole_mapping(tmp_path, replicate):
     comp = compiled(models.small_cnn(), "isaac", replicate=replicate)
     sha = write_program(tmp_path, comp, dumps_json)
-    write_device(tmp_path / "device.acdev", comp, sha, dumps_json)
+    write_device(tmp_path / "device.acdev", comp, lambda: sha)
     _, mapping, loaded_sha = load_program(tmp_path)
     assert mapping.layers == [_without_blocks(layer) for layer in comp.mapping.layers] and not mapping.blocks
     DeviceReader(tmp_path / "device.acdev", mapping, program_sha256=loaded_sha)
@@ -162,7 +162,7 @@ def test_a_device_header_that_does_not_hold_together_is_refused(tmp_path):
     sha = write_program(tmp_path, comp, dumps_json)
     broken = dataclasses.replace(comp, mapping=copy.deepcopy(comp.mapping))
     broken.mapping.crossbars[0].slot = 99          # written as is: the writer does not verify
-    write_device(tmp_path / "device.acdev", broken, sha, dumps_json)
+    write_device(tmp_path / "device.acdev", broken, lambda: sha)
     _, mapping, _ = load_program(tmp_path)
     with pytest.raises(InvalidDataError, match="does not hold together"):
         DeviceReader(tmp_path / "device.acdev", mapping, program_sha256=sha)
@@ -173,7 +173,7 @@ def test_every_weight_lands_in_one_cell_per_slice_and_sign(tmp_path, target):
     """Write the device file, read it back, and decode the cells to the quantised weights."""
     comp = compiled(models.grouped_conv(), target)
     sha = write_program(tmp_path, comp, dumps_json)
-    write_device(tmp_path / "device.acdev", comp, sha, dumps_json)
+    write_device(tmp_path / "device.acdev", comp, lambda: sha)
     reader = DeviceReader(tmp_path / "device.acdev", comp.mapping, program_sha256=sha)
     for layer in comp.mapping.layers:
         for g, m in enumerate(layer.matrices):

@@ -14,27 +14,31 @@ runs) holding:
 * ``weight_scales.npy`` -- s_w of every output channel of every matrix,
   concatenated in layer/matrix order.
 
-Matrices are encoded one row stripe at a time and streamed into ``levels.bin``,
-so memory stays at one stripe's cells however large the model. See docs/formats.md.
+Matrices are encoded one row stripe at a time (:mod:`.cells`) and streamed into
+``levels.bin``, so memory stays at one stripe's cells however large the model. See docs/formats.md.
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
+import operator
+import threading
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from .. import numerics
 from ..errors import InvalidDataError, clean
-from ..jsonio import dumps_compact
+from ..jsonio import RawJSON, dumps_compact, table_json
 from ..mapping import BrokenMapping, Mapping, layer_matrix
 from ..numerics.encoding import Encoded
 from ..safe_read import check_schema
 from ..units import count, decimal
-from .archive import ArchiveReader, ArchiveWriter, pack_levels, packed_size, unpack_levels
+from .archive import ArchiveReader, ArchiveWriter, packed_size, unpack_levels
+from .cells import stripe_cells
 from .schemas import HEADER
 
 DEVICE_FORMAT = "acompile-device"
@@ -42,25 +46,32 @@ DEVICE_VERSION = 1
 FLIP_ENTRY = "flip_marks.npy"   # packed bits, (row blocks, P) per matrix of the "flipped" scheme, in file order
 
 
-def write_device(path: Path, compiled, program_sha256: str, dumps) -> None:
+class Cancelled(Exception):
+    """The device writer stopped: the compile failed or was interrupted on another thread (the half-written
+    file goes with the temporary folder)."""
+
+
+def write_device(path: Path, compiled, program_sha256: Callable[[], str], stop: threading.Event | None = None) -> None:
+    """Write the device file of ``compiled`` to ``path``.
+
+    ``program_sha256()`` gives the sha256 of the program.json it belongs to; it is called last, for the
+    header, so the program can be written on another thread meanwhile. Once ``stop`` is set (the compile
+    failed or was interrupted on another thread), raises :class:`Cancelled` before the next row stripe.
+    """
     graph, mapping, target = compiled.graph, compiled.mapping, compiled.target
     writer = ArchiveWriter(path)
-    blocks_out = []
-    scales = []
-    offset = 0
+    order, sizes, scales, flips = [], [], [], []
     digest = hashlib.sha256()
-    flips = []
     try:
         with writer.open_stream("levels.bin") as stream:
-            for group, sizes, pieces, flip in map(_stripe_cells, _stripes(graph, mapping, scales)):
+            for group, group_sizes, pieces, flip in map(stripe_cells, _stripes(graph, mapping, scales, stop)):
                 if flip is not None:
                     flips.append(flip)
                 for piece in pieces:
                     stream.write(piece)
                     digest.update(piece)
-                for blk, size in zip(group, sizes):
-                    blocks_out.append({**blk.to_dict(), "offset": offset, "bytes": size})
-                    offset += size
+                order += group
+                sizes += group_sizes
         writer.add_array("weight_scales.npy", np.concatenate(scales) if scales else np.zeros(0))
         marks = np.packbits(np.concatenate(flips)) if flips else None
         if marks is not None:       # the "flipped" scheme: which (row block, column) is stored complemented
@@ -68,25 +79,49 @@ def write_device(path: Path, compiled, program_sha256: str, dumps) -> None:
         header = {
             **({"flip_marks_sha256": hashlib.sha256(marks.tobytes()).hexdigest()} if marks is not None else {}),
             "format": DEVICE_FORMAT, "version": DEVICE_VERSION, "target": target.name,
-            "program_sha256": program_sha256,
-            "levels_bytes": offset,
+            "levels_bytes": sum(sizes),
             "levels_sha256": digest.hexdigest(),
             "layers": [_layer_record(layer, target) for layer in mapping.layers],
-            "crossbars": [c.to_dict() for c in mapping.crossbars],
-            "blocks": blocks_out,
+            "crossbars": _crossbar_records(mapping.crossbars),
+            "blocks": _block_records(order, sizes),
             "geometry": mapping.fabric.to_dict(),
             "tiles_used": mapping.tiles_used, "chips_needed": mapping.chips_needed,
         }
+        header["program_sha256"] = program_sha256()
         writer.add_json("header.json", header, dumps_compact)   # compact: a record per block adds up
     finally:
         writer.close()
 
 
-def _stripes(graph, mapping: Mapping, scales: list):
+def _block_records(blocks: list, sizes: list[int]) -> RawJSON:
+    """The header's block records in file order: each block's ``to_dict()`` with the ``offset`` and
+    ``bytes`` of its cells in levels.bin, encoded as one table (ten thousand of them on a ResNet-50)."""
+    names = tuple(blocks[0].to_dict()) if blocks else ()
+    columns = dict(zip(names, zip(*map(operator.attrgetter(*names), blocks)))) if blocks else {}
+    columns["offset"] = list(itertools.accumulate(sizes, initial=0))[:-1]
+    columns["bytes"] = sizes
+    return table_json(columns)
+
+
+def _crossbar_records(crossbars: list) -> RawJSON:
+    """The header's crossbar records: each crossbar's ``to_dict()``, encoded as one table."""
+    names = tuple(n for n in crossbars[0].to_dict() if n != "blocks") if crossbars else ()
+    columns = dict(zip(names, zip(*map(operator.attrgetter(*names), crossbars)))) if crossbars else {}
+    columns["blocks"] = ["[" + ",".join(map(str, c.blocks)) + "]" for c in crossbars]
+    return table_json(columns)
+
+
+def _check_stop(stop: threading.Event | None) -> None:
+    if stop is not None and stop.is_set():
+        raise Cancelled
+
+
+def _stripes(graph, mapping: Mapping, scales: list, stop: threading.Event | None):
     """Every row stripe of every weight matrix, in file order: (W, s_w, spec, blocks of the stripe).
 
     A stripe is the rows of one row block; its blocks are consecutive in the mapping's order
-    (layer, matrix, row block, column block). Appends each matrix's s_w to ``scales``.
+    (layer, matrix, row block, column block). Appends each matrix's s_w to ``scales``; checks ``stop``
+    before each stripe.
     """
     for layer in mapping.layers:
         by_matrix: dict[int, list[int]] = {}
@@ -98,114 +133,8 @@ def _stripes(graph, mapping: Mapping, scales: list):
             scales.append(np.asarray(s_w, np.float64))
             blocks = [mapping.blocks[b] for b in by_matrix.get(mi, [])]
             for _, group in itertools.groupby(blocks, key=lambda b: (b.row_start, b.rows)):
+                _check_stop(stop)
                 yield w, s_w, layer.spec, list(group)
-
-
-def _stripe_cells(task) -> tuple[list, list[int], list, np.ndarray | None]:
-    """(blocks, their packed sizes, arrays holding their packed cells in order, flip marks) of one
-    row stripe; the flip marks (P,) only for the "flipped" scheme, whose stripes are encoded whole.
-
-    The stripe's weights are quantised and, when every channel's slices fill whole bytes,
-    packed straight from the magnitudes (:func:`_packed_rows`); a run of such blocks side by
-    side is reordered block-major in one copy. Blocks that do not start and end on a byte
-    boundary (the offset scheme's reference column, odd cell widths) are packed from their
-    cell levels (:func:`_levels`) by ``pack_levels``. Either way the bytes are those of
-    ``pack_levels`` applied to the block of ``numerics.encode_weights(q_w).levels``.
-    """
-    w, s_w, spec, group = task
-    cb = spec.cell_bits
-    data_cols = w.shape[0] * spec.columns_per_channel
-
-    def aligned(blk) -> bool:
-        return blk.col_start + blk.cols <= data_cols and blk.col_start * cb % 8 == 0 and blk.cols * cb % 8 == 0
-
-    r0, rows = group[0].row_start, group[0].rows
-    q = numerics.quantize_with_scales(w[:, r0:r0 + rows], s_w, spec.weight_bits)       # (N, rows)
-    if spec.flipped:        # a stripe is one row block: encoding it alone flips as the whole matrix does
-        enc = numerics.encode_weights(q, spec)
-        sizes, pieces = [], []
-        for i, j in _runs(group, lambda b: rows * b.cols * cb % 8 == 0):   # blocks of whole bytes
-            c0, n = group[i].col_start, group[i].cols
-            pieces.append(pack_levels(enc.levels[:, c0:c0 + (j - i) * n].reshape(rows, j - i, n)
-                                      .transpose(1, 0, 2), cb))
-            sizes += [len(pieces[-1]) // (j - i)] * (j - i)
-        return group, sizes, pieces, enc.flip[0]
-    packed = _packed_rows(q, spec) if any(aligned(b) for b in group) else None
-    sizes, pieces = [], []
-    for i, j in _runs(group, aligned if packed is not None else lambda b: False):
-        blk = group[i]
-        if packed is None or not aligned(blk):
-            pieces.append(pack_levels(_levels(q, spec, blk.col_start, blk.col_start + blk.cols), cb))
-            sizes.append(len(pieces[-1]))
-            continue
-        a, per = blk.col_start * cb // 8, blk.cols * cb // 8
-        run = packed[:, a:a + (j - i) * per].reshape(rows, j - i, per).transpose(1, 0, 2)
-        pieces.append(np.ascontiguousarray(run).reshape(-1))
-        sizes += [rows * per] * (j - i)
-    return group, sizes, pieces, None
-
-
-def _runs(group: list, ok):
-    """Spans (i, j) of group in order: a run of equal, adjacent blocks that all pass ok, packed
-    block-major in one copy, or a single block."""
-    i = 0
-    while i < len(group):
-        blk, j = group[i], i + 1
-        if ok(blk):
-            while (j < len(group) and ok(group[j]) and group[j].cols == blk.cols
-                   and group[j].col_start == group[j - 1].col_start + blk.cols):
-                j += 1
-        yield i, j
-        i = j
-
-
-def _magnitudes(q: np.ndarray, spec: numerics.AnalogSpec, dtype) -> np.ndarray:
-    """(rows, N, signs) stored magnitudes of q (N, rows): max(±q, 0) (differential) or q + offset."""
-    n, rows = q.shape
-    qt = q.T
-    out = np.empty((rows, n, len(spec.signs)), dtype)
-    if spec.differential:
-        np.maximum(qt, 0, out=out[:, :, 0], casting="unsafe")
-        np.maximum(np.negative(qt), 0, out=out[:, :, 1], casting="unsafe")
-    else:
-        np.add(qt, spec.offset, out=out[:, :, 0], casting="unsafe")
-    return out
-
-
-def _packed_rows(q: np.ndarray, spec: numerics.AnalogSpec) -> np.ndarray | None:
-    """The data columns of a row stripe as ``pack_levels`` lays them out, or None.
-
-    In the canonical column order a channel's sign group is S consecutive cells holding bits
-    ``[j*cb, (j+1)*cb)`` of its magnitude, and cells pack least significant bits first, so when
-    ``S*cb`` is a multiple of 8 the packed row is every (channel, sign) magnitude as a
-    little-endian ``S*cb/8``-byte integer. q is (N, rows); the result is (rows, N*signs*S*cb/8).
-    """
-    bits = spec.slices * spec.cell_bits
-    if bits % 8 or bits > 64:
-        return None
-    nb = bits // 8
-    rows = q.shape[1]
-    if nb in (1, 2, 4, 8):
-        return _magnitudes(q, spec, f"<u{nb}").view(np.uint8).reshape(rows, -1)
-    wide = _magnitudes(q, spec, "<u8").view(np.uint8)
-    return wide.reshape(wide.shape[:2] + (-1, 8))[..., :nb].reshape(rows, -1)
-
-
-def _levels(q: np.ndarray, spec: numerics.AnalogSpec, c0: int, c1: int) -> np.ndarray:
-    """Cell levels (rows, c1-c0) of physical columns [c0, c1) of a row stripe, canonical order
-    (as ``numerics.encode_weights`` lays them out, the offset scheme's reference column last)."""
-    cpc, n_slices = spec.columns_per_channel, spec.slices
-    p = np.arange(c0, c1)
-    data = p < q.shape[0] * cpc
-    out = np.full((q.shape[1], c1 - c0), spec.reference_level, np.uint8)   # the reference column's level
-    if data.any():
-        pd = p[data]
-        channel, within = pd // cpc, pd % cpc
-        lo = int(channel[0])
-        mags = _magnitudes(q[lo:int(channel[-1]) + 1], spec, np.int64)
-        shift = (within % n_slices) * spec.cell_bits
-        out[:, data] = (mags[:, channel - lo, within // n_slices] >> shift) & spec.max_level
-    return out
 
 
 def _layer_record(layer, target) -> dict:

@@ -9,12 +9,8 @@ compile cannot disagree. Results are plain JSON-ready data, described by
 
 from __future__ import annotations
 
-import difflib
 import math
-import multiprocessing
 import sys
-import traceback
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 from .._version import __version__
@@ -68,6 +64,7 @@ def parse_digital_ok(values: list[str] | None) -> frozenset[str]:
         return frozenset({"*"})
     for op in sorted(extra):
         if op not in known:
+            import difflib
             close = difflib.get_close_matches(op, known, n=1) or [k for k in known if k.lower() == op.lower()]
             hint = f"did you mean {close[0]!r}?" if close else "'acompile ops' lists the digital ops"
             raise UsageError(f"--digital-ok: {clean(op)!r} is not a digital op type acompile knows", hint=hint)
@@ -176,6 +173,7 @@ def check_pair(job: Job, settings: Settings) -> dict:
         return _error(job, e.code, e.exit_code, e.one_line())
     except Exception as e:  # a bug: reported for this pair, the others are still checked
         if settings.verbose:
+            import traceback
             traceback.print_exc()
         return _error(job, "internal", EXIT_INTERNAL,
                       f"{job.model}: internal error: {type(e).__name__}: {clean(str(e))} -- please report this")
@@ -232,6 +230,8 @@ def run_checks(jobs: list[Job], settings: Settings, n_jobs: int = 1, progress=No
             tell(i, j)
             results.append(check_pair(j, settings))
         return results
+    import multiprocessing      # here: a serial check does not pay for the pool's imports
+    from concurrent.futures import ProcessPoolExecutor
     # fork where it is safe and cheap (Linux): workers inherit the imported modules
     method = "fork" if sys.platform.startswith("linux") else "spawn"
     results = []

@@ -13,17 +13,32 @@ encode UTF-8, never turns a finished run into an error.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import signal
 import sys
-import traceback
 import warnings
 
 from .._version import __version__
 from ..errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, AcompileError, InvalidDataError, UsageError, clean
 from ..files import HELD_SIGNALS, Interrupted, interruption
-from . import check, examples, inspect, ops, simulate, sweep, targets
-from . import compile as compile_command   # the bare name would hide the builtin
+from . import examples
+
+# command -> (module:function in acompile.cli that fills its parser, the help line, whether it takes the
+# common options). Only the module of the command that runs is imported: `check` never pays for the
+# simulator's or compile's imports. ``function(p, common)`` adds the command's options to ``p`` (and
+# ``common`` to its own sub-commands) and sets ``func``.
+COMMANDS = {
+    "compile": ("compile:add_arguments", "map a model: program, device file, cost report, report.html, mapped.onnx",
+                True),
+    "simulate": ("simulate:add_simulate_arguments", "run a compiled OUT folder", True),
+    "run": ("simulate:add_run_arguments", "compile into a temporary folder and simulate", True),
+    "inspect": ("inspect:add_arguments", "summarise a device file", True),
+    "ops": ("ops:add_arguments", "list the ONNX operators: which run analog (on crossbars), which digital", True),
+    "check": ("check:add_arguments", "CI compatibility check of models against targets", False),  # own --format
+    "targets": ("targets:add_arguments", "list, show, validate, compare target descriptions", True),
+    "sweep": ("sweep:add_arguments", "compile (and simulate) models over a grid of target settings", True),
+}
 
 
 STOP_SIGNALS = tuple(s for s in HELD_SIGNALS if s != signal.SIGINT)   # SIGINT stays KeyboardInterrupt
@@ -69,7 +84,9 @@ def _deliver(signum: int, frame, exc: BaseException) -> None:
     raise exc
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The whole parser; given the command line, only the options of the command it names (the other
+    commands are listed with their help line), so only that command's module is imported."""
     parser = _Parser(prog="acompile", description="Map ONNX models onto analog in-memory-computing accelerators.")
     parser.add_argument("--version", action="version", version=f"acompile {__version__}")
     common = _Parser(add_help=False)
@@ -79,8 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="say more: each compile step with its time; tracebacks of internal errors")
     common.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
-    for command in (compile_command, simulate, inspect, ops, check, targets, sweep):
-        command.add_parser(sub, common)
+    # the top-level parser has no option that takes a value: the first word is the command
+    named = None if argv is None else next((a for a in argv if not a.startswith("-")), "")
+    for name, (where, text, with_common) in COMMANDS.items():
+        p = sub.add_parser(name, parents=[common] if with_common else [], help=text)
+        if named is None or named == name:
+            module, function = where.split(":")
+            getattr(importlib.import_module(f"{__package__}.{module}"), function)(p, common)
     examples.attach(parser)
     return parser
 
@@ -102,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         pass  # not in the main thread (tests); the signals keep their defaults
     try:
-        parser = build_parser()
+        parser = build_parser(argv)
         args = parser.parse_args(argv)
         if fmt == "json" and getattr(args, "format", None) == "text":
             args.format = "json"    # "targets --format json validate": a sub-command's default must not undo it
@@ -143,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         if _interrupted(e):
             return _interrupt_code(e)
         if verbose:
+            import traceback
             traceback.print_exc()
         msg = f"internal error: {type(e).__name__}: {clean(str(e), 200)} -- please report this at the project's issue tracker (rerun with -v for the traceback)"
         if fmt == "json":

@@ -22,8 +22,8 @@ from ..files import atomic_file
 from .progress import clear, ticker
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Options of ``acompile check``."""
+def add_arguments(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+    """Options of ``acompile check``; not ``common``, whose --format is text|json only."""
     p.add_argument("--format", choices=FORMATS, default="text",
                    help="output format: text (default), json, markdown (CI job summary) or junit (XML)")
     p.add_argument("-v", "--verbose", action="store_true", help="show tracebacks of internal errors")
@@ -47,14 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bind", metavar="DATA", help=".npz of graph inputs to freeze as constants in every model")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="check on a Dask distributed cluster (tcp://host:8786); needs acompile[distributed]")
-
-
-def add_parser(subparsers, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Register ``check``; it does not take ``common``, whose --format is text|json only."""
-    p = subparsers.add_parser("check", help="CI compatibility check of models against targets")
-    add_arguments(p)
     p.set_defaults(func=run)
-    return p
 
 
 def _settings(args) -> Settings:

@@ -75,14 +75,13 @@ def _parse_emit(text: str) -> set[str]:
 
 def compile_to(args, out: Path, emit: set[str]):
     """Compile ``args.model`` for ``args.target`` and write the ``emit`` files into ``out``, atomically."""
-    from ..backends.device import write_device
-    from ..backends.program import write_program
-    from ..backends.report import build_report, write_report
+    import threading
+    from concurrent.futures import Future, ThreadPoolExecutor
+    from ..backends.report import build_report
     from ..calibrate import load_arrays
     from ..compiler import compile_model
     from ..files import atomic_folder, check_replaceable
     from ..frontend.input_shapes import model_inputs
-    from ..jsonio import dumps_json
     from ..target import apply_overrides, load_target, parse_settings
     target = apply_overrides(load_target(args.target), parse_settings(getattr(args, "set", None)))
     calibration, cal_name = None, "default"
@@ -97,27 +96,48 @@ def compile_to(args, out: Path, emit: set[str]):
     if options.progress:
         options.progress("writing " + ", ".join(sorted(emit)))
     report = build_report(compiled)
-    written = []
-    with atomic_folder(out) as tmp:
-        sha = None
-        if "program" in emit or "device" in emit:
-            sha = write_program(tmp, compiled, dumps_json)
-            written += ["program.json", "program.npz", "target.toml"]
-        if "device" in emit:
-            write_device(tmp / "device.acdev", compiled, sha, dumps_json)
-            written.append("device.acdev")
-        if "report" in emit:
-            written += write_report(report, tmp, dumps_json)
-        if "html" in emit:
-            from ..backends.html import write_html
-            write_html(tmp / "report.html", report, compiled.mapping)
-            written.append("report.html")
-        if "mapped" in emit or "mapped-with-weights" in emit:
-            from ..backends.mapped_onnx import write_mapped
-            write_mapped(tmp / "mapped.onnx", compiled, report, with_weights="mapped-with-weights" in emit)
-            written.append("mapped.onnx")
+    # The device file is written on a second thread while this one writes the program and the reports:
+    # its numpy, hashing and ZIP checksums release the GIL. Leaving the pool waits for it (told to stop
+    # when this thread failed or was interrupted) before atomic_folder puts OUT in place or removes it.
+    stop, program_sha = threading.Event(), Future()
+    with atomic_folder(out) as tmp, ThreadPoolExecutor(1, thread_name_prefix="acompile-device") as pool:
+        try:
+            written = _write_outputs(pool, stop, program_sha, tmp, compiled, report, emit)
+        except BaseException:
+            stop.set()
+            program_sha.cancel()        # a device writer waiting for the program's checksum gives up too
+            raise
     clear(options.progress)
     return compiled, report, written
+
+
+def _write_outputs(pool, stop, program_sha, tmp: Path, compiled, report: dict, emit: set[str]) -> list[str]:
+    """Write the ``emit`` files into ``tmp``, the device file on ``pool``; return their names."""
+    from ..backends.device import write_device
+    from ..backends.program import write_program
+    from ..backends.report import write_report
+    from ..jsonio import dumps_json
+    written, device = [], None
+    if "device" in emit:        # its header needs the program's checksum, its cell levels do not
+        device = pool.submit(write_device, tmp / "device.acdev", compiled, program_sha.result, stop)
+    if "program" in emit or "device" in emit:
+        program_sha.set_result(write_program(tmp, compiled, dumps_json))
+        written += ["program.json", "program.npz", "target.toml"]
+    if device is not None:
+        written.append("device.acdev")
+    if "report" in emit:
+        written += write_report(report, tmp, dumps_json)
+    if "html" in emit:
+        from ..backends.html import write_html
+        write_html(tmp / "report.html", report, compiled.mapping)
+        written.append("report.html")
+    if "mapped" in emit or "mapped-with-weights" in emit:
+        from ..backends.mapped_onnx import write_mapped
+        write_mapped(tmp / "mapped.onnx", compiled, report, with_weights="mapped-with-weights" in emit)
+        written.append("mapped.onnx")
+    if device is not None:
+        device.result()
+    return written
 
 
 def run(args) -> int:
@@ -220,11 +240,10 @@ def add_set_option(p: argparse.ArgumentParser) -> None:
                    help="change a target field, e.g. --set adc.bits=6 (repeatable; checked like a target file)")
 
 
-def add_parser(subparsers, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("compile", parents=[common], help="map a model: program, device file, cost report, report.html, mapped.onnx")
+def add_arguments(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+    """Options of ``acompile compile``."""
     add_compile_options(p)
     p.add_argument("--emit", default=DEFAULT_EMIT, metavar="LIST",
                    help=f"comma-separated files to write, from {', '.join(EMITTABLE)}; mapped-with-weights is "
                         f"mapped.onnx with the weights inside (default {DEFAULT_EMIT})")
     p.set_defaults(func=run)
-    return p

@@ -19,8 +19,7 @@ def run(args) -> int:
     return EXIT_OK
 
 
-def add_parser(subparsers, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("inspect", parents=[common], help="summarise a device file")
+def add_arguments(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+    """Options of ``acompile inspect``."""
     p.add_argument("device", help="device.acdev file written by acompile compile")
     p.set_defaults(func=run)
-    return p

@@ -45,8 +45,6 @@ def run(args) -> int:
     return EXIT_OK
 
 
-def add_parser(subparsers, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("ops", parents=[common],
-                              help="list the ONNX operators: which run analog (on crossbars), which digital")
+def add_arguments(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+    """``acompile ops`` takes only the common options."""
     p.set_defaults(func=run)
-    return p

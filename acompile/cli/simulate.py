@@ -221,9 +221,8 @@ def _sim_options(p: argparse.ArgumentParser) -> None:
                    help="noisy mode: read the chip this long after programming (overrides noise.drift_time_s)")
 
 
-def add_parser(subparsers, common: argparse.ArgumentParser) -> None:
-    """Register ``simulate`` and then ``run``."""
-    p = subparsers.add_parser("simulate", parents=[common], help="run a compiled OUT folder")
+def add_simulate_arguments(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+    """Options of ``acompile simulate``."""
     p.add_argument("folder", help="folder written by acompile compile")
     _sim_options(p)
     p.add_argument("--seed", type=SEED, default=0, help="seed of the noise draws in noisy mode")
@@ -233,7 +232,9 @@ def add_parser(subparsers, common: argparse.ArgumentParser) -> None:
                    help="with --per-layer: write the compile's report page with each layer's SNR beside its cost")
     p.set_defaults(func=run_simulate)
 
-    p = subparsers.add_parser("run", parents=[common], help="compile into a temporary folder and simulate")
+
+def add_run_arguments(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+    """Options of ``acompile run``."""
     add_compile_options(p, with_output=False)
     _sim_options(p)
     p.add_argument("--compare", help="ONNX model for the comparison (default: MODEL itself)")

@@ -9,9 +9,8 @@ import sys
 from ..errors import EXIT_OK, EXIT_UNMAPPABLE, UsageError, clean
 
 
-def add_parser(subparsers, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("sweep", parents=[common],
-                              help="compile (and simulate) models over a grid of target settings")
+def add_arguments(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+    """Options of ``acompile sweep``."""
     p.add_argument("models", nargs="+", metavar="MODEL", help="ONNX model files")
     p.add_argument("--target", "-t", required=True, help="shipped target name or .toml file")
     p.add_argument("--set", action="append", metavar="KEY=V1,V2",
@@ -29,7 +28,6 @@ def add_parser(subparsers, common: argparse.ArgumentParser) -> argparse.Argument
                        help="run on a Dask distributed scheduler, e.g. tcp://10.0.0.5:8786 (acompile[distributed])")
     p.add_argument("-o", "--output", required=True, metavar="SWEEP_DIR", help="output folder (reruns resume)")
     p.set_defaults(func=run)
-    return p
 
 
 def run(args) -> int:

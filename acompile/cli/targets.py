@@ -25,10 +25,8 @@ from ..target.read import display
 from ..units import count
 
 
-def add_parser(subparsers, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Register ``targets`` and its actions; ``common`` holds the options every command takes."""
-    p = subparsers.add_parser("targets", parents=[common],
-                              help="list, show, validate, compare target descriptions")
+def add_arguments(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+    """The actions of ``acompile targets``; ``common`` holds the options every command takes."""
     tsub = p.add_subparsers(dest="targets_action")
     v = tsub.add_parser("validate", parents=[common], help="report every problem in target files")
     v.add_argument("files", nargs="+", help="target .toml files")
@@ -43,7 +41,6 @@ def add_parser(subparsers, common: argparse.ArgumentParser) -> argparse.Argument
     d.add_argument("b", help="second target (name or .toml)")
     tsub.add_parser("schema", help="JSON Schema of target files")
     p.set_defaults(func=run)
-    return p
 
 
 def run(args) -> int:

@@ -1,5 +1,11 @@
 """What one execution of a control-flow node (If, Loop, Scan) costs on the digital units: its
-sub-graphs' nodes, costed like the enclosing graph's, times the iteration count."""
+sub-graphs' nodes, costed like the enclosing graph's, times the iteration count.
+
+The shapes inside a sub-graph come from ONNX shape inference with the enclosing graph's shapes and
+constants, the inputs of a Loop or Scan body as one iteration sees them, and where inference leaves
+some open, from an onnxruntime run of the sub-graph on representative data (``inferred_bodies``,
+which passes/unroll_control.py also uses to give every copied value its shape).
+"""
 
 from __future__ import annotations
 
@@ -14,9 +20,11 @@ from .normalise import value_info
 from .ops import digital_ops
 from .to_ir import initializer_array, to_node
 
-# layers with a constant weight operand: on crossbars outside a body, digital inside one (for now)
+# layers with a constant weight operand: on crossbars outside a body, digital inside one that is not unrolled
 WEIGHTED = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 RECURRENT = ("LSTM", "GRU", "RNN")
+# outputs sized by the content of the data: a probe on made-up data would give them made-up shapes
+CONTENT_SIZED = ("NonZero", "Unique", "Compress", "NonMaxSuppression")
 
 
 def _strip_value_info(g: onnx.GraphProto) -> None:
@@ -27,9 +35,11 @@ def _strip_value_info(g: onnx.GraphProto) -> None:
                 _strip_value_info(a.g)
 
 
-def _inferred_bodies(graph: Graph, node: Node) -> list[onnx.GraphProto]:
-    """The node's sub-graphs with shapes inferred from the enclosing graph's (now static) shapes and
-    constants; an exporter's symbolic shapes inside a body would leave most of its ops uncounted."""
+def inferred_bodies(graph: Graph, node: Node) -> list[onnx.GraphProto]:
+    """Copies of the node's sub-graphs with shapes inferred from the enclosing graph's (now static)
+    shapes and constants (an exporter's symbolic shapes inside a body would leave most of its ops
+    uncounted), a Loop or Scan body's inputs typed as one iteration sees them, and what inference
+    leaves open settled by an onnxruntime probe of the body where it can run."""
     from onnx import helper, numpy_helper
     attrs = {k: v.graph for k, v in node.attrs.items() if isinstance(v, Subgraph) and v.graph is not None}
     try:
@@ -67,8 +77,12 @@ def _inferred_bodies(graph: Graph, node: Node) -> list[onnx.GraphProto]:
         found = [a.g for a in done.graph.node[0].attribute if a.type == onnx.AttributeProto.GRAPH]
         feeds = {vi.name: graph.constants.get(rename.get(vi.name, vi.name)) for vi in inputs}
         for body in found:
-            if not all(_static(vi) for vi in list(body.value_info) + list(body.output)):
-                _probe_shapes(body, inputs, inits, feeds, model.opset_import)
+            typed = _iteration_inputs(graph, node, body)
+            for vi, t in zip(body.input, typed or ()):
+                vi.type.CopyFrom(t.type)
+            if typed is not None and not all(_static(vi) for vi in list(body.value_info) + list(body.output)):
+                _probe_shapes(body, inputs, inits, feeds, model.opset_import, _steps(graph, node),
+                              node.op_type == "Loop")
         return found
     except Exception:           # shapes are a best effort for the cost: the body as stored still counts
         return bodies(node.attrs)
@@ -79,19 +93,98 @@ def _static(vi: onnx.ValueInfoProto) -> bool:
     return tt.HasField("shape") and all(d.HasField("dim_value") for d in tt.shape.dim)
 
 
-def _probe_shapes(body: onnx.GraphProto, inputs, inits, feeds: dict, opsets) -> None:
+def _spec(graph: Graph, name: str) -> tuple[np.dtype, tuple[int, ...]] | None:
+    """(dtype, static shape) of an enclosing-graph value, or None where either is unknown."""
+    value = graph.constants.get(name)
+    if value is not None:
+        return value.dtype, np.shape(value)
+    info, shape = graph.tensors.get(name), graph.static_shape(name) if name else None
+    return (info.dtype, shape) if info is not None and info.dtype is not None and shape is not None else None
+
+
+def _iteration_inputs(graph: Graph, node: Node, body: onnx.GraphProto) -> list[onnx.ValueInfoProto] | None:
+    """The body's inputs as one iteration sees them, typed and static (a Loop: the iteration number,
+    the condition, the loop-carried values as they enter; a Scan: its states and one slice of each
+    scanned input); [] for an If; None where one is unknown."""
+    from onnx import helper
+    own = own_inputs(node)
+    if node.op_type == "If":
+        return []
+    if node.op_type == "Loop":
+        specs = [(np.dtype(np.int64), ()), (np.dtype(np.bool_), ())] + [_spec(graph, x) for x in own[2:]]
+    else:
+        m = int(node.attrs.get("num_scan_inputs", 0))
+        axes = node.attrs.get("scan_input_axes") or [0] * m
+        specs = [_spec(graph, x) for x in own[:len(own) - m]]
+        for x, axis in zip(own[len(own) - m:], axes):
+            spec = _spec(graph, x)
+            rank = len(spec[1]) if spec is not None else 0
+            a = axis % rank if -rank <= axis < rank else None
+            specs.append((spec[0], spec[1][:a] + spec[1][a + 1:]) if a is not None else None)
+    if len(specs) != len(body.input) or any(s is None for s in specs):
+        return None
+    return [helper.make_tensor_value_info(vi.name, helper.np_dtype_to_tensor_dtype(dtype), list(shape))
+            for vi, (dtype, shape) in zip(body.input, specs)]
+
+
+def _steps(graph: Graph, node: Node) -> list[int]:
+    """The iteration numbers a body is probed at, one per run: a Loop's first and, when the count is
+    known, its last; else the first twice (the two runs differ in their data)."""
+    count, estimated = iterations(graph, node) if node.op_type == "Loop" else (1, True)
+    return [0, count - 1] if not estimated and count > 1 else [0, 0]
+
+
+def _probe_shapes(body: onnx.GraphProto, inputs, inits, feeds: dict, opsets, steps: list[int], loop: bool) -> None:
     """Shapes ONNX inference leaves open inside a body (a Pad whose pads are computed): onnxruntime's
-    view, from one run of the body on representative data (the enclosing graph's constants, seeded
-    normal floats, zero integers). A best effort: a body it cannot run keeps its shapes."""
+    view, from runs of the body on representative data (the enclosing graph's constants, seeded normal
+    floats drawn anew for each run, zero integers; a Loop body at the iteration numbers ``steps`` with
+    its condition true). A shape is kept only when the runs agree (so it depends neither on the data
+    nor on the iteration) and no loop-carried value changes shape (else it would hold for the first
+    iteration only). A best effort: a body it cannot run keeps its shapes."""
     from onnx import helper
     import onnxruntime as ort
-    if len(body.input) or not all(_static(vi) for vi in inputs):
-        return                  # Loop / Scan bodies read per-iteration inputs: not probed
+    outer = {vi.name for vi in inputs}
+    if not all(_static(vi) for vi in list(inputs) + list(body.input)) or outer & {vi.name for vi in body.input} \
+            or any(n.op_type in CONTENT_SIZED for n in body.node):
+        return
     typed = {vi.name: vi for vi in list(body.value_info) + list(body.output) if vi.type.tensor_type.elem_type}
-    names = [o for n in body.node for o in n.output if o in typed]
+    names = list(dict.fromkeys(o for n in body.node for o in n.output if o in typed))
     if not names:
         return
-    rng = np.random.default_rng(0)
+    g = helper.make_graph(list(body.node), "probe", list(inputs) + list(body.input), [typed[n] for n in names],
+                          list(inits) + list(body.initializer))
+    _strip_value_info(g)            # inference's guesses inside nested bodies: onnxruntime redoes them
+    for vi in list(g.input) + list(g.output):   # only the run fixes shapes: static inputs make onnxruntime
+        vi.type.tensor_type.ClearField("shape")  # check branches the data never takes (rank-2 vs rank-3 input)
+    model = helper.make_model(g, opset_imports=list(opsets))
+    model.ir_version = min(model.ir_version, 10)
+    runs = []
+    try:
+        options = ort.SessionOptions()
+        options.log_severity_level = 4
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        for seed, step in enumerate(steps):
+            data = _probe_data(list(inputs) + list(body.input), feeds, seed)
+            if loop:
+                data[body.input[0].name] = np.array(step, np.int64)
+            runs.append({n: np.shape(v) for n, v in zip(names, session.run(names, data))})
+    except Exception:
+        return
+    if loop and any(r.get(o.name, _dims(i)) != _dims(i) for r in runs for i, o in zip(body.input[2:], body.output[1:])):
+        return                      # a loop-carried value grows or shrinks: later iterations differ
+    for name in names:
+        vi = typed[name]
+        if not _static(vi) and all(r[name] == runs[0][name] for r in runs):
+            vi.type.tensor_type.shape.Clear()
+            for n in runs[0][name]:
+                vi.type.tensor_type.shape.dim.add().dim_value = int(n)
+
+
+def _probe_data(inputs, feeds: dict, seed: int) -> dict[str, np.ndarray]:
+    """A value for every input of a probe: the enclosing graph's constant where it has one, else seeded
+    normal floats, true conditions and zero integers."""
+    from onnx import helper
+    rng = np.random.default_rng(seed)
     data = {}
     for vi in inputs:
         value = feeds.get(vi.name)
@@ -99,41 +192,36 @@ def _probe_shapes(body: onnx.GraphProto, inputs, inits, feeds: dict, opsets) -> 
             dtype = helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
             dims = [d.dim_value for d in vi.type.tensor_type.shape.dim]
             value = rng.standard_normal(dims).astype(dtype) if np.issubdtype(dtype, np.floating) \
-                else np.zeros(dims, dtype)
+                else np.ones(dims, dtype) if dtype == np.bool_ else np.zeros(dims, dtype)
         data[vi.name] = np.asarray(value)
-    g = helper.make_graph(list(body.node), "probe", list(inputs), [typed[n] for n in names],
-                          list(inits) + list(body.initializer))
-    _strip_value_info(g)            # inference's guesses inside nested bodies: onnxruntime redoes them
-    for vi in list(g.input) + list(g.output):   # only the run fixes shapes: static inputs make onnxruntime
-        vi.type.tensor_type.ClearField("shape")  # check branches the data never takes (rank-2 vs rank-3 input)
-    model = helper.make_model(g, opset_imports=list(opsets))
-    model.ir_version = min(model.ir_version, 10)
-    try:
-        options = ort.SessionOptions()
-        options.log_severity_level = 4
-        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        values = session.run(names, data)
-    except Exception:
-        return
-    for name, value in zip(names, values):
-        vi = typed[name]
-        if not _static(vi):
-            vi.type.tensor_type.shape.Clear()
-            for n in np.shape(value):
-                vi.type.tensor_type.shape.dim.add().dim_value = int(n)
+    return data
 
 
-def _body_ir(graph: Graph, body: onnx.GraphProto, opsets: dict[str, int]) -> Graph:
+def _dims(vi: onnx.ValueInfoProto) -> tuple[int, ...]:
+    return tuple(d.dim_value for d in vi.type.tensor_type.shape.dim)
+
+
+def body_ir(graph: Graph, node: Node, body: onnx.GraphProto) -> Graph:
+    """One of ``node``'s sub-graphs as an IR graph: its inputs and outputs, its initializers and the
+    enclosing graph's constants it reads (under the names it spells them with) as constants, the
+    enclosing graph's value facts visible beside its own (nested control flow reads outer values as
+    inputs)."""
+    opsets = node.meta.get("opsets") or {"": graph.opset}
     tensors = dict(graph.tensors)
     for vi in list(body.input) + list(body.value_info) + list(body.output):
         tensors[vi.name] = value_info(vi)
-    constants = {t.name: initializer_array(t, graph.source) for t in body.initializer}
+    outer = node.meta.get("outer", [])
+    now = node.inputs[len(node.inputs) - len(outer):]
+    constants = {spelled: graph.constants[name] for spelled, name in zip(outer, now) if graph.is_constant(name)}
+    constants.update((t.name, initializer_array(t, graph.source)) for t in body.initializer)
     nodes = [to_node(n, n.name or f"{n.op_type}_{i}", opsets) for i, n in enumerate(body.node)]
     for n in nodes:
         if is_control_flow(n):
             attach_outer(n, opsets)
-    return Graph(body.name or "body", nodes, [i.name for i in body.input], [o.name for o in body.output],
-                 tensors, constants, opsets.get("", graph.opset), graph.source)
+    inner = Graph(body.name or "body", nodes, [i.name for i in body.input], [o.name for o in body.output],
+                  tensors, constants, opsets.get("", graph.opset), graph.source)
+    inner.meta["opsets"] = dict(opsets)
+    return inner
 
 
 def _layer_ops(g: Graph, n: Node) -> float:
@@ -169,26 +257,27 @@ class BodyCost:
     ops: float                  # digital ops of every body run (the dearer branch of an If)
     iterations: int             # body runs per execution
     estimated: bool             # the count (or the branch) depends on the data
-    analog_ops: list[str]       # op types in the bodies that would be analog outside one: digital here
+    layer_ops: list[str]        # op types in the bodies that would be analog outside one: digital here
+    reason: str | None = None   # why the node was not unrolled into the enclosing graph (passes/unroll_control)
+
+    @property
+    def analog_ops(self) -> list[str]:
+        """What the report names as running digitally in the body: the op types, then why."""
+        return self.layer_ops + ([f"not unrolled: {self.reason}"] if self.layer_ops and self.reason else [])
 
 
 def body_cost(graph: Graph, node: Node) -> BodyCost:
     """What one execution of a control-flow node costs, from its sub-graphs' nodes and shapes."""
-    opsets = node.meta.get("opsets") or {"": graph.opset}
     per_body, analog, estimated = [], set(), False
-    outer = node.meta.get("outer", [])
-    outer_constants = {spelled for spelled, now in zip(outer, node.inputs[len(node.inputs) - len(outer):])
-                       if graph.is_constant(now)}
-    for body in _inferred_bodies(graph, node):
-        inner = _body_ir(graph, body, opsets)
-        known = outer_constants | set(inner.constants) | \
-            {o for n in inner.nodes if n.op_type == "Constant" for o in n.outputs}
+    for body in inferred_bodies(graph, node):
+        inner = body_ir(graph, node, body)
+        known = set(inner.constants) | {o for n in inner.nodes if n.op_type == "Constant" for o in n.outputs}
         total = 0.0
         for n in inner.nodes:
             if is_control_flow(n):
                 sub = body_cost(inner, n)
                 ops, estimated = sub.ops, estimated or sub.estimated
-                analog.update(sub.analog_ops)
+                analog.update(sub.layer_ops)
             else:
                 ops = digital_ops(inner, n)
                 if (not ops or np.isnan(ops)) and (n.op_type in WEIGHTED or n.op_type in RECURRENT) and not n.domain:
@@ -198,4 +287,5 @@ def body_cost(graph: Graph, node: Node) -> BodyCost:
             total += 0.0 if np.isnan(ops) else ops
         per_body.append(total)
     count, est = iterations(graph, node)
-    return BodyCost(max(per_body, default=0.0) * count, count, estimated or est, sorted(analog))
+    return BodyCost(max(per_body, default=0.0) * count, count, estimated or est, sorted(analog),
+                    node.meta.get("unroll_reason"))

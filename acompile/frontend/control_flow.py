@@ -1,5 +1,5 @@
-"""Control flow (If, Loop, Scan): the enclosing-graph values their sub-graphs read, and how many
-times a body runs.
+"""Control flow (If, Loop, Scan): the enclosing-graph values their sub-graphs read, how many times a
+body runs, and whether a Loop provably runs its full trip count (``always_continues``).
 
 A sub-graph may read values of the graph around it by name (outer scope). Those names become extra
 inputs of the node (after its own, listed in ``node.meta["outer"]`` as the sub-graph spells them), so
@@ -14,6 +14,7 @@ import onnx
 from ..ir import Graph, Node, Subgraph
 
 CONTROL_FLOW = ("If", "Loop", "Scan")
+NUMERIC_CONSTANTS = ("value", "value_float", "value_floats", "value_int", "value_ints")
 
 
 def is_control_flow(node: Node) -> bool:
@@ -82,20 +83,43 @@ def _static_dim(graph: Graph, name: str, axis: int) -> int | None:
     return d if isinstance(d, int) and d > 0 else None
 
 
-def _passes_condition(body: onnx.GraphProto) -> bool:
-    """A Loop body whose continue-condition output is its condition input, unchanged (or a constant true)."""
-    if len(body.input) < 2 or len(body.output) < 1:
-        return False
-    cond_in, cond_out = body.input[1].name, body.output[0].name
-    if cond_in == cond_out:
-        return True
-    for n in body.node:
-        if cond_out in n.output:
-            if n.op_type == "Identity" and list(n.input) == [cond_in]:
-                return True
-            if n.op_type == "Constant" and n.attribute and n.attribute[0].type == onnx.AttributeProto.TENSOR:
-                return bool(np.all(onnx.numpy_helper.to_array(n.attribute[0].t)))
+def _truth(graph: Graph, node: Node, body: onnx.GraphProto, name: str) -> bool:
+    """Whether the Loop body's value ``name`` is its condition input or a constant true, through
+    Identity chains: a Constant or initializer of the body, or a constant of the enclosing graph."""
+    from onnx import helper, numpy_helper
+    producers = {o: n for n in body.node for o in n.output}
+    inits = {t.name: t for t in body.initializer}
+    outer = node.meta.get("outer", [])
+    now = dict(zip(outer, node.inputs[len(node.inputs) - len(outer):]))
+    for _ in range(len(body.node) + 1):     # an Identity chain is at most as long as the body
+        if name == body.input[1].name:
+            return True
+        if name in inits:
+            return bool(np.all(numpy_helper.to_array(inits[name])))
+        n = producers.get(name)
+        if n is None:
+            x = now.get(name, "")
+            return graph.is_constant(x) and bool(np.all(graph.constants[x]))
+        if n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name in NUMERIC_CONSTANTS:
+            value = helper.get_attribute_value(n.attribute[0])
+            return bool(np.all(numpy_helper.to_array(value) if isinstance(value, onnx.TensorProto) else value))
+        if n.op_type != "Identity":
+            return False
+        name = n.input[0]
     return False
+
+
+def always_continues(graph: Graph, node: Node) -> bool:
+    """A Loop whose every iteration provably continues: its initial condition is absent or a constant
+    true, and its body's continue-condition output is its condition input passed through or a
+    constant true (so the trip count alone decides how often the body runs)."""
+    own = own_inputs(node)
+    if len(own) > 1 and own[1] and not (graph.is_constant(own[1]) and bool(np.all(graph.constants[own[1]]))):
+        return False
+    body = node.attrs.get("body")
+    if not isinstance(body, Subgraph) or body.graph is None or len(body.graph.input) < 2 or not body.graph.output:
+        return False
+    return _truth(graph, node, body.graph, body.graph.output[0].name)
 
 
 def iterations(graph: Graph, node: Node) -> tuple[int, bool]:
@@ -105,14 +129,9 @@ def iterations(graph: Graph, node: Node) -> tuple[int, bool]:
         return 1, True                  # which branch runs depends on the data: the dearer one is counted
     if node.op_type == "Loop":
         trip = own[0] if own else ""
-        body = node.attrs.get("body")
-        cond_true = len(own) < 2 or not own[1] or (graph.is_constant(own[1]) and
-                                                    bool(np.all(graph.constants[own[1]])))
         if trip and graph.is_constant(trip):
             m = int(np.asarray(graph.constants[trip]).reshape(-1)[0])
-            known = cond_true and isinstance(body, Subgraph) and body.graph is not None and \
-                _passes_condition(body.graph)
-            return max(m, 0), not known
+            return max(m, 0), not always_continues(graph, node)
         scans = [o for o in node.outputs[len(own) - 2:] if o]
         for o in scans:                 # a scan output's length is the iteration count
             d = _static_dim(graph, o, 0)

@@ -27,8 +27,12 @@ def load_model(path: str | os.PathLike, *, batch: int = 1, bind: dict | None = N
     p = Path(path)
     where = clean(str(p))
     model, payloads = read_model_lean(p, limits)
-    resolve_external_data(model, p, limits)
-    return _load(model, batch, bind, limits, where, payloads, input_shapes)
+    try:
+        resolve_external_data(model, p, limits)
+        return _load(model, batch, bind, limits, where, payloads, input_shapes)
+    finally:
+        if payloads is not None:    # a load that failed stops the background reading
+            payloads.close()
 
 
 def load_model_proto(model: onnx.ModelProto, *, batch: int = 1, bind: dict | None = None,

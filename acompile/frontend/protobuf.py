@@ -1,8 +1,9 @@
 """The lean protobuf reader: parse an ONNX file without copying its large weights.
 
 Refuses missing, irregular, empty or oversize files before reading them; walks the
-protobuf wire format to leave large raw initializer payloads in the file (read later,
-once, straight into numpy arrays by :class:`Payloads`); refuses non-UTF-8 text fields.
+protobuf wire format to leave large raw initializer payloads in the file (read once,
+straight into numpy arrays, by :class:`Payloads` in a background thread while the model is
+checked); refuses non-UTF-8 text fields.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 import stat
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +71,7 @@ def read_model_lean(path: str | os.PathLike, limits: Limits) -> tuple[onnx.Model
 
     The file's protobuf structure is walked directly (:func:`_lean_bytes`); every initializer whose
     ``raw_data`` holds more than ``SKELETON_KEEP_BYTES`` of a plain numeric type is parsed without
-    its payload, which is read later, once, straight into its numpy array (:class:`Payloads`).
+    its payload, which is read once, straight into its numpy array, from then on (:class:`Payloads`).
     Parsing the whole file would hold the file, protobuf's copy and numpy's copy of every weight
     at once. Anything the walk does not expect falls back to :func:`read_model_proto`, so errors
     and results are the same either way.
@@ -84,20 +86,26 @@ def read_model_lean(path: str | os.PathLike, limits: Limits) -> tuple[onnx.Model
     if lean is None:
         return read_model_proto(p, limits), None
     data, stripped = lean
-    model = onnx.ModelProto()
+    payloads = Payloads(p, stripped)
     try:
-        model.ParseFromString(data)
-    except Exception:   # the full parse reports it, exactly as it would have
-        return read_model_proto(p, limits), None
-    del data
-    inits = model.graph.initializer
-    if any(i >= len(inits) or inits[i].HasField("raw_data") for i in stripped):
-        return read_model_proto(p, limits), None
-    if not model.HasField("graph") or (model.ir_version == 0 and not model.opset_import):
-        raise InvalidModelError("not an ONNX model (no graph or version)", where=where)
-    _check_text(model, where)
-    entries = {inits[i].name: e for i, e in stripped.items()}
-    return model, Payloads(p, entries)
+        model = onnx.ModelProto()
+        try:
+            model.ParseFromString(data)
+        except Exception:   # the full parse reports it, exactly as it would have
+            model = None
+        del data
+        inits = model.graph.initializer if model is not None else ()
+        if model is None or any(i >= len(inits) or inits[i].HasField("raw_data") for i in stripped):
+            payloads.close()
+            return read_model_proto(p, limits), None
+        if not model.HasField("graph") or (model.ir_version == 0 and not model.opset_import):
+            raise InvalidModelError("not an ONNX model (no graph or version)", where=where)
+        _check_text(model, where)
+    except BaseException:
+        payloads.close()
+        raise
+    payloads.index = {inits[i].name: i for i in stripped}
+    return model, payloads
 
 
 # The protobuf wire format, just enough of it to find initializer payloads:
@@ -251,56 +259,125 @@ def _lean_bytes(p: Path, size: int, limits: Limits):
         os.close(fd)
 
 
-def _pread_exact(fd: int, offset: int, n: int, into=None) -> bytes | None:
-    """n bytes at offset (into a writable buffer when given); _Unexpected if the file is shorter."""
-    if into is None:
-        data = os.pread(fd, n, offset) if n else b""
-        if len(data) != n:
-            raise _Unexpected()
-        return data
-    view = memoryview(into).cast("B")
-    done = 0
-    while done < n:
-        got = os.preadv(fd, [view[done:n]], offset + done)
-        if got <= 0:
-            raise _Unexpected()
-        done += got
-    return None
+def _pread_exact(fd: int, offset: int, n: int) -> bytes:
+    """n bytes at offset; _Unexpected if the file is shorter."""
+    data = os.pread(fd, n, offset) if n else b""
+    if len(data) != n:
+        raise _Unexpected()
+    return data
 
 
 class Payloads:
-    """Initializer payloads left in the model file by :func:`read_model_lean`, read on demand."""
+    """Initializer payloads left in the model file by :func:`read_model_lean`.
+
+    A background thread reads them, in file order, each straight into its own array, with one
+    ``preadv`` over up to 64 MiB of them (the few header bytes between two go to a scratch buffer):
+    the system call runs without the GIL, so the reading overlaps with parsing, the checker and shape
+    inference. :meth:`arrays` waits for it; :meth:`close` stops it within one ``preadv``.
+    """
+
+    _GROUP_BYTES = 64 << 20
+    _MAX_GAP = 1 << 16          # header bytes between two payloads read (and dropped) rather than skipped
 
     def __init__(self, path: Path, entries: dict):
-        self.path, self.entries = path, entries      # name -> (offset, nbytes, dtype, dims)
+        self.path, self.entries = path, entries      # initializer index -> (offset, nbytes, dtype, dims)
+        self.index: dict[str, int] = {}              # initializer name -> index, once the model is parsed
+        self._flat: dict[int, np.ndarray] = {}
+        self._failure: tuple[str, BaseException] | None = None     # (what failed, the exception)
+        self._stop = False
+        self._thread = None
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as e:
+            self._failure = ("open", e)
+            return
+        self._thread = threading.Thread(target=self._read_all, args=(fd, self._groups()), daemon=True,
+                                        name="acompile-payloads")
+        self._thread.start()
 
     def __contains__(self, name: str) -> bool:
-        return name in self.entries
+        return name in self.index
 
     def names(self) -> set[str]:
-        return set(self.entries)
+        return set(self.index)
+
+    def close(self) -> None:
+        """Stop reading (the load failed or is over) and wait for the thread: no load leaves it running
+        (a process that forks workers next must not fork it mid-allocation)."""
+        self._stop = True
+        if self._thread is not None:
+            self._thread.join()
 
     def arrays(self, names, where: str) -> dict[str, np.ndarray]:
-        """Read each named payload straight into its (read-only, as numpy_helper gives it) array."""
+        """The named payloads as (read-only, as numpy_helper gives them) arrays, once all are read."""
+        if self._thread is not None:
+            self._thread.join()
+        if self._failure is not None:
+            what, e = self._failure
+            if what == "open":
+                raise InvalidModelError(f"cannot read model: {e.strerror}", where=where)
+            if isinstance(e, (_Unexpected, OSError)):
+                raise InvalidModelError("the model file changed while it was read", where=where)
+            raise e     # out of memory, or a bug: as if it had happened here
         out = {}
+        for name in names:
+            i = self.index[name]
+            out[name] = self._flat[i].reshape(self.entries[i][3])
+            out[name].flags.writeable = False
+        return out
+
+    def _groups(self) -> list[tuple[int, list[tuple[int, int]]]]:
+        """[(file offset, [(gap before it in bytes, initializer index), ...])]: what each preadv reads."""
+        groups: list = []
+        end = size = 0
+        for i in sorted(self.entries, key=lambda i: self.entries[i][0]):
+            offset, nbytes = self.entries[i][:2]
+            gap = offset - end
+            if not groups or not 0 <= gap <= self._MAX_GAP or size + nbytes > self._GROUP_BYTES \
+                    or 2 * len(groups[-1][1]) + 2 > _IOV_MAX:
+                groups.append((offset, []))
+                gap = size = 0
+            groups[-1][1].append((gap, i))
+            end, size = offset + nbytes, size + nbytes
+        return groups
+
+    def _read_all(self, fd: int, groups: list) -> None:
+        scratch = memoryview(bytearray(self._MAX_GAP))
         try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except OSError as e:
-            raise InvalidModelError(f"cannot read model: {e.strerror}", where=where)
-        try:
-            for name in names:
-                offset, nbytes, dtype, dims = self.entries[name]
-                arr = np.empty(nbytes // dtype.itemsize, dtype)
-                try:
-                    _pread_exact(fd, offset, nbytes, into=arr)
-                except (_Unexpected, OSError):
-                    raise InvalidModelError("the model file changed while it was read", where=where)
-                arr = arr.reshape(dims)
-                arr.flags.writeable = False
-                out[name] = arr
+            for offset, items in groups:
+                if self._stop:
+                    return
+                buffers = []
+                for gap, i in items:
+                    nbytes, dtype = self.entries[i][1:3]
+                    self._flat[i] = np.empty(nbytes // dtype.itemsize, dtype)
+                    if gap:
+                        buffers.append(scratch[:gap])
+                    buffers.append(memoryview(self._flat[i]).cast("B"))
+                _preadv_exact(fd, buffers, offset)
+        except Exception as e:      # said by arrays(), in the thread that loads the model
+            self._failure = ("read", e)
         finally:
             os.close(fd)
-        return out
+
+
+_IOV_MAX = 1024     # buffers one preadv takes on Linux and macOS
+
+
+def _preadv_exact(fd: int, buffers: list, offset: int) -> None:
+    """Fill every buffer (the list is consumed) from the file at ``offset`` on; _Unexpected if the file
+    is shorter."""
+    i = 0
+    while i < len(buffers):
+        got = os.preadv(fd, buffers[i:], offset)
+        if got <= 0:
+            raise _Unexpected()
+        offset += got
+        while i < len(buffers) and got >= len(buffers[i]):
+            got -= len(buffers[i])
+            i += 1
+        if got:
+            buffers[i] = buffers[i][got:]
 
 
 def is_repeated(fd) -> bool:

@@ -20,19 +20,18 @@ ANALOG_WEIGHTED = ("Conv", "ConvTranspose", LINEAR)
 def fold_affine(state: CompileState) -> None:
     """Fold BatchNormalization and per-channel Mul/Div/Add/Sub by constants into analog layers."""
     graph = state.graph
-    changed = True
-    while changed:
-        changed = False
-        producers = graph.producers()
-        users = graph.consumers()
-        for node in graph.nodes:
-            if node.domain not in ("",) or node.op_type not in ("BatchNormalization", "Mul", "Div", "Add", "Sub"):
-                continue
-            folded = _try_fold(graph, node, producers, users)
-            if folded:
-                graph.remove_nodes([node])
-                changed = True
-                break
+    producers = graph.producers()
+    users = graph.consumers()
+    folded = []
+    # one sweep in node order: a fold only hands the analog node the folded node's output, which
+    # later nodes read, so nothing before it can become foldable (the maps are kept up to date)
+    for node in graph.nodes:
+        if node.domain not in ("",) or node.op_type not in ("BatchNormalization", "Mul", "Div", "Add", "Sub"):
+            continue
+        if _try_fold(graph, node, producers, users):
+            folded.append(node)
+    if folded:
+        graph.remove_nodes(folded)
 
 
 def _channel_axis(graph: Graph, node: Node) -> tuple[int, int] | None:
@@ -47,30 +46,38 @@ def _channel_axis(graph: Graph, node: Node) -> tuple[int, int] | None:
 
 
 def _scale_output_channels(graph: Graph, node: Node, scale: np.ndarray) -> None:
+    """Multiply the node's weight by ``scale`` per output channel: in float64, rounded once to float32."""
     w_name = node.inputs[1]
-    w = graph.constants[w_name].astype(np.float64)
+    w = graph.constants[w_name]
     if node.op_type == "ConvTranspose":
         groups = int(node.attrs.get("group", 1))
         cin, cout_g = w.shape[0], w.shape[1]
-        view = w.reshape((groups, cin // groups, cout_g) + w.shape[2:])
+        shape = (groups, cin // groups, cout_g) + w.shape[2:]
         s = scale.reshape((groups, 1, cout_g) + (1,) * (w.ndim - 2))
-        w = (view * s).reshape(w.shape)
     else:
-        w = w * scale.reshape((-1,) + (1,) * (w.ndim - 1))
-    graph.constants[w_name] = w.astype(np.float32)
+        shape = w.shape
+        s = scale.reshape((-1,) + (1,) * (w.ndim - 1))
+    out = np.empty(w.shape, np.float32)
+    # the float64 loop on buffered chunks: the same values as w.astype(float64) * s, without the temporaries
+    np.multiply(w.reshape(shape), s, out=out.reshape(shape), dtype=np.float64, casting="unsafe")
+    graph.constants[w_name] = out
 
 
-def _own_constants(graph: Graph, node: Node) -> None:
+def _own_constants(graph: Graph, node: Node, users: dict) -> None:
     """Give the node private copies of its weight and bias so folding cannot leak to a sharer."""
-    users = graph.consumers()
     for pos in (1, 2):
         name = node.inputs[pos]
-        if len(users.get(name, [])) > 1 or name in graph.outputs:
+        sharers = users.get(name, [])
+        if len(sharers) > 1 or name in graph.outputs:
             node.inputs[pos] = graph.add_constant(f"{node.name}_{'W' if pos == 1 else 'b'}",
                                                   graph.constants[name].copy())
+            users[name] = [u for u in sharers if u is not node]
+            users[node.inputs[pos]] = [node]
 
 
-def _try_fold(graph: Graph, node: Node, producers, users) -> bool:
+def _try_fold(graph: Graph, node: Node, producers: dict, users: dict) -> bool:
+    """Fold ``node`` into the analog node producing its input, if it applies; keeps ``producers`` and
+    ``users`` (the graph's maps) true to the changed graph."""
     if node.op_type == "BatchNormalization":
         if len(node.outputs) > 1 and any(node.outputs[1:]):
             return False  # training-mode outputs
@@ -97,7 +104,9 @@ def _try_fold(graph: Graph, node: Node, producers, users) -> bool:
     if geo is None:
         return False
     rank, axis = geo
-    ensure_bias(graph, prev)
+    if len(prev.inputs) < 3 or not prev.inputs[2]:
+        ensure_bias(graph, prev)
+        users[prev.inputs[2]] = [prev]
     n = output_channels(graph, prev)
     if node.op_type == "BatchNormalization":
         if axis != 1:
@@ -122,12 +131,16 @@ def _try_fold(graph: Graph, node: Node, producers, users) -> bool:
             scale, shift = np.ones(n), vec
         else:
             scale, shift = np.ones(n), -vec
-    _own_constants(graph, prev)
+    _own_constants(graph, prev, users)
     if not np.all(scale == 1.0):
         _scale_output_channels(graph, prev, scale)
     b = graph.constants[prev.inputs[2]].astype(np.float64)
     graph.constants[prev.inputs[2]] = (b * scale + shift).astype(np.float32)
     out = node.outputs[0]
     prev.outputs[0] = out
+    producers[out] = prev
+    for name in node.inputs:
+        if name in users:
+            users[name] = [u for u in users[name] if u is not node]
     prev.meta.setdefault("folded", []).append(node.op_type)
     return True

@@ -141,9 +141,10 @@ def lower_layer(graph: Graph, node: Node, index: int, limits: Limits) -> AnalogL
 def lower_analog(state: CompileState) -> None:
     """Create the Mapping with one AnalogLayer per analog weight (graph nodes unchanged).
 
-    Linear nodes that read the same weight constant (the time steps of an unrolled RNN,
-    tied weights) share one layer -- one set of crossbars -- whose vector count is the sum
-    over its uses.
+    Nodes that read the same weight constant (the time steps of an unrolled RNN, the
+    iterations of an unrolled Loop or Scan, tied weights) share one layer -- one set of
+    crossbars -- whose vector count is the sum over its uses: any Linear, a Conv or
+    ConvTranspose with the same geometry.
     """
     graph = state.graph
     mapping = Mapping(fabric=fabric(state.target))
@@ -152,14 +153,14 @@ def lower_analog(state: CompileState) -> None:
         if node.kind != "analog":
             continue
         layer = lower_layer(graph, node, len(mapping.layers), state.options.limits)
-        if node.op_type == "Linear" and node.inputs[1] in shared:
-            owner = mapping.layers[shared[node.inputs[1]]]
+        owner = mapping.layers[shared[node.inputs[1]]] if node.inputs[1] in shared else None
+        if owner is not None and owner.op_type == layer.op_type and owner.groups == layer.groups and \
+                (node.op_type == "Linear" or owner.geometry == layer.geometry):
             owner.n_vec += layer.n_vec
             owner.uses += 1
             node.meta["layer"] = owner.index
             continue
-        if node.op_type == "Linear":
-            shared[node.inputs[1]] = layer.index
+        shared.setdefault(node.inputs[1], layer.index)
         node.meta["layer"] = layer.index
         mapping.layers.append(layer)
     state.mapping = mapping

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ..limits import Limits
 from ..mapping import Block
 from .base import CompileState, compile_pass
@@ -21,19 +23,22 @@ def partition(state: CompileState) -> None:
     mapping = state.mapping
     rows, cols = state.target.crossbar.rows, state.target.crossbar.cols
     _check_block_count(state, rows, cols)
-    mapping.blocks = []
-    for layer in mapping.layers:
-        layer.blocks = []
-        for mi, m in enumerate(layer.matrices):
-            m.row_blocks = math.ceil(m.k_in / rows)
-            m.col_blocks = math.ceil(m.physical_cols / cols)
-            for r in range(m.row_blocks):
-                r0 = r * rows
-                for c in range(m.col_blocks):
-                    c0 = c * cols
-                    layer.blocks.append(len(mapping.blocks))
-                    mapping.blocks.append(Block(layer.index, mi, r, c, r0, min(rows, m.k_in - r0),
-                                                c0, min(cols, m.physical_cols - c0)))
+    matrices = [(layer.index, mi, m) for layer in mapping.layers for mi, m in enumerate(layer.matrices)]
+    for _, _, m in matrices:
+        m.row_blocks, m.col_blocks = math.ceil(m.k_in / rows), math.ceil(m.physical_cols / cols)
+    # every block's fields at once: block j of a matrix is row block j // C, column block j % C
+    layer, mi, R, C, K, P = np.array([(li, i, m.row_blocks, m.col_blocks, m.k_in, m.physical_cols)
+                                      for li, i, m in matrices], np.int64).reshape(-1, 6).T
+    count = R * C
+    of = np.repeat(np.arange(len(matrices)), count)                  # each block's matrix
+    j = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
+    r, c = j // C[of], j % C[of]
+    r0, c0 = r * rows, c * cols
+    columns = (layer[of], mi[of], r, c, r0, np.minimum(rows, K[of] - r0), c0, np.minimum(cols, P[of] - c0))
+    mapping.blocks = list(map(Block, *(x.tolist() for x in columns)))
+    ends = np.cumsum(np.bincount(layer[of], minlength=len(mapping.layers))).tolist()
+    for x, start, end in zip(mapping.layers, [0] + ends, ends):     # blocks come in layer order
+        x.blocks = list(range(start, end))
 
 
 def _check_block_count(state: CompileState, rows: int, cols: int) -> None:

@@ -14,18 +14,40 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+import numpy as np
+
 from ..errors import UsageError
-from ..hardware import adcs_per_crossbar
-from ..mapping import Crossbar
+from ..hardware import adcs_per_crossbar, cycle_time_ns, pipeline_fill_ns
+from ..mapping import BlockTable, Crossbar, block_table
 from .base import CompileState, compile_pass
 
 REPLICATE = ("none", "auto")
 
 
-def _base_latency(layer, mapping, target) -> float:
+def layer_timing(blocks: BlockTable, target) -> tuple[float, float]:
+    """(one input cycle, the pipeline's fill) of a layer whose blocks, copies included, are ``blocks``.
+
+    The layer's crossbars are read at once, the blocks sharing one in turn; copies are left out of
+    the cycle (they read other vectors at the same time). The fill is what the read -> sample-and-hold
+    -> ADC pipeline adds before the first cycle completes (0 when they run in series).
+    """
     adcs = adcs_per_crossbar(target.crossbar.cols, target.adc.columns_per_adc)
-    cycle = mapping.cycle_ns(layer, target.crossbar.read_latency_ns, adcs, target.adc.conversion_ns,
-                             target.adc.sample_hold_ns, target.adc.pipelined)
+    times = (adcs, target.adc.conversion_ns, target.adc.sample_hold_ns, target.adc.pipelined)
+    read, widths = target.crossbar.read_latency_ns, np.flatnonzero(np.bincount(blocks.cols))
+    if not widths.size:
+        return 0.0, 0.0
+    # the formulas once per distinct block width
+    cycle, fill = np.zeros((2, int(widths[-1]) + 1))
+    cycle[widths] = [cycle_time_ns(read, int(c), *times) for c in widths]
+    fill[widths] = [pipeline_fill_ns(read, int(c), *times) for c in widths]
+    own = blocks.replica == 0
+    per_bar = np.bincount(blocks.crossbar[own], weights=cycle[blocks.cols[own]])   # in block order, as += would
+    on = np.bincount(blocks.crossbar[own], minlength=per_bar.size) > 0
+    return float(per_bar[on].max()) if on.any() else 0.0, float(fill[blocks.cols].max())
+
+
+def _base_latency(layer, mapping, target) -> float:
+    cycle, _ = layer_timing(block_table([mapping.blocks[b] for b in layer.blocks]), target)
     return layer.n_vec * layer.input_cycles * cycle
 
 

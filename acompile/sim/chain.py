@@ -7,8 +7,10 @@ modes): the values between ToVectors and FromVectors keep the vectors' leading s
 ``lead`` (a Linear input's leading axes, or the batch and pixels of a Conv's output or a
 ConvTranspose's input), from which FromVectors, with the layer's geometry, rebuilds the
 ONNX layout. :func:`fuse_chain` is the one fusion: a complete chain becomes a single step
-(:func:`run_fused`) that computes the same values with the vectorised kernel, or, in ideal
-mode, which has no converters, as one float product per group.
+(:func:`run_fused`) that computes the same values with the vectorised kernel; with a lossless
+ADC read ideally, as the exact integer product of :mod:`.exact`; in ideal mode, which has no
+converters, as one float product per group. Convs of those two run in NCHW (:mod:`.conv`):
+no vectors, the outputs written straight into their layout.
 """
 
 from __future__ import annotations
@@ -27,11 +29,9 @@ from ..numerics.encoding import column_layout, float_weights
 from ..numerics.product import check_exact, digital_terms
 from ..numerics.quantise import quantize_inputs
 from ..passes.boundaries import CHAIN
-from . import reference
+from . import conv, exact, gemm, reference
 from .fast import mvm
-from .vectors import from_vectors, to_vectors, windows
-
-_CHUNK_ELEMS = 1 << 22  # ideal-mode Conv: patch elements per chunk of images (at least one image)
+from .vectors import from_vectors, to_vectors
 
 
 @dataclass(frozen=True)
@@ -231,6 +231,9 @@ def run_fused(sim, layer: AnalogLayer, x, bias: np.ndarray) -> np.ndarray:
         if sim.capture is not None:     # a capture that needs no vectors sees the Conv's input instead
             sim.capture.conv_input(layer, x, geo)
         return _conv_ideal(sim, layer, x, bias, geo)
+    lossless = _exact(sim, layer)
+    if lossless and layer.op_type == "Conv" and x.ndim >= 3:
+        return _conv_exact(sim, layer, x, bias, geo)
     v = _vectors(sim, layer, x, geo)
     out = np.empty((v.shape[0], layer.groups, layer.matrices[0].n_out), np.float32)
     for g in range(layer.groups):
@@ -243,6 +246,11 @@ def run_fused(sim, layer: AnalogLayer, x, bias: np.ndarray) -> np.ndarray:
             else:
                 out[:, g, :] = xf @ wt
             continue
+        if lossless:
+            q = sim.scratch("codes", xg.size, np.float32)[:xg.size].reshape(xg.shape)
+            qf, chunks = _exact_weights(sim, layer, g, _codes(layer, xg, q))
+            out[:, g, :] = _dequantize(sim, layer, g, exact.product(q, qf, chunks))
+            continue
         _finite(layer, xg)
         spec = layer.spec
         x_q = quantize_inputs(xg, layer.input_scale, spec.input_bits, layer.input_signed, layer.input_offset)
@@ -254,40 +262,97 @@ def run_fused(sim, layer: AnalogLayer, x, bias: np.ndarray) -> np.ndarray:
     return from_vectors(out, bias, layer.op_type, geo, layer.groups)
 
 
-def _conv_ideal(sim, layer: AnalogLayer, x: np.ndarray, bias: np.ndarray, geo: ConvGeometry) -> np.ndarray:
-    """Ideal-mode Conv with its bias, computed as NCHW GEMMs, W (N, C·K) @ patches (C·K, pixels).
+def _exact(sim, layer: AnalogLayer) -> bool:
+    """Whether the fused chain computes q_x @ q_w^T with :mod:`.exact` (fast.mvm's exact shortcut):
+    a lossless ADC read ideally, nothing captured, and inputs whose codes float32 holds."""
+    spec = layer.spec
+    return (sim.mode != "ideal" and not sim.noisy and sim.capture is None and spec.adc_lossless
+            and adc_step(spec, layer.adc_full_scale or None) == 1.0 and spec.input_bits < 24)
 
-    The output comes out in its final layout (no vectors to reorder); a 1x1, stride-1,
-    unpadded Conv needs no patches at all, and other patches are gathered a few images at
-    a time into a buffer reused from chunk to chunk and layer to layer. The same products
-    as the vector path (im2col -> GEMM -> from_vectors, which calibration still uses), summed
-    by a differently shaped GEMM: equal up to float32 rounding.
+
+def _codes(layer: AnalogLayer, x: np.ndarray, out: np.ndarray) -> int:
+    """x quantised as the DAC sees it, into ``out`` as float32 codes; returns max |code|."""
+    try:
+        return exact.codes(x, out, layer.input_scale, layer.spec.input_bits, layer.input_signed,
+                           layer.input_offset)
+    except InvalidDataError:
+        _finite(layer, x)               # the layer's own message for a NaN or an infinity
+        raise
+
+
+def _exact_weights(sim, layer: AnalogLayer, group: int, xmax: int):
+    """(q_w float32 (N, K), its exact K chunks for inputs up to xmax) of one group."""
+    enc = sim.weights.encoded(layer, group).enc
+    qf = float_weights(enc, layer.spec)[0]
+    check_exact(layer.spec, qf.shape[1], layer.input_signed)
+    return qf, exact.plan(enc, qf, xmax)
+
+
+def _group_bias(bias: np.ndarray, groups: int, n_out: int) -> np.ndarray:
+    """The bias as (groups, N, 1), to add to a group's (images, N, pixels) outputs."""
+    return np.broadcast_to(np.asarray(bias).reshape(-1), (groups * n_out,)).reshape(groups, n_out, 1)
+
+
+def _conv_ideal(sim, layer: AnalogLayer, x: np.ndarray, bias: np.ndarray, geo: ConvGeometry) -> np.ndarray:
+    """Ideal-mode Conv with its bias, as float32 GEMMs over patches (:mod:`.conv`), written in the
+    output's layout: the same products as the vector path (im2col -> GEMM -> from_vectors, which
+    calibration's captures use), summed by a differently shaped GEMM: equal up to float32 rounding.
     """
     groups, n_out = layer.groups, layer.matrices[0].n_out
-    kernel, out_sp = geo.kernel, tuple(geo.output_shape[2:])
-    batch, channels = x.shape[:2]
-    pixels = math.prod(out_sp)
-    y = sim.take((batch, groups * n_out) + out_sp)
-    yv = y.reshape(batch, groups, n_out, pixels)
+    y = sim.take((x.shape[0], groups * n_out) + tuple(geo.output_shape[2:]))
+    yv = y.reshape(x.shape[0], groups, n_out, -1)
+    b = _group_bias(bias, groups, n_out)
     weights = [sim.weights.float_matrix(layer, g).astype(np.float32, copy=False) for g in range(groups)]
-    pointwise = (math.prod(kernel) == 1 and not any(geo.pads) and all(s == 1 for s in geo.strides)
-                 and tuple(x.shape[2:]) == out_sp)
-    if pointwise:
-        xs = x.astype(np.float32, copy=False).reshape(batch, groups, channels // groups, pixels)
+
+    def work(worker, span, single):
+        b0, b1 = span
+        part, inner = conv.padded(sim, f"conv input {worker}", geo, b1 - b0, 0.0)
+        part[inner] = x[b0:b1].swapaxes(0, 1)
+        cols = conv.patches(sim, geo, groups, part, worker)
+        size = n_out * cols.shape[2]
         for g in range(groups):
-            np.matmul(weights[g], xs[:, g], out=yv[:, g])
-    else:
-        per_image = channels * math.prod(kernel) * pixels
-        step = max(1, min(batch, _CHUNK_ELEMS // per_image))
-        buf = sim.scratch("patches", step * per_image, np.float32)
-        for b0 in range(0, batch, step):
-            b1 = min(batch, b0 + step)
-            patches = buf[:(b1 - b0) * per_image].reshape((b1 - b0, channels) + tuple(kernel) + out_sp)
-            for offs, window in windows(x[b0:b1], geo):
-                patches[(slice(None), slice(None)) + offs] = window
-            pv = patches.reshape(b1 - b0, groups, per_image // (groups * pixels), pixels)
-            for g in range(groups):
-                np.matmul(weights[g], pv[:, g], out=yv[b0:b1, g])
-    b = bias.reshape((1, -1) + (1,) * len(out_sp))
-    np.add(y, b, out=y, dtype=np.result_type(y, b), casting="unsafe")
+            r = gemm.matmul(weights[g], cols[g], sim.scratch(f"conv product {worker}", size, np.float32)[:size]
+                            .reshape(n_out, -1), single)
+            np.add(conv.nchw(r, b1 - b0), b[g], out=yv[b0:b1, g], dtype=np.result_type(y, b), casting="unsafe")
+
+    conv.spread(work, conv.spans(geo))
+    return y
+
+
+def _conv_exact(sim, layer: AnalogLayer, x: np.ndarray, bias: np.ndarray, geo: ConvGeometry) -> np.ndarray:
+    """Quantized-mode Conv with a lossless ADC: each span of images quantised into float32 codes, each
+    group's integer product by :func:`exact.matmul` over their patches (:mod:`.conv`), then Dequantize
+    and the bias exactly as the vector path applies them (the same float64 products, rounded once to
+    float32): bit for bit the values of the chain's steps. The K chunks are planned for the largest
+    code the DAC can take, so that no pass over the input precedes the spans."""
+    groups, n_out, spec = layer.groups, layer.matrices[0].n_out, layer.spec
+    batch = x.shape[0]
+    pad = exact.pad_code(layer.input_scale, spec.input_bits, layer.input_signed, layer.input_offset)
+    xmax = exact.code_bound(spec.input_bits, layer.input_signed)
+    y = sim.take((batch, groups * n_out) + tuple(geo.output_shape[2:]))
+    yv = y.reshape(batch, groups, n_out, -1)
+    b = _group_bias(bias, groups, n_out)
+    parts = []
+    for g in range(groups):
+        enc = sim.weights.encoded(layer, g)
+        offset = offset_term(layer, enc.enc)[:, None] if layer.input_offset else None
+        parts.append(_exact_weights(sim, layer, g, xmax) + ((enc.weight_scale * layer.input_scale)[:, None], offset))
+
+    def work(worker, span, single):
+        b0, b1 = span
+        src, inner = conv.padded(sim, f"conv codes {worker}", geo, b1 - b0, float(pad))
+        for i in range(b0, b1):
+            _codes(layer, x[i], src[(inner[0], i - b0) + inner[2:]])
+        cols = conv.patches(sim, geo, groups, src, worker)
+        size = n_out * cols.shape[2]
+        for g, (qf, chunks, scale, offset) in enumerate(parts):
+            r = exact.matmul(qf, cols[g], chunks, sim.scratch(f"conv product {worker}", size, np.float32)[:size]
+                             .reshape(n_out, -1), single)
+            if offset is not None:
+                r = r - offset
+            dst = yv[b0:b1, g]
+            np.multiply(conv.nchw(r, b1 - b0), scale, out=dst, dtype=np.float64, casting="same_kind")
+            np.add(dst, b[g], out=dst, dtype=np.result_type(dst, b), casting="unsafe")
+
+    conv.spread(work, conv.spans(geo))
     return y

@@ -1,8 +1,9 @@
 """The fast executor of an analog layer's matrix-vector product (docs/analog.md).
 
-Stacked float32 GEMMs over row blocks, the ADC applied in place on cache-sized read
-blocks, shift-and-add by a small matmul, an exact integer shortcut when the ADC is
-lossless, and large calls spread over worker threads with one single-threaded BLAS each.
+Stacked float32 GEMMs over row blocks (several input cycles per GEMM row when the cells
+hold integer levels), the ADC applied in place on cache-sized read blocks, shift-and-add
+by a small matmul, an exact integer shortcut when the ADC is lossless, and large calls
+spread over worker threads with one single-threaded BLAS each.
 In quantised mode it agrees bit for bit with :mod:`acompile.sim.reference`: every read
 current is an integer carried exactly in float32, every ADC code is an integer, and codes
 are summed exactly before the single final multiplication by the ADC step.
@@ -26,14 +27,18 @@ from ..errors import InvalidDataError
 from ..numerics.adc import adc_codes, make_adc
 from ..numerics.dac import cycle_weights, fill_chunks
 from ..numerics.encoding import EncodedWeights, float_weights
-from ..numerics.noise import ColumnErrors, NoiseSpec, generator, read_noise_sigma
+from ..numerics.noise import NORMAL_PAIRS, ColumnErrors, NoiseSpec, add_normal, generator, read_noise_sigma
 from ..numerics.product import check_cells, coefficients, digital_terms, prepare
-from ..numerics.spec import F32_EXACT, AnalogSpec
+from ..numerics.spec import F32_EXACT, F64_EXACT, AnalogSpec
+from .exact import plan as exact_plan
+from .exact import product as exact_product
 
 # Blocking: one read block is (T * vector chunk) x (column chunk) values, kept small
 # enough to stay in cache while the ADC runs over it in place.
 _STACKED_ROWS = 1024  # at most this many (cycle, vector) rows per GEMM
-_BLOCK_ELEMS = 1 << 20  # read-block and converted-cell-block size, in elements
+# 2^18 float32 (1 MiB, the L2 cache of the 2-core benchmark machine) measured fastest on the
+# 4096x4096 lossy layer: 2^20 spent 10-20% more on the ADC's passes, 2^16 more on small GEMMs.
+_BLOCK_ELEMS = 1 << 18  # read-block and converted-cell-block size, in elements
 _PARALLEL_FLOPS = 2e8  # below this much GEMM work a call runs serially
 
 
@@ -61,27 +66,71 @@ def _scratch(store: dict, name: str, size: int, dtype) -> np.ndarray:
     return buf[:size]
 
 
+def _packing(spec: AnalogSpec, t: int) -> tuple[int, float]:
+    """(f, base): input cycles that share one GEMM row when the cells hold integer levels.
+
+    Every read is then an integer in [0, rows * (2^d - 1) * (2^cb - 1)], below base (a power
+    of two), so the inputs of f cycles weighted base^j read Σ_j base^j I_j at once; f is the
+    most cycles for which that sum, hence every partial sum, stays exact in the read dtype.
+    """
+    top = float(spec.rows * spec.max_chunk * spec.max_level)
+    base = 2.0 ** math.ceil(math.log2(top + 1))
+    exact = F32_EXACT if spec.read_dtype == np.float32 else F64_EXACT
+    f = 1
+    while f < t and top * (base ** (f + 1) - 1) / (base - 1) < exact:
+        f += 1
+    return f, base
+
+
+def _unpack(packed: np.ndarray, out: np.ndarray, f: int, base: float) -> None:
+    """Write the reads I_j of packed = Σ_j base^j I_j (G * m, pc) into the j-th of f slabs of
+    out (f * G * m, pc); destroys packed. Exact: powers of two scale, floor and subtract
+    integers within the read dtype's exact range."""
+    dt = out.dtype.type
+    fields = out.reshape(f, packed.shape[0], packed.shape[1])
+    rem = packed
+    for j in range(f - 1, 0, -1):
+        hi, low = fields[j], fields[j - 1]
+        np.multiply(rem, dt(base ** -j), out=hi)
+        np.floor(hi, out=hi)
+        np.multiply(hi, dt(base ** j), out=low)
+        np.subtract(rem, low, out=low if j == 1 else rem)
+
+
 def _task_reads(x: np.ndarray, g: np.ndarray, spec: AnalogSpec, signed: bool, task, store: dict,
-                ref: int | None = None, gain: np.ndarray | None = None):
+                ref: int | None = None, gain: np.ndarray | None = None, levels: bool = False):
     """Yield (r, I) for row block r = 0, 1, ... of one task: I = chunks @ g[rows of r, p0:p1].
 
     I is (T * (v1-v0), p1-p0), row t*(v1-v0) + v holding vector v0+v at cycle t; it lives
     in `store`'s scratch memory and is overwritten by the next block. ``gain`` (row blocks,
     P, read dtype) multiplies each column's read; with ``ref`` (analog offset subtraction)
-    each channel's top slice is then read less the reference column ``ref``.
+    each channel's top slice is then read less the reference column ``ref``. When g is the
+    encoding's levels (``levels``: checked integers up to 2^cb - 1), several cycles share
+    each GEMM row (:func:`_packing`), which halves the GEMM work or better.
     """
     v0, v1, p0, p1 = task
     k = x.shape[1]
     dt = spec.read_dtype
     rows = spec.rows
-    t = spec.cycles(signed)
-    if store.get("chunks of") != (v0, v1):  # tasks come vector chunk major: reuse
-        xc = _scratch(store, "chunks", t * (v1 - v0) * k, dt).reshape(t * (v1 - v0), k)
-        fill_chunks(x[v0:v1], spec, signed, xc.reshape(t, v1 - v0, k))
-        store["chunks of"], store["chunks view"] = (v0, v1), xc
-    xc = store["chunks view"]
+    t, m = spec.cycles(signed), v1 - v0
+    f, base = _packing(spec, t) if levels else (1, 1.0)
+    groups = -(-t // f)
+    if store.get("chunks of") != (v0, v1, f):  # tasks come vector chunk major: reuse
+        xc = _scratch(store, "chunks", t * m * k, dt).reshape(t * m, k)
+        fill_chunks(x[v0:v1], spec, signed, xc.reshape(t, m, k))
+        xp = xc
+        if f > 1:  # group q's input: Σ_j base^j chunk of cycle q + j*G, small integers (exact)
+            xp = _scratch(store, "packed chunks", groups * m * k, dt).reshape(groups * m, k)
+            np.copyto(xp, xc[:groups * m])
+            for j in range(1, f):
+                part = xc[j * groups * m:(j + 1) * groups * m]
+                xp[:len(part)] += part * dt(base ** j)
+        store["chunks of"], store["chunks view"] = (v0, v1, f), (xc, xp)
+    xc, xp = store["chunks view"]
     pc = p1 - p0
-    out = _scratch(store, "read", xc.shape[0] * pc, dt).reshape(xc.shape[0], pc)
+    out = _scratch(store, "read", groups * f * m * pc, dt).reshape(groups * f * m, pc)
+    packed = out if f == 1 else _scratch(store, "packed read", groups * m * pc, dt).reshape(groups * m, pc)
+    reads = out[:t * m]  # cycle c at rows c*m: field c // G of group c % G; rows past it are empty
     for r in range(spec.row_blocks(k)):
         k0, k1 = r * rows, min(k, (r + 1) * rows)
         if g.dtype == dt:
@@ -89,15 +138,17 @@ def _task_reads(x: np.ndarray, g: np.ndarray, spec: AnalogSpec, signed: bool, ta
         else:  # levels (uint8) or cells of another dtype: convert one row block at a time
             gb = _scratch(store, "cells", (k1 - k0) * pc, dt).reshape(k1 - k0, pc)
             np.copyto(gb, g[k0:k1, p0:p1])
-        np.matmul(xc[:, k0:k1], gb, out=out)
+        np.matmul(xp[:, k0:k1], gb, out=packed)
+        if f > 1:
+            _unpack(packed, out, f, base)
         if gain is not None:
-            out *= gain[r, p0:p1]
+            reads *= gain[r, p0:p1]
         if ref is not None:
             i_ref = xc[:, k0:k1] @ g[k0:k1, ref].astype(dt)
             if gain is not None:
                 i_ref *= gain[r, ref]
-            out[:, spec.slices - 1::spec.columns_per_channel] -= i_ref[:, None]
-        yield r, out
+            reads[:, spec.slices - 1::spec.columns_per_channel] -= i_ref[:, None]
+        yield r, reads
 
 
 @functools.cache
@@ -133,28 +184,12 @@ def _run_tasks(work, tasks: list, flops: float) -> list:
 
 
 def _exact_product(x: np.ndarray, enc: EncodedWeights, spec: AnalogSpec) -> np.ndarray:
-    """q_x @ q_w^T exactly, as float64: float32 GEMMs over K blocks whose sums stay below 2^24."""
-    qf, qmax = float_weights(enc, spec)
-    v, k = x.shape
-    n = qf.shape[0]
-    xmax = int(np.abs(x).max()) if x.size else 0
-    if xmax * qmax == 0:
-        return np.zeros((v, n))
-    kb = int((F32_EXACT - 1) // (xmax * qmax))
-    if kb == 0:  # products alone leave float32's exact range
+    """q_x @ q_w^T exactly, as float64: float32 GEMMs over the K chunks of :func:`.exact.plan`."""
+    qf = float_weights(enc, spec)[0]
+    chunks = exact_plan(enc, qf, int(np.abs(x).max()) if x.size else 0)
+    if chunks is None:  # products alone leave float32's exact range
         return x.astype(np.float64) @ qf.T.astype(np.float64)
-    xf = x.astype(np.float32)
-    # The larger of V and N as the GEMM's row dimension suits OpenBLAS's threading best.
-    wide = n >= v
-    y = None
-    for k0 in range(0, k, kb):
-        k1 = min(k, k0 + kb)
-        part = qf[:, k0:k1] @ xf[:, k0:k1].T if wide else xf[:, k0:k1] @ qf[:, k0:k1].T
-        if y is None:
-            y = part.astype(np.float64)
-        else:
-            y += part
-    return np.ascontiguousarray(y.T) if wide else y
+    return np.ascontiguousarray(exact_product(x.astype(np.float32), qf, chunks), dtype=np.float64)
 
 
 def mvm(x_q: np.ndarray, enc: EncodedWeights, spec: AnalogSpec, signed: bool, *,
@@ -167,9 +202,9 @@ def mvm(x_q: np.ndarray, enc: EncodedWeights, spec: AnalogSpec, signed: bool, *,
     program_cells (None: ideal levels). noise: read-time effects (read and kT/C noise, ADC
     offset and gain error). columns: the chip's column gains and ADC offsets, from
     ``numerics.noise.column_errors``. Read noise: rng draws one seed per task (integers(0,
-    2^63, size=tasks), tasks in _plan order); a task's own generator then draws
-    standard_normal((T * vectors, columns), read dtype) * σ per row block, σ from
-    ``read_noise_sigma``. With analog offset subtraction the reference column is read with
+    2^63, size=tasks), tasks in _plan order); a task's own generator then adds σ * N(0, 1)
+    to each row block's (T * vectors, columns) reads with ``numerics.noise.add_normal``, σ
+    from ``read_noise_sigma``. With analog offset subtraction the reference column is read with
     every task, less each top slice, and is never converted.
     When the ADC is lossless and nothing is noisy, exact_shortcut returns q_x @ q_w^T
     directly, which is what the full computation gives.
@@ -196,7 +231,6 @@ def mvm(x_q: np.ndarray, enc: EncodedWeights, spec: AnalogSpec, signed: bool, *,
     seeds = [None] * len(tasks)
     if noise_sigma:
         seeds = generator(rng, "read noise").integers(0, 2**63, size=len(tasks)).tolist()
-    sigma = spec.read_dtype(noise_sigma)
     gain = own = None
     if columns is not None:
         gain = None if columns.gain is None else columns.gain.astype(spec.read_dtype)
@@ -215,9 +249,9 @@ def mvm(x_q: np.ndarray, enc: EncodedWeights, spec: AnalogSpec, signed: bool, *,
         v0, v1, p0, p1 = task
         gen = None if seeds[index] is None else np.random.default_rng(seeds[index])
         acc = None
-        for r, i in _task_reads(x, g, spec, signed, task, store, analog_ref, gain):
+        for r, i in _task_reads(x, g, spec, signed, task, store, analog_ref, gain, levels=cells is None):
             if gen is not None:
-                i += gen.standard_normal(i.shape, dtype=i.dtype) * sigma
+                add_normal(i, noise_sigma, gen, _scratch(store, "normals", 3 * NORMAL_PAIRS, i.dtype))
             adc_codes(i, adc, None if own is None else own[r, p0:p1])
             if flip is not None and flip[r, p0:p1].any():     # flipped columns enter negated
                 i[:, flip[r, p0:p1]] *= -1
@@ -273,7 +307,7 @@ def observe_full_scale(x_q: np.ndarray, enc: EncodedWeights, spec: AnalogSpec, s
 
     def work(index, task, store):
         counts = np.zeros(0, dtype=np.int64)
-        for _, i in _task_reads(x, enc.levels, spec, signed, task, store, analog_ref):
+        for _, i in _task_reads(x, enc.levels, spec, signed, task, store, analog_ref, levels=True):
             whole = _scratch(store, "whole", i.size, np.intp)
             # exact: I is an integer
             np.copyto(whole.reshape(i.shape), i if analog_ref is None else np.abs(i), casting="unsafe")

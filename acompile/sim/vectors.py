@@ -26,14 +26,48 @@ def _pad_spatial(x: np.ndarray, pads: list[int]) -> np.ndarray:
     return np.pad(x, [(0, 0), (0, 0)] + [(pads[i], pads[i + nd]) for i in range(nd)])
 
 
-def windows(x: np.ndarray, geo: ConvGeometry):
-    """(kernel offset, strided view [B, C, *O] of the padded input it reads), for every offset."""
+def offsets(geo: ConvGeometry):
+    """(kernel offset, slices of the padded spatial axes it reads), for every kernel offset."""
     kernel, strides, dil = geo.kernel, geo.strides, geo.dilations
     out_sp = geo.output_shape[2:]
-    xp = _pad_spatial(x, geo.pads)
     for offs in itertools.product(*(range(k) for k in kernel)):
-        src = tuple(slice(o * d, o * d + s * (n - 1) + 1, s) for o, d, s, n in zip(offs, dil, strides, out_sp))
+        yield offs, tuple(slice(o * d, o * d + s * (n - 1) + 1, s) for o, d, s, n in zip(offs, dil, strides, out_sp))
+
+
+def windows(x: np.ndarray, geo: ConvGeometry):
+    """(kernel offset, strided view [B, C, *O] of the padded input it reads), for every offset."""
+    xp = _pad_spatial(x, geo.pads)
+    for offs, src in offsets(geo):
         yield offs, xp[(slice(None), slice(None)) + src]
+
+
+def interior(geo: ConvGeometry) -> tuple[slice, ...]:
+    """The input's place on the padded spatial axes."""
+    return tuple(slice(geo.pads[i], geo.pads[i] + n) for i, n in enumerate(geo.input_shape[2:]))
+
+
+def fill_border(padded: np.ndarray, geo: ConvGeometry, value) -> None:
+    """Set the padding of ``padded`` [C, B, *padded spatial] to ``value``, in place (not the interior)."""
+    inner = interior(geo)
+    for axis, sl in enumerate(inner):
+        lead = (slice(None),) * (2 + axis)
+        padded[lead + (slice(0, sl.start),)] = value
+        padded[lead + (slice(sl.stop, None),)] = value
+
+
+def padded_shape(geo: ConvGeometry) -> tuple[int, ...]:
+    """The padded spatial shape of the layer's input."""
+    nd = len(geo.kernel)
+    return tuple(n + geo.pads[i] + geo.pads[i + nd] for i, n in enumerate(geo.input_shape[2:]))
+
+
+def gather(padded: np.ndarray, geo: ConvGeometry, out: np.ndarray) -> np.ndarray:
+    """Patches of a channel-major padded input [C, B, *padded spatial] into ``out`` [C, *K, B, *O]:
+    row (c, k) of ``out.reshape(C·prod(K), B·prod(O))`` is what kernel offset k of channel c
+    reads at every output pixel (the vectors' K order, laid out for one GEMM per group)."""
+    for offs, src in offsets(geo):
+        out[(slice(None),) + offs] = padded[(slice(None), slice(None)) + src]
+    return out
 
 
 def im2col(x: np.ndarray, geo: ConvGeometry, groups: int) -> np.ndarray:

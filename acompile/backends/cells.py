@@ -1,0 +1,170 @@
+"""The cells of ``levels.bin``: each row stripe of a weight matrix quantised, encoded and packed block by
+block, vectorised over the stripe.
+
+The bytes are, by definition, ``pack_levels`` applied to each block of
+``numerics.encode_weights(q_w).levels`` (flip marks included; docs/formats.md); here they come
+straight from the weights' magnitudes where a channel's slices fill whole bytes, so a ResNet-50's
+25 M weights pack in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import numerics
+from .archive import pack_levels
+
+
+def stripe_cells(task) -> tuple[list, list[int], list, np.ndarray | None]:
+    """(blocks, their packed sizes, arrays holding their packed cells in order, flip marks) of one
+    row stripe; the flip marks (P,) only for the "flipped" scheme (a stripe is one row block, so it
+    flips as the whole matrix does).
+
+    The stripe's weights are quantised and, when every channel's slices fill whole bytes, packed
+    straight from the magnitudes (:func:`_packed_rows`); a run of such blocks side by side is
+    reordered block-major in one copy. Blocks that do not start and end on a byte boundary (the
+    offset scheme's reference column, odd cell widths) are packed from their cell levels
+    (:func:`_levels`) by ``pack_levels``. Either way the bytes are those of ``pack_levels`` applied
+    to the block of ``numerics.encode_weights(q_w).levels``.
+    """
+    w, s_w, spec, group = task
+    cb = spec.cell_bits
+    r0, rows = group[0].row_start, group[0].rows
+    q = numerics.quantize_with_scales(w[:, r0:r0 + rows], s_w, spec.weight_bits)       # (N, rows)
+    # Flip marks are column sums of cells: read from the packed bytes when cells do not straddle them.
+    packed = _packed_rows(q, spec) if not spec.flipped or 8 % cb == 0 else None
+    data_cols = w.shape[0] * spec.columns_per_channel if packed is not None else 0
+    levels = _levels(q, spec, 0, spec.physical_columns(w.shape[0])) if packed is None else None
+    flip = _flip(packed, levels, q, spec) if spec.flipped else None
+
+    def aligned(blk) -> bool:
+        return blk.col_start + blk.cols <= data_cols and blk.col_start * cb % 8 == 0 and blk.cols * cb % 8 == 0
+
+    sizes, pieces = [], []
+    for i, j in _runs(group, aligned):
+        blk = group[i]
+        if not aligned(blk):
+            c0, c1 = blk.col_start, blk.col_start + blk.cols
+            cells = levels[:, c0:c1] if levels is not None else _levels(q, spec, c0, c1)
+            if flip is not None and levels is None:
+                cells ^= flip[c0:c1].astype(np.uint8) * np.uint8(spec.max_level)
+            pieces.append(pack_levels(cells, cb))
+            sizes.append(len(pieces[-1]))
+            continue
+        a, per = blk.col_start * cb // 8, blk.cols * cb // 8
+        run = packed[:, a:a + (j - i) * per].reshape(rows, j - i, per).transpose(1, 0, 2)
+        pieces.append(np.ascontiguousarray(run).reshape(-1))
+        sizes += [rows * per] * (j - i)
+    return group, sizes, pieces, flip
+
+
+def _runs(group: list, ok):
+    """Spans (i, j) of group in order: a run of equal, adjacent blocks that all pass ok, packed
+    block-major in one copy, or a single block."""
+    i = 0
+    while i < len(group):
+        blk, j = group[i], i + 1
+        if ok(blk):
+            while (j < len(group) and ok(group[j]) and group[j].cols == blk.cols
+                   and group[j].col_start == group[j - 1].col_start + blk.cols):
+                j += 1
+        yield i, j
+        i = j
+
+
+def _flip(packed: np.ndarray | None, levels: np.ndarray | None, q: np.ndarray,
+          spec: numerics.AnalogSpec) -> np.ndarray:
+    """The "flipped" scheme on one row block: mark every column whose levels sum to more than half
+    their maximum (as ``numerics.encode_weights`` does), complement its cells in place in ``packed``
+    (data columns) or ``levels`` (every column); return the marks (P,)."""
+    rows, cb, top = q.shape[1], spec.cell_bits, spec.max_level
+    limit = rows * top // 2
+    if levels is not None:
+        marks = levels.sum(axis=0, dtype=np.int64) > limit
+        levels ^= marks.astype(np.uint8) * np.uint8(top)
+        return marks
+    per = 8 // cb
+    data = _column_sums(packed, cb).reshape(-1, per) > limit          # (bytes, cells per byte)
+    packed ^= (data * (top << (cb * np.arange(per)))).sum(axis=1).astype(np.uint8)
+    marks = data.reshape(-1)
+    if spec.reference_column:       # the reference column: every cell at the reference level
+        marks = np.append(marks, rows * spec.reference_level > limit)
+    return marks
+
+
+def _column_sums(packed: np.ndarray, cb: int) -> np.ndarray:
+    """Sum over rows of every cell column of packed rows (rows, B) of cb-bit cells (cb divides 8):
+    (B * 8/cb,) int64, column c being field c % (8/cb) of byte c // (8/cb).
+
+    The bytes are read as 64-bit words: a shift and a mask put one field of every byte in its own
+    byte lane, and up to 255 // max_level rows add up in those lanes without carrying over.
+    """
+    rows, nbytes = packed.shape
+    per, top = 8 // cb, (1 << cb) - 1
+    if per == 1:
+        return packed.sum(axis=0, dtype=np.int64)
+    if nbytes % 8:
+        packed = np.pad(packed, ((0, 0), (0, -nbytes % 8)))
+    words = packed.view("<u8")
+    chunk = 255 // top
+    lanes = np.uint64(int.from_bytes(bytes([top]) * 8, "little"))
+    field = np.empty((min(chunk, rows), words.shape[1]), words.dtype)
+    sums = np.zeros((words.shape[1] * 8, per), np.int64)
+    for f in range(per):
+        for r in range(0, rows, chunk):
+            part = field[:min(chunk, rows - r)]
+            np.right_shift(words[r:r + chunk], np.uint64(f * cb), out=part)
+            np.bitwise_and(part, lanes, out=part)
+            sums[:, f] += part.sum(axis=0, dtype=np.uint64).astype("<u8").view(np.uint8)
+    return sums[:nbytes].reshape(-1)
+
+
+def _magnitudes(q: np.ndarray, spec: numerics.AnalogSpec, dtype) -> np.ndarray:
+    """(rows, N, signs) stored magnitudes of q (N, rows): max(±q, 0) (differential) or q + offset."""
+    n, rows = q.shape
+    qt = q.T
+    out = np.empty((rows, n, len(spec.signs)), dtype)
+    if spec.differential:
+        np.maximum(qt, 0, out=out[:, :, 0], casting="unsafe")
+        np.maximum(np.negative(qt), 0, out=out[:, :, 1], casting="unsafe")
+    else:
+        np.add(qt, spec.offset, out=out[:, :, 0], casting="unsafe")
+    return out
+
+
+def _packed_rows(q: np.ndarray, spec: numerics.AnalogSpec) -> np.ndarray | None:
+    """The data columns of a row stripe as ``pack_levels`` lays them out, or None.
+
+    In the canonical column order a channel's sign group is S consecutive cells holding bits
+    ``[j*cb, (j+1)*cb)`` of its magnitude, and cells pack least significant bits first, so when
+    ``S*cb`` is a multiple of 8 the packed row is every (channel, sign) magnitude as a
+    little-endian ``S*cb/8``-byte integer. q is (N, rows); the result is (rows, N*signs*S*cb/8),
+    a fresh array.
+    """
+    bits = spec.slices * spec.cell_bits
+    if bits % 8 or bits > 64:
+        return None
+    nb = bits // 8
+    rows = q.shape[1]
+    if nb in (1, 2, 4, 8):
+        return _magnitudes(q, spec, f"<u{nb}").view(np.uint8).reshape(rows, -1)
+    wide = _magnitudes(q, spec, "<u8").view(np.uint8)
+    return wide.reshape(wide.shape[:2] + (-1, 8))[..., :nb].reshape(rows, -1)
+
+
+def _levels(q: np.ndarray, spec: numerics.AnalogSpec, c0: int, c1: int) -> np.ndarray:
+    """Cell levels (rows, c1-c0) of physical columns [c0, c1) of a row stripe, canonical order
+    (as ``numerics.encode_weights`` lays them out, the offset scheme's reference column last),
+    before any flipping; a fresh array."""
+    cpc, n_slices = spec.columns_per_channel, spec.slices
+    p = np.arange(c0, c1)
+    data = p < q.shape[0] * cpc
+    out = np.full((q.shape[1], c1 - c0), spec.reference_level, np.uint8)   # the reference column's level
+    if data.any():
+        pd = p[data]
+        channel, within = pd // cpc, pd % cpc
+        lo = int(channel[0])
+        mags = _magnitudes(q[lo:int(channel[-1]) + 1], spec, np.int64)
+        shift = (within % n_slices) * spec.cell_bits
+        out[:, data] = (mags[:, channel - lo, within // n_slices] >> shift) & spec.max_level
+    return out

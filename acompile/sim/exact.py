@@ -1,0 +1,139 @@
+"""The exact integer product of a layer whose ADC is lossless (docs/analog.md, the exact shortcut).
+
+With a lossless ADC and ideal reads every code sum a crossbar forms is recovered exactly,
+so a layer's integer output is q_x @ q_w^T. Both factors are small integers, and a float32
+GEMM computes their product exactly while every partial sum stays below 2^24: each partial
+sum a GEMM forms (in whatever order it adds) is a sum of some terms x_k·w_nk, so it is at
+most max|q_x| · Σ_k |q_w[n, k]| in magnitude. :func:`plan` splits K into the fewest
+chunks that keep that bound below 2^24 for every output n; :func:`matmul` runs one float32
+GEMM per chunk and adds the chunks in float64 (exact below 2^53, which
+``numerics.product.check_exact`` guarantees). The result is the integer product itself,
+whatever the shapes, so every caller agrees bit for bit with the reference kernel.
+:func:`codes` quantises the inputs straight into float32 codes, a cache-sized block at a time.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import weakref
+
+import numpy as np
+
+from ..numerics.encoding import EncodedWeights
+from ..numerics.quantise import quantize_inputs
+from ..numerics.spec import F32_EXACT
+from . import gemm
+
+_BLOCK = 1 << 17            # elements quantised at a time: the float64 temporaries stay in cache
+_plans: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()    # encoding -> {(weights id, max|x|): plan}
+
+
+def codes(x: np.ndarray, out: np.ndarray, scale: float, bits: int, signed: bool, offset: int) -> int:
+    """Write ``quantize_inputs(x, ...)`` into ``out`` (same shape, float32: the codes exactly), a
+    cache-sized block of x's leading axis at a time; return the largest |code|.
+
+    The same float64 operations as quantize_inputs (x / s_x, rint, + offset, clip), so the same
+    codes; raises InvalidDataError, as it does, when x holds a NaN or an infinity. Division and
+    rounding never decrease, so the codes of max(x) and min(x) bound all others: the clip is
+    skipped when they fall inside the range.
+    """
+    if x.size == 0:
+        return 0
+    x_max, x_min = float(x.max()), float(x.min())
+    if not (math.isfinite(x_max) and math.isfinite(x_min)):
+        quantize_inputs(x, scale, bits, signed, offset)          # refuses the NaN or infinity
+    lo, hi = _code_range(bits, signed)
+    q_max, q_min = (float(np.rint(np.float64(v) / float(scale))) + offset for v in (x_max, x_min))
+    clip = q_max > hi or q_min < lo
+    rows = max(1, _BLOCK // (x.size // x.shape[0]))
+    buf = np.empty((min(rows, x.shape[0]),) + x.shape[1:])
+    for r0 in range(0, x.shape[0], rows):
+        q = buf[:min(rows, x.shape[0] - r0)]
+        np.divide(x[r0:r0 + rows], float(scale), out=q, dtype=np.float64)
+        np.rint(q, out=q)
+        if offset:
+            q += offset
+        if clip:
+            np.clip(q, lo, hi, out=q)
+        out[r0:r0 + rows] = q
+    return int(max(min(q_max, hi), -max(q_min, lo)))
+
+
+@functools.cache
+def _code_range(bits: int, signed: bool) -> tuple[int, int]:
+    """The smallest and largest code quantize_inputs gives: those of the most extreme inputs."""
+    big = np.finfo(np.float64).max
+    lo, hi = quantize_inputs(np.array([-big, big]), 1.0, bits, signed)
+    return int(lo), int(hi)
+
+
+def code_bound(bits: int, signed: bool) -> int:
+    """The largest |code| quantize_inputs can give (a bound on every input, with any offset)."""
+    lo, hi = _code_range(bits, signed)
+    return max(-lo, hi)
+
+
+def pad_code(scale: float, bits: int, signed: bool, offset: int) -> int:
+    """The code of a zero input (what a Conv's padding reads once quantised)."""
+    return int(quantize_inputs(np.zeros(1, np.float32), scale, bits, signed, offset)[0])
+
+
+def plan(enc: EncodedWeights, qf: np.ndarray, xmax: int) -> tuple[tuple[int, int], ...] | None:
+    """K chunks (k0, k1) of the weights qf (N, K) whose products with inputs of magnitude at most
+    ``xmax`` are exact in float32 (every partial sum below 2^24); None when a single product
+    already leaves float32's exact range. Cached per encoding and ``xmax``.
+    """
+    k = qf.shape[1]
+    if xmax == 0 or k == 0 or qf.shape[0] == 0:
+        return ((0, k),)
+    cache = _plans.setdefault(enc, {})
+    key = (id(qf), xmax)
+    if key not in cache:
+        cache[key] = _split(qf, int((F32_EXACT - 1) // xmax))
+    return cache[key]
+
+
+def _split(qf: np.ndarray, limit: int) -> tuple[tuple[int, int], ...] | None:
+    """The fewest consecutive K chunks whose Σ_k |q_w[n, k]| stays at most ``limit`` for every n
+    (greedy, longest first: a sub-range of a fitting chunk fits)."""
+    cum = np.cumsum(np.abs(qf), axis=1, dtype=np.float64)    # integers, exact
+    k = qf.shape[1]
+    chunks, k0 = [], 0
+    base = np.zeros(qf.shape[0])
+    while k0 < k:
+        reach = (cum[:, k0:] - base[:, None]).max(axis=0)       # non-decreasing
+        fits = int(np.searchsorted(reach, limit, side="right"))
+        if fits == 0:
+            return None
+        chunks.append((k0, k0 + fits))
+        k0 += fits
+        base = cum[:, k0 - 1]
+    return tuple(chunks)
+
+
+def matmul(a: np.ndarray, b: np.ndarray, chunks: tuple[tuple[int, int], ...] | None,
+           out: np.ndarray | None = None, single: bool = False) -> np.ndarray:
+    """a @ b for integer-valued float32 a (M, K) and b (K, N) split along K by ``chunks`` (:func:`plan`):
+    float32 (in ``out`` when given) for a single chunk, float64 for several, exact either way;
+    float64 GEMM for chunks None. ``single``: as for :func:`.gemm.matmul`."""
+    if chunks is None:
+        return a.astype(np.float64) @ b.astype(np.float64)
+    if len(chunks) == 1:
+        return gemm.matmul(a, b, out, single)
+    y = None
+    for k0, k1 in chunks:
+        part = gemm.matmul(a[:, k0:k1], b[k0:k1], out, single)
+        if y is None:
+            y = part.astype(np.float64)
+        else:
+            y += part
+    return y
+
+
+def product(x: np.ndarray, qf: np.ndarray, chunks: tuple[tuple[int, int], ...] | None) -> np.ndarray:
+    """x (V, K) @ qf.T exactly, (V, N) (a view of the result when transposed), by :func:`matmul`: the
+    larger of V and N as the GEMM's row dimension, which BLAS threads over best."""
+    if qf.shape[0] >= x.shape[0]:
+        return matmul(qf, x.T, chunks).T
+    return matmul(x, qf.T, chunks)

@@ -1,0 +1,110 @@
+"""The device file's bytes against their definition (docs/formats.md): every block's cells are
+``pack_levels`` of that block of ``encode_weights(q_w).levels`` (flip marks included), whatever the
+scheme, cell width, reference column or block cut; the header's block and crossbar records are the
+mapping's ``to_dict()``; the table encoder writes what ``dumps_compact`` writes."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+
+import models
+from acompile import numerics
+from acompile.backends.archive import ArchiveReader, pack_levels
+from acompile.backends.device import Cancelled, DeviceReader, write_device
+from acompile.backends.program import write_program
+from acompile.jsonio import RawJSON, dumps_compact, dumps_json, table_json
+from acompile.mapping import layer_matrix
+from acompile.target import apply_overrides, load_target, parse_settings
+from helpers import compiled
+
+SCHEMES = [  # (signed_weights, offset_subtraction, cell_bits, weight_bits, rows)
+    ("flipped", "input_sum", 2, 16, 128),     # isaac itself: 2-byte magnitudes, no reference column
+    ("flipped", "digital", 2, 8, 64),         # flipped with a reference column
+    ("flipped", "digital", 4, 8, 100),
+    ("flipped", "input_sum", 1, 6, 64),       # 6 one-bit slices: a channel fills no whole byte (levels path)
+    ("flipped", "digital", 3, 8, 64),         # 3-bit cells straddle bytes: levels, not packed magnitudes
+    ("flipped", "input_sum", 8, 8, 64),       # one cell per byte
+    ("offset", "digital", 2, 8, 64),
+    ("offset", "analog", 2, 16, 100),
+    ("offset", "digital", 4, 12, 64),         # 3-byte magnitudes (wider than a power of two)
+    ("differential", "digital", 2, 8, 64),
+    ("differential", "digital", 1, 8, 100),   # 7 slices: odd widths, every block from its levels
+    ("differential", "digital", 8, 16, 64),
+]
+
+
+def _target(scheme, cell_bits, weight_bits, rows, how):
+    return apply_overrides(load_target("isaac"), parse_settings([
+        f"crossbar.signed_weights={scheme}", f"crossbar.offset_subtraction={how}", f"crossbar.cell_bits={cell_bits}",
+        f"precision.weight_bits={weight_bits}", f"crossbar.rows={rows}", "crossbar.cols=96", "adc.columns_per_adc=96"]))
+
+
+@pytest.mark.parametrize("scheme,how,cell_bits,weight_bits,rows", SCHEMES)
+def test_every_block_holds_the_packed_levels_of_encode_weights(tmp_path, scheme, how, cell_bits, weight_bits, rows):
+    target = _target(scheme, cell_bits, weight_bits, rows, how)
+    for model in (models.mlp((13, 37, 10)), models.grouped_conv(), models.mlp((150, 130, 7))):
+        comp = compiled(model, target)
+        sha = write_program(tmp_path, comp, dumps_json)
+        write_device(tmp_path / "device.acdev", comp, lambda: sha)
+        archive = ArchiveReader(tmp_path / "device.acdev", "device")
+        header, levels = archive.json("header.json"), archive.bytes("levels.bin")
+        archive.close()
+        reader = DeviceReader(tmp_path / "device.acdev", comp.mapping, program_sha256=sha)
+        for layer in comp.mapping.layers:
+            spec = layer.spec
+            for g, matrix in enumerate(layer.matrices):
+                q, s_w = numerics.quantize_weights(layer_matrix(comp.graph.constants, layer, g), spec.weight_bits)
+                want = numerics.encode_weights(q, spec)
+                got = reader.encoded(layer, g)
+                np.testing.assert_array_equal(got.enc.levels, want.levels)
+                if spec.flipped:
+                    np.testing.assert_array_equal(got.enc.flip, want.flip)
+                np.testing.assert_array_equal(got.weight_scale, s_w)
+                for blk in (b for b in header["blocks"] if (b["layer"], b["matrix"]) == (layer.index, g)):
+                    cells = want.levels[blk["row_start"]:blk["row_start"] + blk["rows"],
+                                        blk["col_start"]:blk["col_start"] + blk["cols"]]
+                    assert levels[blk["offset"]:blk["offset"] + blk["bytes"]] == pack_levels(cells, spec.cell_bits)
+
+
+def test_header_records_are_the_mappings_own(tmp_path):
+    comp = compiled(models.small_cnn(), "isaac", replicate="auto")
+    sha = write_program(tmp_path, comp, dumps_json)
+    write_device(tmp_path / "device.acdev", comp, lambda: sha)
+    archive = ArchiveReader(tmp_path / "device.acdev", "device")
+    header = archive.json("header.json")
+    archive.close()
+    assert header["crossbars"] == [c.to_dict() for c in comp.mapping.crossbars]
+    by_place = {(b.layer, b.matrix, b.row_block, b.col_block, b.crossbar): b.to_dict() for b in comp.mapping.blocks}
+    assert len(header["blocks"]) == len(by_place)
+    offset = 0
+    for rec in header["blocks"]:
+        assert rec["offset"] == offset
+        offset += rec["bytes"]
+        rest = {k: v for k, v in rec.items() if k not in ("offset", "bytes")}
+        assert rest == by_place[(rec["layer"], rec["matrix"], rec["row_block"], rec["col_block"], rec["crossbar"])]
+    assert offset == header["levels_bytes"]
+
+
+def test_table_json_writes_what_dumps_compact_writes():
+    rows = [{"b": 3, "a": np.int64(-7), "list": [1, 2]}, {"b": 0, "a": 2**40, "list": []}]
+    table = table_json({"b": [r["b"] for r in rows], "a": [r["a"] for r in rows],
+                        "list": [json.dumps(r["list"], separators=(",", ":")) for r in rows]})
+    assert isinstance(table, RawJSON)
+    assert table + "\n" == dumps_compact(rows)
+    doc = {"z": 1, "rows": table, "name": "x\u00e9\n", "nested": {"b": 1.5, "a": None}}
+    assert dumps_compact(doc) == dumps_compact({**doc, "rows": rows})
+    assert table_json({"a": [], "b": []}) == "[]"
+
+
+def test_the_device_writer_stops_when_told(tmp_path):
+    """compile writes the device file on another thread and sets ``stop`` when it fails or is interrupted:
+    the writer gives up at its next row stripe instead of finishing a file that will be removed."""
+    comp = compiled(models.small_cnn(), "isaac")
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(Cancelled):
+        write_device(tmp_path / "device.acdev", comp, lambda: "0" * 64, stop)
