@@ -45,15 +45,20 @@ def _freeze(attrs: dict[str, Any]) -> str:
     return json.dumps({k: enc(v) for k, v in sorted(attrs.items())}, sort_keys=True, default=str)
 
 
-@lru_cache(maxsize=4096)
-def _session(op_type: str, domain: str, opset: int, frozen_attrs: str, attr_types: str,
-             in_types: tuple, n_outputs: int):
-    import onnxruntime as ort
+def _thaw(frozen_attrs: str, attr_types: str) -> tuple[dict[str, Any], dict[str, int]]:
+    """The attributes and their ONNX types back from the strings that key the session caches."""
     attrs = json.loads(frozen_attrs)
     for k, v in list(attrs.items()):
         if isinstance(v, dict) and "__array__" in v:
             attrs[k] = np.array(v["__array__"], dtype=v["dtype"]).reshape(v["shape"])
-    types = {k: int(v) for k, v in json.loads(attr_types).items()}
+    return attrs, {k: int(v) for k, v in json.loads(attr_types).items()}
+
+
+@lru_cache(maxsize=4096)
+def _session(op_type: str, domain: str, opset: int, frozen_attrs: str, attr_types: str,
+             in_types: tuple, n_outputs: int):
+    import onnxruntime as ort
+    attrs, types = _thaw(frozen_attrs, attr_types)
     in_names = [f"in{i}" if t is not None else "" for i, t in enumerate(in_types)]
     out_names = [f"out{i}" for i in range(n_outputs)]
     node = helper.make_node(op_type, in_names, out_names, domain=domain or None)
@@ -101,11 +106,7 @@ def _scoped_session(op_type: str, opsets: tuple, bodies: tuple, frozen_attrs: st
     """A model holding one control-flow node; the values its sub-graphs read from the enclosing graph
     (``outer``: (name as the sub-graphs spell it, type)) are inputs of the model's graph."""
     import onnxruntime as ort
-    attrs = json.loads(frozen_attrs)
-    for k, v in list(attrs.items()):
-        if isinstance(v, dict) and "__array__" in v:
-            attrs[k] = np.array(v["__array__"], dtype=v["dtype"]).reshape(v["shape"])
-    types = {k: int(v) for k, v in json.loads(attr_types).items()}
+    attrs, types = _thaw(frozen_attrs, attr_types)
     in_names = [f"acompile.in{i}" if t is not None else "" for i, t in enumerate(in_types)]
     out_names = [f"acompile.out{i}" for i in range(n_outputs)]
     node = helper.make_node(op_type, in_names, out_names)

@@ -65,7 +65,7 @@ def digital_terms(x: np.ndarray, enc: EncodedWeights, spec: AnalogSpec, layout: 
       cycles the chunk sums rebuild X_r = Σ_{k in r} x_k, so this adds m·Σ_r X_r·G_r[n], G_r[n] the
       shift-and-add coefficients of channel n's flipped columns in block r (the reference column's
       counted with its − 2^(Bw-1)).
-    Both executors call this after multiplying by Δ, so they add alike.
+    Both executors add them through :func:`finish`, after multiplying by Δ, so they add alike.
     """
     if not spec.input_sum_offset and enc.flip is None:
         return None
@@ -87,3 +87,15 @@ def digital_terms(x: np.ndarray, enc: EncodedWeights, spec: AnalogSpec, layout: 
             g -= enc.flip[:, ref].astype(np.int64)[:, None] * spec.offset
         total += spec.max_level * (x_r @ g)
     return total.astype(np.float64)
+
+
+def finish(y: np.ndarray, step: float, x: np.ndarray, enc: EncodedWeights, spec: AnalogSpec,
+           layout: dict) -> np.ndarray:
+    """y (V, N) float64, Σ(codes) after the shift-and-add, scaled in place by the ADC step Δ and
+    given the digital terms: the end of a layer's product, shared by both executors."""
+    if step != 1.0:
+        y *= step
+    extra = digital_terms(x, enc, spec, layout)
+    if extra is not None:
+        y += extra
+    return y

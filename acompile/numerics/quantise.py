@@ -58,8 +58,8 @@ def quantize_with_scales(w: np.ndarray, s_w: np.ndarray, bits: int) -> np.ndarra
     return q.astype(np.int32)
 
 
-def _input_range(bits: int, signed: bool) -> tuple[int, int]:
-    """Range quantize_inputs produces (symmetric when signed)."""
+def input_range(bits: int, signed: bool) -> tuple[int, int]:
+    """The smallest and largest code quantize_inputs produces (symmetric when signed)."""
     if signed:
         m = (1 << (bits - 1)) - 1
         return -m, m
@@ -71,7 +71,7 @@ def input_scale(abs_range: float, bits: int, signed: bool) -> float:
     a = float(abs_range)
     if not math.isfinite(a) or a < 0:
         raise InvalidDataError(f"input range {abs_range!r}: expected a finite value >= 0")
-    top = _input_range(bits, signed)[1]
+    top = input_range(bits, signed)[1]
     if top < 1:
         raise InvalidTargetError(f"input bits={bits}: a signed input needs at least 2 bits")
     return a / top if a > 0 else 1.0
@@ -83,7 +83,7 @@ def quantize_inputs(x: np.ndarray, scale: float, bits: int, signed: bool, offset
     rint rounds half to even, as ONNX QuantizeLinear does; ``offset`` is a quantized model's zero
     point less its type's minimum (the codes stream unsigned; the sim subtracts offset * sum(w)).
     """
-    lo, hi = _input_range(bits, signed)
+    lo, hi = input_range(bits, signed)
     x = np.asarray(x, dtype=np.float64)
     if not np.all(np.isfinite(x)):
         raise InvalidDataError("inputs contain NaN or infinity")

@@ -14,14 +14,13 @@ whatever the shapes, so every caller agrees bit for bit with the reference kerne
 
 from __future__ import annotations
 
-import functools
 import math
 import weakref
 
 import numpy as np
 
 from ..numerics.encoding import EncodedWeights
-from ..numerics.quantise import quantize_inputs
+from ..numerics.quantise import input_range, quantize_inputs
 from ..numerics.spec import F32_EXACT
 from . import gemm
 
@@ -43,7 +42,7 @@ def codes(x: np.ndarray, out: np.ndarray, scale: float, bits: int, signed: bool,
     x_max, x_min = float(x.max()), float(x.min())
     if not (math.isfinite(x_max) and math.isfinite(x_min)):
         quantize_inputs(x, scale, bits, signed, offset)          # refuses the NaN or infinity
-    lo, hi = _code_range(bits, signed)
+    lo, hi = input_range(bits, signed)
     q_max, q_min = (float(np.rint(np.float64(v) / float(scale))) + offset for v in (x_max, x_min))
     clip = q_max > hi or q_min < lo
     rows = max(1, _BLOCK // (x.size // x.shape[0]))
@@ -60,17 +59,9 @@ def codes(x: np.ndarray, out: np.ndarray, scale: float, bits: int, signed: bool,
     return int(max(min(q_max, hi), -max(q_min, lo)))
 
 
-@functools.cache
-def _code_range(bits: int, signed: bool) -> tuple[int, int]:
-    """The smallest and largest code quantize_inputs gives: those of the most extreme inputs."""
-    big = np.finfo(np.float64).max
-    lo, hi = quantize_inputs(np.array([-big, big]), 1.0, bits, signed)
-    return int(lo), int(hi)
-
-
 def code_bound(bits: int, signed: bool) -> int:
     """The largest |code| quantize_inputs can give (a bound on every input, with any offset)."""
-    lo, hi = _code_range(bits, signed)
+    lo, hi = input_range(bits, signed)
     return max(-lo, hi)
 
 

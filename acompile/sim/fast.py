@@ -28,7 +28,7 @@ from ..numerics.adc import adc_codes, make_adc
 from ..numerics.dac import cycle_weights, fill_chunks
 from ..numerics.encoding import EncodedWeights, float_weights
 from ..numerics.noise import NORMAL_PAIRS, ColumnErrors, NoiseSpec, add_normal, generator, read_noise_sigma
-from ..numerics.product import check_cells, coefficients, digital_terms, prepare
+from ..numerics.product import check_cells, coefficients, finish, prepare
 from ..numerics.spec import F32_EXACT, F64_EXACT, AnalogSpec
 from .exact import plan as exact_plan
 from .exact import product as exact_product
@@ -271,12 +271,7 @@ def mvm(x_q: np.ndarray, enc: EncodedWeights, spec: AnalogSpec, signed: bool, *,
     _run_tasks(work, tasks, flops=2.0 * t * v * k * enc.levels.shape[1])
     if spec.reference_column and not spec.analog_offset:
         y -= spec.offset * ref[:, None]
-    if adc.step != 1.0:
-        y *= adc.step
-    extra = digital_terms(x, enc, spec, info)
-    if extra is not None:
-        y += extra
-    return y
+    return finish(y, adc.step, x, enc, spec, info)
 
 
 def observe_full_scale(x_q: np.ndarray, enc: EncodedWeights, spec: AnalogSpec, signed: bool,

@@ -19,7 +19,7 @@ from ..numerics.adc import Adc, adc_codes, make_adc
 from ..numerics.dac import cycle_weights, input_chunks
 from ..numerics.encoding import EncodedWeights
 from ..numerics.noise import ColumnErrors, NoiseSpec, generator, read_noise_sigma
-from ..numerics.product import check_cells, digital_terms, prepare
+from ..numerics.product import check_cells, finish, prepare
 from ..numerics.spec import AnalogSpec
 
 
@@ -166,9 +166,4 @@ def mvm_reference(x_q: np.ndarray, enc: EncodedWeights, spec: AnalogSpec, signed
                  noise, full_scale, rng, columns)
     codes = unflip(convert(reads, adc, columns, layout), enc, spec, layout)
     y = accumulate(shift_add(codes, spec, cycle_weights(spec, signed)))
-    if adc.step != 1.0:
-        y *= adc.step
-    extra = digital_terms(x, enc, spec, layout)
-    if extra is not None:
-        y += extra
-    return y
+    return finish(y, adc.step, x, enc, spec, layout)
