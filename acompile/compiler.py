@@ -83,11 +83,13 @@ def pipeline(with_calibration: bool = True) -> list[Pass]:
 
 
 def run_pipeline(model, target, options: Options, *, with_calibration: bool = True,
-                 stop_on_problems: bool = True) -> Compiled:
+                 stop_on_problems: bool = True, on_mapped: Callable[[CompileState], None] | None = None) -> Compiled:
     """Load ``model`` (a path or a ModelProto) and map it onto ``target``.
 
     Unsupported nodes (found by ``classify``) stop the compile unless ``options.allow_unsupported``:
     with an :class:`UnsupportedError`, or, without ``stop_on_problems``, with no mapping and no cost.
+    ``on_mapped(state)`` is called once the mapping is final and checked, before calibration (which sets
+    only the layers' input and ADC scales): ``acompile compile`` starts writing the weights then.
     """
     passes = pipeline(with_calibration)
     check_order(passes)
@@ -106,7 +108,11 @@ def run_pipeline(model, target, options: Options, *, with_calibration: bool = Tr
     timings = {"load": time.perf_counter() - t0}
     graph.meta["compile_seed"] = options.seed     # programming draws follow it (sim/runtime.py)
     state = CompileState(graph, target, options)
+    mapped = False
     for p in passes:
+        if p.name == "calibrate" and state.mapping is not None:
+            _mapped(state, on_mapped, check=not each_pass)
+            mapped = True
         if options.progress:
             options.progress(p.name)
         t = time.perf_counter()
@@ -124,14 +130,21 @@ def run_pipeline(model, target, options: Options, *, with_calibration: bool = Tr
         timings[p.name] = time.perf_counter() - t
         if dump:
             _dump(state, Path(dump), len(timings), p.name)
-    if state.mapping is not None and not each_pass:
-        state.mapping.verify()
+    if state.mapping is not None and not mapped:
+        _mapped(state, on_mapped, check=not each_pass)
     cost = cost_model(state.graph, state.mapping, target, _samples(state)).to_dict() if "boundaries" in state.facts else {}
     warnings = model_scale_notes(state.graph)
     if "calibrated" in state.facts:
         from .calibrate import adc_warnings
         warnings += adc_warnings(state.mapping)
     return Compiled(state.graph, target, options, state.mapping, state.problems, cost, timings, warnings)
+
+
+def _mapped(state: CompileState, on_mapped, check: bool) -> None:
+    if check:
+        state.mapping.verify()
+    if on_mapped is not None:
+        on_mapped(state)
 
 
 def _dump(state: CompileState, folder: Path, index: int, name: str) -> None:
@@ -144,8 +157,9 @@ def _dump(state: CompileState, folder: Path, index: int, name: str) -> None:
         (folder / f"{index:02d}_{name}.mapping.json").write_text(dumps_json(state.mapping.to_dict()))
 
 
-def compile_model(model, target, options: Options | None = None) -> Compiled:
-    return run_pipeline(model, target, options or Options())
+def compile_model(model, target, options: Options | None = None,
+                  on_mapped: Callable[[CompileState], None] | None = None) -> Compiled:
+    return run_pipeline(model, target, options or Options(), on_mapped=on_mapped)
 
 
 def _samples(state: CompileState) -> int:

@@ -23,9 +23,11 @@ from __future__ import annotations
 import hashlib
 import itertools
 import operator
+import os
 import threading
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +45,7 @@ from .schemas import HEADER
 
 DEVICE_FORMAT = "acompile-device"
 DEVICE_VERSION = 1
+_WORKERS = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 FLIP_ENTRY = "flip_marks.npy"   # packed bits, (row blocks, P) per matrix of the "flipped" scheme, in file order
 
 
@@ -52,19 +55,22 @@ class Cancelled(Exception):
 
 
 def write_device(path: Path, compiled, program_sha256: Callable[[], str], stop: threading.Event | None = None) -> None:
-    """Write the device file of ``compiled`` to ``path``.
+    """Write the device file of ``compiled`` (a :class:`~acompile.compiler.Compiled`, or the compile's state
+    once its mapping is final) to ``path``.
 
-    ``program_sha256()`` gives the sha256 of the program.json it belongs to; it is called last, for the
-    header, so the program can be written on another thread meanwhile. Once ``stop`` is set (the compile
-    failed or was interrupted on another thread), raises :class:`Cancelled` before the next row stripe.
+    ``program_sha256()`` gives the sha256 of the program.json it belongs to; it is called once the cells
+    are written, before the header, so the program can be written (and the layers calibrated) on another
+    thread meanwhile. Once ``stop`` is set (the compile failed or was interrupted on another thread),
+    raises :class:`Cancelled` before the next row stripe.
     """
     graph, mapping, target = compiled.graph, compiled.mapping, compiled.target
     writer = ArchiveWriter(path)
     order, sizes, scales, flips = [], [], [], []
     digest = hashlib.sha256()
     try:
-        with writer.open_stream("levels.bin") as stream:
-            for group, group_sizes, pieces, flip in map(stripe_cells, _stripes(graph, mapping, scales, stop)):
+        with writer.open_stream("levels.bin") as stream, ThreadPoolExecutor(_WORKERS) as pool:
+            stripes = _in_order(pool, stripe_cells, _stripes(graph, mapping, scales, stop), ahead=2 * _WORKERS)
+            for group, group_sizes, pieces, flip in stripes:
                 if flip is not None:
                     flips.append(flip)
                 for piece in pieces:
@@ -76,6 +82,7 @@ def write_device(path: Path, compiled, program_sha256: Callable[[], str], stop: 
         marks = np.packbits(np.concatenate(flips)) if flips else None
         if marks is not None:       # the "flipped" scheme: which (row block, column) is stored complemented
             writer.add_array(FLIP_ENTRY, marks)
+        program_sha = program_sha256()  # called before the layer records: they hold what calibration sets
         header = {
             **({"flip_marks_sha256": hashlib.sha256(marks.tobytes()).hexdigest()} if marks is not None else {}),
             "format": DEVICE_FORMAT, "version": DEVICE_VERSION, "target": target.name,
@@ -87,10 +94,23 @@ def write_device(path: Path, compiled, program_sha256: Callable[[], str], stop: 
             "geometry": mapping.fabric.to_dict(),
             "tiles_used": mapping.tiles_used, "chips_needed": mapping.chips_needed,
         }
-        header["program_sha256"] = program_sha256()
+        header["program_sha256"] = program_sha
         writer.add_json("header.json", header, dumps_compact)   # compact: a record per block adds up
     finally:
         writer.close()
+
+
+def _in_order(pool, fn, items, ahead: int):
+    """``map(fn, items)`` with up to ``ahead`` calls running on ``pool`` meanwhile: row stripes are
+    encoded in parallel (their numpy passes release the GIL) and written in order, with memory bounded
+    by ``ahead`` stripes."""
+    pending: deque = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) > ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 def _block_records(blocks: list, sizes: list[int]) -> RawJSON:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from ..ir import DOMAIN, Graph, Node, OpaqueAttribute, Subgraph, TensorInfo
 from ..mapping import AnalogLayer, BrokenMapping, Mapping
 from ..safe_read import check_schema, parse_json, read_input, sha256_input
 from .archive import ArchiveReader, ArchiveWriter
-from .device import sha256_file
+from .device import Cancelled, sha256_file
 from .schemas import PROGRAM
 
 PROGRAM_FORMAT = "acompile-program"
@@ -70,17 +71,25 @@ def _ranges(values: list[int]) -> list[list[int]]:
     return runs
 
 
-def _attr_json(node: Node, constants: dict[str, np.ndarray]) -> dict:
+def _attr_arrays(node: Node) -> dict[str, np.ndarray]:
+    """The constants program.npz holds for ``node``'s attributes: tensors, and control-flow bodies as the
+    serialised GraphProto they run as."""
+    out = {}
+    for k, v in node.attrs.items():
+        if isinstance(v, np.ndarray):
+            out[f"attr/{node.name}/{k}"] = v
+        elif isinstance(v, Subgraph) and v.graph is not None:
+            out[f"attr/{node.name}/{k}"] = np.frombuffer(v.graph.SerializeToString(deterministic=True), np.uint8)
+    return out
+
+
+def _attr_json(node: Node) -> dict:
     out = {}
     for k, v in sorted(node.attrs.items()):
         if isinstance(v, np.ndarray):
-            key = f"attr/{node.name}/{k}"
-            constants[key] = v
-            out[k] = {"tensor": key}
+            out[k] = {"tensor": f"attr/{node.name}/{k}"}
         elif isinstance(v, Subgraph) and v.graph is not None:
-            key = f"attr/{node.name}/{k}"     # the serialised GraphProto: a control-flow body runs as it is
-            constants[key] = np.frombuffer(v.graph.SerializeToString(deterministic=True), dtype=np.uint8)
-            out[k] = {"graph": key}
+            out[k] = {"graph": f"attr/{node.name}/{k}"}
         elif isinstance(v, (Subgraph, OpaqueAttribute)):
             out[k] = {"unsupported": repr(v)}
         else:
@@ -97,18 +106,47 @@ def _tensor_json(graph: Graph, name: str) -> dict:
 TARGET_FILE = "target.toml"
 
 
-def write_program(folder: Path, compiled, dumps) -> str:
-    """Write program.npz, target.toml and program.json; return the sha256 of program.json.
+def write_constants(folder: Path, graph: Graph, stop: threading.Event | None = None) -> dict:
+    """Write program.npz: every constant the program's operations read, in name order; return its
+    listing for program.json (``constants``, ``constants_sha256``).
+
+    Calibration changes none of them, so ``acompile compile`` writes this file while it calibrates.
+    Once ``stop`` is set (the compile failed on another thread), stops before the next array.
+    """
+    constants: dict[str, np.ndarray] = {}
+    for node in graph.nodes:
+        if not (node.domain == DOMAIN and "layer" in node.meta):
+            constants.update(_attr_arrays(node))
+    used = {i for n in graph.nodes for i in n.inputs if i}
+    constants.update((name, graph.constants[name]) for name in graph.constants if name in used)
+    npz = folder / "program.npz"
+    writer = ArchiveWriter(npz)
+    try:
+        for i, name in enumerate(sorted(constants)):
+            if stop is not None and stop.is_set():
+                raise Cancelled
+            writer.add_array(f"c{i:06d}.npy", constants[name])
+    finally:
+        writer.close()
+    return {"constants": {name: {"entry": f"c{i:06d}.npy", "dtype": str(constants[name].dtype),
+                                 "shape": list(constants[name].shape)} for i, name in enumerate(sorted(constants))},
+            "constants_sha256": sha256_file(npz)}
+
+
+def write_program(folder: Path, compiled, dumps, constants: dict | None = None) -> str:
+    """Write program.npz (unless ``constants`` says it is written: :func:`write_constants`'s listing),
+    target.toml and program.json; return the sha256 of program.json.
 
     target.toml is the fully resolved target the program was compiled for (``--set`` applied);
     program.json holds its sha256, so the program's checksum covers it and simulate uses it,
     never a target name or path read from the program.
     """
     from ..target import dumps_toml
+    graph, mapping = compiled.graph, compiled.mapping
+    if constants is None:
+        constants = write_constants(folder, graph)
     target_text = dumps_toml(compiled.target.data)
     (folder / TARGET_FILE).write_text(target_text)
-    graph, mapping = compiled.graph, compiled.mapping
-    constants: dict[str, np.ndarray] = {}
     ops = []
     for node in graph.nodes:
         entry = {"name": node.name, "op": node.op_type, "domain": node.domain, "opset": node.opset or graph.opset,
@@ -120,7 +158,7 @@ def write_program(folder: Path, compiled, dumps) -> str:
             entry["layer"] = layer.index
             entry["attrs"] = chain_attrs(node, layer, mapping)
         else:
-            entry["attrs"] = _attr_json(node, constants)
+            entry["attrs"] = _attr_json(node)
             if node.meta.get("attr_types"):
                 entry["attr_types"] = node.meta["attr_types"]
             if node.meta.get("unknown"):
@@ -130,17 +168,6 @@ def write_program(folder: Path, compiled, dumps) -> str:
         shape = graph.shape(node.outputs[0]) if node.outputs and node.outputs[0] else None
         entry["shape"] = list(shape) if shape is not None else None
         ops.append(entry)
-    used = {i for n in graph.nodes for i in n.inputs if i}
-    for name in sorted(graph.constants):
-        if name in used:
-            constants[name] = graph.constants[name]
-    npz = folder / "program.npz"
-    writer = ArchiveWriter(npz)
-    try:
-        for i, name in enumerate(sorted(constants)):
-            writer.add_array(f"c{i:06d}.npy", constants[name])
-    finally:
-        writer.close()
     program = {
         "format": PROGRAM_FORMAT, "version": PROGRAM_VERSION,
         "target": compiled.target.name, "batch": compiled.options.batch, "opset": graph.opset,
@@ -149,9 +176,7 @@ def write_program(folder: Path, compiled, dumps) -> str:
         "model": clean(Path(graph.source).name if graph.source else "<model>"),
         "inputs": [_tensor_json(graph, n) for n in graph.inputs],
         "outputs": [_tensor_json(graph, n) for n in graph.outputs],
-        "constants": {name: {"entry": f"c{i:06d}.npy", "dtype": str(constants[name].dtype),
-                             "shape": list(constants[name].shape)} for i, name in enumerate(sorted(constants))},
-        "constants_sha256": sha256_file(npz),
+        **constants,
         "target_sha256": hashlib.sha256(target_text.encode("utf-8")).hexdigest(),
         "layers": [layer.to_dict() for layer in mapping.layers],
         "ops": ops,

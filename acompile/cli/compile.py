@@ -76,11 +76,12 @@ def _parse_emit(text: str) -> set[str]:
 def compile_to(args, out: Path, emit: set[str]):
     """Compile ``args.model`` for ``args.target`` and write the ``emit`` files into ``out``, atomically."""
     import threading
-    from concurrent.futures import Future, ThreadPoolExecutor
+    from concurrent.futures import Future
+    from contextlib import ExitStack
     from ..backends.report import build_report
     from ..calibrate import load_arrays
     from ..compiler import compile_model
-    from ..files import atomic_folder, check_replaceable
+    from ..files import check_replaceable
     from ..frontend.input_shapes import model_inputs
     from ..target import apply_overrides, load_target, parse_settings
     target = apply_overrides(load_target(args.target), parse_settings(getattr(args, "set", None)))
@@ -92,17 +93,20 @@ def compile_to(args, out: Path, emit: set[str]):
     check_replaceable(out)      # refused before the work; checked again when OUT is replaced
     if options.progress:
         options.progress("loading the model")
-    compiled = compile_model(args.model, target, options)
-    if options.progress:
-        options.progress("writing " + ", ".join(sorted(emit)))
-    report = build_report(compiled)
-    # The device file is written on a second thread while this one writes the program and the reports:
-    # its numpy, hashing and ZIP checksums release the GIL. Leaving the pool waits for it (told to stop
-    # when this thread failed or was interrupted) before atomic_folder puts OUT in place or removes it.
+    # What calibration leaves alone -- the device file's cells, program.npz's constants -- is written on
+    # two more threads from the moment the mapping is final, while this one calibrates (their numpy,
+    # hashing and ZIP checksums release the GIL); the device header waits for program.json. Leaving the
+    # pool waits for them (told to stop when this thread failed or was interrupted) before atomic_folder
+    # puts OUT in place or removes it.
     stop, program_sha = threading.Event(), Future()
-    with atomic_folder(out) as tmp, ThreadPoolExecutor(1, thread_name_prefix="acompile-device") as pool:
+    with ExitStack() as stack:
+        writers = _Writers(stack, out, stop, program_sha, emit)
         try:
-            written = _write_outputs(pool, stop, program_sha, tmp, compiled, report, emit)
+            compiled = compile_model(args.model, target, options, on_mapped=writers.start)
+            if options.progress:
+                options.progress("writing " + ", ".join(sorted(emit)))
+            report = build_report(compiled)
+            written = writers.finish(compiled, report)
         except BaseException:
             stop.set()
             program_sha.cancel()        # a device writer waiting for the program's checksum gives up too
@@ -111,33 +115,57 @@ def compile_to(args, out: Path, emit: set[str]):
     return compiled, report, written
 
 
-def _write_outputs(pool, stop, program_sha, tmp: Path, compiled, report: dict, emit: set[str]) -> list[str]:
-    """Write the ``emit`` files into ``tmp``, the device file on ``pool``; return their names."""
-    from ..backends.device import write_device
-    from ..backends.program import write_program
-    from ..backends.report import write_report
-    from ..jsonio import dumps_json
-    written, device = [], None
-    if "device" in emit:        # its header needs the program's checksum, its cell levels do not
-        device = pool.submit(write_device, tmp / "device.acdev", compiled, program_sha.result, stop)
-    if "program" in emit or "device" in emit:
-        program_sha.set_result(write_program(tmp, compiled, dumps_json))
-        written += ["program.json", "program.npz", "target.toml"]
-    if device is not None:
-        written.append("device.acdev")
-    if "report" in emit:
-        written += write_report(report, tmp, dumps_json)
-    if "html" in emit:
-        from ..backends.html import write_html
-        write_html(tmp / "report.html", report, compiled.mapping)
-        written.append("report.html")
-    if "mapped" in emit or "mapped-with-weights" in emit:
-        from ..backends.mapped_onnx import write_mapped
-        write_mapped(tmp / "mapped.onnx", compiled, report, with_weights="mapped-with-weights" in emit)
-        written.append("mapped.onnx")
-    if device is not None:
-        device.result()
-    return written
+class _Writers:
+    """Writes the ``emit`` files into OUT's temporary folder: the device file and program.npz on a pool
+    (:meth:`start`, once the mapping is final), the rest once the compile is done (:meth:`finish`).
+
+    The temporary folder and the pool are entered on ``stack`` only then, so a compile that fails
+    earlier leaves nothing behind, not even OUT's parent folder."""
+
+    def __init__(self, stack, out: Path, stop, program_sha, emit: set[str]):
+        self.stack, self.out, self.stop, self.program_sha, self.emit = stack, out, stop, program_sha, emit
+        self.tmp = self.device = self.constants = None
+
+    def start(self, state) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+        from ..backends.device import write_device
+        from ..backends.program import write_constants
+        from ..files import atomic_folder
+        self.tmp = self.stack.enter_context(atomic_folder(self.out))
+        pool = self.stack.enter_context(ThreadPoolExecutor(2, thread_name_prefix="acompile-writer"))
+        if "device" in self.emit:   # its header needs the program's checksum, its cell levels do not
+            self.device = pool.submit(write_device, self.tmp / "device.acdev", state, self.program_sha.result,
+                                      self.stop)
+        if "program" in self.emit or "device" in self.emit:
+            self.constants = pool.submit(write_constants, self.tmp, state.graph, self.stop)
+
+    def finish(self, compiled, report: dict) -> list[str]:
+        """Write the remaining files; wait for the pool's; return every file's name."""
+        from ..backends.program import write_program
+        from ..backends.report import write_report
+        from ..jsonio import dumps_json
+        if self.tmp is None:
+            self.start(compiled)    # a compile without calibration never called it
+        tmp, emit, written = self.tmp, self.emit, []
+        if "program" in emit or "device" in emit:
+            constants = self.constants.result() if self.constants is not None else None
+            self.program_sha.set_result(write_program(tmp, compiled, dumps_json, constants))
+            written += ["program.json", "program.npz", "target.toml"]
+        if self.device is not None:
+            written.append("device.acdev")
+        if "report" in emit:
+            written += write_report(report, tmp, dumps_json)
+        if "html" in emit:
+            from ..backends.html import write_html
+            write_html(tmp / "report.html", report, compiled.mapping)
+            written.append("report.html")
+        if "mapped" in emit or "mapped-with-weights" in emit:
+            from ..backends.mapped_onnx import write_mapped
+            write_mapped(tmp / "mapped.onnx", compiled, report, with_weights="mapped-with-weights" in emit)
+            written.append("mapped.onnx")
+        if self.device is not None:
+            self.device.result()
+        return written
 
 
 def run(args) -> int:
