@@ -468,3 +468,22 @@ def test_check_parser_has_its_own_format_choices():
     from acompile.cli import build_parser
     args = build_parser().parse_args(["check", "m.onnx", "-t", "isaac", "--format", "junit", "-q", "-v"])
     assert (args.format, args.quiet, args.verbose, args.target) == ("junit", True, True, ["isaac"])
+
+
+def test_checking_pauses_the_collector_and_restores_it():
+    import gc
+    from acompile.check.verdict import Job, Settings, run_checks
+    mlp = str(Path(__file__).resolve().parent.parent / "samples" / "mlp.onnx")
+    seen = []
+    jobs = [Job("mlp.onnx", mlp, "isaac"), Job("mlp.onnx", mlp, "puma")]
+    was = gc.isenabled()
+    try:
+        gc.enable()
+        results = run_checks(jobs, Settings(), progress=lambda _: seen.append(gc.isenabled()))
+        assert gc.isenabled() and seen == [False, False]
+        assert all(r["verdict"] != "error" for r in results)
+        gc.disable()
+        run_checks(jobs[:1], Settings())
+        assert not gc.isenabled()
+    finally:
+        (gc.enable if was else gc.disable)()

@@ -94,3 +94,13 @@ def test_quantize_linear_with_a_zero_point_of_zero_is_non_negative():
     assert "y" not in _qdq(np.array(128, np.uint8), relu=False)    # q - 128 can be negative
     assert "y" not in _qdq(np.array(0, np.int8), relu=False)       # int8 q can be negative
     assert "y" in _qdq(np.array(0, np.int8), relu=True)            # ... unless its input is >= 0
+
+
+def test_a_constant_is_non_negative_only_if_every_element_is():
+    g = _resize_graph("nearest")
+    cases = {"pos": np.array([0.0, 2.0], np.float32), "neg_later": np.array([1.0, -1.0], np.float32),
+             "nan_later": np.array([1.0, np.nan], np.float32), "nan_first": np.array([np.nan, 1.0], np.float32),
+             "ints": np.array([3, 0], np.int64), "empty": np.zeros(0, np.float32)}
+    g.constants.update(cases)
+    known = non_negative_values(g)
+    assert {k for k in cases if k in known} == {"pos", "ints"}

@@ -82,19 +82,18 @@ def write_device(path: Path, compiled, program_sha256: Callable[[], str], stop: 
         marks = np.packbits(np.concatenate(flips)) if flips else None
         if marks is not None:       # the "flipped" scheme: which (row block, column) is stored complemented
             writer.add_array(FLIP_ENTRY, marks)
-        program_sha = program_sha256()  # called before the layer records: they hold what calibration sets
         header = {
             **({"flip_marks_sha256": hashlib.sha256(marks.tobytes()).hexdigest()} if marks is not None else {}),
             "format": DEVICE_FORMAT, "version": DEVICE_VERSION, "target": target.name,
             "levels_bytes": sum(sizes),
             "levels_sha256": digest.hexdigest(),
-            "layers": [_layer_record(layer, target) for layer in mapping.layers],
             "crossbars": _crossbar_records(mapping.crossbars),
             "blocks": _block_records(order, sizes),
             "geometry": mapping.fabric.to_dict(),
             "tiles_used": mapping.tiles_used, "chips_needed": mapping.chips_needed,
         }
-        header["program_sha256"] = program_sha
+        header["program_sha256"] = program_sha256()     # before the layer records: they hold what calibration sets
+        header["layers"] = [_layer_record(layer, target) for layer in mapping.layers]
         writer.add_json("header.json", header, dumps_compact)   # compact: a record per block adds up
     finally:
         writer.close()

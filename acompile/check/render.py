@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 
-from ..jsonio import dumps_json
 from ..units import count, duration, energy
 from .schema import COMPATIBLE, ERROR, FALLBACK, INCOMPATIBLE
 
@@ -103,6 +102,7 @@ def render_text(doc: dict) -> str:
 
 
 def render_json(doc: dict) -> str:
+    from ..jsonio import dumps_json     # numpy: not before check's own imports (cli/check.py)
     return dumps_json(doc)
 
 

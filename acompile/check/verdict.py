@@ -9,6 +9,7 @@ compile cannot disagree. Results are plain JSON-ready data, described by
 
 from __future__ import annotations
 
+import gc
 import math
 import sys
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from .._version import __version__
 from ..errors import (EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, EXIT_UNMAPPABLE, AcompileError, InvalidModelError,
                       LimitError, UnsupportedError, UsageError, clean)
 from ..ir import DOMAIN
+from ..limits import collector_paused
 from ..units import count
 from .schema import (COMPATIBLE, ERROR, FALLBACK, INCOMPATIBLE, PATH_LIMIT, SCHEMA_VERSION, VERDICTS)
 
@@ -226,16 +228,21 @@ def run_checks(jobs: list[Job], settings: Settings, n_jobs: int = 1, progress=No
             progress(f"{i}/{len(jobs)} {job.model} on {job.target}")
     if n_jobs <= 1 or len(jobs) <= 1:
         results = []
-        for i, j in enumerate(jobs, 1):
-            tell(i, j)
-            results.append(check_pair(j, settings))
+        with collector_paused():
+            for i, j in enumerate(jobs, 1):
+                if i > 1:
+                    gc.collect(0)   # the last pair's cycles, if any: only what it allocated is traversed
+                tell(i, j)
+                results.append(check_pair(j, settings))
         return results
     import multiprocessing      # here: a serial check does not pay for the pool's imports
     from concurrent.futures import ProcessPoolExecutor
     # fork where it is safe and cheap (Linux): workers inherit the imported modules
     method = "fork" if sys.platform.startswith("linux") else "spawn"
     results = []
-    pool = ProcessPoolExecutor(max_workers=min(n_jobs, len(jobs)), mp_context=multiprocessing.get_context(method))
+    # initializer: workers collect garbage as usual, whatever the parent process paused
+    pool = ProcessPoolExecutor(max_workers=min(n_jobs, len(jobs)), mp_context=multiprocessing.get_context(method),
+                               initializer=gc.enable)
     try:
         futures = [pool.submit(check_pair, j, settings) for j in jobs]
         for i, (job, fut) in enumerate(zip(jobs, futures), 1):

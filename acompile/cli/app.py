@@ -13,6 +13,7 @@ encode UTF-8, never turns a finished run into an error.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import json
 import signal
@@ -219,4 +220,8 @@ def _report_error(e: AcompileError, fmt: str) -> None:
 
 
 def entry_point() -> None:
-    sys.exit(main())
+    code = main()
+    # what is still alive (every numpy, onnx and acompile object) is frozen: the interpreter's final
+    # collections then need not walk it all, and the process's memory goes back whole anyway
+    gc.freeze()
+    sys.exit(code)

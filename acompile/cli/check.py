@@ -7,6 +7,7 @@ command line (check's ``--format`` has more choices than the other commands').
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import time
@@ -15,7 +16,6 @@ from pathlib import Path
 from ..check.discover import discover
 from ..check.render import FORMATS, RENDERERS, render_text
 from ..check.schema import ERROR, PATH_LIMIT
-from ..check.verdict import Job, Settings, parse_digital_ok, report, run_checks
 from .compile import add_input_range_option, add_input_shape_option, parse_input_ranges, parse_input_shapes
 from ..errors import InvalidDataError, UsageError, clean
 from ..files import atomic_file
@@ -50,7 +50,8 @@ def add_arguments(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -
     p.set_defaults(func=run)
 
 
-def _settings(args) -> Settings:
+def _settings(args):
+    """The check.verdict.Settings the options make."""
     if args.max_chips is not None and args.max_chips < 0:
         raise UsageError(f"--max-chips must be 0 or more (got {args.max_chips})")
     f = args.min_analog_fraction
@@ -59,6 +60,7 @@ def _settings(args) -> Settings:
                          hint="a fraction: 0.9 means 90%")
     if args.jobs < 0:
         raise UsageError(f"--jobs must be 0 (one per CPU) or more (got {args.jobs})")
+    from ..check.verdict import Settings, parse_digital_ok
     from ..target import parse_settings
     return Settings(max_chips=args.max_chips, min_analog_fraction=f, digital_ok=parse_digital_ok(args.digital_ok),
                     verbose=bool(getattr(args, "verbose", False)),
@@ -87,6 +89,13 @@ def _write(path: str, text: str) -> None:
 
 
 def run(args) -> int:
+    from ..limits import collector_paused
+    with collector_paused():    # numpy, onnx and acompile are imported from here on (forked workers collect)
+        return _run(args)
+
+
+def _run(args) -> int:
+    from ..check.verdict import Job, report, run_checks
     start = time.perf_counter()
     settings = _settings(args)
     targets = list(dict.fromkeys(args.target))
@@ -94,6 +103,7 @@ def run(args) -> int:
     jobs = [Job(shown, path, t, error) for shown, path, error in models for t in targets]
     n_jobs = args.jobs or os.cpu_count() or 1
     if args.scheduler:
+        gc.enable()     # a cluster client runs long and makes its own garbage
         from ..sweeps.dask_backend import run_checks_on_cluster
         results = run_checks_on_cluster(jobs, settings, args.scheduler)
     else:

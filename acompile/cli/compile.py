@@ -170,8 +170,10 @@ class _Writers:
 
 def run(args) -> int:
     from ..backends.report import terminal_table
+    from ..limits import collector_paused
     out = Path(args.output) if args.output else Path("acompile-out") / Path(args.model).stem
-    compiled, report, written = compile_to(args, out, _parse_emit(args.emit))
+    with collector_paused():
+        compiled, report, written = compile_to(args, out, _parse_emit(args.emit))
     if getattr(args, "verbose", False) and not args.quiet:
         _print_timings(compiled.timings_s)
     if not args.quiet:

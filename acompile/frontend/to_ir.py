@@ -71,13 +71,12 @@ def to_ir(model: onnx.ModelProto, where: str, limits: Limits, heavy: dict[str, T
     for t in g.initializer:
         constants[t.name] = initializer_array(t, where)
     heavy = heavy or {}
-    from_file = payloads.arrays([n for n in heavy if n in payloads], where) if payloads is not None else {}
-    for name, t in heavy.items():
-        constants[name] = from_file[name] if name in from_file else initializer_array(t, where)
+    names = set(constants) | set(heavy)
+    # the nodes and value infos first: the payloads' background read goes on meanwhile
     tensors: dict[str, TensorInfo] = {}
     for vi in list(g.input) + list(g.value_info) + list(g.output):
         tensors[vi.name] = value_info(vi)
-    inputs = [i.name for i in g.input if i.name not in constants]
+    inputs = [i.name for i in g.input if i.name not in names]
     domains = {imp.domain or "": int(imp.version) for imp in model.opset_import}
     nodes = []
     seen_names: set[str] = set()
@@ -92,6 +91,9 @@ def to_ir(model: onnx.ModelProto, where: str, limits: Limits, heavy: dict[str, T
     outputs = [o.name for o in g.output]
     if len(set(outputs)) != len(outputs):
         raise InvalidModelError("duplicate graph output names", where=where)
+    from_file = payloads.arrays([n for n in heavy if n in payloads], where) if payloads is not None else {}
+    for name, t in heavy.items():
+        constants[name] = from_file[name] if name in from_file else initializer_array(t, where)
     graph = Graph(name=clean(g.name or "model", 80), nodes=nodes, inputs=inputs, outputs=outputs,
                   tensors=tensors, constants=constants, opset=opset, source=where)
     graph.meta["opsets"] = domains     # for nodes a pass brings in later (an inlined If branch)

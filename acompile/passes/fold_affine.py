@@ -23,12 +23,13 @@ def fold_affine(state: CompileState) -> None:
     producers = graph.producers()
     users = graph.consumers()
     folded = []
+    shared = _shared_buffers(graph)
     # one sweep in node order: a fold only hands the analog node the folded node's output, which
     # later nodes read, so nothing before it can become foldable (the maps are kept up to date)
     for node in graph.nodes:
         if node.domain not in ("",) or node.op_type not in ("BatchNormalization", "Mul", "Div", "Add", "Sub"):
             continue
-        if _try_fold(graph, node, producers, users):
+        if _try_fold(graph, node, producers, users, shared):
             folded.append(node)
     if folded:
         graph.remove_nodes(folded)
@@ -45,7 +46,38 @@ def _channel_axis(graph: Graph, node: Node) -> tuple[int, int] | None:
     return (rank, 1) if rank >= 2 else None
 
 
-def _scale_output_channels(graph: Graph, node: Node, scale: np.ndarray) -> None:
+def _buffer(a: np.ndarray):
+    """The object that owns an array's memory (a view's base, followed to its end)."""
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a if a.base is None else a.base
+
+
+def _shared_buffers(graph: Graph) -> set[int]:
+    """ids of the buffers that more than one constant reads (views of one weight, tied names)."""
+    seen: set[int] = set()
+    shared: set[int] = set()
+    for value in graph.constants.values():
+        key = id(_buffer(value))
+        (shared if key in seen else seen).add(key)
+    return shared
+
+
+def _private(w: np.ndarray, shared: set[int]) -> bool:
+    """Whether ``w`` can be scaled where it lies: float32, contiguous, its buffer read by no other constant
+    and writable (the lean reader's arrays are, once unlocked; numpy_helper's, over protobuf bytes, are not).
+    Scaling in place spares a model-sized allocation: its page faults were most of this pass's time."""
+    if w.dtype != np.float32 or not w.flags.c_contiguous or id(_buffer(w)) in shared:
+        return False
+    if not w.flags.writeable:
+        try:
+            w.flags.writeable = True
+        except ValueError:
+            return False
+    return True
+
+
+def _scale_output_channels(graph: Graph, node: Node, scale: np.ndarray, shared: set[int]) -> None:
     """Multiply the node's weight by ``scale`` per output channel: in float64, rounded once to float32."""
     w_name = node.inputs[1]
     w = graph.constants[w_name]
@@ -57,8 +89,9 @@ def _scale_output_channels(graph: Graph, node: Node, scale: np.ndarray) -> None:
     else:
         shape = w.shape
         s = scale.reshape((-1,) + (1,) * (w.ndim - 1))
-    out = np.empty(w.shape, np.float32)
-    # the float64 loop on buffered chunks: the same values as w.astype(float64) * s, without the temporaries
+    out = w if _private(w, shared) else np.empty(w.shape, np.float32)
+    # the float64 loop on buffered chunks, element by element (so in place is safe): the same values as
+    # w.astype(float64) * s, without the temporaries
     np.multiply(w.reshape(shape), s, out=out.reshape(shape), dtype=np.float64, casting="unsafe")
     graph.constants[w_name] = out
 
@@ -75,7 +108,7 @@ def _own_constants(graph: Graph, node: Node, users: dict) -> None:
             users[node.inputs[pos]] = [node]
 
 
-def _try_fold(graph: Graph, node: Node, producers: dict, users: dict) -> bool:
+def _try_fold(graph: Graph, node: Node, producers: dict, users: dict, shared: set[int]) -> bool:
     """Fold ``node`` into the analog node producing its input, if it applies; keeps ``producers`` and
     ``users`` (the graph's maps) true to the changed graph."""
     if node.op_type == "BatchNormalization":
@@ -133,7 +166,7 @@ def _try_fold(graph: Graph, node: Node, producers: dict, users: dict) -> bool:
             scale, shift = np.ones(n), -vec
     _own_constants(graph, prev, users)
     if not np.all(scale == 1.0):
-        _scale_output_channels(graph, prev, scale)
+        _scale_output_channels(graph, prev, scale, shared)
     b = graph.constants[prev.inputs[2]].astype(np.float64)
     graph.constants[prev.inputs[2]] = (b * scale + shift).astype(np.float32)
     out = node.outputs[0]

@@ -10,7 +10,9 @@ ONNX layout. :func:`fuse_chain` is the one fusion: a complete chain becomes a si
 (:func:`run_fused`) that computes the same values with the vectorised kernel; with a lossless
 ADC read ideally, as the exact integer product of :mod:`.exact`; in ideal mode, which has no
 converters, as one float product per group. Convs of those two run in NCHW (:mod:`.conv`):
-no vectors, the outputs written straight into their layout.
+no vectors, the outputs written straight into their layout. In ideal mode, :func:`fuse_epilogue`
+also hands a Conv chain the Add and Relu that alone read its output, applied by each worker to
+the part it has just written (the same float operations as onnxruntime's, in the same order).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from ..numerics.dac import cycle_weights, input_chunks
 from ..numerics.encoding import column_layout, float_weights
 from ..numerics.product import check_exact, digital_terms
 from ..numerics.quantise import quantize_inputs
+from ..onnx_exec import run_node
 from ..passes.boundaries import CHAIN
 from . import conv, exact, gemm, reference
 from .fast import mvm
@@ -47,17 +50,33 @@ class Stream:
 
 @dataclass(frozen=True)
 class FusedChain:
-    """A complete chain run as one step: its nodes, the layer, and the values it reads and writes."""
+    """A complete chain run as one step: its nodes, the layer, and the values it reads and writes;
+    ``after``: the digital nodes (:data:`EPILOGUE`) applied to its output, each reading the one
+    before (an Add's other operand is an input of the step)."""
     nodes: tuple[Node, ...]
     layer: int
+    after: tuple[Node, ...] = ()
 
     @property
     def inputs(self) -> list[str]:
-        return [self.nodes[0].inputs[0], self.nodes[-1].inputs[1]]
+        own = [self.nodes[0].inputs[0], self.nodes[-1].inputs[1]]
+        prev = self.nodes[-1].outputs[0]
+        for node in self.after:
+            own += [i for i in node.inputs if i != prev]
+            prev = node.outputs[0]
+        return own
 
     @property
     def outputs(self) -> list[str]:
-        return [self.nodes[-1].outputs[0]]
+        return [(self.after or self.nodes)[-1].outputs[0]]
+
+    def epilogue(self) -> tuple:
+        """(node, which of its inputs is the value before it) for each node ``after`` the chain."""
+        prev, out = self.nodes[-1].outputs[0], []
+        for node in self.after:
+            out.append((node, node.inputs.index(prev)))
+            prev = node.outputs[0]
+        return tuple(out)
 
 
 def fuse_chain(nodes: list[Node]) -> list:
@@ -82,6 +101,41 @@ def fuse_chain(nodes: list[Node]) -> list:
                                    f"expected {' -> '.join(CHAIN)}", where=node.describe())
         out.append(FusedChain(tuple(run), node.meta["layer"]))
         i += len(CHAIN)
+    return out
+
+
+EPILOGUE = ("Add", "Relu")     # elementwise ops whose float32 result numpy computes as onnxruntime does
+
+
+def fuse_epilogue(steps: list, keep: set[str], conv_layers: set[int]) -> list:
+    """``steps`` (from :func:`fuse_chain`) with the Add, then Relu, that directly follow a chain of
+    ``conv_layers`` moved into it, when each alone reads the value before it and that value is not
+    in ``keep`` (graph outputs): the intermediate values then never exist."""
+    readers: dict[str, int] = {}
+    for step in steps:
+        for name in step.inputs:
+            readers[name] = readers.get(name, 0) + 1
+    out: list = []
+    i = 0
+    while i < len(steps):
+        step = steps[i]
+        i += 1
+        if not isinstance(step, FusedChain) or step.layer not in conv_layers:
+            out.append(step)
+            continue
+        after: list[Node] = []
+        prev = step.outputs[0]
+        for op in EPILOGUE:
+            node = steps[i] if i < len(steps) else None
+            if (not isinstance(node, Node) or node.op_type != op or node.domain or node.attrs
+                    or readers.get(prev) != 1 or prev in keep or len(node.outputs) != 1 or prev not in node.inputs
+                    or len(node.inputs) != (2 if op == "Add" else 1) or "" in node.inputs
+                    or (op == "Add" and node.inputs[0] == node.inputs[1])):
+                continue
+            after.append(node)
+            prev = node.outputs[0]
+            i += 1
+        out.append(FusedChain(step.nodes, step.layer, tuple(after)) if after else step)
     return out
 
 
@@ -222,15 +276,31 @@ STEPS = {"ToVectors": _to_vectors, "DAC": _dac, "CrossbarRead": _crossbar_read, 
 
 # ------------------------------------------------------------------ the fused chain
 
-def run_fused(sim, layer: AnalogLayer, x, bias: np.ndarray) -> np.ndarray:
-    """A whole chain, input x to output: the values :data:`STEPS` would compute, vectorised."""
+def run_fused(sim, layer: AnalogLayer, x, bias: np.ndarray, *operands, after: tuple = ()) -> np.ndarray:
+    """A whole chain, input x to output: the values :data:`STEPS` would compute, vectorised; then
+    the nodes ``after`` it (:class:`FusedChain`), whose other operands are ``operands``."""
     x = np.asarray(x)
     geo = layer.geometry.for_input(x.shape)
     if sim.mode == "ideal" and layer.op_type == "Conv" and x.ndim >= 3 \
             and (sim.capture is None or getattr(sim.capture, "conv_input", None)):
         if sim.capture is not None:     # a capture that needs no vectors sees the Conv's input instead
             sim.capture.conv_input(layer, x, geo)
-        return _conv_ideal(sim, layer, x, bias, geo)
+        y, done = conv.ideal(sim, layer, x, bias, geo, after, operands)
+        return y if done else _run_after(sim, after, y, operands)
+    return _run_after(sim, after, _run_chain(sim, layer, x, bias, geo), operands)
+
+
+def _run_after(sim, after: tuple, y: np.ndarray, operands) -> np.ndarray:
+    """The nodes ``after`` a chain (:meth:`FusedChain.epilogue`), one by one on the digital units."""
+    rest = iter(operands)
+    for node, slot in after:
+        args = [y if i == slot else next(rest) for i in range(len(node.inputs))]
+        y = run_node(node.op_type, node.attrs, args, 1, node.opset or sim.graph.opset, domain=node.domain,
+                     where=node.describe())[0]
+    return y
+
+
+def _run_chain(sim, layer: AnalogLayer, x: np.ndarray, bias: np.ndarray, geo: ConvGeometry) -> np.ndarray:
     lossless = _exact(sim, layer)
     if lossless and layer.op_type == "Conv" and x.ndim >= 3:
         return _conv_exact(sim, layer, x, bias, geo)
@@ -288,37 +358,6 @@ def _exact_weights(sim, layer: AnalogLayer, group: int, xmax: int):
     return qf, exact.plan(enc, qf, xmax)
 
 
-def _group_bias(bias: np.ndarray, groups: int, n_out: int) -> np.ndarray:
-    """The bias as (groups, N, 1), to add to a group's (images, N, pixels) outputs."""
-    return np.broadcast_to(np.asarray(bias).reshape(-1), (groups * n_out,)).reshape(groups, n_out, 1)
-
-
-def _conv_ideal(sim, layer: AnalogLayer, x: np.ndarray, bias: np.ndarray, geo: ConvGeometry) -> np.ndarray:
-    """Ideal-mode Conv with its bias, as float32 GEMMs over patches (:mod:`.conv`), written in the
-    output's layout: the same products as the vector path (im2col -> GEMM -> from_vectors, which
-    calibration's captures use), summed by a differently shaped GEMM: equal up to float32 rounding.
-    """
-    groups, n_out = layer.groups, layer.matrices[0].n_out
-    y = sim.take((x.shape[0], groups * n_out) + tuple(geo.output_shape[2:]))
-    yv = y.reshape(x.shape[0], groups, n_out, -1)
-    b = _group_bias(bias, groups, n_out)
-    weights = [sim.weights.float_matrix(layer, g).astype(np.float32, copy=False) for g in range(groups)]
-
-    def work(worker, span, single):
-        b0, b1 = span
-        part, inner = conv.padded(sim, f"conv input {worker}", geo, b1 - b0, 0.0)
-        part[inner] = x[b0:b1].swapaxes(0, 1)
-        cols = conv.patches(sim, geo, groups, part, worker)
-        size = n_out * cols.shape[2]
-        for g in range(groups):
-            r = gemm.matmul(weights[g], cols[g], sim.scratch(f"conv product {worker}", size, np.float32)[:size]
-                            .reshape(n_out, -1), single)
-            np.add(conv.nchw(r, b1 - b0), b[g], out=yv[b0:b1, g], dtype=np.result_type(y, b), casting="unsafe")
-
-    conv.spread(work, conv.spans(geo))
-    return y
-
-
 def _conv_exact(sim, layer: AnalogLayer, x: np.ndarray, bias: np.ndarray, geo: ConvGeometry) -> np.ndarray:
     """Quantized-mode Conv with a lossless ADC: each span of images quantised into float32 codes, each
     group's integer product by :func:`exact.matmul` over their patches (:mod:`.conv`), then Dequantize
@@ -331,7 +370,7 @@ def _conv_exact(sim, layer: AnalogLayer, x: np.ndarray, bias: np.ndarray, geo: C
     xmax = exact.code_bound(spec.input_bits, layer.input_signed)
     y = sim.take((batch, groups * n_out) + tuple(geo.output_shape[2:]))
     yv = y.reshape(batch, groups, n_out, -1)
-    b = _group_bias(bias, groups, n_out)
+    b = conv.group_bias(bias, groups, n_out)
     parts = []
     for g in range(groups):
         enc = sim.weights.encoded(layer, g)

@@ -13,7 +13,8 @@ Each analog layer is its chain of nodes (:mod:`acompile.sim.chain`). With
 ``path="reference"`` (quantized and noisy modes) every node of a chain runs its own
 step on the loop-based reference kernel; otherwise the runtime applies the one
 declared fusion, ``chain.fuse_chain``, and runs each complete chain as a single
-vectorised step.
+vectorised step; in ideal mode, a Conv chain also takes the Add and Relu after it
+(``chain.fuse_epilogue``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from ..numerics.encoding import Encoded, encode_weights
 from ..numerics.noise import NoiseSpec, column_errors, program_cells
 from ..numerics.quantise import quantize_with_scales
 from ..onnx_exec import run_node
-from .chain import STEPS, FusedChain, fuse_chain, run_fused
+from .chain import STEPS, FusedChain, fuse_chain, fuse_epilogue, run_fused
 
 MODES = ("ideal", "quantized", "noisy")
 
@@ -208,6 +209,9 @@ class Simulator:
         if self._plan is None:
             fused = self.mode == "ideal" or self.path == "fast"
             self._plan = fuse_chain(self.graph.nodes) if fused else list(self.graph.nodes)
+            if self.mode == "ideal":
+                convs = {layer.index for layer in self.mapping.layers if layer.op_type == "Conv"}
+                self._plan = fuse_epilogue(self._plan, set(self.graph.outputs), convs)
         return self._plan
 
     def _dead_after(self, steps: list) -> list[list[str]]:
@@ -241,7 +245,8 @@ class Simulator:
             for index, step in enumerate(steps):
                 if isinstance(step, FusedChain):
                     layer = self.mapping.layers[step.layer]
-                    env[step.outputs[0]] = run_fused(self, layer, *(env[i] for i in step.inputs))
+                    env[step.outputs[0]] = run_fused(self, layer, *(env[i] for i in step.inputs),
+                                                     after=step.epilogue())
                 elif step.domain == DOMAIN:
                     self._chain_step(step, env)
                 else:

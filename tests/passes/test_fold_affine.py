@@ -1,11 +1,13 @@
 """fold_affine: BatchNormalization and per-channel Mul/Div/Add/Sub fold into the analog layer before them."""
 
 import numpy as np
+import onnx
 from onnx import helper
 
-from acompile.ir import is_linear
-from acompile.passes.fold_affine import fold_affine
-from frontend_passes import check_pass, tiny_model, weights
+from acompile.frontend.load import load_model
+from acompile.ir import Graph, is_linear
+from acompile.passes.fold_affine import _private, _shared_buffers, fold_affine
+from frontend_passes import check_pass, prerequisites, run, state_of, tiny_model, weights
 
 
 def test_batchnorm_folds_into_conv():
@@ -55,3 +57,37 @@ def test_what_is_not_per_channel_or_divides_by_zero_stays():
                                           "full": w(2, 3)})
     g = check_pass(model, fold_affine).graph
     assert [n.op_type for n in g.nodes] == ["Linear", "Div", "Mul"]
+
+
+def test_weights_read_from_the_file_scale_in_place_with_the_same_values(tmp_path):
+    # weights over the skeleton's 4 KiB come from the lean reader's own buffers: scaled where they lie
+    w = weights()
+    conv_w, gamma, var = w(16, 8, 3, 3), w(16), np.abs(w(16)) + 0.5
+    model = tiny_model(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node("BatchNormalization", ["c", "gamma", "beta", "mean", "var"], ["y"], epsilon=1e-3)],
+        [("x", (1, 8, 5, 5))], [("y", (1, 16, 5, 5))],
+        {"w": conv_w, "gamma": gamma, "beta": w(16), "mean": w(16), "var": var})
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    state = run(state_of(load_model(path)), *prerequisites(fold_affine))
+    before = state.graph.constants["w"]
+    assert not before.flags.writeable     # as the reader hands it over
+    run(state, fold_affine)
+    (conv,) = state.graph.nodes
+    after = state.graph.constants[conv.inputs[1]]
+    scale = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + 1e-3)
+    expected = (conv_w.astype(np.float64) * scale.reshape(-1, 1, 1, 1)).astype(np.float32)
+    assert after is before and np.array_equal(after, expected)
+
+
+def test_a_buffer_other_constants_read_is_never_scaled_in_place():
+    base = np.arange(12, dtype=np.float32).reshape(3, 4)
+    g = Graph(name="g", nodes=[], inputs=[], outputs=[], tensors={}, opset=17,
+              constants={"a": base, "b": base[:2], "c": np.ones(3, np.float32),
+                         "d": np.frombuffer(b"\0" * 12, np.float32)})
+    shared = _shared_buffers(g)
+    assert not _private(base, shared) and not _private(g.constants["b"], shared)
+    assert _private(g.constants["c"], shared)
+    assert not _private(g.constants["d"], shared)           # over immutable bytes: copied, never unlocked
+    assert not _private(np.ones(3, np.float64), shared)     # the result is float32: a new array anyway

@@ -80,3 +80,14 @@ def test_non_finite_weights_are_refused():
                        {"w": np.array([[1, np.nan], [0, 1]], np.float32)})
     with pytest.raises(InvalidModelError, match="NaN"):
         after(model, lower_analog)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_every_non_finite_weight_is_found_whatever_its_chunk(bad):
+    from acompile.passes.lower import _all_finite
+    w = np.ones((7, 5), np.float32)
+    assert _all_finite(w, step=4) and _all_finite(w[:0])
+    for i in (0, 3, 4, 34):         # first, last and first of a chunk, the very last
+        x = w.copy()
+        x.flat[i] = bad
+        assert not _all_finite(x, step=4) and not _all_finite(x)
