@@ -51,10 +51,11 @@ def quantize_with_scales(w: np.ndarray, s_w: np.ndarray, bits: int) -> np.ndarra
     Elementwise, so any set of W's columns (a row block) quantises on its own.
     """
     qmax = (1 << (bits - 1)) - 1
-    q = np.array(w, dtype=np.float64)                  # a private copy, then in place
-    np.divide(q, s_w[:, None], out=q)
+    # float64 from the first operation on (w is converted element by element, exactly), then in place
+    q = np.divide(w, s_w[:, None], dtype=np.float64)
     np.rint(q, out=q)
-    np.clip(q, -qmax, qmax, out=q)
+    np.minimum(q, qmax, out=q)          # np.clip's values, in two plain ufunc passes (it costs twice as much)
+    np.maximum(q, -qmax, out=q)
     return q.astype(np.int32)
 
 
