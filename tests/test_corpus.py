@@ -17,6 +17,7 @@ import io
 import json
 
 import numpy as np
+import onnx
 import pytest
 
 import corpus
@@ -82,4 +83,8 @@ def test_check_compile_run_agree(name, tmp_path):
     for output, c in json.loads(out)["comparison"].items():
         if c.get("compared") is False:
             continue
+        if c["relative_error"] > TOLERANCE and corpus.onnxruntime_saturates() \
+                and corpus.op_types(onnx.load(model, load_external_data=False)) & corpus.U8S8_KERNELS:
+            pytest.skip(f"{output}: relative error {c['relative_error']:.3g} against onnxruntime, whose u8s8 "
+                        f"integer kernels saturate on this CPU (x86 without VNNI): no exact reference here")
         assert c["relative_error"] <= TOLERANCE, (output, c)
