@@ -173,7 +173,12 @@ def atomic_folder(out: Path) -> Iterator[Path]:
     out = Path(out)
     before = check_replaceable(out)
     parent = out.absolute().parent
-    tmp = None
+    missing = []            # the folders above OUT this call creates: removed again unless OUT is put in place
+    while not parent.exists() and parent not in missing and parent != parent.parent:
+        missing.append(parent)
+        parent = parent.parent
+    parent = out.absolute().parent
+    tmp, placed = None, False
     try:
         with _signals_held():
             try:
@@ -201,7 +206,13 @@ def atomic_folder(out: Path) -> Iterator[Path]:
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 os.rename(tmp, out)
+            placed = True
     finally:
         with _signals_held():
             if tmp is not None and tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
+            for folder in missing if not placed else ():
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break

@@ -76,12 +76,11 @@ def _parse_emit(text: str) -> set[str]:
 def compile_to(args, out: Path, emit: set[str]):
     """Compile ``args.model`` for ``args.target`` and write the ``emit`` files into ``out``, atomically."""
     import threading
-    from concurrent.futures import Future
-    from contextlib import ExitStack
+    from concurrent.futures import Future, ThreadPoolExecutor
     from ..backends.report import build_report
     from ..calibrate import load_arrays
     from ..compiler import compile_model
-    from ..files import check_replaceable
+    from ..files import atomic_folder, check_replaceable
     from ..frontend.input_shapes import model_inputs
     from ..target import apply_overrides, load_target, parse_settings
     target = apply_overrides(load_target(args.target), parse_settings(getattr(args, "set", None)))
@@ -99,8 +98,8 @@ def compile_to(args, out: Path, emit: set[str]):
     # pool waits for them (told to stop when this thread failed or was interrupted) before atomic_folder
     # puts OUT in place or removes it.
     stop, program_sha = threading.Event(), Future()
-    with ExitStack() as stack:
-        writers = _Writers(stack, out, stop, program_sha, emit)
+    with atomic_folder(out) as tmp, ThreadPoolExecutor(2, thread_name_prefix="acompile-writer") as pool:
+        writers = _Writers(pool, stop, program_sha, tmp, emit)
         try:
             compiled = compile_model(args.model, target, options, on_mapped=writers.start)
             if options.progress:
@@ -116,35 +115,30 @@ def compile_to(args, out: Path, emit: set[str]):
 
 
 class _Writers:
-    """Writes the ``emit`` files into OUT's temporary folder: the device file and program.npz on a pool
-    (:meth:`start`, once the mapping is final), the rest once the compile is done (:meth:`finish`).
+    """Writes the ``emit`` files into ``tmp``: the device file and program.npz on ``pool`` (:meth:`start`,
+    once the mapping is final), the rest once the compile is done (:meth:`finish`)."""
 
-    The temporary folder and the pool are entered on ``stack`` only then, so a compile that fails
-    earlier leaves nothing behind, not even OUT's parent folder."""
-
-    def __init__(self, stack, out: Path, stop, program_sha, emit: set[str]):
-        self.stack, self.out, self.stop, self.program_sha, self.emit = stack, out, stop, program_sha, emit
-        self.tmp = self.device = self.constants = None
+    def __init__(self, pool, stop, program_sha, tmp: Path, emit: set[str]):
+        self.pool, self.stop, self.program_sha, self.tmp, self.emit = pool, stop, program_sha, tmp, emit
+        self.started = False
+        self.device = self.constants = None
 
     def start(self, state) -> None:
-        from concurrent.futures import ThreadPoolExecutor
         from ..backends.device import write_device
         from ..backends.program import write_constants
-        from ..files import atomic_folder
-        self.tmp = self.stack.enter_context(atomic_folder(self.out))
-        pool = self.stack.enter_context(ThreadPoolExecutor(2, thread_name_prefix="acompile-writer"))
+        self.started = True
         if "device" in self.emit:   # its header needs the program's checksum, its cell levels do not
-            self.device = pool.submit(write_device, self.tmp / "device.acdev", state, self.program_sha.result,
-                                      self.stop)
+            self.device = self.pool.submit(write_device, self.tmp / "device.acdev", state, self.program_sha.result,
+                                           self.stop)
         if "program" in self.emit or "device" in self.emit:
-            self.constants = pool.submit(write_constants, self.tmp, state.graph, self.stop)
+            self.constants = self.pool.submit(write_constants, self.tmp, state.graph, self.stop)
 
     def finish(self, compiled, report: dict) -> list[str]:
         """Write the remaining files; wait for the pool's; return every file's name."""
         from ..backends.program import write_program
         from ..backends.report import write_report
         from ..jsonio import dumps_json
-        if self.tmp is None:
+        if not self.started:
             self.start(compiled)    # a compile without calibration never called it
         tmp, emit, written = self.tmp, self.emit, []
         if "program" in emit or "device" in emit:
