@@ -1,6 +1,7 @@
 """Resource limits (model, tensor, data-file, device-file and constant-folding sizes, node, crossbar
-and unrolled-node counts), each with the environment variable that changes it; and
-:func:`collector_paused`, the garbage collector's pause for short commands.
+and unrolled-node counts), each with the environment variable that changes it; the cores this
+process may use (:func:`usable_cores`); and :func:`collector_paused`, the garbage collector's pause
+for short commands.
 
 Checked before work is attempted, so no input can make the compiler allocate
 without bound. docs/troubleshooting.md lists them all.
@@ -88,6 +89,11 @@ def _size(n: float) -> str:
     if n >= MiB:
         return f"{n / MiB:.3g} MiB"
     return f"{n:,.0f} bytes"
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the system has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 @contextmanager

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import operator
-import os
 import threading
 from collections import defaultdict, deque
 from collections.abc import Callable
@@ -35,6 +34,7 @@ import numpy as np
 from .. import numerics
 from ..errors import InvalidDataError, clean
 from ..jsonio import RawJSON, dumps_compact, table_json
+from ..limits import usable_cores
 from ..mapping import BrokenMapping, Mapping, layer_matrix
 from ..numerics.encoding import Encoded
 from ..safe_read import check_schema
@@ -45,7 +45,7 @@ from .schemas import HEADER
 
 DEVICE_FORMAT = "acompile-device"
 DEVICE_VERSION = 1
-_WORKERS = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+_WORKERS = min(4, usable_cores())   # row stripes encoded at once
 FLIP_ENTRY = "flip_marks.npy"   # packed bits, (row blocks, P) per matrix of the "flipped" scheme, in file order
 
 

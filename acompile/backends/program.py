@@ -71,15 +71,20 @@ def _ranges(values: list[int]) -> list[list[int]]:
     return runs
 
 
+def _attr_key(node: Node, name: str) -> str:
+    """The program.npz constant holding attribute ``name`` of ``node``."""
+    return f"attr/{node.name}/{name}"
+
+
 def _attr_arrays(node: Node) -> dict[str, np.ndarray]:
     """The constants program.npz holds for ``node``'s attributes: tensors, and control-flow bodies as the
     serialised GraphProto they run as."""
     out = {}
     for k, v in node.attrs.items():
         if isinstance(v, np.ndarray):
-            out[f"attr/{node.name}/{k}"] = v
+            out[_attr_key(node, k)] = v
         elif isinstance(v, Subgraph) and v.graph is not None:
-            out[f"attr/{node.name}/{k}"] = np.frombuffer(v.graph.SerializeToString(deterministic=True), np.uint8)
+            out[_attr_key(node, k)] = np.frombuffer(v.graph.SerializeToString(deterministic=True), np.uint8)
     return out
 
 
@@ -87,9 +92,9 @@ def _attr_json(node: Node) -> dict:
     out = {}
     for k, v in sorted(node.attrs.items()):
         if isinstance(v, np.ndarray):
-            out[k] = {"tensor": f"attr/{node.name}/{k}"}
+            out[k] = {"tensor": _attr_key(node, k)}
         elif isinstance(v, Subgraph) and v.graph is not None:
-            out[k] = {"graph": f"attr/{node.name}/{k}"}
+            out[k] = {"graph": _attr_key(node, k)}
         elif isinstance(v, (Subgraph, OpaqueAttribute)):
             out[k] = {"unsupported": repr(v)}
         else:

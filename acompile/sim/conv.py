@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ..limits import usable_cores
 from ..mapping import AnalogLayer, ConvGeometry
 from . import gemm
 from .vectors import fill_border, gather, interior, padded_shape
@@ -35,7 +36,7 @@ _CHUNK_ELEMS = 1 << 22  # patch elements per span of images (at least one image)
 # span followed by a reordering copy (ResNet-50's 56x56 and 28x28 stages, measured on 2 cores)
 _DIRECT_PIXELS = 512
 _SPANS_PER_WORKER = 4   # small enough for a late worker to catch up, large enough for efficient GEMMs
-_WORKERS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+_WORKERS = usable_cores()
 
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}    # process id -> its worker threads
