@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import DOMAIN, LINEAR, Graph, Node
-from ._rewrite import channel_vector, new_node, new_value
+from ._rewrite import channel_vector, contiguous_float32, new_node, new_value
 from .base import CompileState, compile_pass
 
 
@@ -70,7 +70,7 @@ def _gemm(graph: Graph, node: Node) -> list[Node] | None:
 
 
 def _linear_node(graph: Graph, origin: Node, x: str, w: np.ndarray, b: np.ndarray, y: str) -> Node:
-    w_name = graph.add_constant(f"{origin.name}_W", np.ascontiguousarray(w, dtype=np.float32))
+    w_name = graph.add_constant(f"{origin.name}_W", contiguous_float32(w))
     b_name = graph.add_constant(f"{origin.name}_b", np.ascontiguousarray(b, dtype=np.float32))
     return Node(name=origin.name, op_type=LINEAR, inputs=[x, w_name, b_name], outputs=[y], domain=DOMAIN,
                 opset=1, meta={"origin": origin.op_type})
@@ -88,7 +88,7 @@ def _matmul(graph: Graph, node: Node) -> list[Node] | None:
             return None
         if len(a_shape) == 1:
             return None
-        return [_linear_node(graph, node, a_name, b.T.astype(np.float32, copy=False), np.zeros(b.shape[1], np.float32),
+        return [_linear_node(graph, node, a_name, b.T, np.zeros(b.shape[1], np.float32),
                              node.outputs[0])]
     # constant first: y = W @ x, the vectors are x's columns
     w = graph.constants[a_name]
@@ -103,6 +103,6 @@ def _matmul(graph: Graph, node: Node) -> list[Node] | None:
     yt = new_value(graph, f"{y}_T", xt_shape[:-1] + (w.shape[0],), graph.dtype(y))
     return [
         new_node(graph, "Transpose", [b_name], [xt], {"perm": perm}, base=f"{node.name}_in_T"),
-        _linear_node(graph, node, xt, w.astype(np.float32, copy=False), np.zeros(w.shape[0], np.float32), yt),
+        _linear_node(graph, node, xt, w, np.zeros(w.shape[0], np.float32), yt),
         new_node(graph, "Transpose", [yt], [y], {"perm": perm}, base=f"{node.name}_out_T"),
     ]

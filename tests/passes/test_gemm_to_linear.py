@@ -39,3 +39,18 @@ def test_matmul_of_two_dynamic_tensors_stays_digital():
     g = check_pass(model, gemm_to_linear).graph
     assert [n.op_type for n in g.nodes] == ["MatMul"]
     np.testing.assert_equal(len(g.constants), 0)
+
+
+def test_linear_weights_are_contiguous_float32_copies_in_the_right_order():
+    """MatMul's [K, N] weight becomes Linear's [N, K] through the blocked transpose (sizes that leave
+    a partial block, float64 sources): the same values as numpy's own transposed copy."""
+    from acompile.passes._rewrite import contiguous_float32
+    rng = np.random.default_rng(0)
+    for shape, dtype in (((130, 70), np.float32), ((64, 3), np.float64), ((1, 200), np.float32)):
+        source = rng.standard_normal(shape).astype(dtype)
+        for view in (source, source.T, source[::2]):
+            got = contiguous_float32(view)
+            assert got.flags.c_contiguous and got.dtype == np.float32
+            assert np.array_equal(got, np.ascontiguousarray(view, dtype=np.float32))
+    w = rng.standard_normal((4, 3)).astype(np.float32)
+    assert contiguous_float32(w) is w     # already contiguous float32: no copy
