@@ -173,12 +173,16 @@ def offset_term(layer: AnalogLayer, enc) -> np.ndarray:
     return layer.input_offset * float_weights(enc, layer.spec)[0].sum(axis=1, dtype=np.float64)
 
 
-def _dequantize(sim, layer: AnalogLayer, group: int, y_int: np.ndarray) -> np.ndarray:
-    """y_int (codes times Δ, less the input offset's term) times s_w * s_x, as float32."""
+def _dequantize(sim, layer: AnalogLayer, group: int, y_int: np.ndarray, out: np.ndarray) -> None:
+    """y_int (codes times Δ, less the input offset's term) times s_w * s_x, into float32 ``out``.
+
+    One pass: the product is taken in float64 and rounded once to float32 as it is stored, the
+    values of ``(y_int * scale).astype(np.float32)`` without its float64 temporary."""
     w = sim.weights.encoded(layer, group)
     if layer.input_offset:
         y_int = y_int - offset_term(layer, w.enc)[None, :]
-    return (y_int * (w.weight_scale[None, :] * layer.input_scale)).astype(np.float32)
+    np.multiply(y_int, (w.weight_scale * layer.input_scale)[None, :], out=out, dtype=np.float64,
+                casting="same_kind")
 
 
 # ------------------------------------------------------------------ one node at a time
@@ -259,7 +263,7 @@ def _dequantize_step(sim, layer, s):
             y *= step
         if s.offsets is not None and s.offsets[g] is not None:
             y += s.offsets[g]
-        out[:, g, :] = _dequantize(sim, layer, g, y)
+        _dequantize(sim, layer, g, y, out[:, g, :])
     return out.reshape(s.lead + out.shape[1:])
 
 
@@ -319,7 +323,7 @@ def _run_chain(sim, layer: AnalogLayer, x: np.ndarray, bias: np.ndarray, geo: Co
         if lossless:
             q = sim.scratch("codes", xg.size, np.float32)[:xg.size].reshape(xg.shape)
             qf, chunks = _exact_weights(sim, layer, g, _codes(layer, xg, q))
-            out[:, g, :] = _dequantize(sim, layer, g, exact.product(q, qf, chunks))
+            _dequantize(sim, layer, g, exact.product(q, qf, chunks), out[:, g, :])
             continue
         _finite(layer, xg)
         spec = layer.spec
@@ -328,7 +332,7 @@ def _run_chain(sim, layer: AnalogLayer, x: np.ndarray, bias: np.ndarray, geo: Co
         noise, cells, rng = sim.read_conditions(layer, g, enc)
         y_int = mvm(x_q, enc, spec, layer.input_signed, full_scale=layer.adc_full_scale or None,
                     cells=cells, noise=noise, rng=rng, columns=sim.column_errors(layer, g, enc))
-        out[:, g, :] = _dequantize(sim, layer, g, y_int)
+        _dequantize(sim, layer, g, y_int, out[:, g, :])
     return from_vectors(out, bias, layer.op_type, geo, layer.groups)
 
 

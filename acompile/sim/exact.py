@@ -122,9 +122,16 @@ def matmul(a: np.ndarray, b: np.ndarray, chunks: tuple[tuple[int, int], ...] | N
     return y
 
 
+_THREADED_ROWS = 256        # a GEMM with this many rows keeps every core busy either way round
+
+
 def product(x: np.ndarray, qf: np.ndarray, chunks: tuple[tuple[int, int], ...] | None) -> np.ndarray:
-    """x (V, K) @ qf.T exactly, (V, N) (a view of the result when transposed), by :func:`matmul`: the
-    larger of V and N as the GEMM's row dimension, which BLAS threads over best."""
-    if qf.shape[0] >= x.shape[0]:
+    """x (V, K) @ qf.T exactly, (V, N) (a view of the result when transposed), by :func:`matmul`.
+
+    With fewer than _THREADED_ROWS vectors, the larger of V and N is the GEMM's row dimension, which
+    the GEMM threads over best; otherwise V is, and the result is C-contiguous: what follows (the
+    dequantisation) then reads it in order rather than across a transpose, which cost more than the
+    GEMM gained (a transformer block at batch 16: 205 -> 150 ms). The values are exact either way."""
+    if qf.shape[0] >= x.shape[0] and x.shape[0] < _THREADED_ROWS:
         return matmul(qf, x.T, chunks).T
     return matmul(x, qf.T, chunks)
