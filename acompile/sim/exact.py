@@ -33,30 +33,31 @@ def codes(x: np.ndarray, out: np.ndarray, scale: float, bits: int, signed: bool,
     cache-sized block of x's leading axis at a time; return the largest |code|.
 
     The same float64 operations as quantize_inputs (x / s_x, rint, + offset, clip), so the same
-    codes; raises InvalidDataError, as it does, when x holds a NaN or an infinity. Division and
-    rounding never decrease, so the codes of max(x) and min(x) bound all others: the clip is
-    skipped when they fall inside the range.
+    codes; raises InvalidDataError, as it does, when x holds a NaN or an infinity. x is read once:
+    the range of each block is taken on its rounded values while they are in cache (division and
+    rounding never decrease, so they bound the block's codes as x's own extremes would), and a block
+    is clipped only when they leave the range, which changes nothing else.
     """
     if x.size == 0:
         return 0
-    x_max, x_min = float(x.max()), float(x.min())
-    if not (math.isfinite(x_max) and math.isfinite(x_min)):
-        quantize_inputs(x, scale, bits, signed, offset)          # refuses the NaN or infinity
     lo, hi = input_range(bits, signed)
-    q_max, q_min = (float(np.rint(np.float64(v) / float(scale))) + offset for v in (x_max, x_min))
-    clip = q_max > hi or q_min < lo
     rows = max(1, _BLOCK // (x.size // x.shape[0]))
     buf = np.empty((min(rows, x.shape[0]),) + x.shape[1:])
+    largest = 0.0
     for r0 in range(0, x.shape[0], rows):
         q = buf[:min(rows, x.shape[0] - r0)]
         np.divide(x[r0:r0 + rows], float(scale), out=q, dtype=np.float64)
         np.rint(q, out=q)
         if offset:
             q += offset
-        if clip:
+        q_max, q_min = float(q.max()), float(q.min())
+        if not (math.isfinite(q_max) and math.isfinite(q_min)):
+            quantize_inputs(x, scale, bits, signed, offset)      # refuses the NaN or infinity
+        if q_max > hi or q_min < lo:
             np.clip(q, lo, hi, out=q)
+        largest = max(largest, min(q_max, hi), -max(q_min, lo))
         out[r0:r0 + rows] = q
-    return int(max(min(q_max, hi), -max(q_min, lo)))
+    return int(largest)
 
 
 def code_bound(bits: int, signed: bool) -> int:
