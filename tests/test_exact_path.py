@@ -110,6 +110,42 @@ def test_codes_equal_quantize_inputs_and_report_the_peak():
     assert exact.pad_code(0.01, 8, False, 124) == 124
 
 
+@pytest.mark.parametrize("signed, offset", [(True, 0), (False, 0), (False, 37)])
+def test_codes_clip_only_the_blocks_that_leave_the_range(signed, offset):
+    """Blocks of rows are quantised one at a time: rows far out of range (clipped) beside rows inside
+    it give quantize_inputs' codes and its peak; a NaN or infinity in a later block is refused."""
+    from acompile.errors import InvalidDataError
+    from acompile.numerics.quantise import quantize_inputs
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3 * (exact._BLOCK // 64) + 5, 64)).astype(np.float32) * 0.3
+    if not signed:
+        x = np.abs(x)
+    x[-2] *= 40                                   # only the last block leaves the 8-bit range
+    out = np.empty_like(x)
+    peak = exact.codes(x, out, 0.01, 8, signed, offset)
+    want = quantize_inputs(x, 0.01, 8, signed, offset)
+    assert np.array_equal(out, want) and peak == np.abs(want).max()
+    for bad in (np.nan, np.inf):
+        y = x.copy()
+        y[-1, 3] = bad
+        with pytest.raises(InvalidDataError, match="NaN or infinity"):
+            exact.codes(y, np.empty_like(y), 0.01, 8, signed, offset)
+
+
+@pytest.mark.parametrize("vectors", [5, 255, 256, 700])
+def test_product_is_exact_either_way_round(vectors):
+    """Below _THREADED_ROWS vectors the GEMM may run as q_w @ x^T (a transposed view comes back), from
+    there on as x @ q_w^T (C-contiguous): the values are the integer product either way."""
+    rng = np.random.default_rng(vectors)
+    q = rng.integers(-127, 128, (300, 96)).astype(np.float32)
+    x = rng.integers(-127, 128, (vectors, 96)).astype(np.float32)
+    enc = type("Enc", (), {})()
+    y = exact.product(x, q, exact.plan(enc, q, 127))
+    assert np.array_equal(y, x.astype(np.int64) @ q.astype(np.int64).T)
+    if vectors >= exact._THREADED_ROWS:
+        assert y.flags.c_contiguous
+
+
 def test_a_nan_reaching_an_exact_conv_names_the_layer():
     model = _odd_conv()
     comp = compiled(model, _lossless("isaac"))
