@@ -67,6 +67,20 @@ def test_every_call_of_a_layer_reads_anew():
     assert not np.array_equal(first, second)
 
 
+@pytest.mark.parametrize("path", ["fast", "reference"])
+def test_ideally_programmed_cells_are_read_as_the_levels_themselves(path, monkeypatch):
+    """Read noise alone programs nothing: the executors get no cells (None, the integer levels, which
+    the fast path packs) and give the values of the float32 copy program_cells would make."""
+    model = _linear("N")
+    sim = _sim(model, READ, path=path)
+    y = sim.run({"x": X})["y"]
+    assert sim._cells and all(cells is None for cells in sim._cells.values())
+    monkeypatch.setattr(NoiseSpec, "programs_ideally", property(lambda self: False))
+    copied = _sim(model, READ, path=path)
+    np.testing.assert_array_equal(y, copied.run({"x": X})["y"])
+    assert all(cells.dtype == np.float32 for cells in copied._cells.values())
+
+
 def test_programming_noise_is_drawn_once_per_chip_instance():
     model = _linear("N")
     chip = _sim(model, PROGRAM)
