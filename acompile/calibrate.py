@@ -23,7 +23,7 @@ import numpy as np
 
 from .errors import AcompileError, InvalidDataError, LimitError, clean
 from .ir import DOMAIN, Graph
-from .limits import Limits
+from .limits import Limits, byte_size
 from .numerics.quantise import input_scale, quantize_inputs
 from .passes.base import CompileState, compile_pass
 from .safe_read import read_arrays
@@ -65,7 +65,7 @@ def default_data(graph: Graph, batch: int, seed: int, limits: Limits) -> dict[st
         nbytes = int(np.prod(shape, dtype=np.float64)) * 8
         if nbytes > limits.max_tensor_bytes:
             raise LimitError(f"default calibration data for input {clean(name)!r} would take "
-                             f"{nbytes / 1024**3:.3g} GiB", hint="pass --calibration DATA, or raise ACOMPILE_MAX_TENSOR_MB")
+                             f"{byte_size(nbytes)}", hint="pass --calibration DATA, or raise ACOMPILE_MAX_TENSOR_MB")
         if dtype.kind == "f":
             data[name] = rng.standard_normal(shape, dtype=np.float32).astype(dtype, copy=False)
         else:

@@ -66,7 +66,7 @@ class Limits:
         var, unit = ENV.get(name, ("", 1))
         limit = getattr(self, name)
         if unit == MiB:
-            figure = f"{what} would take {_size(need)}; the limit is {_size(limit)}"
+            figure = f"{what} would take {byte_size(need)}; the limit is {byte_size(limit)}"
         else:
             figure = f"{what}: {need:,.0f}; the limit is {limit:,}"
         return LimitError(figure, where=where, hint=f"set {var} to raise it" if var else None)
@@ -83,7 +83,12 @@ def _parse(var: str, text: str, unit: int) -> int:
     return value
 
 
-def _size(n: float) -> str:
+def byte_size(n: float) -> str:
+    """A byte count for a message: GiB, MiB (3 significant digits) or bytes. Any count a model can
+    make: dimensions multiply to integers far beyond what a float holds, which are given by their
+    order of magnitude."""
+    if n >= 1024**3 * 10**15:
+        return f"about 10^{len(str(int(n))) - 1} bytes"
     if n >= 1024**3:
         return f"{n / 1024**3:.3g} GiB"
     if n >= MiB:

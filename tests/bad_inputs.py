@@ -287,12 +287,17 @@ def _input_dims(dims):
     return build
 
 
-def _initializer_dims_huge(folder: Path) -> Path:
+def _initializer_dims_huge(folder: Path, dims=(2**62, 16)) -> Path:
     m = mlp_model()
     t = m.graph.initializer[0]
     del t.dims[:]
-    t.dims.extend([2**62, 16])
+    t.dims.extend(dims)
     return _save(m, folder)
+
+
+def _initializer_dims_beyond_float(folder: Path) -> Path:
+    """Dimensions whose product (2^496) no float holds: the size in the message is an order of magnitude."""
+    return _initializer_dims_huge(folder, [2**62] * 8)
 
 
 def _constant_of_shape(dims, folder: Path) -> Path:
@@ -601,6 +606,7 @@ def model_cases() -> list[Case]:
         # onnxruntime reads any negative input dimension as dynamic, and so do we
         Case("input_dim_negative", _input_dims([-4, 16]), OK, r"."),
         Case("initializer_dims_2_62", _initializer_dims_huge, BAD, r"GiB|limit|bytes"),
+        Case("initializer_dims_beyond_float", _initializer_dims_beyond_float, BAD, r"about 10\^\d+ bytes.*limit"),
         Case("constant_of_shape_terabytes", lambda d: _constant_of_shape([1 << 20, 1 << 20], d), BAD,
              r"GiB|limit|budget|MiB"),
         Case("constant_of_shape_late", _late("ConstantOfShape", [1 << 20, 1 << 20, 1 << 10], 3), BAD, r"budget"),

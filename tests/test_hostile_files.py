@@ -315,6 +315,15 @@ def test_limits_come_from_the_environment(monkeypatch):
         monkeypatch.delenv(var)
 
 
+def test_sizes_in_messages_cover_any_count_a_model_can_make():
+    """Dimensions multiply to integers no float holds: the message gives their order of magnitude."""
+    from acompile.limits import byte_size
+    assert byte_size(5) == "5 bytes" and byte_size(3 * 2**20) == "3 MiB" and byte_size(5 * 2**30) == "5 GiB"
+    assert byte_size(2**64) == "1.72e+10 GiB"
+    assert byte_size(4 * 2**496) == f"about 10^{len(str(4 * 2**496)) - 1} bytes"
+    assert byte_size(10**400) == "about 10^400 bytes"
+
+
 def test_troubleshooting_lists_every_limit():
     from acompile.limits import ENV
     text = (Path(__file__).resolve().parents[1] / "docs" / "troubleshooting.md").read_text()

@@ -11,16 +11,11 @@ from onnx import TensorProto, helper
 
 from ..errors import InvalidModelError, LimitError, UnsupportedError, UsageError, clean
 from ..ir import TensorInfo
-from ..limits import Limits
+from ..limits import Limits, byte_size
 from .protobuf import SKELETON_KEEP_BYTES, is_repeated
 
 CANONICAL_OPSET = 17
 OLDEST_OPSET = 7
-
-
-def _size(nbytes: int) -> str:
-    """A byte count for a message: MiB below a GiB, else GiB (3 significant digits)."""
-    return f"{nbytes / 1024**2:.3g} MiB" if nbytes < 1024**3 else f"{nbytes / 1024**3:.3g} GiB"
 
 
 def ai_onnx_opset(model: onnx.ModelProto, where: str) -> int:
@@ -59,8 +54,8 @@ def check_raw_sizes(model: onnx.ModelProto, where: str, limits: Limits) -> None:
             raise InvalidModelError(f"initializer {clean(t.name)!r} has unknown data type {t.data_type}",
                                     where=where)
         if n * itemsize > limits.max_tensor_bytes:
-            raise LimitError(f"initializer {clean(t.name)!r} would take {_size(n * itemsize)}; the limit is "
-                             f"{_size(limits.max_tensor_bytes)}", where=where,
+            raise LimitError(f"initializer {clean(t.name)!r} would take {byte_size(n * itemsize)}; the limit is "
+                             f"{byte_size(limits.max_tensor_bytes)}", where=where,
                              hint="set ACOMPILE_MAX_TENSOR_MB to raise it")
         if t.HasField("raw_data") and len(t.raw_data) != n * itemsize:
             raise InvalidModelError(f"initializer {clean(t.name)!r} holds {len(t.raw_data)} bytes but its "
@@ -233,8 +228,8 @@ def _check_input_sizes(skel: onnx.ModelProto, where: str, limits: Limits) -> Non
                 n *= int(d.dim_value)
         itemsize = (_np_dtype(tt.elem_type) or np.dtype(np.float32)).itemsize
         if n * itemsize > limits.max_tensor_bytes:
-            raise LimitError(f"input {clean(vi.name)!r} would take {n * itemsize / 1024**3:.3g} GiB; the limit is "
-                             f"{limits.max_tensor_bytes / 1024**3:.3g} GiB", where=where,
+            raise LimitError(f"input {clean(vi.name)!r} would take {byte_size(n * itemsize)}; the limit is "
+                             f"{byte_size(limits.max_tensor_bytes)}", where=where,
                              hint="set ACOMPILE_MAX_TENSOR_MB to raise it")
 
 
@@ -248,8 +243,8 @@ def _check_value_sizes(model: onnx.ModelProto, where: str, limits: Limits) -> No
             if isinstance(d, int):
                 n *= d
         if n * info.dtype.itemsize > limits.max_tensor_bytes:
-            raise LimitError(f"tensor {clean(vi.name)!r} would take {n * info.dtype.itemsize / 1024**3:.3g} GiB; "
-                             f"the limit is {limits.max_tensor_bytes / 1024**3:.3g} GiB", where=where,
+            raise LimitError(f"tensor {clean(vi.name)!r} would take {byte_size(n * info.dtype.itemsize)}; "
+                             f"the limit is {byte_size(limits.max_tensor_bytes)}", where=where,
                              hint="set ACOMPILE_MAX_TENSOR_MB to raise it")
 
 

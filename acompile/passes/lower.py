@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 from ..errors import InvalidModelError, LimitError, UnsupportedError
-from ..limits import Limits
+from ..limits import Limits, byte_size
 from ..ir import Graph, Node
 from ..mapping import AnalogLayer, ConvGeometry, Fabric, Mapping, Matrix
 from .base import CompileState, compile_pass
@@ -89,8 +89,8 @@ def _conv_geometry(graph: Graph, node: Node, limits: Limits) -> ConvGeometry:
         raise InvalidModelError(f"pads {pads} must be {2 * nd} non-negative integers", where=where)
     padded = x[0] * x[1] * math.prod(n + pads[i] + pads[i + nd] for i, n in enumerate(x[2:]))
     if padded * 4 > limits.max_tensor_bytes:
-        raise LimitError(f"the padded input would take {padded * 4 / 1024**3:.3g} GiB; the limit is "
-                         f"{limits.max_tensor_bytes / 1024**3:.3g} GiB", where=where,
+        raise LimitError(f"the padded input would take {byte_size(padded * 4)}; the limit is "
+                         f"{byte_size(limits.max_tensor_bytes)}", where=where,
                          hint="set ACOMPILE_MAX_TENSOR_MB to raise it")
     return ConvGeometry(tuple(x), tuple(y), tuple(kernel), tuple(strides), tuple(dilations), tuple(pads),
                         tuple(node.attrs.get("output_padding", [0] * nd)))
@@ -136,7 +136,7 @@ def lower_layer(graph: Graph, node: Node, index: int, limits: Limits) -> AnalogL
         mats = [Matrix(g, c_out // groups, cin_g * ksize) for g in range(groups)]
         n_vec = y[0] * math.prod(y[2:])
         if n_vec * x[1] * ksize * 4 > limits.max_tensor_bytes:
-            raise LimitError(f"the im2col input vectors would take {n_vec * x[1] * ksize * 4 / 1024**3:.3g} GiB",
+            raise LimitError(f"the im2col input vectors would take {byte_size(n_vec * x[1] * ksize * 4)}",
                              where=where, hint="set ACOMPILE_MAX_TENSOR_MB to raise the limit")
         return AnalogLayer(index, node.name, "Conv", node.inputs[1], bias, groups, mats, n_vec=n_vec,
                            in_channels=x[1], out_channels=c_out, geometry=geo)
