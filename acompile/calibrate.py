@@ -109,8 +109,9 @@ class _Recorder:
             self(layer, to_vectors(x, layer.op_type, geo, layer.groups))
 
     def _peak(self, i: int, v: np.ndarray) -> None:
-        peak = max(float(v.max()), -float(v.min())) if v.size else 0.0    # max|v| without a temporary |v|
-        self.maxima[i] = max(self.maxima.get(i, 0.0), peak)
+        # max|v| without a temporary |v|; np.maximum (not max) so that a NaN stays and is reported
+        peak = float(np.maximum(v.max(), -v.min())) if v.size else 0.0
+        self.maxima[i] = float(np.maximum(self.maxima.get(i, 0.0), peak))
 
     def __call__(self, layer, v: np.ndarray) -> None:
         i = layer.index
@@ -154,7 +155,8 @@ def calibrate(state: CompileState) -> None:
     weights = WeightsFromGraph(graph, mapping)
     view, last = _calibration_view(graph, defer=not user_data)
     try:
-        seen = Simulator(view, mapping, weights, mode="ideal", capture=recorder).run(data)
+        with np.errstate(over="ignore", invalid="ignore"):     # a non-finite range is reported below, by layer
+            seen = Simulator(view, mapping, weights, mode="ideal", capture=recorder).run(data)
         for node in last:       # the chains left out: their inputs, recorded in program order
             recorder.record(mapping.layers[node.meta["layer"]], seen[node.inputs[0]])
     except AcompileError as e:
@@ -175,6 +177,11 @@ def calibrate(state: CompileState) -> None:
         else:
             rng_abs = float(np.percentile(np.concatenate(recorder.values.get(layer.index, [np.zeros(1)])),
                                           percentile))
+        if not np.isfinite(rng_abs):
+            raise InvalidDataError(f"the inputs of analog layer {clean(layer.name)!r} reach {rng_abs} on the "
+                                   f"{options.calibration_name} calibration data: the model overflows float32 "
+                                   f"(or computes NaN) before it", where=graph.source,
+                                   hint="check the model's weights, or pass --calibration DATA with real inputs")
         if layer.model_quant is not None and "input_scale" in layer.model_quant:
             # the quantized model's own s_x and zero point: the codes it streams are its own
             q = layer.model_quant

@@ -38,3 +38,37 @@ def test_default_data_is_seeded():
     one, two = (after(conv_relu_linear(), calibrate, seed=3).mapping.layers[0] for _ in range(2))
     other = after(conv_relu_linear(), calibrate, seed=4).mapping.layers[0]
     assert one.input_scale == two.input_scale != other.input_scale
+
+
+
+def test_activations_that_overflow_are_refused_naming_the_layer():
+    """A weight near float32's top makes the next layer's inputs infinite on the default data:
+    calibration names that layer (exit 2) rather than failing on a scale of inf."""
+    import pytest
+    from onnx import TensorProto, helper, numpy_helper
+
+    from acompile.compiler import Options, compile_model
+    from acompile.errors import InvalidDataError
+    w1 = np.full((4, 8), 3e38, np.float32)
+    w2 = np.ones((8, 2), np.float32)
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w1"], ["h"], name="first"),
+                           helper.make_node("MatMul", ["h", "w2"], ["y"], name="second")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+                          [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(InvalidDataError, match=r"analog layer 'second' reach (inf|nan) on the default"):
+        compile_model(model, load_target("isaac"), Options())
+
+
+def test_a_nan_activation_is_kept_by_the_recorder():
+    """max() would drop a NaN met after a number; the recorder keeps it, so calibration reports it."""
+    from types import SimpleNamespace
+
+    from acompile.calibrate import _Recorder
+    rec = _Recorder(0, keep_values=False, keep_vectors=False)
+    layer = SimpleNamespace(index=0)
+    rec(layer, np.array([[1.0, -2.0]], np.float32))
+    rec(layer, np.array([[np.nan, 0.5]], np.float32))
+    rec(layer, np.array([[3.0]], np.float32))
+    assert np.isnan(rec.maxima[0])
