@@ -19,7 +19,7 @@ import onnx
 from onnx import TensorProto
 
 from ..errors import InvalidModelError, LimitError, clean
-from ..limits import Limits
+from ..limits import Limits, byte_size
 
 SKELETON_KEEP_BYTES = 4096  # small initializers (shapes, axes) stay: shape inference reads their values
 
@@ -33,8 +33,8 @@ def _stat_model(p: Path, where: str, limits: Limits) -> os.stat_result:
     if not stat.S_ISREG(st.st_mode):
         raise InvalidModelError("not a regular file", where=where)
     if st.st_size > limits.max_model_bytes:
-        raise LimitError(f"model file is {st.st_size / 1024**3:.1f} GiB; the limit is "
-                         f"{limits.max_model_bytes / 1024**3:.0f} GiB (use external data for larger weights)",
+        raise LimitError(f"model file is {byte_size(st.st_size)}; the limit is "
+                         f"{byte_size(limits.max_model_bytes)} (use external data for larger weights)",
                          where=where)
     if st.st_size == 0:
         raise InvalidModelError("the file is empty, not an ONNX model", where=where)

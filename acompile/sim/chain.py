@@ -30,7 +30,6 @@ from ..numerics.dac import cycle_weights, input_chunks
 from ..numerics.encoding import column_layout, float_weights
 from ..numerics.product import check_exact, digital_terms
 from ..numerics.quantise import quantize_inputs
-from ..onnx_exec import run_node
 from ..passes.boundaries import CHAIN
 from . import conv, exact, gemm, reference
 from .fast import mvm
@@ -298,9 +297,7 @@ def _run_after(sim, after: tuple, y: np.ndarray, operands) -> np.ndarray:
     """The nodes ``after`` a chain (:meth:`FusedChain.epilogue`), one by one on the digital units."""
     rest = iter(operands)
     for node, slot in after:
-        args = [y if i == slot else next(rest) for i in range(len(node.inputs))]
-        y = run_node(node.op_type, node.attrs, args, 1, node.opset or sim.graph.opset, domain=node.domain,
-                     where=node.describe())[0]
+        y = sim.run_digital(node, [y if i == slot else next(rest) for i in range(len(node.inputs))])[0]
     return y
 
 

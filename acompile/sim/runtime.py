@@ -27,7 +27,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import InvalidDataError, clean
-from ..ir import DOMAIN, Graph
+from ..ir import DOMAIN, Graph, Node
 from ..mapping import AnalogLayer, Mapping, layer_matrix
 from ..numerics.encoding import Encoded, encode_weights
 from ..numerics.noise import NoiseSpec, column_errors, program_cells
@@ -250,12 +250,7 @@ class Simulator:
                 elif step.domain == DOMAIN:
                     self._chain_step(step, env)
                 else:
-                    args = [env[i] if i else None for i in step.inputs]
-                    outs = run_node(step.op_type, step.attrs, args, len(step.outputs),
-                                    step.opset or self.graph.opset, domain=step.domain,
-                                    attr_types=step.meta.get("attr_types"), where=step.describe(),
-                                    outer=step.meta.get("outer"), opsets=step.meta.get("opsets"))
-                    del args
+                    outs = self.run_digital(step, [env[i] if i else None for i in step.inputs])
                     for o, v in zip(step.outputs, outs):
                         if o:
                             env[o] = v
@@ -289,6 +284,12 @@ class Simulator:
     def noisy(self) -> bool:
         """Whether this run programs cells and reads them with the target's non-idealities."""
         return self.mode == "noisy" and self.noise is not None and not self.noise.is_ideal
+
+    def run_digital(self, node: Node, args: list) -> list:
+        """The outputs of a digital node on ``args`` (onnxruntime, :mod:`acompile.onnx_exec`)."""
+        return run_node(node.op_type, node.attrs, args, len(node.outputs), node.opset or self.graph.opset,
+                        domain=node.domain, attr_types=node.meta.get("attr_types"), where=node.describe(),
+                        outer=node.meta.get("outer"), opsets=node.meta.get("opsets"))
 
     def read_conditions(self, layer: AnalogLayer, group: int, enc) -> tuple:
         """(noise, programmed cells, read-noise generator) of one matrix; all None unless noisy.
