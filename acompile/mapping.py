@@ -16,7 +16,7 @@ from operator import attrgetter, itemgetter
 import numpy as np
 
 from .hardware import input_cycles
-from .numerics.quantise import weight_scales
+from .numerics.quantise import quantize_with_scales, weight_scales
 from .numerics.spec import AnalogSpec
 
 
@@ -226,6 +226,10 @@ class AnalogLayer:
         n = self.matrices[group].n_out
         return np.asarray(self.model_quant["weight_scales"][group * n:(group + 1) * n], np.float64)
 
+    def quantize(self, w: np.ndarray, s_w: np.ndarray) -> np.ndarray:
+        """q_w (int32) of some columns of one matrix (a row block, or all) for its :meth:`weight_scales`."""
+        return quantize_with_scales(w, s_w, self.spec.weight_bits, own_scales=self.model_quant is None)
+
 
 @dataclass
 class Mapping:
@@ -244,16 +248,13 @@ class Mapping:
 
     @classmethod
     def from_dict(cls, d: dict, layers: list[AnalogLayer] | None = None) -> Mapping:
-        """The inverse of :meth:`to_dict`: ``layers`` alone (program.json) gives a mapping without blocks.
-
-        ``layers`` given (already read) stand for ``d["layers"]``; their block lists are rebuilt.
-        """
+        """The inverse of :meth:`to_dict`: ``layers`` alone (program.json) gives a mapping without blocks;
+        ``layers`` given (already read) stand for ``d["layers"]``, their block lists rebuilt."""
         if layers is None:
             layers = [AnalogLayer.from_dict(x) for x in d["layers"]]
         for layer in layers:
             layer.blocks = []
-        mapping = cls(layers,
-                      crossbars=[Crossbar.from_dict(c) for c in d.get("crossbars", [])],
+        mapping = cls(layers, crossbars=[Crossbar.from_dict(c) for c in d.get("crossbars", [])],
                       tiles_used=d.get("tiles_used", 0), chips_needed=d.get("chips_needed", 0),
                       fabric=Fabric.from_dict(d["fabric"]) if d.get("fabric") else None)
         seen: dict[tuple, int] = defaultdict(int)

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from acompile.errors import AcompileError, InvalidDataError, InvalidTargetError
 from acompile.numerics import (AnalogSpec, EncodedWeights, NoiseSpec, adc_step, cycle_weights,
                                decode_weights, encode_weights, input_chunks, input_scale, program_cells,
-                               quantize_inputs, quantize_weights)
+                               quantize_inputs, quantize_weights, quantize_with_scales,
+                               weight_scales)
 from acompile.sim.fast import mvm, observe_full_scale
 from acompile.sim.reference import mvm_reference
 
@@ -80,6 +81,19 @@ def test_quantize_weights_per_channel_and_zero_channel():
     assert q[2].tolist() == [127, 64, -127]
     assert np.abs(q).max() <= 127
     np.testing.assert_allclose(q * s[:, None], w, atol=s.max() / 2)
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8, 16])
+def test_quantising_with_the_rows_own_scales_needs_no_clipping(bits):
+    """own_scales skips the clip: with s_w from the rows themselves it changes nothing, ties included."""
+    rng = np.random.default_rng(bits)
+    w = rng.standard_normal((40, 50)) * rng.uniform(1e-6, 1e6, (40, 1))
+    w[0] = np.linspace(-1.0, 1.0, 50)                   # exact multiples of s_w and ties at half a step
+    w[1] = 0.0
+    for rows in (w, w.astype(np.float32)):
+        s_w = weight_scales(rows, bits)
+        np.testing.assert_array_equal(quantize_with_scales(rows, s_w, bits, own_scales=True),
+                                      quantize_with_scales(rows, s_w, bits))
 
 
 def test_input_quantisation_clips_signed_and_unsigned():

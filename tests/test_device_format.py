@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ import pytest
 import models
 from acompile import numerics
 from acompile.backends.archive import ArchiveReader, pack_levels
+from acompile.backends.cells import _magnitudes
 from acompile.backends.device import Cancelled, DeviceReader, write_device
 from acompile.backends.program import write_program
 from acompile.jsonio import RawJSON, dumps_compact, dumps_json, table_json
@@ -68,6 +70,19 @@ def test_every_block_holds_the_packed_levels_of_encode_weights(tmp_path, scheme,
                     cells = want.levels[blk["row_start"]:blk["row_start"] + blk["rows"],
                                         blk["col_start"]:blk["col_start"] + blk["cols"]]
                     assert levels[blk["offset"]:blk["offset"] + blk["bytes"]] == pack_levels(cells, spec.cell_bits)
+
+
+@pytest.mark.parametrize("dtype", ["<u1", "<u2", "<u4"])
+def test_differential_magnitudes_are_max_of_q_and_minus_q(dtype):
+    """Both signs' magnitudes come from one integer twice as wide: the extremes, zero and every sign."""
+    top = (1 << (8 * np.dtype(dtype).itemsize - 1)) - 1
+    q = np.random.default_rng(3).integers(-top, top + 1, (37, 19))
+    q[0, :3] = top, -top, 0
+    spec = SimpleNamespace(differential=True, signs=(1, -1))
+    got = _magnitudes(q.astype(np.int32 if top < 2**31 else np.int64), spec, dtype)
+    want = np.stack([np.maximum(q.T, 0), np.maximum(-q.T, 0)], axis=-1).astype(dtype)
+    assert got.dtype == np.dtype(dtype) and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
 
 
 def test_header_records_are_the_mappings_own(tmp_path):

@@ -27,10 +27,11 @@ def stripe_cells(task) -> tuple[list, list[int], list, np.ndarray | None]:
     (:func:`_levels`) by ``pack_levels``. Either way the bytes are those of ``pack_levels`` applied
     to the block of ``numerics.encode_weights(q_w).levels``.
     """
-    w, s_w, spec, group = task
+    w, s_w, layer, group = task
+    spec = layer.spec
     cb = spec.cell_bits
     r0, rows = group[0].row_start, group[0].rows
-    q = numerics.quantize_with_scales(w[:, r0:r0 + rows], s_w, spec.weight_bits)       # (N, rows)
+    q = layer.quantize(w[:, r0:r0 + rows], s_w)       # (N, rows)
     # Flip marks are column sums of cells: read from the packed bytes when cells do not straddle them.
     packed = _packed_rows(q, spec) if not spec.flipped or 8 % cb == 0 else None
     data_cols = w.shape[0] * spec.columns_per_channel if packed is not None else 0
@@ -123,6 +124,18 @@ def _magnitudes(q: np.ndarray, spec: numerics.AnalogSpec, dtype) -> np.ndarray:
     """(rows, N, signs) stored magnitudes of q (N, rows): max(±q, 0) (differential) or q + offset."""
     n, rows = q.shape
     qt = q.T
+    dt = np.dtype(dtype)
+    if spec.differential and dt.kind == "u" and dt.itemsize <= 4:
+        # Both signs as one little-endian integer twice as wide, |q| in the half of q's sign: q is
+        # transposed once, in a single copy, and the rest are whole-array integer passes (two strided
+        # writes of the interleaved signs cost three times as much).
+        wide = np.empty((rows, n), f"<i{2 * dt.itemsize}")
+        np.copyto(wide, qt, casting="unsafe")
+        negative = wide >> (16 * dt.itemsize - 1)      # -1 where q < 0, else 0
+        wide ^= negative
+        wide -= negative
+        wide <<= negative & (8 * dt.itemsize)
+        return wide.view(dt.newbyteorder("<")).reshape(rows, n, 2)
     out = np.empty((rows, n, len(spec.signs)), dtype)
     if spec.differential:
         np.maximum(qt, 0, out=out[:, :, 0], casting="unsafe")

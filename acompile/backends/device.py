@@ -136,7 +136,7 @@ def _check_stop(stop: threading.Event | None) -> None:
 
 
 def _stripes(graph, mapping: Mapping, scales: list, stop: threading.Event | None):
-    """Every row stripe of every weight matrix, in file order: (W, s_w, spec, blocks of the stripe).
+    """Every row stripe of every weight matrix, in file order: (W, s_w, layer, blocks of the stripe).
 
     A stripe is the rows of one row block; its blocks are consecutive in the mapping's order
     (layer, matrix, row block, column block). Appends each matrix's s_w to ``scales``; checks ``stop``
@@ -153,7 +153,7 @@ def _stripes(graph, mapping: Mapping, scales: list, stop: threading.Event | None
             blocks = [mapping.blocks[b] for b in by_matrix.get(mi, [])]
             for _, group in itertools.groupby(blocks, key=lambda b: (b.row_start, b.rows)):
                 _check_stop(stop)
-                yield w, s_w, layer.spec, list(group)
+                yield w, s_w, layer, list(group)
 
 
 def _layer_record(layer, target) -> dict:

@@ -18,7 +18,7 @@ def quantize_weights(w: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
     ``s_w[n] = max|W[n,:]| / (2^(bits-1)-1)``; an all-zero channel gets s_w = 1.
     """
     s_w = weight_scales(w, bits)
-    return quantize_with_scales(w, s_w, bits), s_w
+    return quantize_with_scales(w, s_w, bits, own_scales=True), s_w
 
 
 def weight_scales(w: np.ndarray, bits: int) -> np.ndarray:
@@ -45,17 +45,20 @@ def weight_scales(w: np.ndarray, bits: int) -> np.ndarray:
     return np.where(amax > 0, amax / qmax, 1.0)
 
 
-def quantize_with_scales(w: np.ndarray, s_w: np.ndarray, bits: int) -> np.ndarray:
+def quantize_with_scales(w: np.ndarray, s_w: np.ndarray, bits: int, own_scales: bool = False) -> np.ndarray:
     """q_w of :func:`quantize_weights` for the scales s_w of the full rows: int32, same shape as w.
 
-    Elementwise, so any set of W's columns (a row block) quantises on its own.
+    Elementwise, so any set of W's columns (a row block) quantises on its own. ``own_scales``: s_w is
+    :func:`weight_scales` of these rows, so |w / s_w| is at most 2^(bits-1)-1 (up to one rounding,
+    which rint takes back) and clipping would change nothing: it is skipped.
     """
     qmax = (1 << (bits - 1)) - 1
     # float64 from the first operation on (w is converted element by element, exactly), then in place
     q = np.divide(w, s_w[:, None], dtype=np.float64)
     np.rint(q, out=q)
-    np.minimum(q, qmax, out=q)          # np.clip's values, in two plain ufunc passes (it costs twice as much)
-    np.maximum(q, -qmax, out=q)
+    if not own_scales:
+        np.minimum(q, qmax, out=q)          # np.clip's values, in two plain ufunc passes (it costs twice as much)
+        np.maximum(q, -qmax, out=q)
     return q.astype(np.int32)
 
 

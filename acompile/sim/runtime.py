@@ -31,7 +31,6 @@ from ..ir import DOMAIN, Graph, Node
 from ..mapping import AnalogLayer, Mapping, layer_matrix
 from ..numerics.encoding import Encoded, encode_weights
 from ..numerics.noise import NoiseSpec, column_errors, program_cells
-from ..numerics.quantise import quantize_with_scales
 from ..onnx_exec import run_node
 from .chain import STEPS, FusedChain, fuse_chain, fuse_epilogue, run_fused
 
@@ -90,7 +89,7 @@ class WeightsFromGraph:
         if key not in self._cache:
             w = self.float_matrix(layer, group)
             s_w = layer.weight_scales(group, w)
-            q_w = quantize_with_scales(w, s_w, layer.spec.weight_bits)
+            q_w = layer.quantize(w, s_w)
             self._cache[key] = Encoded(encode_weights(q_w, layer.spec), s_w)
         return self._cache[key]
 
