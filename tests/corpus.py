@@ -703,6 +703,8 @@ for _op in (14, 18):  # legacy TorchScript exporter (14: first with scaled_dot_p
     MADE_MODELS[f"torch_yolo_op{_op}"] = _torch_yolo(_op)
 MADE_MODELS["torch_mobilenet_qdq"] = _make_torch_quant("mobilenet", 14, "qdq")
 MADE_MODELS["torch_lstm_dynamic"] = _make_torch_quant("lstm", 14, "dynamic")
+MADE_MODELS["torch_transformer_qdq"] = _make_torch_quant("transformer", 14, "qdq")           # an int8 transformer
+MADE_MODELS["torch_transformer_dynamic_op18"] = _make_torch_quant("transformer", 18, "dynamic")
 
 SHAPES.update({"skl_mlp": {"X": [4, 8]}, "skl_mlp_zipmap": {"X": [4, 8]}, "skl_logreg": {"X": [4, 8]}})
 

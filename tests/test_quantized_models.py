@@ -42,7 +42,8 @@ def _inputs(model: str, path, n: int, seed: int = 0) -> None:
     np.savez(path, **{vi.name: x.astype(np.float32)})
 
 
-@pytest.mark.parametrize("name", QUANTIZED + [pytest.param("torch_mobilenet_qdq", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("name", QUANTIZED + [pytest.param(n, marks=pytest.mark.slow)
+                                               for n in ("torch_mobilenet_qdq", "torch_transformer_qdq")])
 def test_model_scales_reproduce_onnxruntime(name, tmp_path):
     model = str(corpus.path(name))
     code, _, _ = _cli("compile", model, "--target", "isaac", "-q", "-o", str(tmp_path / "out"), "--emit", "program")
@@ -98,3 +99,47 @@ def test_program_and_device_file_reproduce_the_model_scales(tmp_path):
                 str(tmp_path / "in.npz"), "--batch", "8", "--result", str(tmp_path / "run.npz"), "-q")[0] == 0
     a, b = np.load(tmp_path / "sim.npz"), np.load(tmp_path / "run.npz")
     assert sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def _shared_weight_model(path) -> None:
+    """x -> QDQ -> MatMul(W0) -> QDQ -> MatMul(W1), W0 = DQ(per-channel int8), W1 = the same weight quantized
+    again per tensor: DQ(Q(Identity(W0))), as onnxruntime's quantizer leaves an exporter's deduplicated
+    copy of a cloned layer's weight (torch's nn.TransformerEncoder)."""
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(5)
+    w_q = rng.integers(-127, 128, (16, 16)).astype(np.int8)
+    w_scale = rng.uniform(0.01, 0.02, 16).astype(np.float32)
+    inits = [numpy_helper.from_array(w_q, "w_q"), numpy_helper.from_array(w_scale, "w_scale"),
+             numpy_helper.from_array(np.array(0.02, np.float32), "w1_scale"),
+             numpy_helper.from_array(np.array(0.05, np.float32), "x_scale"),
+             numpy_helper.from_array(np.array(0.3, np.float32), "h_scale"),
+             numpy_helper.from_array(np.array(0, np.int8), "zero")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "x_scale", "zero"], ["x_q"]),
+             helper.make_node("DequantizeLinear", ["x_q", "x_scale", "zero"], ["x_dq"]),
+             helper.make_node("DequantizeLinear", ["w_q", "w_scale"], ["w0"], axis=1),
+             helper.make_node("MatMul", ["x_dq", "w0"], ["h"], name="first"),
+             helper.make_node("QuantizeLinear", ["h", "h_scale", "zero"], ["h_q"]),
+             helper.make_node("DequantizeLinear", ["h_q", "h_scale", "zero"], ["h_dq"]),
+             helper.make_node("Identity", ["w0"], ["w0_copy"]),
+             helper.make_node("QuantizeLinear", ["w0_copy", "w1_scale", "zero"], ["w1_q"]),
+             helper.make_node("DequantizeLinear", ["w1_q", "w1_scale", "zero"], ["w1"]),
+             helper.make_node("MatMul", ["h_dq", "w1"], ["y"], name="second")]
+    graph = helper.make_graph(nodes, "shared", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 16])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), path)
+
+
+def test_a_weight_quantized_twice_keeps_the_models_integers(tmp_path):
+    model = str(tmp_path / "shared.onnx")
+    _shared_weight_model(model)
+    assert _cli("compile", model, "--target", "isaac", "-q", "-o", str(tmp_path / "out"), "--emit", "program")[0] == 0
+    layers = json.loads((tmp_path / "out" / "program.json").read_text())["layers"]
+    assert [layer["name"] for layer in layers] == ["first", "second"]
+    assert layers[1]["model_quant"]["weight_scales"] == pytest.approx([0.02] * 16)
+    assert all(layer["model_quant"]["input_bits"] == 8 for layer in layers)
+    np.save(tmp_path / "x.npy", np.random.default_rng(6).standard_normal((4, 16)).astype(np.float32))
+    code, out, _ = _cli("run", model, "--target", "isaac", "--mode", "quantized", "--input", str(tmp_path / "x.npy"),
+                        "--format", "json")
+    assert code == 0
+    (cmp,) = json.loads(out)["comparison"].values()
+    assert cmp["relative_error"] < 1e-6, cmp    # the model's own integers and codes: float32 rounding apart

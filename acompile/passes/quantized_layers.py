@@ -47,17 +47,22 @@ def _weight_record(graph: Graph, node: Node, producer: dict) -> dict | None:
     if parts is None:
         return None
     q_name, scale, zp, axis = parts
+    # the integers are a constant, or computed from constants (a shared weight quantized again, as
+    # onnxruntime's quantizer does to an exporter's deduplicated copies): apply_model_scales checks
+    # the folded weights against the scales either way
     q = _const(graph, q_name)
-    if q is None or q.dtype.kind not in INTEGER_KINDS or q.ndim < 2:
+    dtype, shape = (q.dtype, q.shape) if q is not None else (graph.dtype(q_name), graph.shape(q_name))
+    if dtype is None or np.dtype(dtype).kind not in INTEGER_KINDS or shape is None or len(shape) < 2 \
+            or not isinstance(shape[out_axis], int):
         return None
-    n_out = q.shape[out_axis]
+    n_out = shape[out_axis]
     if scale.size == 1:
         scales = np.full(n_out, float(scale.reshape(-1)[0]))
-    elif scale.size == n_out and axis % q.ndim == out_axis:
+    elif scale.size == n_out and axis % len(shape) == out_axis:
         scales = scale.reshape(-1)
     else:
         return None
-    return {"weight_scales": [float(s) for s in scales], "weight_bits": q.dtype.itemsize * 8}
+    return {"weight_scales": [float(s) for s in scales], "weight_bits": np.dtype(dtype).itemsize * 8}
 
 
 def _unit_scales(graph: Graph, node: Node) -> dict:
