@@ -16,6 +16,7 @@ import argparse
 import gc
 import importlib
 import json
+import os
 import signal
 import sys
 import warnings
@@ -220,8 +221,22 @@ def _report_error(e: AcompileError, fmt: str) -> None:
 
 
 def entry_point() -> None:
+    """The ``acompile`` command: :func:`main`, then the process ends at once.
+
+    When main returns, every output is written and closed, every pool of workers shut down and every
+    temporary folder removed. What the interpreter's teardown would still do -- free each object, join
+    idle threads, destroy onnxruntime's sessions -- the operating system does faster as the process
+    ends (60 ms against 10 ms after a ResNet-50 compile of 0.7 s): stdout and stderr are flushed, then
+    the process exits. A child process still alive (none should be) gets the ordinary exit.
+    """
     code = main()
-    # what is still alive (every numpy, onnx and acompile object) is frozen: the interpreter's final
-    # collections then need not walk it all, and the process's memory goes back whole anyway
-    gc.freeze()
-    sys.exit(code)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):   # the reader went away, or a stream was closed: nothing left to say
+        pass
+    multiprocessing = sys.modules.get("multiprocessing")
+    if multiprocessing is not None and multiprocessing.active_children():
+        gc.freeze()     # the final collections need not walk every numpy, onnx and acompile object
+        sys.exit(code)
+    os._exit(code)
