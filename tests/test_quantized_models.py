@@ -143,3 +143,33 @@ def test_a_weight_quantized_twice_keeps_the_models_integers(tmp_path):
     assert code == 0
     (cmp,) = json.loads(out)["comparison"].values()
     assert cmp["relative_error"] < 1e-6, cmp    # the model's own integers and codes: float32 rounding apart
+
+
+def test_a_qlinear_matmul_whose_weight_is_computed_from_constants_maps_with_its_integers(tmp_path):
+    """QLinearMatMul's B quantized in the graph from a float weight (a shared weight's copy, as the
+    QOperator format leaves it): B folds to integers, and the layer keeps the model's scales."""
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(7)
+    consts = {"w": rng.standard_normal((16, 8)).astype(np.float32), "w_scale": np.array(0.02, np.float32),
+              "x_scale": np.array(0.05, np.float32), "y_scale": np.array(0.4, np.float32),
+              "u8_zero": np.array(128, np.uint8), "s8_zero": np.array(0, np.int8)}
+    nodes = [helper.make_node("Identity", ["w"], ["w_copy"]),
+             helper.make_node("QuantizeLinear", ["w_copy", "w_scale", "s8_zero"], ["w_q"]),
+             helper.make_node("QuantizeLinear", ["x", "x_scale", "u8_zero"], ["x_q"]),
+             helper.make_node("QLinearMatMul", ["x_q", "x_scale", "u8_zero", "w_q", "w_scale", "s8_zero",
+                                                "y_scale", "u8_zero"], ["y_q"], name="qmatmul"),
+             helper.make_node("DequantizeLinear", ["y_q", "y_scale", "u8_zero"], ["y"])]
+    graph = helper.make_graph(nodes, "qop", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 8])],
+                              [numpy_helper.from_array(v, k) for k, v in consts.items()])
+    model = str(tmp_path / "qop.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), model)
+    assert _cli("compile", model, "--target", "isaac", "-q", "-o", str(tmp_path / "out"), "--emit", "program")[0] == 0
+    (layer,) = json.loads((tmp_path / "out" / "program.json").read_text())["layers"]
+    assert layer["name"] == "qmatmul" and layer["model_quant"]["weight_scales"] == pytest.approx([0.02] * 8)
+    np.save(tmp_path / "x.npy", rng.standard_normal((4, 16)).astype(np.float32))
+    code, out, _ = _cli("run", model, "--target", "isaac", "--mode", "quantized", "--input", str(tmp_path / "x.npy"),
+                        "--format", "json")
+    assert code == 0
+    (cmp,) = json.loads(out)["comparison"].values()
+    assert cmp["max_abs_error"] <= 0.4 + 1e-6, cmp     # at most one step of the output's int8 grid

@@ -17,6 +17,7 @@ from onnx import TensorProto
 from ..ir import Graph, Node
 from ..onnx_exec import run_node
 from ._rewrite import new_node, new_value
+from .fold_constants import NEVER_FOLD
 
 MS = "com.microsoft"
 FLOAT = int(TensorProto.FLOAT)
@@ -44,7 +45,22 @@ def _bias(graph: Graph, b: str, s_x: str, s_w: str) -> str:
     return graph.add_constant(f"{b}_float", (_c(graph, b).astype(np.float64) * scale).astype(np.float32))
 
 
-def _qlinear(graph: Graph, node: Node) -> list[Node] | None:
+def _from_constants(graph: Graph, name: str, producer: dict, depth: int = 0) -> bool:
+    """Whether ``name`` is a constant or computed from constants alone (folding makes it one): an
+    exporter's copy of a weight that onnxruntime's quantizer quantized again."""
+    if name in graph.constants:
+        return True
+    node = producer.get(name)
+    if node is None or depth > _MAX_DEPTH or node.op_type in NEVER_FOLD or node.domain not in ("", "ai.onnx"):
+        return False
+    return node.op_type == "Constant" or bool(node.inputs) and all(
+        not i or _from_constants(graph, i, producer, depth + 1) for i in node.inputs)
+
+
+_MAX_DEPTH = 32     # ops between a weight and its constants that are looked through
+
+
+def _qlinear(graph: Graph, node: Node, producer: dict) -> list[Node] | None:
     """QLinearConv / QLinearMatMul / QGemm -> DQ, float op, Q (or float output for a QGemm without y_scale)."""
     ins = list(node.inputs) + [""] * 9
     if node.op_type == "QGemm":
@@ -57,7 +73,8 @@ def _qlinear(graph: Graph, node: Node) -> list[Node] | None:
     else:
         x, sx, zx, w, sw, zw, sy, zy = ins[:8]
         b, op, attrs, axis = "", "MatMul", {}, 1
-    if _c(graph, w) is None or _c(graph, sx) is None or _c(graph, sw) is None or (b and _c(graph, b) is None):
+    if not _from_constants(graph, w, producer) or _c(graph, sx) is None or _c(graph, sw) is None \
+            or (b and _c(graph, b) is None):
         return None
     per_channel = np.asarray(_c(graph, sw)).size > 1
     if per_channel and graph.opset < 13:
@@ -124,11 +141,12 @@ def _zero_point_term(graph: Graph, node: Node, wv: np.ndarray, attrs: dict, conv
 def expand_qoperators(graph: Graph) -> list[str]:
     """Rewrite the graph's QOperator and integer ops in place; the names of the integer ones rewritten."""
     done, nodes = [], []
+    producer = {o: n for n in graph.nodes for o in n.outputs if o}
     for node in graph.nodes:
         new = None
         if node.op_type in ("QLinearConv", "QLinearMatMul") and node.domain in ("", "ai.onnx") \
                 or node.op_type == "QGemm" and node.domain == MS:
-            new = _qlinear(graph, node)
+            new = _qlinear(graph, node, producer)
         elif node.op_type in ("MatMulInteger", "ConvInteger") and node.domain in ("", "ai.onnx"):
             new = _integer(graph, node)
             if new is not None:
