@@ -118,9 +118,12 @@ def choose_precision(state: CompileState) -> None:
     graph = state.graph
     spec = spec_for(state.target)
     nonneg = non_negative_values(graph, input_nonneg(graph, state.options.input_ranges))
-    by_name = {n.name: n for n in graph.nodes}
+    signed: set[int] = set()     # a layer read by several nodes (a recurrent step's weights) is signed if any input is
+    for node in graph.nodes:
+        if "layer" in node.meta and node.inputs[0] not in nonneg:
+            signed.add(node.meta["layer"])
     for layer in state.mapping.layers:
         layer.spec = spec
-        layer.input_signed = by_name[layer.name].inputs[0] not in nonneg
+        layer.input_signed = layer.index in signed
         for m in layer.matrices:
             m.physical_cols = spec.physical_columns(m.n_out)

@@ -36,3 +36,34 @@ def test_a_declared_input_range_not_calibration_data_makes_the_first_layer_unsig
     calibrated = after(model, choose_precision, calibration={"x": np.abs(weights()(2, 3))}).mapping.layers[0]
     declared = after(model, choose_precision, input_ranges={"x": (0.0, 1.0)}).mapping.layers[0]
     assert signed.input_signed and calibrated.input_signed and not declared.input_signed
+
+
+def test_a_layer_read_by_several_nodes_is_signed_if_any_of_its_inputs_is():
+    """An unrolled LSTM's recurrent projection reads the zero initial state first (provably >= 0), then
+    signed hidden states: the layer, one set of crossbars for every step, takes signed inputs."""
+    from acompile.passes.precision import non_negative_values
+    from models import lstm_model
+    state = after(lstm_model(), choose_precision)
+    (layer,) = [layer for layer in state.mapping.layers if layer.uses > 1]
+    inputs = [n.inputs[0] for n in state.graph.nodes if n.meta.get("layer") == layer.index]
+    nonneg = non_negative_values(state.graph)
+    assert len(inputs) == layer.uses and inputs[0] in nonneg and inputs[-1] not in nonneg
+    assert layer.input_signed
+
+
+def test_an_unrolled_lstm_simulates_its_signed_hidden_state():
+    """Quantized mode on an LSTM without an initial state: within 16-bit rounding of onnxruntime."""
+    import onnxruntime as ort
+    from acompile.compiler import Options, compile_model
+    from acompile.sim.runtime import Simulator, WeightsFromGraph
+    from acompile.target import load_target
+    from models import lstm_model
+    model = lstm_model()
+    x = np.random.default_rng(1).standard_normal((5, 1, 4)).astype(np.float32)
+    compiled = compile_model(model, load_target("isaac"), Options(calibration={"input": x}))
+    assert any(layer.uses > 1 for layer in compiled.mapping.layers)
+    assert all(layer.input_signed for layer in compiled.mapping.layers if layer.uses > 1)
+    weights = WeightsFromGraph(compiled.graph, compiled.mapping)
+    (got,) = Simulator(compiled.graph, compiled.mapping, weights, mode="quantized").run({"input": x}).values()
+    (want,) = ort.InferenceSession(model.SerializeToString()).run(None, {"input": x})
+    assert np.abs(got - want).max() <= 1e-3 * np.abs(want).max()
