@@ -60,3 +60,21 @@ def test_compile_warns_once_per_layer_whose_adc_is_far_from_lossless(tmp_path, c
     assert main(["compile", "samples/digits.onnx", "-t", "hermes", "-o", str(quiet), "--emit", "report",
                  "--calibration", "samples/digits_calib.npy"]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_inputs_beyond_the_calibrated_range_are_counted_and_named(tmp_path, capsys):
+    """Calibrated on a tenth of the inputs' scale, every layer clips inputs: counted per layer, and the
+    text names the layers and what to do; calibrated on the inputs themselves, none clips."""
+    x = np.load(X)[:16]
+    np.save(tmp_path / "small.npy", x * 0.1)
+    np.save(tmp_path / "x.npy", x)
+    run = ["run", "samples/digits.onnx", "-t", "isaac", "-i", str(tmp_path / "x.npy"), "--mode", "quantized",
+           "--per-layer", "--calibration"]
+    small = _json(capsys, [*run, str(tmp_path / "small.npy")])["per_layer"]
+    assert all(0 < e["quantized"]["inputs_clipped"] <= e["quantized"]["inputs"] for e in small)
+    same = _json(capsys, [*run, str(tmp_path / "x.npy")])["per_layer"]
+    assert all(e["quantized"]["inputs_clipped"] == 0 for e in same)
+    capsys.readouterr()
+    assert main([*run, str(tmp_path / "small.npy")]) == 0
+    note = [line for line in capsys.readouterr().out.splitlines() if "clip inputs" in line]
+    assert len(note) == 1 and "3 layer(s)" in note[0] and "--calibration" in note[0]

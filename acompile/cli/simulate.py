@@ -180,7 +180,14 @@ def _sim_text(summary: dict) -> str:
                 f = e[mode]
                 lines.append(f"  layer {e['layer']} ({mode}, {e['vectors']} vectors): SNR {decimal(f['snr_db'])} dB, "
                              f"rel.err {decimal(f['relative_error'])}, {decimal(f['effective_bits'])} effective bits, "
+                             f"inputs clipped {f['inputs_clipped']:,} of {f['inputs']:,}, "
                              f"ADC clipped {f['adc_clipped']:,} of {f['adc_conversions']:,}")
+    clipping = [e["layer"] for e in summary.get("per_layer", [])
+                if any(e[m]["inputs_clipped"] for m in ("quantized", "noisy") if m in e)]
+    if clipping:
+        lines.append(f"  note: {len(clipping)} layer(s) clip inputs beyond their calibrated range "
+                     f"({', '.join(clipping[:3])}{', ...' if len(clipping) > 3 else ''}): calibrate on "
+                     f"representative inputs (--calibration DATA)")
     return "\n".join(lines) + "\n"
 
 

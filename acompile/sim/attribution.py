@@ -3,7 +3,8 @@
 An ideal run records the vectors every analog layer reads; each layer then computes, from
 those same ideal inputs, its quantized (and noisy) output, so one layer's figures do not
 carry the errors of the layers before it. The ADC's clipping is counted on the reference
-executor's read currents (docs/analog.md, One read and the ADC).
+executor's read currents (docs/analog.md, One read and the ADC); the inputs' clipping, on the
+codes before the DAC's range (an input beyond the calibrated range).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from ..numerics.adc import adc_step
 from ..numerics.dac import input_chunks
 from ..numerics.encoding import column_layout
 from ..numerics.noise import program_cells
-from ..numerics.quantise import quantize_inputs
+from ..numerics.quantise import input_range, quantize_inputs
 from . import fast, reference
 from .chain import offset_term
 from .runtime import Simulator, WeightsFromGraph
@@ -60,11 +61,14 @@ def _mode(layer, ideal_weights, weights, v: np.ndarray, noise, seed: int, instan
     full = layer.adc_full_scale or None
     step = adc_step(spec, full)
     signal = err = 0.0
-    clipped = conversions = 0
+    clipped = conversions = inputs_clipped = 0
+    lo, hi = input_range(spec.input_bits, layer.input_signed)
     for g in range(layer.groups):
         enc_obj = weights.encoded(layer, g)
         enc = enc_obj.enc
         ideal = v[:, g, :] @ ideal_weights.float_matrix(layer, g).astype(np.float64).T
+        codes = np.rint(v[:, g, :] / layer.input_scale) + layer.input_offset     # before the DAC's clip
+        inputs_clipped += int(np.count_nonzero((codes < lo) | (codes > hi)))
         x_q = quantize_inputs(v[:, g, :], layer.input_scale, spec.input_bits, layer.input_signed, layer.input_offset)
         cells = None
         if noise is not None:
@@ -88,4 +92,5 @@ def _mode(layer, ideal_weights, weights, v: np.ndarray, noise, seed: int, instan
     snr = math.inf if err == 0 else (10 * math.log10(signal / err) if signal > 0 else -math.inf)
     return {"snr_db": snr, "relative_error": math.sqrt(err / signal) if signal > 0 else (0.0 if err == 0 else math.inf),
             "effective_bits": (snr - 1.76) / 6.02 if math.isfinite(snr) else snr,
-            "adc_clipped": clipped, "adc_conversions": conversions}
+            "adc_clipped": clipped, "adc_conversions": conversions,
+            "inputs_clipped": inputs_clipped, "inputs": int(v.size)}
