@@ -141,6 +141,23 @@ def test_console_script_runs_as_a_real_process(tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
+def test_the_process_ends_at_once_with_every_byte_of_its_output(tmp_path):
+    """entry_point flushes and ends the process at once: what is printed arrives whole, a long JSON
+    document and a few buffered lines alike; under a profiler the ordinary exit runs, so the profile is
+    printed."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env.pop("PYTHONUNBUFFERED", None)       # a pipe's stdout then holds what is printed until it is flushed
+    done = subprocess.run([sys.executable, "-m", "acompile", "ops", "--format", "json"], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert done.returncode == 0 and len(done.stdout) > 10_000 and json.loads(done.stdout)
+    done = subprocess.run([sys.executable, "-m", "acompile", "targets", "list"], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.returncode == 0 and "isaac" in done.stdout and done.stdout.endswith("\n")
+    done = subprocess.run([sys.executable, "-m", "cProfile", "-m", "acompile", "ops"], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert done.returncode == 0 and "function calls" in done.stdout
+
+
 def test_edited_cell_levels_are_refused(tmp_path, capsys):
     import zipfile
     out = tmp_path / "out"

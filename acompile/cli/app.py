@@ -227,7 +227,8 @@ def entry_point() -> None:
     temporary folder removed. What the interpreter's teardown would still do -- free each object, join
     idle threads, destroy onnxruntime's sessions -- the operating system does faster as the process
     ends (60 ms against 10 ms after a ResNet-50 compile of 0.7 s): stdout and stderr are flushed, then
-    the process exits. A child process still alive (none should be) gets the ordinary exit.
+    the process exits. A child process still alive (none should be), or a profiler or tracer that
+    reports at exit (cProfile, coverage), gets the ordinary exit.
     """
     code = main()
     try:
@@ -236,7 +237,8 @@ def entry_point() -> None:
     except (OSError, ValueError):   # the reader went away, or a stream was closed: nothing left to say
         pass
     multiprocessing = sys.modules.get("multiprocessing")
-    if multiprocessing is not None and multiprocessing.active_children():
+    if multiprocessing is not None and multiprocessing.active_children() \
+            or sys.getprofile() is not None or sys.gettrace() is not None:
         gc.freeze()     # the final collections need not walk every numpy, onnx and acompile object
         sys.exit(code)
     os._exit(code)
