@@ -141,9 +141,151 @@ def _run_scoped(op_type, attrs, inputs, n_outputs, opset, attr_types, outer, ops
                            json.dumps(attr_types, sort_keys=True) if attr_types else "{}",
                            tuple(None if x is None else _type(x) for x in own),
                            tuple((name, _type(x)) for name, x in zip(outer, values)), n_outputs)
-    feeds = {f"acompile.in{i}": np.asarray(x) for i, x in enumerate(own) if x is not None}
-    feeds.update((name, np.asarray(x)) for name, x in zip(outer, values))
+    feeds = {f"acompile.in{i}": _feed(x) for i, x in enumerate(own) if x is not None}
+    feeds.update((name, _feed(x)) for name, x in zip(outer, values))
     return sess.run(None, feeds)
+
+
+def narrow_dtype(dtype) -> bool:
+    """One of ml_dtypes' types (int4, uint4, float8, bfloat16), which onnx's numpy_helper gives the
+    narrow ONNX types and onnxruntime's Python binding refuses as an input."""
+    return np.dtype(dtype).type.__module__ == "ml_dtypes"
+
+
+def _exotic(x) -> bool:
+    return x is not None and narrow_dtype(np.asarray(x).dtype)
+
+
+def _as_numbers(x: np.ndarray) -> np.ndarray:
+    """The values of a quantized tensor in a type numpy computes with exactly."""
+    x = np.asarray(x)
+    if x.dtype.kind in "iu":
+        return x.astype(np.int64)
+    name = x.dtype.name
+    if name.startswith(("int", "uint")):         # int4, uint4, int2, uint2
+        return x.astype(np.int64)
+    return x.astype(np.float64)                   # float8, float4: exact in float64
+
+
+def dequantize_linear(x, scale, zero_point=None, axis: int = 1, block_size: int = 0,
+                      output_dtype=None) -> np.ndarray:
+    """ONNX DequantizeLinear, ``(x - zero_point) * scale``: per tensor (a one-element scale), per axis
+    (a 1-D scale along ``axis``) or blocked (a scale of x's rank, one per ``block_size`` elements
+    along ``axis``). Like onnxruntime, the difference is taken exactly and multiplied once in the
+    scale's type."""
+    x, scale = np.asarray(x), np.asarray(scale)
+    out = np.dtype(output_dtype) if output_dtype is not None else scale.dtype
+    diff = _as_numbers(x)
+    if zero_point is not None:
+        diff = diff - _broadcast(_as_numbers(zero_point), x, axis, block_size)
+    work = np.float32 if out.itemsize <= 4 else np.float64
+    y = diff.astype(work) * _broadcast(scale.astype(work), x, axis, block_size)
+    return y.astype(out)
+
+
+def quantize_linear(x, scale, zero_point=None, axis: int = 1, block_size: int = 0, output_dtype=None,
+                    saturate: bool = True) -> np.ndarray:
+    """ONNX QuantizeLinear: ``x / scale`` rounded half to even, plus the zero point, saturated to the
+    output type (the zero point's, else ``output_dtype``, else uint8). Scales broadcast as in
+    :func:`dequantize_linear`; an 8-bit float output rounds to nearest and saturates unless told not to."""
+    x, scale = np.asarray(x), np.asarray(scale)
+    if output_dtype is not None:
+        out = np.dtype(output_dtype)
+    else:
+        out = np.asarray(zero_point).dtype if zero_point is not None else np.dtype(np.uint8)
+    ratio = x.astype(np.float32) / _broadcast(scale.astype(np.float32), x, axis, block_size)
+    zero = _broadcast(_as_numbers(zero_point), x, axis, block_size) if zero_point is not None else 0
+    if out.kind in "iu" or out.name.startswith(("int", "uint")):
+        import ml_dtypes
+        info = np.iinfo(out) if out.kind in "iu" else ml_dtypes.iinfo(out)
+        return np.clip(np.rint(ratio).astype(np.float64) + zero, info.min, info.max).astype(out)
+    y = ratio.astype(np.float64) + zero
+    if saturate:
+        import ml_dtypes
+        top = float(ml_dtypes.finfo(out).max)
+        y = np.clip(y, -top, top)
+    return y.astype(out)
+
+
+def _broadcast(p: np.ndarray, x: np.ndarray, axis: int, block_size: int) -> np.ndarray:
+    if p.size == 1 and p.ndim <= 1:
+        return p.reshape(())
+    axis = axis % max(x.ndim, 1)
+    if p.ndim == 1:
+        if p.shape[0] != x.shape[axis]:
+            raise ValueError(f"a per-axis scale of {p.shape[0]} values for axis {axis} of size {x.shape[axis]}")
+        return p.reshape([-1 if a == axis else 1 for a in range(x.ndim)])
+    if p.ndim != x.ndim or block_size <= 0:
+        raise ValueError(f"a scale of shape {list(p.shape)} for an input of shape {list(x.shape)}"
+                         + ("" if block_size > 0 else " needs block_size"))
+    blocks = -(-x.shape[axis] // block_size)
+    if p.shape[axis] != blocks or any(p.shape[a] != x.shape[a] for a in range(x.ndim) if a != axis):
+        raise ValueError(f"a blocked scale of shape {list(p.shape)} for an input of shape {list(x.shape)} "
+                         f"with block_size {block_size} along axis {axis}")
+    return np.repeat(p, block_size, axis=axis).take(np.arange(x.shape[axis]), axis=axis)
+
+
+def _numpy_op(op_type: str, domain: str, attrs: dict, inputs: Sequence) -> list[np.ndarray] | None:
+    """The operators onnxruntime's Python binding cannot be fed (sub-byte and 8-bit float
+    quantized tensors), computed in numpy; None for every other case."""
+    if op_type == "DequantizeLinear" and domain in ("", "ai.onnx") and inputs and _exotic(inputs[0]):
+        zero_point = inputs[2] if len(inputs) > 2 else None
+        dtype = attrs.get("output_dtype") or 0
+        out = helper.tensor_dtype_to_np_dtype(int(dtype)) if dtype else None
+        return [dequantize_linear(inputs[0], inputs[1], zero_point, int(attrs.get("axis", 1)),
+                                  int(attrs.get("block_size", 0)), out)]
+    if op_type == "QuantizeLinear" and domain in ("", "ai.onnx") and len(inputs) > 2 and _exotic(inputs[2]):
+        dtype = attrs.get("output_dtype") or 0
+        out = helper.tensor_dtype_to_np_dtype(int(dtype)) if dtype else None
+        return [quantize_linear(inputs[0], inputs[1], inputs[2], int(attrs.get("axis", 1)),
+                                int(attrs.get("block_size", 0)), out, bool(attrs.get("saturate", 1)))]
+    if op_type == "Cast" and domain in ("", "ai.onnx") and "to" in attrs:
+        x, to = np.asarray(inputs[0]), np.dtype(helper.tensor_dtype_to_np_dtype(int(attrs["to"])))
+        if not narrow_dtype(x.dtype) and not narrow_dtype(to):
+            return None
+        if narrow_dtype(to) and to.name.startswith("float") and x.dtype.kind == "f" and attrs.get("saturate", 1):
+            import ml_dtypes
+            top = float(ml_dtypes.finfo(to).max)
+            x = np.clip(x, -top, top)          # saturate: out-of-range values (and infinities) to the largest
+        return [x.astype(to)]
+    return None
+
+
+# Operators whose outputs are their inputs' elements moved, bit for bit: on an ml_dtypes tensor they run
+# on its storage integers, whatever onnxruntime's Python binding can take.
+MOVES_BITS = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Gather", "GatherElements",
+              "GatherND", "Slice", "Concat", "Split", "Expand", "Tile", "DepthToSpace", "SpaceToDepth",
+              "Compress", "ReverseSequence", "Where", "ScatterND", "ScatterElements"}
+
+
+def _storage_run(op_type: str, attrs: dict, inputs: Sequence, run) -> list | None:
+    """Run a MOVES_BITS operator on exotic inputs of one type through their storage integers."""
+    kinds = {np.asarray(x).dtype for x in inputs if _exotic(x)}
+    if len(kinds) != 1 or attrs.get("reduction", "none") != "none":
+        return None
+    kind = kinds.pop()
+    storage = np.dtype(f"u{kind.itemsize}")
+    outs = run([np.asarray(x).view(storage) if _exotic(x) else x for x in inputs])
+    return [o.view(kind) if isinstance(o, np.ndarray) and o.dtype == storage else o for o in outs]
+
+
+def _feed(x) -> Any:
+    """A numpy array as onnxruntime takes it: an 8- or 16-bit ml_dtypes type (float8, bfloat16) goes
+    by its storage bits, typed with its ONNX type."""
+    x = np.asarray(x)
+    if not narrow_dtype(x.dtype):
+        return x
+    import onnxruntime as ort
+    return ort.OrtValue.ortvalue_from_numpy_with_onnx_type(
+        np.ascontiguousarray(x).view(f"u{x.dtype.itemsize}"), helper.np_dtype_to_tensor_dtype(x.dtype))
+
+
+def _typed_outputs(sess, values: list) -> list:
+    """onnxruntime returns 8-bit float outputs as their uint8 storage: give them their type back."""
+    for i, o in enumerate(sess.get_outputs()):
+        if o.type.startswith("tensor(float8") and isinstance(values[i], np.ndarray):
+            values[i] = values[i].view(helper.tensor_dtype_to_np_dtype(getattr(onnx.TensorProto, o.type[7:-1].upper())))
+    return values
 
 
 def run_node(op_type: str, attrs: dict[str, Any], inputs: Sequence[np.ndarray | None], n_outputs: int,
@@ -156,16 +298,23 @@ def run_node(op_type: str, attrs: dict[str, Any], inputs: Sequence[np.ndarray | 
     sub-graphs read from the enclosing graph as its last inputs, ``outer`` naming them as the
     sub-graphs do; ``opsets`` are the model's opset imports (the sub-graphs may use any domain).
     """
-    in_types = tuple(None if x is None else helper.np_dtype_to_tensor_dtype(np.asarray(x).dtype)
-                     for x in inputs)
     try:
+        exotic = any(map(_exotic, inputs))
+        values = _numpy_op(op_type, domain, attrs, inputs) if op_type == "Cast" or exotic else None
+        if values is None and exotic and op_type in MOVES_BITS and domain in ("", "ai.onnx") and outer is None:
+            values = _storage_run(op_type, attrs, inputs, lambda args: run_node(
+                op_type, attrs, args, n_outputs, opset, domain, attr_types, where))
+        if values is not None:
+            return values
+        in_types = tuple(None if x is None else helper.np_dtype_to_tensor_dtype(np.asarray(x).dtype)
+                         for x in inputs)
         if outer is not None:
             return _run_scoped(op_type, attrs, list(inputs), n_outputs, opset, attr_types, list(outer), opsets)
         # Most digital ops (Relu, Add, ...) have no attributes: skip the JSON that keys the session cache.
         sess = _session(op_type, domain, int(opset), _freeze(attrs) if attrs else "{}",
                         json.dumps(attr_types, sort_keys=True) if attr_types else "{}", in_types, n_outputs)
-        feeds = {f"in{i}": np.asarray(x) for i, x in enumerate(inputs) if x is not None}
-        return sess.run(None, feeds)
+        feeds = {f"in{i}": _feed(x) for i, x in enumerate(inputs) if x is not None}
+        return _typed_outputs(sess, sess.run(None, feeds))
     except Exception as e:
         interrupt = interruption(e)
         if interrupt is not None:     # Ctrl-C/SIGTERM during onnxruntime's first import: not the model's fault

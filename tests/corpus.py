@@ -475,6 +475,21 @@ def _make_dynamic_quant(base: str):
     return make
 
 
+@_described
+def _make_int4_weights(base: str):
+    """onnxruntime.quantization's weight-only 4-bit quantizer (MatMulNBitsQuantizer, QDQ format):
+    each MatMul weight a blocked int4 DequantizeLinear (block 16, opset 21)."""
+    def make(dest: Path) -> None:
+        from onnxruntime.quantization import QuantFormat
+        from onnxruntime.quantization import matmul_nbits_quantizer as nbits
+
+        config = nbits.DefaultWeightOnlyQuantConfig(block_size=16, is_symmetric=True, quant_format=QuantFormat.QDQ)
+        quantizer = nbits.MatMulNBitsQuantizer(_BASES[base](), algo_config=config)
+        quantizer.process()
+        onnx.save(quantizer.model.model, str(dest))
+    return make
+
+
 def _sk_data(seed: int = 0):
     from sklearn.datasets import make_classification
 
@@ -691,6 +706,7 @@ MADE_MODELS = {
     "q_mlp_qdq_channel": _make_static_quant("mlp", "qdq", per_channel=True),
     "q_mlp_qop": _make_static_quant("mlp", "qop", per_channel=False),
     "q_mlp_dynamic": _make_dynamic_quant("mlp"),
+    "q_mlp_int4_blocked": _make_int4_weights("mlp"),
     "skl_mlp": _make_skl("mlp", zipmap=False),
     "skl_mlp_zipmap": _make_skl("mlp", zipmap=True),
     "skl_logreg": _make_skl("logreg", zipmap=False),

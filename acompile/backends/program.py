@@ -25,6 +25,7 @@ from .. import numerics
 from ..errors import AcompileError, InvalidDataError, clean
 from ..ir import DOMAIN, Graph, Node, OpaqueAttribute, Subgraph, TensorInfo
 from ..mapping import AnalogLayer, BrokenMapping, Mapping
+from ..onnx_exec import narrow_dtype
 from ..safe_read import check_schema, parse_json, read_input, sha256_input
 from .archive import ArchiveReader, ArchiveWriter
 from .device import Cancelled, sha256_file
@@ -130,12 +131,29 @@ def write_constants(folder: Path, graph: Graph, stop: threading.Event | None = N
         for i, name in enumerate(sorted(constants)):
             if stop is not None and stop.is_set():
                 raise Cancelled
-            writer.add_array(f"c{i:06d}.npy", constants[name])
+            writer.add_array(f"c{i:06d}.npy", _storable(constants[name]))
     finally:
         writer.close()
     return {"constants": {name: {"entry": f"c{i:06d}.npy", "dtype": str(constants[name].dtype),
                                  "shape": list(constants[name].shape)} for i, name in enumerate(sorted(constants))},
             "constants_sha256": sha256_file(npz)}
+
+
+def _storable(arr: np.ndarray) -> np.ndarray:
+    """An ml_dtypes array (int4, float8: types .npy cannot name) as its storage integers;
+    program.json keeps the type's name and :func:`_typed` views them back."""
+    return arr.view(f"u{arr.dtype.itemsize}") if narrow_dtype(arr.dtype) else arr
+
+
+def _typed(arr: np.ndarray, dtype: str) -> np.ndarray:
+    if str(arr.dtype) == dtype or arr.dtype.kind != "u":
+        return arr
+    import ml_dtypes
+    try:
+        kind = np.dtype(getattr(ml_dtypes, dtype))
+    except (AttributeError, TypeError):
+        return arr           # the consistency check names the mismatch
+    return arr.view(kind) if narrow_dtype(kind) and kind.itemsize == arr.dtype.itemsize else arr
 
 
 def write_program(folder: Path, compiled, dumps, constants: dict | None = None) -> str:
@@ -279,7 +297,7 @@ def _graph_proto(data: np.ndarray) -> onnx.GraphProto:
 
 
 def _build(prog: dict, archive: ArchiveReader):
-    constants = {name: archive.array(meta["entry"]) for name, meta in prog["constants"].items()}
+    constants = {name: _typed(archive.array(meta["entry"]), meta["dtype"]) for name, meta in prog["constants"].items()}
     tensors = {}
     for t in prog["inputs"] + prog["outputs"]:
         tensors[t["name"]] = TensorInfo(t["name"], np.dtype(t["dtype"]) if t["dtype"] else None,

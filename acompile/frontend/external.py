@@ -15,6 +15,7 @@ from onnx import TensorProto, helper
 
 from ..errors import InvalidModelError, LimitError, clean
 from ..limits import Limits
+from .normalise import stored_bytes
 
 
 def _all_tensors(model: onnx.ModelProto):
@@ -86,13 +87,12 @@ def resolve_external_data(model: onnx.ModelProto, model_path: Path, limits: Limi
 
 
 def _expected_bytes(t: TensorProto) -> int | None:
-    try:
-        itemsize = helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
-    except Exception:
-        return None
     if t.data_type in (TensorProto.STRING,):
         return None
     n = 1
     for d in t.dims:
         n *= int(d)
-    return n * itemsize
+    try:
+        return stored_bytes(t.data_type, n)
+    except Exception:
+        return None

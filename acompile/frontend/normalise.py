@@ -57,9 +57,21 @@ def check_raw_sizes(model: onnx.ModelProto, where: str, limits: Limits) -> None:
             raise LimitError(f"initializer {clean(t.name)!r} would take {byte_size(n * itemsize)}; the limit is "
                              f"{byte_size(limits.max_tensor_bytes)}", where=where,
                              hint="set ACOMPILE_MAX_TENSOR_MB to raise it")
-        if t.HasField("raw_data") and len(t.raw_data) != n * itemsize:
+        if t.HasField("raw_data") and len(t.raw_data) != stored_bytes(t.data_type, n):
             raise InvalidModelError(f"initializer {clean(t.name)!r} holds {len(t.raw_data)} bytes but its "
-                                    f"shape {dims} needs {n * itemsize}", where=where)
+                                    f"shape {dims} needs {stored_bytes(t.data_type, n)}", where=where)
+
+
+SUB_BYTE_BITS = {TensorProto.INT4: 4, TensorProto.UINT4: 4, TensorProto.FLOAT4E2M1: 4}
+SUB_BYTE_BITS.update({getattr(TensorProto, k): 2 for k in ("INT2", "UINT2") if hasattr(TensorProto, k)})
+
+
+def stored_bytes(data_type: int, n: int) -> int:
+    """Bytes that ``n`` elements of an ONNX data type take in ``raw_data`` (4- and 2-bit types are packed)."""
+    bits = SUB_BYTE_BITS.get(data_type)
+    if bits is not None:
+        return (n * bits + 7) // 8
+    return n * helper.tensor_dtype_to_np_dtype(data_type).itemsize
 
 
 def _skeleton(model: onnx.ModelProto, stripped=frozenset()) -> tuple[onnx.ModelProto, dict[str, TensorProto]]:

@@ -1,0 +1,191 @@
+"""Tensors of ONNX's narrow types: int4/uint4 (packed two to a byte), float8 and bfloat16.
+
+onnxruntime runs models that hold them (weight-only int4 quantization writes blocked int4
+DequantizeLinear weights; fp8 models write float8 ones), but its Python binding cannot be fed
+such arrays one operator at a time. These models must compile, and simulate to onnxruntime's
+outputs, like any other: the quantize/dequantize operators run in numpy (checked here against
+onnxruntime itself), data movement runs on the storage bits, and program.npz round-trips the types.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import ml_dtypes
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx import numpy_helper as nh
+
+from acompile.cli.app import main
+from acompile.onnx_exec import dequantize_linear, quantize_linear, run_node
+
+K, N = 64, 32
+
+
+def _cli(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(argv))
+    return code, out.getvalue(), err.getvalue()
+
+
+def _model(nodes, inits, x_shape, opset=21, out_shape=None) -> onnx.ModelProto:
+    g = h.make_graph(nodes, "narrow", [h.make_tensor_value_info("x", T.FLOAT, x_shape)],
+                     [h.make_tensor_value_info("y", T.FLOAT, out_shape)], initializer=inits)
+    return h.make_model(g, opset_imports=[h.make_opsetid("", opset)], ir_version=10)
+
+
+def _int4_blocked(rng):
+    q = rng.integers(-8, 8, size=(K, N)).astype(ml_dtypes.int4)
+    scale = (rng.random((K // 16, N)) * 0.1 + 0.01).astype(np.float32)
+    return _model([h.make_node("DequantizeLinear", ["wq", "ws"], ["w"], axis=0, block_size=16),
+                   h.make_node("MatMul", ["x", "w"], ["y"])],
+                  [nh.from_array(q, "wq"), nh.from_array(scale, "ws")], [4, K], out_shape=[4, N])
+
+
+def _uint4_axis_zero_point(rng):
+    q = rng.integers(0, 16, size=(K, N)).astype(ml_dtypes.uint4)
+    zp = rng.integers(0, 16, size=N).astype(ml_dtypes.uint4)
+    scale = (rng.random(N) * 0.1 + 0.01).astype(np.float32)
+    return _model([h.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w"], axis=1),
+                   h.make_node("MatMul", ["x", "w"], ["y"])],
+                  [nh.from_array(q, "wq"), nh.from_array(scale, "ws"), nh.from_array(zp, "wz")], [4, K],
+                  out_shape=[4, N])
+
+
+def _int4_conv_blocked(rng):
+    q = rng.integers(-8, 8, size=(8, 32, 3, 3)).astype(ml_dtypes.int4)
+    scale = (rng.random((8, 2, 3, 3)) * 0.1 + 0.01).astype(np.float32)
+    return _model([h.make_node("DequantizeLinear", ["wq", "ws"], ["w"], axis=1, block_size=16),
+                   h.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
+                  [nh.from_array(q, "wq"), nh.from_array(scale, "ws")], [1, 32, 6, 6])
+
+
+def _int4_activations(rng):
+    q = rng.integers(-8, 8, size=(K, N)).astype(ml_dtypes.int4)
+    return _model([h.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+                   h.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+                   h.make_node("DequantizeLinear", ["wq", "ws"], ["w"], axis=1),
+                   h.make_node("MatMul", ["xd", "w"], ["y"])],
+                  [nh.from_array(q, "wq"), nh.from_array((rng.random(N) * 0.05 + 0.01).astype(np.float32), "ws"),
+                   nh.from_array(np.array(0.3, np.float32), "xs"), nh.from_array(np.array(0, ml_dtypes.int4), "xz")],
+                  [4, K], out_shape=[4, N])
+
+
+def _float8_qdq(rng):
+    w = (rng.standard_normal((K, N)) * 4).astype(ml_dtypes.float8_e4m3fn)
+    return _model([h.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+                   h.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+                   h.make_node("DequantizeLinear", ["wq", "ws"], ["w"]),
+                   h.make_node("MatMul", ["xd", "w"], ["y"])],
+                  [nh.from_array(w, "wq"), nh.from_array(np.array(0.05, np.float32), "ws"),
+                   nh.from_array(np.array(0.02, np.float32), "xs"),
+                   nh.from_array(np.array(0, ml_dtypes.float8_e4m3fn), "xz")], [4, K], opset=19, out_shape=[4, N])
+
+
+def _bfloat16_weights(rng):
+    w = rng.standard_normal((N, K)).astype(ml_dtypes.bfloat16)
+    return _model([h.make_node("Reshape", ["wb", "shape"], ["wr"]), h.make_node("Cast", ["wr"], ["wf"], to=T.FLOAT),
+                   h.make_node("Gemm", ["x", "wf"], ["y"], transB=1)],
+                  [nh.from_array(w, "wb"), nh.from_array(np.array([N, K], np.int64), "shape")], [4, K], opset=19,
+                  out_shape=[4, N])
+
+
+MODELS = {"int4_blocked": _int4_blocked, "uint4_axis_zero_point": _uint4_axis_zero_point,
+          "int4_conv_blocked": _int4_conv_blocked, "int4_activations": _int4_activations,
+          "float8_qdq": _float8_qdq, "bfloat16_weights": _bfloat16_weights}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_compiles_and_simulates_as_onnxruntime_runs_it(name, tmp_path):
+    model = MODELS[name](np.random.default_rng(0))
+    path = tmp_path / f"{name}.onnx"
+    onnx.save(model, str(path))
+    x_shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    np.save(tmp_path / "x.npy", np.random.default_rng(1).standard_normal(x_shape).astype(np.float32))
+    code, out, err = _cli("check", str(path), "--target", "isaac", "--format", "json")
+    assert code == 0, out + err
+    code, out, err = _cli("run", str(path), "--target", "isaac", "--input", str(tmp_path / "x.npy"), "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["comparison"]["y"]["relative_error"] < 1e-5
+
+
+def test_int4_model_integers_reach_the_crossbars(tmp_path):
+    """int4 activations and per-channel int4 weights fit an 8-bit target: quantized mode keeps them exact."""
+    path = tmp_path / "m.onnx"
+    onnx.save(_int4_activations(np.random.default_rng(0)), str(path))
+    np.save(tmp_path / "x.npy", np.random.default_rng(1).standard_normal((4, K)).astype(np.float32))
+    code, out, err = _cli("run", str(path), "--target", "isaac", "--input", str(tmp_path / "x.npy"),
+                          "--mode", "quantized", "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["comparison"]["y"]["relative_error"] < 1e-5
+
+
+def _ort_node(node: onnx.NodeProto, inits: list, out_type: int, opset: int = 21) -> np.ndarray:
+    g = h.make_graph([node], "one", [], [h.make_tensor_value_info(node.output[0], out_type, None)], initializer=inits)
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", opset)], ir_version=10)
+    return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {})[0]
+
+
+@pytest.mark.parametrize("dtype,axis,block", [(ml_dtypes.int4, 0, 16), (ml_dtypes.uint4, 1, 0), (ml_dtypes.int4, -1, 8),
+                                               (np.int8, 1, 0), (ml_dtypes.uint4, 0, 0)])
+def test_dequantize_matches_onnxruntime(dtype, axis, block):
+    rng = np.random.default_rng(3)
+    lo, hi = (-8, 8) if np.dtype(dtype).name.startswith("int") else (0, 16)
+    x = rng.integers(lo, hi, size=(48, 24)).astype(dtype)
+    if block:
+        shape = list(x.shape)
+        shape[axis] = -(-shape[axis] // block)
+    else:
+        shape = [x.shape[axis]] if axis == 1 or dtype == ml_dtypes.uint4 else []
+    scale = (rng.random(shape) * 0.2 + 0.01).astype(np.float32)
+    zp = rng.integers(lo, hi, size=shape).astype(dtype) if not block else None
+    names = ["x", "s"] + (["z"] if zp is not None else [])
+    inits = [nh.from_array(x, "x"), nh.from_array(scale, "s")] + ([nh.from_array(zp, "z")] if zp is not None else [])
+    attrs = {"axis": axis, **({"block_size": block} if block else {})}
+    want = _ort_node(h.make_node("DequantizeLinear", names, ["y"], **attrs), inits, T.FLOAT)
+    got = dequantize_linear(x, scale, zp, axis, block)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(run_node("DequantizeLinear", attrs, [x, scale, zp], 1, 21)[0], want)
+
+
+@pytest.mark.parametrize("dtype", [ml_dtypes.int4, ml_dtypes.uint4, ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e5m2])
+def test_quantize_matches_onnxruntime(dtype):
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((16, 12)) * 6).astype(np.float32)
+    x[0, :4] = [0.25, 0.75, -0.25, 1e6]              # ties to even, and a value far outside the range
+    scale = (rng.random(12) * 0.5 + 0.25).astype(np.float32)
+    zp = np.zeros(12, dtype) if np.dtype(dtype).name.startswith("float") else \
+        rng.integers(0 if "uint" in np.dtype(dtype).name else -2, 3, size=12).astype(dtype)
+    # onnxruntime's Python binding cannot return these types: it reads the codes back through a
+    # DequantizeLinear with scale 1 and zero point 0
+    nodes = [h.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], axis=1),
+             h.make_node("DequantizeLinear", ["q", "one", "zero"], ["y"])]
+    inits = [nh.from_array(x, "x"), nh.from_array(scale, "s"), nh.from_array(zp, "z"),
+             nh.from_array(np.array(1, np.float32), "one"), nh.from_array(np.array(0, dtype), "zero")]
+    g = h.make_graph(nodes, "qdq", [], [h.make_tensor_value_info("y", T.FLOAT, None)], initializer=inits)
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 21)], ir_version=10)
+    want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {})[0]
+    got = quantize_linear(x, scale, zp, axis=1)
+    assert got.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(got.astype(np.float32), want)
+    np.testing.assert_array_equal(run_node("QuantizeLinear", {"axis": 1}, [x, scale, zp], 1, 21)[0].astype(np.float32),
+                                  want)
+
+
+def test_packed_int4_initializer_size_is_checked(tmp_path):
+    """A packed int4 initializer holds half a byte an element: the right size loads, a short one is refused."""
+    model = _int4_blocked(np.random.default_rng(0))
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    assert _cli("check", str(path), "--target", "isaac")[0] == 0
+    model.graph.initializer[0].raw_data = model.graph.initializer[0].raw_data[:-1]
+    onnx.save(model, str(path))
+    code, out, err = _cli("check", str(path), "--target", "isaac")
+    assert code == 2 and "holds 1023 bytes but its shape [64, 32] needs 1024" in out + err
