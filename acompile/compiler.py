@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from .cost import cost_model
-from .errors import UnsupportedError
+from .errors import AcompileError, UnsupportedError
 from .frontend.load import load_model, load_model_proto
 from .frontend.ops import Problem
 from .ir import Graph
@@ -82,6 +82,12 @@ def pipeline(with_calibration: bool = True) -> list[Pass]:
     return [*FRONTEND, *MAPPING, calibrate]
 
 
+def _locate(e: AcompileError, source: str | None) -> None:
+    """Name the model file in an error a pass raised about one of its nodes."""
+    if source and not (e.where or "").startswith(source):
+        e.where = f"{source}: {e.where}" if e.where else source
+
+
 def run_pipeline(model, target, options: Options, *, with_calibration: bool = True,
                  stop_on_problems: bool = True, on_mapped: Callable[[CompileState], None] | None = None) -> Compiled:
     """Load ``model`` (a path or a ModelProto) and map it onto ``target``.
@@ -116,7 +122,11 @@ def run_pipeline(model, target, options: Options, *, with_calibration: bool = Tr
         if options.progress:
             options.progress(p.name)
         t = time.perf_counter()
-        p(state)
+        try:
+            p(state)
+        except AcompileError as e:
+            _locate(e, graph.source)
+            raise
         if p is classify and state.problems and not options.allow_unsupported:
             if stop_on_problems:
                 raise UnsupportedError(

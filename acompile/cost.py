@@ -16,7 +16,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .frontend.control_cost import body_cost
+from .frontend.control_cost import BodyCost, body_cost
 from .frontend.control_flow import is_control_flow
 from .frontend.ops import digital_ops, support
 from .hardware import adcs_per_crossbar, columns_per_weight, encoding_ops
@@ -93,13 +93,14 @@ class DigitalCost:
     latency_ns: float
     estimated: bool = False      # runs through onnxruntime, outside acompile's op table: an estimate
     iterations: int | None = None   # control flow: body runs per execution (ops count every one)
-    body_analog: list[str] | None = None    # control flow: analog-kind op types its bodies run digitally
+    body: BodyCost | None = None    # control flow: what its bodies run, analog-kind ops among them
 
     def to_dict(self) -> dict:
+        body_analog = self.body.analog_ops if self.body is not None else []
         return {"name": self.name, "op_type": self.op_type, "kind": "digital", "unknown": self.unknown,
                 **({"estimated": True} if self.estimated else {}),
                 **({"iterations": self.iterations} if self.iterations is not None else {}),
-                **({"body_analog": self.body_analog} if self.body_analog else {}),
+                **({"body_analog": body_analog, "body_layer_ops": self.body.layer_ops} if body_analog else {}),
                 "counts": {"digital_ops": self.digital_ops, "buffer_bytes": self.buffer_bytes},
                 "energy_pj": self.energy_pj, "energy_total_pj": sum(self.energy_pj.values()),
                 "latency_ns": self.latency_ns}
@@ -343,7 +344,7 @@ def _digital_cost(graph: Graph, node, target, e: dict[str, float], figure) -> Di
     latency = ops * figure(node.op_type, "latency_ns") / target.digital.lanes_per_tile
     if flow is not None:
         return DigitalCost(node.name, node.op_type, bool(node.meta.get("unknown")), ops, moved * act, energy,
-                           latency, flow.estimated, flow.iterations, flow.analog_ops)
+                           latency, flow.estimated, flow.iterations, flow)
     return DigitalCost(node.name, node.op_type, bool(node.meta.get("unknown")) or support(node) is None, ops,
                        moved * act, energy, latency, bool(node.meta.get("cost_estimated")))
 

@@ -290,6 +290,34 @@ def test_digital_ok(tmp_path, capsys):
     assert code == 2 and "did you mean 'MaxPool'" in err
 
 
+def _if_with_matmul() -> onnx.ModelProto:
+    """An If on the data's sign whose then-branch multiplies by a constant matrix."""
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((16, 16)).astype(np.float32), "W")
+    then = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["t"])], "then", [],
+                             [helper.make_tensor_value_info("t", TensorProto.FLOAT, [2, 16])])
+    other = helper.make_graph([helper.make_node("Relu", ["x"], ["e"])], "else", [],
+                              [helper.make_tensor_value_info("e", TensorProto.FLOAT, [2, 16])])
+    zero = numpy_helper.from_array(np.array(0, np.float32), "zero")
+    g = helper.make_graph([helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+                           helper.make_node("Greater", ["s", "zero"], ["c"]),
+                           helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 16])], initializer=[w, zero])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_a_crossbar_op_a_body_runs_digitally_is_named(tmp_path, capsys):
+    """A MatMul with constant weights inside a data-dependent If runs digitally: the verdict says so,
+    and --digital-ok takes both the If and that MatMul."""
+    model = save(tmp_path, "if", _if_with_matmul())
+    _, doc = run_json(capsys, model, "-t", "isaac", "--digital-ok", "If,Greater,ReduceSum")
+    r = doc["results"][0]
+    assert r["verdict"] == "compatible with digital fallback" and r["fallback_ops"] == ["MatMul in If"]
+    assert r["digital_ops"]["MatMul in If"] == 1 and r["digital_ops"]["If"] == 1
+    _, doc = run_json(capsys, model, "-t", "isaac", "--digital-ok", "If,Greater,ReduceSum,MatMul in If")
+    assert doc["results"][0]["verdict"] == "compatible"
+
+
 # --------------------------------------------------------------------------- formats
 
 

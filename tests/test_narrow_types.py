@@ -189,3 +189,13 @@ def test_packed_int4_initializer_size_is_checked(tmp_path):
     onnx.save(model, str(path))
     code, out, err = _cli("check", str(path), "--target", "isaac")
     assert code == 2 and "holds 1023 bytes but its shape [64, 32] needs 1024" in out + err
+
+
+def test_a_blocked_scale_of_the_wrong_shape_is_bad_input_naming_file_and_node(tmp_path):
+    model = _int4_blocked(np.random.default_rng(0))
+    model.graph.initializer[1].CopyFrom(nh.from_array(np.ones((3, N), np.float32), "ws"))   # 64 / 16 is 4 blocks
+    path = tmp_path / "bad.onnx"
+    onnx.save(model, str(path))
+    code, out, err = _cli("compile", str(path), "--target", "isaac", "-o", str(tmp_path / "out"))
+    assert code == 2 and not (tmp_path / "out").exists()
+    assert f"{path}: node 'DequantizeLinear_0' (DequantizeLinear)" in err and "blocked scale of shape [3, 32]" in err

@@ -57,17 +57,37 @@ def default_digital_ok() -> frozenset[str]:
     return frozenset(moves | ACTIVATIONS)
 
 
+def _op_names() -> list[str]:
+    """The op names a digital_ops list can hold: acompile's digital ops, every ONNX operator (another
+    domain's as ``domain.Op``), and a crossbar op that a control-flow body runs (``MatMul in If``)."""
+    import onnx
+    from ..frontend.control_cost import WEIGHTED
+    from ..frontend.ops import OPS, RECURRENT
+    names = {op for (domain, op), sup in OPS.items() if not domain and sup.kind == "digital"}
+    names |= {s.name if s.domain in ("", "ai.onnx") else f"{s.domain}.{s.name}" for s in onnx.defs.get_all_schemas()}
+    names |= {f"{op} in {flow}" for op in (*WEIGHTED, *RECURRENT) for flow in ("If", "Loop", "Scan")}
+    return sorted(names)
+
+
+def _runtime_op(name: str) -> bool:
+    """An operator of onnxruntime's own domains (``com.microsoft.FusedConv``)."""
+    domain, _, op = name.rpartition(".")
+    if not domain:
+        return False
+    from ..onnx_exec import onnxruntime_runs
+    return onnxruntime_runs(op, domain, 0)
+
+
 def parse_digital_ok(values: list[str] | None) -> frozenset[str]:
     """The default expected set plus the comma-separated op types given; '*' accepts every op."""
-    from ..frontend.ops import OPS
-    known = sorted({op for (domain, op), sup in OPS.items() if not domain and sup.kind == "digital"})
     extra = {x.strip() for v in (values or []) for x in v.split(",") if x.strip()}
     if "*" in extra:
         return frozenset({"*"})
+    known = _op_names()
     for op in sorted(extra):
-        if op not in known:
+        if op not in known and not _runtime_op(op):
             import difflib
-            close = difflib.get_close_matches(op, known, n=1) or [k for k in known if k.lower() == op.lower()]
+            close = [k for k in known if k.lower() == op.lower()] or difflib.get_close_matches(op, known, n=1)
             hint = f"did you mean {close[0]!r}?" if close else "'acompile ops' lists the digital ops"
             raise UsageError(f"--digital-ok: {clean(op)!r} is not a digital op type acompile knows", hint=hint)
     return default_digital_ok() | frozenset(extra)
@@ -134,12 +154,18 @@ def _figures(cost: dict) -> dict | None:
     }
 
 
-def _digital_ops(graph) -> dict[str, int]:
-    """Digital op types of the model (not acompile's own boundary nodes, not unsupported ones) -> count."""
+def _digital_ops(graph, cost) -> dict[str, int]:
+    """Digital op types of the model (not acompile's own boundary nodes, not unsupported ones) -> count;
+    a Conv, Gemm or MatMul with constant weights that a control-flow body runs digitally counts as
+    ``"MatMul in If"``, once per control-flow node."""
     counts: dict[str, int] = {}
     for n in graph.nodes:
         if n.kind == "digital" and n.domain != DOMAIN and not n.meta.get("unknown"):
             name = clean(f"{n.domain}.{n.op_type}" if n.domain else n.op_type)
+            counts[name] = counts.get(name, 0) + 1
+    for d in (cost or {}).get("digital", []):
+        for op in d.get("body_layer_ops", []):
+            name = clean(f"{op} in {d['op_type']}")
             counts[name] = counts.get(name, 0) + 1
     return dict(sorted(counts.items()))
 
@@ -207,7 +233,7 @@ def _check_pair(job: Job, settings: Settings) -> dict:
         except Exception:   # best effort: an estimate that fails must not hide the reasons above
             figures = None
     reasons += _limit_reasons(figures, settings)
-    digital = _digital_ops(graph)
+    digital = _digital_ops(graph, compiled.cost)
     fallback = [] if "*" in settings.digital_ok else [op for op in digital if op not in settings.digital_ok]
     verdict = INCOMPATIBLE if reasons else (FALLBACK if fallback else COMPATIBLE)
     return _result(job, verdict, reasons=reasons, figures=figures, figures_estimated=estimated,

@@ -15,6 +15,22 @@ from typing import Callable
 from ..ir import DOMAIN, LINEAR, Graph, Node
 
 
+# ai.onnx operators whose output *shape* depends on the values of these inputs (None: of any input).
+# The others are sized by their inputs' shapes and attributes alone, so running one on zeros of its
+# input shapes tells its output shape whatever the data.
+SHAPED_BY_VALUES = {
+    "Reshape": (1,), "Expand": (1,), "Tile": (1,), "Slice": (1, 2, 3, 4), "Pad": (1, 3), "Resize": (1, 2, 3),
+    "Upsample": (1,), "Range": None, "ConstantOfShape": None, "OneHot": (1,), "Squeeze": (1,), "Unsqueeze": (1,),
+    "ReduceMean": (1,), "ReduceSum": (1,), "ReduceMax": (1,), "ReduceMin": (1,), "ReduceProd": (1,),
+    "ReduceL1": (1,), "ReduceL2": (1,), "ReduceLogSum": (1,), "ReduceLogSumExp": (1,), "ReduceSumSquare": (1,),
+    "Split": (1,), "TopK": (1,), "CenterCropPad": (1, 2), "Col2Im": (1, 2), "HannWindow": None, "HammingWindow": None,
+    "BlackmanWindow": None, "MelWeightMatrix": None, "DFT": (1, 2), "STFT": (1, 2, 3), "MaxUnpool": (2,),
+    "AffineGrid": (1,), "NonZero": None, "Unique": None, "Compress": (1,), "NonMaxSuppression": None,
+    "StringSplit": None, "ImageDecoder": None, "RegexFullMatch": None, "Bernoulli": None,
+    "RandomNormalLike": None, "RandomUniformLike": None, "Multinomial": None, "Optional": None,
+}
+
+
 @dataclass(frozen=True)
 class Problem:
     """Why one node cannot be mapped as asked."""
@@ -104,8 +120,8 @@ _register("GlobalAveragePool GlobalMaxPool ReduceMean ReduceSum ReduceMax Reduce
           "ReduceL1 ReduceSumSquare ReduceLogSumExp ArgMax ArgMin", "digital", per_input(1),
           "one op per input element")
 _register("Softmax LogSoftmax", "digital", per_input(5), "exp, sum, divide")
-_register("LayerNormalization InstanceNormalization GroupNormalization", "digital", per_input(8),
-          "mean, variance, normalise, affine")
+_register("LayerNormalization InstanceNormalization GroupNormalization MeanVarianceNormalization RMSNormalization",
+          "digital", per_input(8), "mean, variance, normalise, affine")
 _register("BatchNormalization", "digital", per_output(2), "per-channel affine (not folded)")
 _register("LRN", "digital", _lrn, "local response normalisation")
 _register("Resize Upsample", "digital", per_output(4), "interpolation")
@@ -117,20 +133,62 @@ _register("Concat Split Flatten Reshape Transpose Squeeze Unsqueeze Pad Slice Ga
 
 
 # --- analog operators ---------------------------------------------------------
+def unknown_shape_reason(g: Graph, name: str) -> str:
+    """Why the shape of value ``name`` is not known, traced back to where it is lost: a model input
+    with dynamic dimensions (``--input-shape`` fixes it), an operator whose output size depends on
+    values computed at run time (NonZero), or an operator no shape inference follows."""
+    producers = g.producers()
+    inputs, data_sized, lost = [], [], []
+    seen, todo = set(), [name]
+    while todo:
+        v = todo.pop()
+        if v in seen or not v or g.is_constant(v) or g.static_shape(v) is not None:
+            continue
+        seen.add(v)
+        node = producers.get(v)
+        if node is None:
+            if v in g.inputs:
+                inputs.append(v)
+            continue
+        unknown = [i for i in node.inputs if i and not g.is_constant(i) and g.static_shape(i) is None]
+        which = SHAPED_BY_VALUES.get(node.op_type, ()) if node.domain in ("", "ai.onnx") else ()
+        value_inputs = range(len(node.inputs)) if which is None else which
+        if any(k < len(node.inputs) and node.inputs[k] and not g.is_constant(node.inputs[k]) for k in value_inputs):
+            data_sized.append(node)
+        elif not unknown:
+            lost.append(node)
+        todo.extend(unknown)
+    def nodes(found):
+        return ", ".join(f"{n.op_type} {n.name!r}" for n in found[:3]) + (", ..." if len(found) > 3 else "")
+    why = []
+    if inputs:
+        why.append(f"model input {', '.join(repr(i) for i in inputs[:3])} has dynamic dimensions (fix them with "
+                   f"--input-shape {inputs[0]}:D1,D2,...)")
+    if data_sized:
+        why.append(f"its size depends on values computed at run time ({nodes(data_sized)})")
+    if lost:
+        why.append(f"shape inference does not follow {nodes(lost)}")
+    return f"the shape of input {name!r} cannot be inferred: " + ("; ".join(why) or "no shape was declared or inferred")
+
+
+def _as_written(g: Graph, n: Node) -> tuple[str, str, int]:
+    """(op type, domain, opset) of the node as the model wrote it (a MatMul that is now a linear layer)."""
+    origin = n.meta.get("origin")
+    return (origin, "", g.opset) if origin else (n.op_type, n.domain, n.opset)
+
+
 def _weights_constant(g: Graph, n: Node) -> Problem | None:
+    op = _as_written(g, n)
     if len(n.inputs) < 2 or not g.is_constant(n.inputs[1]):
-        return Problem(n.name, n.op_type, n.domain, n.opset, "dynamic_weights",
+        return Problem(n.name, *op, "dynamic_weights",
                        "weights are not constant (bind them with --bind, or export them as initializers)")
     if g.constants[n.inputs[1]].dtype.kind not in "fiu":
-        return Problem(n.name, n.op_type, n.domain, n.opset, "unsupported_attribute",
+        return Problem(n.name, *op, "unsupported_attribute",
                        f"weights of type {g.constants[n.inputs[1]].dtype} cannot be programmed")
     if len(n.inputs) > 2 and n.inputs[2] and not g.is_constant(n.inputs[2]):
-        return Problem(n.name, n.op_type, n.domain, n.opset, "dynamic_weights", "bias is not constant")
-    x = g.static_shape(n.inputs[0])
-    if x is None:
-        return Problem(n.name, n.op_type, n.domain, n.opset, "unknown_shape",
-                       f"the shape of input {n.inputs[0]!r} cannot be inferred (fix the model's dynamic "
-                       "input dimensions with --input-shape NAME:D1,D2,...)")
+        return Problem(n.name, *op, "dynamic_weights", "bias is not constant")
+    if g.static_shape(n.inputs[0]) is None:
+        return Problem(n.name, *op, "unknown_shape", unknown_shape_reason(g, n.inputs[0]))
     return None
 
 

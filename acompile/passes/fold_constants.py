@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InvalidModelError, LimitError
+from ..frontend.ops import SHAPED_BY_VALUES
 from ..ir import Graph, Node, Subgraph, TensorInfo
 from ..limits import Limits
 from ..onnx_exec import run_node
@@ -86,6 +87,19 @@ def _probe_output(node: Node, args: list, index: int, opset: int):
     if not isinstance(out, np.ndarray) or out.dtype == object:
         return None, None
     return tuple(int(d) for d in out.shape), out.dtype
+
+
+def _sized_by_shapes(node: Node, args: list) -> bool:
+    """True when ``node``'s output shapes follow from what ``args`` gives: every input whose values
+    could size the output is a constant (an ai.onnx operator; another domain's, ai.onnx.ml's, are
+    element-wise or sized by attributes)."""
+    if node.domain not in ("", "ai.onnx"):
+        return True
+    if node.op_type not in SHAPED_BY_VALUES:
+        return True
+    which = SHAPED_BY_VALUES[node.op_type]
+    indices = range(len(args)) if which is None else which
+    return all(i >= len(args) or args[i] is None or not isinstance(args[i], tuple) for i in indices)
 
 
 def _const_of_shape(node: Node, shape: np.ndarray, limits: Limits) -> np.ndarray:
@@ -239,10 +253,10 @@ def _propagate_shapes(graph: Graph) -> bool:
             for k in missing:
                 shape, dtype = _infer_output(node, args, k, graph.opset)
                 infer = _infer_output
-                if shape is None and node.domain:
-                    # no ONNX shape inference for it (ai.onnx.ml Scaler): ask onnxruntime. Not for ai.onnx
-                    # ops, whose inference fails only when the shape depends on values (NonZero on zeros
-                    # would give a wrong, static one)
+                if shape is None and _sized_by_shapes(node, args):
+                    # no ONNX shape inference for it (ai.onnx.ml Scaler, GroupNormalization): ask
+                    # onnxruntime, unless input values it is not given could size the output (NonZero on
+                    # zeros would give a wrong, static shape)
                     shape, dtype = _probe_output(node, args, k, graph.opset)
                     infer = _probe_output
                 if shape is None:

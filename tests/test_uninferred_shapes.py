@@ -1,0 +1,97 @@
+"""Models onnxruntime runs whose shapes ONNX cannot infer, or that ONNX's checker refuses.
+
+GroupNormalization (opset 18 and 21) and MeanVarianceNormalization get no shape from ONNX's shape
+inference, the checker refuses GroupNormalization-18 as deprecated, and MeanVarianceNormalization's
+function body makes strict inference fail: onnxruntime runs all of them, so acompile must map the
+Conv behind them and simulate them to onnxruntime's outputs. An operator whose output size depends
+on the data (NonZero) must stay unknown, never sized from a run on zeros.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx import numpy_helper as nh
+
+from acompile.cli.app import main
+
+C = 8
+
+
+def _cli(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(argv))
+    return code, out.getvalue(), err.getvalue()
+
+
+def _norm_then_conv(norm: onnx.NodeProto, inits: list, opset: int) -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    w = nh.from_array(rng.standard_normal((4, C, 3, 3)).astype(np.float32), "cw")
+    g = h.make_graph([norm, h.make_node("Conv", ["n", "cw"], ["y"], pads=[1, 1, 1, 1])], "g",
+                     [h.make_tensor_value_info("x", T.FLOAT, [1, C, 6, 6])],
+                     [h.make_tensor_value_info("y", T.FLOAT, None)], initializer=inits + [w])
+    return h.make_model(g, opset_imports=[h.make_opsetid("", opset)], ir_version=9)
+
+
+def _group_norm(opset: int) -> onnx.ModelProto:
+    n = C if opset >= 21 else 2          # opset 18: one scale per group; 21: per channel
+    rng = np.random.default_rng(1)
+    inits = [nh.from_array(rng.standard_normal(n).astype(np.float32), "gs"),
+             nh.from_array(rng.standard_normal(n).astype(np.float32), "gb")]
+    return _norm_then_conv(h.make_node("GroupNormalization", ["x", "gs", "gb"], ["n"], num_groups=2), inits, opset)
+
+
+MODELS = {
+    "group_norm_21": lambda: _group_norm(21),
+    "group_norm_18": lambda: _group_norm(18),
+    "mean_variance_normalization": lambda: _norm_then_conv(h.make_node("MeanVarianceNormalization", ["x"], ["n"]), [], 13),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_the_conv_behind_maps_and_simulates_as_onnxruntime(name, tmp_path):
+    path = tmp_path / "m.onnx"
+    onnx.save(MODELS[name](), str(path))
+    np.save(tmp_path / "x.npy", np.random.default_rng(2).standard_normal((1, C, 6, 6)).astype(np.float32))
+    code, out, err = _cli("check", str(path), "--target", "isaac", "--format", "json")
+    assert code == 0, out + err
+    result = json.loads(out)["results"][0]
+    assert result["figures"]["crossbars"] == 1 and result["figures"]["analog_mac_fraction"] > 0.5, result
+    code, out, err = _cli("run", str(path), "--target", "isaac", "--input", str(tmp_path / "x.npy"), "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["comparison"]["y"]["relative_error"] < 1e-5
+
+
+def test_a_data_sized_shape_stays_unknown(tmp_path):
+    """NonZero's output size depends on the data: the MatMul after it is refused (exit 1), not sized
+    from a run on zeros."""
+    w = nh.from_array(np.ones((2, 8), np.float32), "w")
+    g = h.make_graph([h.make_node("NonZero", ["x"], ["nz"]), h.make_node("Transpose", ["nz"], ["t"]),
+                      h.make_node("Cast", ["t"], ["f"], to=T.FLOAT), h.make_node("MatMul", ["f", "w"], ["y"])], "g",
+                     [h.make_tensor_value_info("x", T.FLOAT, [4, 4])], [h.make_tensor_value_info("y", T.FLOAT, None)],
+                     initializer=[w])
+    path = tmp_path / "m.onnx"
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)], ir_version=8), str(path))
+    code, out, err = _cli("check", str(path), "--target", "isaac")
+    assert code == 1, out + err
+    assert "MatMul_3" in out and "NonZero" in out
+
+
+def test_a_model_neither_checker_nor_onnxruntime_takes_is_refused(tmp_path):
+    """The fallback to onnxruntime is for models it runs: a Conv reading a value nothing produces stays exit 2."""
+    w = nh.from_array(np.ones((4, C, 3, 3), np.float32), "cw")
+    g = h.make_graph([h.make_node("Conv", ["nowhere", "cw"], ["y"])], "g",
+                     [h.make_tensor_value_info("x", T.FLOAT, [1, C, 6, 6])], [h.make_tensor_value_info("y", T.FLOAT, None)],
+                     initializer=[w])
+    path = tmp_path / "m.onnx"
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)], ir_version=8), str(path))
+    code, out, err = _cli("check", str(path), "--target", "isaac")
+    assert code == 2, out + err
