@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -9,6 +12,15 @@ import onnxruntime as ort
 from acompile.compiler import Options, compile_model
 from acompile.sim.runtime import Simulator, WeightsFromGraph
 from acompile.target import load_target
+
+
+def cli(*argv: str) -> tuple[int, str, str]:
+    """Run the acompile command line in this process: (exit code, stdout, stderr)."""
+    from acompile.cli.app import main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(argv))
+    return code, out.getvalue(), err.getvalue()
 
 
 def ort_outputs(model: onnx.ModelProto, feeds: dict) -> list[np.ndarray]:

@@ -9,8 +9,6 @@ onnxruntime itself), data movement runs on the storage bits, and program.npz rou
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 
 import ml_dtypes
@@ -22,17 +20,11 @@ from onnx import TensorProto as T
 from onnx import helper as h
 from onnx import numpy_helper as nh
 
-from acompile.cli.app import main
+from helpers import cli as _cli
 from acompile.onnx_exec import dequantize_linear, quantize_linear, run_node
 
 K, N = 64, 32
 
-
-def _cli(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(argv))
-    return code, out.getvalue(), err.getvalue()
 
 
 def _model(nodes, inits, x_shape, opset=21, out_shape=None) -> onnx.ModelProto:

@@ -8,8 +8,6 @@ integer execution on >= 99% of top-1 predictions (docs/analog.md, "Quantized mod
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 
 import numpy as np
@@ -17,18 +15,12 @@ import onnx
 import pytest
 
 import corpus
-from acompile.cli.app import main
+from helpers import cli as _cli
 
 QUANTIZED = ["q_mlp_qdq_tensor", "q_mlp_qdq_channel", "q_cnn_qdq_tensor", "q_cnn_qdq_channel", "q_mlp_qop",
              "q_cnn_qop", "q_mlp_dynamic", "q_cnn_dynamic"]
 SAMPLES = 200
 
-
-def _cli(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(argv))
-    return code, out.getvalue(), err.getvalue()
 
 
 def _inputs(model: str, path, n: int, seed: int = 0) -> None:

@@ -9,8 +9,6 @@ on the data (NonZero) must stay unknown, never sized from a run on zeros.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 
 import numpy as np
@@ -20,16 +18,10 @@ from onnx import TensorProto as T
 from onnx import helper as h
 from onnx import numpy_helper as nh
 
-from acompile.cli.app import main
+from helpers import cli as _cli
 
 C = 8
 
-
-def _cli(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(argv))
-    return code, out.getvalue(), err.getvalue()
 
 
 def _norm_then_conv(norm: onnx.NodeProto, inits: list, opset: int) -> onnx.ModelProto:
