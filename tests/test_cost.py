@@ -69,3 +69,32 @@ def test_the_report_dict_is_made_from_typed_records():
     assert first.counts.adc_conversions == comp.cost["layers"][0]["counts"]["adc_conversions"]
     assert cost.totals.energy_total_pj == sum(cost.totals.energy_pj.values())
     assert set(comp.cost["layers"][0]) >= {"kind", "energy_total_pj", "utilisation", "counts", "tiles"}
+
+
+def _attention_model(layout: str):
+    """ONNX Attention-23 on [B, S, hidden] (heads from attributes) or [B, H, S, head] inputs."""
+    import onnx
+    from onnx import TensorProto, helper
+    b, h, sq, skv, dh = 2, 4, 8, 6, 16
+    if layout == "3d":
+        q, k = [b, sq, h * dh], [b, skv, h * dh]
+        attrs = {"q_num_heads": h, "kv_num_heads": h}
+    else:
+        q, k = [b, h, sq, dh], [b, h, skv, dh]
+        attrs = {}
+    g = helper.make_graph([helper.make_node("Attention", ["q", "k", "v"], ["y"], **attrs)], "att",
+                          [helper.make_tensor_value_info("q", TensorProto.FLOAT, q),
+                           helper.make_tensor_value_info("k", TensorProto.FLOAT, k),
+                           helper.make_tensor_value_info("v", TensorProto.FLOAT, k)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 23)], ir_version=10)
+    return model, 2 * b * sq * skv * 2 * h * dh + 5 * b * h * sq * skv
+
+
+def test_attention_counts_its_two_products_and_softmax():
+    import pytest
+    for layout in ("3d", "4d"):
+        model, ops = _attention_model(layout)
+        comp = compiled(model, "isaac")
+        (node,) = [d for d in comp.cost["digital"] if d["op_type"] == "Attention"]
+        assert node["counts"]["digital_ops"] == pytest.approx(ops), layout

@@ -101,6 +101,19 @@ def _matmul(g: Graph, n: Node) -> float:
     return 2.0 * k * _numel(g, n.outputs[0])
 
 
+def _attention(g: Graph, n: Node) -> float:
+    """ONNX Attention (opset 23): Q K^T and the weighted sum of V, 2 ops per MAC, and a softmax of
+    5 ops per score. Q, K, V are [B, S, hidden] (heads from the attributes) or [B, H, S, head]."""
+    q, k, v = (g.static_shape(x) if x else None for x in (n.inputs + ["", "", ""])[:3])
+    if q is None or k is None or v is None:
+        return math.nan
+    def hidden(s):      # (batch, sequence, all heads' width)
+        return (s[0], s[1], s[2]) if len(s) == 3 else (s[0], s[2], s[1] * s[3])
+    (b, sq, dq), (_, skv, _), (_, _, dv) = hidden(q), hidden(k), hidden(v)
+    heads = int(n.attrs.get("q_num_heads", 0)) or (q[1] if len(q) == 4 else 1)
+    return 2.0 * b * sq * skv * (dq + dv) + 5.0 * b * heads * sq * skv
+
+
 def _lrn(g: Graph, n: Node) -> float:
     return (2 * int(n.attrs.get("size", 1)) + 4) * _numel(g, n.outputs[0])
 
@@ -112,6 +125,9 @@ _register("HardSigmoid HardSwish Softsign", "digital", per_output(3), "piecewise
 _register("Sigmoid Tanh Erf Softplus Exp Log Sqrt Reciprocal Pow Sin Cos Mish", "digital", per_output(4),
           "transcendental via lookup/polynomial")
 _register("Gelu", "digital", per_output(8), "GELU (erf or tanh form)")
+_register("Swish", "digital", per_output(5), "x times its sigmoid")
+_register("RotaryEmbedding", "digital", per_input(3), "rotate pairs of features (two products and a sum)")
+_register("Attention", "digital", _attention, "Q K^T, softmax, weights times V (2 ops per MAC, 5 per score)")
 _register("Add Sub Mul Div Max Min Mod Equal Less Greater LessOrEqual GreaterOrEqual And Or Xor Where",
           "digital", per_output(1), "element-wise")
 _register("Sum Mean", "digital", _sum_inputs, "element-wise over inputs")
