@@ -239,8 +239,10 @@ def _numpy_op(op_type: str, domain: str, attrs: dict, inputs: Sequence) -> list[
         out = helper.tensor_dtype_to_np_dtype(int(dtype)) if dtype else None
         return [quantize_linear(inputs[0], inputs[1], inputs[2], int(attrs.get("axis", 1)),
                                 int(attrs.get("block_size", 0)), out, bool(attrs.get("saturate", 1)))]
-    if op_type == "Cast" and domain in ("", "ai.onnx") and "to" in attrs:
-        x, to = np.asarray(inputs[0]), np.dtype(helper.tensor_dtype_to_np_dtype(int(attrs["to"])))
+    if op_type in ("Cast", "CastLike") and domain in ("", "ai.onnx") and ("to" in attrs or len(inputs) > 1):
+        x = np.asarray(inputs[0])
+        to = np.asarray(inputs[1]).dtype if op_type == "CastLike" else \
+            np.dtype(helper.tensor_dtype_to_np_dtype(int(attrs["to"])))
         if not narrow_dtype(x.dtype) and not narrow_dtype(to):
             return None
         if narrow_dtype(to) and to.name.startswith("float") and x.dtype.kind == "f" and attrs.get("saturate", 1):
@@ -300,7 +302,7 @@ def run_node(op_type: str, attrs: dict[str, Any], inputs: Sequence[np.ndarray | 
     """
     try:
         exotic = any(map(_exotic, inputs))
-        values = _numpy_op(op_type, domain, attrs, inputs) if op_type == "Cast" or exotic else None
+        values = _numpy_op(op_type, domain, attrs, inputs) if op_type in ("Cast", "CastLike") or exotic else None
         if values is None and exotic and op_type in MOVES_BITS and domain in ("", "ai.onnx") and outer is None:
             values = _storage_run(op_type, attrs, inputs, lambda args: run_node(
                 op_type, attrs, args, n_outputs, opset, domain, attr_types, where))

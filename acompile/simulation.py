@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,6 +128,61 @@ def reference_outputs(model_path: Path, feeds: dict) -> dict[str, np.ndarray]:
     except Exception as e:
         raise InvalidDataError(f"onnxruntime cannot run the comparison model ({clean(str(e).splitlines()[0] if str(e) else '', 160)})",
                                where=clean(str(model_path)))
+
+
+# onnxruntime's integer kernels that multiply uint8 by int8 with VPMADDUBSW on x86 CPUs without VNNI:
+# pairs of products saturate at int16 there (onnxruntime's quantization docs)
+U8S8_KERNELS = {"MatMulInteger", "ConvInteger", "QLinearMatMul", "QLinearConv", "DynamicQuantizeMatMul",
+                "DynamicQuantizeLSTM", "QAttention", "QGemm", "MatMulIntegerToFloat"}
+
+
+def onnxruntime_saturates() -> bool:
+    """Whether this CPU's onnxruntime MatMulInteger saturates 255*127 + 255*127 (exact: 64770)."""
+    return _saturates()
+
+
+@functools.lru_cache(maxsize=1)
+def _saturates() -> bool:
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+    node = helper.make_node("MatMulInteger", ["x", "w"], ["y"])
+    graph = helper.make_graph([node], "probe", [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.INT32, [1, 1])],
+                              [numpy_helper.from_array(np.full((2, 1), 127, np.int8), "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return int(sess.run(None, {"x": np.full((1, 2), 255, np.uint8)})[0][0, 0]) != 64770
+
+
+def model_op_types(model) -> set[str]:
+    """Every op type of an ONNX model, its sub-graphs' included."""
+    import onnx
+    found, graphs = set(), [model.graph]
+    while graphs:
+        g = graphs.pop()
+        for n in g.node:
+            found.add(n.op_type)
+            for a in n.attribute:
+                if a.type == onnx.AttributeProto.GRAPH:
+                    graphs.append(a.g)
+                graphs.extend(a.graphs)
+    return found
+
+
+def reference_caveat(model_path: Path) -> str | None:
+    """A note for the comparison when onnxruntime's own outputs are not the model's exact arithmetic:
+    its u8s8 integer kernels on a CPU where they saturate."""
+    from .frontend.protobuf import read_model_lean
+    from .limits import Limits
+    try:
+        found = sorted(model_op_types(read_model_lean(model_path, Limits.from_env())[0]) & U8S8_KERNELS)
+    except Exception:       # reference_outputs says what is wrong with the file
+        return None
+    if not found or not onnxruntime_saturates():
+        return None
+    return (f"onnxruntime's u8s8 integer kernels ({', '.join(found)}) saturate pairs of products on this CPU "
+            "(x86 without VNNI): its outputs are not the model's exact integer arithmetic, so part of the "
+            "difference is onnxruntime's")
 
 
 def compare(sim: dict, ref: dict, labels: np.ndarray | None = None) -> dict:

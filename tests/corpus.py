@@ -729,40 +729,9 @@ SKL_MODELS = sorted(n for n in MADE_MODELS if n.startswith("skl_"))
 ORT_MODELS = sorted(n for n in MADE_MODELS if n not in TORCH_MODELS and n not in SKL_MODELS)
 
 
-# onnxruntime's integer kernels that multiply uint8 by int8 with VPMADDUBSW on x86 CPUs without VNNI:
-# pairs of products saturate at int16 there (onnxruntime's quantization docs), so its outputs are not
-# the exact integer arithmetic the ONNX operators define
-U8S8_KERNELS = {"MatMulInteger", "ConvInteger", "QLinearMatMul", "QLinearConv", "DynamicQuantizeMatMul",
-                "DynamicQuantizeLSTM", "QAttention", "QGemm", "MatMulIntegerToFloat"}
-
-
-def op_types(model: onnx.ModelProto) -> set[str]:
-    """Every op type of the model's graph and its subgraphs."""
-    out, graphs = set(), [model.graph]
-    while graphs:
-        g = graphs.pop()
-        for node in g.node:
-            out.add(node.op_type)
-            graphs += [a.g for a in node.attribute if a.HasField("g")] + [x for a in node.attribute for x in a.graphs]
-    return out
-
-
-_SATURATES: list[bool] = []
-
-
-def onnxruntime_saturates() -> bool:
-    """Whether this CPU's onnxruntime MatMulInteger saturates 255*127 + 255*127 (exact: 64770)."""
-    if not _SATURATES:
-        import onnxruntime as ort
-        node = helper.make_node("MatMulInteger", ["x", "w"], ["y"])
-        graph = helper.make_graph([node], "probe", [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 2])],
-                                  [helper.make_tensor_value_info("y", TensorProto.INT32, [1, 1])],
-                                  [numpy_helper.from_array(np.full((2, 1), 127, np.int8), "w")])
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
-        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-        y = sess.run(None, {"x": np.full((1, 2), 255, np.uint8)})[0]
-        _SATURATES.append(int(y[0, 0]) != 64770)
-    return _SATURATES[0]
+# onnxruntime's u8s8 integer kernels saturate on x86 CPUs without VNNI: acompile's run notes it too
+from acompile.simulation import U8S8_KERNELS, onnxruntime_saturates  # noqa: E402,F401
+from acompile.simulation import model_op_types as op_types  # noqa: E402,F401
 
 
 def _made_dir() -> Path:

@@ -191,3 +191,18 @@ def test_a_blocked_scale_of_the_wrong_shape_is_bad_input_naming_file_and_node(tm
     code, out, err = _cli("compile", str(path), "--target", "isaac", "-o", str(tmp_path / "out"))
     assert code == 2 and not (tmp_path / "out").exists()
     assert f"{path}: node 'DequantizeLinear_0' (DequantizeLinear)" in err and "blocked scale of shape [3, 32]" in err
+
+
+def test_the_comparison_notes_when_onnxruntime_is_not_exact(tmp_path):
+    """onnxruntime's u8s8 MatMulInteger saturates on x86 CPUs without VNNI: run says so beside its figures."""
+    from acompile.simulation import onnxruntime_saturates, reference_caveat
+    g = h.make_graph([h.make_node("MatMulInteger", ["x", "w"], ["q"]), h.make_node("Cast", ["q"], ["y"], to=T.FLOAT)],
+                     "g", [h.make_tensor_value_info("x", T.UINT8, [2, 4])], [h.make_tensor_value_info("y", T.FLOAT, [2, 3])],
+                     [nh.from_array(np.full((4, 3), 127, np.int8), "w")])
+    path = tmp_path / "int.onnx"
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 13)], ir_version=8), str(path))
+    note = reference_caveat(path)
+    assert (note is not None) == onnxruntime_saturates()
+    assert note is None or "MatMulInteger" in note
+    onnx.save(_int4_blocked(np.random.default_rng(0)), str(tmp_path / "float.onnx"))
+    assert reference_caveat(tmp_path / "float.onnx") is None

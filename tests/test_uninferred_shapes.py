@@ -87,3 +87,41 @@ def test_a_model_neither_checker_nor_onnxruntime_takes_is_refused(tmp_path):
     onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)], ir_version=8), str(path))
     code, out, err = _cli("check", str(path), "--target", "isaac")
     assert code == 2, out + err
+
+
+def test_a_constant_weight_matmul_whose_input_rank_is_lost_is_named(tmp_path):
+    """After an STFT of dynamic length ONNX loses even the rank: the MatMul with a constant weight cannot
+    become a crossbar layer, and check says why instead of running it digitally without a word."""
+    rng = np.random.default_rng(0)
+    nodes = [h.make_node("STFT", ["wav", "step", "win"], ["s"], onesided=1),
+             h.make_node("ReduceSumSquare", ["s"], ["p"], axes=[3], keepdims=0),
+             h.make_node("MatMul", ["p", "W"], ["y"])]
+    g = h.make_graph(nodes, "g", [h.make_tensor_value_info("wav", T.FLOAT, [1, "N", 1])],
+                     [h.make_tensor_value_info("y", T.FLOAT, None)],
+                     [nh.from_array(rng.standard_normal((33, 10)).astype(np.float32), "W"),
+                      nh.from_array(np.array(32, np.int64), "step"), nh.from_array(np.hanning(64).astype(np.float32), "win")])
+    path = tmp_path / "m.onnx"
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)], ir_version=8), str(path))
+    code, out, err = _cli("check", str(path), "--target", "isaac")
+    assert code == 1 and "MatMul_2" in out and "--input-shape wav:" in out, out + err
+    code, out, err = _cli("check", str(path), "--target", "isaac", "--input-shape", "wav:1,320,1", "--format", "json")
+    assert code == 0 and json.loads(out)["results"][0]["figures"]["crossbars"] == 1, out + err
+
+
+def test_input_shapes_a_fixed_reshape_cannot_take_are_bad_input_in_check_and_compile(tmp_path):
+    """A legacy export bakes batch x heads into a Reshape: shapes that do not fit are exit 2 from check
+    and compile alike, naming the Reshape (onnxruntime refuses to run them too)."""
+    w = np.ones((16, 16), np.float32)
+    g = h.make_graph([h.make_node("MatMul", ["x", "W"], ["a"]), h.make_node("Reshape", ["a", "shape"], ["b"]),
+                      h.make_node("MatMul", ["b", "W2"], ["y"])], "g",
+                     [h.make_tensor_value_info("x", T.FLOAT, ["B", "T", 16])], [h.make_tensor_value_info("y", T.FLOAT, None)],
+                     [nh.from_array(w, "W"), nh.from_array(w[:8, :4].copy(), "W2"),
+                      nh.from_array(np.array([6, 6, 8], np.int64), "shape")])
+    path = tmp_path / "m.onnx"
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 13)], ir_version=8), str(path))
+    for command in (["check"], ["compile", "-o", str(tmp_path / "out")]):
+        code, out, err = _cli(*command, str(path), "--target", "isaac", "--input-shape", "x:3,9,16")
+        assert code == 2, out + err
+        assert "node 'Reshape_1' (Reshape): cannot reshape 432 elements (shape [3, 9, 16]) into [6, 6, 8]" in out + err
+    assert not (tmp_path / "out").exists()
+    assert _cli("check", str(path), "--target", "isaac", "--input-shape", "x:2,9,16")[0] == 0     # 288 elements fit

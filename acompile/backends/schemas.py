@@ -24,7 +24,8 @@ MATRIX = {"group": COUNT, "n_out": POSITIVE, "k_in": POSITIVE, "physical_cols": 
           "row_blocks": POSITIVE, "col_blocks": POSITIVE}
 GEOMETRY = {"input_shape": Seq(SIZE, max_len=64), "output_shape?": Seq(SIZE, max_len=64),
             "kernel?": Seq(POSITIVE, max_len=8), "strides?": Seq(POSITIVE, max_len=8),
-            "dilations?": Seq(POSITIVE, max_len=8), "pads?": Seq(COUNT, max_len=16),
+            # a ConvTranspose whose output_shape asks for more than its full output has negative pads
+            "dilations?": Seq(POSITIVE, max_len=8), "pads?": Seq(Int(-2**31, 2**31), max_len=16),
             "output_padding?": Seq(COUNT, max_len=8)}
 LAYER = {"index": COUNT, "name": str, "op_type": OneOf("Conv", "ConvTranspose", "Linear"), "weight": str,
          "bias": str, "groups": POSITIVE, "matrices": Seq(MATRIX, min_len=1), "n_vec": SIZE,

@@ -19,7 +19,8 @@ def _read_inputs(path: str, graph) -> dict:
 
 def _simulate_folder(args, folder: Path, model_for_compare: str | None) -> int:
     from ..jsonio import dumps_json, json_safe
-    from ..simulation import accuracy, compare, load_compiled, non_idealities, per_layer, reference_outputs, simulate
+    from ..simulation import (accuracy, compare, load_compiled, non_idealities, per_layer, reference_caveat,
+                              reference_outputs, simulate)
     from ..target import parse_settings
     html = getattr(args, "html", None)
     if html and not args.per_layer:
@@ -52,6 +53,9 @@ def _simulate_folder(args, folder: Path, model_for_compare: str | None) -> int:
         summary["non_idealities"] = non_idealities(loaded.noise)
     if runs:
         summary["comparison"] = runs[0]
+        caveat = reference_caveat(Path(model_for_compare)) if reference is not None else None
+        if caveat:
+            summary["reference_caveat"] = caveat
     if args.repeats > 1:
         summary["repeats"] = _spread(runs, args.repeats)
     if args.per_layer:
@@ -165,6 +169,8 @@ def _sim_text(summary: dict) -> str:
         if "top1_accuracy_onnxruntime" in c:
             parts.append(f"(onnxruntime {c['top1_accuracy_onnxruntime']:.2%})")
         lines.append(f"  {name}: " + "; ".join(parts))
+    if "reference_caveat" in summary:
+        lines.append(f"  note: {summary['reference_caveat']}")
     spread = summary.get("repeats")
     for name, figures in (spread or {}).items():
         if name == "chips":

@@ -141,7 +141,21 @@ _register("LayerNormalization InstanceNormalization GroupNormalization MeanVaria
 _register("BatchNormalization", "digital", per_output(2), "per-channel affine (not folded)")
 _register("LRN", "digital", _lrn, "local response normalisation")
 _register("Resize Upsample", "digital", per_output(4), "interpolation")
-_register("MatMul Gemm", "digital", _matmul, "matrix product of two dynamic tensors (2 ops per MAC)")
+def _weights_lost(g: Graph, n: Node) -> Problem | None:
+    """A MatMul or Gemm left digital although one operand is a constant matrix: its other operand's
+    shape (rank even) was lost, so it could not become a crossbar layer. Say so rather than run the
+    layer digitally without a word."""
+    if len(n.inputs) < 2:
+        return None
+    for const, other in ((n.inputs[1], n.inputs[0]), (n.inputs[0], n.inputs[1])):
+        if g.is_constant(const) and not g.is_constant(other) and g.constants[const].ndim == 2 \
+                and g.static_shape(other) is None:
+            return Problem(n.name, n.op_type, n.domain, n.opset, "unknown_shape", unknown_shape_reason(g, other))
+    return None
+
+
+_register("MatMul Gemm", "digital", _matmul, "matrix product of two dynamic tensors (2 ops per MAC)",
+          check=_weights_lost)
 _register("Concat Split Flatten Reshape Transpose Squeeze Unsqueeze Pad Slice Gather GatherElements "
           "Expand Tile Identity Dropout Cast Shape Size Constant ConstantOfShape Range DepthToSpace "
           "SpaceToDepth CastLike", "digital", free, "data movement (costed as buffer traffic)",

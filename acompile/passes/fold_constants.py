@@ -154,6 +154,28 @@ def fold_constants(state: CompileState) -> None:
     while _fold_once(graph, limits) | _fold_shapes(graph) or _inline_ifs(graph) or _propagate_shapes(graph):
         pass
     graph.prune()
+    _check_reshapes(graph, bool(getattr(state.options, "input_shapes", None)))
+
+
+def _check_reshapes(graph: Graph, shapes_given: bool) -> None:
+    """A Reshape whose constant target cannot hold its input's elements (ONNX's shape inference does
+    not check; onnxruntime refuses to run it): bad input, said at compile time, not at calibration."""
+    for node in graph.nodes:
+        if node.op_type != "Reshape" or node.domain or len(node.inputs) < 2 or not graph.is_constant(node.inputs[1]):
+            continue
+        x = graph.static_shape(node.inputs[0])
+        if x is None:
+            continue
+        target = [int(d) for d in np.asarray(graph.constants[node.inputs[1]]).reshape(-1)]
+        if not node.attrs.get("allowzero", 0):
+            target = [x[i] if d == 0 and i < len(x) else d for i, d in enumerate(target)]
+        known = int(np.prod([d for d in target if d != -1], dtype=np.int64))
+        n = int(np.prod(x, dtype=np.int64))
+        free = target.count(-1)
+        if free > 1 or (free == 0 and known != n) or (free == 1 and (known == 0 or n % known)):
+            raise InvalidModelError(
+                f"cannot reshape {n} elements (shape {list(x)}) into {target}", where=node.describe(),
+                hint="the shapes given with --input-shape do not fit this model's fixed sizes" if shapes_given else None)
 
 
 def _inline_ifs(graph: Graph) -> bool:
