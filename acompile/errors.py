@@ -97,3 +97,9 @@ class UnsupportedError(AcompileError):
                  problems: list | None = None):
         self.problems = list(problems or [])
         super().__init__(message, where=where, hint=hint)
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's text (a library's multi-line message), fit for a one-line error."""
+    text = str(e).strip().splitlines()
+    return clean(text[0] if text else type(e).__name__, limit=300)

@@ -63,7 +63,7 @@ def _session(op_type: str, domain: str, opset: int, frozen_attrs: str, attr_type
     out_names = [f"out{i}" for i in range(n_outputs)]
     node = helper.make_node(op_type, in_names, out_names, domain=domain or None)
     node.attribute.extend(make_attributes(attrs, types))
-    inputs = [helper.make_tensor_value_info(nm, t, None) for nm, t in zip(in_names, in_types) if t is not None]
+    inputs = [_value_info(nm, t) for nm, t in zip(in_names, in_types) if t is not None]
     outputs = [helper.make_empty_tensor_value_info(o) for o in out_names]
     graph = helper.make_graph([node], op_type, inputs, outputs)
     imports = [helper.make_opsetid("", opset if not domain else 17)]
@@ -112,8 +112,8 @@ def _scoped_session(op_type: str, opsets: tuple, bodies: tuple, frozen_attrs: st
     node = helper.make_node(op_type, in_names, out_names)
     node.attribute.extend(make_attributes(attrs, types))
     node.attribute.extend(helper.make_attribute(k, onnx.GraphProto.FromString(b)) for k, b in bodies)
-    inputs = [helper.make_tensor_value_info(nm, t, None) for nm, t in zip(in_names, in_types) if t is not None]
-    inputs += [helper.make_tensor_value_info(nm, t, None) for nm, t in outer]
+    inputs = [_value_info(nm, t) for nm, t in zip(in_names, in_types) if t is not None]
+    inputs += [_value_info(nm, t) for nm, t in outer]
     outputs = [helper.make_empty_tensor_value_info(o) for o in out_names]
     graph = helper.make_graph([node], op_type, inputs, outputs)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets],
@@ -125,8 +125,18 @@ def _scoped_session(op_type: str, opsets: tuple, bodies: tuple, frozen_attrs: st
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
-def _type(x) -> int:
+def _type(x) -> int | tuple[str, int]:
+    """The ONNX type of a value: a tensor's element type, or ("seq", element type) for a sequence
+    (a Python list of arrays, as onnxruntime gives and takes them)."""
+    if isinstance(x, list):
+        return ("seq", _type(x[0]) if x else onnx.TensorProto.FLOAT)
     return helper.np_dtype_to_tensor_dtype(np.asarray(x).dtype)
+
+
+def _value_info(name: str, t) -> onnx.ValueInfoProto:
+    if isinstance(t, tuple):
+        return helper.make_tensor_sequence_value_info(name, t[1], None)
+    return helper.make_tensor_value_info(name, t, None)
 
 
 def _run_scoped(op_type, attrs, inputs, n_outputs, opset, attr_types, outer, opsets) -> list[np.ndarray]:
@@ -153,7 +163,7 @@ def narrow_dtype(dtype) -> bool:
 
 
 def _exotic(x) -> bool:
-    return x is not None and narrow_dtype(np.asarray(x).dtype)
+    return x is not None and not isinstance(x, list) and narrow_dtype(np.asarray(x).dtype)
 
 
 def _as_numbers(x: np.ndarray) -> np.ndarray:
@@ -274,6 +284,8 @@ def _storage_run(op_type: str, attrs: dict, inputs: Sequence, run) -> list | Non
 def _feed(x) -> Any:
     """A numpy array as onnxruntime takes it: an 8- or 16-bit ml_dtypes type (float8, bfloat16) goes
     by its storage bits, typed with its ONNX type."""
+    if isinstance(x, list):            # a sequence
+        return x
     x = np.asarray(x)
     if not narrow_dtype(x.dtype):
         return x
@@ -308,8 +320,7 @@ def run_node(op_type: str, attrs: dict[str, Any], inputs: Sequence[np.ndarray | 
                 op_type, attrs, args, n_outputs, opset, domain, attr_types, where))
         if values is not None:
             return values
-        in_types = tuple(None if x is None else helper.np_dtype_to_tensor_dtype(np.asarray(x).dtype)
-                         for x in inputs)
+        in_types = tuple(None if x is None else _type(x) for x in inputs)
         if outer is not None:
             return _run_scoped(op_type, attrs, list(inputs), n_outputs, opset, attr_types, list(outer), opsets)
         # Most digital ops (Relu, Add, ...) have no attributes: skip the JSON that keys the session cache.

@@ -31,7 +31,7 @@ READ_SECONDS = 600.0         # no single file read may take longer (a hung netwo
 CHUNK = 1 << 20
 MAX_MEMBERS = 65536          # members of one .npz
 MAX_INT_DIGITS = 40          # integers in JSON documents acompile reads (int64 has 19 digits)
-ARRAY_KINDS = "biuf"         # bool, signed and unsigned integers, floats: what an ONNX input can hold
+ARRAY_KINDS = "biufU"        # bool, integers, floats, fixed-width text: what an ONNX input can hold
 
 
 def _kind_of(mode: int) -> str:
@@ -214,8 +214,8 @@ def read_npy(f: BinaryIO, available: int, what: str, where: str, limits: Limits,
     except (ValueError, SyntaxError, TypeError, EOFError, OverflowError) as e:
         raise InvalidDataError(f"the {label} has a bad .npy header ({clean(str(e), 100)})", where=where)
     if dtype.hasobject or dtype.names is not None or dtype.shape != () or dtype.kind not in ARRAY_KINDS:
-        raise InvalidDataError(f"the {label} has dtype {clean(str(dtype), 60)}; only bool, integer and float "
-                               f"arrays are read (never pickles)", where=where)
+        raise InvalidDataError(f"the {label} has dtype {clean(str(dtype), 60)}; only bool, integer, float "
+                               f"and text arrays are read (never pickles)", where=where)
     if any(not isinstance(d, int) or d < 0 for d in shape):
         raise InvalidDataError(f"the {label} has a bad shape {clean(shape, 60)}", where=where)
     nbytes = math.prod(shape) * dtype.itemsize

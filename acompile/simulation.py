@@ -191,9 +191,13 @@ def compare(sim: dict, ref: dict, labels: np.ndarray | None = None) -> dict:
     for name, r in ref.items():
         if name not in sim:
             continue
+        if text_array(r) and text_array(sim[name]) and np.shape(r) == np.shape(sim[name]):
+            # string tensors (a label encoder's classes): equal or not, element by element
+            out[name] = {"equal_fraction": float(np.mean(np.asarray(sim[name]) == np.asarray(r))) if np.size(r) else 1.0}
+            continue
         if not _numeric(r) or not _numeric(sim[name]):
             # sequence/map outputs (ZipMap) run on onnxruntime in both: nothing numeric to compare
-            out[name] = {"compared": False, "reason": "not a tensor output"}
+            out[name] = {"compared": False, "reason": "a sequence or map, not a tensor"}
             continue
         s = np.asarray(sim[name]).astype(np.float64)
         r = np.asarray(r, np.float64)
@@ -220,6 +224,12 @@ def compare(sim: dict, ref: dict, labels: np.ndarray | None = None) -> dict:
                 entry["top1_accuracy_onnxruntime"] = float(np.mean(top_r == lab))
         out[name] = entry
     return out
+
+
+def text_array(value) -> bool:
+    """A tensor of strings: fixed-width text, or an object array holding only str."""
+    return isinstance(value, np.ndarray) and (value.dtype.kind == "U" or value.dtype == object
+                                              and all(isinstance(v, str) for v in value.reshape(-1)))
 
 
 def _numeric(value) -> bool:

@@ -10,7 +10,7 @@ import models
 from acompile.errors import InvalidModelError, LimitError
 from acompile.frontend.export import to_onnx
 from acompile.frontend.load import load_model, load_model_proto
-from acompile.frontend.normalise import CANONICAL_OPSET
+from acompile.frontend.convert import CANONICAL_OPSET
 from acompile.frontend.ops import supported_table
 from acompile.passes.classify import classify
 from frontend_passes import frontend, ort_run, run, state_of

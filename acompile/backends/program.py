@@ -98,9 +98,34 @@ def _attr_json(node: Node) -> dict:
             out[k] = {"graph": _attr_key(node, k)}
         elif isinstance(v, (Subgraph, OpaqueAttribute)):
             out[k] = {"unsupported": repr(v)}
+        elif isinstance(v, float) and not math.isfinite(v):
+            out[k] = {"float": repr(v)}          # JSON has no NaN or infinity (an imputer's NaN, -inf alpha)
+        elif isinstance(v, list) and any(isinstance(x, float) and not math.isfinite(x) for x in v):
+            out[k] = {"floats": [x if math.isfinite(x) else repr(x) for x in v]}
         else:
             out[k] = v
     return out
+
+
+def _attr_value(v, constants: dict):
+    """An attribute back from program.json (:func:`_attr_json`)."""
+    if not isinstance(v, dict):
+        return v
+    if "tensor" in v:
+        return constants[v["tensor"]]
+    if "graph" in v:
+        return Subgraph(_graph_proto(constants[v["graph"]]))
+    if "float" in v:
+        return _float(v["float"])
+    if "floats" in v:
+        return [_float(x) for x in v["floats"]]
+    return v
+
+
+def _float(x) -> float:
+    if isinstance(x, str) and x not in ("nan", "inf", "-inf"):
+        raise ValueError(f"a float attribute holds {clean(x, 20)!r}")
+    return float(x)
 
 
 def _tensor_json(graph: Graph, name: str) -> dict:
@@ -123,7 +148,7 @@ def write_constants(folder: Path, graph: Graph, stop: threading.Event | None = N
     for node in graph.nodes:
         if not (node.domain == DOMAIN and "layer" in node.meta):
             constants.update(_attr_arrays(node))
-    used = {i for n in graph.nodes for i in n.inputs if i}
+    used = {i for n in graph.nodes for i in n.inputs if i} | set(graph.outputs)   # a constant may be an output
     constants.update((name, graph.constants[name]) for name in graph.constants if name in used)
     npz = folder / "program.npz"
     writer = ArchiveWriter(npz)
@@ -306,9 +331,7 @@ def _build(prog: dict, archive: ArchiveReader):
     for op in prog["ops"]:
         attrs = {}
         for k, v in op["attrs"].items():
-            attrs[k] = constants[v["tensor"]] if isinstance(v, dict) and "tensor" in v else v
-            if isinstance(v, dict) and "graph" in v:
-                attrs[k] = Subgraph(_graph_proto(constants[v["graph"]]))
+            attrs[k] = _attr_value(v, constants)
         meta = {"attr_types": op.get("attr_types", {})}
         if "outer" in op:
             meta["outer"], meta["opsets"] = list(op["outer"]), dict(op.get("opsets", {}))

@@ -138,13 +138,17 @@ def _write_results(path: Path, results: dict) -> None:
     """Outputs as an .npz (deterministic, no pickle), written atomically."""
     from ..backends.archive import ArchiveWriter
     from ..files import atomic_file
+    from ..simulation import text_array as _text
     try:
         with atomic_file(path) as tmp:
             writer = ArchiveWriter(tmp)
             try:
                 for name in sorted(results):
-                    if results[name].dtype != object:    # a sequence of maps (ZipMap) has no .npy form
-                        writer.add_array(f"{name}.npy", results[name])
+                    value = results[name]
+                    if _text(value):                     # strings as fixed-width text: no pickle
+                        value = value.astype(str)
+                    if value.dtype != object:            # a sequence of maps (ZipMap) has no .npy form
+                        writer.add_array(f"{name}.npy", value)
             finally:
                 writer.close()
     except OSError as e:
@@ -158,10 +162,12 @@ def _sim_text(summary: dict) -> str:
         lines.append("  non-idealities: " + (", ".join(summary["non_idealities"]) if summary["non_idealities"] else
                                              "none (the target enables none: noisy equals quantized)"))
     for name, c in summary.get("comparison", {}).items():
-        parts = ["not compared (not a tensor output; not written to -r either)"] if c.get("compared") is False else []
+        parts = ["not compared (a sequence or map, not a tensor; not written to -r either)"] if c.get("compared") is False else []
         if "max_abs_error" in c:
             parts.append(f"max|err| {decimal(c['max_abs_error'])}, rel.err {decimal(c['relative_error'])}, "
                          f"SNR {decimal(c['snr_db'])} dB")
+        if "equal_fraction" in c:
+            parts.append(f"{c['equal_fraction']:.2%} of its strings equal")
         if "top1_agreement" in c:
             parts.append(f"top-1 agreement {c['top1_agreement']:.2%}")
         if "top1_accuracy_simulated" in c:

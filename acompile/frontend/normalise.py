@@ -9,12 +9,12 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from ..errors import InvalidModelError, LimitError, UnsupportedError, UsageError, clean
+from ..errors import InvalidModelError, LimitError, UsageError, clean, first_line
 from ..ir import TensorInfo
 from ..limits import Limits, byte_size
+from .convert import CANONICAL_OPSET, convert
 from .protobuf import SKELETON_KEEP_BYTES, is_repeated
 
-CANONICAL_OPSET = 17
 OLDEST_OPSET = 7
 
 
@@ -331,19 +331,13 @@ def normalise(model: onnx.ModelProto, where: str, batch: int = 1, limits: "Limit
     except Exception as e:
         raise InvalidModelError(f"ONNX checker failed: {first_line(e)}", where=where)
     if version < CANONICAL_OPSET:
-        from onnx import version_converter
-        try:
-            skel = version_converter.convert_version(skel, CANONICAL_OPSET)
-        except Exception as e:
-            raise UnsupportedError(f"cannot convert opset {version} to {CANONICAL_OPSET}: {first_line(e)}",
-                                   where=where)
+        skel = convert(skel, version, where)
     batch_axes = None
     if dynamic:
         _fix_shapes(unfixed, shapes, heavy, where)
         _fix_batch(unfixed, batch + 1, heavy)
         if version < CANONICAL_OPSET:
-            from onnx import version_converter
-            unfixed = version_converter.convert_version(unfixed, CANONICAL_OPSET)
+            unfixed = convert(unfixed, version, where)
     skel = _infer(skel, where)
     if dynamic:
         batch_axes = _batch_axes(skel, _infer(unfixed, where))
@@ -365,11 +359,6 @@ def _single_input(shapes: dict, skel: onnx.ModelProto, heavy, where: str) -> dic
         raise UsageError(f"a bare --input-shape needs a model with one input; this one has {len(names)} "
                          f"({', '.join(clean(n) for n in names)})", where=where, hint="write NAME:D1,D2,...")
     return {names[0]: shapes[None], **{k: v for k, v in shapes.items() if k is not None}}
-
-
-def first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return clean(text[0] if text else type(e).__name__, limit=300)
 
 
 def _np_dtype(elem_type: int):

@@ -10,11 +10,11 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from ..errors import InvalidModelError, clean
+from ..errors import InvalidModelError, clean, first_line
 from ..ir import Graph, Node, OpaqueAttribute, Subgraph, TensorInfo
 from ..limits import Limits
 from .control_flow import attach_outer, is_control_flow
-from .normalise import ai_onnx_opset, first_line, value_info
+from .normalise import ai_onnx_opset, value_info
 from .protobuf import Payloads
 
 

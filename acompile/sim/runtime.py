@@ -189,7 +189,9 @@ class Simulator:
             info = self.graph.tensors.get(name)
             want = info.dtype if info is not None else None
             if want is not None and value.dtype != want:
-                if value.dtype.kind not in "biuf" or not np.can_cast(value.dtype, want, "same_kind"):
+                if value.dtype.kind == "U" and want == object:     # text, as ONNX's string tensors hold it
+                    value = value.astype(object)
+                elif value.dtype.kind not in "biuf" or not np.can_cast(value.dtype, want, "same_kind"):
                     raise InvalidDataError(f"input {clean(name)!r} has dtype {value.dtype}; the model expects {want}")
                 value = value.astype(want)
             shape = info.shape if info is not None else None

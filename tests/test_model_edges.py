@@ -1,0 +1,141 @@
+"""Corners of the ONNX format that real exporters write and acompile once got wrong.
+
+Each model here is one onnxruntime runs; each broke an early version of acompile (exit 3, a refusal
+of a runnable model, or wrong numbers): non-finite float attributes (skl2onnx's imputer writes NaN),
+a constant as a graph output, sequence values between digital ops, the old Upsample / Resize-10
+coordinates through opset conversion, IR 3 initializers, a node the opset converter refuses,
+string inputs and outputs, and a ConvTranspose whose output_shape exceeds its full output.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx import numpy_helper as nh
+
+from helpers import cli
+
+R = np.random.RandomState(0)
+
+
+def _f32(*shape):
+    return R.randn(*shape).astype(np.float32)
+
+
+def _model(nodes, inputs, outputs, inits, opset=17, ml=False, ir=8):
+    g = h.make_graph(nodes, "g", inputs, outputs, inits)
+    imports = [h.make_opsetid("", opset)] + ([h.make_opsetid("ai.onnx.ml", 2)] if ml else [])
+    return h.make_model(g, opset_imports=imports, ir_version=ir)
+
+
+def _vi(name, shape, elem=T.FLOAT):
+    return h.make_tensor_value_info(name, elem, shape)
+
+
+def nonfinite_attributes():
+    w = nh.from_array(_f32(4, 2), "W")
+    return _model([h.make_node("Imputer", ["x"], ["xi"], domain="ai.onnx.ml", imputed_value_floats=[0., 1., 2., 3.],
+                               replaced_value_float=float("nan")),
+                   h.make_node("MatMul", ["xi", "W"], ["a"]),
+                   h.make_node("ThresholdedRelu", ["a"], ["y"], alpha=float("-inf"))],
+                  [_vi("x", [3, 4])], [_vi("y", [3, 2])], [w], ml=True)
+
+
+def constant_outputs():
+    return _model([h.make_node("MatMul", ["x", "W"], ["y"])], [_vi("x", [2, 6])],
+                  [_vi("y", [2, 4]), _vi("K", [3]), _vi("W", [6, 4])],
+                  [nh.from_array(_f32(6, 4), "W"), nh.from_array(_f32(3), "K")])
+
+
+def sequence_between_layers():
+    return _model([h.make_node("MatMul", ["x", "W1"], ["a"]), h.make_node("Relu", ["a"], ["r"]),
+                   h.make_node("SequenceConstruct", ["a", "r"], ["seq"]), h.make_node("SequenceAt", ["seq", "one"], ["b"]),
+                   h.make_node("MatMul", ["b", "W2"], ["y"])], [_vi("x", [2, 6])], [_vi("y", [2, 3])],
+                  [nh.from_array(_f32(6, 4), "W1"), nh.from_array(_f32(4, 3), "W2"),
+                   nh.from_array(np.array(1, np.int64), "one")])
+
+
+def _old_resize(op, opset, mode):
+    return _model([h.make_node("Conv", ["x", "W"], ["c"]), h.make_node(op, ["c", "scales"], ["y"], mode=mode)],
+                  [_vi("x", [1, 2, 5, 7])], [_vi("y", None)],
+                  [nh.from_array(_f32(3, 2, 1, 1), "W"), nh.from_array(np.array([1, 1, 1.5, 1.7], np.float32), "scales")],
+                  opset=opset, ir=5)
+
+
+def ir3_initializers():
+    m = _model([h.make_node("MatMul", ["x", "W"], ["y"])], [_vi("x", [2, 6])], [_vi("y", [2, 4])],
+               [nh.from_array(_f32(6, 4), "W")], opset=7)
+    m.ir_version = 3
+    return m
+
+
+def strings_in_and_out():
+    return _model([h.make_node("LabelEncoder", ["s"], ["ids"], domain="ai.onnx.ml", keys_strings=["a", "b", "c"],
+                               values_int64s=[0, 1, 2], default_int64=-1),
+                   h.make_node("Gather", ["E", "ids"], ["e"], axis=0), h.make_node("MatMul", ["e", "W"], ["y"]),
+                   h.make_node("ArgMax", ["y"], ["i"], axis=1, keepdims=0),
+                   h.make_node("LabelEncoder", ["i"], ["label"], domain="ai.onnx.ml", keys_int64s=[0, 1, 2],
+                               values_strings=["x", "y", "z"], default_string="?")],
+                  [_vi("s", [3], T.STRING)], [_vi("y", [3, 3]), _vi("label", [3], T.STRING)],
+                  [nh.from_array(_f32(4, 5), "E"), nh.from_array(_f32(5, 3), "W")], ml=True)
+
+
+def conv_transpose_beyond_full_output():
+    return _model([h.make_node("ConvTranspose", ["x", "W", "B"], ["y"], strides=[2, 2], output_shape=[12, 12])],
+                  [_vi("x", [1, 4, 5, 5])], [_vi("y", None)],
+                  [nh.from_array(_f32(4, 3, 3, 3), "W"), nh.from_array(_f32(3), "B")])
+
+
+MODELS = {
+    "nonfinite_attributes": (nonfinite_attributes, {"x": _f32(3, 4)}),
+    "constant_outputs": (constant_outputs, {"x": _f32(2, 6)}),
+    "sequence_between_layers": (sequence_between_layers, {"x": _f32(2, 6)}),
+    "upsample9_linear": (lambda: _old_resize("Upsample", 9, "linear"), {"x": _f32(1, 2, 5, 7)}),
+    "upsample9_nearest": (lambda: _old_resize("Upsample", 9, "nearest"), {"x": _f32(1, 2, 5, 7)}),
+    "resize10_linear": (lambda: _old_resize("Resize", 10, "linear"), {"x": _f32(1, 2, 5, 7)}),
+    "ir3_initializers": (ir3_initializers, {"x": _f32(2, 6)}),
+    "strings_in_and_out": (strings_in_and_out, {"s": np.array(["a", "c", "b"])}),
+    "conv_transpose_beyond_full_output": (conv_transpose_beyond_full_output, {"x": _f32(1, 4, 5, 5)}),
+}
+MODELS["nonfinite_attributes"][1]["x"][0, 1] = np.nan      # the imputer's NaN, replaced
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_maps_and_simulates_as_onnxruntime_runs_it(name, tmp_path):
+    make, feeds = MODELS[name]
+    path = tmp_path / f"{name}.onnx"
+    onnx.save(make(), str(path))
+    np.savez(tmp_path / "x.npz", **feeds)
+    code, out, err = cli("check", str(path), "--target", "isaac")
+    assert code == 0, out + err
+    code, out, err = cli("run", str(path), "--target", "isaac", "--input", str(tmp_path / "x.npz"), "--format", "json",
+                         "-r", str(tmp_path / "r.npz"))
+    assert code == 0, err
+    comparison = json.loads(out)["comparison"]
+    for output, c in comparison.items():
+        assert c.get("relative_error", 0) < 1e-5 and c.get("equal_fraction", 1) == 1, (output, c)
+    assert set(np.load(tmp_path / "r.npz")) == set(comparison)
+
+
+def test_a_node_the_opset_converter_refuses_is_named(tmp_path):
+    """BatchNormalization-7 with spatial=0 has no opset-17 form: exit 1 naming the node, in check and compile."""
+    inits = [nh.from_array(_f32(3, 3, 1, 1), "W")] + [nh.from_array(np.abs(_f32(3, 2, 2)) + .5, k)
+                                                       for k in ("scale", "bias", "mean", "var")]
+    m = _model([h.make_node("Conv", ["x", "W"], ["c"]),
+                h.make_node("BatchNormalization", ["c", "scale", "bias", "mean", "var"], ["y"], spatial=0, name="bn")],
+               [_vi("x", [2, 3, 2, 2])] + [_vi(t.name, list(t.dims)) for t in inits], [_vi("y", [2, 3, 2, 2])], inits,
+               opset=7)
+    m.ir_version = 3
+    path = tmp_path / "bn.onnx"
+    onnx.save(m, str(path))
+    code, out, err = cli("check", str(path), "--target", "isaac", "--format", "json")
+    reason = json.loads(out)["results"][0]["reasons"][0]
+    assert code == 1 and reason["node"] == "bn" and reason["op_type"] == "BatchNormalization", out
+    assert "spatial" in reason["message"]
+    code, out, err = cli("compile", str(path), "--target", "isaac", "-o", str(tmp_path / "out"))
+    assert code == 1 and "node 'bn' (BatchNormalization, opset 7)" in err
