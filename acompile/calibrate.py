@@ -17,6 +17,7 @@ The ``calibrate`` pass runs last, on the mapped program (it simulates it).
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,8 @@ def default_data(graph: Graph, batch: int, seed: int, limits: Limits) -> dict[st
                              f"{byte_size(nbytes)}", hint="pass --calibration DATA, or raise ACOMPILE_MAX_TENSOR_MB")
         if dtype.kind == "f":
             data[name] = rng.standard_normal(shape, dtype=np.float32).astype(dtype, copy=False)
+        elif dtype.kind == "b":         # masks: all true (attend to every position), not all masked out
+            data[name] = np.ones(shape, dtype)
         else:
             data[name] = np.zeros(shape, dtype)
     return data
@@ -76,11 +79,16 @@ def default_data(graph: Graph, batch: int, seed: int, limits: Limits) -> dict[st
 class _Recorder:
     """Keeps, per layer, |x| statistics and (when asked) samples of values and vectors."""
 
-    def __init__(self, seed: int, keep_values: bool, keep_vectors: bool):
+    def __init__(self, seed: int, keep_values: bool, keep_vectors: bool, finite_only: bool = False):
         self.values: dict[int, list[np.ndarray]] = {}
         self.maxima: dict[int, float] = {}
         self.vectors: dict[int, list[np.ndarray]] = {}
         self.keep_values, self.keep_vectors = keep_values, keep_vectors
+        # synthetic data may drive a model where real data never goes (the log of a negative
+        # number): its NaN and infinities are left out of the ranges, and the layers named; a layer
+        # that sees no finite input at all is still refused
+        self.finite_only = finite_only
+        self.nonfinite: set[int] = set()
         self.rng = np.random.default_rng(seed)
 
     @property
@@ -108,20 +116,31 @@ class _Recorder:
         else:
             self(layer, to_vectors(x, layer.op_type, geo, layer.groups))
 
-    def _peak(self, i: int, v: np.ndarray) -> None:
+    def _peak(self, i: int, v: np.ndarray) -> np.ndarray | None:
+        """Fold max|v| into the layer's maximum. With non-finite values left out, return where v is
+        finite when it is not everywhere (else None)."""
         # max|v| without a temporary |v|; np.maximum (not max) so that a NaN stays and is reported
         peak = float(np.maximum(v.max(), -v.min())) if v.size else 0.0
+        finite = None
+        if not math.isfinite(peak) and self.finite_only:
+            self.nonfinite.add(i)
+            finite = np.isfinite(v)
+            kept = v[finite]
+            peak = float(np.maximum(kept.max(), -kept.min())) if kept.size else 0.0
         self.maxima[i] = float(np.maximum(self.maxima.get(i, 0.0), peak))
+        return finite
 
     def __call__(self, layer, v: np.ndarray) -> None:
         i = layer.index
-        self._peak(i, v)
+        finite = self._peak(i, v)
         if self.keep_values:
-            flat = v.reshape(-1)
+            flat = v.reshape(-1) if finite is None else v[finite]
             if flat.size > MAX_VALUES_PER_LAYER:   # a uniform sample (with replacement: O(sample), not O(size))
                 flat = flat[self.rng.integers(0, flat.size, MAX_VALUES_PER_LAYER)]
             self.values.setdefault(i, []).append(np.abs(flat))
         if self.keep_vectors:
+            if finite is not None:                 # whole vectors only: an ADC reads a vector's sum
+                v = v[finite.reshape(v.shape[0], -1).all(axis=1)]
             take = v if v.shape[0] <= MAX_ADC_VECTORS else v[np.sort(self.rng.choice(v.shape[0], MAX_ADC_VECTORS,
                                                                                        replace=False))]
             self.vectors.setdefault(i, []).append(np.array(take))
@@ -151,7 +170,7 @@ def calibrate(state: CompileState) -> None:
         data = default_data(graph, options.batch, seed, options.limits)
     percentile = target.precision.input_percentile
     calibrated_adc = target.adc.range == "calibrated"
-    recorder = _Recorder(seed, keep_values=percentile < 100, keep_vectors=calibrated_adc)
+    recorder = _Recorder(seed, keep_values=percentile < 100, keep_vectors=calibrated_adc, finite_only=not user_data)
     weights = WeightsFromGraph(graph, mapping)
     view, last = _calibration_view(graph, defer=not user_data)
     try:
@@ -167,7 +186,7 @@ def calibrate(state: CompileState) -> None:
         elif user_data:
             raise
         else:
-            raise InvalidDataError(f"the default calibration inputs (random normal floats, zero integers) cannot "
+            raise InvalidDataError(f"the default calibration inputs (random normal floats, zero integers, true booleans) cannot "
                                    f"run through this model: {e.one_line()}",
                                    hint="pass --calibration DATA with real inputs")
     for layer in mapping.layers:
@@ -177,6 +196,8 @@ def calibrate(state: CompileState) -> None:
         else:
             rng_abs = float(np.percentile(np.concatenate(recorder.values.get(layer.index, [np.zeros(1)])),
                                           percentile))
+        if layer.index in recorder.nonfinite and rng_abs == 0.0:
+            rng_abs = math.nan  # not one finite input: the model itself overflows
         if not np.isfinite(rng_abs):
             raise InvalidDataError(f"the inputs of analog layer {clean(layer.name)!r} reach {rng_abs} on the "
                                    f"{options.calibration_name} calibration data: the model overflows float32 "
@@ -191,6 +212,7 @@ def calibrate(state: CompileState) -> None:
             layer.input_scale = input_scale(rng_abs, spec.input_bits, layer.input_signed)
         layer.adc_full_scale = float(spec.worst_case_full_scale) \
             if not calibrated_adc else _adc_range(layer, weights, recorder, target.adc.percentile)
+    graph.meta["calibration_nonfinite"] = [clean(mapping.layers[i].name) for i in sorted(recorder.nonfinite)]
 
 
 def _calibration_view(graph: Graph, defer: bool) -> tuple[Graph, list]:
@@ -235,6 +257,16 @@ def _adc_range(layer, weights, recorder, percentile: float) -> float:
         enc = weights.encoded(layer, g).enc
         full = max(full, observe_full_scale(x_q, enc, layer.spec, layer.input_signed, percentile))
     return float(full)
+
+
+def calibration_notes(graph: Graph) -> list[str]:
+    """One line for the layers whose inputs the default calibration data drove to NaN or infinity."""
+    names = graph.meta.get("calibration_nonfinite", [])
+    if not names:
+        return []
+    return [f"the default calibration inputs give NaN or infinity at the input of {len(names)} analog layer(s) "
+            f"({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}): their input ranges come from the "
+            f"finite values only; pass --calibration DATA with real inputs"]
 
 
 def adc_warnings(mapping) -> list[str]:

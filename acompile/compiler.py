@@ -145,8 +145,8 @@ def run_pipeline(model, target, options: Options, *, with_calibration: bool = Tr
     cost = cost_model(state.graph, state.mapping, target, _samples(state)).to_dict() if "boundaries" in state.facts else {}
     warnings = model_scale_notes(state.graph)
     if "calibrated" in state.facts:
-        from .calibrate import adc_warnings
-        warnings += adc_warnings(state.mapping)
+        from .calibrate import adc_warnings, calibration_notes
+        warnings += calibration_notes(state.graph) + adc_warnings(state.mapping)
     return Compiled(state.graph, target, options, state.mapping, state.problems, cost, timings, warnings)
 
 

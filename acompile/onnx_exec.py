@@ -253,8 +253,8 @@ def _numpy_op(op_type: str, domain: str, attrs: dict, inputs: Sequence) -> list[
         x = np.asarray(inputs[0])
         to = np.asarray(inputs[1]).dtype if op_type == "CastLike" else \
             np.dtype(helper.tensor_dtype_to_np_dtype(int(attrs["to"])))
-        if not narrow_dtype(x.dtype) and not narrow_dtype(to):
-            return None
+        if not narrow_dtype(x.dtype) and not narrow_dtype(to) or to.name == "float8_e8m0fnu":
+            return None     # e8m0's round_mode is onnxruntime's to honour (or refuse)
         if narrow_dtype(to) and to.name.startswith("float") and x.dtype.kind == "f" and attrs.get("saturate", 1):
             import ml_dtypes
             top = float(ml_dtypes.finfo(to).max)
@@ -267,7 +267,7 @@ def _numpy_op(op_type: str, domain: str, attrs: dict, inputs: Sequence) -> list[
 # on its storage integers, whatever onnxruntime's Python binding can take.
 MOVES_BITS = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Gather", "GatherElements",
               "GatherND", "Slice", "Concat", "Split", "Expand", "Tile", "DepthToSpace", "SpaceToDepth",
-              "Compress", "ReverseSequence", "Where", "ScatterND", "ScatterElements"}
+              "Compress", "ReverseSequence", "Where", "ScatterND", "ScatterElements", "Pad"}
 
 
 def _storage_run(op_type: str, attrs: dict, inputs: Sequence, run) -> list | None:

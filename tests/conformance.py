@@ -136,7 +136,7 @@ def run_case(case, target) -> Result:
         value = got[name]
         if value.shape != ref.shape:
             return Result(case.name, "mismatch", layers, f"shape {value.shape} != {ref.shape}")
-        if ref.dtype.kind in "fc":
+        if ref.dtype.kind in "fc" or ref.dtype.name.startswith(("bfloat", "float")):     # ml_dtypes' floats too
             close = np.allclose(value.astype(np.float64), ref.astype(np.float64), rtol=rtol,
                                 atol=max(case.atol, 1e-5), equal_nan=True)
         else:

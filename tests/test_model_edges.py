@@ -139,3 +139,40 @@ def test_a_node_the_opset_converter_refuses_is_named(tmp_path):
     assert "spatial" in reason["message"]
     code, out, err = cli("compile", str(path), "--target", "isaac", "-o", str(tmp_path / "out"))
     assert code == 1 and "node 'bn' (BatchNormalization, opset 7)" in err
+
+
+def _log_then_linear():
+    """log(x) before a linear layer: onnxruntime runs it on positive data; the default calibration's
+    random normal inputs make half of it NaN."""
+    return _model([h.make_node("Log", ["x"], ["l"]), h.make_node("MatMul", ["l", "W"], ["y"])],
+                  [_vi("x", [4, 8])], [_vi("y", [4, 3])], [nh.from_array(_f32(8, 3), "W")])
+
+
+def test_the_default_calibration_leaves_out_the_nan_it_causes(tmp_path):
+    path = tmp_path / "log.onnx"
+    onnx.save(_log_then_linear(), str(path))
+    code, out, err = cli("compile", str(path), "--target", "isaac", "-o", str(tmp_path / "out"))
+    assert code == 0, err
+    assert "the default calibration inputs give NaN or infinity at the input of 1 analog layer(s) (MatMul_1)" in out + err
+    np.save(tmp_path / "x.npy", np.abs(_f32(4, 8)) + 0.1)
+    code, out, err = cli("run", str(path), "--target", "isaac", "--input", str(tmp_path / "x.npy"), "--format", "json")
+    assert code == 0 and json.loads(out)["comparison"]["y"]["relative_error"] < 1e-5, err
+    # data the user gives that drives the model to NaN is still bad calibration data
+    np.save(tmp_path / "bad.npy", _f32(4, 8))
+    code, out, err = cli("compile", str(path), "--target", "isaac", "-o", str(tmp_path / "out2"),
+                         "--calibration", str(tmp_path / "bad.npy"))
+    assert code == 2 and "reach nan" in err
+
+
+def test_the_default_calibration_attends_to_every_position(tmp_path):
+    """A boolean attention mask defaults to true: all false would mask every score (softmax of -inf: NaN)."""
+    scores = h.make_node("MatMul", ["x", "W"], ["s"])
+    masked = h.make_node("Where", ["mask", "s", "ninf"], ["m"])
+    m = _model([scores, masked, h.make_node("Softmax", ["m"], ["p"], axis=-1), h.make_node("MatMul", ["p", "V"], ["y"])],
+               [_vi("x", [2, 8]), _vi("mask", [2, 8], T.BOOL)], [_vi("y", [2, 4])],
+               [nh.from_array(_f32(8, 8), "W"), nh.from_array(_f32(8, 4), "V"),
+                nh.from_array(np.array(-np.inf, np.float32), "ninf")])
+    path = tmp_path / "mask.onnx"
+    onnx.save(m, str(path))
+    code, out, err = cli("compile", str(path), "--target", "isaac", "-o", str(tmp_path / "out"))
+    assert code == 0 and "NaN" not in out + err, out + err
