@@ -1,11 +1,16 @@
-"""Gemm and MatMul with a constant 2-D operand become ``acompile.Linear``.
+"""Gemm and MatMul with a constant 2-D operand, and an Einsum that is a dense layer, become
+``acompile.Linear``.
 
 ``y = x @ W.T + b`` over the last axis, W of shape [N, K]; transA, alpha, beta and a
-constant-first MatMul become explicit digital Transposes and scales. A MatMul of two
-dynamic tensors (attention) stays a digital op.
+constant-first MatMul become explicit digital Transposes and scales. An Einsum with one constant
+operand that contracts some of x's axes with it and keeps the rest (Keras' EinsumDense,
+``abc,cd->abd``; ``abcd,cde->abe``) is the same layer between Transposes and Reshapes. A MatMul of
+two dynamic tensors (attention) stays a digital op.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -25,6 +30,8 @@ def gemm_to_linear(state: CompileState) -> None:
             replacement = _gemm(graph, node)
         elif node.op_type == "MatMul" and not node.domain:
             replacement = _matmul(graph, node)
+        elif node.op_type == "Einsum" and not node.domain:
+            replacement = _einsum(graph, node)
         out_nodes.extend(replacement if replacement is not None else [node])
     graph.nodes = out_nodes
 
@@ -106,3 +113,64 @@ def _matmul(graph: Graph, node: Node) -> list[Node] | None:
         _linear_node(graph, node, xt, w, np.zeros(w.shape[0], np.float32), yt),
         new_node(graph, "Transpose", [yt], [y], {"perm": perm}, base=f"{node.name}_out_T"),
     ]
+
+
+def _einsum(graph: Graph, node: Node) -> list[Node] | None:
+    """An Einsum of x and a constant W that sums x's contracted axes against W and keeps every other
+    axis of each (no diagonals, no axis in both and in the output, no ellipsis): Transpose x to
+    (kept, contracted), Reshape to (kept..., K), a Linear layer to (kept..., N), Reshape to W's
+    kept axes, Transpose to the output's order."""
+    eq = str(node.attrs.get("equation", "")).replace(" ", "")
+    if len(node.inputs) != 2 or "..." in eq or eq.count("->") != 1:
+        return None
+    lhs, out = eq.split("->")
+    subs = lhs.split(",")
+    const = [graph.is_constant(i) for i in node.inputs]
+    if len(subs) != 2 or const.count(True) != 1:
+        return None
+    xi = const.index(False)
+    xs, ws = subs[xi], subs[1 - xi]
+    x_name, w = node.inputs[xi], graph.constants[node.inputs[1 - xi]]
+    x_shape = graph.static_shape(x_name)
+    if any(len(set(t)) != len(t) for t in (xs, ws, out)) or w.ndim != len(ws) or w.dtype.kind != "f" \
+            or x_shape is None or len(x_shape) != len(xs):
+        return None
+    contracted = [c for c in xs if c in ws and c not in out]
+    kept = [c for c in xs if c not in ws]
+    new = [c for c in ws if c not in xs]
+    if not contracted or not kept or sorted(kept + new) != sorted(out):
+        return None
+    size = dict(zip(xs, x_shape)) | dict(zip(ws, w.shape))
+    if any(size[c] != x_shape[xs.index(c)] for c in contracted):
+        return None
+    k, n = math.prod(size[c] for c in contracted), math.prod(size[c] for c in new)
+    weight = np.transpose(w, [ws.index(c) for c in new + contracted]).reshape(n, k)
+    dtype, y = graph.dtype(node.outputs[0]), node.outputs[0]
+    nodes, cur = [], x_name
+    kept_dims = [size[c] for c in kept]
+
+    def step(op, shape, attrs=None, extra=(), last=False):
+        nonlocal cur
+        value = y if last else new_value(graph, f"{node.name}_{op.lower()}", shape, dtype)
+        nodes.append(new_node(graph, op, [cur, *extra], [value], attrs, base=f"{node.name}_{op.lower()}"))
+        cur = value
+
+    perm = [xs.index(c) for c in kept + contracted]
+    if perm != list(range(len(xs))):
+        step("Transpose", kept_dims + [size[c] for c in contracted], {"perm": perm})
+    if len(contracted) != 1:
+        step("Reshape", kept_dims + [k], extra=[graph.add_constant(f"{node.name}_in_shape",
+                                                                 np.array(kept_dims + [k], np.int64))])
+    order = kept + new
+    back = [order.index(c) for c in out]
+    tail = len(new) != 1 or back != list(range(len(out)))
+    linear_out = new_value(graph, f"{node.name}_linear", kept_dims + [n], dtype) if tail else y
+    nodes.append(_linear_node(graph, node, cur, weight, np.zeros(n, np.float32), linear_out))
+    cur = linear_out
+    if len(new) != 1:
+        step("Reshape", kept_dims + [size[c] for c in new],
+             extra=[graph.add_constant(f"{node.name}_out_shape", np.array(kept_dims + [size[c] for c in new], np.int64))],
+             last=back == list(range(len(out))))
+    if back != list(range(len(out))):
+        step("Transpose", [size[c] for c in out], {"perm": back}, last=True)
+    return nodes

@@ -1,6 +1,7 @@
-"""gemm_to_linear: Gemm and MatMul with a constant 2-D operand become acompile.Linear."""
+"""gemm_to_linear: Gemm and MatMul with a constant 2-D operand, and a dense-layer Einsum, become acompile.Linear."""
 
 import numpy as np
+import pytest
 from onnx import helper
 
 from acompile.ir import is_linear
@@ -54,3 +55,39 @@ def test_linear_weights_are_contiguous_float32_copies_in_the_right_order():
             assert np.array_equal(got, np.ascontiguousarray(view, dtype=np.float32))
     w = rng.standard_normal((4, 3)).astype(np.float32)
     assert contiguous_float32(w) is w     # already contiguous float32: no copy
+
+
+
+@pytest.mark.parametrize("equation,x_shape,w_shape,w_first", [
+    ("abc,cd->abd", (2, 5, 6), (6, 4), False),          # Keras EinsumDense
+    ("abcd,cde->abe", (2, 5, 3, 4), (3, 4, 7), False),  # an attention output projection over (heads, head)
+    ("abc,cde->abde", (2, 5, 6), (6, 3, 4), False),     # a query projection into (heads, head)
+    ("abc,dc->adb", (2, 5, 6), (3, 6), False),          # transposed weight and output
+    ("jk,bij->bik", (2, 3, 4), (4, 5), True),           # the constant first
+])
+def test_an_einsum_that_is_a_dense_layer_becomes_one(equation, x_shape, w_shape, w_first):
+    w = weights()
+    inputs = ["w", "x"] if w_first else ["x", "w"]
+    out_letters = equation.split("->")[1]
+    letters = dict(zip(equation.split("->")[0].split(",")[1 if w_first else 0], x_shape)) | \
+        dict(zip(equation.split("->")[0].split(",")[0 if w_first else 1], w_shape))
+    model = tiny_model([helper.make_node("Einsum", inputs, ["y"], equation=equation)],
+                       [("x", x_shape)], [("y", tuple(letters[c] for c in out_letters))], {"w": w(*w_shape)})
+    g = check_pass(model, gemm_to_linear).graph        # onnxruntime agrees before and after
+    assert "Einsum" not in {n.op_type for n in g.nodes}
+    (linear,) = [n for n in g.nodes if is_linear(n)]
+    assert linear.meta["origin"] == "Einsum"
+
+
+@pytest.mark.parametrize("equation,x_shape,w_shape", [
+    ("bij,bjk->bik", (2, 3, 4), (2, 4, 5)),     # a batch axis in both operands: one matrix per batch
+    ("ij,jk->k", (3, 4), (4, 5)),               # x's other axis summed away
+    ("ii,ij->j", (4, 4), (4, 5)),               # a diagonal
+])
+def test_an_einsum_that_is_not_a_dense_layer_stays_digital(equation, x_shape, w_shape):
+    w = weights()
+    y_shape = {"bij,bjk->bik": (2, 3, 5), "ij,jk->k": (5,), "ii,ij->j": (5,)}[equation]
+    model = tiny_model([helper.make_node("Einsum", ["x", "w"], ["y"], equation=equation)],
+                       [("x", x_shape)], [("y", y_shape)], {"w": w(*w_shape)})
+    g = check_pass(model, gemm_to_linear).graph
+    assert [n.op_type for n in g.nodes] == ["Einsum"]
