@@ -15,7 +15,7 @@ from ..errors import InvalidModelError, clean
 from ..ir import Graph
 from ..limits import Limits
 from .external import resolve_external_data
-from .normalise import check_raw_sizes, normalise
+from .normalise import ai_onnx_opset, check_raw_sizes, normalise
 from .protobuf import Payloads, read_model_lean
 from .to_ir import to_ir
 
@@ -48,12 +48,14 @@ def _load(model: onnx.ModelProto, batch: int, bind: dict | None, limits: Limits,
     if bind:
         bind_inputs(model, bind, where)
     check_raw_sizes(model, where, limits)
+    written_opset = ai_onnx_opset(model, where)
     stripped = payloads.names() if payloads is not None else frozenset()
     skel, heavy, batch_axes = normalise(model, where, batch=batch, limits=limits, stripped=stripped,
                                         input_shapes=input_shapes)
     del model
     graph = to_ir(skel, where, limits, heavy, payloads)
     graph.meta["dynamic_batch"] = batch_axes is not None
+    graph.meta["written_opset"] = written_opset     # what messages name (the graph itself is at opset 17)
     if batch_axes is not None:
         graph.meta["batch_axes"] = batch_axes
         for name in graph.inputs:

@@ -4,6 +4,8 @@ table (``frontend/ops.py``); what cannot be mapped is recorded in ``state.proble
 
 from __future__ import annotations
 
+import dataclasses
+
 from ..frontend.ops import RECURRENT, Problem, support
 from ..ir import Node
 from ..onnx_exec import onnxruntime_runs
@@ -36,6 +38,9 @@ def classify(state: CompileState) -> None:
                 # data-dependent shapes still run on the digital units; only their cost is unknown
                 node.meta["cost_unknown"] = True
         if problem is not None:
+            if not problem.domain and graph.meta.get("written_opset"):
+                # an older model was converted to opset 17: name the opset it was written in
+                problem = dataclasses.replace(problem, opset=graph.meta["written_opset"])
             state.problems.append(problem)
             node.kind = "digital"
             node.meta["unknown"] = True
