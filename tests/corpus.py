@@ -583,10 +583,10 @@ def _torch():
     return torch
 
 
-def _export(module, args, dest: Path, opset: int, names_in, names_out, dynamic=None):
+def _export(module, args, dest: Path, opset: int, names_in, names_out, dynamic=None, **extra):
     torch = _torch()
     module.eval()
-    kw = dict(input_names=names_in, output_names=names_out, opset_version=opset)
+    kw = dict(input_names=names_in, output_names=names_out, opset_version=opset, **extra)
     # not under no_grad: with grad off, nn.TransformerEncoderLayer takes its fused fast path
     # (aten::_transformer_encoder_layer_fwd), which the TorchScript exporter cannot export
     if opset >= 18:
@@ -622,8 +622,9 @@ def _torch_rnn(cell: str, opset: int):
 
 
 @_described
-def _torch_mobilenet(opset: int):
-    """MobileNetV2-style CNN: stem, two inverted-residual blocks (BN, ReLU6, depthwise), pool, Linear."""
+def _torch_mobilenet(opset: int, functions: bool = False):
+    """MobileNetV2-style CNN: stem, two inverted-residual blocks (BN, ReLU6, depthwise), pool, Linear
+    (``functions``: each block and the Linear exported as an ONNX local function)."""
     def make(dest: Path) -> None:
         torch = _torch()
         nn = torch.nn
@@ -648,7 +649,8 @@ def _torch_mobilenet(opset: int):
             if isinstance(mod, nn.BatchNorm2d):
                 mod.running_mean.uniform_(-0.1, 0.1)
                 mod.running_var.uniform_(0.5, 1.5)
-        _export(net, (torch.rand(1, 3, 32, 32),), dest, opset, ["input"], ["output"])
+        extra = {"export_modules_as_functions": {IR, nn.Linear}} if functions else {}
+        _export(net, (torch.rand(1, 3, 32, 32),), dest, opset, ["input"], ["output"], **extra)
     return make
 
 
@@ -765,6 +767,7 @@ for _op in (14, 18):  # legacy TorchScript exporter (14: first with scaled_dot_p
     MADE_MODELS[f"torch_mobilenet_op{_op}"] = _torch_mobilenet(_op)
     MADE_MODELS[f"torch_transformer_op{_op}"] = _torch_transformer(_op)
     MADE_MODELS[f"torch_yolo_op{_op}"] = _torch_yolo(_op)
+MADE_MODELS["torch_mobilenet_functions_op15"] = _torch_mobilenet(15, functions=True)     # local functions
 MADE_MODELS["torch_mobilenet_qdq"] = _make_torch_quant("mobilenet", 14, "qdq")
 MADE_MODELS["torch_lstm_dynamic"] = _make_torch_quant("lstm", 14, "dynamic")
 MADE_MODELS["torch_transformer_qdq"] = _make_torch_quant("transformer", 14, "qdq")           # an int8 transformer

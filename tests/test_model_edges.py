@@ -2,7 +2,7 @@
 
 Each model here is one onnxruntime runs; each broke an early version of acompile (exit 3, a refusal
 of a runnable model, or wrong numbers): non-finite float attributes (skl2onnx's imputer writes NaN),
-a constant as a graph output, sequence values between digital ops, the old Upsample / Resize-10
+a constant as a graph output, sequence values between digital ops, local functions, the old Upsample / Resize-10
 coordinates through opset conversion, IR 3 initializers, a node the opset converter refuses,
 string inputs and outputs, and a ConvTranspose whose output_shape exceeds its full output.
 """
@@ -91,6 +91,23 @@ def conv_transpose_beyond_full_output():
                   [nh.from_array(_f32(4, 3, 3, 3), "W"), nh.from_array(_f32(3), "B")])
 
 
+def local_functions():
+    """A model built of local functions (as exporters write modules): a Linear+LeakyRelu function whose
+    alpha is the caller's attribute, called by another function, called twice by the graph."""
+    leaky = h.make_node("LeakyRelu", ["m"], ["y"])
+    leaky.attribute.append(h.make_attribute_ref("alpha", onnx.AttributeProto.FLOAT))
+    dense = h.make_function("my.fn", "Dense", ["x", "w"], ["y"], [h.make_node("MatMul", ["x", "w"], ["m"]), leaky],
+                            opset_imports=[h.make_opsetid("", 17)], attribute_protos=[h.make_attribute("alpha", 0.1)])
+    block = h.make_function("my.fn", "Block", ["x", "w1", "w2"], ["y"],
+                            [h.make_node("Dense", ["x", "w1"], ["h"], domain="my.fn", alpha=0.2),
+                             h.make_node("Dense", ["h", "w2"], ["y"], domain="my.fn")],
+                            opset_imports=[h.make_opsetid("", 17), h.make_opsetid("my.fn", 1)])
+    g = h.make_graph([h.make_node("Block", ["x", "W1", "W2"], ["y"], domain="my.fn")], "g", [_vi("x", [2, 6])],
+                     [_vi("y", [2, 3])], [nh.from_array(_f32(6, 5), "W1"), nh.from_array(_f32(5, 3), "W2")])
+    return h.make_model(g, opset_imports=[h.make_opsetid("", 17), h.make_opsetid("my.fn", 1)],
+                        functions=[dense, block], ir_version=8)
+
+
 MODELS = {
     "nonfinite_attributes": (nonfinite_attributes, {"x": _f32(3, 4)}),
     "constant_outputs": (constant_outputs, {"x": _f32(2, 6)}),
@@ -101,6 +118,7 @@ MODELS = {
     "ir3_initializers": (ir3_initializers, {"x": _f32(2, 6)}),
     "strings_in_and_out": (strings_in_and_out, {"s": np.array(["a", "c", "b"])}),
     "conv_transpose_beyond_full_output": (conv_transpose_beyond_full_output, {"x": _f32(1, 4, 5, 5)}),
+    "local_functions": (local_functions, {"x": _f32(2, 6)}),
 }
 MODELS["nonfinite_attributes"][1]["x"][0, 1] = np.nan      # the imputer's NaN, replaced
 

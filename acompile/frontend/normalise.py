@@ -99,6 +99,27 @@ def _skeleton(model: onnx.ModelProto, stripped=frozenset()) -> tuple[onnx.ModelP
     return skel, heavy
 
 
+def _inline_functions(skel: onnx.ModelProto, where: str) -> onnx.ModelProto:
+    """The model's local functions (an exporter's modules, onnxscript's functions) expanded into its
+    graph, as onnxruntime runs them: their Conv and MatMul nodes then map like any other."""
+    from onnx import inliner
+    # onnx's inliner drops a function's default attribute values (FunctionProto.attribute_proto) where a
+    # call leaves them out; onnxruntime applies them: give every such call its defaults first
+    defaults = {(f.domain, f.name): list(f.attribute_proto) for f in skel.functions if f.attribute_proto}
+    graphs = [skel.graph] + [f for f in skel.functions]
+    while graphs:
+        g = graphs.pop()
+        for n in g.node:
+            given = {a.name for a in n.attribute}
+            n.attribute.extend(a for a in defaults.get((n.domain, n.op_type), []) if a.name not in given)
+            graphs.extend(a.g for a in n.attribute if a.type == onnx.AttributeProto.GRAPH)
+            graphs.extend(x for a in n.attribute for x in a.graphs)
+    try:
+        return inliner.inline_local_functions(skel)
+    except Exception as e:
+        raise InvalidModelError(f"its local functions cannot be expanded: {first_line(e)}", where=where)
+
+
 def _copy_field(dst, fd, value) -> None:
     if is_repeated(fd):
         getattr(dst, fd.name).extend(value)
@@ -315,6 +336,8 @@ def normalise(model: onnx.ModelProto, where: str, batch: int = 1, limits: "Limit
                             where=where)
     version = ai_onnx_opset(model, where)
     skel, heavy = _skeleton(model, stripped)
+    if skel.functions:
+        skel = _inline_functions(skel, where)
     _dynamic_dims(skel, heavy)
     unfixed = onnx.ModelProto()
     unfixed.CopyFrom(skel)
