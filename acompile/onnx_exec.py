@@ -235,16 +235,20 @@ def _broadcast(p: np.ndarray, x: np.ndarray, axis: int, block_size: int) -> np.n
     return np.repeat(p, block_size, axis=axis).take(np.arange(x.shape[axis]), axis=axis)
 
 
+# onnxruntime's contrib QuantizeLinear/DequantizeLinear (com.microsoft) compute what ONNX's do
+QUANTIZE_DOMAINS = ("", "ai.onnx", "com.microsoft")
+
+
 def _numpy_op(op_type: str, domain: str, attrs: dict, inputs: Sequence) -> list[np.ndarray] | None:
     """The operators onnxruntime's Python binding cannot be fed (sub-byte and 8-bit float
     quantized tensors), computed in numpy; None for every other case."""
-    if op_type == "DequantizeLinear" and domain in ("", "ai.onnx") and inputs and _exotic(inputs[0]):
+    if op_type == "DequantizeLinear" and domain in QUANTIZE_DOMAINS and inputs and _exotic(inputs[0]):
         zero_point = inputs[2] if len(inputs) > 2 else None
         dtype = attrs.get("output_dtype") or 0
         out = helper.tensor_dtype_to_np_dtype(int(dtype)) if dtype else None
         return [dequantize_linear(inputs[0], inputs[1], zero_point, int(attrs.get("axis", 1)),
                                   int(attrs.get("block_size", 0)), out)]
-    if op_type == "QuantizeLinear" and domain in ("", "ai.onnx") and len(inputs) > 2 and _exotic(inputs[2]):
+    if op_type == "QuantizeLinear" and domain in QUANTIZE_DOMAINS and len(inputs) > 2 and _exotic(inputs[2]):
         dtype = attrs.get("output_dtype") or 0
         out = helper.tensor_dtype_to_np_dtype(int(dtype)) if dtype else None
         return [quantize_linear(inputs[0], inputs[1], inputs[2], int(attrs.get("axis", 1)),
@@ -289,6 +293,9 @@ def _feed(x) -> Any:
     x = np.asarray(x)
     if not narrow_dtype(x.dtype):
         return x
+    if x.dtype.name.startswith(("int", "uint", "float4")):
+        # ml_dtypes keeps one 4- or 2-bit value a byte; onnxruntime reads them packed: never mislabel
+        raise ValueError(f"onnxruntime cannot take a {x.dtype.name} tensor here")
     import onnxruntime as ort
     return ort.OrtValue.ortvalue_from_numpy_with_onnx_type(
         np.ascontiguousarray(x).view(f"u{x.dtype.itemsize}"), helper.np_dtype_to_tensor_dtype(x.dtype))

@@ -496,7 +496,7 @@ def _make_float(base: str):
 
 
 @_described
-def _make_static_quant(base: str, fmt: str, per_channel: bool):
+def _make_static_quant(base: str, fmt: str, per_channel: bool, **extra_options):
     """onnxruntime.quantization.quantize_static, int8 weights / uint8 activations (the tool's
     defaults for QOperator; QInt8 activations for QDQ, as its docs recommend for CPU)."""
     def make(dest: Path) -> None:
@@ -518,7 +518,7 @@ def _make_static_quant(base: str, fmt: str, per_channel: bool):
                 per_channel=per_channel,
                 activation_type=q.QuantType.QInt8 if fmt == "qdq" else q.QuantType.QUInt8,
                 weight_type=q.QuantType.QInt8,
-                calibrate_method=q.CalibrationMethod.MinMax)
+                calibrate_method=q.CalibrationMethod.MinMax, extra_options=extra_options or None)
     return make
 
 
@@ -764,6 +764,7 @@ MADE_MODELS = {
     "float_mlp": _make_float("mlp"),
     "q_cnn_qdq_tensor": _make_static_quant("cnn", "qdq", per_channel=False),
     "q_cnn_qdq_channel": _make_static_quant("cnn", "qdq", per_channel=True),
+    "q_cnn_qdq_float_bias": _make_static_quant("cnn", "qdq", per_channel=True, QuantizeBias=False),
     "q_cnn_qop": _make_static_quant("cnn", "qop", per_channel=False),
     "q_cnn_dynamic": _make_dynamic_quant("cnn"),
     "q_mlp_qdq_tensor": _make_static_quant("mlp", "qdq", per_channel=False),

@@ -26,7 +26,7 @@ from acompile.cli.app import main
 # Models that map (exit 0 everywhere) with the flags below; every other corpus model is refused (exit 1).
 MAPS = {
     "float_cnn", "float_mlp",
-    "q_cnn_qdq_tensor", "q_cnn_qdq_channel", "q_cnn_qop", "q_cnn_dynamic",
+    "q_cnn_qdq_tensor", "q_cnn_qdq_channel", "q_cnn_qdq_float_bias", "q_cnn_qop", "q_cnn_dynamic",
     "q_mlp_qdq_tensor", "q_mlp_qdq_channel", "q_mlp_qop", "q_mlp_dynamic", "q_mlp_int4_blocked",
     "skl_mlp", "skl_logreg", "skl_mlp_zipmap",
     "torch_lstm_op14", "torch_lstm_op18", "torch_gru_op14", "torch_gru_op18", "torch_lstm_dynamic",

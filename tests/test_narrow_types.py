@@ -89,7 +89,18 @@ def _bfloat16_weights(rng):
                   out_shape=[4, N])
 
 
-MODELS = {"int4_blocked": _int4_blocked, "uint4_axis_zero_point": _uint4_axis_zero_point,
+def _contrib_int4(rng):
+    """onnxruntime's quantizer writes com.microsoft QuantizeLinear/DequantizeLinear for int4 (QInt4)."""
+    q = rng.integers(-8, 8, size=(K, N)).astype(ml_dtypes.int4)
+    m = _model([h.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w"], domain="com.microsoft"),
+                h.make_node("MatMul", ["x", "w"], ["y"])],
+               [nh.from_array(q, "wq"), nh.from_array(np.array(0.05, np.float32), "ws"),
+                nh.from_array(np.array(0, ml_dtypes.int4), "wz")], [4, K], opset=17, out_shape=[4, N])
+    m.opset_import.append(h.make_opsetid("com.microsoft", 1))
+    return m
+
+
+MODELS = {"int4_blocked": _int4_blocked, "contrib_int4": _contrib_int4, "uint4_axis_zero_point": _uint4_axis_zero_point,
           "int4_conv_blocked": _int4_conv_blocked, "int4_activations": _int4_activations,
           "float8_qdq": _float8_qdq, "bfloat16_weights": _bfloat16_weights}
 
@@ -206,3 +217,14 @@ def test_the_comparison_notes_when_onnxruntime_is_not_exact(tmp_path):
     assert note is None or "MatMulInteger" in note
     onnx.save(_int4_blocked(np.random.default_rng(0)), str(tmp_path / "float.onnx"))
     assert reference_caveat(tmp_path / "float.onnx") is None
+
+
+def test_sixteen_bit_integers_times_their_scales_are_recognised():
+    """int16 weights near 32767 times a float32 scale come back within |q| * 2^-23 of whole numbers:
+    they are still the model's integers (a fixed 1e-3 tolerance refused them)."""
+    from acompile.passes.quantized_layers import _integers
+    q = np.array([[32767, -32768, 12345, 1], [-32000, 31999, 7, 0]], np.float64)
+    s = np.array([1.3e-5, 7.1e-4])
+    w = (q * s[:, None]).astype(np.float32)
+    np.testing.assert_array_equal(_integers(w, s), q)
+    assert _integers(w + np.float32(0.3) * s[:, None].astype(np.float32), s) is None

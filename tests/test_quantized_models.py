@@ -17,7 +17,8 @@ import pytest
 import corpus
 from helpers import cli as _cli
 
-QUANTIZED = ["q_mlp_qdq_tensor", "q_mlp_qdq_channel", "q_cnn_qdq_tensor", "q_cnn_qdq_channel", "q_mlp_qop",
+QUANTIZED = ["q_mlp_qdq_tensor", "q_mlp_qdq_channel", "q_cnn_qdq_tensor", "q_cnn_qdq_channel", "q_cnn_qdq_float_bias",
+             "q_mlp_qop",
              "q_cnn_qop", "q_mlp_dynamic", "q_cnn_dynamic"]
 SAMPLES = 200
 
@@ -165,3 +166,45 @@ def test_a_qlinear_matmul_whose_weight_is_computed_from_constants_maps_with_its_
     assert code == 0
     (cmp,) = json.loads(out)["comparison"].values()
     assert cmp["max_abs_error"] <= 0.4 + 1e-6, cmp     # at most one step of the output's int8 grid
+
+
+def test_a_float_bias_is_compared_against_the_model_as_written(tmp_path):
+    """quantize_static(QuantizeBias=False) leaves float Conv/Gemm biases; onnxruntime's basic graph
+    optimisations would quantize them to int32 in the reference. run compares with the model as written."""
+    torch = pytest.importorskip("torch")
+    from onnxruntime import quantization as q
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    nn = torch.nn
+    torch.manual_seed(0)
+
+    class CNN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.bn = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+            self.c2, self.fc = nn.Conv2d(8, 16, 3, padding=1), nn.Linear(16, 10)
+
+        def forward(self, x):
+            x = nn.functional.max_pool2d(torch.relu(self.bn(self.c1(x))), 2)
+            return self.fc(torch.relu(self.c2(x)).mean((2, 3)))
+
+    net = CNN().eval()
+    with torch.no_grad():
+        net.bn.running_mean.uniform_(-.2, .2)
+        net.bn.running_var.uniform_(.5, 1.5)
+    torch.onnx.export(net, torch.randn(1, 3, 16, 16), str(tmp_path / "f.onnx"), input_names=["x"], output_names=["y"],
+                      opset_version=17, dynamo=False)
+    quant_pre_process(str(tmp_path / "f.onnx"), str(tmp_path / "pre.onnx"))
+    data = iter([{"x": np.random.RandomState(i).randn(1, 3, 16, 16).astype(np.float32)} for i in range(16)])
+
+    class Reader(q.CalibrationDataReader):
+        def get_next(self):
+            return next(data, None)
+
+    q.quantize_static(str(tmp_path / "pre.onnx"), str(tmp_path / "m.onnx"), Reader(), quant_format=q.QuantFormat.QDQ,
+                      activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
+                      extra_options={"QuantizeBias": False})
+    np.savez(tmp_path / "x.npz", x=np.random.RandomState(99).randn(1, 3, 16, 16).astype(np.float32))
+    code, out, err = _cli("run", str(tmp_path / "m.onnx"), "--target", "isaac", "--input", str(tmp_path / "x.npz"),
+                          "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["comparison"]["y"]["relative_error"] < 1e-6

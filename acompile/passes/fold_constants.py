@@ -22,6 +22,8 @@ NEVER_FOLD = NON_DETERMINISTIC | {"If", "Loop", "Scan", "SequenceConstruct", "Dr
 SIZE_FROM_VALUES = {"Tile", "Expand", "Range", "Resize", "Upsample", "Pad", "OneHot", "CenterCropPad", "Col2Im",
                     "HannWindow", "HammingWindow", "BlackmanWindow", "MelWeightMatrix", "DFT", "STFT",
                     "MaxUnpool", "AffineGrid"}
+# onnxruntime's own deterministic operators a quantizer writes on constant weights
+FOLDABLE_CONTRIB = {("com.microsoft", "DequantizeLinear"), ("com.microsoft", "QuantizeLinear")}
 SMALL_INPUT_BYTES = 4096   # inputs up to this size are given to shape inference by value
 
 
@@ -299,7 +301,7 @@ def _propagate_shapes(graph: Graph) -> bool:
 def _fold_once(graph: Graph, limits: Limits) -> bool:
     folded = []
     for node in graph.nodes:
-        if node.op_type in NEVER_FOLD or node.domain:
+        if node.op_type in NEVER_FOLD or node.domain and (node.domain, node.op_type) not in FOLDABLE_CONTRIB:
             continue
         if any(isinstance(v, Subgraph) for v in node.attrs.values()):
             continue
@@ -324,7 +326,8 @@ def _fold_once(graph: Graph, limits: Limits) -> bool:
         if values is None:
             if node.op_type in SIZE_FROM_VALUES and unknown:
                 continue  # unknown output size: do not gamble on an allocation
-            values = run_node(node.op_type, node.attrs, args, len(node.outputs), graph.opset,
+            values = run_node(node.op_type, node.attrs, args, len(node.outputs),
+                              node.opset if node.domain else graph.opset, domain=node.domain,
                               attr_types=node.meta.get("attr_types"), where=node.describe())
         for o, v in zip(node.outputs, values):
             if o:

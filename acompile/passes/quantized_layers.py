@@ -16,7 +16,7 @@ import numpy as np
 
 from ..ir import Graph, Node
 from ..mapping import layer_matrix
-from ..onnx_exec import narrow_dtype
+from ..onnx_exec import QUANTIZE_DOMAINS, narrow_dtype
 from .base import CompileState, compile_pass
 from .qoperator import expand_qoperators
 
@@ -45,7 +45,7 @@ def _const(graph: Graph, name: str):
 
 def _dequantize_parts(graph: Graph, node: Node | None):
     """(integer tensor name, scale, zero point, axis) of a DequantizeLinear with constant scale, or None."""
-    if node is None or node.op_type != "DequantizeLinear" or node.domain not in ("", "ai.onnx"):
+    if node is None or node.op_type != "DequantizeLinear" or node.domain not in QUANTIZE_DOMAINS:
         return None
     scale = _const(graph, node.inputs[1])
     zp_name = node.inputs[2] if len(node.inputs) > 2 else ""
@@ -132,7 +132,8 @@ def _integers(w: np.ndarray, s: np.ndarray) -> np.ndarray | None:
     """W / s_w rounded, when W holds whole multiples of its channels' scales (else None)."""
     q = np.asarray(w, np.float64) / s[:, None]
     r = np.rint(q)
-    return r if q.size == 0 or float(np.max(np.abs(q - r))) <= 1e-3 else None
+    # float32 keeps 24 bits: a 16-bit integer times its scale comes back within |q| * 2^-23 of it
+    return r if q.size == 0 or bool(np.all(np.abs(q - r) <= 1e-3 + np.abs(r) * 2.0 ** -22)) else None
 
 
 def _use(graph: Graph, layer, rec: dict) -> str | None:
