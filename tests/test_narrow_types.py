@@ -228,3 +228,11 @@ def test_sixteen_bit_integers_times_their_scales_are_recognised():
     w = (q * s[:, None]).astype(np.float32)
     np.testing.assert_array_equal(_integers(w, s), q)
     assert _integers(w + np.float32(0.3) * s[:, None].astype(np.float32), s) is None
+
+
+def test_the_compile_says_why_blocked_or_float8_weights_are_requantized(tmp_path):
+    for make, why in ((_int4_blocked, "blocked scales"), (_float8_qdq, "float8_e4m3fn weights are not integers")):
+        path = tmp_path / "m.onnx"
+        onnx.save(make(np.random.default_rng(0)), str(path))
+        code, out, err = _cli("compile", str(path), "--target", "isaac", "-o", str(tmp_path / make.__name__))
+        assert code == 0 and "quantized model: 1 layer(s)" in err and why in err, err

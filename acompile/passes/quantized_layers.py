@@ -68,6 +68,8 @@ def _weight_record(graph: Graph, node: Node, producer: dict) -> dict | None:
     # the folded weights against the scales either way
     q = _const(graph, q_name)
     dtype, shape = (q.dtype, q.shape) if q is not None else (graph.dtype(q_name), graph.shape(q_name))
+    if dtype is not None and np.dtype(dtype).kind in "fV" and not _is_integer(dtype):
+        return {"unusable": f"its {np.dtype(dtype).name} weights are not integers: quantized by acompile"}
     if dtype is None or not _is_integer(dtype) or shape is None or len(shape) < 2 \
             or not isinstance(shape[out_axis], int):
         return None
@@ -76,6 +78,9 @@ def _weight_record(graph: Graph, node: Node, producer: dict) -> dict | None:
         scales = np.full(n_out, float(scale.reshape(-1)[0]))
     elif scale.size == n_out and axis % len(shape) == out_axis:
         scales = scale.reshape(-1)
+    elif scale.ndim == len(shape):
+        return {"unusable": "its weights have blocked scales (one per block of a column), not one per output "
+                            "channel: requantized by acompile"}
     else:
         return None
     return {"weight_scales": [float(s) for s in scales], "weight_bits": _integer_range(dtype)[2]}
@@ -139,6 +144,8 @@ def _integers(w: np.ndarray, s: np.ndarray) -> np.ndarray | None:
 def _use(graph: Graph, layer, rec: dict) -> str | None:
     """Attach the model's scales to ``layer``; or say why not (one line)."""
     spec = layer.spec
+    if "unusable" in rec:
+        return rec["unusable"]
     if layer.op_type not in ("Conv", "Linear"):
         return f"a {layer.op_type} keeps acompile's quantisation"
     scales = np.asarray(rec["weight_scales"], np.float64)
