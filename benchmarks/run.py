@@ -109,39 +109,9 @@ def _dynamic_batch(model) -> bool:
 
 
 def zoo_resnet50():
-    """The onnx package's light ResNet-50 (opset 9, IR 3; weights replaced by ConstantOfShape of their
-    shapes) with its weights materialised: seeded He-scaled normals, positive BatchNorm variances."""
-    import numpy as np
-    import onnx
-    from onnx import numpy_helper
-    path = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light" / "light_resnet50.onnx"
-    model = onnx.load(str(path))
-    g = model.graph
-    shapes = {t.name: numpy_helper.to_array(t) for t in g.initializer}
-    rng = np.random.default_rng(50)
-    keep, weights = [], []
-    for node in g.node:
-        if node.op_type != "ConstantOfShape" or node.input[0] not in shapes:
-            keep.append(node)
-            continue
-        name, shape = node.output[0], tuple(int(d) for d in shapes[node.input[0]])
-        fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
-        w = rng.standard_normal(shape).astype(np.float32) * np.float32(np.sqrt(2.0 / fan_in))
-        if name.endswith("_riv_0"):       # running variance
-            w = np.abs(w) + np.float32(0.5)
-        weights.append(numpy_helper.from_array(w, name))
-    used = {n.input[0] for n in g.node if n not in keep}
-    del g.node[:]
-    g.node.extend(keep)
-    # IR 3: every initializer is also a graph input
-    inputs = [i for i in g.input if i.name not in used]
-    inputs += [onnx.helper.make_tensor_value_info(w.name, onnx.TensorProto.FLOAT, list(w.dims)) for w in weights]
-    del g.input[:]
-    g.input.extend(inputs)
-    kept = [t for t in g.initializer if t.name not in used]
-    del g.initializer[:]
-    g.initializer.extend(kept + weights)
-    return model
+    """The onnx package's light ResNet-50 (opset 9, IR 3), its weights materialised (tests/corpus.py)."""
+    from tests.corpus import light_model
+    return light_model("resnet50")
 
 
 def build_models(folder: Path, quick: bool, wanted, dynamic: bool) -> dict[str, tuple[Path, Path]]:

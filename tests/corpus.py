@@ -537,6 +537,52 @@ def _make_dynamic_quant(base: str):
     return make
 
 
+LIGHT_MODELS = ("bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50", "shufflenet",
+                "squeezenet", "vgg19", "zfnet512")
+
+
+def light_model(name: str, seed: int = 50) -> onnx.ModelProto:
+    """One of the onnx package's light model-zoo CNNs (opset 9, IR 3: every weight a ConstantOfShape of
+    its shape) with its weights materialised: seeded He-scaled normals, positive BatchNorm variances."""
+    path = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light" / f"light_{name}.onnx"
+    model = onnx.load(str(path))
+    g = model.graph
+    shapes = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    variances = {n.input[4] for n in g.node if n.op_type == "BatchNormalization" and len(n.input) > 4}
+    rng = np.random.default_rng(seed)
+    keep, weights = [], []
+    for node in g.node:
+        if node.op_type != "ConstantOfShape" or node.input[0] not in shapes:
+            keep.append(node)
+            continue
+        shape = tuple(int(d) for d in shapes[node.input[0]])
+        fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+        w = rng.standard_normal(shape).astype(np.float32) * np.float32(np.sqrt(2.0 / fan_in))
+        if node.output[0] in variances:
+            w = np.abs(w) + np.float32(0.5)
+        weights.append(numpy_helper.from_array(w, node.output[0]))
+    used = {n.input[0] for n in g.node if n not in keep}
+    del g.node[:]
+    g.node.extend(keep)
+    # IR 3: every initializer is also a graph input
+    inputs = [i for i in g.input if i.name not in used]
+    inputs += [helper.make_tensor_value_info(w.name, TensorProto.FLOAT, list(w.dims)) for w in weights]
+    del g.input[:]
+    g.input.extend(inputs)
+    kept = [t for t in g.initializer if t.name not in used]
+    del g.initializer[:]
+    g.initializer.extend(kept + weights)
+    return model
+
+
+@_described
+def _make_light(name: str):
+    """A model-zoo CNN from the onnx package (opset 9, IR 3), its weights materialised with seeded values."""
+    def make(dest: Path) -> None:
+        onnx.save(light_model(name), str(dest))
+    return make
+
+
 @_described
 def _make_int4_weights(base: str):
     """onnxruntime.quantization's weight-only 4-bit quantizer (MatMulNBitsQuantizer, QDQ format):
@@ -782,6 +828,8 @@ for _op in (14, 18):  # legacy TorchScript exporter (14: first with scaled_dot_p
     MADE_MODELS[f"torch_mobilenet_op{_op}"] = _torch_mobilenet(_op)
     MADE_MODELS[f"torch_transformer_op{_op}"] = _torch_transformer(_op)
     MADE_MODELS[f"torch_yolo_op{_op}"] = _torch_yolo(_op)
+for _name in ("squeezenet", "shufflenet", "inception_v1", "inception_v2", "densenet121"):
+    MADE_MODELS[f"zoo_{_name}"] = _make_light(_name)
 MADE_MODELS["torch_mobilenet_functions_op15"] = _torch_mobilenet(15, functions=True)     # local functions
 MADE_MODELS["torch_mobilenet_qdq"] = _make_torch_quant("mobilenet", 14, "qdq")
 MADE_MODELS["torch_lstm_dynamic"] = _make_torch_quant("lstm", 14, "dynamic")
@@ -792,7 +840,8 @@ SHAPES.update({"skl_mlp": {"X": [4, 8]}, "skl_mlp_zipmap": {"X": [4, 8]}, "skl_l
 
 TORCH_MODELS = sorted(n for n in MADE_MODELS if n.startswith("torch_"))
 SKL_MODELS = sorted(n for n in MADE_MODELS if n.startswith("skl_"))
-ORT_MODELS = sorted(n for n in MADE_MODELS if n not in TORCH_MODELS and n not in SKL_MODELS)
+ZOO_MODELS = sorted(n for n in MADE_MODELS if n.startswith("zoo_"))
+ORT_MODELS = sorted(n for n in MADE_MODELS if n not in TORCH_MODELS and n not in SKL_MODELS and n not in ZOO_MODELS)
 
 
 # onnxruntime's u8s8 integer kernels saturate on x86 CPUs without VNNI: acompile's run notes it too

@@ -39,6 +39,7 @@ MAPS = {
     "silero_vad_ov", "silero_vad_seq", "whisper_vad",
     "oww_melspec", "oww_embedding", "oww_timer", "g2p_id_bert", "lac_encoder", "ar_romanizer_enc",
     "basic_pitch_nmp", "eeg_spindle", "khmersm",
+    "zoo_squeezenet", "zoo_shufflenet", "zoo_inception_v1", "zoo_inception_v2", "zoo_densenet121",
 }
 # Graph inputs frozen with --bind (an If selecting on the sample rate is then inlined).
 BIND = {"silero_vad": ("sr",), "silero_vad_ifless": ("sr",)}
@@ -54,7 +55,8 @@ def _cli(*argv: str) -> tuple[int, str]:
 
 def _params():
     for name in corpus.ALL:
-        slow = name in corpus.WHEEL_MODELS or (name.startswith("torch_") and name.endswith("_op18"))
+        slow = name in corpus.WHEEL_MODELS or name in corpus.ZOO_MODELS or \
+            (name.startswith("torch_") and name.endswith("_op18"))
         yield pytest.param(name, id=name, marks=[pytest.mark.slow] if slow else [])
 
 
