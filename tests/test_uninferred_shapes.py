@@ -137,3 +137,14 @@ def test_reasons_name_the_opset_the_model_was_written_in(tmp_path):
     code, out, err = _cli("check", str(path), "--target", "isaac", "--format", "json")
     (reason,) = json.loads(out)["results"][0]["reasons"]
     assert code == 1 and (reason["op_type"], reason["opset"]) == ("Conv", 13), reason
+
+
+def test_the_fix_for_a_dynamic_input_shows_its_shape(tmp_path):
+    """The hint spells the input's shape with its dynamic dimensions by name: the user replaces those."""
+    w = nh.from_array(np.ones((4, 3, 3, 3), np.float32), "w")
+    g = h.make_graph([h.make_node("Conv", ["x", "w"], ["y"])], "g", [h.make_tensor_value_info("x", T.FLOAT, [1, 3, "H", 8])],
+                     [h.make_tensor_value_info("y", T.FLOAT, None)], initializer=[w])
+    path = tmp_path / "m.onnx"
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)], ir_version=8), str(path))
+    code, out, err = _cli("check", str(path), "--target", "isaac")
+    assert code == 1 and "--input-shape x:1,3,H,8, a number for each named dimension" in out, out

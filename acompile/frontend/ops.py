@@ -192,8 +192,10 @@ def unknown_shape_reason(g: Graph, name: str) -> str:
         return ", ".join(f"{n.op_type} {n.name!r}" for n in found[:3]) + (", ..." if len(found) > 3 else "")
     why = []
     if inputs:
+        shape = g.shape(inputs[0])
+        dims = ",".join(str(d) if isinstance(d, int) else str(d or "?") for d in shape) if shape else "D1,D2,..."
         why.append(f"model input {', '.join(repr(i) for i in inputs[:3])} has dynamic dimensions (fix them with "
-                   f"--input-shape {inputs[0]}:D1,D2,...)")
+                   f"--input-shape {inputs[0]}:{dims}, a number for each named dimension)")
     if data_sized:
         why.append(f"its size depends on values computed at run time ({nodes(data_sized)})")
     if lost:
