@@ -127,24 +127,24 @@ def test_input_shapes_a_fixed_reshape_cannot_take_are_bad_input_in_check_and_com
     assert _cli("check", str(path), "--target", "isaac", "--input-shape", "x:2,9,16")[0] == 0     # 288 elements fit
 
 
-def test_reasons_name_the_opset_the_model_was_written_in(tmp_path):
-    """An opset-13 model is converted to opset 17 inside: the refusal still says opset 13."""
+def _dynamic_conv(tmp_path, opset: int):
+    """A Conv whose input [1, 3, H, 8] has a dynamic height."""
     w = nh.from_array(np.ones((4, 3, 3, 3), np.float32), "w")
     g = h.make_graph([h.make_node("Conv", ["x", "w"], ["y"])], "g", [h.make_tensor_value_info("x", T.FLOAT, [1, 3, "H", 8])],
                      [h.make_tensor_value_info("y", T.FLOAT, None)], initializer=[w])
     path = tmp_path / "m.onnx"
-    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 13)], ir_version=8), str(path))
-    code, out, err = _cli("check", str(path), "--target", "isaac", "--format", "json")
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", opset)], ir_version=8), str(path))
+    return path
+
+
+def test_reasons_name_the_opset_the_model_was_written_in(tmp_path):
+    """An opset-13 model is converted to opset 17 inside: the refusal still says opset 13."""
+    code, out, err = _cli("check", str(_dynamic_conv(tmp_path, 13)), "--target", "isaac", "--format", "json")
     (reason,) = json.loads(out)["results"][0]["reasons"]
     assert code == 1 and (reason["op_type"], reason["opset"]) == ("Conv", 13), reason
 
 
 def test_the_fix_for_a_dynamic_input_shows_its_shape(tmp_path):
     """The hint spells the input's shape with its dynamic dimensions by name: the user replaces those."""
-    w = nh.from_array(np.ones((4, 3, 3, 3), np.float32), "w")
-    g = h.make_graph([h.make_node("Conv", ["x", "w"], ["y"])], "g", [h.make_tensor_value_info("x", T.FLOAT, [1, 3, "H", 8])],
-                     [h.make_tensor_value_info("y", T.FLOAT, None)], initializer=[w])
-    path = tmp_path / "m.onnx"
-    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)], ir_version=8), str(path))
-    code, out, err = _cli("check", str(path), "--target", "isaac")
+    code, out, err = _cli("check", str(_dynamic_conv(tmp_path, 17)), "--target", "isaac")
     assert code == 1 and "--input-shape x:1,3,H,8, a number for each named dimension" in out, out
