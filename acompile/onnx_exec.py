@@ -166,15 +166,31 @@ def _exotic(x) -> bool:
     return x is not None and not isinstance(x, list) and narrow_dtype(np.asarray(x).dtype)
 
 
+def integer_dtype(dtype) -> bool:
+    """An integer type, numpy's own or ml_dtypes' (int4, uint4, int2, uint2)."""
+    dtype = np.dtype(dtype)
+    return dtype.kind in "iu" or narrow_dtype(dtype) and dtype.name.startswith(("int", "uint"))
+
+
+def integer_range(dtype) -> tuple[int, int, int]:
+    """(min, max, bits) of an integer type, numpy's own or ml_dtypes'."""
+    import ml_dtypes
+    info = np.iinfo(dtype) if np.dtype(dtype).kind in "iu" else ml_dtypes.iinfo(dtype)
+    return int(info.min), int(info.max), int(info.bits)
+
+
+def _saturate(x: np.ndarray, dtype) -> np.ndarray:
+    """x clipped to a narrow float type's largest finite value (infinities included)."""
+    import ml_dtypes
+    top = float(ml_dtypes.finfo(dtype).max)
+    return np.clip(x, -top, top)
+
+
 def _as_numbers(x: np.ndarray) -> np.ndarray:
-    """The values of a quantized tensor in a type numpy computes with exactly."""
+    """The values of a quantized tensor in a type numpy computes with exactly (float8 and float4 are
+    exact in float64)."""
     x = np.asarray(x)
-    if x.dtype.kind in "iu":
-        return x.astype(np.int64)
-    name = x.dtype.name
-    if name.startswith(("int", "uint")):         # int4, uint4, int2, uint2
-        return x.astype(np.int64)
-    return x.astype(np.float64)                   # float8, float4: exact in float64
+    return x.astype(np.int64 if integer_dtype(x.dtype) else np.float64)
 
 
 def dequantize_linear(x, scale, zero_point=None, axis: int = 1, block_size: int = 0,
@@ -205,16 +221,11 @@ def quantize_linear(x, scale, zero_point=None, axis: int = 1, block_size: int = 
         out = np.asarray(zero_point).dtype if zero_point is not None else np.dtype(np.uint8)
     ratio = x.astype(np.float32) / _broadcast(scale.astype(np.float32), x, axis, block_size)
     zero = _broadcast(_as_numbers(zero_point), x, axis, block_size) if zero_point is not None else 0
-    if out.kind in "iu" or out.name.startswith(("int", "uint")):
-        import ml_dtypes
-        info = np.iinfo(out) if out.kind in "iu" else ml_dtypes.iinfo(out)
-        return np.clip(np.rint(ratio).astype(np.float64) + zero, info.min, info.max).astype(out)
+    if integer_dtype(out):
+        low, high, _ = integer_range(out)
+        return np.clip(np.rint(ratio).astype(np.float64) + zero, low, high).astype(out)
     y = ratio.astype(np.float64) + zero
-    if saturate:
-        import ml_dtypes
-        top = float(ml_dtypes.finfo(out).max)
-        y = np.clip(y, -top, top)
-    return y.astype(out)
+    return (_saturate(y, out) if saturate else y).astype(out)
 
 
 def _broadcast(p: np.ndarray, x: np.ndarray, axis: int, block_size: int) -> np.ndarray:
@@ -242,17 +253,13 @@ QUANTIZE_DOMAINS = ("", "ai.onnx", "com.microsoft")
 def _numpy_op(op_type: str, domain: str, attrs: dict, inputs: Sequence) -> list[np.ndarray] | None:
     """The operators onnxruntime's Python binding cannot be fed (sub-byte and 8-bit float
     quantized tensors), computed in numpy; None for every other case."""
+    out = helper.tensor_dtype_to_np_dtype(int(attrs["output_dtype"])) if attrs.get("output_dtype") else None
+    axis, block = int(attrs.get("axis", 1)), int(attrs.get("block_size", 0))
     if op_type == "DequantizeLinear" and domain in QUANTIZE_DOMAINS and inputs and _exotic(inputs[0]):
         zero_point = inputs[2] if len(inputs) > 2 else None
-        dtype = attrs.get("output_dtype") or 0
-        out = helper.tensor_dtype_to_np_dtype(int(dtype)) if dtype else None
-        return [dequantize_linear(inputs[0], inputs[1], zero_point, int(attrs.get("axis", 1)),
-                                  int(attrs.get("block_size", 0)), out)]
+        return [dequantize_linear(inputs[0], inputs[1], zero_point, axis, block, out)]
     if op_type == "QuantizeLinear" and domain in QUANTIZE_DOMAINS and len(inputs) > 2 and _exotic(inputs[2]):
-        dtype = attrs.get("output_dtype") or 0
-        out = helper.tensor_dtype_to_np_dtype(int(dtype)) if dtype else None
-        return [quantize_linear(inputs[0], inputs[1], inputs[2], int(attrs.get("axis", 1)),
-                                int(attrs.get("block_size", 0)), out, bool(attrs.get("saturate", 1)))]
+        return [quantize_linear(inputs[0], inputs[1], inputs[2], axis, block, out, bool(attrs.get("saturate", 1)))]
     if op_type in ("Cast", "CastLike") and domain in ("", "ai.onnx") and ("to" in attrs or len(inputs) > 1):
         x = np.asarray(inputs[0])
         to = np.asarray(inputs[1]).dtype if op_type == "CastLike" else \
@@ -260,9 +267,7 @@ def _numpy_op(op_type: str, domain: str, attrs: dict, inputs: Sequence) -> list[
         if not narrow_dtype(x.dtype) and not narrow_dtype(to) or to.name == "float8_e8m0fnu":
             return None     # e8m0's round_mode is onnxruntime's to honour (or refuse)
         if narrow_dtype(to) and to.name.startswith("float") and x.dtype.kind == "f" and attrs.get("saturate", 1):
-            import ml_dtypes
-            top = float(ml_dtypes.finfo(to).max)
-            x = np.clip(x, -top, top)          # saturate: out-of-range values (and infinities) to the largest
+            x = _saturate(x, to)
         return [x.astype(to)]
     return None
 
@@ -301,11 +306,18 @@ def _feed(x) -> Any:
         np.ascontiguousarray(x).view(f"u{x.dtype.itemsize}"), helper.np_dtype_to_tensor_dtype(x.dtype))
 
 
+@lru_cache(maxsize=4096)
+def _float8_outputs(sess) -> tuple:
+    """(index, dtype) of a session's 8-bit float outputs, which onnxruntime returns as uint8 storage."""
+    return tuple((i, helper.tensor_dtype_to_np_dtype(getattr(onnx.TensorProto, o.type[7:-1].upper())))
+                 for i, o in enumerate(sess.get_outputs()) if o.type.startswith("tensor(float8"))
+
+
 def _typed_outputs(sess, values: list) -> list:
-    """onnxruntime returns 8-bit float outputs as their uint8 storage: give them their type back."""
-    for i, o in enumerate(sess.get_outputs()):
-        if o.type.startswith("tensor(float8") and isinstance(values[i], np.ndarray):
-            values[i] = values[i].view(helper.tensor_dtype_to_np_dtype(getattr(onnx.TensorProto, o.type[7:-1].upper())))
+    """Give 8-bit float outputs their type back."""
+    for i, dtype in _float8_outputs(sess):
+        if isinstance(values[i], np.ndarray):
+            values[i] = values[i].view(dtype)
     return values
 
 
@@ -327,9 +339,9 @@ def run_node(op_type: str, attrs: dict[str, Any], inputs: Sequence[np.ndarray | 
                 op_type, attrs, args, n_outputs, opset, domain, attr_types, where))
         if values is not None:
             return values
-        in_types = tuple(None if x is None else _type(x) for x in inputs)
         if outer is not None:
             return _run_scoped(op_type, attrs, list(inputs), n_outputs, opset, attr_types, list(outer), opsets)
+        in_types = tuple(None if x is None else _type(x) for x in inputs)
         # Most digital ops (Relu, Add, ...) have no attributes: skip the JSON that keys the session cache.
         sess = _session(op_type, domain, int(opset), _freeze(attrs) if attrs else "{}",
                         json.dumps(attr_types, sort_keys=True) if attr_types else "{}", in_types, n_outputs)

@@ -137,13 +137,9 @@ U8S8_KERNELS = {"MatMulInteger", "ConvInteger", "QLinearMatMul", "QLinearConv", 
                 "DynamicQuantizeLSTM", "QAttention", "QGemm", "MatMulIntegerToFloat"}
 
 
+@functools.lru_cache(maxsize=1)
 def onnxruntime_saturates() -> bool:
     """Whether this CPU's onnxruntime MatMulInteger saturates 255*127 + 255*127 (exact: 64770)."""
-    return _saturates()
-
-
-@functools.lru_cache(maxsize=1)
-def _saturates() -> bool:
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
     node = helper.make_node("MatMulInteger", ["x", "w"], ["y"])
@@ -157,17 +153,8 @@ def _saturates() -> bool:
 
 def model_op_types(model) -> set[str]:
     """Every op type of an ONNX model, its sub-graphs' included."""
-    import onnx
-    found, graphs = set(), [model.graph]
-    while graphs:
-        g = graphs.pop()
-        for n in g.node:
-            found.add(n.op_type)
-            for a in n.attribute:
-                if a.type == onnx.AttributeProto.GRAPH:
-                    graphs.append(a.g)
-                graphs.extend(a.graphs)
-    return found
+    from .frontend.control_flow import walk_nodes
+    return {n.op_type for n in walk_nodes(model.graph)}
 
 
 def reference_caveat(model_path: Path) -> str | None:

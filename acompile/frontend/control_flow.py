@@ -25,6 +25,17 @@ def bodies(attrs) -> list[onnx.GraphProto]:
     return [v.graph for v in attrs.values() if isinstance(v, Subgraph) and v.graph is not None]
 
 
+def walk_nodes(*graphs):
+    """Every node of these graphs (or functions) and of the sub-graphs nested in them; a node's
+    sub-graphs are listed after the caller has seen the node."""
+    stack = list(graphs)
+    while stack:
+        g = stack.pop()
+        for n in g.node:
+            yield n
+            stack.extend(_node_bodies(n))
+
+
 def _node_bodies(n: onnx.NodeProto) -> list[onnx.GraphProto]:
     out = []
     for a in n.attribute:

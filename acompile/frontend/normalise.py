@@ -12,6 +12,7 @@ from onnx import TensorProto, helper
 from ..errors import InvalidModelError, LimitError, UsageError, clean, first_line
 from ..ir import TensorInfo
 from ..limits import Limits, byte_size
+from .control_flow import walk_nodes
 from .convert import CANONICAL_OPSET, convert
 from .protobuf import SKELETON_KEEP_BYTES, is_repeated
 
@@ -57,9 +58,10 @@ def check_raw_sizes(model: onnx.ModelProto, where: str, limits: Limits) -> None:
             raise LimitError(f"initializer {clean(t.name)!r} would take {byte_size(n * itemsize)}; the limit is "
                              f"{byte_size(limits.max_tensor_bytes)}", where=where,
                              hint="set ACOMPILE_MAX_TENSOR_MB to raise it")
-        if t.HasField("raw_data") and len(t.raw_data) != stored_bytes(t.data_type, n):
+        need = stored_bytes(t.data_type, n)
+        if t.HasField("raw_data") and len(t.raw_data) != need:
             raise InvalidModelError(f"initializer {clean(t.name)!r} holds {len(t.raw_data)} bytes but its "
-                                    f"shape {dims} needs {stored_bytes(t.data_type, n)}", where=where)
+                                    f"shape {dims} needs {need}", where=where)
 
 
 SUB_BYTE_BITS = {TensorProto.INT4: 4, TensorProto.UINT4: 4, TensorProto.FLOAT4E2M1: 4}
@@ -106,14 +108,9 @@ def _inline_functions(skel: onnx.ModelProto, where: str) -> onnx.ModelProto:
     # onnx's inliner drops a function's default attribute values (FunctionProto.attribute_proto) where a
     # call leaves them out; onnxruntime applies them: give every such call its defaults first
     defaults = {(f.domain, f.name): list(f.attribute_proto) for f in skel.functions if f.attribute_proto}
-    graphs = [skel.graph] + [f for f in skel.functions]
-    while graphs:
-        g = graphs.pop()
-        for n in g.node:
-            given = {a.name for a in n.attribute}
-            n.attribute.extend(a for a in defaults.get((n.domain, n.op_type), []) if a.name not in given)
-            graphs.extend(a.g for a in n.attribute if a.type == onnx.AttributeProto.GRAPH)
-            graphs.extend(x for a in n.attribute for x in a.graphs)
+    for n in walk_nodes(skel.graph, *skel.functions):
+        given = {a.name for a in n.attribute}
+        n.attribute.extend(a for a in defaults.get((n.domain, n.op_type), []) if a.name not in given)
     try:
         return inliner.inline_local_functions(skel)
     except Exception as e:
@@ -346,10 +343,11 @@ def normalise(model: onnx.ModelProto, where: str, batch: int = 1, limits: "Limit
     dynamic = _fix_batch(skel, batch, heavy)
     _check_input_sizes(skel, where, limits)
     _fill_output_types(skel)
+    checkable = _checkable(skel)
     try:
-        onnx.checker.check_model(_checkable(skel))
+        onnx.checker.check_model(checkable)
     except onnx.checker.ValidationError as e:
-        if not _onnxruntime_loads(_checkable(skel)):
+        if not _onnxruntime_loads(checkable):
             raise InvalidModelError(f"ONNX checker: {first_line(e)}", where=where)
     except Exception as e:
         raise InvalidModelError(f"ONNX checker failed: {first_line(e)}", where=where)

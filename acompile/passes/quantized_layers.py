@@ -16,27 +16,12 @@ import numpy as np
 
 from ..ir import Graph, Node
 from ..mapping import layer_matrix
-from ..onnx_exec import QUANTIZE_DOMAINS, narrow_dtype
+from ..onnx_exec import QUANTIZE_DOMAINS, integer_dtype, integer_range
 from .base import CompileState, compile_pass
 from .qoperator import expand_qoperators
 
 LINEAR_OPS = {"Conv": (1, 0), "Gemm": (1, None), "MatMul": (1, 1)}   # op: (weight input, output axis)
 INTEGER_KINDS = "iu"
-
-
-def _integer_range(dtype) -> tuple[int, int, int]:
-    """(min, max, bits) of an integer type, numpy's own or ml_dtypes' (int4, uint4)."""
-    try:
-        info = np.iinfo(dtype)
-    except ValueError:
-        import ml_dtypes
-        info = ml_dtypes.iinfo(dtype)
-    return int(info.min), int(info.max), int(info.bits)
-
-
-def _is_integer(dtype) -> bool:
-    dtype = np.dtype(dtype)
-    return dtype.kind in INTEGER_KINDS or narrow_dtype(dtype) and dtype.name.startswith(("int", "uint"))
 
 
 def _const(graph: Graph, name: str):
@@ -68,9 +53,9 @@ def _weight_record(graph: Graph, node: Node, producer: dict) -> dict | None:
     # the folded weights against the scales either way
     q = _const(graph, q_name)
     dtype, shape = (q.dtype, q.shape) if q is not None else (graph.dtype(q_name), graph.shape(q_name))
-    if dtype is not None and np.dtype(dtype).kind in "fV" and not _is_integer(dtype):
+    if dtype is not None and np.dtype(dtype).kind in "fV" and not integer_dtype(dtype):
         return {"unusable": f"its {np.dtype(dtype).name} weights are not integers: quantized by acompile"}
-    if dtype is None or not _is_integer(dtype) or shape is None or len(shape) < 2 \
+    if dtype is None or not integer_dtype(dtype) or shape is None or len(shape) < 2 \
             or not isinstance(shape[out_axis], int):
         return None
     n_out = shape[out_axis]
@@ -83,7 +68,7 @@ def _weight_record(graph: Graph, node: Node, producer: dict) -> dict | None:
                             "channel: requantized by acompile"}
     else:
         return None
-    return {"weight_scales": [float(s) for s in scales], "weight_bits": _integer_range(dtype)[2]}
+    return {"weight_scales": [float(s) for s in scales], "weight_bits": integer_range(dtype)[2]}
 
 
 def _unit_scales(graph: Graph, node: Node) -> dict:
@@ -106,10 +91,10 @@ def _input_record(graph: Graph, x: str, producer: dict) -> dict | None:
     q_name, scale, zp, _ = parts
     info = graph.tensors.get(q_name)
     dtype = zp.dtype if zp is not None else (info.dtype if info is not None else None)
-    if dtype is None or not _is_integer(dtype) or np.dtype(dtype).itemsize > 2:
+    if dtype is None or not integer_dtype(dtype) or np.dtype(dtype).itemsize > 2:
         return None
     dtype = np.dtype(dtype)
-    q_min, _, bits = _integer_range(dtype)
+    q_min, _, bits = integer_range(dtype)
     zero = int(np.asarray(zp).reshape(-1)[0]) if zp is not None else 0
     return {"input_scale": float(scale.reshape(-1)[0]), "input_zero_point": zero,
             "input_offset": zero - q_min, "input_bits": bits, "input_dtype": dtype.name}
