@@ -83,7 +83,7 @@ def parse_digital_ok(values: list[str] | None) -> frozenset[str]:
     extra = {x.strip() for v in (values or []) for x in v.split(",") if x.strip()}
     if "*" in extra:
         return frozenset({"*"})
-    known = _op_names()
+    known = _op_names() if extra else []
     for op in sorted(extra):
         if op not in known and not _runtime_op(op):
             import difflib
