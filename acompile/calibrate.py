@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import AcompileError, InvalidDataError, LimitError, clean
+from .errors import AcompileError, InvalidDataError, LimitError, UnsupportedError, clean
 from .ir import DOMAIN, Graph
 from .limits import Limits, byte_size
 from .numerics.quantise import input_scale, quantize_inputs
@@ -179,8 +179,17 @@ def calibrate(state: CompileState) -> None:
         for node in last:       # the chains left out: their inputs, recorded in program order
             recorder.record(mapping.layers[node.meta["layer"]], seen[node.inputs[0]])
     except AcompileError as e:
+        cannot_run = {p.node for p in state.problems if p.category in ("unsupported_op", "unsupported_input")}
+        unrunnable = [n for n in graph.nodes if n.name in cannot_run]
         if all(layer.index in recorder.maxima for layer in mapping.layers) and options.allow_unsupported:
             pass    # every layer was seen; what failed comes after them (an op --allow-unsupported let through)
+        elif unrunnable:
+            # no data gets past such a node, so the layers after it have no input range
+            names = ", ".join(f"{clean(n.name)!r} ({n.domain + '.' if n.domain else ''}{n.op_type})"
+                              for n in unrunnable[:3]) + (f" and {len(unrunnable) - 3} more" if len(unrunnable) > 3 else "")
+            raise UnsupportedError(f"calibration cannot run through the node(s) --allow-unsupported let through "
+                                   f"({names}), and analog layers come after them", where=graph.source,
+                                   hint="'acompile check' estimates the cost without calibrating")
         elif isinstance(e, InvalidDataError):
             raise InvalidDataError(f"calibration data does not fit the model: {e.one_line()}")
         elif user_data:

@@ -4,7 +4,8 @@ Each model here is one onnxruntime runs; each broke an early version of acompile
 of a runnable model, or wrong numbers): non-finite float attributes (skl2onnx's imputer writes NaN),
 a constant as a graph output, sequence values between digital ops, local functions, the old Upsample / Resize-10
 coordinates through opset conversion, IR 3 initializers, a node the opset converter refuses,
-string inputs and outputs, and a ConvTranspose whose output_shape exceeds its full output.
+string inputs and outputs, a ConvTranspose whose output_shape exceeds its full output, and a model input
+that is a sequence.
 """
 
 from __future__ import annotations
@@ -194,3 +195,35 @@ def test_the_default_calibration_attends_to_every_position(tmp_path):
     onnx.save(m, str(path))
     code, out, err = cli("compile", str(path), "--target", "isaac", "-o", str(tmp_path / "out"))
     assert code == 0 and "NaN" not in out + err, out + err
+
+
+def _sequence_input_then_linear():
+    """A model input that is a sequence of tensors, whose first item feeds a dense layer."""
+    seq = h.make_tensor_sequence_value_info("s", T.FLOAT, [2, 8])
+    return _model([h.make_node("SequenceAt", ["s", "pos"], ["x"]), h.make_node("MatMul", ["x", "W"], ["y"])],
+                  [seq], [_vi("y", [2, 4])], [nh.from_array(_f32(8, 4), "W"), nh.from_array(np.array(0, np.int64), "pos")])
+
+
+def test_a_sequence_model_input_is_named_by_check_and_compile(tmp_path):
+    """Input data holds tensors only: check said compatible and compile failed at calibration (exit 2)."""
+    path = tmp_path / "seq.onnx"
+    onnx.save(_sequence_input_then_linear(), path)
+    code, out, _ = cli("check", str(path), "-t", "isaac", "--format", "json")
+    reasons = json.loads(out)["results"][0]["reasons"]
+    assert code == 1 and [(r["category"], r["node"]) for r in reasons] == [("unsupported_input", "SequenceAt_0")]
+    code, _, err = cli("compile", str(path), "-t", "isaac", "-o", str(tmp_path / "out"), "-q")
+    assert code == 1 and "reads model input 's', a sequence" in err and not (tmp_path / "out").exists()
+
+
+def test_allow_unsupported_names_the_node_calibration_cannot_pass(tmp_path):
+    """A custom op before a crossbar layer: no data reaches the layer, whatever --calibration holds. Exit 1
+    naming the node, not exit 2 asking for real calibration data."""
+    path = tmp_path / "custom.onnx"
+    m = _model([h.make_node("Weird", ["x"], ["h"], domain="com.example"), h.make_node("MatMul", ["h", "W"], ["y"])],
+               [_vi("x", [2, 8])], [_vi("y", [2, 4])], [nh.from_array(_f32(8, 4), "W")])
+    m.opset_import.append(h.make_opsetid("com.example", 1))
+    m.graph.value_info.append(_vi("h", [2, 8]))
+    onnx.save(m, path)
+    code, _, err = cli("compile", str(path), "-t", "isaac", "-o", str(tmp_path / "out"), "-q", "--allow-unsupported")
+    assert code == 1 and "'Weird_0' (com.example.Weird)" in err and "--calibration" not in err
+    assert not (tmp_path / "out").exists()

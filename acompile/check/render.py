@@ -15,6 +15,7 @@ FORMATS = ("text", "json", "markdown", "junit")
 _CATEGORY_TEXT = {
     "unsupported_op": "unsupported op", "unsupported_attribute": "unsupported attribute",
     "dynamic_weights": "weights not constant", "unknown_shape": "unknown shape",
+    "unsupported_input": "input not a tensor",
     "unsupported": "cannot be mapped", "too_many_chips": "too many chips",
     "low_analog_fraction": "analog fraction too low",
 }

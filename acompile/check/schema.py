@@ -16,7 +16,7 @@ INCOMPATIBLE = "incompatible"
 ERROR = "error"
 VERDICTS = (COMPATIBLE, FALLBACK, INCOMPATIBLE, ERROR)
 
-REASON_CATEGORIES = ("unsupported_op", "unsupported_attribute", "dynamic_weights", "unknown_shape",
+REASON_CATEGORIES = ("unsupported_op", "unsupported_attribute", "dynamic_weights", "unknown_shape", "unsupported_input",
                      "unsupported", "too_many_chips", "low_analog_fraction")
 FIGURE_KEYS = ("analog_mac_fraction", "macs", "weights", "crossbars", "tiles", "chips", "utilisation",
                "energy_per_inference_pj", "latency_ns")

@@ -38,7 +38,7 @@ class Problem:
     op_type: str
     domain: str
     opset: int
-    category: str  # unsupported_op | unsupported_attribute | dynamic_weights | unknown_shape
+    category: str  # unsupported_op | unsupported_attribute | dynamic_weights | unknown_shape | unsupported_input
     reason: str
 
     def line(self) -> str:

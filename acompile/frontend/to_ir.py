@@ -59,6 +59,10 @@ def to_node(n: onnx.NodeProto, name: str, domains: dict[str, int]) -> Node:
                 meta={"attr_types": {a.name: int(a.type) for a in n.attribute}})
 
 
+NON_TENSOR_KINDS = {"sequence_type": "sequence", "map_type": "map", "optional_type": "optional",
+                    "sparse_tensor_type": "sparse tensor"}
+
+
 def to_ir(model: onnx.ModelProto, where: str, limits: Limits, heavy: dict[str, TensorProto] | None = None,
           payloads: Payloads | None = None) -> Graph:
     """The IR of an inferred model; ``heavy`` initializers (after the model's own) come from
@@ -77,6 +81,7 @@ def to_ir(model: onnx.ModelProto, where: str, limits: Limits, heavy: dict[str, T
     for vi in list(g.input) + list(g.value_info) + list(g.output):
         tensors[vi.name] = value_info(vi)
     inputs = [i.name for i in g.input if i.name not in names]
+    kinds = {i.name: i.type.WhichOneof("value") for i in g.input if i.name not in names}
     domains = {imp.domain or "": int(imp.version) for imp in model.opset_import}
     nodes = []
     seen_names: set[str] = set()
@@ -97,6 +102,8 @@ def to_ir(model: onnx.ModelProto, where: str, limits: Limits, heavy: dict[str, T
     graph = Graph(name=clean(g.name or "model", 80), nodes=nodes, inputs=inputs, outputs=outputs,
                   tensors=tensors, constants=constants, opset=opset, source=where)
     graph.meta["opsets"] = domains     # for nodes a pass brings in later (an inlined If branch)
+    graph.meta["non_tensor_inputs"] = {n: NON_TENSOR_KINDS.get(k, k) for n, k in kinds.items()
+                                       if k not in ("tensor_type", None)}
     graph.toposort()
     graph.verify()
     return graph

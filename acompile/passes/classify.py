@@ -44,6 +44,20 @@ def classify(state: CompileState) -> None:
             state.problems.append(problem)
             node.kind = "digital"
             node.meta["unknown"] = True
+    _non_tensor_inputs(state)
+
+
+def _non_tensor_inputs(state: CompileState) -> None:
+    """A node that reads a model input of sequence, map or optional type is a problem: input data
+    (``--input``, ``--calibration``) is a set of named tensors, so such a model cannot be fed."""
+    odd = state.graph.meta.get("non_tensor_inputs") or {}
+    for node in state.graph.nodes:
+        for name in dict.fromkeys(i for i in node.inputs if i in odd):
+            state.problems.append(Problem(node.name, node.op_type, node.domain, node.opset, "unsupported_input",
+                                          f"reads model input {name!r}, a {odd[name]}: acompile's input data "
+                                          f"holds tensors only"))
+            node.kind = "digital"
+            node.meta["unknown"] = True
 
 
 def _onnxruntime_digital(node: Node) -> bool:
