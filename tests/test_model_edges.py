@@ -227,3 +227,39 @@ def test_allow_unsupported_names_the_node_calibration_cannot_pass(tmp_path):
     code, _, err = cli("compile", str(path), "-t", "isaac", "-o", str(tmp_path / "out"), "-q", "--allow-unsupported")
     assert code == 1 and "'Weird_0' (com.example.Weird)" in err and "--calibration" not in err
     assert not (tmp_path / "out").exists()
+
+
+def _layers_in(elem, dtype):
+    """A layer (Conv for float16; onnxruntime has no double Conv: MatMul) fused with an Add of a constant
+    and a Relu after it, then MatMul, all in one float type."""
+    c = lambda a, n: nh.from_array(a.astype(dtype), n)
+    if dtype == np.float16:
+        first = [h.make_node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1])]
+        inits = [c(_f32(4, 3, 3, 3), "W"), c(_f32(1, 4, 1, 1), "B")]
+    else:
+        first = [h.make_node("MatMul", ["x", "W"], ["c"])]
+        inits = [c(_f32(6, 8), "W"), c(_f32(8), "B")]
+    nodes = first + [h.make_node("Add", ["c", "B"], ["a"]), h.make_node("Relu", ["a"], ["r"]),
+                     h.make_node("Flatten", ["r"], ["f"]), h.make_node("MatMul", ["f", "M"], ["y"])]
+    return _model(nodes, [_vi("x", [2, 3, 6, 6], elem)], [_vi("y", [2, 5], elem)], inits + [c(_f32(144, 5), "M")])
+
+
+@pytest.mark.parametrize("elem,dtype,tol", [(T.FLOAT16, np.float16, 2e-3), (T.DOUBLE, np.float64, 1e-6)])
+def test_layers_of_a_float16_or_double_model_give_the_models_type(tmp_path, elem, dtype, tol):
+    """Layers compute in float32; their outputs used to stay float32, and the next digital op refused the
+    mix (MatMul bound to float and float16): check said compatible, compile and run exit 2."""
+    from helpers import ort_outputs
+    m = _layers_in(elem, dtype)
+    path = tmp_path / "m.onnx"
+    onnx.save(m, path)
+    x = R.randn(2, 3, 6, 6).astype(dtype)
+    np.save(tmp_path / "x.npy", x)
+    want = ort_outputs(m, {"x": x})[0]
+    for mode, path_kind in (("ideal", "fast"), ("quantized", "fast"), ("quantized", "reference")):
+        code, out, err = cli("run", str(path), "-t", "isaac", "-i", str(tmp_path / "x.npy"), "--mode", mode,
+                             "--path", path_kind, "-r", str(tmp_path / "r.npz"), "-q")
+        assert code == 0, err
+        got = np.load(tmp_path / "r.npz")["y"]
+        assert got.dtype == want.dtype
+        if mode == "ideal":
+            assert np.abs(got - want).max() <= tol * np.abs(want).max()

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InvalidDataError, clean
+from ..onnx_exec import integer_dtype, narrow_dtype
 from ..ir import DOMAIN, Node
 from ..mapping import AnalogLayer, ConvGeometry
 from ..numerics.adc import adc_step, make_adc
@@ -272,6 +273,17 @@ def _from_vectors(sim, layer, out, bias):
     return from_vectors(out.reshape((-1,) + out.shape[-2:]), bias, layer.op_type, geo, layer.groups)
 
 
+def model_float_type(x: np.ndarray) -> np.dtype | None:
+    """The float type of a layer's input where it is not float32 (a float16, bfloat16 or float64 model).
+
+    Layers compute in float32; their outputs take the model's type, as the model's own Conv, Gemm or
+    MatMul gives it, so that the digital ops after them see the types the model declares."""
+    t = x.dtype
+    if t == np.float32 or integer_dtype(t) or not (t.kind == "f" or narrow_dtype(t)):
+        return None
+    return t
+
+
 STEPS = {"ToVectors": _to_vectors, "DAC": _dac, "CrossbarRead": _crossbar_read, "ADC": _adc,
          "ShiftAdd": _shift_add, "Accumulate": _accumulate, "Dequantize": _dequantize_step,
          "FromVectors": _from_vectors}
@@ -283,6 +295,13 @@ def run_fused(sim, layer: AnalogLayer, x, bias: np.ndarray, *operands, after: tu
     """A whole chain, input x to output: the values :data:`STEPS` would compute, vectorised; then
     the nodes ``after`` it (:class:`FusedChain`), whose other operands are ``operands``."""
     x = np.asarray(x)
+    model_type = model_float_type(x)
+    if model_type is not None:
+        return _run_after(sim, after, _run_layer(sim, layer, x, bias).astype(model_type), operands)
+    return _run_layer(sim, layer, x, bias, after, operands)
+
+
+def _run_layer(sim, layer: AnalogLayer, x: np.ndarray, bias: np.ndarray, after: tuple = (), operands=()) -> np.ndarray:
     geo = layer.geometry.for_input(x.shape)
     if sim.mode == "ideal" and layer.op_type == "Conv" and x.ndim >= 3 \
             and (sim.capture is None or getattr(sim.capture, "conv_input", None)):

@@ -32,7 +32,7 @@ from ..mapping import AnalogLayer, Mapping, layer_matrix
 from ..numerics.encoding import Encoded, encode_weights
 from ..numerics.noise import NoiseSpec, column_errors, program_cells
 from ..onnx_exec import run_node
-from .chain import STEPS, FusedChain, fuse_chain, fuse_epilogue, run_fused
+from .chain import STEPS, FusedChain, fuse_chain, fuse_epilogue, model_float_type, run_fused
 
 MODES = ("ideal", "quantized", "noisy")
 
@@ -115,6 +115,7 @@ class Simulator:
     _buffers: dict = field(default_factory=dict, repr=False)
     _pool: list = field(default_factory=list, repr=False)     # output buffers free for reuse
     _lent: dict = field(default_factory=dict, repr=False)     # id -> output buffer in use
+    _model_types: dict = field(default_factory=dict, repr=False)  # layer -> its float16/bfloat16/float64 type
 
     # ------------------------------------------------------------------
     def run(self, feeds: dict[str, np.ndarray], batch: int | None = None) -> dict[str, np.ndarray]:
@@ -273,7 +274,13 @@ class Simulator:
         if step is None or "layer" not in node.meta:
             raise InvalidDataError(f"unknown program op acompile.{clean(node.op_type)}", where=node.describe())
         layer = self.mapping.layers[node.meta["layer"]]
-        env[node.outputs[0]] = step(self, layer, *(env[i] for i in node.inputs))
+        args = [env[i] for i in node.inputs]
+        if node.op_type == "ToVectors":
+            self._model_types[layer.index] = model_float_type(np.asarray(args[0]))
+        out = step(self, layer, *args)
+        if node.op_type == "FromVectors" and self._model_types.get(layer.index) is not None:
+            out = out.astype(self._model_types[layer.index])
+        env[node.outputs[0]] = out
 
     @property
     def compile_seed(self) -> int:
