@@ -148,3 +148,47 @@ def test_the_fix_for_a_dynamic_input_shows_its_shape(tmp_path):
     """The hint spells the input's shape with its dynamic dimensions by name: the user replaces those."""
     code, out, err = _cli("check", str(_dynamic_conv(tmp_path, 17)), "--target", "isaac")
     assert code == 1 and "--input-shape x:1,3,H,8, a number for each named dimension" in out, out
+
+
+def _batch_reshape_through_where() -> onnx.ModelProto:
+    """x [N, 4, 6] with a dynamic N, reshaped to [N, 24] by a target computed from its shape through
+    Equal and Where (BERT's and GPT-2's exports compute their mask and attention shapes so), then a
+    dense layer. ONNX's data propagation does not follow Equal or Where."""
+    c = lambda v, n: nh.from_array(np.array(v, np.int64), n)
+    nodes = [h.make_node("Shape", ["x"], ["s"]), h.make_node("Gather", ["s", "zero"], ["n"]),
+             h.make_node("Concat", ["n", "minus1"], ["t0"], axis=0), h.make_node("Equal", ["t0", "zeros"], ["is0"]),
+             h.make_node("Where", ["is0", "ones", "t0"], ["t"]), h.make_node("Reshape", ["x", "t"], ["r"]),
+             h.make_node("MatMul", ["r", "W"], ["y"])]
+    g = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", T.FLOAT, ["N", 4, 6])],
+                     [h.make_tensor_value_info("y", T.FLOAT, ["N", 5])],
+                     [c([0], "zero"), c([-1], "minus1"), c([0, 0], "zeros"), c([1, 1], "ones"),
+                      nh.from_array(np.random.default_rng(0).standard_normal((24, 5)).astype(np.float32), "W")])
+    return h.make_model(g, opset_imports=[h.make_opsetid("", 17)], ir_version=8)
+
+
+def test_a_shape_computed_from_the_dynamic_batch_is_followed_by_value(tmp_path):
+    """Check said the MatMul's input shape was unknown (exit 1); the target's values at the batch and at
+    batch + 1 give its shape, and the program still follows the batch at run time."""
+    path = tmp_path / "m.onnx"
+    onnx.save(_batch_reshape_through_where(), str(path))
+    code, out, err = _cli("check", str(path), "--target", "isaac", "--format", "json")
+    assert code == 0 and json.loads(out)["results"][0]["figures"]["crossbars"] == 1, out + err
+    for n in (1, 3):
+        np.save(tmp_path / "x.npy", np.random.default_rng(n).standard_normal((n, 4, 6)).astype(np.float32))
+        code, out, err = _cli("run", str(path), "--target", "isaac", "--input", str(tmp_path / "x.npy"),
+                              "--batch", "2", "--format", "json")
+        assert code == 0, err
+        assert json.loads(out)["comparison"]["y"]["relative_error"] < 1e-6
+
+
+def test_the_fix_names_every_dynamic_input(tmp_path):
+    """Two dynamic inputs reach the layer: both are named, in the model's order, each with its own fix."""
+    g = h.make_graph([h.make_node("Add", ["a", "b"], ["c"]), h.make_node("MatMul", ["c", "W"], ["y"])], "g",
+                     [h.make_tensor_value_info("a", T.FLOAT, [1, "s", 6]), h.make_tensor_value_info("b", T.FLOAT, [1, "s", 6])],
+                     [h.make_tensor_value_info("y", T.FLOAT, None)], [nh.from_array(np.ones((6, 3), np.float32), "W")])
+    path = tmp_path / "m.onnx"
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)], ir_version=8), str(path))
+    code, out, _ = _cli("check", str(path), "--target", "isaac", "--format", "json")
+    message = json.loads(out)["results"][0]["reasons"][0]["message"]
+    assert code == 1 and "model inputs 'a', 'b' have dynamic dimensions (fix them with --input-shape a:1,s,6 " \
+                         "--input-shape b:1,s,6," in message

@@ -190,17 +190,27 @@ def unknown_shape_reason(g: Graph, name: str) -> str:
         todo.extend(unknown)
     def nodes(found):
         return ", ".join(f"{n.op_type} {n.name!r}" for n in found[:3]) + (", ..." if len(found) > 3 else "")
+    def fixes(names):
+        return " ".join(f"--input-shape {i}:{_dims(g, i)}" for i in names[:3]) + (" ..." if len(names) > 3 else "")
     why = []
+    inputs = [i for i in g.inputs if i in inputs]     # in the model's order
     if inputs:
-        shape = g.shape(inputs[0])
-        dims = ",".join(str(d) if isinstance(d, int) else str(d or "?") for d in shape) if shape else "D1,D2,..."
-        why.append(f"model input {', '.join(repr(i) for i in inputs[:3])} has dynamic dimensions (fix them with "
-                   f"--input-shape {inputs[0]}:{dims}, a number for each named dimension)")
+        which = "model input " + repr(inputs[0]) + " has" if len(inputs) == 1 else \
+            "model inputs " + ", ".join(repr(i) for i in inputs[:3]) + (", ..." if len(inputs) > 3 else "") + " have"
+        why.append(f"{which} dynamic dimensions (fix them with {fixes(inputs)}, a number for each named dimension)")
     if data_sized:
-        why.append(f"its size depends on values computed at run time ({nodes(data_sized)})")
+        batch = [i for i in g.inputs if g.meta.get("dynamic_batch") and 0 in g.meta.get("batch_axes", {}).get(i, ())]
+        why.append(f"its size depends on values computed at run time ({nodes(data_sized)})"
+                   + (f"; if they follow the model's dynamic batch, {fixes(batch)} fixes it" if batch else ""))
     if lost:
         why.append(f"shape inference does not follow {nodes(lost)}")
     return f"the shape of input {name!r} cannot be inferred: " + ("; ".join(why) or "no shape was declared or inferred")
+
+
+def _dims(g: Graph, name: str) -> str:
+    """A model input's shape as ``--input-shape`` takes it, dynamic dimensions by name."""
+    shape = g.shape(name)
+    return ",".join(str(d) if isinstance(d, int) else str(d or "?") for d in shape) if shape else "D1,D2,..."
 
 
 def _as_written(g: Graph, n: Node) -> tuple[str, str, int]:

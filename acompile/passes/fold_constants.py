@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InvalidModelError, LimitError
+from ..errors import AcompileError, InvalidModelError, LimitError
 from ..frontend.ops import SHAPED_BY_VALUES
 from ..ir import Graph, Node, Subgraph, TensorInfo
 from ..limits import Limits
@@ -251,6 +251,7 @@ def _propagate_shapes(graph: Graph) -> bool:
     record which axes of the new shape follow the batch (so folding its ``Shape`` keeps them live).
     """
     batch_axes = graph.meta.get("batch_axes") if graph.meta.get("dynamic_batch") else None
+    values = _batch_values(graph, batch_axes) if batch_axes is not None else {}
     changed = False
     for node in graph.nodes:
         if any(isinstance(v, Subgraph) for v in node.attrs.values()):
@@ -264,6 +265,8 @@ def _propagate_shapes(graph: Graph) -> bool:
                 arg = bump = None
             elif graph.is_constant(i):
                 arg = bump = graph.constants[i]
+            elif i in values:
+                arg, bump = values[i]
             elif graph.static_shape(i) is not None and graph.dtype(i) is not None:
                 shape = graph.static_shape(i)
                 axes = (batch_axes or {}).get(i, [])
@@ -296,6 +299,53 @@ def _propagate_shapes(graph: Graph) -> bool:
                 graph.tensors[o] = TensorInfo(o, dtype if dtype is not None else graph.dtype(o), shape)
                 changed = True
     return changed
+
+
+def _batch_values(graph: Graph, batch_axes: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """With a dynamic batch: the values, at the batch and at batch + 1, of the small tensors computed
+    from batch-dependent shapes (``Shape``, then Gather, Concat, Equal, Where, ...).
+
+    They stay live in the program (they follow the batch at run time), but shape inference is given
+    them by value: a Reshape or Expand whose target they are gets a static shape, and the axes that
+    differ at batch + 1 follow the batch. Kept in ``graph.meta["batch_values"]`` across folding rounds.
+    """
+    values = graph.meta.setdefault("batch_values", {})
+    for node in graph.nodes:
+        if not node.outputs or all(not o or o in values for o in node.outputs):
+            continue
+        if node.op_type == "Shape" and not node.domain:
+            shape = graph.static_shape(node.inputs[0])
+            if shape is not None:
+                axes = batch_axes.get(node.inputs[0], [])
+                span = slice(node.attrs.get("start", 0), node.attrs.get("end"))
+                bumped = [d + (a in axes) for a, d in enumerate(shape)]
+                values[node.outputs[0]] = (np.array(shape[span], np.int64), np.array(bumped[span], np.int64))
+            continue
+        if node.domain or node.op_type in NEVER_FOLD or node.op_type in SIZE_FROM_VALUES \
+                or node.op_type == "ConstantOfShape" or any(isinstance(v, Subgraph) for v in node.attrs.values()):
+            continue    # a data tensor sized by the values, not a value: its shape is inferred from them
+        if not any(i in values for i in node.inputs) \
+                or not all(not i or i in values or graph.is_constant(i) for i in node.inputs):
+            continue
+        at = [[(values[i][k] if i in values else graph.constants[i]) if i else None for i in node.inputs]
+              for k in (0, 1)]
+        if any(a is not None and np.asarray(a).nbytes > SMALL_INPUT_BYTES for a in at[0] + at[1]):
+            continue
+        try:
+            outs = [run_node(node.op_type, node.attrs, args, len(node.outputs), graph.opset,
+                             attr_types=node.meta.get("attr_types"), where=node.describe()) for args in at]
+        except AcompileError:
+            continue
+        for o, a, b in zip(node.outputs, *outs):
+            if not o or not isinstance(a, np.ndarray) or a.nbytes > SMALL_INPUT_BYTES or a.ndim != np.ndim(b):
+                continue
+            values[o] = (a, np.asarray(b))
+            if graph.static_shape(o) is None:
+                graph.tensors[o] = TensorInfo(o, a.dtype, a.shape)
+                axes = [k for k, (x, y) in enumerate(zip(a.shape, np.shape(b))) if x != y]
+                if axes:
+                    batch_axes[o] = axes
+    return values
 
 
 def _fold_once(graph: Graph, limits: Limits) -> bool:
