@@ -5,7 +5,7 @@ of a runnable model, or wrong numbers): non-finite float attributes (skl2onnx's 
 a constant as a graph output, sequence values between digital ops, local functions, the old Upsample / Resize-10
 coordinates through opset conversion, IR 3 initializers, a node the opset converter refuses,
 string inputs and outputs, a ConvTranspose whose output_shape exceeds its full output, and a model input
-that is a sequence.
+that is a sequence, a float16 model, and a node of a domain the model does not import.
 """
 
 from __future__ import annotations
@@ -263,3 +263,18 @@ def test_layers_of_a_float16_or_double_model_give_the_models_type(tmp_path, elem
         assert got.dtype == want.dtype
         if mode == "ideal":
             assert np.abs(got - want).max() <= tol * np.abs(want).max()
+
+
+def test_an_operator_domain_the_model_does_not_import_is_declared(tmp_path):
+    """onnxruntime's transformer optimizer returns models whose com.microsoft nodes have no opset import;
+    onnxruntime runs them, the checker refused them (exit 2)."""
+    from helpers import ort_outputs
+    m = _model([h.make_node("Gelu", ["x"], ["g"], domain="com.microsoft"), h.make_node("MatMul", ["g", "W"], ["y"])],
+               [_vi("x", [2, 6])], [_vi("y", [2, 3])], [nh.from_array(_f32(6, 3), "W")])
+    onnx.save(m, tmp_path / "m.onnx")
+    x = _f32(2, 6)
+    np.save(tmp_path / "x.npy", x)
+    code, out, err = cli("run", str(tmp_path / "m.onnx"), "-t", "isaac", "-i", str(tmp_path / "x.npy"),
+                         "-r", str(tmp_path / "r.npz"), "-q")
+    assert code == 0, err
+    np.testing.assert_allclose(np.load(tmp_path / "r.npz")["y"], ort_outputs(m, {"x": x})[0], rtol=1e-5, atol=1e-6)

@@ -117,6 +117,23 @@ def _inline_functions(skel: onnx.ModelProto, where: str) -> onnx.ModelProto:
         raise InvalidModelError(f"its local functions cannot be expanded: {first_line(e)}", where=where)
 
 
+def _import_used_domains(skel: onnx.ModelProto) -> None:
+    """Declare, at version 1, an operator domain that nodes use but the model does not import.
+
+    onnxruntime runs such a model; the checker and shape inference refuse it. onnxruntime's transformer
+    optimizer returns its models so (com.microsoft Attention, SkipLayerNormalization) until they are saved
+    through its own writer."""
+    imported = {imp.domain or "" for imp in skel.opset_import}
+    used, graphs = set(), [skel.graph]
+    while graphs:
+        for node in graphs.pop().node:
+            used.add(node.domain or "")
+            for a in node.attribute:
+                graphs.extend([a.g] if a.HasField("g") else list(a.graphs))
+    for domain in sorted(used - imported - {"", "ai.onnx"}):
+        skel.opset_import.append(onnx.helper.make_opsetid(domain, 1))
+
+
 def _copy_field(dst, fd, value) -> None:
     if is_repeated(fd):
         getattr(dst, fd.name).extend(value)
@@ -335,6 +352,7 @@ def normalise(model: onnx.ModelProto, where: str, batch: int = 1, limits: "Limit
     skel, heavy = _skeleton(model, stripped)
     if skel.functions:
         skel = _inline_functions(skel, where)
+    _import_used_domains(skel)
     _dynamic_dims(skel, heavy)
     unfixed = onnx.ModelProto()
     unfixed.CopyFrom(skel)
