@@ -200,7 +200,7 @@ def compare(sim: dict, ref: dict, labels: np.ndarray | None = None) -> dict:
             "relative_error": math.sqrt(noise / signal) if signal > 0 else (0.0 if noise == 0 else math.inf),
             "snr_db": 10 * math.log10(signal / noise) if noise > 0 and signal > 0 else (math.inf if noise == 0 else -math.inf),
         }
-        if r.ndim >= 2 and r.shape[-1] > 1:
+        if r.ndim >= 2 and r.shape[-1] > 1 and r.size:     # an empty output (no detections) has no top-1
             top_s = np.argmax(s.reshape(-1, r.shape[-1]), axis=1)
             top_r = np.argmax(r.reshape(-1, r.shape[-1]), axis=1)
             entry["top1_agreement"] = float(np.mean(top_s == top_r))

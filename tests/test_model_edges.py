@@ -278,3 +278,24 @@ def test_an_operator_domain_the_model_does_not_import_is_declared(tmp_path):
                          "-r", str(tmp_path / "r.npz"), "-q")
     assert code == 0, err
     np.testing.assert_allclose(np.load(tmp_path / "r.npz")["y"], ort_outputs(m, {"x": x})[0], rtol=1e-5, atol=1e-6)
+
+
+def test_a_layer_allow_unsupported_leaves_digital_runs_as_onnx_ops(tmp_path):
+    """A Gemm whose rows come from NonZero (Faster R-CNN's box head): --allow-unsupported compiled it into
+    a program acompile's own loader refused (exit 2: not a known analog chain step)."""
+    from helpers import ort_outputs
+    nodes = [h.make_node("ReduceSum", ["x", "ax1"], ["s"], keepdims=0), h.make_node("Greater", ["s", "zero"], ["m"]),
+             h.make_node("NonZero", ["m"], ["nz"]), h.make_node("Squeeze", ["nz", "ax0"], ["idx"]),
+             h.make_node("Gather", ["x", "idx"], ["g"], axis=0), h.make_node("Gemm", ["g", "W", "B"], ["y"], transB=1)]
+    m = _model(nodes, [_vi("x", [6, 8])], [_vi("y", ["n", 4])],
+               [nh.from_array(np.array([1], np.int64), "ax1"), nh.from_array(np.array(0, np.float32), "zero"),
+                nh.from_array(np.array([0], np.int64), "ax0"), nh.from_array(_f32(4, 8), "W"), nh.from_array(_f32(4), "B")])
+    onnx.save(m, tmp_path / "m.onnx")
+    x = _f32(6, 8)
+    np.save(tmp_path / "x.npy", x)
+    code, _, err = cli("compile", str(tmp_path / "m.onnx"), "-t", "isaac", "-o", str(tmp_path / "out"), "-q",
+                       "--allow-unsupported")
+    assert code == 0, err
+    code, _, err = cli("simulate", str(tmp_path / "out"), "-i", str(tmp_path / "x.npy"), "-r", str(tmp_path / "r.npz"), "-q")
+    assert code == 0, err
+    np.testing.assert_allclose(np.load(tmp_path / "r.npz")["y"], ort_outputs(m, {"x": x})[0], rtol=1e-5, atol=1e-6)

@@ -26,12 +26,12 @@ MODELS = ["mlp", "small_cnn", "grouped_conv", "depthwise_conv", "conv_transpose_
 def test_the_pipeline_is_ordered_by_its_contracts():
     names = [p.name for p in pipeline()]
     assert names == ["model_scales", "fold_constants", "unroll_control", "unroll_recurrent", "gemm_to_linear",
-                     "fold_affine", "explicit_bias", "classify", "lower_analog", "choose_precision",
+                     "fold_affine", "explicit_bias", "classify", "unmapped_linear", "lower_analog", "choose_precision",
                      "apply_model_scales", "partition", "pack", "replicate", "place", "insert_boundaries", "calibrate"]
     assert pipeline(with_calibration=False) == [*FRONTEND, *MAPPING]
     check_order(pipeline())
     swapped = list(pipeline())
-    swapped[11], swapped[12] = swapped[12], swapped[11]
+    swapped[12], swapped[13] = swapped[13], swapped[12]
     with pytest.raises(RuntimeError, match="pack needs"):
         check_order(swapped)
 
@@ -42,10 +42,10 @@ def test_every_pass_is_timed_and_dumped_with_the_mapping(tmp_path, monkeypatch):
     assert list(comp.timings_s) == ["load"] + [p.name for p in pipeline()]
     dumps = sorted(p.name for p in tmp_path.iterdir())
     assert dumps[:2] == ["02_model_scales.txt", "03_fold_constants.txt"]
-    assert "09_classify.mapping.json" not in dumps and "10_lower_analog.mapping.json" in dumps
-    last = Mapping.from_dict(json.loads((tmp_path / "18_calibrate.mapping.json").read_text()))
+    assert "10_unmapped_linear.mapping.json" not in dumps and "11_lower_analog.mapping.json" in dumps
+    last = Mapping.from_dict(json.loads((tmp_path / "19_calibrate.mapping.json").read_text()))
     assert last == comp.mapping
-    assert "CrossbarRead" in (tmp_path / "17_insert_boundaries.txt").read_text()
+    assert "CrossbarRead" in (tmp_path / "18_insert_boundaries.txt").read_text()
 
 
 def test_unsupported_nodes_stop_the_compile_after_classify():

@@ -174,3 +174,28 @@ def _einsum(graph: Graph, node: Node) -> list[Node] | None:
     if back != list(range(len(out))):
         step("Transpose", [size[c] for c in out], {"perm": back}, last=True)
     return nodes
+
+
+@compile_pass(requires={"classified"}, provides={"unmapped_linear"})
+def unmapped_linear(state: CompileState) -> None:
+    """A Linear layer that classification left digital (a problem --allow-unsupported let through: its
+    input size is computed at run time, say) becomes MatMul by Wᵀ plus an Add of its bias, standard ops
+    the digital units run; it keeps its name and its 'unknown' mark for the report."""
+    graph = state.graph
+    out_nodes: list[Node] = []
+    for node in graph.nodes:
+        if node.op_type != LINEAR or node.domain != DOMAIN or node.kind != "digital":
+            out_nodes.append(node)
+            continue
+        x, w_name, b_name = node.inputs
+        dtype = graph.dtype(x) if graph.dtype(x) is not None and graph.dtype(x).kind == "f" else np.dtype(np.float32)
+        wt = graph.add_constant(f"{node.name}_Wt", np.ascontiguousarray(graph.constants[w_name].T, dtype=dtype))
+        b = graph.add_constant(f"{node.name}_bias", graph.constants[b_name].astype(dtype))
+        y = node.outputs[0]
+        product = new_value(graph, f"{y}_product", None, dtype)
+        out_nodes.append(Node(name=node.name, op_type="MatMul", inputs=[x, wt], outputs=[product],
+                              kind="digital", opset=graph.opset, meta=dict(node.meta)))
+        out_nodes.append(new_node(graph, "Add", [product, b], [y], base=f"{node.name}_bias"))
+        out_nodes[-1].kind = "digital"
+    graph.nodes = out_nodes
+    graph.prune()
