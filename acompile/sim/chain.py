@@ -23,7 +23,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InvalidDataError, clean
-from ..onnx_exec import integer_dtype, narrow_dtype
 from ..ir import DOMAIN, Node
 from ..mapping import AnalogLayer, ConvGeometry
 from ..numerics.adc import adc_step, make_adc
@@ -31,6 +30,7 @@ from ..numerics.dac import cycle_weights, input_chunks
 from ..numerics.encoding import column_layout, float_weights
 from ..numerics.product import check_exact, digital_terms
 from ..numerics.quantise import quantize_inputs
+from ..onnx_exec import integer_dtype, narrow_dtype
 from ..passes.boundaries import CHAIN
 from . import conv, exact, gemm, reference
 from .fast import mvm
