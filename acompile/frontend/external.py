@@ -11,7 +11,7 @@ import stat
 from pathlib import Path
 
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto
 
 from ..errors import InvalidModelError, LimitError, clean
 from ..limits import Limits

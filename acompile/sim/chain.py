@@ -32,7 +32,7 @@ from ..numerics.product import check_exact, digital_terms
 from ..numerics.quantise import quantize_inputs
 from ..onnx_exec import integer_dtype, narrow_dtype
 from ..passes.boundaries import CHAIN
-from . import conv, exact, gemm, reference
+from . import conv, exact, reference
 from .fast import mvm
 from .vectors import from_vectors, to_vectors
 
