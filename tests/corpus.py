@@ -682,9 +682,9 @@ def _torch_rnn(cell: str, opset: int):
 
 
 @_described
-def _torch_mobilenet(opset: int, functions: bool = False):
+def _torch_mobilenet(opset: int, functions: bool = False, half: bool = False):
     """MobileNetV2-style CNN: stem, two inverted-residual blocks (BN, ReLU6, depthwise), pool, Linear
-    (``functions``: each block and the Linear exported as an ONNX local function)."""
+    (``functions``: each block and the Linear exported as an ONNX local function; ``half``: float16)."""
     def make(dest: Path) -> None:
         torch = _torch()
         nn = torch.nn
@@ -710,13 +710,17 @@ def _torch_mobilenet(opset: int, functions: bool = False):
                 mod.running_mean.uniform_(-0.1, 0.1)
                 mod.running_var.uniform_(0.5, 1.5)
         extra = {"export_modules_as_functions": {IR, nn.Linear}} if functions else {}
-        _export(net, (torch.rand(1, 3, 32, 32),), dest, opset, ["input"], ["output"], **extra)
+        x = torch.rand(1, 3, 32, 32)
+        if half:
+            net, x = net.half(), x.half()
+        _export(net, (x,), dest, opset, ["input"], ["output"], **extra)
     return make
 
 
 @_described
-def _torch_transformer(opset: int):
-    """nn.TransformerEncoder (2 layers, d=32, 4 heads, batch_first) + a Linear head; [1, 8, 32]."""
+def _torch_transformer(opset: int, dynamic_batch: bool = False):
+    """nn.TransformerEncoder (2 layers, d=32, 4 heads, batch_first) + a Linear head; [1, 8, 32]
+    (``dynamic_batch``: the batch axis exported as dynamic, its Reshape targets computed from it)."""
     def make(dest: Path) -> None:
         torch = _torch()
         torch.manual_seed(0)
@@ -732,7 +736,8 @@ def _torch_transformer(opset: int):
             def forward(self, x):
                 return self.fc(self.enc(x))
 
-        _export(Net(), (torch.randn(1, 8, 32),), dest, opset, ["input"], ["output"])
+        dynamic = {"input": {0: "batch"}, "output": {0: "batch"}} if dynamic_batch else None
+        _export(Net(), (torch.randn(1, 8, 32),), dest, opset, ["input"], ["output"], dynamic)
     return make
 
 
@@ -831,6 +836,8 @@ for _op in (14, 18):  # legacy TorchScript exporter (14: first with scaled_dot_p
 for _name in ("squeezenet", "shufflenet", "inception_v1", "inception_v2", "densenet121"):
     MADE_MODELS[f"zoo_{_name}"] = _make_light(_name)
 MADE_MODELS["torch_mobilenet_functions_op15"] = _torch_mobilenet(15, functions=True)     # local functions
+MADE_MODELS["torch_mobilenet_half_op14"] = _torch_mobilenet(14, half=True)                 # float16
+MADE_MODELS["torch_transformer_dynbatch_op14"] = _torch_transformer(14, dynamic_batch=True)  # batch axis dynamic
 MADE_MODELS["torch_mobilenet_qdq"] = _make_torch_quant("mobilenet", 14, "qdq")
 MADE_MODELS["torch_lstm_dynamic"] = _make_torch_quant("lstm", 14, "dynamic")
 MADE_MODELS["torch_transformer_qdq"] = _make_torch_quant("transformer", 14, "qdq")           # an int8 transformer

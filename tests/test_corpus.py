@@ -31,6 +31,7 @@ MAPS = {
     "skl_mlp", "skl_logreg", "skl_mlp_zipmap",
     "torch_lstm_op14", "torch_lstm_op18", "torch_gru_op14", "torch_gru_op18", "torch_lstm_dynamic",
     "torch_mobilenet_op14", "torch_mobilenet_op18", "torch_mobilenet_qdq", "torch_mobilenet_functions_op15",
+    "torch_mobilenet_half_op14", "torch_transformer_dynbatch_op14",
     "torch_transformer_op14", "torch_transformer_op18", "torch_transformer_qdq", "torch_transformer_dynamic_op18",
     "torch_yolo_op14", "torch_yolo_op18",
     "aecmos", "ddddocr_det", "ddddocr_rec", "ddddocr_rec_int8", "dnsmos_p808", "dnsmos_sig_bak_ovr",
