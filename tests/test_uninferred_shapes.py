@@ -192,3 +192,53 @@ def test_the_fix_names_every_dynamic_input(tmp_path):
     message = json.loads(out)["results"][0]["reasons"][0]["message"]
     assert code == 1 and "model inputs 'a', 'b' have dynamic dimensions (fix them with --input-shape a:1,s,6 " \
                          "--input-shape b:1,s,6," in message
+
+
+def _batch_times_heads() -> onnx.ModelProto:
+    """x [N, 4, 6] split into 2N rows of heads (a target computed from the shape), a digital MatMul over
+    them, merged back to [2N, 4] the same way, then a dense layer: DeBERTa's attention at batch * heads
+    (the targets pass an Equal and a Where, which ONNX's data propagation does not follow)."""
+    c = lambda v, n: nh.from_array(np.array(v, np.int64), n)
+    nodes = [h.make_node("Shape", ["x"], ["s"]), h.make_node("Gather", ["s", "zero"], ["n0"]),
+             h.make_node("Equal", ["n0", "zero"], ["e"]), h.make_node("Where", ["e", "one", "n0"], ["n"]),
+             h.make_node("Mul", ["n", "two"], ["n2"]),
+             h.make_node("Concat", ["n2", "split"], ["t1"], axis=0), h.make_node("Reshape", ["x", "t1"], ["a"]),
+             h.make_node("Transpose", ["a"], ["at"], perm=[0, 2, 1]), h.make_node("MatMul", ["a", "at"], ["m"]),
+             h.make_node("Concat", ["n2", "four"], ["t2"], axis=0), h.make_node("Reshape", ["m", "t2"], ["r"]),
+             h.make_node("MatMul", ["r", "W"], ["y"])]
+    g = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", T.FLOAT, ["N", 4, 6])],
+                     [h.make_tensor_value_info("y", T.FLOAT, None)],
+                     [c([0], "zero"), c([1], "one"), c([2], "two"), c([2, 6], "split"), c([4], "four"),
+                      nh.from_array(np.random.default_rng(0).standard_normal((4, 5)).astype(np.float32), "W")])
+    return h.make_model(g, opset_imports=[h.make_opsetid("", 17)], ir_version=8)
+
+
+def _if_on_a_batch_free_size() -> onnx.ModelProto:
+    """An If on x.shape[1] == 4 (an axis the dynamic batch does not touch), each branch a dense layer."""
+    c = lambda v, n: nh.from_array(np.array(v, np.int64), n)
+    w = lambda seed: nh.from_array(np.random.default_rng(seed).standard_normal((6, 5)).astype(np.float32), f"W{seed}")
+    branch = lambda seed: h.make_graph([h.make_node("MatMul", ["x", f"W{seed}"], [f"b{seed}"])], f"br{seed}", [],
+                                       [h.make_tensor_value_info(f"b{seed}", T.FLOAT, None)], [w(seed)])
+    nodes = [h.make_node("Shape", ["x"], ["s"]), h.make_node("Slice", ["s", "one", "two"], ["d"]),
+             h.make_node("Equal", ["d", "four"], ["e"]), h.make_node("Squeeze", ["e"], ["cond"]),
+             h.make_node("If", ["cond"], ["y"], then_branch=branch(1), else_branch=branch(2))]
+    g = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", T.FLOAT, ["N", 4, 6])],
+                     [h.make_tensor_value_info("y", T.FLOAT, None)], [c([1], "one"), c([2], "two"), c([4], "four")])
+    return h.make_model(g, opset_imports=[h.make_opsetid("", 17)], ir_version=8)
+
+
+@pytest.mark.parametrize("make", [_batch_times_heads, _if_on_a_batch_free_size], ids=["batch_times_heads", "if"])
+def test_sizes_computed_beside_a_dynamic_batch_map(make, tmp_path):
+    """Heads folded into the batch (sizes at batch + 1 are 2 (N + 1), not N + 2, as recorded now); an If on a
+    size the batch does not touch, which stayed digital (shape inference does not follow an If) and left
+    the layers behind it unmapped. Both map, and the program still follows the batch at run time."""
+    path = tmp_path / "m.onnx"
+    onnx.save(make(), str(path))
+    code, out, err = _cli("check", str(path), "--target", "isaac", "--format", "json")
+    assert code == 0 and json.loads(out)["results"][0]["figures"]["crossbars"] == 1, out + err
+    for n in (1, 3):
+        np.save(tmp_path / "x.npy", np.random.default_rng(n).standard_normal((n, 4, 6)).astype(np.float32))
+        code, out, err = _cli("run", str(path), "--target", "isaac", "--input", str(tmp_path / "x.npy"),
+                              "--batch", "2", "--format", "json")
+        assert code == 0, err
+        assert json.loads(out)["comparison"]["y"]["relative_error"] < 1e-6

@@ -50,17 +50,21 @@ def _load(model: onnx.ModelProto, batch: int, bind: dict | None, limits: Limits,
     check_raw_sizes(model, where, limits)
     written_opset = ai_onnx_opset(model, where)
     stripped = payloads.names() if payloads is not None else frozenset()
-    skel, heavy, batch_axes = normalise(model, where, batch=batch, limits=limits, stripped=stripped,
-                                        input_shapes=input_shapes)
+    skel, heavy, batch_shapes = normalise(model, where, batch=batch, limits=limits, stripped=stripped,
+                                          input_shapes=input_shapes)
     del model
     graph = to_ir(skel, where, limits, heavy, payloads)
-    graph.meta["dynamic_batch"] = batch_axes is not None
+    graph.meta["dynamic_batch"] = batch_shapes is not None
     graph.meta["written_opset"] = written_opset     # what messages name (the graph itself is at opset 17)
-    if batch_axes is not None:
-        graph.meta["batch_axes"] = batch_axes
+    if batch_shapes is not None:
+        # which axes follow the batch, and every such value's shape at batch + 1 (the passes infer more)
         for name in graph.inputs:
-            if graph.tensors[name].shape:
-                batch_axes.setdefault(name, [0])
+            shape = graph.tensors[name].shape
+            if shape and name not in batch_shapes:
+                batch_shapes[name] = (shape[0] + 1,) + tuple(shape[1:]) if isinstance(shape[0], int) else shape
+        graph.meta["batch_shapes"] = batch_shapes
+        graph.meta["batch_axes"] = {n: [k for k, (x, y) in enumerate(zip(graph.tensors[n].shape, s)) if x != y]
+                                    for n, s in batch_shapes.items() if n in graph.tensors and graph.tensors[n].shape}
     return graph
 
 

@@ -288,17 +288,15 @@ def _onnxruntime_loads(skel: onnx.ModelProto) -> bool:
         return False
 
 
-def _batch_axes(a: onnx.ModelProto, b: onnx.ModelProto) -> dict[str, list[int]]:
-    """Axes of every value whose size changed between two inferences at different batch sizes."""
+def _batch_shapes(a: onnx.ModelProto, b: onnx.ModelProto) -> dict[str, tuple]:
+    """The shape at the second batch size of every value whose size changed between two inferences
+    at different batch sizes (``a`` at the batch, ``b`` at batch + 1)."""
     sizes_b = {vi.name: value_info(vi).shape for vi in list(b.graph.value_info) + list(b.graph.output)}
     out = {}
     for vi in list(a.graph.value_info) + list(a.graph.output):
         sa, sb = value_info(vi).shape, sizes_b.get(vi.name)
-        if sa is None or sb is None or len(sa) != len(sb):
-            continue
-        axes = [i for i, (x, y) in enumerate(zip(sa, sb)) if x != y]
-        if axes:
-            out[vi.name] = axes
+        if sa is not None and sb is not None and len(sa) == len(sb) and sa != sb:
+            out[vi.name] = sb
     return out
 
 
@@ -342,7 +340,7 @@ def normalise(model: onnx.ModelProto, where: str, batch: int = 1, limits: "Limit
 
     Returns the inferred skeleton, the heavy initializers apart (never copied; ``stripped`` names
     those whose payload :func:`~.protobuf.read_model_lean` left in the file) and, for a model with
-    a dynamic batch, the axes of every value that follow the batch size, else None.
+    a dynamic batch, the shape at batch + 1 of every value whose size follows the batch, else None.
     """
     limits = limits or Limits()
     if len(model.graph.node) > limits.max_nodes:    # before the checker and shape inference walk them all
@@ -371,7 +369,7 @@ def normalise(model: onnx.ModelProto, where: str, batch: int = 1, limits: "Limit
         raise InvalidModelError(f"ONNX checker failed: {first_line(e)}", where=where)
     if version < CANONICAL_OPSET:
         skel = convert(skel, version, where)
-    batch_axes = None
+    batch_shapes = None
     if dynamic:
         _fix_shapes(unfixed, shapes, heavy, where)
         _fix_batch(unfixed, batch + 1, heavy)
@@ -379,14 +377,14 @@ def normalise(model: onnx.ModelProto, where: str, batch: int = 1, limits: "Limit
             unfixed = convert(unfixed, version, where)
     skel = _infer(skel, where)
     if dynamic:
-        batch_axes = _batch_axes(skel, _infer(unfixed, where))
+        batch_shapes = _batch_shapes(skel, _infer(unfixed, where))
     _check_value_sizes(skel, where, limits)
     # The heavy initializers go back as constants (to_ir), not as inputs.
     real_inputs = {i.name for i in model.graph.input}
     keep_inputs = [i for i in skel.graph.input if i.name not in heavy or i.name in real_inputs]
     del skel.graph.input[:]
     skel.graph.input.extend(keep_inputs)
-    return skel, heavy, batch_axes
+    return skel, heavy, batch_shapes
 
 
 def _single_input(shapes: dict, skel: onnx.ModelProto, heavy, where: str) -> dict:
