@@ -118,11 +118,8 @@ def _inline_functions(skel: onnx.ModelProto, where: str) -> onnx.ModelProto:
 
 
 def _import_used_domains(skel: onnx.ModelProto) -> None:
-    """Declare, at version 1, an operator domain that nodes use but the model does not import.
-
-    onnxruntime runs such a model; the checker and shape inference refuse it. onnxruntime's transformer
-    optimizer returns its models so (com.microsoft Attention, SkipLayerNormalization) until they are saved
-    through its own writer."""
+    """Declare, at version 1, an operator domain that nodes use but the model does not import: onnxruntime
+    runs such a model (its transformer optimizer's output saved with onnx.save), the checker refuses it."""
     imported = {imp.domain or "" for imp in skel.opset_import}
     used, graphs = set(), [skel.graph]
     while graphs:
