@@ -166,21 +166,6 @@ def _batch_reshape_through_where() -> onnx.ModelProto:
     return h.make_model(g, opset_imports=[h.make_opsetid("", 17)], ir_version=8)
 
 
-def test_a_shape_computed_from_the_dynamic_batch_is_followed_by_value(tmp_path):
-    """Check said the MatMul's input shape was unknown (exit 1); the target's values at the batch and at
-    batch + 1 give its shape, and the program still follows the batch at run time."""
-    path = tmp_path / "m.onnx"
-    onnx.save(_batch_reshape_through_where(), str(path))
-    code, out, err = _cli("check", str(path), "--target", "isaac", "--format", "json")
-    assert code == 0 and json.loads(out)["results"][0]["figures"]["crossbars"] == 1, out + err
-    for n in (1, 3):
-        np.save(tmp_path / "x.npy", np.random.default_rng(n).standard_normal((n, 4, 6)).astype(np.float32))
-        code, out, err = _cli("run", str(path), "--target", "isaac", "--input", str(tmp_path / "x.npy"),
-                              "--batch", "2", "--format", "json")
-        assert code == 0, err
-        assert json.loads(out)["comparison"]["y"]["relative_error"] < 1e-6
-
-
 def test_the_fix_names_every_dynamic_input(tmp_path):
     """Two dynamic inputs reach the layer: both are named, in the model's order, each with its own fix."""
     g = h.make_graph([h.make_node("Add", ["a", "b"], ["c"]), h.make_node("MatMul", ["c", "W"], ["y"])], "g",
@@ -227,11 +212,13 @@ def _if_on_a_batch_free_size() -> onnx.ModelProto:
     return h.make_model(g, opset_imports=[h.make_opsetid("", 17)], ir_version=8)
 
 
-@pytest.mark.parametrize("make", [_batch_times_heads, _if_on_a_batch_free_size], ids=["batch_times_heads", "if"])
+@pytest.mark.parametrize("make", [_batch_reshape_through_where, _batch_times_heads, _if_on_a_batch_free_size],
+                         ids=["reshape_through_where", "batch_times_heads", "if"])
 def test_sizes_computed_beside_a_dynamic_batch_map(make, tmp_path):
-    """Heads folded into the batch (sizes at batch + 1 are 2 (N + 1), not N + 2, as recorded now); an If on a
-    size the batch does not touch, which stayed digital (shape inference does not follow an If) and left
-    the layers behind it unmapped. Both map, and the program still follows the batch at run time."""
+    """A Reshape target computed from the batch through Where (check said the layer's input shape was
+    unknown); heads folded into the batch (sizes at batch + 1 are 2 (N + 1), not N + 2); an If on a size
+    the batch does not touch, which stayed digital and left the layers behind it unmapped. All map (the
+    values at the batch and at batch + 1 give the shapes), and the program still follows the batch."""
     path = tmp_path / "m.onnx"
     onnx.save(make(), str(path))
     code, out, err = _cli("check", str(path), "--target", "isaac", "--format", "json")
