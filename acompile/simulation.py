@@ -124,11 +124,22 @@ def reference_outputs(model_path: Path, feeds: dict) -> dict[str, np.ndarray]:
         # only a batch that every feed shares is cut (a recurrent state [1, 1, h] beside [seq, n] is not)
         if not step or step >= total:
             return dict(zip(names, sess.run(None, feeds)))
-        parts = [sess.run(None, {k: v[i:i + step] for k, v in feeds.items()}) for i in range(0, total, step)]
+        parts = [sess.run(None, {k: _rows(v, i, step) for k, v in feeds.items()}) for i in range(0, total, step)]
+        short = total % step     # the last part was padded to the model's batch, as the simulator pads it
+        if short:
+            parts[-1] = [o[:short] if np.shape(o)[:1] == (step,) else o for o in parts[-1]]
         return {n: np.concatenate([p[j] for p in parts]) for j, n in enumerate(names)}
     except Exception as e:
         raise InvalidDataError(f"onnxruntime cannot run the comparison model ({clean(str(e).splitlines()[0] if str(e) else '', 160)})",
                                where=clean(str(model_path)))
+
+
+def _rows(v: np.ndarray, start: int, n: int) -> np.ndarray:
+    """Rows start..start+n of v, zeros after its last row (the simulator pads a short last chunk so)."""
+    part = v[start:start + n]
+    if part.shape[0] == n:
+        return part
+    return np.concatenate([part, np.zeros((n - part.shape[0],) + part.shape[1:], part.dtype)])
 
 
 # onnxruntime's integer kernels that multiply uint8 by int8 with VPMADDUBSW on x86 CPUs without VNNI:

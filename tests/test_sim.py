@@ -2,6 +2,7 @@
 product and the reference path, noise reproducibility, and the files alone reproducing the model."""
 
 import numpy as np
+import onnx
 import pytest
 
 import models
@@ -93,6 +94,21 @@ def test_a_batch_larger_than_the_compiled_one_runs_in_chunks():
     out = simulate(comp, big)[0]
     assert out.shape[0] == 3
     np.testing.assert_allclose(out[2], simulate(comp, feeds)[0][0], rtol=1e-6)
+
+
+def test_run_compares_a_batch_the_fixed_batch_does_not_divide(tmp_path, capsys):
+    """A model fixed at batch 2 run on 3 rows: the simulator pads its last chunk, and so must the
+    onnxruntime reference (it refused the 1-row chunk: exit 2)."""
+    import json
+    model = models.small_cnn()
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 2
+    model.graph.output[0].type.tensor_type.shape.dim[0].dim_value = 2
+    onnx.save(model, tmp_path / "b2.onnx")
+    x = models.random_inputs(model, batch=2)["input"]
+    np.save(tmp_path / "x.npy", np.concatenate([x, -x[:1]]))    # 3 rows
+    code = main(["run", str(tmp_path / "b2.onnx"), "-t", "isaac", "-i", str(tmp_path / "x.npy"), "--format", "json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["comparison"]["output"]["relative_error"] < 1e-5
 
 
 def test_program_round_trips(tmp_path):
