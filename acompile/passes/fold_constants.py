@@ -228,21 +228,20 @@ def _inline_ifs(graph: Graph) -> bool:
     return inlined
 
 
-def _fold_gathered_dims(graph: Graph, shape_node: Node, dims, batch: list[int]) -> bool:
-    folded = []
-    for user in graph.nodes:
-        if user.op_type != "Gather" or user.inputs[:1] != shape_node.outputs[:1] or user.attrs.get("axis", 0) != 0:
-            continue
-        if len(user.inputs) < 2 or not graph.is_constant(user.inputs[1]) or user.outputs[0] in graph.outputs:
+def _fold_gathered_dims(graph: Graph, gathers: list[Node], dims, batch: list[int]) -> list[Node]:
+    """Fold the Gathers of a live ``Shape`` that read only axes the batch does not touch; return them."""
+    folded, live = [], graph.meta.setdefault("live_gathers", set())    # names of Gathers that read the batch
+    for user in gathers:
+        if user.name in live:
             continue
         index = np.asarray(graph.constants[user.inputs[1]]).astype(np.int64)
         index = np.where(index < 0, index + len(dims), index)
         if np.any(np.isin(index, batch)) or np.any((index < 0) | (index >= len(dims))):
+            live.add(user.name)
             continue
         graph.constants[user.outputs[0]] = np.asarray(dims, np.int64)[index]
         folded.append(user)
-    graph.remove_nodes(folded)
-    return bool(folded)
+    return folded
 
 
 def _propagate_shapes(graph: Graph) -> bool:
@@ -345,8 +344,13 @@ def _fold_once(graph: Graph, limits: Limits) -> bool:
 
 def _fold_shapes(graph: Graph) -> bool:
     """``Shape`` of a statically shaped tensor is a constant; fold it and what then becomes constant."""
-    changed = False
-    for node in list(graph.nodes):
+    gathers: dict[str, list[Node]] = {}     # a value -> the Gathers on its axis 0 at constant indices
+    for n in graph.nodes:
+        if n.op_type == "Gather" and not n.domain and n.attrs.get("axis", 0) == 0 and len(n.inputs) >= 2 \
+                and graph.is_constant(n.inputs[1]) and n.outputs[0] not in graph.outputs:
+            gathers.setdefault(n.inputs[0], []).append(n)
+    doomed = []
+    for node in graph.nodes:
         if node.op_type == "Shape" and node.inputs and not graph.is_constant(node.inputs[0]):
             shape = graph.static_shape(node.inputs[0])
             if shape is None:
@@ -356,10 +360,12 @@ def _fold_shapes(graph: Graph) -> bool:
             if any(a in range(len(shape))[start:end] for a in batch_axes):
                 # the model's batch is dynamic: keep the shape computation live, but a Gather of
                 # the other axes (``x.shape[1]``) is a constant
-                changed |= _fold_gathered_dims(graph, node, shape[start:end],
-                                               [a - start for a in batch_axes if a >= start])
+                if node.outputs[0] in gathers:
+                    doomed += _fold_gathered_dims(graph, gathers[node.outputs[0]], shape[start:end],
+                                                  [a - start for a in batch_axes if a >= start])
                 continue
             graph.constants[node.outputs[0]] = np.array(shape[start:end], np.int64)
-            graph.remove_nodes([node])
-            changed = True
-    return changed
+            doomed.append(node)
+    if doomed:
+        graph.remove_nodes(doomed)
+    return bool(doomed)
