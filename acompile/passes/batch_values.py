@@ -23,62 +23,60 @@ _MOVES = {"Gather": (0,), "Slice": (0,), "Squeeze": (0,), "Unsqueeze": (0,), "Re
           "Transpose": (0,), "Concat": None}     # the inputs that carry data (None: all)
 
 
-def batch_values(graph: Graph, not_a_value: Callable[[Node], bool], max_bytes: int) -> tuple[dict, bool]:
-    """With a dynamic batch: the small integer tensors computed from shapes that follow the batch
-    (``Shape``, then Gather, Slice, Concat, Equal, Where, ...), their values at the batch and at
-    batch + 1, and which of their elements depend on the batch.
+def value_of(graph: Graph, node: Node, not_a_value: Callable[[Node], bool], max_bytes: int) -> bool:
+    """With a dynamic batch: record the value of ``node``'s output if it is a small integer tensor
+    computed from shapes that follow the batch (``Shape``, then Gather, Slice, Concat, Equal, Where,
+    ...), at the batch and at batch + 1, and which of its elements depend on the batch, in
+    ``graph.meta["batch_values"]`` (name -> (at batch, at batch + 1, depends)).
 
     An element depends on the batch when it comes from a batch axis of a ``Shape`` (tracked exactly
     through data movement and element-wise ops; any other op's output depends on the batch wholly if
     any input element does). A value no element of which depends on the batch is a constant: it is
-    folded (``x.shape[-2] == y.shape[-2]`` deciding an If). The others stay live in the program, but
-    shape inference is given them by value, so a Reshape or Expand whose target they are gets a static
-    shape whose axes that differ at batch + 1 follow the batch. Nodes ``not_a_value`` says are data
-    sized by values are not run; values over ``max_bytes`` are not kept. Returns (values, whether any
-    folded).
+    folded, and True returned (the caller removes the node; ``x.shape[-2] == y.shape[-2]`` deciding an
+    If). The others stay live in the program, but shape inference is given them by value, so a Reshape
+    or Expand whose target they are gets a static shape whose axes that differ at batch + 1 follow the
+    batch. Nodes ``not_a_value`` says are data sized by values are not run; values over ``max_bytes``
+    are not kept.
     """
-    values = graph.meta.setdefault("batch_values", {})      # name -> (at batch, at batch + 1, depends)
-    folded = []
-    for node in graph.nodes:
-        if not node.outputs or all(not o or o in values for o in node.outputs):
+    values = graph.meta.setdefault("batch_values", {})
+    if not node.outputs or all(not o or o in values for o in node.outputs):
+        return False
+    if node.op_type == "Shape" and not node.domain:
+        shape = graph.static_shape(node.inputs[0])
+        if shape is not None:
+            span = slice(node.attrs.get("start", 0), node.attrs.get("end"))
+            bumped = at_next_batch(graph, node.inputs[0], shape)
+            depends = np.array([x != y for x, y in zip(shape, bumped)], bool)[span]
+            values[node.outputs[0]] = (np.array(shape[span], np.int64), np.array(bumped[span], np.int64), depends)
+        return False
+    if node.domain or not_a_value(node):
+        return False    # a data tensor sized by the values, not a value: its shape is inferred from them
+    if not any(i in values for i in node.inputs) \
+            or not all(not i or i in values or graph.is_constant(i) for i in node.inputs):
+        return False
+    at = [[(values[i][k] if i in values else graph.constants[i]) if i else None for i in node.inputs]
+          for k in (0, 1)]
+    if any(a is not None and np.asarray(a).nbytes > max_bytes for a in at[0] + at[1]):
+        return False
+    try:
+        outs = [run_node(node.op_type, node.attrs, args, len(node.outputs), graph.opset,
+                         attr_types=node.meta.get("attr_types"), where=node.describe()) for args in at]
+        depends = _depends(graph, node, values, outs[0])
+    except AcompileError:
+        return False
+    for o, a, b, d in zip(node.outputs, *outs, depends):
+        if not o or not isinstance(a, np.ndarray) or a.nbytes > max_bytes or a.ndim != np.ndim(b):
             continue
-        if node.op_type == "Shape" and not node.domain:
-            shape = graph.static_shape(node.inputs[0])
-            if shape is not None:
-                span = slice(node.attrs.get("start", 0), node.attrs.get("end"))
-                bumped = at_next_batch(graph, node.inputs[0], shape)
-                depends = np.array([x != y for x, y in zip(shape, bumped)], bool)[span]
-                values[node.outputs[0]] = (np.array(shape[span], np.int64), np.array(bumped[span], np.int64), depends)
-            continue
-        if node.domain or not_a_value(node):
-            continue    # a data tensor sized by the values, not a value: its shape is inferred from them
-        if not any(i in values for i in node.inputs) \
-                or not all(not i or i in values or graph.is_constant(i) for i in node.inputs):
-            continue
-        at = [[(values[i][k] if i in values else graph.constants[i]) if i else None for i in node.inputs]
-              for k in (0, 1)]
-        if any(a is not None and np.asarray(a).nbytes > max_bytes for a in at[0] + at[1]):
-            continue
-        try:
-            outs = [run_node(node.op_type, node.attrs, args, len(node.outputs), graph.opset,
-                             attr_types=node.meta.get("attr_types"), where=node.describe()) for args in at]
-            depends = _depends(graph, node, values, outs[0])
-        except AcompileError:
-            continue
-        for o, a, b, d in zip(node.outputs, *outs, depends):
-            if not o or not isinstance(a, np.ndarray) or a.nbytes > max_bytes or a.ndim != np.ndim(b):
-                continue
-            values[o] = (a, np.asarray(b), d)
-            if graph.static_shape(o) is None:
-                graph.tensors[o] = TensorInfo(o, a.dtype, a.shape)
-                follows_batch(graph, o, a.shape, np.shape(b))
-        if all(not o or (o in values and not values[o][2].any() and o not in graph.outputs) for o in node.outputs):
-            for o in node.outputs:
-                if o:
-                    graph.constants[o] = values.pop(o)[0]
-            folded.append(node)
-    graph.remove_nodes(folded)
-    return values, bool(folded)
+        values[o] = (a, np.asarray(b), d)
+        if graph.static_shape(o) is None:
+            graph.tensors[o] = TensorInfo(o, a.dtype, a.shape)
+            follows_batch(graph, o, a.shape, np.shape(b))
+    if not all(not o or (o in values and not values[o][2].any() and o not in graph.outputs) for o in node.outputs):
+        return False
+    for o in node.outputs:
+        if o:
+            graph.constants[o] = values.pop(o)[0]
+    return True
 
 
 def at_next_batch(graph: Graph, name: str, shape: tuple) -> tuple:

@@ -14,7 +14,7 @@ from ..ir import Graph, Node, Subgraph, TensorInfo
 from ..limits import Limits
 from ..onnx_exec import run_node
 from .base import CompileState, compile_pass
-from .batch_values import at_next_batch, batch_values, follows_batch
+from .batch_values import at_next_batch, follows_batch, value_of
 
 NON_DETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
                      "Multinomial", "Bernoulli"}
@@ -154,7 +154,7 @@ def _fold_numpy(node: Node, args: list, limits: Limits) -> list[np.ndarray] | No
 def fold_constants(state: CompileState) -> None:
     """Replace every foldable all-constant node by the constant it produces."""
     graph, limits = state.graph, state.options.limits
-    while _fold_once(graph, limits) | _fold_shapes(graph) or _inline_ifs(graph) or _propagate_shapes(graph):
+    while _fold_once(graph, limits) | _fold_shapes(graph) or _inline_ifs(graph) or _propagate_shapes(graph, limits):
         pass
     graph.prune()
     _check_reshapes(graph, bool(getattr(state.options, "input_shapes", None)))
@@ -244,15 +244,24 @@ def _fold_gathered_dims(graph: Graph, gathers: list[Node], dims, batch: list[int
     return folded
 
 
-def _propagate_shapes(graph: Graph) -> bool:
+def _propagate_shapes(graph: Graph, limits: Limits) -> bool:
     """Shapes whole-model inference could not follow (a Pad whose pads are computed by a chain that
     folding has now turned into a constant, an ai.onnx.ml Scaler): infer them node by node from the
     inputs known by now. With a dynamic batch, each node is inferred a second time at batch + 1 to
     record which axes of the new shape follow the batch (so folding its ``Shape`` keeps them live).
+
+    One pass in program order that also folds what the shapes just inferred make constant (a
+    ``Shape``, then the nodes it feeds) and records the values that follow the batch, so a chain of
+    Reshapes whose targets are computed from shapes is followed in one pass, not one pass per link.
     """
     batch_axes = graph.meta.get("batch_axes") if graph.meta.get("dynamic_batch") else None
-    values, changed = batch_values(graph, _not_a_value, SMALL_INPUT_BYTES) if batch_axes is not None else ({}, False)
+    values = graph.meta.setdefault("batch_values", {}) if batch_axes is not None else {}
+    changed, folded = False, []
     for node in graph.nodes:
+        if _shape_constant(graph, node) or _fold_node(graph, node, limits) \
+                or batch_axes is not None and value_of(graph, node, _not_a_value, SMALL_INPUT_BYTES):
+            folded.append(node)
+            continue
         if any(isinstance(v, Subgraph) for v in node.attrs.values()):
             continue
         missing = [k for k, o in enumerate(node.outputs) if o and graph.static_shape(o) is None]
@@ -294,7 +303,9 @@ def _propagate_shapes(graph: Graph) -> bool:
                     follows_batch(graph, o, shape, other)
                 graph.tensors[o] = TensorInfo(o, dtype if dtype is not None else graph.dtype(o), shape)
                 changed = True
-    return changed
+    if folded:
+        graph.remove_nodes(folded)
+    return changed or bool(folded)
 
 
 def _not_a_value(node: Node) -> bool:
@@ -304,42 +315,46 @@ def _not_a_value(node: Node) -> bool:
 
 
 def _fold_once(graph: Graph, limits: Limits) -> bool:
-    folded = []
-    for node in graph.nodes:
-        if node.op_type in NEVER_FOLD or node.domain and (node.domain, node.op_type) not in FOLDABLE_CONTRIB:
-            continue
-        if any(isinstance(v, Subgraph) for v in node.attrs.values()):
-            continue
-        if not all((not i) or graph.is_constant(i) for i in node.inputs):
-            continue
-        if not node.outputs or any(o in graph.outputs for o in node.outputs):
-            continue
-        args = [graph.constants[i] if i else None for i in node.inputs]
-        unknown = False
-        for k, o in enumerate(node.outputs):
-            shape = graph.static_shape(o) if o in graph.tensors else None
-            dtype = graph.dtype(o)
-            if shape is None and o:
-                # Whole-model inference could not size it (a shape computed by an op data propagation
-                # does not follow); the inputs are concrete now, so ask again for this one node.
-                shape, dtype = _infer_output(node, args, k, graph.opset)
-            if shape is not None:
-                _check_budget(node, shape, (dtype.itemsize if dtype is not None else 8), limits)
-            elif o:
-                unknown = True
-        values = _fold_numpy(node, args, limits)
-        if values is None:
-            if node.op_type in SIZE_FROM_VALUES and unknown:
-                continue  # unknown output size: do not gamble on an allocation
-            values = run_node(node.op_type, node.attrs, args, len(node.outputs),
-                              node.opset if node.domain else graph.opset, domain=node.domain,
-                              attr_types=node.meta.get("attr_types"), where=node.describe())
-        for o, v in zip(node.outputs, values):
-            if o:
-                graph.constants[o] = np.asarray(v)
-        folded.append(node)
-    graph.remove_nodes(folded)
+    folded = [node for node in graph.nodes if _fold_node(graph, node, limits)]
+    if folded:
+        graph.remove_nodes(folded)
     return bool(folded)
+
+
+def _fold_node(graph: Graph, node: Node, limits: Limits) -> bool:
+    """Whether ``node`` was folded: all its inputs constant, its outputs are constants now."""
+    if node.op_type in NEVER_FOLD or node.domain and (node.domain, node.op_type) not in FOLDABLE_CONTRIB:
+        return False
+    if any(isinstance(v, Subgraph) for v in node.attrs.values()):
+        return False
+    if not all((not i) or graph.is_constant(i) for i in node.inputs):
+        return False
+    if not node.outputs or any(o in graph.outputs for o in node.outputs):
+        return False
+    args = [graph.constants[i] if i else None for i in node.inputs]
+    unknown = False
+    for k, o in enumerate(node.outputs):
+        shape = graph.static_shape(o) if o in graph.tensors else None
+        dtype = graph.dtype(o)
+        if shape is None and o:
+            # Whole-model inference could not size it (a shape computed by an op data propagation
+            # does not follow); the inputs are concrete now, so ask again for this one node.
+            shape, dtype = _infer_output(node, args, k, graph.opset)
+        if shape is not None:
+            _check_budget(node, shape, (dtype.itemsize if dtype is not None else 8), limits)
+        elif o:
+            unknown = True
+    values = _fold_numpy(node, args, limits)
+    if values is None:
+        if node.op_type in SIZE_FROM_VALUES and unknown:
+            return False  # unknown output size: do not gamble on an allocation
+        values = run_node(node.op_type, node.attrs, args, len(node.outputs),
+                          node.opset if node.domain else graph.opset, domain=node.domain,
+                          attr_types=node.meta.get("attr_types"), where=node.describe())
+    for o, v in zip(node.outputs, values):
+        if o:
+            graph.constants[o] = np.asarray(v)
+    return True
 
 
 def _fold_shapes(graph: Graph) -> bool:
@@ -351,21 +366,31 @@ def _fold_shapes(graph: Graph) -> bool:
             gathers.setdefault(n.inputs[0], []).append(n)
     doomed = []
     for node in graph.nodes:
-        if node.op_type == "Shape" and node.inputs and not graph.is_constant(node.inputs[0]):
+        if _shape_constant(graph, node):
+            doomed.append(node)
+        elif node.op_type == "Shape" and node.outputs[0] in gathers and graph.static_shape(node.inputs[0]):
+            # the model's batch is dynamic: the shape computation stays live, but a Gather of the other
+            # axes (``x.shape[1]``) is a constant
             shape = graph.static_shape(node.inputs[0])
-            if shape is None:
-                continue
             start, end = node.attrs.get("start", 0), node.attrs.get("end")
             batch_axes = graph.meta.get("batch_axes", {}).get(node.inputs[0], [])
-            if any(a in range(len(shape))[start:end] for a in batch_axes):
-                # the model's batch is dynamic: keep the shape computation live, but a Gather of
-                # the other axes (``x.shape[1]``) is a constant
-                if node.outputs[0] in gathers:
-                    doomed += _fold_gathered_dims(graph, gathers[node.outputs[0]], shape[start:end],
-                                                  [a - start for a in batch_axes if a >= start])
-                continue
-            graph.constants[node.outputs[0]] = np.array(shape[start:end], np.int64)
-            doomed.append(node)
+            doomed += _fold_gathered_dims(graph, gathers[node.outputs[0]], shape[start:end],
+                                          [a - start for a in batch_axes if a >= start])
     if doomed:
         graph.remove_nodes(doomed)
     return bool(doomed)
+
+
+def _shape_constant(graph: Graph, node: Node) -> bool:
+    """Whether ``node`` is a ``Shape`` of a statically shaped value that no batch axis of it makes live,
+    now folded to its constant."""
+    if node.op_type != "Shape" or node.domain or not node.inputs or graph.is_constant(node.inputs[0]):
+        return False
+    shape = graph.static_shape(node.inputs[0])
+    if shape is None:
+        return False
+    start, end = node.attrs.get("start", 0), node.attrs.get("end")
+    if any(a in range(len(shape))[start:end] for a in graph.meta.get("batch_axes", {}).get(node.inputs[0], [])):
+        return False
+    graph.constants[node.outputs[0]] = np.array(shape[start:end], np.int64)
+    return True
