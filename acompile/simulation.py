@@ -13,7 +13,7 @@ from .backends.device import DeviceReader
 from .backends.program import load_program, load_program_target
 from .errors import InvalidDataError, clean
 from .numerics.noise import NoiseSpec, ktc_sigma
-from .sim.runtime import MODES, Simulator, WeightsFromGraph
+from .sim.runtime import MODES, Simulator, WeightsFromGraph, padded_rows
 
 NOISE_FIELDS = ("g_min_us", "g_max_us", "programming_sigma", "read_sigma", "stuck_at_zero_rate", "stuck_at_max_rate",
                 "adc_offset_lsb", "adc_gain_error", "drift_nu_mean", "drift_nu_std", "drift_t0_s", "drift_time_s",
@@ -124,7 +124,7 @@ def reference_outputs(model_path: Path, feeds: dict) -> dict[str, np.ndarray]:
         # only a batch that every feed shares is cut (a recurrent state [1, 1, h] beside [seq, n] is not)
         if not step or step >= total:
             return dict(zip(names, sess.run(None, feeds)))
-        parts = [sess.run(None, {k: _rows(v, i, step) for k, v in feeds.items()}) for i in range(0, total, step)]
+        parts = [sess.run(None, {k: padded_rows(v, i, step) for k, v in feeds.items()}) for i in range(0, total, step)]
         short = total % step     # the last part was padded to the model's batch, as the simulator pads it
         if short:
             parts[-1] = [o[:short] if np.shape(o)[:1] == (step,) else o for o in parts[-1]]
@@ -132,14 +132,6 @@ def reference_outputs(model_path: Path, feeds: dict) -> dict[str, np.ndarray]:
     except Exception as e:
         raise InvalidDataError(f"onnxruntime cannot run the comparison model ({clean(str(e).splitlines()[0] if str(e) else '', 160)})",
                                where=clean(str(model_path)))
-
-
-def _rows(v: np.ndarray, start: int, n: int) -> np.ndarray:
-    """Rows start..start+n of v, zeros after its last row (the simulator pads a short last chunk so)."""
-    part = v[start:start + n]
-    if part.shape[0] == n:
-        return part
-    return np.concatenate([part, np.zeros((n - part.shape[0],) + part.shape[1:], part.dtype)])
 
 
 # onnxruntime's integer kernels that multiply uint8 by int8 with VPMADDUBSW on x86 CPUs without VNNI:

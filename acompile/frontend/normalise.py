@@ -121,12 +121,7 @@ def _import_used_domains(skel: onnx.ModelProto) -> None:
     """Declare, at version 1, an operator domain that nodes use but the model does not import: onnxruntime
     runs such a model (its transformer optimizer's output saved with onnx.save), the checker refuses it."""
     imported = {imp.domain or "" for imp in skel.opset_import}
-    used, graphs = set(), [skel.graph]
-    while graphs:
-        for node in graphs.pop().node:
-            used.add(node.domain or "")
-            for a in node.attribute:
-                graphs.extend([a.g] if a.HasField("g") else list(a.graphs))
+    used = {node.domain or "" for node in walk_nodes(skel.graph)}
     for domain in sorted(used - imported - {"", "ai.onnx"}):
         skel.opset_import.append(onnx.helper.make_opsetid(domain, 1))
 

@@ -94,6 +94,14 @@ class WeightsFromGraph:
         return self._cache[key]
 
 
+def padded_rows(v: np.ndarray, start: int, n: int) -> np.ndarray:
+    """Rows start..start+n of v; a short last chunk is padded with zero rows to the program's batch."""
+    part = v[start:start + n]
+    if part.shape[0] == n:
+        return part
+    return np.concatenate([part, np.zeros((n - part.shape[0],) + part.shape[1:], part.dtype)])
+
+
 @dataclass
 class Simulator:
     """Runs a program in one mode on one path; programmed cells are drawn once and kept."""
@@ -133,11 +141,7 @@ class Simulator:
         for start in range(0, total, compiled):
             part = {}
             for k, v in feeds.items():
-                piece = v[start:start + compiled]
-                if piece.shape[0] < compiled:
-                    pad = np.zeros((compiled - piece.shape[0],) + piece.shape[1:], piece.dtype)
-                    piece = np.concatenate([piece, pad])
-                part[k] = piece
+                part[k] = padded_rows(v, start, compiled)
             out = self._run_once(part)
             n = min(compiled, total - start)
             chunks.append({k: v[:n] for k, v in out.items()})
