@@ -15,9 +15,11 @@ from functools import lru_cache
 from typing import Any, Sequence
 
 import numpy as np
-import onnx
-from onnx import helper, numpy_helper
 
+from .onnx_core import (AttributeProto, GraphProto, TensorProto, ValueInfoProto, from_array, get_schema,
+                        make_attribute, make_empty_tensor_value_info, make_graph, make_model, make_node,
+                        make_opsetid, make_tensor_sequence_value_info, make_tensor_value_info,
+                        np_dtype_to_tensor_dtype, opset_version, tensor_dtype_to_np_dtype)
 from .errors import InvalidModelError, clean
 from .files import interruption
 from .ir import Subgraph
@@ -25,15 +27,15 @@ from .ir import Subgraph
 IR_VERSION = 8
 
 
-def make_attributes(attrs: dict[str, Any], attr_types: dict[str, int] | None = None) -> list[onnx.AttributeProto]:
+def make_attributes(attrs: dict[str, Any], attr_types: dict[str, int] | None = None) -> list[AttributeProto]:
     out = []
     types = attr_types or {}
     for key in sorted(attrs):
         value = attrs[key]
         if isinstance(value, np.ndarray):
-            out.append(helper.make_attribute(key, numpy_helper.from_array(value)))
+            out.append(make_attribute(key, from_array(value)))
         else:
-            out.append(helper.make_attribute(key, value, attr_type=types.get(key)))
+            out.append(make_attribute(key, value, attr_type=types.get(key)))
     return out
 
 
@@ -61,15 +63,15 @@ def _session(op_type: str, domain: str, opset: int, frozen_attrs: str, attr_type
     attrs, types = _thaw(frozen_attrs, attr_types)
     in_names = [f"in{i}" if t is not None else "" for i, t in enumerate(in_types)]
     out_names = [f"out{i}" for i in range(n_outputs)]
-    node = helper.make_node(op_type, in_names, out_names, domain=domain or None)
+    node = make_node(op_type, in_names, out_names, domain=domain or None)
     node.attribute.extend(make_attributes(attrs, types))
     inputs = [_value_info(nm, t) for nm, t in zip(in_names, in_types) if t is not None]
-    outputs = [helper.make_empty_tensor_value_info(o) for o in out_names]
-    graph = helper.make_graph([node], op_type, inputs, outputs)
-    imports = [helper.make_opsetid("", opset if not domain else 17)]
+    outputs = [make_empty_tensor_value_info(o) for o in out_names]
+    graph = make_graph([node], op_type, inputs, outputs)
+    imports = [make_opsetid("", opset if not domain else 17)]
     if domain:
-        imports.append(helper.make_opsetid(domain, opset or 1))
-    model = helper.make_model(graph, opset_imports=imports, ir_version=IR_VERSION)
+        imports.append(make_opsetid(domain, opset or 1))
+    model = make_model(graph, opset_imports=imports, ir_version=IR_VERSION)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
@@ -94,7 +96,7 @@ def onnxruntime_runs(op_type: str, domain: str, opset: int) -> bool:
     if ranges and (not opset or any(lo <= opset <= hi for lo, hi in ranges)):
         return True
     try:
-        schema = onnx.defs.get_schema(op_type, int(opset or onnx.defs.onnx_opset_version()), domain or "")
+        schema = get_schema(op_type, int(opset or opset_version()), domain or "")
     except Exception:
         return False
     return bool(schema.has_function or schema.has_context_dependent_function)
@@ -109,15 +111,15 @@ def _scoped_session(op_type: str, opsets: tuple, bodies: tuple, frozen_attrs: st
     attrs, types = _thaw(frozen_attrs, attr_types)
     in_names = [f"acompile.in{i}" if t is not None else "" for i, t in enumerate(in_types)]
     out_names = [f"acompile.out{i}" for i in range(n_outputs)]
-    node = helper.make_node(op_type, in_names, out_names)
+    node = make_node(op_type, in_names, out_names)
     node.attribute.extend(make_attributes(attrs, types))
-    node.attribute.extend(helper.make_attribute(k, onnx.GraphProto.FromString(b)) for k, b in bodies)
+    node.attribute.extend(make_attribute(k, GraphProto.FromString(b)) for k, b in bodies)
     inputs = [_value_info(nm, t) for nm, t in zip(in_names, in_types) if t is not None]
     inputs += [_value_info(nm, t) for nm, t in outer]
-    outputs = [helper.make_empty_tensor_value_info(o) for o in out_names]
-    graph = helper.make_graph([node], op_type, inputs, outputs)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets],
-                              ir_version=IR_VERSION)
+    outputs = [make_empty_tensor_value_info(o) for o in out_names]
+    graph = make_graph([node], op_type, inputs, outputs)
+    model = make_model(graph, opset_imports=[make_opsetid(d, v) for d, v in opsets],
+                       ir_version=IR_VERSION)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
@@ -129,14 +131,14 @@ def _type(x) -> int | tuple[str, int]:
     """The ONNX type of a value: a tensor's element type, or ("seq", element type) for a sequence
     (a Python list of arrays, as onnxruntime gives and takes them)."""
     if isinstance(x, list):
-        return ("seq", _type(x[0]) if x else onnx.TensorProto.FLOAT)
-    return helper.np_dtype_to_tensor_dtype(np.asarray(x).dtype)
+        return ("seq", _type(x[0]) if x else TensorProto.FLOAT)
+    return np_dtype_to_tensor_dtype(np.asarray(x).dtype)
 
 
-def _value_info(name: str, t) -> onnx.ValueInfoProto:
+def _value_info(name: str, t) -> ValueInfoProto:
     if isinstance(t, tuple):
-        return helper.make_tensor_sequence_value_info(name, t[1], None)
-    return helper.make_tensor_value_info(name, t, None)
+        return make_tensor_sequence_value_info(name, t[1], None)
+    return make_tensor_value_info(name, t, None)
 
 
 def _run_scoped(op_type, attrs, inputs, n_outputs, opset, attr_types, outer, opsets) -> list[np.ndarray]:
@@ -253,7 +255,7 @@ QUANTIZE_DOMAINS = ("", "ai.onnx", "com.microsoft")
 def _numpy_op(op_type: str, domain: str, attrs: dict, inputs: Sequence) -> list[np.ndarray] | None:
     """The operators onnxruntime's Python binding cannot be fed (sub-byte and 8-bit float
     quantized tensors), computed in numpy; None for every other case."""
-    out = helper.tensor_dtype_to_np_dtype(int(attrs["output_dtype"])) if attrs.get("output_dtype") else None
+    out = tensor_dtype_to_np_dtype(int(attrs["output_dtype"])) if attrs.get("output_dtype") else None
     axis, block = int(attrs.get("axis", 1)), int(attrs.get("block_size", 0))
     if op_type == "DequantizeLinear" and domain in QUANTIZE_DOMAINS and inputs and _exotic(inputs[0]):
         zero_point = inputs[2] if len(inputs) > 2 else None
@@ -263,7 +265,7 @@ def _numpy_op(op_type: str, domain: str, attrs: dict, inputs: Sequence) -> list[
     if op_type in ("Cast", "CastLike") and domain in ("", "ai.onnx") and ("to" in attrs or len(inputs) > 1):
         x = np.asarray(inputs[0])
         to = np.asarray(inputs[1]).dtype if op_type == "CastLike" else \
-            np.dtype(helper.tensor_dtype_to_np_dtype(int(attrs["to"])))
+            np.dtype(tensor_dtype_to_np_dtype(int(attrs["to"])))
         if not narrow_dtype(x.dtype) and not narrow_dtype(to) or to.name == "float8_e8m0fnu":
             return None     # e8m0's round_mode is onnxruntime's to honour (or refuse)
         if narrow_dtype(to) and to.name.startswith("float") and x.dtype.kind == "f" and attrs.get("saturate", 1):
@@ -303,13 +305,13 @@ def _feed(x) -> Any:
         raise ValueError(f"onnxruntime cannot take a {x.dtype.name} tensor here")
     import onnxruntime as ort
     return ort.OrtValue.ortvalue_from_numpy_with_onnx_type(
-        np.ascontiguousarray(x).view(f"u{x.dtype.itemsize}"), helper.np_dtype_to_tensor_dtype(x.dtype))
+        np.ascontiguousarray(x).view(f"u{x.dtype.itemsize}"), np_dtype_to_tensor_dtype(x.dtype))
 
 
 @lru_cache(maxsize=4096)
 def _float8_outputs(sess) -> tuple:
     """(index, dtype) of a session's 8-bit float outputs, which onnxruntime returns as uint8 storage."""
-    return tuple((i, helper.tensor_dtype_to_np_dtype(getattr(onnx.TensorProto, o.type[7:-1].upper())))
+    return tuple((i, tensor_dtype_to_np_dtype(getattr(TensorProto, o.type[7:-1].upper())))
                  for i, o in enumerate(sess.get_outputs()) if o.type.startswith("tensor(float8"))
 
 

@@ -144,12 +144,13 @@ U8S8_KERNELS = {"MatMulInteger", "ConvInteger", "QLinearMatMul", "QLinearConv", 
 def onnxruntime_saturates() -> bool:
     """Whether this CPU's onnxruntime MatMulInteger saturates 255*127 + 255*127 (exact: 64770)."""
     import onnxruntime as ort
-    from onnx import TensorProto, helper, numpy_helper
-    node = helper.make_node("MatMulInteger", ["x", "w"], ["y"])
-    graph = helper.make_graph([node], "probe", [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 2])],
-                              [helper.make_tensor_value_info("y", TensorProto.INT32, [1, 1])],
-                              [numpy_helper.from_array(np.full((2, 1), 127, np.int8), "w")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    from .onnx_core import (TensorProto, from_array, make_graph, make_model, make_node, make_opsetid,
+                            make_tensor_value_info)
+    node = make_node("MatMulInteger", ["x", "w"], ["y"])
+    graph = make_graph([node], "probe", [make_tensor_value_info("x", TensorProto.UINT8, [1, 2])],
+                       [make_tensor_value_info("y", TensorProto.INT32, [1, 1])],
+                       [from_array(np.full((2, 1), 127, np.int8), "w")])
+    model = make_model(graph, opset_imports=[make_opsetid("", 13)], ir_version=8)
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     return int(sess.run(None, {"x": np.full((1, 2), 255, np.uint8)})[0][0, 0]) != 64770
 

@@ -11,11 +11,13 @@ docs/formats.md describes the attributes.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
-import onnx
-from onnx import helper, numpy_helper
 
+from ..onnx_core import (ModelProto, NodeProto, from_array, make_attribute, make_graph, make_model,
+                         make_node, make_opsetid, make_tensor_value_info, np_dtype_to_tensor_dtype,
+                         set_model_props)
 from .._version import __version__
 from ..ir import DOMAIN, OpaqueAttribute, Subgraph
 from ..onnx_exec import IR_VERSION, make_attributes
@@ -57,7 +59,7 @@ def _layer_cost_attrs(entry: dict | None) -> dict:
             "cost_energy_pj_by_component": json.dumps(entry["energy_pj"], sort_keys=True)}
 
 
-def _analog_node(node, graph, mapping, costs, keep) -> onnx.NodeProto:
+def _analog_node(node, graph, mapping, costs, keep) -> NodeProto:
     layer = mapping.layers[node.meta["layer"]]
     inputs = [i if i and (keep or not graph.is_constant(i)) else "" for i in node.inputs]
     while inputs and inputs[-1] == "":
@@ -68,22 +70,22 @@ def _analog_node(node, graph, mapping, costs, keep) -> onnx.NodeProto:
         m = layer.matrices[0]
         attrs.update(matrix=[m.n_out, m.k_in], groups=layer.groups, weight_bits=layer.spec.weight_bits,
                      **_layer_cost_attrs(costs.get(layer.name)))
-    proto = helper.make_node(node.op_type, inputs, node.outputs, name=node.name, domain=DOMAIN,
-                             doc_string=_CHAIN_DOC.get(node.op_type, ""))
-    proto.attribute.extend(helper.make_attribute(k, v) for k, v in sorted(attrs.items()))
+    proto = make_node(node.op_type, inputs, node.outputs, name=node.name, domain=DOMAIN,
+                      doc_string=_CHAIN_DOC.get(node.op_type, ""))
+    proto.attribute.extend(make_attribute(k, v) for k, v in sorted(attrs.items()))
     return proto
 
 
-def _digital_node(node) -> onnx.NodeProto:
+def _digital_node(node) -> NodeProto:
     attrs = {k: v for k, v in node.attrs.items() if not isinstance(v, (Subgraph, OpaqueAttribute))}
     bodies = {k: v.graph for k, v in node.attrs.items() if isinstance(v, Subgraph) and v.graph is not None}
     dropped = sorted(set(node.attrs) - set(attrs) - set(bodies))
     # a control-flow node's sub-graphs read the enclosing values by name: they are not node inputs in ONNX
     inputs = node.inputs[:len(node.inputs) - len(node.meta.get("outer", ()))]
-    proto = helper.make_node(node.op_type, inputs, node.outputs, name=node.name, domain=node.domain or None,
-                             doc_string=f"attributes not shown: {', '.join(dropped)}" if dropped else "")
+    proto = make_node(node.op_type, inputs, node.outputs, name=node.name, domain=node.domain or None,
+                      doc_string=f"attributes not shown: {', '.join(dropped)}" if dropped else "")
     proto.attribute.extend(make_attributes(attrs, node.meta.get("attr_types")))
-    proto.attribute.extend(helper.make_attribute(k, g) for k, g in sorted(bodies.items()))
+    proto.attribute.extend(make_attribute(k, g) for k, g in sorted(bodies.items()))
     return proto
 
 
@@ -91,13 +93,13 @@ def _info(graph, name):
     t = graph.tensors.get(name)
     if t is None and graph.is_constant(name):
         value = np.asarray(graph.constants[name])
-        return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(value.dtype), list(value.shape))
-    elem = helper.np_dtype_to_tensor_dtype(np.dtype(t.dtype)) if t is not None and t.dtype is not None else 1
+        return make_tensor_value_info(name, np_dtype_to_tensor_dtype(value.dtype), list(value.shape))
+    elem = np_dtype_to_tensor_dtype(np.dtype(t.dtype)) if t is not None and t.dtype is not None else 1
     shape = [d if isinstance(d, int) else str(d) for d in t.shape] if t is not None and t.shape is not None else None
-    return helper.make_tensor_value_info(name, elem, shape)
+    return make_tensor_value_info(name, elem, shape)
 
 
-def mapped_model(compiled, report: dict, with_weights: bool = False) -> onnx.ModelProto:
+def mapped_model(compiled, report: dict, with_weights: bool = False) -> ModelProto:
     """The ONNX model of the mapped program (see the module docstring)."""
     graph, mapping = compiled.graph, compiled.mapping
     costs = {x["name"]: x for x in report.get("layers", [])}
@@ -118,28 +120,28 @@ def mapped_model(compiled, report: dict, with_weights: bool = False) -> onnx.Mod
             continue
         value = np.asarray(graph.constants[name])
         if with_weights or value.size <= SMALL_CONSTANT:
-            inits.append(numpy_helper.from_array(value, name))
+            inits.append(from_array(value, name))
         else:
             weight_inputs.append(_info(graph, name))
     inputs = [_info(graph, i) for i in graph.inputs] + weight_inputs
     value_info = [_info(graph, n) for n in dict.fromkeys(o for p in nodes for o in p.output)
                   if n not in graph.outputs and graph.tensors.get(n) is not None
                   and graph.tensors[n].shape is not None]
-    g = helper.make_graph(nodes, graph.name or "model", inputs, [_info(graph, o) for o in graph.outputs], inits,
-                          value_info=value_info,
-                          doc_string="mapped by acompile" + ("" if with_weights else
-                                                             "; weights left out: the inputs after the model's own "
-                                                             "stand for them (--emit mapped-with-weights keeps them)"))
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid(d, v) for d, v in domains.items()],
-                              ir_version=IR_VERSION, producer_name="acompile", producer_version=__version__)
+    g = make_graph(nodes, graph.name or "model", inputs, [_info(graph, o) for o in graph.outputs], inits,
+                   value_info=value_info,
+                   doc_string="mapped by acompile" + ("" if with_weights else
+                                                      "; weights left out: the inputs after the model's own "
+                                                      "stand for them (--emit mapped-with-weights keeps them)"))
+    model = make_model(g, opset_imports=[make_opsetid(d, v) for d, v in domains.items()],
+                       ir_version=IR_VERSION, producer_name="acompile", producer_version=__version__)
     totals = report.get("totals", {})
     meta = {"acompile.target": report["target"]["name"], "acompile.model": report["model"]["source"],
             "acompile.batch": str(report["options"]["batch"]), "acompile.domain_version": str(DOMAIN_VERSION)}
     for key, value in sorted(totals.items()):
         meta[f"acompile.totals.{key}"] = json.dumps(value, sort_keys=True) if isinstance(value, dict) else repr(value)
-    helper.set_model_props(model, meta)
+    set_model_props(model, meta)
     return model
 
 
 def write_mapped(path, compiled, report: dict, with_weights: bool = False) -> None:
-    onnx.save_model(mapped_model(compiled, report, with_weights), str(path))
+    Path(path).write_bytes(mapped_model(compiled, report, with_weights).SerializeToString())

@@ -19,8 +19,8 @@ import threading
 from pathlib import Path
 
 import numpy as np
-import onnx
 
+from ..onnx_core import GraphProto
 from .. import numerics
 from ..errors import AcompileError, InvalidDataError, clean
 from ..ir import DOMAIN, Graph, Node, OpaqueAttribute, Subgraph, TensorInfo
@@ -314,9 +314,9 @@ def _check_consistent(prog: dict, constants: dict, mapping: Mapping) -> None:
                              "chain step of an existing layer with its inputs")
 
 
-def _graph_proto(data: np.ndarray) -> onnx.GraphProto:
+def _graph_proto(data: np.ndarray) -> GraphProto:
     try:
-        return onnx.GraphProto.FromString(np.ascontiguousarray(data, dtype=np.uint8).tobytes())
+        return GraphProto.FromString(np.ascontiguousarray(data, dtype=np.uint8).tobytes())
     except Exception as e:      # protobuf's DecodeError: a damaged body is bad input, not a crash
         raise ValueError(f"a sub-graph attribute cannot be decoded ({type(e).__name__})") from None
 

@@ -60,11 +60,11 @@ def default_digital_ok() -> frozenset[str]:
 def _op_names() -> list[str]:
     """The op names a digital_ops list can hold: acompile's digital ops, every ONNX operator (another
     domain's as ``domain.Op``), and a crossbar op that a control-flow body runs (``MatMul in If``)."""
-    import onnx
+    from ..onnx_core import all_schemas
     from ..frontend.control_cost import WEIGHTED
     from ..frontend.ops import OPS, RECURRENT
     names = {op for (domain, op), sup in OPS.items() if not domain and sup.kind == "digital"}
-    names |= {s.name if s.domain in ("", "ai.onnx") else f"{s.domain}.{s.name}" for s in onnx.defs.get_all_schemas()}
+    names |= {s.name if s.domain in ("", "ai.onnx") else f"{s.domain}.{s.name}" for s in all_schemas()}
     names |= {f"{op} in {flow}" for op in (*WEIGHTED, *RECURRENT) for flow in ("If", "Loop", "Scan")}
     return sorted(names)
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import onnx
 
+from ..onnx_core import (AttributeProto, GraphProto, ValueInfoProto, from_array, infer_shapes,
+                         make_attribute, make_graph, make_model, make_node, make_opsetid,
+                         make_tensor_value_info, np_dtype_to_tensor_dtype, tensor_dtype_to_np_dtype)
 from ..ir import Graph, Node, Subgraph
 from .control_flow import attach_outer, bodies, is_control_flow, iterations, own_inputs
 from .normalise import value_info
@@ -27,42 +29,41 @@ RECURRENT = ("LSTM", "GRU", "RNN")
 CONTENT_SIZED = ("NonZero", "Unique", "Compress", "NonMaxSuppression")
 
 
-def _strip_value_info(g: onnx.GraphProto) -> None:
+def _strip_value_info(g: GraphProto) -> None:
     del g.value_info[:]
     for n in g.node:
         for a in n.attribute:
-            if a.type == onnx.AttributeProto.GRAPH:
+            if a.type == AttributeProto.GRAPH:
                 _strip_value_info(a.g)
 
 
-def inferred_bodies(graph: Graph, node: Node) -> list[onnx.GraphProto]:
+def inferred_bodies(graph: Graph, node: Node) -> list[GraphProto]:
     """Copies of the node's sub-graphs with shapes inferred from the enclosing graph's (now static)
     shapes and constants (an exporter's symbolic shapes inside a body would leave most of its ops
     uncounted), a Loop or Scan body's inputs typed as one iteration sees them, and what inference
     leaves open settled by an onnxruntime probe of the body where it can run."""
-    from onnx import helper, numpy_helper
     attrs = {k: v.graph for k, v in node.attrs.items() if isinstance(v, Subgraph) and v.graph is not None}
     try:
-        proto = helper.make_node(node.op_type, own_inputs(node), node.outputs)
+        proto = make_node(node.op_type, own_inputs(node), node.outputs)
         for k, g in sorted(attrs.items()):
-            body = onnx.GraphProto()
+            body = GraphProto()
             body.CopyFrom(g)
             _strip_value_info(body)
-            proto.attribute.append(helper.make_attribute(k, body))
-        proto.attribute.extend(helper.make_attribute(k, v) for k, v in sorted(node.attrs.items())
+            proto.attribute.append(make_attribute(k, body))
+        proto.attribute.extend(make_attribute(k, v) for k, v in sorted(node.attrs.items())
                                if k not in attrs and isinstance(v, (int, float, str, list)))
         names = dict.fromkeys(x for x in own_inputs(node) + node.meta.get("outer", []) if x)
         inputs, inits = [], []
         for x in names:
             if graph.is_constant(x) and np.size(graph.constants[x]) <= 1024:
-                inits.append(numpy_helper.from_array(np.asarray(graph.constants[x]), x))
+                inits.append(from_array(np.asarray(graph.constants[x]), x))
                 continue
             info = graph.tensors.get(x)
             value = graph.constants.get(x)
             dtype = value.dtype if value is not None else info.dtype if info is not None else None
             shape = np.shape(value) if value is not None else info.shape if info is not None else None
-            inputs.append(helper.make_tensor_value_info(
-                x, helper.np_dtype_to_tensor_dtype(np.dtype(dtype)) if dtype is not None else 1,
+            inputs.append(make_tensor_value_info(
+                x, np_dtype_to_tensor_dtype(np.dtype(dtype)) if dtype is not None else 1,
                 [d if isinstance(d, int) else None for d in shape] if shape is not None else None))
         outer = node.meta.get("outer", [])
         rename = dict(zip(outer, node.inputs[len(node.inputs) - len(outer):]))
@@ -70,11 +71,11 @@ def inferred_bodies(graph: Graph, node: Node) -> list[onnx.GraphProto]:
             for spelled, now in rename.items():
                 if now == vi.name and spelled != now:
                     vi.name = spelled
-        model = helper.make_model(helper.make_graph([proto], "wrap", inputs, [], inits),
-                                  opset_imports=[helper.make_opsetid(d, v) for d, v in
-                                                 (node.meta.get("opsets") or {"": graph.opset}).items()])
-        done = onnx.shape_inference.infer_shapes(model, data_prop=True)
-        found = [a.g for a in done.graph.node[0].attribute if a.type == onnx.AttributeProto.GRAPH]
+        model = make_model(make_graph([proto], "wrap", inputs, [], inits),
+                           opset_imports=[make_opsetid(d, v) for d, v in
+                                          (node.meta.get("opsets") or {"": graph.opset}).items()])
+        done = infer_shapes(model, data_prop=True)
+        found = [a.g for a in done.graph.node[0].attribute if a.type == AttributeProto.GRAPH]
         feeds = {vi.name: graph.constants.get(rename.get(vi.name, vi.name)) for vi in inputs}
         for body in found:
             typed = _iteration_inputs(graph, node, body)
@@ -88,7 +89,7 @@ def inferred_bodies(graph: Graph, node: Node) -> list[onnx.GraphProto]:
         return bodies(node.attrs)
 
 
-def _static(vi: onnx.ValueInfoProto) -> bool:
+def _static(vi: ValueInfoProto) -> bool:
     tt = vi.type.tensor_type
     return tt.HasField("shape") and all(d.HasField("dim_value") for d in tt.shape.dim)
 
@@ -102,11 +103,10 @@ def _spec(graph: Graph, name: str) -> tuple[np.dtype, tuple[int, ...]] | None:
     return (info.dtype, shape) if info is not None and info.dtype is not None and shape is not None else None
 
 
-def _iteration_inputs(graph: Graph, node: Node, body: onnx.GraphProto) -> list[onnx.ValueInfoProto] | None:
+def _iteration_inputs(graph: Graph, node: Node, body: GraphProto) -> list[ValueInfoProto] | None:
     """The body's inputs as one iteration sees them, typed and static (a Loop: the iteration number,
     the condition, the loop-carried values as they enter; a Scan: its states and one slice of each
     scanned input); [] for an If; None where one is unknown."""
-    from onnx import helper
     own = own_inputs(node)
     if node.op_type == "If":
         return []
@@ -123,7 +123,7 @@ def _iteration_inputs(graph: Graph, node: Node, body: onnx.GraphProto) -> list[o
             specs.append((spec[0], spec[1][:a] + spec[1][a + 1:]) if a is not None else None)
     if len(specs) != len(body.input) or any(s is None for s in specs):
         return None
-    return [helper.make_tensor_value_info(vi.name, helper.np_dtype_to_tensor_dtype(dtype), list(shape))
+    return [make_tensor_value_info(vi.name, np_dtype_to_tensor_dtype(dtype), list(shape))
             for vi, (dtype, shape) in zip(body.input, specs)]
 
 
@@ -134,14 +134,13 @@ def _steps(graph: Graph, node: Node) -> list[int]:
     return [0, count - 1] if not estimated and count > 1 else [0, 0]
 
 
-def _probe_shapes(body: onnx.GraphProto, inputs, inits, feeds: dict, opsets, steps: list[int], loop: bool) -> None:
+def _probe_shapes(body: GraphProto, inputs, inits, feeds: dict, opsets, steps: list[int], loop: bool) -> None:
     """Shapes ONNX inference leaves open inside a body (a Pad whose pads are computed): onnxruntime's
     view, from runs of the body on representative data (the enclosing graph's constants, seeded normal
     floats drawn anew for each run, zero integers; a Loop body at the iteration numbers ``steps`` with
     its condition true). A shape is kept only when the runs agree (so it depends neither on the data
     nor on the iteration) and no loop-carried value changes shape (else it would hold for the first
     iteration only). A best effort: a body it cannot run keeps its shapes."""
-    from onnx import helper
     import onnxruntime as ort
     outer = {vi.name for vi in inputs}
     if not all(_static(vi) for vi in list(inputs) + list(body.input)) or outer & {vi.name for vi in body.input} \
@@ -151,12 +150,12 @@ def _probe_shapes(body: onnx.GraphProto, inputs, inits, feeds: dict, opsets, ste
     names = list(dict.fromkeys(o for n in body.node for o in n.output if o in typed))
     if not names:
         return
-    g = helper.make_graph(list(body.node), "probe", list(inputs) + list(body.input), [typed[n] for n in names],
-                          list(inits) + list(body.initializer))
+    g = make_graph(list(body.node), "probe", list(inputs) + list(body.input), [typed[n] for n in names],
+                   list(inits) + list(body.initializer))
     _strip_value_info(g)            # inference's guesses inside nested bodies: onnxruntime redoes them
     for vi in list(g.input) + list(g.output):   # only the run fixes shapes: static inputs make onnxruntime
         vi.type.tensor_type.ClearField("shape")  # check branches the data never takes (rank-2 vs rank-3 input)
-    model = helper.make_model(g, opset_imports=list(opsets))
+    model = make_model(g, opset_imports=list(opsets))
     model.ir_version = min(model.ir_version, 10)
     runs = []
     try:
@@ -183,13 +182,12 @@ def _probe_shapes(body: onnx.GraphProto, inputs, inits, feeds: dict, opsets, ste
 def _probe_data(inputs, feeds: dict, seed: int) -> dict[str, np.ndarray]:
     """A value for every input of a probe: the enclosing graph's constant where it has one, else seeded
     normal floats, true conditions and zero integers."""
-    from onnx import helper
     rng = np.random.default_rng(seed)
     data = {}
     for vi in inputs:
         value = feeds.get(vi.name)
         if value is None:
-            dtype = helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
+            dtype = tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
             dims = [d.dim_value for d in vi.type.tensor_type.shape.dim]
             value = rng.standard_normal(dims).astype(dtype) if np.issubdtype(dtype, np.floating) \
                 else np.ones(dims, dtype) if dtype == np.bool_ else np.zeros(dims, dtype)
@@ -197,11 +195,11 @@ def _probe_data(inputs, feeds: dict, seed: int) -> dict[str, np.ndarray]:
     return data
 
 
-def _dims(vi: onnx.ValueInfoProto) -> tuple[int, ...]:
+def _dims(vi: ValueInfoProto) -> tuple[int, ...]:
     return tuple(d.dim_value for d in vi.type.tensor_type.shape.dim)
 
 
-def body_ir(graph: Graph, node: Node, body: onnx.GraphProto) -> Graph:
+def body_ir(graph: Graph, node: Node, body: GraphProto) -> Graph:
     """One of ``node``'s sub-graphs as an IR graph: its inputs and outputs, its initializers and the
     enclosing graph's constants it reads (under the names it spells them with) as constants, the
     enclosing graph's value facts visible beside its own (nested control flow reads outer values as

@@ -9,8 +9,8 @@ ordering, pruning and buffer lifetimes see the dependency, and onnx_exec feeds t
 from __future__ import annotations
 
 import numpy as np
-import onnx
 
+from ..onnx_core import AttributeProto, GraphProto, NodeProto, TensorProto, get_attribute_value, to_array
 from ..ir import Graph, Node, Subgraph
 
 CONTROL_FLOW = ("If", "Loop", "Scan")
@@ -21,7 +21,7 @@ def is_control_flow(node: Node) -> bool:
     return node.op_type in CONTROL_FLOW and not node.domain
 
 
-def bodies(attrs) -> list[onnx.GraphProto]:
+def bodies(attrs) -> list[GraphProto]:
     return [v.graph for v in attrs.values() if isinstance(v, Subgraph) and v.graph is not None]
 
 
@@ -36,17 +36,17 @@ def walk_nodes(*graphs):
             stack.extend(_node_bodies(n))
 
 
-def _node_bodies(n: onnx.NodeProto) -> list[onnx.GraphProto]:
+def _node_bodies(n: NodeProto) -> list[GraphProto]:
     out = []
     for a in n.attribute:
-        if a.type == onnx.AttributeProto.GRAPH:
+        if a.type == AttributeProto.GRAPH:
             out.append(a.g)
-        elif a.type == onnx.AttributeProto.GRAPHS:
+        elif a.type == AttributeProto.GRAPHS:
             out.extend(a.graphs)
     return out
 
 
-def outer_names(body: onnx.GraphProto) -> list[str]:
+def outer_names(body: GraphProto) -> list[str]:
     """Names a sub-graph (and the sub-graphs nested in it) reads but does not define, in first-use order."""
     defined = {i.name for i in body.input} | {t.name for t in body.initializer} | \
         {t.name for t in body.sparse_initializer} | {""}
@@ -94,10 +94,9 @@ def _static_dim(graph: Graph, name: str, axis: int) -> int | None:
     return d if isinstance(d, int) and d > 0 else None
 
 
-def _truth(graph: Graph, node: Node, body: onnx.GraphProto, name: str) -> bool:
+def _truth(graph: Graph, node: Node, body: GraphProto, name: str) -> bool:
     """Whether the Loop body's value ``name`` is its condition input or a constant true, through
     Identity chains: a Constant or initializer of the body, or a constant of the enclosing graph."""
-    from onnx import helper, numpy_helper
     producers = {o: n for n in body.node for o in n.output}
     inits = {t.name: t for t in body.initializer}
     outer = node.meta.get("outer", [])
@@ -106,14 +105,14 @@ def _truth(graph: Graph, node: Node, body: onnx.GraphProto, name: str) -> bool:
         if name == body.input[1].name:
             return True
         if name in inits:
-            return bool(np.all(numpy_helper.to_array(inits[name])))
+            return bool(np.all(to_array(inits[name])))
         n = producers.get(name)
         if n is None:
             x = now.get(name, "")
             return graph.is_constant(x) and bool(np.all(graph.constants[x]))
         if n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name in NUMERIC_CONSTANTS:
-            value = helper.get_attribute_value(n.attribute[0])
-            return bool(np.all(numpy_helper.to_array(value) if isinstance(value, onnx.TensorProto) else value))
+            value = get_attribute_value(n.attribute[0])
+            return bool(np.all(to_array(value) if isinstance(value, TensorProto) else value))
         if n.op_type != "Identity":
             return False
         name = n.input[0]

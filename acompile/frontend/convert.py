@@ -3,28 +3,27 @@ by onnx's version converter, with what the converter gets wrong put right and wh
 
 from __future__ import annotations
 
-import onnx
-from onnx import TensorProto, helper
 
+from ..onnx_core import (ModelProto, TensorProto, convert_version, make_attribute,
+                         make_empty_tensor_value_info, make_graph, make_model, make_tensor_value_info)
 from ..errors import UnsupportedError, clean, first_line
 
 CANONICAL_OPSET = 17
 
 
-def convert(model: onnx.ModelProto, version: int, where: str) -> onnx.ModelProto:
+def convert(model: ModelProto, version: int, where: str) -> ModelProto:
     """The model at CANONICAL_OPSET, by onnx's version converter, with what it gets wrong put right:
     an IR 3 model's initializers are declared as inputs first (the converter wants them so), and an
     Upsample or Resize-10 keeps its asymmetric coordinates (the converter's Resize takes half_pixel,
     the new default). A node the converter refuses is named: exit 1."""
-    from onnx import version_converter
     if model.ir_version < 4:
         declared = {i.name for i in model.graph.input}
-        model.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+        model.graph.input.extend(make_tensor_value_info(t.name, t.data_type, list(t.dims))
                                  for t in model.graph.initializer if t.name not in declared)
     legacy = {n.output[0]: n for n in model.graph.node
               if n.output and (n.op_type == "Upsample" or n.op_type == "Resize" and version <= 10)}
     try:
-        converted = version_converter.convert_version(model, CANONICAL_OPSET)
+        converted = convert_version(model, CANONICAL_OPSET)
     except Exception as e:
         culprits = _unconvertible(model, version)
         raise UnsupportedError(f"cannot convert opset {version} to {CANONICAL_OPSET}: "
@@ -33,27 +32,26 @@ def convert(model: onnx.ModelProto, version: int, where: str) -> onnx.ModelProto
     for n in converted.graph.node:
         if n.op_type == "Resize" and n.output and n.output[0] in legacy \
                 and not any(a.name == "coordinate_transformation_mode" for a in n.attribute):
-            n.attribute.append(helper.make_attribute("coordinate_transformation_mode", "asymmetric"))
+            n.attribute.append(make_attribute("coordinate_transformation_mode", "asymmetric"))
             mode = next((a.s for a in n.attribute if a.name == "mode"), b"nearest")
             if mode == b"nearest" and not any(a.name == "nearest_mode" for a in n.attribute):
-                n.attribute.append(helper.make_attribute("nearest_mode", "floor"))
+                n.attribute.append(make_attribute("nearest_mode", "floor"))
     return converted
 
 
-def _unconvertible(model: onnx.ModelProto, version: int) -> list:
+def _unconvertible(model: ModelProto, version: int) -> list:
     """The nodes onnx's converter refuses, each converted alone (at most three), as problems."""
     from .ops import Problem
-    from onnx import version_converter
     types = {vi.name: vi.type.tensor_type.elem_type for vi in list(model.graph.input) + list(model.graph.value_info)}
     types.update((t.name, t.data_type) for t in model.graph.initializer)
     found = []
     for i, n in enumerate(model.graph.node):
-        inputs = [helper.make_tensor_value_info(x, types.get(x) or TensorProto.FLOAT, None) for x in n.input if x]
-        outputs = [helper.make_empty_tensor_value_info(o) for o in n.output if o]
-        one = helper.make_model(helper.make_graph([n], "one", inputs, outputs), opset_imports=list(model.opset_import),
-                                ir_version=max(model.ir_version, 4))
+        inputs = [make_tensor_value_info(x, types.get(x) or TensorProto.FLOAT, None) for x in n.input if x]
+        outputs = [make_empty_tensor_value_info(o) for o in n.output if o]
+        one = make_model(make_graph([n], "one", inputs, outputs), opset_imports=list(model.opset_import),
+                         ir_version=max(model.ir_version, 4))
         try:
-            version_converter.convert_version(one, CANONICAL_OPSET)
+            convert_version(one, CANONICAL_OPSET)
         except Exception as e:
             found.append(Problem(clean(n.name or f"{n.op_type}_{i}"), clean(n.op_type), n.domain, version,
                                  "unsupported_attribute",

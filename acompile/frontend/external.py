@@ -10,15 +10,14 @@ import os
 import stat
 from pathlib import Path
 
-import onnx
-from onnx import TensorProto
 
+from ..onnx_core import ModelProto, TensorProto
 from ..errors import InvalidModelError, LimitError, clean
 from ..limits import Limits
 from .normalise import stored_bytes
 
 
-def _all_tensors(model: onnx.ModelProto):
+def _all_tensors(model: ModelProto):
     """Every TensorProto in the model that can carry data, subgraphs included (iteratively)."""
     stack = [model.graph]
     while stack:
@@ -34,7 +33,7 @@ def _all_tensors(model: onnx.ModelProto):
                 stack.extend(a.graphs)
 
 
-def resolve_external_data(model: onnx.ModelProto, model_path: Path, limits: Limits) -> None:
+def resolve_external_data(model: ModelProto, model_path: Path, limits: Limits) -> None:
     """Load external tensor data into the model, only from files inside the model's folder."""
     base = model_path.resolve().parent
     total = 0

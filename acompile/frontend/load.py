@@ -8,9 +8,8 @@ import os
 from pathlib import Path
 
 import numpy as np
-import onnx
-from onnx import numpy_helper
 
+from ..onnx_core import ModelProto, from_array
 from ..errors import InvalidModelError, clean
 from ..ir import Graph
 from ..limits import Limits
@@ -35,14 +34,14 @@ def load_model(path: str | os.PathLike, *, batch: int = 1, bind: dict | None = N
             payloads.close()
 
 
-def load_model_proto(model: onnx.ModelProto, *, batch: int = 1, bind: dict | None = None,
+def load_model_proto(model: ModelProto, *, batch: int = 1, bind: dict | None = None,
                      limits: Limits | None = None, where: str = "<model>",
                      input_shapes: dict | None = None) -> Graph:
     """The same as :func:`load_model` for an in-memory model (external data already resolved)."""
     return _load(model, batch, bind, limits or Limits.from_env(), where, None, input_shapes)
 
 
-def _load(model: onnx.ModelProto, batch: int, bind: dict | None, limits: Limits, where: str,
+def _load(model: ModelProto, batch: int, bind: dict | None, limits: Limits, where: str,
           payloads: Payloads | None, input_shapes: dict | None = None) -> Graph:
     """``input_shapes`` ({name: dims}, key None for a single-input model) fixes dynamic input dimensions."""
     if bind:
@@ -68,7 +67,7 @@ def _load(model: onnx.ModelProto, batch: int, bind: dict | None, limits: Limits,
     return graph
 
 
-def bind_inputs(model: onnx.ModelProto, values: dict[str, np.ndarray], where: str) -> None:
+def bind_inputs(model: ModelProto, values: dict[str, np.ndarray], where: str) -> None:
     """Turn graph inputs into initializers (weights that a model takes as inputs)."""
     names = {i.name for i in model.graph.input}
     for name in sorted(values):
@@ -76,7 +75,7 @@ def bind_inputs(model: onnx.ModelProto, values: dict[str, np.ndarray], where: st
             raise InvalidModelError(f"--bind names {clean(name)!r}, which is not a graph input "
                                     f"(inputs: {', '.join(sorted(clean(n) for n in names))})", where=where)
     for name in sorted(values):
-        model.graph.initializer.append(numpy_helper.from_array(np.asarray(values[name]), name))
+        model.graph.initializer.append(from_array(np.asarray(values[name]), name))
     kept = [i for i in model.graph.input if i.name not in values]
     del model.graph.input[:]
     model.graph.input.extend(kept)

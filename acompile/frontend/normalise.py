@@ -6,9 +6,10 @@ is detected by inferring shapes at two batch sizes.
 from __future__ import annotations
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper
 
+from ..onnx_core import (IR_VERSION, ModelProto, TensorProto, ValidationError, ValueInfoProto, check_model,
+                         infer_shapes, inline_local_functions, make_opsetid, make_tensor_value_info,
+                         opset_version, tensor_dtype_to_np_dtype)
 from ..errors import InvalidModelError, LimitError, UsageError, clean, first_line
 from ..ir import TensorInfo
 from ..limits import Limits, byte_size
@@ -19,27 +20,27 @@ from .protobuf import SKELETON_KEEP_BYTES, is_repeated
 OLDEST_OPSET = 7
 
 
-def ai_onnx_opset(model: onnx.ModelProto, where: str) -> int:
+def ai_onnx_opset(model: ModelProto, where: str) -> int:
     version = None
     for imp in model.opset_import:
         if imp.domain in ("", "ai.onnx"):
             version = int(imp.version)
     if version is None:
         raise InvalidModelError("the model imports no ai.onnx opset", where=where)
-    latest = onnx.defs.onnx_opset_version()
+    latest = opset_version()
     if version > latest:
         raise InvalidModelError(f"opset {version} is newer than this onnx ({latest}) knows", where=where,
                                 hint="upgrade onnx or export at an older opset")
     if version < OLDEST_OPSET:
         raise InvalidModelError(f"opset {version} is older than the oldest supported ({OLDEST_OPSET})",
                                 where=where)
-    if model.ir_version > onnx.IR_VERSION:
+    if model.ir_version > IR_VERSION:
         raise InvalidModelError(f"IR version {model.ir_version} is newer than this onnx supports "
-                                f"({onnx.IR_VERSION})", where=where)
+                                f"({IR_VERSION})", where=where)
     return version
 
 
-def check_raw_sizes(model: onnx.ModelProto, where: str, limits: Limits) -> None:
+def check_raw_sizes(model: ModelProto, where: str, limits: Limits) -> None:
     for t in model.graph.initializer:
         dims = list(t.dims)
         if any(d < 0 for d in dims):
@@ -50,7 +51,7 @@ def check_raw_sizes(model: onnx.ModelProto, where: str, limits: Limits) -> None:
         if t.data_type == TensorProto.STRING:
             continue
         try:
-            itemsize = helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+            itemsize = tensor_dtype_to_np_dtype(t.data_type).itemsize
         except Exception:
             raise InvalidModelError(f"initializer {clean(t.name)!r} has unknown data type {t.data_type}",
                                     where=where)
@@ -73,10 +74,10 @@ def stored_bytes(data_type: int, n: int) -> int:
     bits = SUB_BYTE_BITS.get(data_type)
     if bits is not None:
         return (n * bits + 7) // 8
-    return n * helper.tensor_dtype_to_np_dtype(data_type).itemsize
+    return n * tensor_dtype_to_np_dtype(data_type).itemsize
 
 
-def _skeleton(model: onnx.ModelProto, stripped=frozenset()) -> tuple[onnx.ModelProto, dict[str, TensorProto]]:
+def _skeleton(model: ModelProto, stripped=frozenset()) -> tuple[ModelProto, dict[str, TensorProto]]:
     """A copy of the model whose large initializers are typed graph inputs instead.
 
     ``stripped`` names initializers whose payload :func:`read_model_lean` left in the file: heavy
@@ -85,7 +86,7 @@ def _skeleton(model: onnx.ModelProto, stripped=frozenset()) -> tuple[onnx.ModelP
     heavy = {t.name: t for t in model.graph.initializer
              if t.name in stripped or len(t.raw_data) > SKELETON_KEEP_BYTES
              or _payload_bytes(t) > SKELETON_KEEP_BYTES}
-    skel = onnx.ModelProto()
+    skel = ModelProto()
     for fd, value in model.ListFields():
         if fd.name != "graph":
             _copy_field(skel, fd, value)
@@ -97,14 +98,13 @@ def _skeleton(model: onnx.ModelProto, stripped=frozenset()) -> tuple[onnx.ModelP
     existing_inputs = {i.name for i in skel.graph.input}
     for name, t in heavy.items():
         if name not in existing_inputs:
-            skel.graph.input.append(helper.make_tensor_value_info(name, t.data_type, list(t.dims)))
+            skel.graph.input.append(make_tensor_value_info(name, t.data_type, list(t.dims)))
     return skel, heavy
 
 
-def _inline_functions(skel: onnx.ModelProto, where: str) -> onnx.ModelProto:
+def _inline_functions(skel: ModelProto, where: str) -> ModelProto:
     """The model's local functions (an exporter's modules, onnxscript's functions) expanded into its
     graph, as onnxruntime runs them: their Conv and MatMul nodes then map like any other."""
-    from onnx import inliner
     # onnx's inliner drops a function's default attribute values (FunctionProto.attribute_proto) where a
     # call leaves them out; onnxruntime applies them: give every such call its defaults first
     defaults = {(f.domain, f.name): list(f.attribute_proto) for f in skel.functions if f.attribute_proto}
@@ -112,18 +112,18 @@ def _inline_functions(skel: onnx.ModelProto, where: str) -> onnx.ModelProto:
         given = {a.name for a in n.attribute}
         n.attribute.extend(a for a in defaults.get((n.domain, n.op_type), []) if a.name not in given)
     try:
-        return inliner.inline_local_functions(skel)
+        return inline_local_functions(skel)
     except Exception as e:
         raise InvalidModelError(f"its local functions cannot be expanded: {first_line(e)}", where=where)
 
 
-def _import_used_domains(skel: onnx.ModelProto) -> None:
+def _import_used_domains(skel: ModelProto) -> None:
     """Declare, at version 1, an operator domain that nodes use but the model does not import: onnxruntime
     runs such a model (its transformer optimizer's output saved with onnx.save), the checker refuses it."""
     imported = {imp.domain or "" for imp in skel.opset_import}
     used = {node.domain or "" for node in walk_nodes(skel.graph)}
     for domain in sorted(used - imported - {"", "ai.onnx"}):
-        skel.opset_import.append(onnx.helper.make_opsetid(domain, 1))
+        skel.opset_import.append(make_opsetid(domain, 1))
 
 
 def _copy_field(dst, fd, value) -> None:
@@ -139,7 +139,7 @@ def _payload_bytes(t: TensorProto) -> int:
     return 8 * (len(t.float_data) + len(t.int32_data) + len(t.int64_data) + len(t.double_data))
 
 
-def _fix_batch(skel: onnx.ModelProto, batch: int, heavy) -> bool:
+def _fix_batch(skel: ModelProto, batch: int, heavy) -> bool:
     """Give every graph input's leading symbolic dimension the batch size used for cost.
 
     Returns True when some input had a symbolic (dynamic) batch dimension.
@@ -159,7 +159,7 @@ def _fix_batch(skel: onnx.ModelProto, batch: int, heavy) -> bool:
     return dynamic
 
 
-def _dynamic_dims(skel: onnx.ModelProto, heavy) -> None:
+def _dynamic_dims(skel: ModelProto, heavy) -> None:
     """A graph input dimension of -1 or 0 is dynamic, as onnxruntime reads it (some exporters write that)."""
     for vi in skel.graph.input:
         if vi.name in heavy or not vi.type.tensor_type.HasField("shape"):
@@ -170,7 +170,7 @@ def _dynamic_dims(skel: onnx.ModelProto, heavy) -> None:
                 d.dim_param = f"{vi.name}_dim{i}"
 
 
-def _fix_shapes(skel: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], heavy, where: str) -> None:
+def _fix_shapes(skel: ModelProto, shapes: dict[str, tuple[int, ...]], heavy, where: str) -> None:
     """Give the named graph inputs the static shapes of ``--input-shape`` (fixed: never a dynamic batch);
     a None size keeps the model's own dimension."""
     inputs = {vi.name: vi for vi in skel.graph.input if vi.name not in heavy}
@@ -198,9 +198,9 @@ def _fix_shapes(skel: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], heavy
             d.dim_value = int(n)
 
 
-def _infer(skel: onnx.ModelProto, where: str) -> onnx.ModelProto:
+def _infer(skel: ModelProto, where: str) -> ModelProto:
     def infer(model, strict=True):
-        return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=strict, data_prop=True)
+        return infer_shapes(model, check_type=True, strict_mode=strict, data_prop=True)
     try:
         return infer(skel)
     except Exception as e:
@@ -209,7 +209,7 @@ def _infer(skel: onnx.ModelProto, where: str) -> onnx.ModelProto:
     # declared output disagrees with inference): drop them and infer again before giving up.
     fresh = skel
     if skel.graph.value_info or any(o.type.tensor_type.HasField("shape") for o in skel.graph.output):
-        fresh = onnx.ModelProto()
+        fresh = ModelProto()
         fresh.CopyFrom(skel)
         del fresh.graph.value_info[:]
         for o in fresh.graph.output:
@@ -228,7 +228,7 @@ def _infer(skel: onnx.ModelProto, where: str) -> onnx.ModelProto:
     raise InvalidModelError(f"shape inference: {first_line(error)}", where=where)
 
 
-def _fill_output_types(skel: onnx.ModelProto) -> None:
+def _fill_output_types(skel: ModelProto) -> None:
     """Graph outputs declared without a type or shape (onnxruntime runs them; the checker refuses
     them): take both from a lenient shape inference (an empty shape would mean a scalar)."""
     bare = [o for o in skel.graph.output
@@ -238,7 +238,7 @@ def _fill_output_types(skel: onnx.ModelProto) -> None:
     if not bare:
         return
     try:
-        inferred = onnx.shape_inference.infer_shapes(skel, data_prop=True)
+        inferred = infer_shapes(skel, data_prop=True)
         found = {vi.name: vi for vi in list(inferred.graph.value_info) + list(inferred.graph.output)}
     except Exception:
         found = {}
@@ -251,13 +251,13 @@ def _fill_output_types(skel: onnx.ModelProto) -> None:
             o.type.tensor_type.shape.CopyFrom(tt.shape)
 
 
-def _checkable(skel: onnx.ModelProto) -> onnx.ModelProto:
+def _checkable(skel: ModelProto) -> ModelProto:
     """The model as the checker accepts it: a graph output whose shape even inference cannot give (an
     operator ONNX infers nothing for, GroupNormalization) gets an empty one in a copy. onnxruntime runs
     such models; acompile infers those shapes node by node after folding."""
     if all(o.type.tensor_type.HasField("shape") for o in skel.graph.output if o.type.HasField("tensor_type")):
         return skel
-    copy = onnx.ModelProto()
+    copy = ModelProto()
     copy.CopyFrom(skel)
     for o in copy.graph.output:
         if o.type.HasField("tensor_type") and not o.type.tensor_type.HasField("shape"):
@@ -265,7 +265,7 @@ def _checkable(skel: onnx.ModelProto) -> onnx.ModelProto:
     return copy
 
 
-def _onnxruntime_loads(skel: onnx.ModelProto) -> bool:
+def _onnxruntime_loads(skel: ModelProto) -> bool:
     """True when onnxruntime builds a session for the model the checker refused: the checker is
     stricter in places (an operator version ONNX deprecated, GroupNormalization-18), and a model
     onnxruntime runs is one acompile must take."""
@@ -280,7 +280,7 @@ def _onnxruntime_loads(skel: onnx.ModelProto) -> bool:
         return False
 
 
-def _batch_shapes(a: onnx.ModelProto, b: onnx.ModelProto) -> dict[str, tuple]:
+def _batch_shapes(a: ModelProto, b: ModelProto) -> dict[str, tuple]:
     """The shape at the second batch size of every value whose size changed between two inferences
     at different batch sizes (``a`` at the batch, ``b`` at batch + 1)."""
     sizes_b = {vi.name: value_info(vi).shape for vi in list(b.graph.value_info) + list(b.graph.output)}
@@ -292,7 +292,7 @@ def _batch_shapes(a: onnx.ModelProto, b: onnx.ModelProto) -> dict[str, tuple]:
     return out
 
 
-def _check_input_sizes(skel: onnx.ModelProto, where: str, limits: Limits) -> None:
+def _check_input_sizes(skel: ModelProto, where: str, limits: Limits) -> None:
     for vi in skel.graph.input:
         tt = vi.type.tensor_type
         if not tt.HasField("shape"):
@@ -310,7 +310,7 @@ def _check_input_sizes(skel: onnx.ModelProto, where: str, limits: Limits) -> Non
                              hint="set ACOMPILE_MAX_TENSOR_MB to raise it")
 
 
-def _check_value_sizes(model: onnx.ModelProto, where: str, limits: Limits) -> None:
+def _check_value_sizes(model: ModelProto, where: str, limits: Limits) -> None:
     for vi in list(model.graph.value_info) + list(model.graph.output):
         info = value_info(vi)
         if info.shape is None or info.dtype is None:
@@ -325,9 +325,9 @@ def _check_value_sizes(model: onnx.ModelProto, where: str, limits: Limits) -> No
                              hint="set ACOMPILE_MAX_TENSOR_MB to raise it")
 
 
-def normalise(model: onnx.ModelProto, where: str, batch: int = 1, limits: "Limits | None" = None,
+def normalise(model: ModelProto, where: str, batch: int = 1, limits: "Limits | None" = None,
               stripped=frozenset(), input_shapes: dict | None = None
-              ) -> tuple[onnx.ModelProto, dict[str, TensorProto], dict | None]:
+              ) -> tuple[ModelProto, dict[str, TensorProto], dict | None]:
     """Checker, opset conversion to CANONICAL_OPSET (older models only), strict shape inference.
 
     Returns the inferred skeleton, the heavy initializers apart (never copied; ``stripped`` names
@@ -344,7 +344,7 @@ def normalise(model: onnx.ModelProto, where: str, batch: int = 1, limits: "Limit
         skel = _inline_functions(skel, where)
     _import_used_domains(skel)
     _dynamic_dims(skel, heavy)
-    unfixed = onnx.ModelProto()
+    unfixed = ModelProto()
     unfixed.CopyFrom(skel)
     shapes = _single_input(input_shapes or {}, skel, heavy, where)
     _fix_shapes(skel, shapes, heavy, where)
@@ -353,8 +353,8 @@ def normalise(model: onnx.ModelProto, where: str, batch: int = 1, limits: "Limit
     _fill_output_types(skel)
     checkable = _checkable(skel)
     try:
-        onnx.checker.check_model(checkable)
-    except onnx.checker.ValidationError as e:
+        check_model(checkable)
+    except ValidationError as e:
         if not _onnxruntime_loads(checkable):
             raise InvalidModelError(f"ONNX checker: {first_line(e)}", where=where)
     except Exception as e:
@@ -379,7 +379,7 @@ def normalise(model: onnx.ModelProto, where: str, batch: int = 1, limits: "Limit
     return skel, heavy, batch_shapes
 
 
-def _single_input(shapes: dict, skel: onnx.ModelProto, heavy, where: str) -> dict:
+def _single_input(shapes: dict, skel: ModelProto, heavy, where: str) -> dict:
     """A bare ``--input-shape D1,...`` (key None) names the model's only input."""
     if None not in shapes:
         return shapes
@@ -392,12 +392,12 @@ def _single_input(shapes: dict, skel: onnx.ModelProto, heavy, where: str) -> dic
 
 def _np_dtype(elem_type: int):
     try:
-        return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
+        return np.dtype(tensor_dtype_to_np_dtype(elem_type))
     except Exception:
         return None
 
 
-def value_info(vi: onnx.ValueInfoProto) -> TensorInfo:
+def value_info(vi: ValueInfoProto) -> TensorInfo:
     tt = vi.type.tensor_type
     dtype = _np_dtype(tt.elem_type) if tt.elem_type else None
     shape = None

@@ -15,9 +15,8 @@ import threading
 from pathlib import Path
 
 import numpy as np
-import onnx
-from onnx import TensorProto
 
+from ..onnx_core import ModelProto, TensorProto
 from ..errors import InvalidModelError, LimitError, clean
 from ..limits import Limits, byte_size
 
@@ -41,8 +40,8 @@ def _stat_model(p: Path, where: str, limits: Limits) -> os.stat_result:
     return st
 
 
-def _parse(data, where: str) -> onnx.ModelProto:
-    model = onnx.ModelProto()
+def _parse(data, where: str) -> ModelProto:
+    model = ModelProto()
     try:
         model.ParseFromString(data)
     except Exception as e:  # protobuf raises several unrelated types (DecodeError, RecursionError, ...)
@@ -54,7 +53,7 @@ def _parse(data, where: str) -> onnx.ModelProto:
     return model
 
 
-def read_model_proto(path: str | os.PathLike, limits: Limits) -> onnx.ModelProto:
+def read_model_proto(path: str | os.PathLike, limits: Limits) -> ModelProto:
     """Parse an ONNX file, refusing oversize or unreadable files before reading them."""
     p = Path(path)
     where = clean(str(p))
@@ -66,7 +65,7 @@ def read_model_proto(path: str | os.PathLike, limits: Limits) -> onnx.ModelProto
     return _parse(data, where)
 
 
-def read_model_lean(path: str | os.PathLike, limits: Limits) -> tuple[onnx.ModelProto, "Payloads | None"]:
+def read_model_lean(path: str | os.PathLike, limits: Limits) -> tuple[ModelProto, "Payloads | None"]:
     """:func:`read_model_proto` without the large raw initializer payloads.
 
     The file's protobuf structure is walked directly (:func:`_lean_bytes`); every initializer whose
@@ -88,7 +87,7 @@ def read_model_lean(path: str | os.PathLike, limits: Limits) -> tuple[onnx.Model
     data, stripped = lean
     payloads = Payloads(p, stripped)
     try:
-        model = onnx.ModelProto()
+        model = ModelProto()
         try:
             model.ParseFromString(data)
         except Exception:   # the full parse reports it, exactly as it would have
@@ -385,7 +384,7 @@ def is_repeated(fd) -> bool:
     return bool(flag) if flag is not None else fd.label == fd.LABEL_REPEATED
 
 
-def _check_text(model: onnx.ModelProto, where: str) -> None:
+def _check_text(model: ModelProto, where: str) -> None:
     """Refuse string fields (names, domains, locations) that are not valid UTF-8.
 
     protobuf hands such a proto2 ``string`` field back as ``bytes``, which would

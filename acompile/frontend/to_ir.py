@@ -7,9 +7,8 @@ marker), initializers numpy arrays, inferred value infos :class:`~acompile.ir.Te
 from __future__ import annotations
 
 import numpy as np
-import onnx
-from onnx import TensorProto, numpy_helper
 
+from ..onnx_core import AttributeProto, ModelProto, NodeProto, TensorProto, to_array
 from ..errors import InvalidModelError, clean, first_line
 from ..ir import Graph, Node, OpaqueAttribute, Subgraph, TensorInfo
 from ..limits import Limits
@@ -18,9 +17,9 @@ from .normalise import ai_onnx_opset, value_info
 from .protobuf import Payloads
 
 
-def _attr_value(a: onnx.AttributeProto):
+def _attr_value(a: AttributeProto):
     kind = a.type
-    A = onnx.AttributeProto
+    A = AttributeProto
     if kind == A.FLOAT:
         return float(a.f)
     if kind == A.INT:
@@ -28,7 +27,7 @@ def _attr_value(a: onnx.AttributeProto):
     if kind == A.STRING:
         return a.s.decode("utf-8", errors="replace")
     if kind == A.TENSOR:
-        return numpy_helper.to_array(a.t)
+        return to_array(a.t)
     if kind == A.FLOATS:
         return [float(x) for x in a.floats]
     if kind == A.INTS:
@@ -44,14 +43,14 @@ def _attr_value(a: onnx.AttributeProto):
 
 def initializer_array(t: TensorProto, where: str) -> np.ndarray:
     try:
-        arr = numpy_helper.to_array(t)
+        arr = to_array(t)
     except Exception as e:
         raise InvalidModelError(f"initializer {clean(t.name)!r} cannot be decoded: {first_line(e)}",
                                 where=where)
     return arr
 
 
-def to_node(n: onnx.NodeProto, name: str, domains: dict[str, int]) -> Node:
+def to_node(n: NodeProto, name: str, domains: dict[str, int]) -> Node:
     """One ONNX node as an IR node (``domains``: the model's opset per domain)."""
     dom = "" if n.domain in ("", "ai.onnx") else n.domain
     return Node(name=name, op_type=n.op_type, inputs=list(n.input), outputs=list(n.output),
@@ -63,7 +62,7 @@ NON_TENSOR_KINDS = {"sequence_type": "sequence", "map_type": "map", "optional_ty
                     "sparse_tensor_type": "sparse tensor"}
 
 
-def to_ir(model: onnx.ModelProto, where: str, limits: Limits, heavy: dict[str, TensorProto] | None = None,
+def to_ir(model: ModelProto, where: str, limits: Limits, heavy: dict[str, TensorProto] | None = None,
           payloads: Payloads | None = None) -> Graph:
     """The IR of an inferred model; ``heavy`` initializers (after the model's own) come from
     ``payloads`` when it holds them, else from their TensorProto."""

@@ -36,7 +36,8 @@ def _infer_output(node: Node, args: list, index: int, opset: int):
     initializers, so value-dependent sizes (Tile repeats, OneHot depth, window lengths) are known
     before anything is allocated.
     """
-    from onnx import helper, numpy_helper, shape_inference
+    from ..onnx_core import (from_array, infer_shapes, make_empty_tensor_value_info, make_graph, make_model, make_node,
+                             make_opsetid, make_tensor_value_info, np_dtype_to_tensor_dtype, tensor_dtype_to_np_dtype)
     from ..onnx_exec import IR_VERSION, make_attributes
     try:
         names = [f"in{i}" if a is not None else "" for i, a in enumerate(args)]
@@ -45,27 +46,27 @@ def _infer_output(node: Node, args: list, index: int, opset: int):
             if a is None:
                 continue
             if isinstance(a, tuple):
-                inputs.append(helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(a[1]), list(a[0])))
+                inputs.append(make_tensor_value_info(name, np_dtype_to_tensor_dtype(a[1]), list(a[0])))
                 continue
             a = np.asarray(a)
             if a.nbytes <= SMALL_INPUT_BYTES:
-                inits.append(numpy_helper.from_array(a, name))
+                inits.append(from_array(a, name))
             else:
-                inputs.append(helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(a.dtype),
-                                                            list(a.shape)))
+                inputs.append(make_tensor_value_info(name, np_dtype_to_tensor_dtype(a.dtype),
+                                                     list(a.shape)))
         outs = [f"out{i}" for i in range(len(node.outputs))]
-        proto = helper.make_node(node.op_type, names, outs, domain=node.domain or None)
+        proto = make_node(node.op_type, names, outs, domain=node.domain or None)
         proto.attribute.extend(make_attributes(node.attrs, node.meta.get("attr_types")))
-        g = helper.make_graph([proto], "fold", inputs, [helper.make_empty_tensor_value_info(o) for o in outs], inits)
-        imports = [helper.make_opsetid("", int(opset))]
+        g = make_graph([proto], "fold", inputs, [make_empty_tensor_value_info(o) for o in outs], inits)
+        imports = [make_opsetid("", int(opset))]
         if node.domain:
-            imports.append(helper.make_opsetid(node.domain, int(node.opset or 1)))
-        m = helper.make_model(g, opset_imports=imports, ir_version=IR_VERSION)
-        tt = shape_inference.infer_shapes(m, data_prop=True).graph.output[index].type.tensor_type
+            imports.append(make_opsetid(node.domain, int(node.opset or 1)))
+        m = make_model(g, opset_imports=imports, ir_version=IR_VERSION)
+        tt = infer_shapes(m, data_prop=True).graph.output[index].type.tensor_type
         if not tt.HasField("shape") or not all(d.HasField("dim_value") for d in tt.shape.dim):
             return None, None
         shape = tuple(int(d.dim_value) for d in tt.shape.dim)
-        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type)) if tt.elem_type else None
+        dtype = np.dtype(tensor_dtype_to_np_dtype(tt.elem_type)) if tt.elem_type else None
         return shape, dtype
     except Exception:    # no inference for this op, odd attributes: the caller stays careful
         return None, None

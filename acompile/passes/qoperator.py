@@ -12,8 +12,8 @@ crossbars streaming x_q as is, and the scales stay digital, where the model appl
 from __future__ import annotations
 
 import numpy as np
-from onnx import TensorProto
 
+from ..onnx_core import TensorProto
 from ..ir import Graph, Node
 from ..onnx_exec import run_node
 from ._rewrite import new_node, new_value

@@ -18,8 +18,8 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from onnx import TensorProto, helper
 
+from ..onnx_core import TensorProto, make_graph, make_model, make_node, make_opsetid, make_tensor_value_info
 from ..onnx_exec import IR_VERSION
 
 _MIN_FLOPS = 1 << 22  # below this, numpy's call overhead is the smaller
@@ -41,11 +41,11 @@ def _new_session(trans_a: bool, trans_b: bool, single: bool):
     """A Gemm session on one thread or on all (then without spinning: the simulator's own numpy
     work runs between calls)."""
     import onnxruntime as ort
-    node = helper.make_node("Gemm", ["a", "b"], ["y"], transA=int(trans_a), transB=int(trans_b))
-    graph = helper.make_graph([node], "gemm", [helper.make_tensor_value_info(n, TensorProto.FLOAT, None)
-                                                for n in ("a", "b")],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=IR_VERSION)
+    node = make_node("Gemm", ["a", "b"], ["y"], transA=int(trans_a), transB=int(trans_b))
+    graph = make_graph([node], "gemm", [make_tensor_value_info(n, TensorProto.FLOAT, None)
+                                        for n in ("a", "b")],
+                       [make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = make_model(graph, opset_imports=[make_opsetid("", 17)], ir_version=IR_VERSION)
     options = ort.SessionOptions()
     options.log_severity_level = 4
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
