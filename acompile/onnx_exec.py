@@ -16,13 +16,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .errors import InvalidModelError, clean
+from .files import interruption
+from .ir import Subgraph
 from .onnx_core import (AttributeProto, GraphProto, TensorProto, ValueInfoProto, from_array, get_schema,
                         make_attribute, make_empty_tensor_value_info, make_graph, make_model, make_node,
                         make_opsetid, make_tensor_sequence_value_info, make_tensor_value_info,
                         np_dtype_to_tensor_dtype, opset_version, tensor_dtype_to_np_dtype)
-from .errors import InvalidModelError, clean
-from .files import interruption
-from .ir import Subgraph
 
 IR_VERSION = 8
 

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .._version import __version__
+from ..ir import DOMAIN, OpaqueAttribute, Subgraph
 from ..onnx_core import (ModelProto, NodeProto, from_array, make_attribute, make_graph, make_model,
                          make_node, make_opsetid, make_tensor_value_info, np_dtype_to_tensor_dtype,
                          set_model_props)
-from .._version import __version__
-from ..ir import DOMAIN, OpaqueAttribute, Subgraph
 from ..onnx_exec import IR_VERSION, make_attributes
 from .program import chain_attrs
 

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..onnx_core import GraphProto
 from .. import numerics
 from ..errors import AcompileError, InvalidDataError, clean
 from ..ir import DOMAIN, Graph, Node, OpaqueAttribute, Subgraph, TensorInfo
 from ..mapping import AnalogLayer, BrokenMapping, Mapping
+from ..onnx_core import GraphProto
 from ..onnx_exec import narrow_dtype
 from ..safe_read import check_schema, parse_json, read_input, sha256_input
 from .archive import ArchiveReader, ArchiveWriter

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..ir import Graph, Node, Subgraph
 from ..onnx_core import (AttributeProto, GraphProto, ValueInfoProto, from_array, infer_shapes,
                          make_attribute, make_graph, make_model, make_node, make_opsetid,
                          make_tensor_value_info, np_dtype_to_tensor_dtype, tensor_dtype_to_np_dtype)
-from ..ir import Graph, Node, Subgraph
 from .control_flow import attach_outer, bodies, is_control_flow, iterations, own_inputs
 from .normalise import value_info
 from .ops import digital_ops

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..onnx_core import AttributeProto, GraphProto, NodeProto, TensorProto, get_attribute_value, to_array
 from ..ir import Graph, Node, Subgraph
+from ..onnx_core import AttributeProto, GraphProto, NodeProto, TensorProto, get_attribute_value, to_array
 
 CONTROL_FLOW = ("If", "Loop", "Scan")
 NUMERIC_CONSTANTS = ("value", "value_float", "value_floats", "value_int", "value_ints")

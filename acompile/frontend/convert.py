@@ -3,10 +3,9 @@ by onnx's version converter, with what the converter gets wrong put right and wh
 
 from __future__ import annotations
 
-
+from ..errors import UnsupportedError, clean, first_line
 from ..onnx_core import (ModelProto, TensorProto, convert_version, make_attribute,
                          make_empty_tensor_value_info, make_graph, make_model, make_tensor_value_info)
-from ..errors import UnsupportedError, clean, first_line
 
 CANONICAL_OPSET = 17
 

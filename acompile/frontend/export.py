@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..ir import Graph, Subgraph, is_linear
 from ..onnx_core import (ModelProto, from_array, make_attribute, make_graph, make_model, make_node,
                          make_opsetid, make_tensor_value_info, np_dtype_to_tensor_dtype)
-from ..ir import Graph, Subgraph, is_linear
 from ..onnx_exec import make_attributes
 from .control_flow import own_inputs
-
 
 def to_onnx(graph: Graph) -> ModelProto:
     nodes, inits = [], []

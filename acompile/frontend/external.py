@@ -10,12 +10,10 @@ import os
 import stat
 from pathlib import Path
 
-
-from ..onnx_core import ModelProto, TensorProto
 from ..errors import InvalidModelError, LimitError, clean
 from ..limits import Limits
+from ..onnx_core import ModelProto, TensorProto
 from .normalise import stored_bytes
-
 
 def _all_tensors(model: ModelProto):
     """Every TensorProto in the model that can carry data, subgraphs included (iteratively)."""

@@ -9,15 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..onnx_core import ModelProto, from_array
 from ..errors import InvalidModelError, clean
 from ..ir import Graph
 from ..limits import Limits
+from ..onnx_core import ModelProto, from_array
 from .external import resolve_external_data
 from .normalise import ai_onnx_opset, check_raw_sizes, normalise
 from .protobuf import Payloads, read_model_lean
 from .to_ir import to_ir
-
 
 def load_model(path: str | os.PathLike, *, batch: int = 1, bind: dict | None = None,
                limits: Limits | None = None, input_shapes: dict | None = None) -> Graph:

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..onnx_core import (IR_VERSION, ModelProto, TensorProto, ValidationError, ValueInfoProto, check_model,
-                         infer_shapes, inline_local_functions, make_opsetid, make_tensor_value_info,
-                         opset_version, tensor_dtype_to_np_dtype)
 from ..errors import InvalidModelError, LimitError, UsageError, clean, first_line
 from ..ir import TensorInfo
 from ..limits import Limits, byte_size
+from ..onnx_core import (IR_VERSION, ModelProto, TensorProto, ValidationError, ValueInfoProto, check_model,
+                         infer_shapes, inline_local_functions, make_opsetid, make_tensor_value_info,
+                         opset_version, tensor_dtype_to_np_dtype)
 from .control_flow import walk_nodes
 from .convert import CANONICAL_OPSET, convert
 from .protobuf import SKELETON_KEEP_BYTES, is_repeated

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..onnx_core import ModelProto, TensorProto
 from ..errors import InvalidModelError, LimitError, clean
 from ..limits import Limits, byte_size
+from ..onnx_core import ModelProto, TensorProto
 
 SKELETON_KEEP_BYTES = 4096  # small initializers (shapes, axes) stay: shape inference reads their values
 

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..onnx_core import AttributeProto, ModelProto, NodeProto, TensorProto, to_array
 from ..errors import InvalidModelError, clean, first_line
 from ..ir import Graph, Node, OpaqueAttribute, Subgraph, TensorInfo
 from ..limits import Limits
+from ..onnx_core import AttributeProto, ModelProto, NodeProto, TensorProto, to_array
 from .control_flow import attach_outer, is_control_flow
 from .normalise import ai_onnx_opset, value_info
 from .protobuf import Payloads
-
 
 def _attr_value(a: AttributeProto):
     kind = a.type

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..onnx_core import TensorProto
 from ..ir import Graph, Node
+from ..onnx_core import TensorProto
 from ..onnx_exec import run_node
 from ._rewrite import new_node, new_value
 from .fold_constants import NEVER_FOLD
