@@ -154,7 +154,7 @@ def _read_positions(size: int, kernel: int, stride: int, dilation: int, pad: int
     return used
 
 
-@compile_pass(requires={"boundaries"}, provides={"calibrated"})
+@compile_pass(requires={"boundaries", "row_major"}, provides={"calibrated"})
 def calibrate(state: CompileState) -> None:
     """Set every layer's input range/scale and ADC full scale from calibration activations."""
     # the simulator (and, through its digital ops, onnx) is imported only when a compile calibrates:

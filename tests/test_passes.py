@@ -27,7 +27,8 @@ def test_the_pipeline_is_ordered_by_its_contracts():
     names = [p.name for p in pipeline()]
     assert names == ["model_scales", "fold_constants", "unroll_control", "unroll_recurrent", "gemm_to_linear",
                      "fold_affine", "explicit_bias", "classify", "unmapped_linear", "lower_analog", "choose_precision",
-                     "apply_model_scales", "partition", "pack", "replicate", "place", "insert_boundaries", "calibrate"]
+                     "apply_model_scales", "partition", "pack", "replicate", "place", "insert_boundaries",
+                     "row_major_weights", "calibrate"]
     assert pipeline(with_calibration=False) == [*FRONTEND, *MAPPING]
     check_order(pipeline())
     swapped = list(pipeline())
@@ -43,7 +44,7 @@ def test_every_pass_is_timed_and_dumped_with_the_mapping(tmp_path, monkeypatch):
     dumps = sorted(p.name for p in tmp_path.iterdir())
     assert dumps[:2] == ["02_model_scales.txt", "03_fold_constants.txt"]
     assert "10_unmapped_linear.mapping.json" not in dumps and "11_lower_analog.mapping.json" in dumps
-    last = Mapping.from_dict(json.loads((tmp_path / "19_calibrate.mapping.json").read_text()))
+    last = Mapping.from_dict(json.loads((tmp_path / "20_calibrate.mapping.json").read_text()))
     assert last == comp.mapping
     assert "CrossbarRead" in (tmp_path / "18_insert_boundaries.txt").read_text()
 

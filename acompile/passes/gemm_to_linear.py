@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 from ..ir import DOMAIN, LINEAR, Graph, Node
-from ._rewrite import channel_vector, contiguous_float32, new_node, new_value
+from ._rewrite import channel_vector, new_node, new_value
 from .base import CompileState, compile_pass
 
 
@@ -77,7 +77,9 @@ def _gemm(graph: Graph, node: Node) -> list[Node] | None:
 
 
 def _linear_node(graph: Graph, origin: Node, x: str, w: np.ndarray, b: np.ndarray, y: str) -> Node:
-    w_name = graph.add_constant(f"{origin.name}_W", contiguous_float32(w))
+    # a MatMul's weight stays the transposed view of the model's [K, N] array: row_major_weights copies it
+    # for compile; check, which reads only its shape and finiteness, is spared the copy
+    w_name = graph.add_constant(f"{origin.name}_W", w.astype(np.float32, copy=False))
     b_name = graph.add_constant(f"{origin.name}_b", np.ascontiguousarray(b, dtype=np.float32))
     return Node(name=origin.name, op_type=LINEAR, inputs=[x, w_name, b_name], outputs=[y], domain=DOMAIN,
                 opset=1, meta={"origin": origin.op_type})

@@ -98,8 +98,8 @@ def _conv_geometry(graph: Graph, node: Node, limits: Limits) -> ConvGeometry:
 
 def _all_finite(w: np.ndarray, step: int = 1 << 18) -> bool:
     """np.all(np.isfinite(w)) through one small reused buffer: a weight-sized boolean temporary costs
-    its page faults, more than the test itself."""
-    flat = w.reshape(-1)
+    its page faults, more than the test itself. Read in memory order: a transposed view is not copied."""
+    flat = w.ravel(order="K")
     buf = np.empty(min(flat.size, step), bool)
     for a in range(0, flat.size, step):
         chunk = flat[a:a + step]
