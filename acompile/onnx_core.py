@@ -209,10 +209,18 @@ def _bytes(value: str | bytes) -> bytes:
     return value.encode("utf-8") if isinstance(value, str) else bytes(value)
 
 
-_LIST_KINDS = ((numbers.Integral, AttributeProto.INTS), (numbers.Real, AttributeProto.FLOATS),
-               ((str, bytes), AttributeProto.STRINGS), (TensorProto, AttributeProto.TENSORS),
-               (SparseTensorProto, AttributeProto.SPARSE_TENSORS), (GraphProto, AttributeProto.GRAPHS),
-               (TypeProto, AttributeProto.TYPE_PROTOS))
+# an attribute value's Python type, its kind and field, the kind and field of a list of such values
+_KINDS = ((numbers.Integral, AttributeProto.INT, "i", AttributeProto.INTS, "ints"),
+          (numbers.Real, AttributeProto.FLOAT, "f", AttributeProto.FLOATS, "floats"),
+          ((str, bytes), AttributeProto.STRING, "s", AttributeProto.STRINGS, "strings"),
+          (TensorProto, AttributeProto.TENSOR, "t", AttributeProto.TENSORS, "tensors"),
+          (SparseTensorProto, AttributeProto.SPARSE_TENSOR, "sparse_tensor", AttributeProto.SPARSE_TENSORS,
+           "sparse_tensors"),
+          (GraphProto, AttributeProto.GRAPH, "g", AttributeProto.GRAPHS, "graphs"),
+          (TypeProto, AttributeProto.TYPE_PROTO, "tp", AttributeProto.TYPE_PROTOS, "type_protos"))
+_SCALAR = {AttributeProto.INT: int, AttributeProto.FLOAT: float, AttributeProto.STRING: _bytes}
+_FIELDS = {kind: field for _, one, f1, many, fn in _KINDS for kind, field in ((one, f1), (many, fn))}
+_LISTS = {many for *_, many, _ in _KINDS}
 
 
 def make_attribute(key: str, value: Any, attr_type: int | None = None) -> AttributeProto:
@@ -220,50 +228,25 @@ def make_attribute(key: str, value: Any, attr_type: int | None = None) -> Attrib
     the kind of a list, which an empty one cannot tell."""
     a = AttributeProto()
     a.name = key
-    if isinstance(value, numbers.Integral):
-        a.type, a.i = AttributeProto.INT, int(value)
-    elif isinstance(value, numbers.Real):
-        a.type, a.f = AttributeProto.FLOAT, float(value)
-    elif isinstance(value, (str, bytes)):
-        a.type, a.s = AttributeProto.STRING, _bytes(value)
-    elif isinstance(value, TensorProto):
-        a.type = AttributeProto.TENSOR
-        a.t.CopyFrom(value)
-    elif isinstance(value, SparseTensorProto):
-        a.type = AttributeProto.SPARSE_TENSOR
-        a.sparse_tensor.CopyFrom(value)
-    elif isinstance(value, GraphProto):
-        a.type = AttributeProto.GRAPH
-        a.g.CopyFrom(value)
-    elif isinstance(value, TypeProto):
-        a.type = AttributeProto.TYPE_PROTO
-        a.tp.CopyFrom(value)
+    one = next((row for row in _KINDS if isinstance(value, row[0])), None)
+    if one is not None:
+        _, a.type, field, _, _ = one
+        if a.type in _SCALAR:
+            setattr(a, field, _SCALAR[a.type](value))
+        else:
+            getattr(a, field).CopyFrom(value)
     elif isinstance(value, abc.Iterable):
         values = list(value)
-        kind = attr_type
-        if kind is None:
-            if not values:
-                raise ValueError(f"attribute {key!r}: an empty list needs its type")
-            kind = next((k for t, k in _LIST_KINDS if all(isinstance(v, t) for v in values)), None)
-            if kind is None:
-                raise ValueError(f"attribute {key!r}: a list of mixed kinds")
-        a.type = kind
-        if kind == AttributeProto.INTS:
-            a.ints.extend(values)
-        elif kind == AttributeProto.FLOATS:
-            a.floats.extend(values)
-        elif kind == AttributeProto.STRINGS:
-            a.strings.extend(_bytes(v) for v in values)
-        elif kind == AttributeProto.TENSORS:
-            a.tensors.extend(values)
-        elif kind == AttributeProto.SPARSE_TENSORS:
-            a.sparse_tensors.extend(values)
-        elif kind == AttributeProto.GRAPHS:
-            a.graphs.extend(values)
-        elif kind == AttributeProto.TYPE_PROTOS:
-            a.type_protos.extend(values)
+        if attr_type is not None:
+            many = next((row for row in _KINDS if row[3] == attr_type), None)
+        elif not values:
+            raise ValueError(f"attribute {key!r}: an empty list needs its type")
         else:
-            raise TypeError(f"attribute {key!r}: a list cannot be of type {kind}")
+            many = next((row for row in _KINDS if all(isinstance(v, row[0]) for v in values)), None)
+        if many is None:
+            raise ValueError(f"attribute {key!r}: not a list of one attribute kind")
+        a.type = many[3]
+        getattr(a, many[4]).extend([_bytes(v) for v in values] if a.type == AttributeProto.STRINGS else values)
     else:
         raise TypeError(f"attribute {key!r}: {type(value).__name__} is not an attribute value")
     if attr_type is not None and a.type != attr_type:
@@ -273,16 +256,11 @@ def make_attribute(key: str, value: Any, attr_type: int | None = None) -> Attrib
 
 def get_attribute_value(a: AttributeProto):
     """An attribute's value (``onnx.helper.get_attribute_value``)."""
-    field = {AttributeProto.FLOAT: "f", AttributeProto.INT: "i", AttributeProto.STRING: "s",
-             AttributeProto.TENSOR: "t", AttributeProto.SPARSE_TENSOR: "sparse_tensor",
-             AttributeProto.GRAPH: "g", AttributeProto.TYPE_PROTO: "tp", AttributeProto.FLOATS: "floats",
-             AttributeProto.INTS: "ints", AttributeProto.STRINGS: "strings", AttributeProto.TENSORS: "tensors",
-             AttributeProto.SPARSE_TENSORS: "sparse_tensors", AttributeProto.GRAPHS: "graphs",
-             AttributeProto.TYPE_PROTOS: "type_protos"}.get(a.type)
+    field = _FIELDS.get(a.type)
     if field is None:
         raise ValueError(f"attribute {a.name!r} has no type")
     value = getattr(a, field)
-    return list(value) if a.type in {kind for _, kind in _LIST_KINDS} else value
+    return list(value) if a.type in _LISTS else value
 
 
 def make_node(op_type: str, inputs: Sequence[str], outputs: Sequence[str], name: str | None = None,
