@@ -161,7 +161,7 @@ def to_array(tensor: TensorProto) -> np.ndarray:
     the values are stored there, else a new array from the typed field."""
     kind = tensor.data_type
     dtype = _NUMPY_TYPES.get(kind)
-    if (dtype is None or tensor.data_location == TensorProto.EXTERNAL or tensor.HasField("segment")):
+    if dtype is None or tensor.data_location == TensorProto.EXTERNAL or tensor.HasField("segment"):
         return _full("numpy_helper").to_array(tensor)
     dims = tuple(tensor.dims)
     if kind == TensorProto.STRING:
