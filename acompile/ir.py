@@ -111,6 +111,15 @@ class Graph:
             return None
         return tuple(s)
 
+    def batch_axes(self, name: str) -> list[int]:
+        """The axes of ``name`` that follow the model's dynamic batch: where its shape at batch + 1
+        (``meta["batch_shapes"]``, recorded by the loader and by constant folding) differs."""
+        at_next = self.meta.get("batch_shapes", {}).get(name)
+        info = self.tensors.get(name)
+        if at_next is None or info is None or not info.shape:
+            return []
+        return [a for a, (x, y) in enumerate(zip(info.shape, at_next)) if x != y]
+
     def dtype(self, name: str):
         if name in self.constants:
             return self.constants[name].dtype

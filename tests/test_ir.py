@@ -52,3 +52,14 @@ def test_prune_drops_what_no_output_needs():
     g.constants["c"] = np.zeros(2)
     g.prune()
     assert [n.name for n in g.nodes] == ["n0", "n1", "n2"] and "c" not in g.constants
+
+
+def test_batch_axes_are_where_the_shape_at_batch_plus_one_differs():
+    f32 = np.dtype(np.float32)
+    tensors = {"x": TensorInfo("x", f32, (2, 8, 16)), "heads": TensorInfo("heads", f32, (24, 8, 8)),
+               "w": TensorInfo("w", f32, (16, 16)), "unknown": TensorInfo("unknown", f32, None)}
+    g = Graph(name="g", nodes=[], inputs=["x"], outputs=[], tensors=tensors, constants={}, opset=17)
+    assert g.batch_axes("x") == []                        # no dynamic batch recorded
+    g.meta["batch_shapes"] = {"x": (3, 8, 16), "heads": (36, 8, 8), "w": (16, 16), "unknown": (3, 4)}
+    assert g.batch_axes("x") == [0] and g.batch_axes("heads") == [0]   # batch x 12 heads
+    assert g.batch_axes("w") == [] and g.batch_axes("unknown") == [] and g.batch_axes("absent") == []

@@ -55,14 +55,12 @@ def _load(model: ModelProto, batch: int, bind: dict | None, limits: Limits, wher
     graph.meta["dynamic_batch"] = batch_shapes is not None
     graph.meta["written_opset"] = written_opset     # what messages name (the graph itself is at opset 17)
     if batch_shapes is not None:
-        # which axes follow the batch, and every such value's shape at batch + 1 (the passes infer more)
+        # every value's shape at batch + 1, where the axes that follow the batch show (the passes infer more)
         for name in graph.inputs:
             shape = graph.tensors[name].shape
             if shape and name not in batch_shapes:
                 batch_shapes[name] = (shape[0] + 1,) + tuple(shape[1:]) if isinstance(shape[0], int) else shape
         graph.meta["batch_shapes"] = batch_shapes
-        graph.meta["batch_axes"] = {n: [k for k, (x, y) in enumerate(zip(graph.tensors[n].shape, s)) if x != y]
-                                    for n, s in batch_shapes.items() if n in graph.tensors and graph.tensors[n].shape}
     return graph
 
 

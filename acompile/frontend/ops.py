@@ -199,8 +199,8 @@ def unknown_shape_reason(g: Graph, name: str) -> str:
             "model inputs " + ", ".join(repr(i) for i in inputs[:3]) + (", ..." if len(inputs) > 3 else "") + " have"
         why.append(f"{which} dynamic dimensions (fix them with {fixes(inputs)}, a number for each named dimension)")
     if data_sized:
-        batch = [i for i in g.inputs if g.meta.get("dynamic_batch") and 0 in g.meta.get("batch_axes", {}).get(i, ())
-                 and not inputs]     # the fix for the dynamic inputs above fixes the batch too
+        # the fix for the dynamic inputs above fixes the batch too
+        batch = [i for i in g.inputs if g.meta.get("dynamic_batch") and 0 in g.batch_axes(i) and not inputs]
         why.append(f"its size depends on values computed at run time ({nodes(data_sized)})"
                    + (f"; if they follow the model's dynamic batch, {fixes(batch)} fixes it" if batch else ""))
     if lost:

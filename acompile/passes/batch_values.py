@@ -80,19 +80,14 @@ def value_of(graph: Graph, node: Node, not_a_value: Callable[[Node], bool], max_
 
 
 def at_next_batch(graph: Graph, name: str, shape: tuple) -> tuple:
-    """The shape of ``name`` at batch + 1: as inferred there, else its batch axes one larger."""
+    """The shape of ``name`` at batch + 1: as inferred there, else ``shape`` (it does not follow the batch)."""
     known = graph.meta.get("batch_shapes", {}).get(name)
-    if known is not None and len(known) == len(shape):
-        return tuple(known)
-    axes = graph.meta.get("batch_axes", {}).get(name, [])
-    return tuple(d + (a in axes) for a, d in enumerate(shape))
+    return tuple(known) if known is not None and len(known) == len(shape) else tuple(shape)
 
 
 def follows_batch(graph: Graph, name: str, shape: tuple, at_next: tuple) -> None:
-    """Record the axes of ``name`` that follow the batch (its shape at batch + 1 differs there)."""
-    axes = [a for a, (x, y) in enumerate(zip(shape, at_next)) if x != y]
-    if axes:
-        graph.meta["batch_axes"][name] = axes
+    """Record the shape of ``name`` at batch + 1 when some axis follows the batch (:meth:`Graph.batch_axes`)."""
+    if any(x != y for x, y in zip(shape, at_next)):
         graph.meta.setdefault("batch_shapes", {})[name] = tuple(at_next)
 
 

@@ -255,12 +255,12 @@ def _propagate_shapes(graph: Graph, limits: Limits) -> bool:
     ``Shape``, then the nodes it feeds) and records the values that follow the batch, so a chain of
     Reshapes whose targets are computed from shapes is followed in one pass, not one pass per link.
     """
-    batch_axes = graph.meta.get("batch_axes") if graph.meta.get("dynamic_batch") else None
-    values = graph.meta.setdefault("batch_values", {}) if batch_axes is not None else {}
+    dynamic = bool(graph.meta.get("dynamic_batch"))
+    values = graph.meta.setdefault("batch_values", {}) if dynamic else {}
     changed, folded = False, []
     for node in graph.nodes:
         if _shape_constant(graph, node) or _fold_node(graph, node, limits) \
-                or batch_axes is not None and value_of(graph, node, _not_a_value, SMALL_INPUT_BYTES):
+                or dynamic and value_of(graph, node, _not_a_value, SMALL_INPUT_BYTES):
             folded.append(node)
             continue
         if any(isinstance(v, Subgraph) for v in node.attrs.values()):
@@ -297,7 +297,7 @@ def _propagate_shapes(graph: Graph, limits: Limits) -> bool:
                 if shape is None:
                     continue
                 o = node.outputs[k]
-                if batch_axes is not None:
+                if dynamic:
                     other, _ = infer(node, bumped, k, graph.opset)
                     if other is None or len(other) != len(shape):
                         continue
@@ -374,9 +374,8 @@ def _fold_shapes(graph: Graph) -> bool:
             # axes (``x.shape[1]``) is a constant
             shape = graph.static_shape(node.inputs[0])
             start, end = node.attrs.get("start", 0), node.attrs.get("end")
-            batch_axes = graph.meta.get("batch_axes", {}).get(node.inputs[0], [])
             doomed += _fold_gathered_dims(graph, gathers[node.outputs[0]], shape[start:end],
-                                          [a - start for a in batch_axes if a >= start])
+                                          [a - start for a in graph.batch_axes(node.inputs[0]) if a >= start])
     if doomed:
         graph.remove_nodes(doomed)
     return bool(doomed)
@@ -391,7 +390,7 @@ def _shape_constant(graph: Graph, node: Node) -> bool:
     if shape is None:
         return False
     start, end = node.attrs.get("start", 0), node.attrs.get("end")
-    if any(a in range(len(shape))[start:end] for a in graph.meta.get("batch_axes", {}).get(node.inputs[0], [])):
+    if any(a in range(len(shape))[start:end] for a in graph.batch_axes(node.inputs[0])):
         return False
     graph.constants[node.outputs[0]] = np.array(shape[start:end], np.int64)
     return True
