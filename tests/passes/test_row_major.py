@@ -12,7 +12,7 @@ def _model():
     w = weights()
     return tiny_model([helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
                        helper.make_node("MatMul", ["r", "w2"], ["y"])],
-                      [("x", (3, 40))], [("y", (3, 24))], {"w1": w(40, 70), "w2": w(70, 24)}), w
+                      [("x", (3, 40))], [("y", (3, 24))], {"w1": w(40, 70), "w2": w(70, 24)})
 
 
 def _linear_weights(compiled):
@@ -20,7 +20,7 @@ def _linear_weights(compiled):
 
 
 def test_check_keeps_the_transposed_view_and_compile_copies_it_by_rows():
-    model, _ = _model()
+    model = _model()
     source = {t.name: np.frombuffer(t.raw_data, np.float32).reshape(tuple(t.dims)) for t in model.graph.initializer}
     target = load_target("isaac")
     checked = run_pipeline(model, target, Options(), with_calibration=False, stop_on_problems=False)
