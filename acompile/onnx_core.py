@@ -120,7 +120,8 @@ def opset_version() -> int:
 
 # ---- element types
 
-_NUMPY_TYPES = {
+# the element types numpy has natively
+NUMPY_TYPES = {
     TensorProto.FLOAT: np.float32, TensorProto.DOUBLE: np.float64, TensorProto.FLOAT16: np.float16,
     TensorProto.INT8: np.int8, TensorProto.INT16: np.int16, TensorProto.INT32: np.int32,
     TensorProto.INT64: np.int64, TensorProto.UINT8: np.uint8, TensorProto.UINT16: np.uint16,
@@ -128,12 +129,12 @@ _NUMPY_TYPES = {
     TensorProto.COMPLEX64: np.complex64, TensorProto.COMPLEX128: np.complex128,
     TensorProto.STRING: np.object_,
 }
-_ONNX_TYPES = {np.dtype(v): k for k, v in _NUMPY_TYPES.items()}
+_ONNX_TYPES = {np.dtype(v): k for k, v in NUMPY_TYPES.items()}
 
 
 def tensor_dtype_to_np_dtype(elem_type: int) -> np.dtype:
     """The numpy dtype of an ONNX element type (``onnx.helper.tensor_dtype_to_np_dtype``)."""
-    found = _NUMPY_TYPES.get(int(elem_type))
+    found = NUMPY_TYPES.get(int(elem_type))
     if found is not None:
         return np.dtype(found)
     return _full("helper").tensor_dtype_to_np_dtype(elem_type)
@@ -160,7 +161,7 @@ def to_array(tensor: TensorProto) -> np.ndarray:
     """A tensor's values (``onnx.numpy_helper.to_array``): a read-only view of ``raw_data`` where
     the values are stored there, else a new array from the typed field."""
     kind = tensor.data_type
-    dtype = _NUMPY_TYPES.get(kind)
+    dtype = NUMPY_TYPES.get(kind)
     if dtype is None or tensor.data_location == TensorProto.EXTERNAL or tensor.HasField("segment"):
         return _full("numpy_helper").to_array(tensor)
     dims = tuple(tensor.dims)

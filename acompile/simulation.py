@@ -146,11 +146,12 @@ def onnxruntime_saturates() -> bool:
     import onnxruntime as ort
     from .onnx_core import (TensorProto, from_array, make_graph, make_model, make_node, make_opsetid,
                             make_tensor_value_info)
+    from .onnx_exec import IR_VERSION
     node = make_node("MatMulInteger", ["x", "w"], ["y"])
     graph = make_graph([node], "probe", [make_tensor_value_info("x", TensorProto.UINT8, [1, 2])],
                        [make_tensor_value_info("y", TensorProto.INT32, [1, 1])],
                        [from_array(np.full((2, 1), 127, np.int8), "w")])
-    model = make_model(graph, opset_imports=[make_opsetid("", 13)], ir_version=8)
+    model = make_model(graph, opset_imports=[make_opsetid("", 13)], ir_version=IR_VERSION)
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     return int(sess.run(None, {"x": np.full((1, 2), 255, np.uint8)})[0][0, 0]) != 64770
 

@@ -10,7 +10,7 @@ import numpy as np
 from ..ir import Graph, Subgraph, is_linear
 from ..onnx_core import (ModelProto, from_array, make_attribute, make_graph, make_model, make_node,
                          make_opsetid, make_tensor_value_info, np_dtype_to_tensor_dtype)
-from ..onnx_exec import make_attributes
+from ..onnx_exec import IR_VERSION, make_attributes
 from .control_flow import own_inputs
 
 def to_onnx(graph: Graph) -> ModelProto:
@@ -42,4 +42,4 @@ def to_onnx(graph: Graph) -> ModelProto:
         return make_tensor_value_info(name, elem, shape)
 
     g = make_graph(nodes, graph.name, [info(i) for i in graph.inputs], [info(o) for o in graph.outputs], inits)
-    return make_model(g, opset_imports=[make_opsetid("", graph.opset)], ir_version=8)
+    return make_model(g, opset_imports=[make_opsetid("", graph.opset)], ir_version=IR_VERSION)

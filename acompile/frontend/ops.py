@@ -200,7 +200,7 @@ def unknown_shape_reason(g: Graph, name: str) -> str:
         why.append(f"{which} dynamic dimensions (fix them with {fixes(inputs)}, a number for each named dimension)")
     if data_sized:
         # the fix for the dynamic inputs above fixes the batch too
-        batch = [i for i in g.inputs if g.meta.get("dynamic_batch") and 0 in g.batch_axes(i) and not inputs]
+        batch = [] if inputs or not g.meta.get("dynamic_batch") else [i for i in g.inputs if 0 in g.batch_axes(i)]
         why.append(f"its size depends on values computed at run time ({nodes(data_sized)})"
                    + (f"; if they follow the model's dynamic batch, {fixes(batch)} fixes it" if batch else ""))
     if lost:

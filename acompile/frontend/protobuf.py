@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import InvalidModelError, LimitError, clean
 from ..limits import Limits, byte_size
-from ..onnx_core import ModelProto, TensorProto
+from ..onnx_core import NUMPY_TYPES, ModelProto, TensorProto
 
 SKELETON_KEEP_BYTES = 4096  # small initializers (shapes, axes) stay: shape inference reads their values
 
@@ -110,10 +110,7 @@ def read_model_lean(path: str | os.PathLike, limits: Limits) -> tuple[ModelProto
 # The protobuf wire format, just enough of it to find initializer payloads:
 # ModelProto.graph = 7, GraphProto.initializer = 5; TensorProto dims = 1, data_type = 2,
 # name = 8, raw_data = 9, doc_string = 12, data_location = 14, metadata_props = 16.
-_RAW_DTYPES = {TensorProto.FLOAT: np.float32, TensorProto.DOUBLE: np.float64, TensorProto.FLOAT16: np.float16,
-               TensorProto.INT8: np.int8, TensorProto.UINT8: np.uint8, TensorProto.INT16: np.int16,
-               TensorProto.UINT16: np.uint16, TensorProto.INT32: np.int32, TensorProto.UINT32: np.uint32,
-               TensorProto.INT64: np.int64, TensorProto.UINT64: np.uint64}
+_RAW_DTYPES = {k: v for k, v in NUMPY_TYPES.items() if np.dtype(v).kind in "fiu"}   # read straight into arrays
 _WINDOW = 1 << 16
 
 

@@ -92,7 +92,7 @@ def follows_batch(graph: Graph, name: str, shape: tuple, at_next: tuple) -> None
 
 
 def _depends(graph: Graph, node: Node, values: dict, outs: list) -> list[np.ndarray]:
-    """Per output of ``node``, which elements depend on the batch (see :func:`_batch_values`)."""
+    """Per output of ``node``, which elements depend on the batch (see :func:`value_of`)."""
     masks = [values[i][2] if i in values else np.zeros(np.shape(graph.constants[i]), bool) if i else None
              for i in node.inputs]
     if node.op_type in _ELEMENTWISE:

@@ -12,7 +12,9 @@ from ..errors import InvalidModelError, LimitError
 from ..frontend.ops import SHAPED_BY_VALUES
 from ..ir import Graph, Node, Subgraph, TensorInfo
 from ..limits import Limits
-from ..onnx_exec import run_node
+from ..onnx_core import (from_array, infer_shapes, make_empty_tensor_value_info, make_graph, make_model, make_node,
+                         make_opsetid, make_tensor_value_info, np_dtype_to_tensor_dtype, tensor_dtype_to_np_dtype)
+from ..onnx_exec import IR_VERSION, make_attributes, run_node
 from .base import CompileState, compile_pass
 from .batch_values import at_next_batch, follows_batch, value_of
 
@@ -36,9 +38,6 @@ def _infer_output(node: Node, args: list, index: int, opset: int):
     initializers, so value-dependent sizes (Tile repeats, OneHot depth, window lengths) are known
     before anything is allocated.
     """
-    from ..onnx_core import (from_array, infer_shapes, make_empty_tensor_value_info, make_graph, make_model, make_node,
-                             make_opsetid, make_tensor_value_info, np_dtype_to_tensor_dtype, tensor_dtype_to_np_dtype)
-    from ..onnx_exec import IR_VERSION, make_attributes
     try:
         names = [f"in{i}" if a is not None else "" for i, a in enumerate(args)]
         inits, inputs = [], []
