@@ -131,8 +131,8 @@ def test_dynamic_batch_takes_the_compile_batch():
 
 
 def test_weights_read_beside_the_parse_equal_onnx_own(tmp_path):
-    """Payloads left in the file are read in groups (preadv over several arrays, small gaps dropped,
-    a large in-proto tensor between two of them skipped, more arrays than one preadv takes)."""
+    """Payloads left in the file are viewed where they lie: many arrays of several element types at
+    any alignment, a large in-proto tensor between two of them."""
     from onnx import TensorProto, helper, numpy_helper
     rng = np.random.default_rng(0)
     arrays = {f"w{i}": rng.standard_normal(1100 + i).astype(np.float32) for i in range(1200)}
@@ -152,11 +152,46 @@ def test_weights_read_beside_the_parse_equal_onnx_own(tmp_path):
         assert g.constants[t.name].dtype == want.dtype and np.array_equal(g.constants[t.name], want), t.name
 
 
-def test_a_model_file_that_shrank_under_the_reader_is_refused(tmp_path):
-    from acompile.frontend.protobuf import Payloads
+def test_a_model_file_changed_after_the_walk_is_read_whole(tmp_path, monkeypatch):
+    """The payloads are mapped only from the file the lean walk saw; a file rewritten or replaced in
+    between is parsed whole, as it is now: one consistent model, never offsets into another file."""
+    from onnx import TensorProto, helper, numpy_helper
+    from acompile.frontend import protobuf
+    rng = np.random.default_rng(0)
+    first, second = (rng.standard_normal(5000).astype(np.float32) for _ in range(2))
     path = tmp_path / "m.onnx"
-    path.write_bytes(b"\0" * 8000)
-    payloads = Payloads(path, {0: (4000, 16000, np.dtype(np.float32), (4000,))})
-    payloads.index = {"w": 0}
-    with pytest.raises(InvalidModelError, match="changed while it was read"):
-        payloads.arrays(["w"], "m.onnx")
+
+    def save(w, name, doc):     # graph name before the weights, doc_string after them
+        graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], name,
+                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [5000])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [5000])],
+                                  [numpy_helper.from_array(w, "w")], doc_string=doc)
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+        return path.stat().st_size
+
+    size = save(first, "gggg", None)
+    walk = protobuf._lean_bytes
+
+    def walk_then_rewrite(*args):
+        out = walk(*args)
+        assert save(second, "g", "x") == size        # the same size, the weights 3 bytes earlier
+        os.utime(path, ns=(1, 1))      # a new mtime even where the clock is coarse
+        return out
+
+    monkeypatch.setattr(protobuf, "_lean_bytes", walk_then_rewrite)
+    assert np.array_equal(load_model(path).constants["w"], second)
+
+
+def test_payloads_are_read_only_views_of_the_file(tmp_path):
+    from onnx import TensorProto, helper, numpy_helper
+    w = np.arange(3000, dtype=np.float32).reshape(30, 100)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 30])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 100])],
+                              [numpy_helper.from_array(w, "w")])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    got = load_model(path).constants["w"]
+    assert np.array_equal(got, w) and not got.flags.writeable and not got.flags.owndata
+    with pytest.raises(ValueError):
+        got[0, 0] = 1

@@ -29,7 +29,7 @@ def load_model(path: str | os.PathLike, *, batch: int = 1, bind: dict | None = N
         resolve_external_data(model, p, limits)
         return _load(model, batch, bind, limits, where, payloads, input_shapes)
     finally:
-        if payloads is not None:    # a load that failed stops the background reading
+        if payloads is not None:    # the mapping lives on in the arrays that view it, if any
             payloads.close()
 
 

@@ -1,17 +1,16 @@
 """The lean protobuf reader: parse an ONNX file without copying its large weights.
 
 Refuses missing, irregular, empty or oversize files before reading them; walks the
-protobuf wire format to leave large raw initializer payloads in the file (read once,
-straight into numpy arrays, by :class:`Payloads` in a background thread while the model is
-checked); refuses non-UTF-8 text fields.
+protobuf wire format to leave large raw initializer payloads in the file (numpy arrays
+view them in a read-only mapping of it, :class:`Payloads`); refuses non-UTF-8 text fields.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import stat
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +69,7 @@ def read_model_lean(path: str | os.PathLike, limits: Limits) -> tuple[ModelProto
 
     The file's protobuf structure is walked directly (:func:`_lean_bytes`); every initializer whose
     ``raw_data`` holds more than ``SKELETON_KEEP_BYTES`` of a plain numeric type is parsed without
-    its payload, which is read once, straight into its numpy array, from then on (:class:`Payloads`).
+    its payload, which its numpy array views in a mapping of the file from then on (:class:`Payloads`).
     Parsing the whole file would hold the file, protobuf's copy and numpy's copy of every weight
     at once. Anything the walk does not expect falls back to :func:`read_model_proto`, so errors
     and results are the same either way.
@@ -85,7 +84,10 @@ def read_model_lean(path: str | os.PathLike, limits: Limits) -> tuple[ModelProto
     if lean is None:
         return read_model_proto(p, limits), None
     data, stripped = lean
-    payloads = Payloads(p, stripped)
+    try:
+        payloads = Payloads(p, stripped, st)
+    except (_Unexpected, OSError, ValueError):     # not mappable, or changed since the walk: read it whole
+        return read_model_proto(p, limits), None
     try:
         model = ModelProto()
         try:
@@ -264,32 +266,35 @@ def _pread_exact(fd: int, offset: int, n: int) -> bytes:
 
 
 class Payloads:
-    """Initializer payloads left in the model file by :func:`read_model_lean`.
+    """Initializer payloads left in the model file by :func:`read_model_lean`, mapped rather than read.
 
-    A background thread reads them, in file order, each straight into its own array, with one
-    ``preadv`` over up to 64 MiB of them (the few header bytes between two go to a scratch buffer):
-    the system call runs without the GIL, so the reading overlaps with parsing, the checker and shape
-    inference. :meth:`arrays` waits for it; :meth:`close` stops it within one ``preadv``.
+    The file is mapped once, copy-on-write, and each payload becomes a numpy view of its bytes,
+    read-only as numpy_helper's arrays are: a weight takes no memory of its own, its pages come from
+    the page cache as they are first touched, and the kernel is asked to read the file ahead at once,
+    while the model is parsed. Reading into fresh arrays cost the page faults of memory as large as
+    the weights, which on a virtual machine can take several times the read itself. Each view has a
+    base of its own, so a pass may unlock one and write it in place (a page written becomes the
+    process's own; the file never changes). A view may be unaligned for its element type (payloads
+    lie where protobuf put them); numpy and onnxruntime read such arrays correctly.
+    As with any mapped file, a model file cut short while it is mapped ends the process (SIGBUS) when
+    a lost page is read: rewrite models by renaming a new file into place.
     """
 
-    _GROUP_BYTES = 64 << 20
-    _MAX_GAP = 1 << 16          # header bytes between two payloads read (and dropped) rather than skipped
-
-    def __init__(self, path: Path, entries: dict):
-        self.path, self.entries = path, entries      # initializer index -> (offset, nbytes, dtype, dims)
+    def __init__(self, path: Path, entries: dict, walked: os.stat_result):
+        """Map ``path``, the file ``walked`` describes; OSError or ValueError when it cannot be mapped,
+        _Unexpected when it is no longer that file (replaced or written since); ``entries``:
+        initializer index -> (offset, nbytes, dtype, dims)."""
+        self.entries = entries
         self.index: dict[str, int] = {}              # initializer name -> index, once the model is parsed
-        self._flat: dict[int, np.ndarray] = {}
-        self._failure: tuple[str, BaseException] | None = None     # (what failed, the exception)
-        self._stop = False
-        self._thread = None
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError as e:
-            self._failure = ("open", e)
-            return
-        self._thread = threading.Thread(target=self._read_all, args=(fd, self._groups()), daemon=True,
-                                        name="acompile-payloads")
-        self._thread.start()
+        self._map = None
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != \
+                    (walked.st_dev, walked.st_ino, walked.st_size, walked.st_mtime_ns):
+                raise _Unexpected()
+            self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+        if hasattr(mmap, "MADV_WILLNEED"):
+            self._map.madvise(mmap.MADV_WILLNEED)
 
     def __contains__(self, name: str) -> bool:
         return name in self.index
@@ -298,82 +303,20 @@ class Payloads:
         return set(self.index)
 
     def close(self) -> None:
-        """Stop reading (the load failed or is over) and wait for the thread: no load leaves it running
-        (a process that forks workers next must not fork it mid-allocation)."""
-        self._stop = True
-        if self._thread is not None:
-            self._thread.join()
+        """Drop the mapping; it is unmapped once no array viewing it is left."""
+        self._map = None
 
     def arrays(self, names, where: str) -> dict[str, np.ndarray]:
-        """The named payloads as (read-only, as numpy_helper gives them) arrays, once all are read."""
-        if self._thread is not None:
-            self._thread.join()
-        if self._failure is not None:
-            what, e = self._failure
-            if what == "open":
-                raise InvalidModelError(f"cannot read model: {e.strerror}", where=where)
-            if isinstance(e, (_Unexpected, OSError)):
-                raise InvalidModelError("the model file changed while it was read", where=where)
-            raise e     # out of memory, or a bug: as if it had happened here
+        """The named payloads as read-only arrays (as numpy_helper's are, read-only)."""
+        if self._map is None:
+            raise ValueError("the payloads were closed")
+        whole = memoryview(self._map)
         out = {}
         for name in names:
-            i = self.index[name]
-            out[name] = self._flat[i].reshape(self.entries[i][3])
+            offset, nbytes, dtype, dims = self.entries[self.index[name]]
+            out[name] = np.frombuffer(whole[offset:offset + nbytes], dtype).reshape(dims)
             out[name].flags.writeable = False
         return out
-
-    def _groups(self) -> list[tuple[int, list[tuple[int, int]]]]:
-        """[(file offset, [(gap before it in bytes, initializer index), ...])]: what each preadv reads."""
-        groups: list = []
-        end = size = 0
-        for i in sorted(self.entries, key=lambda i: self.entries[i][0]):
-            offset, nbytes = self.entries[i][:2]
-            gap = offset - end
-            if not groups or not 0 <= gap <= self._MAX_GAP or size + nbytes > self._GROUP_BYTES \
-                    or 2 * len(groups[-1][1]) + 2 > _IOV_MAX:
-                groups.append((offset, []))
-                gap = size = 0
-            groups[-1][1].append((gap, i))
-            end, size = offset + nbytes, size + nbytes
-        return groups
-
-    def _read_all(self, fd: int, groups: list) -> None:
-        scratch = memoryview(bytearray(self._MAX_GAP))
-        try:
-            for offset, items in groups:
-                if self._stop:
-                    return
-                buffers = []
-                for gap, i in items:
-                    nbytes, dtype = self.entries[i][1:3]
-                    self._flat[i] = np.empty(nbytes // dtype.itemsize, dtype)
-                    if gap:
-                        buffers.append(scratch[:gap])
-                    buffers.append(memoryview(self._flat[i]).cast("B"))
-                _preadv_exact(fd, buffers, offset)
-        except Exception as e:      # said by arrays(), in the thread that loads the model
-            self._failure = ("read", e)
-        finally:
-            os.close(fd)
-
-
-_IOV_MAX = 1024     # buffers one preadv takes on Linux and macOS
-
-
-def _preadv_exact(fd: int, buffers: list, offset: int) -> None:
-    """Fill every buffer (the list is consumed) from the file at ``offset`` on; _Unexpected if the file
-    is shorter."""
-    i = 0
-    while i < len(buffers):
-        got = os.preadv(fd, buffers[i:], offset)
-        if got <= 0:
-            raise _Unexpected()
-        offset += got
-        while i < len(buffers) and got >= len(buffers[i]):
-            got -= len(buffers[i])
-            i += 1
-        if got:
-            buffers[i] = buffers[i][got:]
 
 
 def is_repeated(fd) -> bool:

@@ -74,7 +74,7 @@ def to_ir(model: ModelProto, where: str, limits: Limits, heavy: dict[str, Tensor
         constants[t.name] = initializer_array(t, where)
     heavy = heavy or {}
     names = set(constants) | set(heavy)
-    # the nodes and value infos first: the payloads' background read goes on meanwhile
+    # the nodes and value infos first: the kernel reads the mapped payloads ahead meanwhile
     tensors: dict[str, TensorInfo] = {}
     for vi in list(g.input) + list(g.value_info) + list(g.output):
         tensors[vi.name] = value_info(vi)
