@@ -34,6 +34,7 @@ from ..onnx_exec import integer_dtype, narrow_dtype
 from ..passes.boundaries import CHAIN
 from . import conv, exact, reference
 from .fast import mvm
+from .gemm import matmul
 from .vectors import from_vectors, to_vectors
 
 
@@ -330,11 +331,10 @@ def _run_chain(sim, layer: AnalogLayer, x: np.ndarray, bias: np.ndarray, geo: Co
         xg = v[:, g, :]
         if sim.mode == "ideal":
             w = sim.weights.float_matrix(layer, g)
-            xf, wt = xg.astype(np.float32, copy=False), w.T.astype(np.float32, copy=False)
-            if layer.groups == 1:       # straight into the output (a contiguous view): no temporary
-                np.matmul(xf, wt, out=out[:, 0, :])
-            else:
-                out[:, g, :] = xf @ wt
+            # one group: straight into the output (a contiguous view), no temporary
+            y = matmul(xg.astype(np.float32, copy=False), w.T.astype(np.float32, copy=False), out=out[:, g, :])
+            if layer.groups > 1:
+                out[:, g, :] = y
             continue
         if lossless:
             q = sim.scratch("codes", xg.size, np.float32)[:xg.size].reshape(xg.shape)

@@ -67,19 +67,27 @@ def _operand(x: np.ndarray) -> tuple[np.ndarray, bool] | None:
     return None
 
 
+def _aligned(x: np.ndarray) -> np.ndarray:
+    return x if x.flags.aligned else x.copy()
+
+
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, single: bool = False) -> np.ndarray:
     """a (M, K) @ b (K, N) as float32, into ``out`` (C-contiguous, (M, N)) when given; on the calling
     thread alone with ``single`` (callers that run several GEMMs side by side), else on every core.
 
     Operands onnxruntime cannot read in place (a strided block of a matrix) go to numpy, whose
     BLAS reads them where they lie, unless ``single`` asks for one thread: then they are copied.
+    Both read a weight that lies unaligned in a mapped model file; numpy's BLAS does not (it falls
+    back to a loop twenty times slower), so numpy gets an aligned copy of one.
     """
     m, k = a.shape
     n = b.shape[1]
     ops = _operand(a), _operand(b)
     small = 2.0 * m * n * k < _MIN_FLOPS or m == 0 or n == 0 or k == 0
-    if small or (None in ops and not single):
+    if small:
         return np.matmul(a, b, out=out, dtype=np.float32)
+    if None in ops and not single:
+        return np.matmul(_aligned(a), _aligned(b), out=out, dtype=np.float32)
     (a_op, trans_a), (b_op, trans_b) = (op or (np.ascontiguousarray(x, dtype=np.float32), False)
                                         for op, x in zip(ops, (a, b)))
     if out is None or not out.flags.c_contiguous:
