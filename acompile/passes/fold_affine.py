@@ -2,10 +2,14 @@
 
 BatchNormalization after a Conv, ConvTranspose or Linear, and Mul/Div/Add/Sub by a
 per-channel constant (which is how MatMul + Add becomes one linear layer). A standalone
-BatchNormalization stays a digital op.
+BatchNormalization stays a digital op. A weight is scaled once, by the float64 product of
+every scale folded into it, and rounded to float32 once.
 """
 
 from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -23,16 +27,23 @@ def fold_affine(state: CompileState) -> None:
     producers = graph.producers()
     users = graph.consumers()
     folded = []
-    shared = _shared_buffers(graph)
+    scales: dict[str, tuple[Node, np.ndarray]] = {}     # analog node name -> (node, its weight's scale)
     # one sweep in node order: a fold only hands the analog node the folded node's output, which
     # later nodes read, so nothing before it can become foldable (the maps are kept up to date)
     for node in graph.nodes:
         if node.domain not in ("",) or node.op_type not in ("BatchNormalization", "Mul", "Div", "Add", "Sub"):
             continue
-        if _try_fold(graph, node, producers, users, shared):
+        if _try_fold(graph, node, producers, users, scales):
             folded.append(node)
     if folded:
         graph.remove_nodes(folded)
+    shared = _shared_buffers(graph)
+    jobs = [(node, scale) for node, scale in scales.values() if not np.all(scale == 1.0)]
+    # the weights are scaled once each, after every fold: numpy's loops release the GIL, so the
+    # layers go side by side on every core
+    with ThreadPoolExecutor(max(1, min(len(jobs), os.cpu_count() or 1))) as pool:
+        for _ in pool.map(lambda job: _scale_output_channels(graph, *job, shared), jobs):
+            pass
 
 
 def _channel_axis(graph: Graph, node: Node) -> tuple[int, int] | None:
@@ -108,9 +119,10 @@ def _own_constants(graph: Graph, node: Node, users: dict) -> None:
             users[node.inputs[pos]] = [node]
 
 
-def _try_fold(graph: Graph, node: Node, producers: dict, users: dict, shared: set[int]) -> bool:
+def _try_fold(graph: Graph, node: Node, producers: dict, users: dict, scales: dict) -> bool:
     """Fold ``node`` into the analog node producing its input, if it applies; keeps ``producers`` and
-    ``users`` (the graph's maps) true to the changed graph."""
+    ``users`` (the graph's maps) true to the changed graph, and multiplies the analog node's entry in
+    ``scales`` (its weight's per-channel scale, applied once the sweep is over) by the fold's."""
     if node.op_type == "BatchNormalization":
         if len(node.outputs) > 1 and any(node.outputs[1:]):
             return False  # training-mode outputs
@@ -165,8 +177,8 @@ def _try_fold(graph: Graph, node: Node, producers: dict, users: dict, shared: se
         else:
             scale, shift = np.ones(n), -vec
     _own_constants(graph, prev, users)
-    if not np.all(scale == 1.0):
-        _scale_output_channels(graph, prev, scale, shared)
+    pending = scales.get(prev.name, (prev, 1.0))[1]
+    scales[prev.name] = (prev, pending * scale)
     b = graph.constants[prev.inputs[2]].astype(np.float64)
     graph.constants[prev.inputs[2]] = (b * scale + shift).astype(np.float32)
     out = node.outputs[0]

@@ -91,3 +91,21 @@ def test_a_buffer_other_constants_read_is_never_scaled_in_place():
     assert _private(g.constants["c"], shared)
     assert not _private(g.constants["d"], shared)           # over immutable bytes: copied, never unlocked
     assert not _private(np.ones(3, np.float64), shared)     # the result is float32: a new array anyway
+
+
+def test_a_weight_folded_twice_is_rounded_to_float32_once():
+    """BatchNormalization, then Mul: one per-channel scale, their product in float64, applied once."""
+    w = weights()
+    conv_w, gamma, var, s = w(64, 8, 3, 3), w(64), np.abs(w(64)) + 0.5, w(1, 64, 1, 1)
+    model = tiny_model(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node("BatchNormalization", ["c", "gamma", "beta", "mean", "var"], ["n"], epsilon=1e-3),
+         helper.make_node("Mul", ["n", "s"], ["y"])],
+        [("x", (1, 8, 5, 5))], [("y", (1, 64, 5, 5))],
+        {"w": conv_w, "gamma": gamma, "beta": w(64), "mean": w(64), "var": var, "s": s})
+    g = check_pass(model, fold_affine).graph
+    (conv,) = g.nodes
+    assert conv.meta["folded"] == ["BatchNormalization", "Mul"]
+    scale = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + 1e-3) * s.reshape(-1).astype(np.float64)
+    expected = (conv_w.astype(np.float64) * scale.reshape(-1, 1, 1, 1)).astype(np.float32)
+    assert np.array_equal(g.constants[conv.inputs[1]], expected)
