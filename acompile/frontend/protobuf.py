@@ -2,7 +2,7 @@
 
 Refuses missing, irregular, empty or oversize files before reading them; walks the
 protobuf wire format to leave large raw initializer payloads in the file (numpy arrays
-view them in a read-only mapping of it, :class:`Payloads`); refuses non-UTF-8 text fields.
+view them in a mapping of it, :class:`Payloads`); refuses non-UTF-8 text fields.
 """
 
 from __future__ import annotations
@@ -306,8 +306,8 @@ class Payloads:
         """Drop the mapping; it is unmapped once no array viewing it is left."""
         self._map = None
 
-    def arrays(self, names, where: str) -> dict[str, np.ndarray]:
-        """The named payloads as read-only arrays (as numpy_helper's are, read-only)."""
+    def arrays(self, names) -> dict[str, np.ndarray]:
+        """The named payloads as read-only views (numpy_helper's arrays are read-only too)."""
         if self._map is None:
             raise ValueError("the payloads were closed")
         whole = memoryview(self._map)

@@ -94,7 +94,7 @@ def to_ir(model: ModelProto, where: str, limits: Limits, heavy: dict[str, Tensor
     outputs = [o.name for o in g.output]
     if len(set(outputs)) != len(outputs):
         raise InvalidModelError("duplicate graph output names", where=where)
-    from_file = payloads.arrays([n for n in heavy if n in payloads], where) if payloads is not None else {}
+    from_file = payloads.arrays([n for n in heavy if n in payloads]) if payloads is not None else {}
     for name, t in heavy.items():
         constants[name] = from_file[name] if name in from_file else initializer_array(t, where)
     graph = Graph(name=clean(g.name or "model", 80), nodes=nodes, inputs=inputs, outputs=outputs,
