@@ -8,9 +8,6 @@ every scale folded into it, and rounded to float32 once.
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 
 from ..ir import DOMAIN, LINEAR, Graph, Node, is_linear
@@ -38,12 +35,9 @@ def fold_affine(state: CompileState) -> None:
     if folded:
         graph.remove_nodes(folded)
     shared = _shared_buffers(graph)
-    jobs = [(node, scale) for node, scale in scales.values() if not np.all(scale == 1.0)]
-    # the weights are scaled once each, after every fold: numpy's loops release the GIL, so the
-    # layers go side by side on every core
-    with ThreadPoolExecutor(max(1, min(len(jobs), os.cpu_count() or 1))) as pool:
-        for _ in pool.map(lambda job: _scale_output_channels(graph, *job, shared), jobs):
-            pass
+    for node, scale in scales.values():
+        if not np.all(scale == 1.0):
+            _scale_output_channels(graph, node, scale, shared)
 
 
 def _channel_axis(graph: Graph, node: Node) -> tuple[int, int] | None:
