@@ -195,3 +195,22 @@ def test_payloads_are_read_only_views_of_the_file(tmp_path):
     assert np.array_equal(got, w) and not got.flags.writeable and not got.flags.owndata
     with pytest.raises(ValueError):
         got[0, 0] = 1
+
+
+def test_a_file_that_cannot_be_mapped_is_read_whole(tmp_path, monkeypatch):
+    from onnx import TensorProto, helper, numpy_helper
+    from acompile.frontend import protobuf
+    w = np.arange(5000, dtype=np.float32)
+    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [5000])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [5000])],
+                              [numpy_helper.from_array(w, "w")])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+    def refuse(*args, **kwargs):
+        raise OSError(19, "No such device")     # what mmap says on a file system that cannot map
+
+    monkeypatch.setattr(protobuf.mmap, "mmap", refuse)
+    got = load_model(path).constants["w"]
+    assert np.array_equal(got, w) and not got.flags.writeable
