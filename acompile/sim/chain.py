@@ -332,8 +332,7 @@ def _run_chain(sim, layer: AnalogLayer, x: np.ndarray, bias: np.ndarray, geo: Co
         if sim.mode == "ideal":
             w = sim.weights.float_matrix(layer, g)
             xf, wt = xg.astype(np.float32, copy=False), w.T.astype(np.float32, copy=False)
-            # numpy's BLAS is the faster on these shapes, but loops twenty times slower on a weight
-            # lying unaligned in a mapped model file (calibration), which onnxruntime reads in place
+            # numpy's BLAS is the faster here, but twenty times slower on a weight unaligned in a mapped model file
             product = np.matmul if wt.flags.aligned else matmul
             if layer.groups == 1:       # straight into the output (a contiguous view): no temporary
                 product(xf, wt, out=out[:, 0, :])
