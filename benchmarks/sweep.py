@@ -1,7 +1,9 @@
 """Sweep throughput: points per second of a 24-point compile-only sweep (samples/digits.onnx on isaac,
 adc.bits=4:9 x crossbar.rows=64,128 x crossbar.share_between_layers=false,true), on a local process pool
 of 2 workers against a local Dask cluster of 2 worker processes (started beforehand, as a cluster is);
-the median of 3 sweeps each, every one into a fresh output folder (nothing cached).
+and of a 6-point sweep with data (adc.bits=4:9, each point compiled and simulated in quantized mode on
+the sample's 360 test digits, accuracy against their labels) on the local pool. The median of 3 sweeps
+each, every one into a fresh output folder (nothing cached).
 
     python benchmarks/sweep.py          # also run at the end of benchmarks/run.py
 
@@ -18,6 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = 3
 SETTINGS = {"adc.bits": list(range(4, 10)), "crossbar.rows": [64, 128], "crossbar.share_between_layers": [False, True]}
+DATA_SETTINGS = {"adc.bits": list(range(4, 10))}
 
 
 def _rate(run, folder: Path) -> tuple[float, list]:
@@ -37,6 +40,11 @@ def measure() -> dict:
     with tempfile.TemporaryDirectory(prefix="acompile-bench-sweep-") as tmp:
         out["local_pool_points_per_s"], local = _rate(
             lambda o: acompile.sweep(model, "isaac", SETTINGS, jobs=2, output=o), Path(tmp) / "local")
+        out["with_data_points"] = len(DATA_SETTINGS["adc.bits"])
+        out["with_data_local_pool_points_per_s"], _ = _rate(
+            lambda o: acompile.sweep(model, "isaac", DATA_SETTINGS, data=ROOT / "samples" / "digits_test_x.npy",
+                                     labels=ROOT / "samples" / "digits_test_y.npy", jobs=2, output=o),
+            Path(tmp) / "data")
         try:
             from distributed import LocalCluster
         except ImportError:
@@ -60,6 +68,8 @@ def main() -> dict:
     print(f"sweep (24 points, compile only, 2 workers): local pool {got['local_pool_points_per_s']} points/s, "
           f"Dask {got['dask_points_per_s']} points/s"
           + ("" if got.get("identical", True) else f" (TABLES DIFFER: {got.get('first_difference')})"))
+    print(f"sweep ({got['with_data_points']} points, compiled and simulated on 360 test digits, 2 workers): "
+          f"local pool {got['with_data_local_pool_points_per_s']} points/s")
     return got
 
 
