@@ -1,5 +1,6 @@
 """Frontend passes, each checked structurally and against onnxruntime before and after."""
 
+import mmap
 import os
 
 import numpy as np
@@ -214,3 +215,32 @@ def test_a_file_that_cannot_be_mapped_is_read_whole(tmp_path, monkeypatch):
     monkeypatch.setattr(protobuf.mmap, "mmap", refuse)
     got = load_model(path).constants["w"]
     assert np.array_equal(got, w) and not got.flags.writeable
+
+
+def test_external_weights_are_mapped_views_and_equal_onnx_own(tmp_path):
+    """Large graph weights in an external file are views of the mapped file (at any offset, several in one
+    file); small ones and other element types are read; the values are onnx's."""
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(0)
+    w1 = rng.standard_normal((64, 300)).astype(np.float32)
+    w2 = rng.standard_normal((300, 40)).astype(np.float32)
+    b = rng.standard_normal(40).astype(np.float32)                      # under the skeleton's 4 KiB: read
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("MatMul", ["h", "w2"], ["m"]),
+                               helper.make_node("Add", ["m", "b"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 40])],
+                              [numpy_helper.from_array(a, n) for n, a in (("w1", w1), ("w2", w2), ("b", b))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path, save_as_external_data=True, all_tensors_to_one_file=True, location="weights.bin",
+              size_threshold=0)
+    assert {e.key for t in onnx.load(path, load_external_data=False).graph.initializer for e in t.external_data} \
+        >= {"location", "offset"}
+    g = load_model(path)
+    for name, want in (("w1", w1), ("w2", w2), ("b", b)):
+        assert np.array_equal(g.constants[name], want) and not g.constants[name].flags.writeable, name
+    for name in ("w1", "w2"):
+        base = g.constants[name]
+        while isinstance(base, np.ndarray):
+            base = base.base
+        assert isinstance(base, memoryview) and isinstance(base.obj, mmap.mmap), name

@@ -1,41 +1,54 @@
 """External tensor data, checked by acompile (never trusting onnx's own path handling).
 
 Only regular, single-link files inside the model's folder are read, within the byte
-range the tensor's shape needs and the model size limit.
+range the tensor's shape needs and the model size limit. A large weight of a plain
+numeric type is mapped rather than read, as the model file's own are (:mod:`.protobuf`).
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import stat
 from pathlib import Path
+
+import numpy as np
 
 from ..errors import InvalidModelError, LimitError, clean
 from ..limits import Limits
 from ..onnx_core import ModelProto, TensorProto
 from .normalise import stored_bytes
+from .protobuf import RAW_DTYPES, SKELETON_KEEP_BYTES, map_file, view
 
 def _all_tensors(model: ModelProto):
-    """Every TensorProto in the model that can carry data, subgraphs included (iteratively)."""
+    """(TensorProto, whether it is one of the graph's own initializers) for every tensor in the model
+    that can carry data, subgraphs included (iteratively)."""
     stack = [model.graph]
     while stack:
         g = stack.pop()
-        yield from g.initializer
+        top = g is model.graph
+        for t in g.initializer:
+            yield t, top
         for n in g.node:
             for a in n.attribute:
                 if a.HasField("t"):
-                    yield a.t
-                yield from a.tensors
+                    yield a.t, False
+                for t in a.tensors:
+                    yield t, False
                 if a.HasField("g"):
                     stack.append(a.g)
                 stack.extend(a.graphs)
 
 
-def resolve_external_data(model: ModelProto, model_path: Path, limits: Limits) -> None:
-    """Load external tensor data into the model, only from files inside the model's folder."""
+def resolve_external_data(model: ModelProto, model_path: Path, limits: Limits) -> dict[str, np.ndarray]:
+    """Load external tensor data into the model, only from files inside the model's folder; return the
+    graph's large initializers of a plain numeric type apart, by name, as views of their mapped files
+    (the model keeps them without data, as :func:`.protobuf.read_model_lean` leaves its own)."""
     base = model_path.resolve().parent
+    files: dict[Path, mmap.mmap | None] = {}      # the mapping of each file read, None where it cannot be mapped
+    mapped: dict[str, np.ndarray] = {}
     total = 0
-    for t in _all_tensors(model):
+    for t, top in _all_tensors(model):
         if t.data_location != TensorProto.EXTERNAL:
             continue
         info = {e.key: e.value for e in t.external_data}
@@ -76,11 +89,18 @@ def resolve_external_data(model: ModelProto, model_path: Path, limits: Limits) -
         total += length
         if total > limits.max_model_bytes:
             raise LimitError("external data exceeds the model size limit", where=where)
-        with open(real, "rb") as f:
-            f.seek(offset)
-            t.raw_data = f.read(length)
+        dtype = RAW_DTYPES.get(t.data_type) if top and length > SKELETON_KEEP_BYTES else None
+        if dtype is not None and real not in files:
+            files[real] = map_file(real, st)
+        if dtype is not None and files[real] is not None:
+            mapped[t.name] = view(files[real], offset, length, np.dtype(dtype), tuple(t.dims))
+        else:
+            with open(real, "rb") as f:
+                f.seek(offset)
+                t.raw_data = f.read(length)
         t.data_location = TensorProto.DEFAULT
         del t.external_data[:]
+    return mapped
 
 
 def _expected_bytes(t: TensorProto) -> int | None:

@@ -15,7 +15,7 @@ from ..limits import Limits
 from ..onnx_core import ModelProto, from_array
 from .external import resolve_external_data
 from .normalise import ai_onnx_opset, check_raw_sizes, normalise
-from .protobuf import Payloads, read_model_lean
+from .protobuf import read_model_lean
 from .to_ir import to_ir
 
 def load_model(path: str | os.PathLike, *, batch: int = 1, bind: dict | None = None,
@@ -24,34 +24,30 @@ def load_model(path: str | os.PathLike, *, batch: int = 1, bind: dict | None = N
     limits = limits or Limits.from_env()
     p = Path(path)
     where = clean(str(p))
-    model, payloads = read_model_lean(p, limits)
-    try:
-        resolve_external_data(model, p, limits)
-        return _load(model, batch, bind, limits, where, payloads, input_shapes)
-    finally:
-        if payloads is not None:    # the mapping lives on in the arrays that view it, if any
-            payloads.close()
+    model, mapped = read_model_lean(p, limits)
+    mapped.update(resolve_external_data(model, p, limits))
+    return _load(model, batch, bind, limits, where, mapped, input_shapes)
 
 
 def load_model_proto(model: ModelProto, *, batch: int = 1, bind: dict | None = None,
                      limits: Limits | None = None, where: str = "<model>",
                      input_shapes: dict | None = None) -> Graph:
     """The same as :func:`load_model` for an in-memory model (external data already resolved)."""
-    return _load(model, batch, bind, limits or Limits.from_env(), where, None, input_shapes)
+    return _load(model, batch, bind, limits or Limits.from_env(), where, {}, input_shapes)
 
 
 def _load(model: ModelProto, batch: int, bind: dict | None, limits: Limits, where: str,
-          payloads: Payloads | None, input_shapes: dict | None = None) -> Graph:
-    """``input_shapes`` ({name: dims}, key None for a single-input model) fixes dynamic input dimensions."""
+          mapped: dict[str, np.ndarray], input_shapes: dict | None = None) -> Graph:
+    """``mapped``: the initializers whose data the model proto leaves out, as arrays viewing their files;
+    ``input_shapes`` ({name: dims}, key None for a single-input model) fixes dynamic input dimensions."""
     if bind:
         bind_inputs(model, bind, where)
     check_raw_sizes(model, where, limits)
     written_opset = ai_onnx_opset(model, where)
-    stripped = payloads.names() if payloads is not None else frozenset()
-    skel, heavy, batch_shapes = normalise(model, where, batch=batch, limits=limits, stripped=stripped,
+    skel, heavy, batch_shapes = normalise(model, where, batch=batch, limits=limits, stripped=frozenset(mapped),
                                           input_shapes=input_shapes)
     del model
-    graph = to_ir(skel, where, limits, heavy, payloads)
+    graph = to_ir(skel, where, limits, heavy, mapped)
     graph.meta["dynamic_batch"] = batch_shapes is not None
     graph.meta["written_opset"] = written_opset     # what messages name (the graph itself is at opset 17)
     if batch_shapes is not None:

@@ -2,7 +2,7 @@
 
 Refuses missing, irregular, empty or oversize files before reading them; walks the
 protobuf wire format to leave large raw initializer payloads in the file (numpy arrays
-view them in a mapping of it, :class:`Payloads`); refuses non-UTF-8 text fields.
+view them in a mapping of it, :func:`map_file`); refuses non-UTF-8 text fields.
 """
 
 from __future__ import annotations
@@ -64,15 +64,15 @@ def read_model_proto(path: str | os.PathLike, limits: Limits) -> ModelProto:
     return _parse(data, where)
 
 
-def read_model_lean(path: str | os.PathLike, limits: Limits) -> tuple[ModelProto, "Payloads | None"]:
+def read_model_lean(path: str | os.PathLike, limits: Limits) -> tuple[ModelProto, dict[str, np.ndarray]]:
     """:func:`read_model_proto` without the large raw initializer payloads.
 
     The file's protobuf structure is walked directly (:func:`_lean_bytes`); every initializer whose
     ``raw_data`` holds more than ``SKELETON_KEEP_BYTES`` of a plain numeric type is parsed without
-    its payload, which its numpy array views in a mapping of the file from then on (:class:`Payloads`).
-    Parsing the whole file would hold the file, protobuf's copy and numpy's copy of every weight
-    at once. Anything the walk does not expect falls back to :func:`read_model_proto`, so errors
-    and results are the same either way.
+    its payload: returned apart, by initializer name, as a view of it in the mapped file
+    (:func:`map_file`). Parsing the whole file would hold the file, protobuf's copy and numpy's copy
+    of every weight at once. Anything the walk does not expect falls back to
+    :func:`read_model_proto`, so errors and results are the same either way.
     """
     p = Path(path)
     where = clean(str(p))
@@ -82,37 +82,30 @@ def read_model_lean(path: str | os.PathLike, limits: Limits) -> tuple[ModelProto
     except (_Unexpected, OSError, ValueError, OverflowError):
         lean = None
     if lean is None:
-        return read_model_proto(p, limits), None
+        return read_model_proto(p, limits), {}
     data, stripped = lean
+    mapped = map_file(p, st)
+    if mapped is None:      # not mappable, or changed since the walk: read it whole
+        return read_model_proto(p, limits), {}
+    model = ModelProto()
     try:
-        payloads = Payloads(p, stripped, st)
-    except (_Unexpected, OSError, ValueError):     # not mappable, or changed since the walk: read it whole
-        return read_model_proto(p, limits), None
-    try:
-        model = ModelProto()
-        try:
-            model.ParseFromString(data)
-        except Exception:   # the full parse reports it, exactly as it would have
-            model = None
-        del data
-        inits = model.graph.initializer if model is not None else ()
-        if model is None or any(i >= len(inits) or inits[i].HasField("raw_data") for i in stripped):
-            payloads.close()
-            return read_model_proto(p, limits), None
-        if not model.HasField("graph") or (model.ir_version == 0 and not model.opset_import):
-            raise InvalidModelError("not an ONNX model (no graph or version)", where=where)
-        _check_text(model, where)
-    except BaseException:
-        payloads.close()
-        raise
-    payloads.index = {inits[i].name: i for i in stripped}
-    return model, payloads
+        model.ParseFromString(data)
+    except Exception:   # the full parse reports it, exactly as it would have
+        model = None
+    del data
+    inits = model.graph.initializer if model is not None else ()
+    if model is None or any(i >= len(inits) or inits[i].HasField("raw_data") for i in stripped):
+        return read_model_proto(p, limits), {}
+    if not model.HasField("graph") or (model.ir_version == 0 and not model.opset_import):
+        raise InvalidModelError("not an ONNX model (no graph or version)", where=where)
+    _check_text(model, where)
+    return model, {inits[i].name: view(mapped, *entry) for i, entry in stripped.items()}
 
 
 # The protobuf wire format, just enough of it to find initializer payloads:
 # ModelProto.graph = 7, GraphProto.initializer = 5; TensorProto dims = 1, data_type = 2,
 # name = 8, raw_data = 9, doc_string = 12, data_location = 14, metadata_props = 16.
-_RAW_DTYPES = {k: v for k, v in NUMPY_TYPES.items() if np.dtype(v).kind in "fiu"}   # read straight into arrays
+RAW_DTYPES = {k: v for k, v in NUMPY_TYPES.items() if np.dtype(v).kind in "fiu"}   # viewed where they lie
 _WINDOW = 1 << 16
 
 
@@ -198,16 +191,16 @@ def _lean_tensor(win: _Window, a: int, b: int, limits: Limits):
             pass
         else:
             return None
-    if raw is None or dtype not in _RAW_DTYPES or any(d >= 1 << 62 for d in dims):
+    if raw is None or dtype not in RAW_DTYPES or any(d >= 1 << 62 for d in dims):
         return None
     n = 1
     for d in dims:
         n *= d
     nbytes = raw[2] - raw[1]
-    itemsize = np.dtype(_RAW_DTYPES[dtype]).itemsize
+    itemsize = np.dtype(RAW_DTYPES[dtype]).itemsize
     if nbytes != n * itemsize or nbytes <= SKELETON_KEEP_BYTES or nbytes > limits.max_tensor_bytes:
         return None
-    return raw[0], raw[1], raw[2], np.dtype(_RAW_DTYPES[dtype]), tuple(dims)
+    return raw[0], raw[1], raw[2], np.dtype(RAW_DTYPES[dtype]), tuple(dims)
 
 
 def _lean_bytes(p: Path, size: int, limits: Limits):
@@ -265,58 +258,40 @@ def _pread_exact(fd: int, offset: int, n: int) -> bytes:
     return data
 
 
-class Payloads:
-    """Initializer payloads left in the model file by :func:`read_model_lean`, mapped rather than read.
+def map_file(path: Path, walked: os.stat_result) -> mmap.mmap | None:
+    """``path``, the file ``walked`` describes, mapped copy-on-write, the kernel asked to read it ahead;
+    None when it cannot be mapped or is no longer that file (replaced or written since): read it then.
 
-    The file is mapped once, copy-on-write, and each payload becomes a numpy view of its bytes,
-    read-only as numpy_helper's arrays are: a weight takes no memory of its own, its pages come from
-    the page cache as they are first touched, and the kernel is asked to read the file ahead at once,
-    while the model is parsed. Reading into fresh arrays cost the page faults of memory as large as
-    the weights, which on a virtual machine can take several times the read itself. Each view has a
-    base of its own, so a pass may unlock one and write it in place (a page written becomes the
-    process's own; the file never changes). A view may be unaligned for its element type (payloads
-    lie where protobuf put them); numpy and onnxruntime read such arrays correctly.
-    As with any mapped file, a model file cut short while it is mapped ends the process (SIGBUS) when
-    a lost page is read: rewrite models by renaming a new file into place.
+    Weights are views of their bytes in such a mapping (:func:`view`): a weight takes no memory of its
+    own and its pages come from the page cache as they are first touched. Reading into fresh arrays
+    cost the page faults of memory as large as the weights, which on a virtual machine can take
+    several times the read itself. As with any mapped file, a model file cut short while it is mapped
+    ends the process (SIGBUS) when a lost page is read: rewrite models by renaming a new file into place.
     """
-
-    def __init__(self, path: Path, entries: dict, walked: os.stat_result):
-        """Map ``path``, the file ``walked`` describes; OSError or ValueError when it cannot be mapped,
-        _Unexpected when it is no longer that file (replaced or written since); ``entries``:
-        initializer index -> (offset, nbytes, dtype, dims)."""
-        self.entries = entries
-        self.index: dict[str, int] = {}              # initializer name -> index, once the model is parsed
-        self._map = None
+    try:
         with open(path, "rb") as f:
             st = os.fstat(f.fileno())
             if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != \
                     (walked.st_dev, walked.st_ino, walked.st_size, walked.st_mtime_ns):
-                raise _Unexpected()
-            self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
-        if hasattr(mmap, "MADV_WILLNEED"):
-            self._map.madvise(mmap.MADV_WILLNEED)
+                return None
+            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+    except (OSError, ValueError):
+        return None
+    if hasattr(mmap, "MADV_WILLNEED"):
+        mapped.madvise(mmap.MADV_WILLNEED)
+    return mapped
 
-    def __contains__(self, name: str) -> bool:
-        return name in self.index
 
-    def names(self) -> set[str]:
-        return set(self.index)
+def view(mapped: mmap.mmap, offset: int, nbytes: int, dtype: np.dtype, dims) -> np.ndarray:
+    """Bytes [offset, offset + nbytes) of a mapping as a read-only array, as numpy_helper's arrays are.
 
-    def close(self) -> None:
-        """Drop the mapping; it is unmapped once no array viewing it is left."""
-        self._map = None
-
-    def arrays(self, names) -> dict[str, np.ndarray]:
-        """The named payloads as read-only views (numpy_helper's arrays are read-only too)."""
-        if self._map is None:
-            raise ValueError("the payloads were closed")
-        whole = memoryview(self._map)
-        out = {}
-        for name in names:
-            offset, nbytes, dtype, dims = self.entries[self.index[name]]
-            out[name] = np.frombuffer(whole[offset:offset + nbytes], dtype).reshape(dims)
-            out[name].flags.writeable = False
-        return out
+    The view has a base of its own, so a pass may unlock it and write it in place (a page written
+    becomes the process's own; the file never changes). It may be unaligned for its element type
+    (payloads lie where protobuf put them): numpy and onnxruntime read such arrays correctly.
+    """
+    out = np.frombuffer(memoryview(mapped)[offset:offset + nbytes], dtype).reshape(dims)
+    out.flags.writeable = False
+    return out
 
 
 def is_repeated(fd) -> bool:

@@ -14,7 +14,6 @@ from ..limits import Limits
 from ..onnx_core import AttributeProto, ModelProto, NodeProto, TensorProto, to_array
 from .control_flow import attach_outer, is_control_flow
 from .normalise import ai_onnx_opset, value_info
-from .protobuf import Payloads
 
 def _attr_value(a: AttributeProto):
     kind = a.type
@@ -62,9 +61,9 @@ NON_TENSOR_KINDS = {"sequence_type": "sequence", "map_type": "map", "optional_ty
 
 
 def to_ir(model: ModelProto, where: str, limits: Limits, heavy: dict[str, TensorProto] | None = None,
-          payloads: Payloads | None = None) -> Graph:
-    """The IR of an inferred model; ``heavy`` initializers (after the model's own) come from
-    ``payloads`` when it holds them, else from their TensorProto."""
+          mapped: dict[str, np.ndarray] | None = None) -> Graph:
+    """The IR of an inferred model; ``heavy`` initializers (after the model's own) are the arrays in
+    ``mapped`` (views of the model's files) when it holds them, else from their TensorProto."""
     g = model.graph
     opset = ai_onnx_opset(model, where)
     if len(g.node) > limits.max_nodes:
@@ -74,7 +73,6 @@ def to_ir(model: ModelProto, where: str, limits: Limits, heavy: dict[str, Tensor
         constants[t.name] = initializer_array(t, where)
     heavy = heavy or {}
     names = set(constants) | set(heavy)
-    # the nodes and value infos first: the kernel reads the mapped payloads ahead meanwhile
     tensors: dict[str, TensorInfo] = {}
     for vi in list(g.input) + list(g.value_info) + list(g.output):
         tensors[vi.name] = value_info(vi)
@@ -94,9 +92,9 @@ def to_ir(model: ModelProto, where: str, limits: Limits, heavy: dict[str, Tensor
     outputs = [o.name for o in g.output]
     if len(set(outputs)) != len(outputs):
         raise InvalidModelError("duplicate graph output names", where=where)
-    from_file = payloads.arrays([n for n in heavy if n in payloads]) if payloads is not None else {}
+    mapped = mapped or {}
     for name, t in heavy.items():
-        constants[name] = from_file[name] if name in from_file else initializer_array(t, where)
+        constants[name] = mapped[name] if name in mapped else initializer_array(t, where)
     graph = Graph(name=clean(g.name or "model", 80), nodes=nodes, inputs=inputs, outputs=outputs,
                   tensors=tensors, constants=constants, opset=opset, source=where)
     graph.meta["opsets"] = domains     # for nodes a pass brings in later (an inlined If branch)
