@@ -77,8 +77,8 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, single: 
 
     Operands onnxruntime cannot read in place (a strided block of a matrix) go to numpy, whose
     BLAS reads them where they lie, unless ``single`` asks for one thread: then they are copied.
-    Both read a weight that lies unaligned in a mapped model file; numpy's BLAS does not (it falls
-    back to a loop twenty times slower), so numpy gets an aligned copy of one.
+    onnxruntime reads a weight that lies unaligned in a mapped model file in place; numpy's BLAS
+    cannot (numpy falls back to a loop twenty times slower), so numpy gets an aligned copy of one.
     """
     m, k = a.shape
     n = b.shape[1]
