@@ -5,12 +5,14 @@ noise (non-idealities), adc, and product (what either executor of a layer's
 matrix-vector product checks and needs). The executors themselves live in acompile.sim.
 """
 
-from .adc import adc_step
-from .dac import cycle_weights, input_chunks
-from .encoding import Encoded, EncodedWeights, decode_weights, encode_weights
-from .noise import NoiseSpec, program_cells
+from ..lazy import exports
 from .quantise import input_scale, quantize_inputs, quantize_weights, quantize_with_scales, weight_scales
 from .spec import SIGNED_WEIGHT_SCHEMES, AnalogSpec
+
+# what check never reads loads on first use
+__getattr__ = exports(__name__, {"adc_step": "adc", "cycle_weights": "dac", "input_chunks": "dac",
+                                 "Encoded": "encoding", "EncodedWeights": "encoding", "decode_weights": "encoding",
+                                 "encode_weights": "encoding", "NoiseSpec": "noise", "program_cells": "noise"})
 
 __all__ = [
     "SIGNED_WEIGHT_SCHEMES", "AnalogSpec", "quantize_weights", "weight_scales", "quantize_with_scales",
