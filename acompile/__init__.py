@@ -11,6 +11,7 @@ The public API (everything else is internal and may change)::
 """
 
 from ._version import __version__
+from .lazy import exports
 
 __all__ = ["load_model", "load_target", "compile_model", "check_model", "simulate", "sweep", "Options",
            "AcompileError"]
@@ -64,11 +65,4 @@ def sweep(models, target, settings=None, **kwargs):
     return as_frame(rows) if frame else rows
 
 
-def __getattr__(name):
-    if name == "Options":
-        from .compiler import Options
-        return Options
-    if name == "AcompileError":
-        from .errors import AcompileError
-        return AcompileError
-    raise AttributeError(name)
+__getattr__ = exports(__name__, {"Options": "compiler", "AcompileError": "errors"})

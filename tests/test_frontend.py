@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import onnx
+from onnx import helper
 import pytest
 
 import models
@@ -14,7 +15,7 @@ from acompile.frontend.load import load_model, load_model_proto
 from acompile.frontend.convert import CANONICAL_OPSET
 from acompile.frontend.ops import supported_table
 from acompile.passes.classify import classify
-from frontend_passes import frontend, ort_run, run, state_of
+from frontend_passes import frontend, ort_run, run, state_of, tiny_model, weights
 
 
 def classified(g):
@@ -184,14 +185,10 @@ def test_a_model_file_changed_after_the_walk_is_read_whole(tmp_path, monkeypatch
 
 
 def test_payloads_are_read_only_views_of_the_file(tmp_path):
-    from onnx import TensorProto, helper, numpy_helper
     w = np.arange(3000, dtype=np.float32).reshape(30, 100)
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 30])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 100])],
-                              [numpy_helper.from_array(w, "w")])
     path = tmp_path / "m.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    onnx.save(tiny_model([helper.make_node("MatMul", ["x", "w"], ["y"])], [("x", (1, 30))], [("y", (1, 100))],
+                         {"w": w}), path)
     got = load_model(path).constants["w"]
     assert np.array_equal(got, w) and not got.flags.writeable and not got.flags.owndata
     with pytest.raises(ValueError):
@@ -199,15 +196,11 @@ def test_payloads_are_read_only_views_of_the_file(tmp_path):
 
 
 def test_a_file_that_cannot_be_mapped_is_read_whole(tmp_path, monkeypatch):
-    from onnx import TensorProto, helper, numpy_helper
     from acompile.frontend import protobuf
     w = np.arange(5000, dtype=np.float32)
-    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [5000])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [5000])],
-                              [numpy_helper.from_array(w, "w")])
     path = tmp_path / "m.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    onnx.save(tiny_model([helper.make_node("Add", ["x", "w"], ["y"])], [("x", (5000,))], [("y", (5000,))], {"w": w}),
+              path)
 
     def refuse(*args, **kwargs):
         raise OSError(19, "No such device")     # what mmap says on a file system that cannot map
@@ -219,18 +212,12 @@ def test_a_file_that_cannot_be_mapped_is_read_whole(tmp_path, monkeypatch):
 
 def test_external_weights_are_mapped_views_and_equal_onnx_own(tmp_path):
     """Large graph weights in an external file are views of the mapped file (at any offset, several in one
-    file); small ones and other element types are read; the values are onnx's."""
-    from onnx import TensorProto, helper, numpy_helper
-    rng = np.random.default_rng(0)
-    w1 = rng.standard_normal((64, 300)).astype(np.float32)
-    w2 = rng.standard_normal((300, 40)).astype(np.float32)
-    b = rng.standard_normal(40).astype(np.float32)                      # under the skeleton's 4 KiB: read
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("MatMul", ["h", "w2"], ["m"]),
-                               helper.make_node("Add", ["m", "b"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 64])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 40])],
-                              [numpy_helper.from_array(a, n) for n, a in (("w1", w1), ("w2", w2), ("b", b))])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    file); small ones are read; the values are onnx's."""
+    w = weights()
+    w1, w2, b = w(64, 300), w(300, 40), w(40)                           # b under the skeleton's 4 KiB: read
+    model = tiny_model([helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("MatMul", ["h", "w2"], ["m"]),
+                        helper.make_node("Add", ["m", "b"], ["y"])], [("x", (2, 64))], [("y", (2, 40))],
+                       {"w1": w1, "w2": w2, "b": b})
     path = tmp_path / "m.onnx"
     onnx.save(model, path, save_as_external_data=True, all_tensors_to_one_file=True, location="weights.bin",
               size_threshold=0)

@@ -27,14 +27,10 @@ the process pool, the report), :mod:`.render` (text, JSON, Markdown, JUnit),
 :mod:`acompile.cli.check`.
 """
 
+from ..lazy import exports
 from .schema import CHECK_JSON_SCHEMA
 
 __all__ = ["check_model", "CHECK_JSON_SCHEMA"]
 
-
-def __getattr__(name: str):
-    # on first use: the command line reads its options (discover, render, schema) before numpy is imported
-    if name == "check_model":
-        from .verdict import check_model
-        return check_model
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# on first use: the command line reads its options (discover, render, schema) before numpy is imported
+__getattr__ = exports(__name__, {"check_model": "verdict"})
