@@ -49,6 +49,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+import compile_profile  # noqa: E402 - benchmarks/compile_profile.py, beside this script (sys.path[0])
 
 GOALS = {  # figure -> (goal ratio, what the ratio compares)
     "compile": (1.5, "acompile compile process / onnxruntime session process"),
@@ -248,6 +249,14 @@ def bench_compile(name: str, model: Path, out: Path, runs: int, rows: list[Row],
                         GOALS["check"][0], "" if runs >= SUB_SECOND_RUNS else f"{runs} runs",
                         {"acompile_s": [w for w, _ in ra], "onnxruntime_s": [w for w, _ in rb],
                          "acompile_rss_bytes": [m for _, m in ra]}))
+
+
+PROFILES: dict[str, dict] = {}     # model -> the account of one `compile -v --format json`
+
+
+def profile_compile(name: str, model: Path, out: Path) -> None:
+    """Where one compile's time goes (benchmarks/compile_profile.py), after the timed runs."""
+    PROFILES[name] = compile_profile.compile_profile(model, out, TARGET, _env(), ROOT)
 
 
 _BASELINE: list[int] = []
@@ -666,6 +675,8 @@ def main(argv=None) -> int:
             if any(wanted(f) for f in ("compile", "check", "compile_rss", "device_size", "output_size")):
                 print(f"{name}: compile/check ({runs} runs)", flush=True)
                 guarded(f"{name} compile/check", bench_compile, name, path, out, runs, rows, wanted)
+            if wanted("compile"):
+                guarded(f"{name} compile profile", profile_compile, name, path, out)
             if wanted("sim_ideal") and name not in NO_SIM:
                 out_dyn = folder / f"out_{name}_dynamic"
                 # ideal mode does not use the calibration: one sample keeps this compile short
@@ -719,6 +730,10 @@ def main(argv=None) -> int:
     if not args.only or "sweep" in args.only:
         import sweep as sweep_bench     # benchmarks/sweep.py: points per second, local pool against Dask
         doc["sweep"] = sweep_bench.main()
+    if PROFILES:
+        doc["compile_profiles"] = PROFILES
+        doc["compile_profile_markdown"] = compile_profile.markdown(PROFILES)
+        print(f"\nwhere a compile's time goes (one `compile -v` process per model):\n{doc['compile_profile_markdown']}")
     if imports:
         doc["imports_ms"] = imports
         doc["imports_markdown"] = imports_markdown(imports)

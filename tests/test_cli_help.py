@@ -67,15 +67,55 @@ def test_ops_shows_analog_and_digital_support(capsys):
     assert lines["Gemm"] == ["yes", "yes"] and lines["Relu"] == ["-", "yes"]
 
 
-def test_compile_verbose_prints_each_step_with_its_time(tmp_path, capsys):
+def test_compile_verbose_prints_each_step_each_file_and_the_process(tmp_path, capsys):
     from pathlib import Path
     sample = Path(__file__).resolve().parents[1] / "samples" / "mlp.onnx"
     assert main(["compile", str(sample), "-t", "isaac", "-o", str(tmp_path / "o"), "-v", "--emit", "program"]) == 0
     captured = capsys.readouterr()
-    steps = [line.split()[0] for line in captured.err.splitlines() if line.startswith("  ")]
-    assert steps[0] == "load" and "lower_analog" in steps and "calibrate" in steps and steps[-1] == "total"
+    lines = [line.split() for line in captured.err.splitlines() if line.startswith("  ")]
+    steps = [words[0] for words in lines]
+    assert steps[0] == "load" and "lower_analog" in steps and "calibrate" in steps
+    written = [" ".join(words[5:]) for words in lines if words[0] == "write"]     # after the time and the size
+    assert any(w.startswith("program.npz, on a writer thread") for w in written)
+    assert "program.json, target.toml" in written
+    assert steps[-1] == "process" and "CPU (user" in captured.err and "before the first step" in captured.err
     assert "\r" not in captured.err        # not a terminal: no progress line
     assert "wrote program.json, program.npz, target.toml to" in captured.out
+
+
+def test_compile_verbose_json_accounts_for_every_file_written(tmp_path, capsys):
+    from pathlib import Path
+    sample = Path(__file__).resolve().parents[1] / "samples" / "mlp.onnx"
+    out = tmp_path / "o"
+    assert main(["compile", str(sample), "-t", "isaac", "-o", str(out), "-v", "-q", "--format", "json"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""       # -q: the account is in the JSON only
+    doc = json.loads(captured.out)
+    profile = doc["profile"]
+    steps = [s["step"] for s in profile["steps"]]
+    assert steps[0] == "load" and steps[-1] == "calibrate"
+    files = [f for w in profile["writes"] for f in w["files"]]
+    assert sorted(files) == sorted(doc["files"])        # every file, once
+    for w in profile["writes"]:
+        assert w["bytes"] == sum((out / f).stat().st_size for f in w["files"]) and w["time_s"] >= w["waiting_s"] >= 0
+    threads = {f: w["thread"] for w in profile["writes"] for f in w["files"]}
+    assert threads["device.acdev"] == threads["program.npz"] == "writer" and threads["report.json"] == "main"
+    proc = profile["process"]
+    assert proc["cpu_user_s"] + proc["cpu_system_s"] > 0
+    if proc["wall_s"] is not None:      # Linux
+        assert proc["wall_s"] >= proc["before_steps_s"] >= 0 and proc["wall_s"] >= profile["steps_total_s"] - 0.02
+    assert main(["compile", str(sample), "-t", "isaac", "-o", str(out), "-q", "--format", "json"]) == 0
+    assert "profile" not in json.loads(capsys.readouterr().out)        # only with -v
+
+
+def test_process_wall_time_counts_from_the_start_of_the_process():
+    import subprocess
+    import sys
+    code = "import time; time.sleep(0.3); from acompile.cli.timing import process_wall_s; print(process_wall_s())"
+    text = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    if text == "None":
+        pytest.skip("this system does not say when a process started")
+    assert 0.28 <= float(text) < 30
 
 
 def test_simulate_says_where_the_outputs_went(tmp_path, capsys):

@@ -74,7 +74,8 @@ def _parse_emit(text: str) -> set[str]:
 
 
 def compile_to(args, out: Path, emit: set[str]):
-    """Compile ``args.model`` for ``args.target`` and write the ``emit`` files into ``out``, atomically."""
+    """Compile ``args.model`` for ``args.target`` and write the ``emit`` files into ``out``, atomically.
+    Return the compiled program, its report, the names of the files written and their :class:`Timings`."""
     import threading
     from concurrent.futures import Future, ThreadPoolExecutor
     from ..backends.report import build_report
@@ -83,6 +84,7 @@ def compile_to(args, out: Path, emit: set[str]):
     from ..files import atomic_folder, check_replaceable
     from ..frontend.input_shapes import model_inputs
     from ..target import apply_overrides, load_target, parse_settings
+    from .timing import Timings, process_wall_s
     target = apply_overrides(load_target(args.target), parse_settings(getattr(args, "set", None)))
     calibration, cal_name = None, "default"
     if getattr(args, "calibration", None):
@@ -99,8 +101,9 @@ def compile_to(args, out: Path, emit: set[str]):
     # puts OUT in place or removes it.
     stop, program_sha = threading.Event(), Future()
     with atomic_folder(out) as tmp, ThreadPoolExecutor(2, thread_name_prefix="acompile-writer") as pool:
-        writers = _Writers(pool, stop, program_sha, tmp, emit)
+        writers = _Writers(pool, stop, program_sha, tmp, emit, Timings())
         try:
+            writers.timings.before_steps_s = process_wall_s()
             compiled = compile_model(args.model, target, options, on_mapped=writers.start)
             if options.progress:
                 options.progress("writing " + ", ".join(sorted(emit)))
@@ -111,15 +114,16 @@ def compile_to(args, out: Path, emit: set[str]):
             program_sha.cancel()        # a device writer waiting for the program's checksum gives up too
             raise
     clear(options.progress)
-    return compiled, report, written
+    return compiled, report, written, writers.timings
 
 
 class _Writers:
     """Writes the ``emit`` files into ``tmp``: the device file and program.npz on ``pool`` (:meth:`start`,
     once the mapping is final), the rest once the compile is done (:meth:`finish`)."""
 
-    def __init__(self, pool, stop, program_sha, tmp: Path, emit: set[str]):
+    def __init__(self, pool, stop, program_sha, tmp: Path, emit: set[str], timings):
         self.pool, self.stop, self.program_sha, self.tmp, self.emit = pool, stop, program_sha, tmp, emit
+        self.timings = timings
         self.started = False
         self.device = self.constants = None
 
@@ -128,10 +132,12 @@ class _Writers:
         from ..backends.program import write_constants
         self.started = True
         if "device" in self.emit:   # its header needs the program's checksum, its cell levels do not
-            self.device = self.pool.submit(write_device, self.tmp / "device.acdev", state, self.program_sha.result,
-                                           self.stop)
+            self.device = self.pool.submit(self.timings.timed, ["device.acdev"], True, write_device,
+                                           self.tmp / "device.acdev", state,
+                                           self.timings.waiting("device.acdev", self.program_sha.result), self.stop)
         if "program" in self.emit or "device" in self.emit:
-            self.constants = self.pool.submit(write_constants, self.tmp, state.graph, self.stop)
+            self.constants = self.pool.submit(self.timings.timed, ["program.npz"], True, write_constants, self.tmp,
+                                              state.graph, self.stop)
 
     def finish(self, compiled, report: dict) -> list[str]:
         """Write the remaining files; wait for the pool's; return every file's name."""
@@ -140,22 +146,24 @@ class _Writers:
         from ..jsonio import dumps_json
         if not self.started:
             self.start(compiled)    # a compile without calibration never called it
-        tmp, emit, written = self.tmp, self.emit, []
+        tmp, emit, written, timed = self.tmp, self.emit, [], self.timings.timed
         if "program" in emit or "device" in emit:
             constants = self.constants.result() if self.constants is not None else None
-            self.program_sha.set_result(write_program(tmp, compiled, dumps_json, constants))
+            self.program_sha.set_result(timed(["program.json", "target.toml"], False, write_program, tmp, compiled,
+                                              dumps_json, constants))
             written += ["program.json", "program.npz", "target.toml"]
         if self.device is not None:
             written.append("device.acdev")
         if "report" in emit:
-            written += write_report(report, tmp, dumps_json)
+            written += timed(None, False, write_report, report, tmp, dumps_json)
         if "html" in emit:
             from ..backends.html import write_html
-            write_html(tmp / "report.html", report, compiled.mapping)
+            timed(["report.html"], False, write_html, tmp / "report.html", report, compiled.mapping)
             written.append("report.html")
         if "mapped" in emit or "mapped-with-weights" in emit:
             from ..backends.mapped_onnx import write_mapped
-            write_mapped(tmp / "mapped.onnx", compiled, report, with_weights="mapped-with-weights" in emit)
+            timed(["mapped.onnx"], False, write_mapped, tmp / "mapped.onnx", compiled, report,
+                  "mapped-with-weights" in emit)
             written.append("mapped.onnx")
         if self.device is not None:
             self.device.result()
@@ -167,27 +175,24 @@ def run(args) -> int:
     from ..limits import collector_paused
     out = Path(args.output) if args.output else Path("acompile-out") / Path(args.model).stem
     with collector_paused():
-        compiled, report, written = compile_to(args, out, _parse_emit(args.emit))
-    if getattr(args, "verbose", False) and not args.quiet:
-        _print_timings(compiled.timings_s)
+        compiled, report, written, timings = compile_to(args, out, _parse_emit(args.emit))
+    verbose = getattr(args, "verbose", False)
+    if verbose:
+        from .timing import print_profile, profile
+        account = profile(compiled.timings_s, timings, out)
+        if not args.quiet:
+            print_profile(account)
     if not args.quiet:
         for line in report["warnings"]:
             sys.stderr.write(f"acompile: warning: {line}\n")
     if args.format == "json":
         print(json.dumps({"status": "ok", "output": str(out), "files": written, "totals": report["totals"],
-                          "unsupported": report["unsupported"]}, sort_keys=True, default=float))
+                          "unsupported": report["unsupported"], **({"profile": account} if verbose else {})},
+                         sort_keys=True, default=float))
     else:
         say(args, terminal_table(report))
         say(args, f"wrote {', '.join(written)} to {clean(str(out))}\n")
     return EXIT_OK
-
-
-def _print_timings(timings: dict[str, float]) -> None:
-    """``-v``: each pipeline step with its time, on stderr (stdout stays the table or the JSON)."""
-    from ..units import duration
-    for step, seconds in timings.items():
-        print(f"  {step:<20} {duration(seconds * 1e9):>9}", file=sys.stderr)
-    print(f"  {'total':<20} {duration(sum(timings.values()) * 1e9):>9}", file=sys.stderr)
 
 
 def add_compile_options(p: argparse.ArgumentParser, with_output: bool = True) -> None:
