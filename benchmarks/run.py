@@ -93,6 +93,21 @@ class Row:
     def met(self) -> bool:
         return self.ratio <= self.goal
 
+    @property
+    def spread(self) -> tuple[float, float] | None:
+        """Lowest and highest ratio of one run to the reference run interleaved with it (the first two
+        lists of seconds in ``samples``: acompile's, then the reference's), None for single figures."""
+        times = [v for k, v in self.samples.items() if k.endswith("_s") and isinstance(v, list)]
+        if len(times) < 2 or len(times[0]) != len(times[1]) or not all(times[1]):
+            return None
+        ratios = [a / b for a, b in zip(times[0], times[1])]
+        return min(ratios), max(ratios)
+
+    def ratio_text(self) -> str:
+        """The median ratio, with the spread of the single runs' ratios where there are several."""
+        lo_hi = self.spread
+        return f"{self.ratio:.2f}x" + (f" ({lo_hi[0]:.2f}-{lo_hi[1]:.2f})" if lo_hi else "")
+
 
 # --------------------------------------------------------------------------- models
 
@@ -538,9 +553,10 @@ def _fmt(value: float, unit: str) -> str:
 
 def table(rows: list[Row]) -> str:
     head = ("figure", "model", "acompile", "reference", "ratio", "goal", "met", "runs", "note")
-    body = [(r.figure, r.model, _fmt(r.acompile, r.unit), _fmt(r.reference, r.unit), f"{r.ratio:.2f}x",
+    body = [(r.figure, r.model, _fmt(r.acompile, r.unit), _fmt(r.reference, r.unit), r.ratio_text(),
              f"<= {r.goal}x", "yes" if r.met else "NO", str(r.runs), r.note.replace("|", "\\|")) for r in rows]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" if i < 2 or i == 8 else "---:" for i in range(9)) + "|"]
+    align = "|".join("---" if i < 2 or i == 8 else "---:" for i in range(9))
+    lines = ["| " + " | ".join(head) + " |", "|" + align + "|"]
     lines += ["| " + " | ".join(c) + " |" for c in body]
     return "\n".join(lines)
 
@@ -561,13 +577,15 @@ FIGURE_NAMES = {
 
 
 def readme_table(rows: list[Row]) -> str:
-    """The table of README.md's Performance section: figures grouped, notes left out."""
+    """The table of README.md's Performance section: figures grouped, notes left out; the ratio is the
+    median's, with the lowest and highest ratio of single interleaved runs."""
     order = list(GOALS)
-    lines = ["| figure | model | acompile | reference | | ratio | goal |", "|---|---|---:|---|---:|---:|---:|"]
+    lines = ["| figure | model | acompile | reference | | ratio (single runs) | goal |",
+             "|---|---|---:|---|---:|---:|---:|"]
     for r in sorted(rows, key=lambda r: order.index(r.figure)):
         name, ref = FIGURE_NAMES[r.figure]
         lines.append(f"| {name} | {r.model} | {_fmt(r.acompile, r.unit)} | {ref} | {_fmt(r.reference, r.unit)} | "
-                     f"{r.ratio:.2f}x | ≤ {r.goal}x{'' if r.met else ' **missed**'} |")
+                     f"{r.ratio_text()} | ≤ {r.goal}x{'' if r.met else ' **missed**'} |")
     return "\n".join(lines)
 
 
@@ -631,9 +649,9 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small models and fewer runs: a smoke run")
     ap.add_argument("--only", action="append", default=[], metavar="NAME",
-                    help="only this figure (compile, check, compile_rss, device_size, output_size, sim_ideal, sim_model, "
-                         "sim_quantized, sim_noisy, "
-                         "sim_lossless) or model (resnet50, vgg16, mlp, transformer, layer; --quick: cnn, mlp, "
+                    help="only this figure (compile, check, compile_rss, device_size, output_size, sim_ideal, "
+                         "sim_model, sim_quantized, sim_noisy, sim_lossless) or model (resnet50, vgg16, mlp, "
+                         "transformer, layer; --quick: cnn, mlp, "
                          "transformer, layer); repeatable")
     ap.add_argument("--runs", type=int, help="timed runs per figure after the warm-up (default: 5; 3 for the "
                                              "multi-second figures of the large models)")
@@ -725,7 +743,8 @@ def main(argv=None) -> int:
                       + "".join(f" --only {o}" for o in args.only),
            "quick": quick, "elapsed_s": round(elapsed, 1), "machine": machine(), "target": TARGET,
            "goals": {k: {"ratio": v[0], "compares": v[1]} for k, v in GOALS.items()},
-           "rows": [dict(asdict(r), ratio=r.ratio, met=r.met) for r in rows], "table_markdown": text,
+           "rows": [dict(asdict(r), ratio=r.ratio, ratio_spread=r.spread, met=r.met) for r in rows],
+           "table_markdown": text,
            "readme_markdown": readme_table(rows)}
     if not args.only or "sweep" in args.only:
         import sweep as sweep_bench     # benchmarks/sweep.py: points per second, local pool against Dask
