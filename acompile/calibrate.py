@@ -168,6 +168,8 @@ def calibrate(state: CompileState) -> None:
     user_data = data is not None
     if data is None:
         data = default_data(graph, options.batch, seed, options.limits)
+        # what the report says it calibrated on: the samples of the first input that has a batch dimension
+        graph.meta["default_calibration_samples"] = next((int(a.shape[0]) for a in data.values() if a.ndim), 1)
     percentile = target.precision.input_percentile
     calibrated_adc = target.adc.range == "calibrated"
     recorder = _Recorder(seed, keep_values=percentile < 100, keep_vectors=calibrated_adc, finite_only=not user_data)

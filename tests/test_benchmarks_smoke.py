@@ -26,3 +26,13 @@ def test_benchmark_quick_run(tmp_path):
     for row in doc["rows"]:
         assert row["acompile"] > 0 and row["reference"] > 0 and row["ratio"] > 0, row
     assert "| figure | model |" in p.stdout and doc["table_markdown"] in p.stdout
+
+
+@pytest.mark.slow
+def test_calibration_samples_quick_run():
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "calibration_samples.py"), "--quick"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    assert p.returncode == 0, p.stderr[-2000:]
+    rows = [line for line in p.stdout.splitlines() if line.startswith("| digits")]
+    assert len(rows) == 2 * 2 * 2, p.stdout      # each target, 1 and 8 samples, printed as they come and in the table
+    assert all(row.count("%") >= 2 for row in rows)

@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 import pytest
 
+import models
 from acompile.backends.mapped_onnx import DOMAIN_VERSION, SMALL_CONSTANT, mapped_model
 from acompile.backends.report import build_report
 from acompile.cli.app import main
@@ -84,3 +85,31 @@ def test_compile_writes_it_and_emit_picks_the_variant(tmp_path):
     assert len(model.graph.initializer) >= 3
     assert main(["compile", str(SAMPLES / "cnn.onnx"), "-t", "isaac", "-o", str(out), "-q",
                  "--emit", "mapped,mapped-with-weights"]) == 2
+
+
+@pytest.mark.parametrize("dims, note", [
+    (["N", 16], "input scales come from 8 seeded standard-normal samples per input"),     # dynamic batch
+    ([3, 16], "input scales come from 3 seeded standard-normal samples per input"),      # one batch of its size
+    ([1, 16], "input scales come from 1 seeded standard-normal sample per input"),
+])
+def test_the_report_says_how_many_default_samples_calibrated_it(dims, note):
+    model = models.mlp()
+    for vi in (model.graph.input[0], model.graph.output[0]):
+        dim = vi.type.tensor_type.shape.dim[0]
+        dim.Clear()
+        if isinstance(dims[0], str):
+            dim.dim_param = dims[0]
+        else:
+            dim.dim_value = dims[0]
+    report = build_report(compile_model(model, load_target("isaac")))
+    assert note in report["calibration_note"] and "pass --calibration DATA" in report["calibration_note"]
+
+
+def test_the_report_says_no_layer_needed_calibration():
+    from onnx import TensorProto, helper
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    report = build_report(compile_model(model, load_target("isaac")))
+    assert report["calibration_note"] == "No calibration data given, and no analog layer needs it"

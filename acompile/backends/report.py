@@ -49,9 +49,7 @@ def build_report(compiled) -> dict:
         "options": {"batch": options.batch, "seed": options.seed, "allow_unsupported": options.allow_unsupported,
                     "calibration": options.calibration_name, "replicate": options.replicate,
                     **({"input_shapes": _input_shapes(graph, options.input_shapes)} if options.input_shapes else {})},
-        "calibration_note": ("input scales and ADC ranges from the calibration file" if options.calibration
-                             else "No calibration data given: input scales come from 8 seeded standard-normal "
-                                  "samples per input (pass --calibration DATA for real activations)"),
+        "calibration_note": _calibration_note(graph, options),
         **_model_scales(mapping),
         "totals": cost.get("totals", {}),
         "layers": [_clean_names(x) for x in cost.get("layers", [])],
@@ -180,6 +178,16 @@ def _md(text: str) -> str:
     """A name as Markdown table text: no column breaks, and no HTML a Markdown viewer would render."""
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return text.replace("|", "\\|").replace("`", "'")
+
+
+def _calibration_note(graph, options) -> str:
+    if options.calibration:
+        return "input scales and ADC ranges from the calibration file"
+    samples = graph.meta.get("default_calibration_samples")
+    if samples is None:     # nothing calibrated: no analog layer
+        return "No calibration data given, and no analog layer needs it"
+    return (f"No calibration data given: input scales come from {count(samples, 'seeded standard-normal sample')} "
+            f"per input (pass --calibration DATA for real activations)")
 
 
 def write_report(report: dict, folder: Path, dumps) -> list[str]:
