@@ -76,7 +76,7 @@ def test_compile_verbose_prints_each_step_each_file_and_the_process(tmp_path, ca
     steps = [words[0] for words in lines]
     assert steps[0] == "load" and "lower_analog" in steps and "calibrate" in steps
     written = [" ".join(words[5:]) for words in lines if words[0] == "write"]     # after the time and the size
-    assert any(w.startswith("program.npz, on a writer thread") for w in written)
+    assert "program.npz, on a writer thread" in written
     assert "program.json, target.toml" in written
     assert steps[-1] == "process" and "CPU (user" in captured.err and "before the first step" in captured.err
     assert "\r" not in captured.err        # not a terminal: no progress line

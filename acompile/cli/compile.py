@@ -132,9 +132,9 @@ class _Writers:
         from ..backends.program import write_constants
         self.started = True
         if "device" in self.emit:   # its header needs the program's checksum, its cell levels do not
+            program_sha = self.timings.waiting("device.acdev", self.program_sha.result, "program.json")
             self.device = self.pool.submit(self.timings.timed, ["device.acdev"], True, write_device,
-                                           self.tmp / "device.acdev", state,
-                                           self.timings.waiting("device.acdev", self.program_sha.result), self.stop)
+                                           self.tmp / "device.acdev", state, program_sha, self.stop)
         if "program" in self.emit or "device" in self.emit:
             self.constants = self.pool.submit(self.timings.timed, ["program.npz"], True, write_constants, self.tmp,
                                               state.graph, self.stop)

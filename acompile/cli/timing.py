@@ -43,8 +43,9 @@ class Written:
     """One writer's files, how long it took and on which thread."""
     files: list[str]
     seconds: float
-    background: bool        # on a writer thread, while the main thread calibrated
+    background: bool        # on a writer thread (while the main thread calibrated, when it did)
     waiting_s: float = 0.0  # of ``seconds``, waiting for another writer's result
+    waiting_for: str = ""   # that result
 
 
 @dataclass
@@ -53,24 +54,25 @@ class Timings:
     of the process when the first step began."""
     entries: list[Written] = field(default_factory=list)
     before_steps_s: float | None = None
-    waited: dict[str, float] = field(default_factory=dict)
+    waited: dict[str, tuple[float, str]] = field(default_factory=dict)     # file -> (seconds, waiting for what)
 
     def timed(self, files: list[str], background: bool, fn, *args):
         """``fn(*args)``, its time recorded under ``files`` (None: the file names it returns)."""
         start = time.perf_counter()
         result = fn(*args)
         files = list(files) if files is not None else list(result)
-        self.entries.append(Written(files, time.perf_counter() - start, background, self.waited.get(files[0], 0.0)))
+        waited, what = self.waited.get(files[0], (0.0, ""))
+        self.entries.append(Written(files, time.perf_counter() - start, background, waited, what))
         return result
 
-    def waiting(self, file: str, fn):
-        """``fn`` for the writer of ``file``, its time counted as that writer waiting (for another's result)."""
+    def waiting(self, file: str, fn, what: str):
+        """``fn`` for the writer of ``file``, its time counted as that writer waiting for ``what``."""
         def wait(*args):
             start = time.perf_counter()
             try:
                 return fn(*args)
             finally:
-                self.waited[file] = self.waited.get(file, 0.0) + time.perf_counter() - start
+                self.waited[file] = (self.waited.get(file, (0.0, ""))[0] + time.perf_counter() - start, what)
         return wait
 
 
@@ -80,8 +82,8 @@ def profile(steps_s: dict[str, float], timings: Timings, out: Path) -> dict:
     files = []
     for w in timings.entries:
         sizes = [(out / name).stat().st_size for name in w.files if (out / name).is_file()]
-        files.append({"files": w.files, "time_s": w.seconds, "waiting_s": w.waiting_s, "bytes": sum(sizes),
-                      "thread": "writer" if w.background else "main"})
+        files.append({"files": w.files, "time_s": w.seconds, "waiting_s": w.waiting_s, "waiting_for": w.waiting_for,
+                      "bytes": sum(sizes), "thread": "writer" if w.background else "main"})
     steps = [{"step": step, "time_s": seconds} for step, seconds in steps_s.items()]     # a list: JSON keeps the order
     return {"steps": steps, "steps_total_s": sum(steps_s.values()), "writes": files,
             "process": {"wall_s": process_wall_s(), "before_steps_s": timings.before_steps_s, "cpu_user_s": user,
@@ -99,9 +101,9 @@ def print_profile(p: dict, stream=None) -> None:
         line(step["step"], step["time_s"])
     line("steps in all", p["steps_total_s"])
     for w in p["writes"]:
-        where = ", on a writer thread during calibration" if w["thread"] == "writer" else ""
+        where = ", on a writer thread" if w["thread"] == "writer" else ""
         if w["waiting_s"] >= 0.0005:
-            where += f", {duration(w['waiting_s'] * 1e9)} of it waiting for program.json"
+            where += f", {duration(w['waiting_s'] * 1e9)} of it waiting for {w['waiting_for']}"
         line("write", w["time_s"], f" {si(w['bytes'], 'B'):>9}  {', '.join(w['files'])}{where}")
     proc = p["process"]
     parts = [f"{duration((proc['cpu_user_s'] + proc['cpu_system_s']) * 1e9)} CPU "
