@@ -26,6 +26,13 @@ def test_benchmark_quick_run(tmp_path):
     for row in doc["rows"]:
         assert row["acompile"] > 0 and row["reference"] > 0 and row["ratio"] > 0, row
     assert "| figure | model |" in p.stdout and doc["table_markdown"] in p.stdout
+    for row in doc["rows"]:     # interleaved runs give a spread of ratios around the median's
+        if row["figure"] in ("compile", "check"):
+            lo, hi = row["ratio_spread"]
+            assert 0 < lo <= hi, row
+    # one `compile -v --format json` per model says where the time went
+    assert set(doc["compile_profiles"]) == {r["model"] for r in doc["rows"] if r["figure"] == "compile"}
+    assert doc["compile_profile_markdown"] in p.stdout
 
 
 @pytest.mark.slow
