@@ -179,10 +179,10 @@ def _normal_cdf(z):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_add_normal_draws_independent_normals_of_the_given_sigma(dtype):
-    """The read-noise draws (Box-Muller) against the normal law: quantiles, moments, the tails,
-    and no correlation between the cos and sin halves of a chunk or between neighbours."""
-    from acompile.numerics.noise import NORMAL_PAIRS, add_normal
-    n = 4 * NORMAL_PAIRS + 3                                       # three chunks, the last one odd
+    """The read-noise draws against the normal law: quantiles, moments, the tails, and no
+    correlation between neighbours or between the four draws of one random word."""
+    from acompile.numerics.normals import CHUNK, add_normal
+    n = 4 * CHUNK + 3                                              # several chunks, a partial word
     z = add_normal(np.zeros(n, dtype), 2.5, np.random.default_rng(0)) / 2.5
     assert z.dtype == dtype
     assert abs(z.mean()) < 5 / np.sqrt(n) and abs(z.std() - 1) < 5 / np.sqrt(2 * n)
@@ -191,19 +191,67 @@ def test_add_normal_draws_independent_normals_of_the_given_sigma(dtype):
     got = (z[:, None] <= points).mean(axis=0)
     assert np.all(np.abs(got - want) < 5 * np.sqrt(want * (1 - want) / n))
     assert abs(np.mean(z ** 4) - 3) < 0.1                           # kurtosis of a normal
-    h = NORMAL_PAIRS
-    for a, b in ((z[:h], z[h:2 * h]), (z[:-1], z[1:])):
+    words = z[:n - 3].reshape(-1, 4)
+    for a, b in ((z[:-1], z[1:]), (words[:, 0], words[:, 3]), (words[:, 1], words[:, 2])):
         assert abs(np.corrcoef(a, b)[0, 1]) < 5 / np.sqrt(a.size)
         assert abs(np.corrcoef(a ** 2, b ** 2)[0, 1]) < 5 / np.sqrt(a.size)
 
 
+def test_the_draws_table_is_the_normal_slice_by_slice():
+    """Each of the 65,536 values is the normal's mean over its slice of probability: sorted,
+    symmetric, mean 0, variance just under 1, the distribution function within 2^-17 of Φ."""
+    from statistics import NormalDist
+
+    from acompile.numerics.normals import SLICES, table
+    t = table(np.float64)
+    assert t.shape == (SLICES,) and np.all(np.diff(t) > 0) and np.array_equal(t, -t[::-1])
+    assert abs(t.mean()) < 1e-12 and -2e-6 < (t ** 2).mean() - 1 < 0
+    assert 4.3 < t[-1] < 4.5                                        # E[Z | Z > Φ^-1(1 - 2^-16)]
+    inv = NormalDist().inv_cdf
+    edges = np.array([inv(i / SLICES) for i in range(1, SLICES)])
+    assert np.all((edges[:-1] < t[1:-1]) & (t[1:-1] < edges[1:]))  # each value inside its slice
+    assert np.array_equal(table(np.float32), t.astype(np.float32)) and not t.flags.writeable
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 3, 4, 4097, 3 * (1 << 16) + 2])
+def test_numba_and_numpy_draw_the_same_bits(dtype, n):
+    """The compiled loop is only a faster way to the numpy definition: same key, same bits,
+    whatever the length (partial last words, several numpy chunks)."""
+    from acompile.numerics import normals
+    add = normals.compiled()
+    if add is None:
+        pytest.skip("numba is not installed")
+    base = np.random.default_rng(n).standard_normal(n).astype(dtype)
+    key = 0xFEDCBA9876543210
+    want = normals.add_with_numpy(base.copy(), 0.37, key)
+    got = add(base.copy(), dtype(0.37), np.uint64(key), normals.table(dtype))
+    assert np.array_equal(got, want) and not np.array_equal(want, base)
+
+
+def test_add_normal_switches_to_numba_without_changing_a_draw(monkeypatch):
+    from acompile.numerics import normals
+    if normals.compiled() is None:
+        pytest.skip("numba is not installed")
+    x = np.linspace(-1, 1, 1001, dtype=np.float32)
+    monkeypatch.setattr(normals, "_drawn", 0)
+    by_numpy = normals.add_normal(x.copy(), 0.1, np.random.default_rng(2))
+    assert normals._drawn == x.size
+    monkeypatch.setattr(normals, "_drawn", normals.SWITCH_DRAWS)
+    monkeypatch.setattr(normals, "add_with_numpy", None)            # now only numba can draw
+    assert np.array_equal(normals.add_normal(x.copy(), 0.1, np.random.default_rng(2)), by_numpy)
+
+
 def test_add_normal_adds_in_place_and_reproduces_from_the_seed():
-    from acompile.numerics.noise import NORMAL_PAIRS, add_normal
-    base = np.arange(2 * NORMAL_PAIRS + 1, dtype=np.float32).reshape(-1, 1)
-    a = add_normal(base.copy(), 0.1, np.random.default_rng(5))
-    b = add_normal(base.copy(), 0.1, np.random.default_rng(5), np.empty(3 * NORMAL_PAIRS, np.float32))
-    assert np.array_equal(a, b) and np.all(np.isfinite(a))
-    assert np.abs(a - base).max() < 0.7 and not np.array_equal(a, base)
+    from acompile.numerics.normals import add_normal
+    base = np.arange(2 * 4096 + 1, dtype=np.float32).reshape(-1, 1)
+    gen = np.random.default_rng(5)
+    a = add_normal(base.copy(), 0.1, gen)
+    assert gen.bit_generator.random_raw() == np.random.default_rng(5).bit_generator.random_raw(2)[1]
+    assert np.array_equal(a, add_normal(base.copy(), 0.1, np.random.default_rng(5)))
+    assert np.all(np.isfinite(a)) and np.abs(a - base).max() < 0.45 and not np.array_equal(a, base)
     assert not np.array_equal(a, add_normal(base.copy(), 0.1, np.random.default_rng(6)))
     with pytest.raises(ValueError, match="contiguous"):
         add_normal(np.zeros((4, 4), np.float32)[:, ::2], 0.1, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="float32 or float64"):
+        add_normal(np.zeros(4, np.float16), 0.1, np.random.default_rng(0))

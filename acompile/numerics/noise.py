@@ -198,54 +198,6 @@ def read_noise_scale(spec: AnalogSpec, full_scale) -> float:
     return spec.worst_case_full_scale if full_scale is None else float(full_scale)
 
 
-# Box-Muller pairs per chunk of add_normal: its temporaries stay in cache (2^14 to 2^17 measured
-# within 10% of each other in the noisy 4096x4096 layer, 2^16 the fastest)
-NORMAL_PAIRS = 1 << 16
-
-
-def add_normal(out: np.ndarray, sigma: float, gen: np.random.Generator,
-               scratch: np.ndarray | None = None) -> np.ndarray:
-    """Add sigma * N(0, 1), one independent draw per element, to C-contiguous ``out`` in place.
-
-    Box-Muller in out's dtype, over chunks of at most 2 * NORMAL_PAIRS elements in memory
-    order: a chunk of n values takes h = ceil(n / 2) raw 64-bit outputs of gen's bit
-    generator, viewed as 2h 32-bit words a_0..a_{h-1}, b_0..b_{h-1}; with
-    r_j = sigma * sqrt(-2 ln((a_j + 1/2) / 2^32)) and θ_j = 2π b_j / 2^32, value j of the chunk
-    gets r_j cos θ_j and value h + j gets r_j sin θ_j. Draws reach 6.7 sigma (a normal goes
-    beyond with probability 1.4e-11). Whole-array passes (log, sqrt, cos, sin per pair) cost
-    about a third of numpy's float32 ziggurat, which draws one element at a time.
-    scratch: at least 3 * min(NORMAL_PAIRS, h) elements of out's dtype (None: allocated).
-    """
-    if not out.flags.c_contiguous:  # reshape would copy, and the draws would be lost
-        raise ValueError("add_normal needs a C-contiguous array")
-    flat = out.reshape(-1)
-    dt = out.dtype.type
-    n = flat.size
-    width = min(NORMAL_PAIRS, (n + 1) // 2)
-    buf = np.empty(3 * width, out.dtype) if scratch is None else scratch
-    for c0 in range(0, n, 2 * NORMAL_PAIRS):
-        c1 = min(n, c0 + 2 * NORMAL_PAIRS)
-        h = (c1 - c0 + 1) // 2
-        words = gen.bit_generator.random_raw(h).view(np.uint32)
-        r, theta, z = buf[:h], buf[width:width + h], buf[2 * width:2 * width + h]
-        np.copyto(r, words[:h], casting="unsafe")
-        r += dt(0.5)
-        r *= dt(2.0 ** -32)
-        np.log(r, out=r)
-        r *= dt(-2.0 * sigma * sigma)
-        np.sqrt(r, out=r)
-        np.copyto(theta, words[h:], casting="unsafe")
-        theta *= dt(2.0 * math.pi / 2.0 ** 32)
-        np.cos(theta, out=z)
-        z *= r
-        flat[c0:c0 + h] += z
-        rest = c1 - c0 - h
-        np.sin(theta[:rest], out=z[:rest])
-        z[:rest] *= r[:rest]
-        flat[c0 + h:c1] += z[:rest]
-    return out
-
-
 def read_noise_sigma(spec: AnalogSpec, noise: NoiseSpec | None, full_scale) -> float:
     """Std of the noise drawn on every read, in read-current units: read noise (σ_read * F in
     use) and kT/C noise (σ_kTC * F_worst: a voltage on the column's physical swing, whatever

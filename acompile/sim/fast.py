@@ -27,7 +27,8 @@ from ..errors import InvalidDataError
 from ..numerics.adc import adc_codes, make_adc
 from ..numerics.dac import cycle_weights, fill_chunks
 from ..numerics.encoding import EncodedWeights, float_weights
-from ..numerics.noise import NORMAL_PAIRS, ColumnErrors, NoiseSpec, add_normal, generator, read_noise_sigma
+from ..numerics.noise import ColumnErrors, NoiseSpec, generator, read_noise_sigma
+from ..numerics.normals import add_normal
 from ..numerics.product import check_cells, coefficients, finish, prepare
 from ..numerics.spec import F32_EXACT, F64_EXACT, AnalogSpec
 from .exact import plan as exact_plan
@@ -203,7 +204,7 @@ def mvm(x_q: np.ndarray, enc: EncodedWeights, spec: AnalogSpec, signed: bool, *,
     offset and gain error). columns: the chip's column gains and ADC offsets, from
     ``numerics.noise.column_errors``. Read noise: rng draws one seed per task (integers(0,
     2^63, size=tasks), tasks in _plan order); a task's own generator then adds σ * N(0, 1)
-    to each row block's (T * vectors, columns) reads with ``numerics.noise.add_normal``, σ
+    to each row block's (T * vectors, columns) reads with ``numerics.normals.add_normal``, σ
     from ``read_noise_sigma``. With analog offset subtraction the reference column is read with
     every task, less each top slice, and is never converted.
     When the ADC is lossless and nothing is noisy, exact_shortcut returns q_x @ q_w^T
@@ -251,7 +252,7 @@ def mvm(x_q: np.ndarray, enc: EncodedWeights, spec: AnalogSpec, signed: bool, *,
         acc = None
         for r, i in _task_reads(x, g, spec, signed, task, store, analog_ref, gain, levels=cells is None):
             if gen is not None:
-                add_normal(i, noise_sigma, gen, _scratch(store, "normals", 3 * NORMAL_PAIRS, i.dtype))
+                add_normal(i, noise_sigma, gen)
             adc_codes(i, adc, None if own is None else own[r, p0:p1])
             if flip is not None and flip[r, p0:p1].any():     # flipped columns enter negated
                 i[:, flip[r, p0:p1]] *= -1
