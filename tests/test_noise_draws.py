@@ -75,10 +75,29 @@ def test_ideally_programmed_cells_are_read_as_the_levels_themselves(path, monkey
     sim = _sim(model, READ, path=path)
     y = sim.run({"x": X})["y"]
     assert sim._cells and all(cells is None for cells in sim._cells.values())
-    monkeypatch.setattr(NoiseSpec, "programs_ideally", property(lambda self: False))
+    monkeypatch.setattr(NoiseSpec, "programs_levels", property(lambda self: False))
     copied = _sim(model, READ, path=path)
     np.testing.assert_array_equal(y, copied.run({"x": X})["y"])
     assert all(cells.dtype == np.float32 for cells in copied._cells.values())
+
+
+LEAK = NoiseSpec(g_min_us=0.1, g_max_us=1.0)                        # on/off ratio 10: a large leak
+
+
+def test_g_min_alone_reads_the_levels_and_adds_the_leak(monkeypatch):
+    """g_min programs no cell of its own: the executors read the integer levels and add leak * Σx
+    to each read, the same law as reading the float32 cells program_cells makes (which round the
+    products differently), and both executors agree bit for bit."""
+    model = _linear("N")
+    fast, ref = _sim(model, LEAK), _sim(model, LEAK, path="reference")
+    y = fast.run({"x": X})["y"]
+    np.testing.assert_array_equal(y, ref.run({"x": X})["y"])
+    assert fast._cells and all(cells is None for cells in fast._cells.values())
+    quantized = _sim(model, NoiseSpec()).run({"x": X})["y"]
+    assert not np.array_equal(y, quantized)          # the leak shows, though the signs' columns cancel most
+    monkeypatch.setattr(NoiseSpec, "programs_levels", property(lambda self: False))
+    copied = _sim(model, LEAK).run({"x": X})["y"]
+    np.testing.assert_allclose(y, copied, rtol=0, atol=0.01 * np.abs(copied).max())
 
 
 def test_programming_noise_is_drawn_once_per_chip_instance():

@@ -72,4 +72,3 @@ def fill_chunks(x: np.ndarray, spec: AnalogSpec, signed: bool, out: np.ndarray) 
     if signed:
         out[-1] = word >> (bx - 1)
     return out
-

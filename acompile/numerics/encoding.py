@@ -228,7 +228,6 @@ def float_weights(enc: EncodedWeights, spec: AnalogSpec) -> tuple[np.ndarray, in
     return enc._cache[key]
 
 
-
 @dataclass
 class Encoded:
     """One matrix as programmed: cell levels, column maps and per-channel weight scales."""

@@ -71,10 +71,16 @@ class NoiseSpec:
                 and (self.drift_nu_mean != 0 or self.drift_nu_std != 0))
 
     @property
+    def programs_levels(self) -> bool:
+        """Every cell holds its level's conductance, g_min's leak included: no programming noise,
+        stuck cells or drift. The executors then read the integer levels and add the leak."""
+        return (self.programming_sigma == 0 and self.stuck_at_zero_rate == 0 and self.stuck_at_max_rate == 0
+                and not self.drifts)
+
+    @property
     def programs_ideally(self) -> bool:
         """No programming-time effect: program_cells would return the levels unchanged."""
-        return (self.g_min_us == 0 and self.programming_sigma == 0 and self.stuck_at_zero_rate == 0
-                and self.stuck_at_max_rate == 0 and not self.drifts)
+        return self.g_min_us == 0 and self.programs_levels
 
     @property
     def reads_ideally(self) -> bool:
@@ -93,6 +99,13 @@ def generator(rng, what: str) -> np.random.Generator:
         raise InvalidDataError(f"{what} needs a seeded numpy Generator (rng=...) so that "
                                "results are reproducible")
     return np.random.default_rng(rng)
+
+
+def leak_levels(spec: AnalogSpec, noise: NoiseSpec | None) -> float:
+    """g_min in level units, g_min / Δg: the conductance every cell has beyond its level's."""
+    if noise is None or not noise.g_min_us:
+        return 0.0
+    return noise.g_min_us / ((noise.g_max_us - noise.g_min_us) / float(spec.max_level))
 
 
 def program_cells(levels: np.ndarray, spec: AnalogSpec, noise: NoiseSpec, rng=None) -> np.ndarray:
@@ -117,7 +130,7 @@ def program_cells(levels: np.ndarray, spec: AnalogSpec, noise: NoiseSpec, rng=No
     if noise.programs_ideally:
         return g
     top = float(spec.max_level)
-    leak = np.float32(noise.g_min_us / ((noise.g_max_us - noise.g_min_us) / top))
+    leak = np.float32(leak_levels(spec, noise))
     random = (noise.stuck_at_zero_rate or noise.stuck_at_max_rate or noise.programming_sigma
               or (noise.drifts and noise.drift_nu_std))
     gen = generator(rng, "program_cells with random non-idealities") if random else None

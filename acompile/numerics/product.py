@@ -10,7 +10,7 @@ import numpy as np
 from ..errors import InvalidDataError, UnsupportedError
 from .dac import check_inputs, cycle_weights
 from .encoding import EncodedWeights, column_layout
-from .noise import NoiseSpec
+from .noise import NoiseSpec, leak_levels
 from .spec import F64_EXACT, AnalogSpec
 
 
@@ -42,17 +42,24 @@ def prepare(x_q, enc: EncodedWeights, spec: AnalogSpec, signed: bool) -> tuple[n
 
 
 def check_cells(cells, enc: EncodedWeights, noise: NoiseSpec | None) -> np.ndarray | None:
-    """The programmed cells to read (None: the ideal levels), checked against the encoding."""
+    """The programmed cells to read, checked against the encoding; None: the levels (g_min's
+    leak, when on, is added to their reads: :func:`cell_leak`)."""
     if cells is None:
-        if noise is not None and not noise.programs_ideally:
-            raise InvalidDataError("noise has programming-time effects (g_min, programming noise, "
-                                   "stuck-at, drift) but no cells were given",
+        if noise is not None and not noise.programs_levels:
+            raise InvalidDataError("noise has programming-time effects (programming noise, stuck-at, "
+                                   "drift) but no cells were given",
                                    hint="pass cells=program_cells(enc.levels, spec, noise, rng)")
         return None
     cells = np.asarray(cells)
     if cells.shape != enc.levels.shape:
         raise InvalidDataError(f"cells have shape {cells.shape}, the encoding {enc.levels.shape}")
     return cells
+
+
+def cell_leak(cells, spec: AnalogSpec, noise: NoiseSpec | None) -> float:
+    """What every read of the levels (cells None) adds per unit of input, in level units: g_min's
+    leak, I = Σ x·l + leak·Σ x over the row block. Programmed cells hold it already: 0."""
+    return leak_levels(spec, noise) if cells is None else 0.0
 
 
 def digital_terms(x: np.ndarray, enc: EncodedWeights, spec: AnalogSpec, layout: dict) -> np.ndarray | None:

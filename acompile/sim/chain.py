@@ -28,7 +28,7 @@ from ..mapping import AnalogLayer, ConvGeometry
 from ..numerics.adc import adc_step, make_adc
 from ..numerics.dac import cycle_weights, input_chunks
 from ..numerics.encoding import column_layout, float_weights
-from ..numerics.product import check_exact, digital_terms
+from ..numerics.product import cell_leak, check_exact, digital_terms
 from ..numerics.quantise import quantize_inputs
 from ..onnx_exec import integer_dtype, narrow_dtype
 from ..passes.boundaries import CHAIN
@@ -212,8 +212,7 @@ def _dac(sim, layer, v):
 
 def _crossbar_read(sim, layer, s, weight):
     """CrossbarRead: every read current of every row block, cycle, slice and sign (read noise included)."""
-    # the node's weight input is the float constant; the cells read are sim.weights' encoding
-    # (of those floats, or the device file's levels)
+    # the node's weight input is the float constant; the cells read, sim.weights' encoding of it or the device file's
     spec, parts = layer.spec, []
     for g, chunks in enumerate(s.parts):
         enc = sim.weights.encoded(layer, g).enc
@@ -221,9 +220,10 @@ def _crossbar_read(sim, layer, s, weight):
         if chunks.shape[2] != enc.levels.shape[0]:
             raise InvalidDataError(f"inputs have {chunks.shape[2]} features, the weights {enc.levels.shape[0]} rows")
         check_exact(spec, chunks.shape[2], layer.input_signed)
-        noise, cells, rng = sim.read_conditions(layer, g, enc)
+        noise, cells, rng = sim.read_conditions(layer, g, enc)  # cells None: the levels, plus g_min's leak
         parts.append(reference.read(chunks, enc.levels if cells is None else cells, spec, layout, noise,
-                                    layer.adc_full_scale or None, rng, sim.column_errors(layer, g, enc)))
+                                    layer.adc_full_scale or None, rng, sim.column_errors(layer, g, enc),
+                                    cell_leak(cells, spec, noise)))
     return Stream(s.lead, parts, s.offsets)
 
 

@@ -29,7 +29,7 @@ from ..numerics.dac import cycle_weights, fill_chunks
 from ..numerics.encoding import EncodedWeights, float_weights
 from ..numerics.noise import ColumnErrors, NoiseSpec, generator, read_noise_sigma
 from ..numerics.normals import add_normal
-from ..numerics.product import check_cells, coefficients, finish, prepare
+from ..numerics.product import cell_leak, check_cells, coefficients, finish, prepare
 from ..numerics.spec import F32_EXACT, F64_EXACT, AnalogSpec
 from .exact import plan as exact_plan
 from .exact import product as exact_product
@@ -99,7 +99,8 @@ def _unpack(packed: np.ndarray, out: np.ndarray, f: int, base: float) -> None:
 
 
 def _task_reads(x: np.ndarray, g: np.ndarray, spec: AnalogSpec, signed: bool, task, store: dict,
-                ref: int | None = None, gain: np.ndarray | None = None, levels: bool = False):
+                ref: int | None = None, gain: np.ndarray | None = None, levels: bool = False,
+                leak: float = 0.0):
     """Yield (r, I) for row block r = 0, 1, ... of one task: I = chunks @ g[rows of r, p0:p1].
 
     I is (T * (v1-v0), p1-p0), row t*(v1-v0) + v holding vector v0+v at cycle t; it lives
@@ -107,7 +108,8 @@ def _task_reads(x: np.ndarray, g: np.ndarray, spec: AnalogSpec, signed: bool, ta
     P, read dtype) multiplies each column's read; with ``ref`` (analog offset subtraction)
     each channel's top slice is then read less the reference column ``ref``. When g is the
     encoding's levels (``levels``: checked integers up to 2^cb - 1), several cycles share
-    each GEMM row (:func:`_packing`), which halves the GEMM work or better.
+    each GEMM row (:func:`_packing`), which halves the GEMM work or better; ``leak`` (g_min in
+    level units) then adds leak * Σ x over the block's rows to each of its reads, before the gain.
     """
     v0, v1, p0, p1 = task
     k = x.shape[1]
@@ -116,7 +118,7 @@ def _task_reads(x: np.ndarray, g: np.ndarray, spec: AnalogSpec, signed: bool, ta
     t, m = spec.cycles(signed), v1 - v0
     f, base = _packing(spec, t) if levels else (1, 1.0)
     groups = -(-t // f)
-    if store.get("chunks of") != (v0, v1, f):  # tasks come vector chunk major: reuse
+    if store.get("chunks of") != (v0, v1, f, leak):  # tasks come vector chunk major: reuse
         xc = _scratch(store, "chunks", t * m * k, dt).reshape(t * m, k)
         fill_chunks(x[v0:v1], spec, signed, xc.reshape(t, m, k))
         xp = xc
@@ -126,8 +128,12 @@ def _task_reads(x: np.ndarray, g: np.ndarray, spec: AnalogSpec, signed: bool, ta
             for j in range(1, f):
                 part = xc[j * groups * m:(j + 1) * groups * m]
                 xp[:len(part)] += part * dt(base ** j)
-        store["chunks of"], store["chunks view"] = (v0, v1, f), (xc, xp)
-    xc, xp = store["chunks view"]
+        sums = None
+        if leak:  # each (cycle, vector)'s input sum over each row block: small integers (exact)
+            sums = np.add.reduceat(xc, np.arange(0, k, rows), axis=1) if k else np.zeros((t * m, 0), dt)
+            sums *= dt(leak)
+        store["chunks of"], store["chunks view"] = (v0, v1, f, leak), (xc, xp, sums)
+    xc, xp, sums = store["chunks view"]
     pc = p1 - p0
     out = _scratch(store, "read", groups * f * m * pc, dt).reshape(groups * f * m, pc)
     packed = out if f == 1 else _scratch(store, "packed read", groups * m * pc, dt).reshape(groups * m, pc)
@@ -142,10 +148,14 @@ def _task_reads(x: np.ndarray, g: np.ndarray, spec: AnalogSpec, signed: bool, ta
         np.matmul(xp[:, k0:k1], gb, out=packed)
         if f > 1:
             _unpack(packed, out, f, base)
+        if leak:
+            reads += sums[:, r:r + 1]
         if gain is not None:
             reads *= gain[r, p0:p1]
         if ref is not None:
             i_ref = xc[:, k0:k1] @ g[k0:k1, ref].astype(dt)
+            if leak:
+                i_ref += sums[:, r]
             if gain is not None:
                 i_ref *= gain[r, ref]
             reads[:, spec.slices - 1::spec.columns_per_channel] -= i_ref[:, None]
@@ -212,10 +222,11 @@ def mvm(x_q: np.ndarray, enc: EncodedWeights, spec: AnalogSpec, signed: bool, *,
     """
     x, info = prepare(x_q, enc, spec, signed)
     cells = check_cells(cells, enc, noise)
+    leak = cell_leak(cells, spec, noise)
     reads_ideally = noise is None or noise.reads_ideally
-    adc = make_adc(spec, full_scale, noise, exact_reads=cells is None and reads_ideally)
+    adc = make_adc(spec, full_scale, noise, exact_reads=cells is None and not leak and reads_ideally)
     lossless = adc.step == 1.0 and spec.max_code >= spec.worst_case_full_scale
-    if exact_shortcut and lossless and cells is None and reads_ideally:
+    if exact_shortcut and lossless and cells is None and not leak and reads_ideally:
         return _exact_product(x, enc, spec)
     if not info["canonical"]:
         raise InvalidDataError("the fast path needs the canonical column layout of encode_weights",
@@ -250,7 +261,8 @@ def mvm(x_q: np.ndarray, enc: EncodedWeights, spec: AnalogSpec, signed: bool, *,
         v0, v1, p0, p1 = task
         gen = None if seeds[index] is None else np.random.default_rng(seeds[index])
         acc = None
-        for r, i in _task_reads(x, g, spec, signed, task, store, analog_ref, gain, levels=cells is None):
+        for r, i in _task_reads(x, g, spec, signed, task, store, analog_ref, gain, levels=cells is None,
+                                leak=leak):
             if gen is not None:
                 add_normal(i, noise_sigma, gen)
             adc_codes(i, adc, None if own is None else own[r, p0:p1])

@@ -19,7 +19,7 @@ from ..numerics.adc import Adc, adc_codes, make_adc
 from ..numerics.dac import cycle_weights, input_chunks
 from ..numerics.encoding import EncodedWeights
 from ..numerics.noise import ColumnErrors, NoiseSpec, generator, read_noise_sigma
-from ..numerics.product import check_cells, finish, prepare
+from ..numerics.product import cell_leak, check_cells, finish, prepare
 from ..numerics.spec import AnalogSpec
 
 
@@ -38,11 +38,13 @@ class Reads:
 
 def read(chunks: np.ndarray, cells: np.ndarray, spec: AnalogSpec, layout: dict,
          noise: NoiseSpec | None = None, full_scale: float | None = None, rng=None,
-         columns: ColumnErrors | None = None) -> Reads:
+         columns: ColumnErrors | None = None, leak: float = 0.0) -> Reads:
     """CrossbarRead: I = chunk_t(x)[rows of r] @ g[rows of r, column (n, s, j)] for all n at once.
 
     chunks: (T, V, K) DAC chunks; cells: levels or programmed conductances (K, P); layout:
-    ``encoding.column_layout``. Read noise is drawn in loop order as
+    ``encoding.column_layout``. ``leak`` (g_min in level units, when the cells are the levels:
+    ``numerics.product.cell_leak``) adds leak * Σ x_t over the block's rows to every read of
+    (r, t), rounded once in the read dtype. Read noise is drawn in loop order as
     standard_normal((V, N), read dtype) * σ per (r, t, j, s), σ from ``read_noise_sigma``,
     then standard_normal(V) for the reference column after each (r, t). ``columns.gain``
     multiplies each column's read first. With analog offset subtraction the top slice
@@ -63,6 +65,8 @@ def read(chunks: np.ndarray, cells: np.ndarray, spec: AnalogSpec, layout: dict,
     gain = None if columns is None or columns.gain is None else columns.gain.astype(dt)
 
     def gained(current, r, cols):
+        if leak:
+            current += leaks[:, None]
         if gain is not None:
             current *= gain[r, cols]
         return current
@@ -77,6 +81,7 @@ def read(chunks: np.ndarray, cells: np.ndarray, spec: AnalogSpec, layout: dict,
         g_r = cells[rows].astype(dt)
         for t in range(t_count):
             x_t = chunks[t][:, rows]
+            leaks = x_t.sum(axis=1) * dt(leak) if leak else None
             i_ref = gained(x_t @ g_r[:, ref_col], r, ref_col) if analog else None
             for j in range(spec.slices):
                 for si in range(len(spec.signs)):
@@ -161,9 +166,10 @@ def mvm_reference(x_q: np.ndarray, enc: EncodedWeights, spec: AnalogSpec, signed
     x, layout = prepare(x_q, enc, spec, signed)
     cells = check_cells(cells, enc, noise)
     reads_ideally = noise is None or noise.reads_ideally
-    adc = make_adc(spec, full_scale, noise, exact_reads=cells is None and reads_ideally)
+    leak = cell_leak(cells, spec, noise)
+    adc = make_adc(spec, full_scale, noise, exact_reads=cells is None and not leak and reads_ideally)
     reads = read(input_chunks(x, spec, signed), enc.levels if cells is None else cells, spec, layout,
-                 noise, full_scale, rng, columns)
+                 noise, full_scale, rng, columns, leak)
     codes = unflip(convert(reads, adc, columns, layout), enc, spec, layout)
     y = accumulate(shift_add(codes, spec, cycle_weights(spec, signed)))
     return finish(y, adc.step, x, enc, spec, layout)

@@ -309,15 +309,16 @@ class Simulator:
         The cells are programmed once per chip (the compile seed, instance) and kept; every call reads them
         anew, so each chunk of a batch and each time step of a shared layer draws its own read
         noise (the generator is seeded by the call's number, so a run reproduces from its seed).
-        Cells programmed ideally are the levels themselves: None, so the executors read the integer
-        levels (the fast path packs input cycles into shared GEMM rows) rather than a float32 copy.
+        Cells that hold their levels' conductances (no programming noise, stuck cells or drift) are the
+        levels themselves: None, so the executors read the integer levels (the fast path packs input
+        cycles into shared GEMM rows) and add g_min's leak, rather than reading a float32 copy.
         """
         if not self.noisy:
             return None, None, None
         key = (layer.index, group)
         if key not in self._cells:
             rng = np.random.default_rng([self.compile_seed, self.instance, layer.index, group, 0])
-            self._cells[key] = (None if self.noise.programs_ideally
+            self._cells[key] = (None if self.noise.programs_levels
                                 else program_cells(enc.levels, layer.spec, self.noise, rng))
         n = self._reads.get(key, 0)
         self._reads[key] = n + 1
