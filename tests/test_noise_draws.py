@@ -248,6 +248,33 @@ def test_numba_and_numpy_draw_the_same_bits(dtype, n):
     assert np.array_equal(got, want) and not np.array_equal(want, base)
 
 
+def test_numba_compiles_the_draws_where_it_is_installed():
+    """In a fresh process, where compiled() also builds the table it hands numba."""
+    import subprocess
+    import sys
+    pytest.importorskip("numba")
+    code = "from acompile.numerics import normals; assert normals.compiled() is not None"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
+def test_numba_without_a_cache_folder_still_compiles_and_a_failure_leaves_numpy(monkeypatch):
+    numba = pytest.importorskip("numba")
+    from acompile.numerics import normals
+    njit = numba.njit
+
+    def no_cache(*args, cache=False, **kwargs):
+        if cache:
+            raise RuntimeError("cannot cache function 'loop': no locator available")
+        return njit(*args, **kwargs)
+    monkeypatch.setattr(numba, "njit", no_cache)
+    add = normals._compile()
+    x = np.zeros(9, np.float32)
+    assert np.array_equal(add(x.copy(), np.float32(2), np.uint64(3), normals.table(np.float32)),
+                          normals.add_with_numpy(x.copy(), 2.0, 3))
+    monkeypatch.setattr(numba, "njit", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("no LLVM")))
+    assert normals._compile() is None
+
+
 def test_add_normal_switches_to_numba_without_changing_a_draw(monkeypatch):
     from acompile.numerics import normals
     if normals.compiled() is None:

@@ -37,7 +37,7 @@ SWITCH_DRAWS = 1 << 28
 _tables: dict = {}
 _compiled = None
 _drawn = 0
-_lock = threading.Lock()
+_lock = threading.RLock()  # compiled() builds the table while it holds it
 
 
 def slice_means() -> list[float]:
@@ -94,7 +94,8 @@ def add_with_numpy(flat: np.ndarray, sigma: float, key: int) -> np.ndarray:
 
 
 def _compile():
-    """The same loop compiled by numba, or None when numba is not installed."""
+    """The same loop compiled by numba (from its on-disk cache when it can), or None when numba is
+    not installed or cannot compile it: numpy then draws the same bits."""
     try:
         import numba
     except ImportError:
@@ -103,10 +104,9 @@ def _compile():
     s16, s27, s30, s31, s32, s48 = (np.uint64(v) for v in (16, 27, 30, 31, 32, 48))
     mask = np.uint64(SLICES - 1)
 
-    # no fastmath: sigma * value is rounded before the addition, as numpy does it. The mix is
-    # written out twice: a jitted helper in the closure would defeat numba's on-disk cache
-    @numba.njit(nogil=True, cache=True, boundscheck=False)
-    def add(flat, sigma, key, values):
+    # no fastmath: sigma * value is rounded before the addition, as numpy does it; the mix is
+    # written inline because a jitted helper in the closure would defeat numba's on-disk cache
+    def loop(flat, sigma, key, values):
         full = flat.size // 4
         for w in range(full + 1):
             z = key + np.uint64(w + 1) * golden
@@ -124,11 +124,19 @@ def _compile():
                     flat[e] += sigma * values[(z >> np.uint64(16 * (e - b))) & mask]
         return flat
 
-    return add
+    # without a cache folder it may write (a read-only install and home), numba refuses cache=True
+    for cache in (True, False):
+        try:
+            add = numba.njit(nogil=True, cache=cache, boundscheck=False)(loop)
+            add(np.zeros(5, np.float32), np.float32(1), np.uint64(0), table(np.float32))  # compile now
+            return add
+        except Exception:  # noqa: BLE001 - any failure leaves the numpy definition in charge
+            continue
+    return None
 
 
 def compiled():
-    """numba's version of add_with_numpy (compiled on first use, cached on disk), or None."""
+    """numba's version of add_with_numpy (compiled on first use), or None."""
     global _compiled
     if _compiled is None:
         with _lock:
