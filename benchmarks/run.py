@@ -463,7 +463,8 @@ def bench_noisy_layer(folder: Path, size: int, batch: int, runs: int, rows: list
     sim_n = Simulator(noisy.graph, noisy.mapping, noisy.weights, mode="noisy", noise=noisy.noise)
     ta, tb = timed_pair(lambda: sim_n.run(feeds), lambda: sim_q.run(feeds), runs)
     rows.append(Row("sim_noisy", f"layer {size}x{size}", median(ta), median(tb), "s", runs,
-                    GOALS["sim_noisy"][0], "noise.read_sigma = 0.01 (one draw per column read), 8-bit ADC",
+                    GOALS["sim_noisy"][0], "noise.read_sigma = 0.01 (one draw per column read) and isaac's "
+                    "g_min 0.5 uS, 8-bit ADC",
                     {"noisy_s": ta, "quantized_s": tb}))
 
 
