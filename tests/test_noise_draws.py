@@ -17,6 +17,7 @@ from acompile.cli import main
 from acompile.compiler import Options
 from acompile.numerics.noise import NoiseSpec
 from acompile.sim.runtime import Simulator, WeightsFromGraph
+from acompile.target.read import shipped_targets
 
 RNG = np.random.default_rng(3)
 
@@ -84,19 +85,28 @@ def test_ideally_programmed_cells_are_read_as_the_levels_themselves(path, monkey
 LEAK = NoiseSpec(g_min_us=0.1, g_max_us=1.0)                        # on/off ratio 10: a large leak
 
 
-def test_g_min_alone_reads_the_levels_and_adds_the_leak(monkeypatch):
+@pytest.mark.parametrize("target", shipped_targets())
+def test_g_min_alone_reads_the_levels_and_adds_the_leak(target, monkeypatch):
     """g_min programs no cell of its own: the executors read the integer levels and add leak * Σx
-    to each read, the same law as reading the float32 cells program_cells makes (which round the
-    products differently), and both executors agree bit for bit."""
+    to each read, the reference column's and an analog offset subtraction's included. Both
+    executors agree bit for bit; the float32 cells program_cells makes give the same outputs up
+    to rounding (their GEMMs round each product)."""
     model = _linear("N")
-    fast, ref = _sim(model, LEAK), _sim(model, LEAK, path="reference")
-    y = fast.run({"x": X})["y"]
-    np.testing.assert_array_equal(y, ref.run({"x": X})["y"])
+    c = compile_model(model, target, Options())
+
+    def run(noise, path="fast"):
+        sim = Simulator(c.graph, c.mapping, WeightsFromGraph(c.graph, c.mapping), mode="noisy", noise=noise,
+                        path=path)
+        return sim.run({"x": X})["y"], sim
+
+    y, fast = run(LEAK)
     assert fast._cells and all(cells is None for cells in fast._cells.values())
-    quantized = _sim(model, NoiseSpec()).run({"x": X})["y"]
-    assert not np.array_equal(y, quantized)          # the leak shows, though the signs' columns cancel most
+    np.testing.assert_array_equal(y, run(LEAK, "reference")[0])
+    if target == "hermes":
+        assert not np.array_equal(y, run(NoiseSpec())[0])  # the leak shows, though the signs' columns cancel most
     monkeypatch.setattr(NoiseSpec, "programs_levels", property(lambda self: False))
-    copied = _sim(model, LEAK).run({"x": X})["y"]
+    copied, sim = run(LEAK)
+    assert all(cells.dtype == np.float32 for cells in sim._cells.values())
     np.testing.assert_allclose(y, copied, rtol=0, atol=0.01 * np.abs(copied).max())
 
 

@@ -65,8 +65,8 @@ def read(chunks: np.ndarray, cells: np.ndarray, spec: AnalogSpec, layout: dict,
     gain = None if columns is None or columns.gain is None else columns.gain.astype(dt)
 
     def gained(current, r, cols):
-        if leak:
-            current += leaks[:, None]
+        if leak:    # per vector: (V,) for the reference column, (V, N) for the channels
+            current += leaks if current.ndim == 1 else leaks[:, None]
         if gain is not None:
             current *= gain[r, cols]
         return current
