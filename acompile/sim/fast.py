@@ -210,8 +210,8 @@ def mvm(x_q: np.ndarray, enc: EncodedWeights, spec: AnalogSpec, signed: bool, *,
     """Integer layer output y_int (V, N), float64, for quantised inputs x_q (V, K). Fast path.
 
     full_scale: the ADC's F (None: worst case). cells: effective conductances from
-    program_cells (None: the levels, g_min's leak added to every read when noise has one). noise: read-time effects (read and kT/C noise, ADC
-    offset and gain error). columns: the chip's column gains and ADC offsets, from
+    program_cells (None: the levels, g_min's leak added to every read when noise has one).
+    noise: read-time effects (read and kT/C noise, ADC offset and gain error). columns: the chip's column gains and ADC offsets, from
     ``numerics.noise.column_errors``. Read noise: rng draws one seed per task (integers(0,
     2^63, size=tasks), tasks in _plan order); a task's own generator then adds σ * N(0, 1)
     to each row block's (T * vectors, columns) reads with ``numerics.normals.add_normal``, σ
