@@ -215,8 +215,9 @@ def mvm(x_q: np.ndarray, enc: EncodedWeights, spec: AnalogSpec, signed: bool, *,
     chip's column gains and ADC offsets, from ``numerics.noise.column_errors``. Read noise: rng
     draws one seed per task (integers(0, 2^63, size=tasks), tasks in _plan order); a task's own
     generator then adds σ * N(0, 1) to each row block's (T * vectors, columns) reads with
-    ``numerics.normals.add_normal``, σ from ``read_noise_sigma``. With analog offset subtraction the reference column is read with
-    every task, less each top slice, and is never converted.
+    ``numerics.normals.add_normal``, σ from ``read_noise_sigma``. With analog offset
+    subtraction the reference column is read with every task, less each top slice, and is
+    never converted.
     When the ADC is lossless and nothing is noisy, exact_shortcut returns q_x @ q_w^T
     directly, which is what the full computation gives.
     """
