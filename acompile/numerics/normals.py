@@ -82,13 +82,12 @@ def add_with_numpy(flat: np.ndarray, sigma: float, key: int) -> np.ndarray:
     """The definition, in numpy passes over chunks of CHUNK elements (a multiple of 4)."""
     values = table(flat.dtype)
     s = flat.dtype.type(sigma)
-    shifts = np.array([0, 16, 32, 48], np.uint64)
-    mask = np.uint64(SLICES - 1)
     for c0 in range(0, flat.size, CHUNK):
         c1 = min(flat.size, c0 + CHUNK)
         words = _words(key, c0 // 4, (c1 - c0 + 3) // 4)
-        index = ((words[:, None] >> shifts) & mask).reshape(-1)[:c1 - c0].astype(np.intp)
-        z = values[index]
+        # a little-endian word's 16-bit fields are its bytes in pairs, lowest first
+        index = words.astype("<u8", copy=False).view("<u2")[:c1 - c0].astype(np.intp)
+        z = np.take(values, index)
         z *= s
         flat[c0:c1] += z
     return flat
