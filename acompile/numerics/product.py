@@ -62,6 +62,12 @@ def cell_leak(cells, spec: AnalogSpec, noise: NoiseSpec | None) -> float:
     return leak_levels(spec, noise) if cells is None else 0.0
 
 
+def reads_exactly(cells, leak: float, noise: NoiseSpec | None) -> bool:
+    """Every read current is an integer: the levels read (cells None) with no leak and no
+    read-time effect, so the ADC need not round or clip what cannot leave its range."""
+    return cells is None and not leak and (noise is None or noise.reads_ideally)
+
+
 def digital_terms(x: np.ndarray, enc: EncodedWeights, spec: AnalogSpec, layout: dict) -> np.ndarray | None:
     """(V, N) float64 the digital side adds to Δ·Σ(codes), exactly; None when there is nothing.
 

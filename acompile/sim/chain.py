@@ -212,7 +212,7 @@ def _dac(sim, layer, v):
 
 def _crossbar_read(sim, layer, s, weight):
     """CrossbarRead: every read current of every row block, cycle, slice and sign (read noise included)."""
-    # the node's weight input is the float constant; the cells read, sim.weights' encoding of it or the device file's
+    # the node's weight input is the float constant; the cells read are sim.weights' encoding (or the device file's)
     spec, parts = layer.spec, []
     for g, chunks in enumerate(s.parts):
         enc = sim.weights.encoded(layer, g).enc

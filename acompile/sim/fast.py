@@ -29,7 +29,7 @@ from ..numerics.dac import cycle_weights, fill_chunks
 from ..numerics.encoding import EncodedWeights, float_weights
 from ..numerics.noise import ColumnErrors, NoiseSpec, generator, read_noise_sigma
 from ..numerics.normals import add_normal
-from ..numerics.product import cell_leak, check_cells, coefficients, finish, prepare
+from ..numerics.product import cell_leak, check_cells, coefficients, finish, prepare, reads_exactly
 from ..numerics.spec import F32_EXACT, F64_EXACT, AnalogSpec
 from .exact import plan as exact_plan
 from .exact import product as exact_product
@@ -224,10 +224,10 @@ def mvm(x_q: np.ndarray, enc: EncodedWeights, spec: AnalogSpec, signed: bool, *,
     x, info = prepare(x_q, enc, spec, signed)
     cells = check_cells(cells, enc, noise)
     leak = cell_leak(cells, spec, noise)
-    reads_ideally = noise is None or noise.reads_ideally
-    adc = make_adc(spec, full_scale, noise, exact_reads=cells is None and not leak and reads_ideally)
+    exact = reads_exactly(cells, leak, noise)
+    adc = make_adc(spec, full_scale, noise, exact_reads=exact)
     lossless = adc.step == 1.0 and spec.max_code >= spec.worst_case_full_scale
-    if exact_shortcut and lossless and cells is None and not leak and reads_ideally:
+    if exact_shortcut and lossless and exact:
         return _exact_product(x, enc, spec)
     if not info["canonical"]:
         raise InvalidDataError("the fast path needs the canonical column layout of encode_weights",

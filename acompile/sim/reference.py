@@ -19,7 +19,7 @@ from ..numerics.adc import Adc, adc_codes, make_adc
 from ..numerics.dac import cycle_weights, input_chunks
 from ..numerics.encoding import EncodedWeights
 from ..numerics.noise import ColumnErrors, NoiseSpec, generator, read_noise_sigma
-from ..numerics.product import cell_leak, check_cells, finish, prepare
+from ..numerics.product import cell_leak, check_cells, finish, prepare, reads_exactly
 from ..numerics.spec import AnalogSpec
 
 
@@ -165,9 +165,8 @@ def mvm_reference(x_q: np.ndarray, enc: EncodedWeights, spec: AnalogSpec, signed
     """
     x, layout = prepare(x_q, enc, spec, signed)
     cells = check_cells(cells, enc, noise)
-    reads_ideally = noise is None or noise.reads_ideally
     leak = cell_leak(cells, spec, noise)
-    adc = make_adc(spec, full_scale, noise, exact_reads=cells is None and not leak and reads_ideally)
+    adc = make_adc(spec, full_scale, noise, exact_reads=reads_exactly(cells, leak, noise))
     reads = read(input_chunks(x, spec, signed), enc.levels if cells is None else cells, spec, layout,
                  noise, full_scale, rng, columns, leak)
     codes = unflip(convert(reads, adc, columns, layout), enc, spec, layout)
