@@ -2,6 +2,9 @@
 
 import mmap
 import os
+import sys
+import threading
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -231,3 +234,60 @@ def test_external_weights_are_mapped_views_and_equal_onnx_own(tmp_path):
         while isinstance(base, np.ndarray):
             base = base.base
         assert isinstance(base, memoryview) and isinstance(base.obj, mmap.mmap), name
+
+
+def _anonymous_kib(address: int) -> int:
+    """The 'Anonymous' kB of the mapping of this process that holds ``address`` (/proc/self/smaps)."""
+    lines = Path("/proc/self/smaps").read_text().splitlines()
+    for i, line in enumerate(lines):
+        head = line.split()[0]
+        if "-" in head and all(c in "0123456789abcdef-" for c in head):
+            lo, hi = (int(x, 16) for x in head.split("-"))
+            if lo <= address < hi:
+                return next(int(x.split()[1]) for x in lines[i + 1:] if x.startswith("Anonymous:"))
+    raise AssertionError("no mapping holds the address")
+
+
+def _kernel_populates(folder: Path) -> bool:
+    import ctypes
+    probe = folder / "probe"
+    probe.write_bytes(bytes(8192))
+    with open(probe, "rb") as f:
+        m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+    anchor = ctypes.c_char.from_buffer(m)
+    ok = ctypes.CDLL(None).madvise(ctypes.c_void_p(ctypes.addressof(anchor)), ctypes.c_size_t(8192),
+                                   ctypes.c_int(23)) == 0
+    del anchor
+    m.close()
+    return ok
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="MADV_POPULATE_WRITE is Linux's")
+def test_a_mapped_model_is_made_the_process_own_ahead_of_use(tmp_path):
+    """On Linux a thread copies every page of the copy-on-write mapping ahead of the passes that write
+    weights in place; values and the file stay as they were. (A kernel before 5.14 refuses: skipped.)"""
+    from acompile.frontend import protobuf
+    w = np.arange(600_000, dtype=np.float32).reshape(600, 1000)     # 2.4 MB: two prefault pieces
+    path = tmp_path / "m.onnx"
+    onnx.save(tiny_model([helper.make_node("MatMul", ["x", "w"], ["y"])], [("x", (1, 600))], [("y", (1, 1000))],
+                         {"w": w}), path)
+    before = path.read_bytes()
+    got = load_model(path).constants["w"]
+    for t in threading.enumerate():
+        if t.name == "acompile-prefault":
+            t.join()
+    address = got.__array_interface__["data"][0]
+    if not _kernel_populates(tmp_path):
+        pytest.skip("this kernel does not populate copy-on-write mappings (MADV_POPULATE_WRITE)")
+    assert _anonymous_kib(address) * 1024 >= path.stat().st_size - 4096
+    assert np.array_equal(got, w) and path.read_bytes() == before
+    assert protobuf.PREFAULT_PIECE < w.nbytes
+
+
+def test_prefault_stays_within_a_quarter_of_memory(monkeypatch):
+    from acompile.frontend import protobuf
+    monkeypatch.setattr(protobuf, "_prefault_left", [None])
+    quarter = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
+    assert not protobuf._claim_prefault(quarter + 1)
+    assert protobuf._claim_prefault(quarter - 10) and protobuf._claim_prefault(10)
+    assert not protobuf._claim_prefault(1)
