@@ -284,10 +284,17 @@ def test_a_mapped_model_is_made_the_process_own_ahead_of_use(tmp_path):
     assert protobuf.PREFAULT_PIECE < w.nbytes
 
 
-def test_prefault_stays_within_a_quarter_of_memory(monkeypatch):
+def test_prefault_stays_within_a_share_of_available_memory(monkeypatch):
     from acompile.frontend import protobuf
     monkeypatch.setattr(protobuf, "_prefault_left", [None])
-    quarter = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
-    assert not protobuf._claim_prefault(quarter + 1)
-    assert protobuf._claim_prefault(quarter - 10) and protobuf._claim_prefault(10)
+    monkeypatch.setattr(protobuf, "_available_memory", lambda: 8_000_000)
+    monkeypatch.setattr(protobuf, "usable_cores", lambda: 2)
+    assert not protobuf._claim_prefault(1_000_001)             # a quarter, shared by two cores' processes
+    assert protobuf._claim_prefault(999_990) and protobuf._claim_prefault(10)
     assert not protobuf._claim_prefault(1)
+
+
+@pytest.mark.skipif(not Path("/proc/meminfo").exists(), reason="no /proc/meminfo")
+def test_available_memory_is_read():
+    from acompile.frontend import protobuf
+    assert 0 < protobuf._available_memory() <= os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")

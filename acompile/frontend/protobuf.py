@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InvalidModelError, LimitError, clean
-from ..limits import Limits, byte_size
+from ..limits import Limits, byte_size, usable_cores
 from ..onnx_core import NUMPY_TYPES, ModelProto, TensorProto
 
 SKELETON_KEEP_BYTES = 4096  # small initializers (shapes, axes) stay: shape inference reads their values
@@ -288,21 +288,33 @@ def map_file(path: Path, walked: os.stat_result) -> mmap.mmap | None:
 
 MADV_POPULATE_WRITE = 23    # Linux 5.14 and later
 PREFAULT_PIECE = 1 << 21
-_prefault_left = [None]     # bytes this process may still make its own ahead of use (a quarter of its memory)
+_prefault_left = [None]     # bytes this process may still copy ahead of use
 _prefault_lock = threading.Lock()
 
 
 def _claim_prefault(nbytes: int) -> bool:
+    """Whether to copy ``nbytes`` more of mapped files ahead of use. A process copies at most its share
+    of a quarter of the memory available when it first asks (shared among as many processes as it has
+    cores: ``check --jobs``): untouched, those pages would stay the page cache's, shared and reclaimable."""
     with _prefault_lock:
         if _prefault_left[0] is None:
-            try:
-                _prefault_left[0] = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
-            except (OSError, ValueError):
-                _prefault_left[0] = 0
+            _prefault_left[0] = _available_memory() // (4 * usable_cores())
         if nbytes > _prefault_left[0]:
             return False
         _prefault_left[0] -= nbytes
         return True
+
+
+def _available_memory() -> int:
+    """MemAvailable of /proc/meminfo (free memory plus what the kernel can reclaim), in bytes; 0 if unknown."""
+    try:
+        with open("/proc/meminfo", "rb") as f:
+            for line in f:
+                if line.startswith(b"MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def _prefault(mapped: mmap.mmap) -> None:
