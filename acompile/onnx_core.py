@@ -220,6 +220,8 @@ _KINDS = ((numbers.Integral, AttributeProto.INT, "i", AttributeProto.INTS, "ints
           (GraphProto, AttributeProto.GRAPH, "g", AttributeProto.GRAPHS, "graphs"),
           (TypeProto, AttributeProto.TYPE_PROTO, "tp", AttributeProto.TYPE_PROTOS, "type_protos"))
 _SCALAR = {AttributeProto.INT: int, AttributeProto.FLOAT: float, AttributeProto.STRING: _bytes}
+# the rows of the plain Python types, found without the ABCs' isinstance (most of make_attribute's time)
+_EXACT = {int: _KINDS[0], float: _KINDS[1], str: _KINDS[2], bytes: _KINDS[2]}
 _FIELDS = {kind: field for _, one, f1, many, fn in _KINDS for kind, field in ((one, f1), (many, fn))}
 _LISTS = {many for *_, many, _ in _KINDS}
 
@@ -229,7 +231,7 @@ def make_attribute(key: str, value: Any, attr_type: int | None = None) -> Attrib
     the kind of a list, which an empty one cannot tell."""
     a = AttributeProto()
     a.name = key
-    one = next((row for row in _KINDS if isinstance(value, row[0])), None)
+    one = _EXACT.get(type(value)) or next((row for row in _KINDS if isinstance(value, row[0])), None)
     if one is not None:
         _, a.type, field, _, _ = one
         if a.type in _SCALAR:
@@ -243,7 +245,9 @@ def make_attribute(key: str, value: Any, attr_type: int | None = None) -> Attrib
         elif not values:
             raise ValueError(f"attribute {key!r}: an empty list needs its type")
         else:
-            many = next((row for row in _KINDS if all(isinstance(v, row[0]) for v in values)), None)
+            kinds = {_EXACT.get(type(v)) for v in values}
+            many = kinds.pop() if len(kinds) == 1 and None not in kinds else \
+                next((row for row in _KINDS if all(isinstance(v, row[0]) for v in values)), None)
         if many is None:
             raise ValueError(f"attribute {key!r}: not a list of one attribute kind")
         a.type = many[3]

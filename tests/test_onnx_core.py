@@ -69,6 +69,7 @@ def test_element_types_numpy_lacks_go_to_onnx_own_helpers():
 
 ATTRIBUTES = [(3, None), (np.int64(4), None), (True, None), (2.5, None), (np.float32(0.5), None), ("abc", None),
               (b"raw", None), ([1, 2], None), ([1.0, 2], None), (["a", b"b"], None), (np.array([1, 2]), None),
+              ([1, np.int64(2)], None), ([2.5, np.float32(1.5)], None), ([0.5, 1.5], None),
               ([], AttributeProto.FLOATS), ([], AttributeProto.INTS), ([3, 4], AttributeProto.INTS),
               (numpy_helper.from_array(np.ones(2, np.float32)), None),
               ([numpy_helper.from_array(np.ones(2, np.float32))], None),
