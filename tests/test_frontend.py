@@ -298,3 +298,24 @@ def test_prefault_stays_within_a_share_of_available_memory(monkeypatch):
 def test_available_memory_is_read():
     from acompile.frontend import protobuf
     assert 0 < protobuf._available_memory() <= os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the prefault is Linux's")
+def test_a_released_mapping_gives_its_prefault_budget_back(tmp_path, monkeypatch):
+    """A sweep worker or a notebook loads model after model: what a dropped model's mapping claimed is
+    free again, so later models are copied ahead too."""
+    import gc
+    from acompile.frontend import protobuf
+    w = np.arange(300_000, dtype=np.float32).reshape(300, 1000)
+    path = tmp_path / "m.onnx"
+    onnx.save(tiny_model([helper.make_node("MatMul", ["x", "w"], ["y"])], [("x", (1, 300))], [("y", (1, 1000))],
+                         {"w": w}), path)
+    monkeypatch.setattr(protobuf, "_prefault_left", [path.stat().st_size])    # room for exactly one copy
+    g = load_model(path)
+    assert protobuf._prefault_left[0] == 0 and not protobuf._claim_prefault(1)
+    for t in threading.enumerate():
+        if t.name == "acompile-prefault":
+            t.join()
+    del g
+    gc.collect()
+    assert protobuf._prefault_left[0] == path.stat().st_size

@@ -12,6 +12,7 @@ import os
 import stat
 import sys
 import threading
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -282,6 +283,7 @@ def map_file(path: Path, walked: os.stat_result) -> mmap.mmap | None:
     if hasattr(mmap, "MADV_WILLNEED"):
         mapped.madvise(mmap.MADV_WILLNEED)
     if sys.platform == "linux" and _claim_prefault(walked.st_size):
+        weakref.finalize(mapped, _release_prefault, walked.st_size)    # a long-lived process maps many models
         threading.Thread(target=_prefault, args=(mapped,), name="acompile-prefault", daemon=True).start()
     return mapped
 
@@ -303,6 +305,12 @@ def _claim_prefault(nbytes: int) -> bool:
             return False
         _prefault_left[0] -= nbytes
         return True
+
+
+def _release_prefault(nbytes: int) -> None:
+    """A mapping copied ahead is gone (its arrays with it): its bytes count no longer."""
+    with _prefault_lock:
+        _prefault_left[0] += nbytes
 
 
 def _available_memory() -> int:
