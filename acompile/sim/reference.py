@@ -64,8 +64,8 @@ def read(chunks: np.ndarray, cells: np.ndarray, spec: AnalogSpec, layout: dict,
     ref = None if ref_col is None or analog else np.empty((nb, t_count, v), dt)
     gain = None if columns is None or columns.gain is None else columns.gain.astype(dt)
 
-    def gained(current, r, cols):
-        if leak:    # per vector: (V,) for the reference column, (V, N) for the channels
+    def gained(current, r, cols, leaks):
+        if leaks is not None:    # per vector: (V,) for the reference column, (V, N) for the channels
             current += leaks if current.ndim == 1 else leaks[:, None]
         if gain is not None:
             current *= gain[r, cols]
@@ -82,15 +82,15 @@ def read(chunks: np.ndarray, cells: np.ndarray, spec: AnalogSpec, layout: dict,
         for t in range(t_count):
             x_t = chunks[t][:, rows]
             leaks = x_t.sum(axis=1) * dt(leak) if leak else None
-            i_ref = gained(x_t @ g_r[:, ref_col], r, ref_col) if analog else None
+            i_ref = gained(x_t @ g_r[:, ref_col], r, ref_col, leaks) if analog else None
             for j in range(spec.slices):
                 for si in range(len(spec.signs)):
-                    current = gained(x_t @ g_r[:, col[:, si, j]], r, col[:, si, j])  # every channel
+                    current = gained(x_t @ g_r[:, col[:, si, j]], r, col[:, si, j], leaks)  # every channel
                     if analog and j == spec.slices - 1:
                         current -= i_ref[:, None]
                     data[r, t, j, si] = noisy(current)
             if ref is not None:
-                ref[r, t] = noisy(gained(x_t @ g_r[:, ref_col], r, ref_col))
+                ref[r, t] = noisy(gained(x_t @ g_r[:, ref_col], r, ref_col, leaks))
     return Reads(data, ref)
 
 
