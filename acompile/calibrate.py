@@ -10,7 +10,9 @@ with a dynamic batch; zeros for integer inputs).
 Only what the layers' inputs need is run: nothing after the last analog layer, and
 with the default data not the last layers whose outputs no other layer reads (their
 inputs are recorded after the run, in program order): the same activations, hence the
-same scales, as the whole forward pass, for less.
+same scales, as the whole forward pass, for less. A quantized model whose every analog layer
+brings its own input scale, on a target whose ADC range is the worst case, needs no activations:
+nothing runs.
 The ``calibrate`` pass runs last, on the mapped program (it simulates it).
 """
 
@@ -157,13 +159,20 @@ def _read_positions(size: int, kernel: int, stride: int, dilation: int, pad: int
 @compile_pass(requires={"boundaries", "row_major"}, provides={"calibrated"})
 def calibrate(state: CompileState) -> None:
     """Set every layer's input range/scale and ADC full scale from calibration activations."""
-    # the simulator (and, through its digital ops, onnx) is imported only when a compile calibrates:
-    # check and the other commands that stop before calibration never pay for it
-    from .sim.runtime import Simulator, WeightsFromGraph
-
     graph, mapping, target, options = state.graph, state.mapping, state.target, state.options
     if not mapping.layers:
         return
+    calibrated_adc = target.adc.range == "calibrated"
+    if _nothing_to_observe(mapping, calibrated_adc):
+        for layer in mapping.layers:
+            layer.input_range = _own_input_range(layer)
+            layer.adc_full_scale = float(layer.spec.worst_case_full_scale)
+        graph.meta["calibration_unneeded"] = True
+        return
+    # the simulator (and, through its digital ops, onnxruntime) is imported only when a compile observes
+    # activations: check and the other commands that stop before calibration never pay for it
+    from .sim.runtime import Simulator, WeightsFromGraph
+
     seed, data = options.seed, options.calibration
     user_data = data is not None
     if data is None:
@@ -171,7 +180,6 @@ def calibrate(state: CompileState) -> None:
         # what the report says it calibrated on: the samples of the first input that has a batch dimension
         graph.meta["default_calibration_samples"] = next((int(a.shape[0]) for a in data.values() if a.ndim), 1)
     percentile = target.precision.input_percentile
-    calibrated_adc = target.adc.range == "calibrated"
     recorder = _Recorder(seed, keep_values=percentile < 100, keep_vectors=calibrated_adc, finite_only=not user_data)
     weights = WeightsFromGraph(graph, mapping)
     view, last = _calibration_view(graph, defer=not user_data)
@@ -214,16 +222,31 @@ def calibrate(state: CompileState) -> None:
                                    f"{options.calibration_name} calibration data: the model overflows float32 "
                                    f"(or computes NaN) before it", where=graph.source,
                                    hint="check the model's weights, or pass --calibration DATA with real inputs")
-        if layer.model_quant is not None and "input_scale" in layer.model_quant:
-            # the quantized model's own s_x and zero point: the codes it streams are its own
-            q = layer.model_quant
-            layer.input_range = q["input_scale"] * ((1 << q["input_bits"]) - 1 - q["input_offset"])
+        if _own_input_scale(layer):
+            layer.input_range = _own_input_range(layer)
         else:
             layer.input_range = rng_abs
             layer.input_scale = input_scale(rng_abs, spec.input_bits, layer.input_signed)
         layer.adc_full_scale = float(spec.worst_case_full_scale) \
             if not calibrated_adc else _adc_range(layer, weights, recorder, target.adc.percentile)
     graph.meta["calibration_nonfinite"] = [clean(mapping.layers[i].name) for i in sorted(recorder.nonfinite)]
+
+
+def _nothing_to_observe(mapping, calibrated_adc: bool) -> bool:
+    """A quantized model that gives every layer its input scale, on a worst-case ADC: no activation
+    sets a scale or a range."""
+    return not calibrated_adc and all(map(_own_input_scale, mapping.layers))
+
+
+def _own_input_scale(layer) -> bool:
+    """Whether the layer streams a quantized model's own input codes (its s_x and zero point)."""
+    return layer.model_quant is not None and "input_scale" in layer.model_quant
+
+
+def _own_input_range(layer) -> float:
+    """The largest input the model's own codes reach above their zero point: s_x · (q_max - zp)."""
+    q = layer.model_quant
+    return q["input_scale"] * ((1 << q["input_bits"]) - 1 - q["input_offset"])
 
 
 def _calibration_view(graph: Graph, defer: bool) -> tuple[Graph, list]:

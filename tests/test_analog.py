@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from acompile.errors import AcompileError, InvalidDataError, InvalidTargetError
 from acompile.numerics import (AnalogSpec, EncodedWeights, NoiseSpec, adc_step, cycle_weights,
-                               decode_weights, encode_weights, input_chunks, input_scale, program_cells,
-                               quantize_inputs, quantize_weights, quantize_with_scales,
+                               decode_weights, encode_weights, input_chunks, input_scale, integer_form,
+                               program_cells, quantize_inputs, quantize_weights, quantize_with_scales, scaled,
                                weight_scales)
 from acompile.sim.fast import mvm, observe_full_scale
 from acompile.sim.reference import mvm_reference
@@ -94,6 +94,37 @@ def test_quantising_with_the_rows_own_scales_needs_no_clipping(bits):
         s_w = weight_scales(rows, bits)
         np.testing.assert_array_equal(quantize_with_scales(rows, s_w, bits, own_scales=True),
                                       quantize_with_scales(rows, s_w, bits))
+
+
+@pytest.mark.parametrize("shape, axis, low, high, kind", [((64, 3, 3, 3), 0, -127, 128, np.int8),
+                                                          ((100, 48), 1, -255, 256, np.int16),
+                                                          ((48, 100), 0, -128, 128, np.int8)])
+def test_integer_form_gives_a_dequantized_weight_back_bit_for_bit(shape, axis, low, high, kind):
+    """A weight that is integers times one scale per output channel (DequantizeLinear's product, int8,
+    or int16 for uint8 with a zero point) is found on its axis and rebuilt exactly."""
+    rng = np.random.default_rng(1)
+    q = rng.integers(low, high, shape)
+    s = rng.uniform(1e-3, 1e-1, shape[axis]).astype(np.float32)
+    w = scaled(q, s, axis, np.float32)
+    ints, scales, found = integer_form(w, s.astype(np.float64))
+    assert found == axis and ints.dtype == kind and scales.dtype == np.float32
+    assert np.array_equal(ints, q) and scaled(ints, scales, found, np.float32).tobytes() == w.tobytes()
+
+
+def test_integer_form_refuses_what_it_cannot_rebuild_exactly():
+    rng = np.random.default_rng(2)
+    s = rng.uniform(1e-3, 1e-1, 16).astype(np.float32)
+    w = scaled(rng.integers(-127, 128, (16, 40)), s, 0, np.float32)
+    off = w.copy()
+    off[3, 7] = np.nextafter(off[3, 7], np.float32(np.inf))     # one ulp away from a multiple
+    zero = np.zeros((16, 40), np.float32)
+    zero[0, 0] = -0.0                                           # its sign would be lost
+    wide = scaled(np.full((16, 40), 40000), s, 0, np.float32)   # integers beyond int16
+    floats = rng.standard_normal((16, 40)).astype(np.float32)
+    for bad in (off, zero, wide, floats, w[:, :16].T.copy()[:0]):
+        assert integer_form(bad, s) is None
+    assert integer_form(w.astype(np.int32), s) is None          # not a float constant
+    assert integer_form(w, s[:8]) is None                       # no axis of that length
 
 
 def test_input_quantisation_clips_signed_and_unsigned():

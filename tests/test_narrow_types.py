@@ -222,12 +222,18 @@ def test_the_comparison_notes_when_onnxruntime_is_not_exact(tmp_path):
 def test_sixteen_bit_integers_times_their_scales_are_recognised():
     """int16 weights near 32767 times a float32 scale come back within |q| * 2^-23 of whole numbers:
     they are still the model's integers (a fixed 1e-3 tolerance refused them)."""
-    from acompile.passes.quantized_layers import _integers
+    from acompile.passes import quantized_layers
     q = np.array([[32767, -32768, 12345, 1], [-32000, 31999, 7, 0]], np.float64)
     s = np.array([1.3e-5, 7.1e-4])
     w = (q * s[:, None]).astype(np.float32)
-    np.testing.assert_array_equal(_integers(w, s), q)
-    assert _integers(w + np.float32(0.3) * s[:, None].astype(np.float32), s) is None
+    assert quantized_layers._largest_integer(w, s) == 32768
+    assert quantized_layers._largest_integer(w + np.float32(0.3) * s[:, None].astype(np.float32), s) is None
+    # a row past the first piece that is not whole is found too (the matrix goes in pieces of rows)
+    big = np.tile(w, (quantized_layers._CHUNK, 1))
+    scales = np.tile(s, quantized_layers._CHUNK)
+    assert quantized_layers._largest_integer(big, scales) == 32768
+    big[-1, 2] += np.float32(0.3 * 7.1e-4)
+    assert quantized_layers._largest_integer(big, scales) is None
 
 
 def test_the_compile_says_why_blocked_or_float8_weights_are_requantized(tmp_path):

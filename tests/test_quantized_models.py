@@ -94,6 +94,83 @@ def test_program_and_device_file_reproduce_the_model_scales(tmp_path):
     assert sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.parametrize("name", ["q_cnn_qdq_channel", "q_mlp_qdq_tensor", "q_cnn_qop", "q_mlp_dynamic"])
+def test_program_stores_a_quantized_models_weights_as_integers_and_scales(name, tmp_path):
+    """Each layer's weight goes into program.npz as int8 integers with their float32 scales, a quarter of
+    its float bytes; read back, it is the compile's float weight bit for bit, so ideal-mode ``simulate`` of
+    the folder gives ``run``'s outputs exactly."""
+    from acompile import compile_model, load_target
+    from acompile.backends.program import load_program
+    model = str(corpus.path(name))
+    out = tmp_path / "out"
+    assert _cli("compile", model, "--target", "isaac", "-q", "-o", str(out), "--emit", "program")[0] == 0
+    prog = json.loads((out / "program.json").read_text())
+    weights = {layer["weight"] for layer in prog["layers"]}
+    assert weights and all("scales" in prog["constants"][w] for w in weights)
+    with np.load(out / "program.npz") as npz:
+        for w in weights:
+            meta = prog["constants"][w]
+            assert npz[meta["entry"][:-4]].dtype == np.int8 and meta["dtype"] == "float32"
+            assert npz[meta["scales"]["entry"][:-4]].dtype == np.float32
+    compiled = compile_model(model, load_target("isaac"))
+    graph, _, _ = load_program(out)
+    for w in weights:
+        assert graph.constants[w].dtype == compiled.graph.constants[w].dtype
+        assert graph.constants[w].tobytes() == compiled.graph.constants[w].tobytes()
+    _inputs(model, tmp_path / "in.npz", 4, seed=3)
+    assert _cli("simulate", str(out), "--input", str(tmp_path / "in.npz"), "--mode", "ideal",
+                "--result", str(tmp_path / "sim.npz"), "-q")[0] == 0
+    assert _cli("run", model, "--target", "isaac", "--mode", "ideal", "--input", str(tmp_path / "in.npz"),
+                "--batch", "4", "--result", str(tmp_path / "run.npz"), "-q")[0] == 0
+    a, b = np.load(tmp_path / "sim.npz"), np.load(tmp_path / "run.npz")
+    assert sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_integers_and_scales_that_do_not_fit_together_are_refused(tmp_path):
+    """An edited program.json whose scales name the wrong axis or entry is bad input (exit 2), not a crash."""
+    model = str(corpus.path("q_mlp_qdq_tensor"))
+    out = tmp_path / "out"
+    assert _cli("compile", model, "--target", "isaac", "-q", "-o", str(out), "--emit", "program")[0] == 0
+    text = (out / "program.json").read_text()
+    prog = json.loads(text)
+    name = next(k for k, v in prog["constants"].items() if "scales" in v)
+    np.save(tmp_path / "x.npy", np.zeros((1, 32), np.float32))
+    for field, value in (("axis", 5), ("entry", prog["constants"][name]["entry"])):    # the integers as scales
+        edited = json.loads(text)
+        edited["constants"][name]["scales"][field] = value
+        (out / "program.json").write_text(json.dumps(edited))
+        code, _, err = _cli("simulate", str(out), "--input", str(tmp_path / "x.npy"), "--mode", "ideal")
+        assert code == 2 and "malformed" in err and "Traceback" not in err, err
+
+
+def test_a_model_that_brings_every_input_scale_is_not_calibrated(monkeypatch):
+    """Static QDQ gives every layer its input scale: on a worst-case ADC, calibration has nothing to observe
+    and runs nothing, and the layers' ranges are those the forward pass gave them. A float model still
+    calibrates."""
+    from acompile import calibrate, compile_model, load_target
+    from acompile.sim.runtime import Simulator
+    target = load_target("isaac")
+    model = str(corpus.path("q_cnn_qdq_channel"))
+    ran = []
+    real_run = Simulator.run
+    monkeypatch.setattr(Simulator, "run", lambda self, *a, **k: ran.append(1) or real_run(self, *a, **k))
+    skipped = compile_model(model, target)
+    assert not ran and skipped.graph.meta.get("calibration_unneeded")
+    from acompile.backends.report import build_report
+    assert build_report(skipped)["calibration_note"].startswith("No calibration run: every analog layer takes the "
+                                                                "quantized model's own input scale")
+    nothing_to_observe = calibrate._nothing_to_observe
+    monkeypatch.setattr(calibrate, "_nothing_to_observe", lambda *a: False)   # the forward pass, as before
+    observed = compile_model(model, target)
+    assert ran
+    fields = ("input_range", "input_scale", "input_signed", "adc_full_scale")
+    assert [[getattr(layer, f) for f in fields] for layer in skipped.mapping.layers] == \
+        [[getattr(layer, f) for f in fields] for layer in observed.mapping.layers]
+    monkeypatch.setattr(calibrate, "_nothing_to_observe", nothing_to_observe)
+    ran.clear()
+    assert not compile_model(str(corpus.path("float_cnn")), target).graph.meta.get("calibration_unneeded") and ran
+
+
 def _shared_weight_model(path) -> None:
     """x -> QDQ -> MatMul(W0) -> QDQ -> MatMul(W1), W0 = DQ(per-channel int8), W1 = the same weight quantized
     again per tensor: DQ(Q(Identity(W0))), as onnxruntime's quantizer leaves an exporter's deduplicated

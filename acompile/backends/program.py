@@ -137,10 +137,13 @@ def _tensor_json(graph: Graph, name: str) -> dict:
 TARGET_FILE = "target.toml"
 
 
-def write_constants(folder: Path, graph: Graph, stop: threading.Event | None = None) -> dict:
+def write_constants(folder: Path, graph: Graph, mapping: Mapping | None = None,
+                    stop: threading.Event | None = None) -> dict:
     """Write program.npz: every constant the program's operations read, in name order; return its
     listing for program.json (``constants``, ``constants_sha256``).
 
+    The weight of a layer that keeps a quantized model's own scales (``mapping``) is stored as its
+    integers and scales when their product gives it back bit for bit (``numerics.integer_form``).
     Calibration changes none of them, so ``acompile compile`` writes this file while it calibrates.
     Once ``stop`` is set (the compile failed on another thread), stops before the next array.
     """
@@ -150,18 +153,40 @@ def write_constants(folder: Path, graph: Graph, stop: threading.Event | None = N
             constants.update(_attr_arrays(node))
     used = {i for n in graph.nodes for i in n.inputs if i} | set(graph.outputs)   # a constant may be an output
     constants.update((name, graph.constants[name]) for name in graph.constants if name in used)
+    model_scales = {layer.weight: layer.model_quant["weight_scales"] for layer in (mapping.layers if mapping else [])
+                    if layer.model_quant and layer.weight in constants}
+    listing = {}
     npz = folder / "program.npz"
     writer = ArchiveWriter(npz)
     try:
         for i, name in enumerate(sorted(constants)):
             if stop is not None and stop.is_set():
                 raise Cancelled
-            writer.add_array(f"c{i:06d}.npy", _storable(constants[name]))
+            arr, entry = constants[name], f"c{i:06d}.npy"
+            listing[name] = {"entry": entry, "dtype": str(arr.dtype), "shape": list(arr.shape)}
+            form = numerics.integer_form(arr, np.asarray(model_scales[name])) if name in model_scales else None
+            if form is not None:
+                ints, scales, axis = form
+                arr = ints
+                listing[name]["scales"] = {"entry": f"c{i:06d}.scales.npy", "axis": axis}
+                writer.add_array(f"c{i:06d}.scales.npy", scales)
+            writer.add_array(entry, _storable(arr))
     finally:
         writer.close()
-    return {"constants": {name: {"entry": f"c{i:06d}.npy", "dtype": str(constants[name].dtype),
-                                 "shape": list(constants[name].shape)} for i, name in enumerate(sorted(constants))},
-            "constants_sha256": sha256_file(npz)}
+    return {"constants": listing, "constants_sha256": sha256_file(npz)}
+
+
+def _constant(archive: ArchiveReader, meta: dict) -> np.ndarray:
+    """A constant of program.npz as program.json lists it: stored whole, or as integers and scales."""
+    arr = _typed(archive.array(meta["entry"]), meta["dtype"])
+    if "scales" not in meta:
+        return arr
+    scales, axis, dtype = archive.array(meta["scales"]["entry"]), meta["scales"]["axis"], np.dtype(meta["dtype"])
+    if arr.dtype.kind not in "iu" or dtype.kind != "f" or scales.dtype != dtype or scales.ndim != 1 \
+            or axis >= arr.ndim or arr.shape[axis] != scales.size:
+        raise ValueError(f"the integers and scales of a {clean(meta['dtype'], 20)} constant do not fit together "
+                         f"({arr.dtype}{list(arr.shape)}, {scales.dtype}{list(scales.shape)} on axis {axis})")
+    return numerics.scaled(arr, scales, axis, dtype)
 
 
 def _storable(arr: np.ndarray) -> np.ndarray:
@@ -192,7 +217,7 @@ def write_program(folder: Path, compiled, dumps, constants: dict | None = None) 
     from ..target import dumps_toml
     graph, mapping = compiled.graph, compiled.mapping
     if constants is None:
-        constants = write_constants(folder, graph)
+        constants = write_constants(folder, graph, mapping)
     target_text = dumps_toml(compiled.target.data)
     (folder / TARGET_FILE).write_text(target_text)
     ops = []
@@ -322,7 +347,7 @@ def _graph_proto(data: np.ndarray) -> GraphProto:
 
 
 def _build(prog: dict, archive: ArchiveReader):
-    constants = {name: _typed(archive.array(meta["entry"]), meta["dtype"]) for name, meta in prog["constants"].items()}
+    constants = {name: _constant(archive, meta) for name, meta in prog["constants"].items()}
     tensors = {}
     for t in prog["inputs"] + prog["outputs"]:
         tensors[t["name"]] = TensorInfo(t["name"], np.dtype(t["dtype"]) if t["dtype"] else None,

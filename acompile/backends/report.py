@@ -181,6 +181,10 @@ def _md(text: str) -> str:
 
 
 def _calibration_note(graph, options) -> str:
+    if graph.meta.get("calibration_unneeded"):
+        unused = " (the calibration file is not needed)" if options.calibration else ""
+        return ("No calibration run: every analog layer takes the quantized model's own input scale, and the "
+                "ADC range is the worst case" + unused)
     if options.calibration:
         return "input scales and ADC ranges from the calibration file"
     samples = graph.meta.get("default_calibration_samples")

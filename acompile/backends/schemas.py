@@ -40,7 +40,8 @@ OP = {"name": str, "op": str, "domain": str, "opset": Int(1, 1000), "inputs": Se
 PROGRAM = {"format": OneOf("acompile-program"), "version": Int(1, 1), "target": str, "batch": POSITIVE,
            "opset": Int(1, 1000), "seed?": Int(0, 2**63 - 1), "dynamic_batch?": bool, "model?": str, "inputs": Seq(TENSOR),
            "outputs": Seq(TENSOR, min_len=1), "constants_sha256": str, "target_sha256?": str,
-           "constants": Map({"entry": str, "dtype": str, "shape": Seq(SIZE, max_len=64)}),
+           "constants": Map({"entry": str, "dtype": str, "shape": Seq(SIZE, max_len=64),
+                             "scales?": {"entry": str, "axis": Int(0, 63)}}),
            "layers": Seq(LAYER), "ops": Seq(OP, min_len=1)}
 
 BLOCK = {"layer": COUNT, "matrix": COUNT, "row_block": COUNT, "col_block": COUNT, "row_start": COUNT,

@@ -137,7 +137,7 @@ class _Writers:
                                            self.tmp / "device.acdev", state, program_sha, self.stop)
         if "program" in self.emit or "device" in self.emit:
             self.constants = self.pool.submit(self.timings.timed, ["program.npz"], True, write_constants, self.tmp,
-                                              state.graph, self.stop)
+                                              state.graph, state.mapping, self.stop)
 
     def finish(self, compiled, report: dict) -> list[str]:
         """Write the remaining files; wait for the pool's; return every file's name."""

@@ -6,7 +6,8 @@ matrix-vector product checks and needs). The executors themselves live in acompi
 """
 
 from ..lazy import exports
-from .quantise import input_scale, quantize_inputs, quantize_weights, quantize_with_scales, weight_scales
+from .quantise import (input_scale, integer_form, quantize_inputs, quantize_weights, quantize_with_scales, scaled,
+                       weight_scales)
 from .spec import SIGNED_WEIGHT_SCHEMES, AnalogSpec
 
 # what check never reads loads on first use
@@ -16,6 +17,7 @@ __getattr__ = exports(__name__, {"adc_step": "adc", "cycle_weights": "dac", "inp
 
 __all__ = [
     "SIGNED_WEIGHT_SCHEMES", "AnalogSpec", "quantize_weights", "weight_scales", "quantize_with_scales",
-    "input_scale", "quantize_inputs", "cycle_weights", "input_chunks", "EncodedWeights", "Encoded",
+    "input_scale", "quantize_inputs", "integer_form", "scaled", "cycle_weights", "input_chunks", "EncodedWeights",
+    "Encoded",
     "encode_weights", "decode_weights", "NoiseSpec", "program_cells", "adc_step",
 ]

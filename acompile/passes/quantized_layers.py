@@ -118,12 +118,25 @@ def model_scales(state: CompileState) -> None:
         graph.meta["model_quant"] = found
 
 
-def _integers(w: np.ndarray, s: np.ndarray) -> np.ndarray | None:
-    """W / s_w rounded, when W holds whole multiples of its channels' scales (else None)."""
-    q = np.asarray(w, np.float64) / s[:, None]
-    r = np.rint(q)
-    # float32 keeps 24 bits: a 16-bit integer times its scale comes back within |q| * 2^-23 of it
-    return r if q.size == 0 or bool(np.all(np.abs(q - r) <= 1e-3 + np.abs(r) * 2.0 ** -22)) else None
+# matrix elements per pass of _largest_integer: the float64 temporaries stay in the core's cache
+_CHUNK = 1 << 15
+
+
+def _largest_integer(w: np.ndarray, s: np.ndarray) -> float | None:
+    """max |rint(W / s_w)| when W (N, K) holds whole multiples of its channels' scales (else None)."""
+    top = 0.0
+    rows = max(1, _CHUNK // max(1, w.shape[1]))
+    for r in range(0, w.shape[0], rows):
+        q = np.asarray(w[r:r + rows], np.float64) / s[r:r + rows, None]
+        whole = np.rint(q)
+        q -= whole
+        np.abs(q, out=q)
+        np.abs(whole, out=whole)
+        # float32 keeps 24 bits: a 16-bit integer times its scale comes back within |q| * 2^-23 of it
+        if not bool(np.all(q <= 1e-3 + whole * 2.0 ** -22)):
+            return None
+        top = max(top, float(whole.max(initial=0.0)))
+    return top
 
 
 def _use(graph: Graph, layer, rec: dict) -> str | None:
@@ -139,10 +152,10 @@ def _use(graph: Graph, layer, rec: dict) -> str | None:
         return "its weight scales do not match its output channels"
     qmax = (1 << (spec.weight_bits - 1)) - 1
     for g in range(layer.groups):
-        q = _integers(layer_matrix(graph.constants, layer, g), scales[g * n:(g + 1) * n])
-        if q is None:
+        top = _largest_integer(layer_matrix(graph.constants, layer, g), scales[g * n:(g + 1) * n])
+        if top is None:
             return "its weights are no longer whole multiples of the model's scales"
-        if q.size and float(np.max(np.abs(q))) > qmax:
+        if top > qmax:
             return (f"the model's {rec['weight_bits']}-bit weights need more than the target's "
                     f"{spec.weight_bits} weight bits: requantized by acompile")
     quant = {"weight_scales": rec["weight_scales"], "weight_bits": rec["weight_bits"]}
