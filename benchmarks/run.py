@@ -22,7 +22,8 @@ Processes are measured through a small intermediate Python that reports the wall
 (the warm-up run writes it under the temporary folder). Models are built here with seeded
 random weights in a temporary folder (nothing is downloaded or committed): a ResNet-50-sized
 CNN, a VGG-16-sized one, a 784-4096x4-10 MLP and a transformer encoder block (d=512, 8 heads,
-128 tokens).
+128 tokens); the onnx package's light ResNet-50 (opset 9) with its weights materialised; and the
+ResNet-50-sized CNN quantized to int8 QDQ by onnxruntime's own tool (compile and check rows only).
 
     python benchmarks/run.py                 # everything (about 8 minutes on 2 cores)
     python benchmarks/run.py --quick         # small models, fewer runs: a smoke run
@@ -67,7 +68,8 @@ GOALS = {  # figure -> (goal ratio, what the ratio compares)
 SMALL_MODEL_BYTES = 50e6     # up to this file size the peak-RSS goal is an absolute cap, not a ratio
 SMALL_RSS_CAP_BYTES = 150e6
 MODEL_BATCH = 16        # whole-model quantized simulation
-NO_SIM = ("resnet50_zoo",)   # compile/check rows only (old-opset conversion is what that row measures)
+# compile/check rows only: old-opset conversion, and a quantized model's integers, are what those rows measure
+NO_SIM = ("resnet50_zoo", "resnet50_int8")
 TARGET = "isaac"
 BATCH = 64
 SUB_SECOND_RUNS = 5     # medians of at least 5 runs after a warm-up for sub-second figures
@@ -130,6 +132,36 @@ def zoo_resnet50():
     return light_model("resnet50")
 
 
+def int8_resnet50(folder: Path):
+    """The ResNet-50 row's model quantized as users quantize theirs, by onnxruntime's own tool: BatchNorm
+    folded (quant_pre_process), then static QDQ, int8 weights per output channel and uint8 activations
+    calibrated on two seeded samples."""
+    import numpy as np
+    import onnx
+    from onnxruntime import quantization as q
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from tests import models as zoo
+
+    float_path, folded = folder / "resnet50_float_for_int8.onnx", folder / "resnet50_folded.onnx"
+    onnx.save(zoo.resnet50_like(check=False), str(float_path))
+    quant_pre_process(str(float_path), str(folded), skip_symbolic_shape=True)
+    samples = iter([{"input": np.random.default_rng(i).standard_normal((1, 3, 224, 224)).astype(np.float32)}
+                    for i in range(2)])
+
+    class Samples(q.CalibrationDataReader):
+        def get_next(self):
+            return next(samples, None)
+
+    out = folder / "resnet50_int8_quantized.onnx"
+    q.quantize_static(str(folded), str(out), Samples(), quant_format=q.QuantFormat.QDQ, per_channel=True,
+                      activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8)
+    float_path.unlink()
+    folded.unlink()
+    model = onnx.load(str(out))
+    out.unlink()
+    return model
+
+
 def build_models(folder: Path, quick: bool, wanted, dynamic: bool) -> dict[str, tuple[Path, Path]]:
     """name -> (the model as built, a dynamic-batch copy for batch-64 simulation)."""
     import onnx
@@ -148,6 +180,7 @@ def build_models(folder: Path, quick: bool, wanted, dynamic: bool) -> dict[str, 
             "mlp": lambda: zoo.big_mlp(check=False),
             "transformer": lambda: zoo.transformer_block(d=512, heads=8, seq=128),
             "resnet50_zoo": zoo_resnet50,
+            "resnet50_int8": lambda: int8_resnet50(folder),
         }
     paths = {}
     for name, build in builders.items():
@@ -652,7 +685,7 @@ def main(argv=None) -> int:
     ap.add_argument("--only", action="append", default=[], metavar="NAME",
                     help="only this figure (compile, check, compile_rss, device_size, output_size, sim_ideal, "
                          "sim_model, sim_quantized, sim_noisy, sim_lossless) or model (resnet50, vgg16, mlp, "
-                         "transformer, layer; --quick: cnn, mlp, "
+                         "transformer, resnet50_zoo, resnet50_int8, layer; --quick: cnn, mlp, "
                          "transformer, layer); repeatable")
     ap.add_argument("--runs", type=int, help="timed runs per figure after the warm-up (default: 5; 3 for the "
                                              "multi-second figures of the large models)")
