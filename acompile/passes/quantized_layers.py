@@ -118,22 +118,26 @@ def model_scales(state: CompileState) -> None:
         graph.meta["model_quant"] = found
 
 
-# matrix elements per pass of _largest_integer: the float64 temporaries stay in the core's cache
+# matrix elements per pass of _largest_integer: its temporaries stay in the core's cache
 _CHUNK = 1 << 15
+_ULPS = np.float32(2.0 ** -22)
 
 
 def _largest_integer(w: np.ndarray, s: np.ndarray) -> float | None:
-    """max |rint(W / s_w)| when W (N, K) holds whole multiples of its channels' scales (else None)."""
+    """max |rint(W / s_w)| when W (N, K) holds whole multiples of its channels' scales (else None).
+
+    In float32, as the weights were made: W = q·s rounded once, and W / s rounded once more, comes back
+    within |q|·2^-23 of q (a 16-bit integer included), inside the tolerance |q|·2^-22 + 1e-3."""
     top = 0.0
+    s32 = s.astype(np.float32)
     rows = max(1, _CHUNK // max(1, w.shape[1]))
     for r in range(0, w.shape[0], rows):
-        q = np.asarray(w[r:r + rows], np.float64) / s[r:r + rows, None]
+        q = np.divide(w[r:r + rows], s32[r:r + rows, None], dtype=np.float32)
         whole = np.rint(q)
         q -= whole
         np.abs(q, out=q)
         np.abs(whole, out=whole)
-        # float32 keeps 24 bits: a 16-bit integer times its scale comes back within |q| * 2^-23 of it
-        if not bool(np.all(q <= 1e-3 + whole * 2.0 ** -22)):
+        if not bool(np.all(q <= 1e-3 + whole * _ULPS)):
             return None
         top = max(top, float(whole.max(initial=0.0)))
     return top
