@@ -109,7 +109,35 @@ def local_functions():
                         functions=[dense, block], ir_version=8)
 
 
+def _sparse(dense: np.ndarray, name: str, coordinates: bool) -> onnx.SparseTensorProto:
+    where = np.nonzero(dense.reshape(-1))[0]
+    idx = np.stack(np.unravel_index(where, dense.shape), axis=1) if coordinates else where
+    return h.make_sparse_tensor(nh.from_array(dense.reshape(-1)[where], name), nh.from_array(idx.astype(np.int64)),
+                                list(dense.shape))
+
+
+SPARSE_W1 = np.where(_f32(6, 5) > 0.8, _f32(6, 5), 0).astype(np.float32)
+SPARSE_W2 = np.where(_f32(5, 3) > 0.5, _f32(5, 3), 0).astype(np.float32)
+
+
+def sparse_tensors():
+    """A weight as a graph's sparse initializer (linear indices), another as a Constant's sparse_value
+    (one row of coordinates per value)."""
+    m = _model([h.make_node("MatMul", ["x", "W1"], ["a"]),
+                h.make_node("Constant", [], ["W2"], sparse_value=_sparse(SPARSE_W2, "W2", coordinates=True)),
+                h.make_node("MatMul", ["a", "W2"], ["y"])], [_vi("x", [2, 6])], [_vi("y", [2, 3])], [])
+    m.graph.sparse_initializer.append(_sparse(SPARSE_W1, "W1", coordinates=False))
+    return m
+
+
+def output_listed_twice():
+    return _model([h.make_node("Gemm", ["x", "W"], ["y"])], [_vi("x", [2, 6])], [_vi("y", [2, 4]), _vi("y", [2, 4])],
+                  [nh.from_array(_f32(6, 4), "W")])
+
+
 MODELS = {
+    "sparse_tensors": (sparse_tensors, {"x": _f32(2, 6)}),
+    "output_listed_twice": (output_listed_twice, {"x": _f32(2, 6)}),
     "nonfinite_attributes": (nonfinite_attributes, {"x": _f32(3, 4)}),
     "constant_outputs": (constant_outputs, {"x": _f32(2, 6)}),
     "sequence_between_layers": (sequence_between_layers, {"x": _f32(2, 6)}),
@@ -139,6 +167,29 @@ def test_maps_and_simulates_as_onnxruntime_runs_it(name, tmp_path):
     for output, c in comparison.items():
         assert c.get("relative_error", 0) < 1e-5 and c.get("equal_fraction", 1) == 1, (output, c)
     assert set(np.load(tmp_path / "r.npz")) == set(comparison)
+
+
+def test_sparse_weights_map_as_their_dense_tensors(tmp_path):
+    from acompile import compile_model, load_target
+    path = tmp_path / "sparse.onnx"
+    onnx.save(sparse_tensors(), str(path))
+    compiled = compile_model(str(path), load_target("isaac"))
+    assert len(compiled.mapping.layers) == 2
+    weights = sorted((compiled.graph.constants[layer.weight] for layer in compiled.mapping.layers), key=np.size)
+    np.testing.assert_array_equal(sorted(w.size for w in weights), [15, 30])
+    assert {tuple(np.sort(w.reshape(-1))) for w in weights} == \
+        {tuple(np.sort(SPARSE_W1.reshape(-1))), tuple(np.sort(SPARSE_W2.reshape(-1)))}
+
+
+@pytest.mark.parametrize("indices, dims, said", [([0, 99], [6, 5], "malformed"), ([0, 1], [1 << 31, 1 << 30], "dense")])
+def test_a_sparse_tensor_that_cannot_be_dense_is_refused(tmp_path, indices, dims, said):
+    m = sparse_tensors()
+    del m.graph.sparse_initializer[:]
+    m.graph.sparse_initializer.append(h.make_sparse_tensor(nh.from_array(np.ones(2, np.float32), "W1"),
+                                                           nh.from_array(np.array(indices, np.int64)), dims))
+    onnx.save(m, str(tmp_path / "bad.onnx"))
+    code, out, err = cli("check", str(tmp_path / "bad.onnx"), "--target", "isaac")
+    assert code == 2 and said in out + err and "Traceback" not in out + err, out + err
 
 
 def test_a_node_the_opset_converter_refuses_is_named(tmp_path):

@@ -16,6 +16,7 @@ from ..onnx_core import ModelProto, from_array
 from .external import resolve_external_data
 from .normalise import ai_onnx_opset, check_raw_sizes, normalise
 from .protobuf import read_model_lean
+from .sparse import densify
 from .to_ir import to_ir
 
 def load_model(path: str | os.PathLike, *, batch: int = 1, bind: dict | None = None,
@@ -43,6 +44,7 @@ def _load(model: ModelProto, batch: int, bind: dict | None, limits: Limits, wher
     if bind:
         bind_inputs(model, bind, where)
     check_raw_sizes(model, where, limits)
+    densify(model, where, limits)
     written_opset = ai_onnx_opset(model, where)
     skel, heavy, batch_shapes = normalise(model, where, batch=batch, limits=limits, stripped=frozenset(mapped),
                                           input_shapes=input_shapes)

@@ -89,9 +89,8 @@ def to_ir(model: ModelProto, where: str, limits: Limits, heavy: dict[str, Tensor
         nodes.append(to_node(n, name, domains))
         if is_control_flow(nodes[-1]):
             attach_outer(nodes[-1], domains)
-    outputs = [o.name for o in g.output]
-    if len(set(outputs)) != len(outputs):
-        raise InvalidModelError("duplicate graph output names", where=where)
+    # a value listed twice as an output (onnxruntime returns it twice) is one output, by name
+    outputs = list(dict.fromkeys(o.name for o in g.output))
     mapped = mapped or {}
     for name, t in heavy.items():
         constants[name] = mapped[name] if name in mapped else initializer_array(t, where)
