@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -36,11 +37,20 @@ MAX_VALUES_PER_LAYER = 1 << 20     # values kept per layer for percentiles
 MAX_ADC_VECTORS = 1024             # vectors per matrix used to calibrate the ADC
 
 
-def load_arrays(path: str | Path, input_names: list[str], what: str = "input") -> dict[str, np.ndarray]:
+def load_arrays(path: str | Path, input_names: list[str], what: str = "input",
+                weights: Collection[str] = ()) -> dict[str, np.ndarray]:
     """Read an .npz keyed by input name, or an .npy for a single-input model (``input_names`` empty: any
-    names); calibration data must be non-empty and finite."""
+    names); calibration data must be non-empty and finite. ``weights``: graph inputs the model also stores
+    as initializers, which a feed cannot replace (their stored values are compiled)."""
     where = clean(str(path))
-    data = read_arrays(path, what, names=set(input_names) if input_names else None)
+    data = read_arrays(path, what, names=set(input_names) | set(weights) if input_names else None)
+    fed = sorted(set(data) & set(weights)) if isinstance(data, dict) else []
+    if fed:
+        raise InvalidDataError(f"the {what} file holds {clean(fed[0])!r}, a graph input the model also stores as an "
+                               f"initializer: acompile compiles the stored value onto the crossbars, so a feed "
+                               f"cannot replace it", where=where,
+                               hint="leave it out of the file, or remove its initializer from the model and fix it "
+                                    "with --bind")
     if isinstance(data, np.ndarray):
         if len(input_names) != 1:
             raise InvalidDataError(f"an .npy {what} file fits a single-input model; this model has inputs "

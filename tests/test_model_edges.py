@@ -192,6 +192,24 @@ def test_a_sparse_tensor_that_cannot_be_dense_is_refused(tmp_path, indices, dims
     assert code == 2 and said in out + err and "Traceback" not in out + err, out + err
 
 
+def test_a_weight_the_model_lets_a_feed_replace_is_compiled_and_cannot_be_fed(tmp_path):
+    """IR 4 on, a graph input with an initializer is a default a feed may replace (onnxruntime allows it);
+    acompile programs the stored value: run without it matches onnxruntime, a feed of it is refused by name."""
+    m = _model([h.make_node("MatMul", ["x", "W"], ["y"])], [_vi("x", [2, 6]), _vi("W", [6, 4])], [_vi("y", [2, 4])],
+               [nh.from_array(_f32(6, 4), "W")])
+    onnx.save(m, str(tmp_path / "m.onnx"))
+    np.savez(tmp_path / "x.npz", x=_f32(2, 6))
+    np.savez(tmp_path / "xw.npz", x=_f32(2, 6), W=_f32(6, 4))
+    code, out, err = cli("run", str(tmp_path / "m.onnx"), "--target", "isaac", "--input", str(tmp_path / "x.npz"),
+                         "--format", "json")
+    assert code == 0 and json.loads(out)["comparison"]["y"]["relative_error"] < 1e-5, err
+    for command in (["run", str(tmp_path / "m.onnx"), "--input", str(tmp_path / "xw.npz")],
+                    ["compile", str(tmp_path / "m.onnx"), "--calibration", str(tmp_path / "xw.npz"), "-o",
+                     str(tmp_path / "out")]):
+        code, out, err = cli(*command, "--target", "isaac")
+        assert code == 2 and "holds 'W', a graph input the model also stores as an initializer" in err, err
+
+
 def test_a_node_the_opset_converter_refuses_is_named(tmp_path):
     """BatchNormalization-7 with spatial=0 has no opset-17 form: exit 1 naming the node, in check and compile."""
     inits = [nh.from_array(_f32(3, 3, 1, 1), "W")] + [nh.from_array(np.abs(_f32(3, 2, 2)) + .5, k)

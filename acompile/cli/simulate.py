@@ -210,10 +210,11 @@ def run_simulate(args) -> int:
 def run_run(args) -> int:
     with tempfile.TemporaryDirectory(prefix="acompile-run-") as tmp:
         args.output = str(Path(tmp) / "out")
+        from ..calibrate import load_arrays
+        from ..frontend.input_shapes import data_shapes, fed_weights, model_inputs
+        feeds = load_arrays(args.input, model_inputs(args.model), weights=fed_weights(args.model))
         if not args.input_shape:     # dynamic input dimensions take the sizes of the data run
-            from ..calibrate import load_arrays
-            from ..frontend.input_shapes import data_shapes, model_inputs
-            args.data_shapes = data_shapes(args.model, load_arrays(args.input, model_inputs(args.model)), whole=True)
+            args.data_shapes = data_shapes(args.model, feeds, whole=True)
         quiet = args.quiet
         args.quiet = True
         compile_to(args, Path(args.output), {"program", "device"})

@@ -17,6 +17,15 @@ def model_inputs(model_path) -> list[str]:
     return list(input_dims(model_path))
 
 
+def fed_weights(model_path) -> list[str]:
+    """Graph inputs that also have an initializer: ONNX (IR 4 on) lets a feed replace such a value, and
+    acompile compiles the stored one onto the crossbars."""
+    from .protobuf import read_model_lean
+    m, _ = read_model_lean(model_path, Limits.from_env())
+    inits = {t.name for t in m.graph.initializer}
+    return [i.name for i in m.graph.input if i.name in inits]
+
+
 def input_dims(model_path) -> dict[str, list | None]:
     """Graph inputs (not initializers) -> stored dims (int, or None where dynamic: symbolic, -1 or 0)."""
     m = read_model_proto(model_path, Limits.from_env())
