@@ -588,7 +588,8 @@ def model_cases() -> list[Case]:
         Case("cycle", _cycle, BAD, r"cycle|topolog|checker"),
         Case("dangling_input", _dangling, BAD, r"nowhere|checker"),
         Case("dangling_output", _dangling_output, BAD, r"not_produced|output|checker"),
-        Case("duplicate_output_names", _duplicate_outputs, BAD, r"duplicate|output|checker"),
+        # a value listed twice as an output: onnxruntime returns it twice, acompile once, by name
+        Case("duplicate_output_names", _duplicate_outputs, OK, r""),
         Case("duplicate_producers", _duplicate_producers, BAD, r"output|checker|SSA|more than once"),
         Case("opset_99", _with(mlp_model, _set_opset(99)), BAD, r"opset 99"),
         Case("opset_1", _with(mlp_model, _set_opset(1)), REFUSED, r"opset"),
