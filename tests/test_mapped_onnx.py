@@ -113,3 +113,22 @@ def test_the_report_says_no_layer_needed_calibration():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     report = build_report(compile_model(model, load_target("isaac")))
     assert report["calibration_note"] == "No calibration data given, and no analog layer needs it"
+
+
+@pytest.mark.parametrize("rows", [4, 32])      # under and over SMALL_CONSTANT elements
+@pytest.mark.parametrize("with_weights", [False, True])
+def test_a_weight_that_is_also_a_graph_output_stays_in_it(rows, with_weights):
+    from onnx import TensorProto, helper, numpy_helper
+    w = np.random.default_rng(0).standard_normal((rows, 4)).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, rows])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4]),
+                               helper.make_tensor_value_info("W", TensorProto.FLOAT, [rows, 4])],
+                              [numpy_helper.from_array(w, "W")])
+    c = compile_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), load_target("isaac"))
+    m = mapped_model(c, build_report(c), with_weights)
+    onnx.checker.check_model(m)
+    assert [o.name for o in m.graph.output] == ["y", "W"]
+    stored = {t.name for t in m.graph.initializer}
+    assert ("W" in stored) == (with_weights or w.size <= SMALL_CONSTANT)
+    assert ("W" in {i.name for i in m.graph.input}) == ("W" not in stored)

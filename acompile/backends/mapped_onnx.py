@@ -114,6 +114,7 @@ def mapped_model(compiled, report: dict, with_weights: bool = False) -> ModelPro
                 domains.setdefault(node.domain, node.opset or 1)
         nodes.append(proto)
         used += [i for i in list(proto.input) + node.meta.get("outer", []) if i and i not in used]
+    used += [o for o in graph.outputs if o not in used]     # a constant that is also a graph output
     inits, weight_inputs = [], []
     for name in used:
         if not graph.is_constant(name):
