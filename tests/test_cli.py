@@ -123,7 +123,12 @@ def test_inspect_ops_and_targets(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["compile", str(SAMPLES / "cnn.onnx"), "-t", "hermes", "-o", str(out), "-q"]) == 0
     assert main(["inspect", str(out / "device.acdev")]) == 0
-    assert "crossbars" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "crossbars" in text
+    assert main(["inspect", str(out)]) == 0     # the OUT folder names its device file
+    assert capsys.readouterr().out == text
+    assert main(["inspect", str(tmp_path)]) == 2     # a folder without one is still refused
+    capsys.readouterr()
     assert main(["ops"]) == 0
     assert "Conv" in capsys.readouterr().out
     assert main(["targets", "list"]) == 0
