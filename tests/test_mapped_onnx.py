@@ -132,3 +132,19 @@ def test_a_weight_that_is_also_a_graph_output_stays_in_it(rows, with_weights):
     stored = {t.name for t in m.graph.initializer}
     assert ("W" in stored) == (with_weights or w.size <= SMALL_CONSTANT)
     assert ("W" in {i.name for i in m.graph.input}) == ("W" not in stored)
+
+
+def test_a_constant_a_node_reads_twice_is_stored_once():
+    """An exporter's Slice(x, one, end, one): the same initializer as starts and axes (torch's dynamo export)."""
+    from onnx import TensorProto, helper, numpy_helper
+    w = np.random.default_rng(1).standard_normal((8, 4)).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["m"]),
+                               helper.make_node("Slice", ["m", "one", "end", "one"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])],
+                              [numpy_helper.from_array(w, "W"), numpy_helper.from_array(np.array([1]), "one"),
+                               numpy_helper.from_array(np.array([3]), "end")])
+    c = compile_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), load_target("isaac"))
+    m = mapped_model(c, build_report(c))
+    onnx.checker.check_model(m)
+    assert [t.name for t in m.graph.initializer].count("one") == 1

@@ -113,7 +113,7 @@ def mapped_model(compiled, report: dict, with_weights: bool = False) -> ModelPro
             if node.domain:
                 domains.setdefault(node.domain, node.opset or 1)
         nodes.append(proto)
-        used += [i for i in list(proto.input) + node.meta.get("outer", []) if i and i not in used]
+        used += [i for i in dict.fromkeys(list(proto.input) + node.meta.get("outer", [])) if i and i not in used]
     used += [o for o in graph.outputs if o not in used]     # a constant that is also a graph output
     inits, weight_inputs = [], []
     for name in used:
