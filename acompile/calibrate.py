@@ -33,6 +33,11 @@ from .passes.base import CompileState, compile_pass
 from .safe_read import read_arrays
 
 DEFAULT_SAMPLES = 8
+# What the default data puts in boolean and integer inputs, tried in turn until every analog layer sees a
+# finite input: true and 0 first (an attention mask that attends everywhere, token 0); then false and 1
+# (torch's key_padding_mask, where true masks a position out, and lengths or counts that 0 would make
+# 0/0); then the other two pairings. Float inputs are the same seeded normal draws each time.
+DEFAULT_FILLS = ((True, 0), (False, 1), (True, 1), (False, 0))
 MAX_VALUES_PER_LAYER = 1 << 20     # values kept per layer for percentiles
 MAX_ADC_VECTORS = 1024             # vectors per matrix used to calibrate the ADC
 
@@ -66,7 +71,10 @@ def load_arrays(path: str | Path, input_names: list[str], what: str = "input",
     return data
 
 
-def default_data(graph: Graph, batch: int, seed: int, limits: Limits) -> dict[str, np.ndarray]:
+def default_data(graph: Graph, batch: int, seed: int, limits: Limits,
+                 fill: tuple[bool, int] = DEFAULT_FILLS[0]) -> dict[str, np.ndarray]:
+    """One batch of seeded standard-normal samples per float input (DEFAULT_SAMPLES for a dynamic batch),
+    ``fill`` = (boolean value, integer value) in the others."""
     rng = np.random.default_rng(seed)
     data = {}
     for name in graph.inputs:
@@ -81,10 +89,8 @@ def default_data(graph: Graph, batch: int, seed: int, limits: Limits) -> dict[st
                              f"{byte_size(nbytes)}", hint="pass --calibration DATA, or raise ACOMPILE_MAX_TENSOR_MB")
         if dtype.kind == "f":
             data[name] = rng.standard_normal(shape, dtype=np.float32).astype(dtype, copy=False)
-        elif dtype.kind == "b":         # masks: all true (attend to every position), not all masked out
-            data[name] = np.ones(shape, dtype)
         else:
-            data[name] = np.zeros(shape, dtype)
+            data[name] = np.full(shape, fill[0] if dtype.kind == "b" else fill[1], dtype)
     return data
 
 
@@ -185,39 +191,20 @@ def calibrate(state: CompileState) -> None:
 
     seed, data = options.seed, options.calibration
     user_data = data is not None
-    if data is None:
-        data = default_data(graph, options.batch, seed, options.limits)
-        # what the report says it calibrated on: the samples of the first input that has a batch dimension
-        graph.meta["default_calibration_samples"] = next((int(a.shape[0]) for a in data.values() if a.ndim), 1)
     percentile = target.precision.input_percentile
-    recorder = _Recorder(seed, keep_values=percentile < 100, keep_vectors=calibrated_adc, finite_only=not user_data)
+
+    def observe(data: dict) -> _Recorder:
+        recorder = _Recorder(seed, keep_values=percentile < 100, keep_vectors=calibrated_adc,
+                             finite_only=not user_data)
+        _run(state, Simulator(view, mapping, weights, mode="ideal", capture=recorder), recorder, last, data)
+        return recorder
+
     weights = WeightsFromGraph(graph, mapping)
     view, last = _calibration_view(graph, defer=not user_data)
-    try:
-        with np.errstate(over="ignore", invalid="ignore"):     # a non-finite range is reported below, by layer
-            seen = Simulator(view, mapping, weights, mode="ideal", capture=recorder).run(data)
-        for node in last:       # the chains left out: their inputs, recorded in program order
-            recorder.record(mapping.layers[node.meta["layer"]], seen[node.inputs[0]])
-    except AcompileError as e:
-        cannot_run = {p.node for p in state.problems if p.category in ("unsupported_op", "unsupported_input")}
-        unrunnable = [n for n in graph.nodes if n.name in cannot_run]
-        if all(layer.index in recorder.maxima for layer in mapping.layers) and options.allow_unsupported:
-            pass    # every layer was seen; what failed comes after them (an op --allow-unsupported let through)
-        elif unrunnable:
-            # no data gets past such a node, so the layers after it have no input range
-            names = ", ".join(f"{clean(n.name)!r} ({n.domain + '.' if n.domain else ''}{n.op_type})"
-                              for n in unrunnable[:3]) + (f" and {len(unrunnable) - 3} more" if len(unrunnable) > 3 else "")
-            raise UnsupportedError(f"calibration cannot run through the node(s) --allow-unsupported let through "
-                                   f"({names}), and analog layers come after them", where=graph.source,
-                                   hint="'acompile check' estimates the cost without calibrating")
-        elif isinstance(e, InvalidDataError):
-            raise InvalidDataError(f"calibration data does not fit the model: {e.one_line()}")
-        elif user_data:
-            raise
-        else:
-            raise InvalidDataError(f"the default calibration inputs (random normal floats, zero integers, true booleans) cannot "
-                                   f"run through this model: {e.one_line()}",
-                                   hint="pass --calibration DATA with real inputs")
+    if user_data:
+        recorder = observe(data)
+    else:
+        recorder = _observe_default(state, observe)
     for layer in mapping.layers:
         spec = layer.spec
         if percentile >= 100:
@@ -228,8 +215,10 @@ def calibrate(state: CompileState) -> None:
         if layer.index in recorder.nonfinite and rng_abs == 0.0:
             rng_abs = math.nan  # not one finite input: the model itself overflows
         if not np.isfinite(rng_abs):
+            tried = " (with 0 and 1 in its integer inputs, true and false in its boolean ones)" \
+                if graph.meta.get("default_calibration_fills_tried", 1) > 1 else ""
             raise InvalidDataError(f"the inputs of analog layer {clean(layer.name)!r} reach {rng_abs} on the "
-                                   f"{options.calibration_name} calibration data: the model overflows float32 "
+                                   f"{options.calibration_name} calibration data{tried}: the model overflows float32 "
                                    f"(or computes NaN) before it", where=graph.source,
                                    hint="check the model's weights, or pass --calibration DATA with real inputs")
         if _own_input_scale(layer):
@@ -240,6 +229,71 @@ def calibrate(state: CompileState) -> None:
         layer.adc_full_scale = float(spec.worst_case_full_scale) \
             if not calibrated_adc else _adc_range(layer, weights, recorder, target.adc.percentile)
     graph.meta["calibration_nonfinite"] = [clean(mapping.layers[i].name) for i in sorted(recorder.nonfinite)]
+
+
+def _run(state: CompileState, simulator, recorder: "_Recorder", last: list, data: dict) -> None:
+    """Run the calibration view over ``data`` into ``recorder``; say in one line why it cannot run."""
+    graph, mapping, options = state.graph, state.mapping, state.options
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):     # a non-finite range is reported by layer
+            seen = simulator.run(data)
+        for node in last:       # the chains left out: their inputs, recorded in program order
+            recorder.record(mapping.layers[node.meta["layer"]], seen[node.inputs[0]])
+    except AcompileError as e:
+        cannot_run = {p.node for p in state.problems if p.category in ("unsupported_op", "unsupported_input")}
+        unrunnable = [n for n in graph.nodes if n.name in cannot_run]
+        if all(layer.index in recorder.maxima for layer in mapping.layers) and options.allow_unsupported:
+            return  # every layer was seen; what failed comes after them (an op --allow-unsupported let through)
+        if unrunnable:
+            # no data gets past such a node, so the layers after it have no input range
+            names = ", ".join(f"{clean(n.name)!r} ({n.domain + '.' if n.domain else ''}{n.op_type})"
+                              for n in unrunnable[:3]) + (f" and {len(unrunnable) - 3} more" if len(unrunnable) > 3 else "")
+            raise UnsupportedError(f"calibration cannot run through the node(s) --allow-unsupported let through "
+                                   f"({names}), and analog layers come after them", where=graph.source,
+                                   hint="'acompile check' estimates the cost without calibrating")
+        if isinstance(e, InvalidDataError):
+            raise InvalidDataError(f"calibration data does not fit the model: {e.one_line()}")
+        if options.calibration is not None:
+            raise
+        raise InvalidDataError(f"the default calibration inputs (random normal floats; {_fill_text(DEFAULT_FILLS[0])}) "
+                               f"cannot run through this model: {e.one_line()}",
+                               hint="pass --calibration DATA with real inputs")
+
+
+def _observe_default(state: CompileState, observe) -> "_Recorder":
+    """The recorder of the first default data (DEFAULT_FILLS) under which every analog layer sees a finite
+    input; when none does, that of the first (whose NaN the caller reports). The fills differ only for a
+    model with boolean or integer inputs."""
+    graph, options = state.graph, state.options
+    kinds = {(graph.tensors[n].dtype or np.dtype(np.float32)).kind for n in graph.inputs}
+    fills = DEFAULT_FILLS if kinds - {"f"} else DEFAULT_FILLS[:1]
+    first, failure = None, None
+    for fill in fills:
+        data = default_data(graph, options.batch, options.seed, options.limits, fill)
+        try:
+            recorder = observe(data)
+        except InvalidDataError as e:
+            failure = failure or e
+            continue
+        first = first or recorder
+        blind = [layer for layer in state.mapping.layers
+                 if layer.index in recorder.nonfinite and recorder.maxima.get(layer.index, 0.0) == 0.0]
+        if not blind:
+            first = recorder
+            if fill != DEFAULT_FILLS[0]:
+                graph.meta["default_calibration_fill"] = _fill_text(fill)
+            break
+    if first is None:
+        raise failure
+    graph.meta["default_calibration_fills_tried"] = len(fills) if "default_calibration_fill" not in graph.meta \
+        and blind else 1
+    # what the report says it calibrated on: the samples of the first input that has a batch dimension
+    graph.meta["default_calibration_samples"] = next((int(a.shape[0]) for a in data.values() if a.ndim), 1)
+    return first
+
+
+def _fill_text(fill: tuple[bool, int]) -> str:
+    return f"{str(fill[0]).lower()} in boolean inputs and {fill[1]} in integer ones"
 
 
 def _nothing_to_observe(mapping, calibrated_adc: bool) -> bool:

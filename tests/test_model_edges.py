@@ -266,6 +266,51 @@ def test_the_default_calibration_attends_to_every_position(tmp_path):
     assert code == 0 and "NaN" not in out + err, out + err
 
 
+def _masked_then_divided(mask_true_ignores: bool, divide: bool):
+    """MatMul -> a boolean mask (true attends, or, as torch's key_padding_mask, true masks out) -> Softmax,
+    optionally divided by an integer count, -> MatMul."""
+    nodes = [h.make_node("MatMul", ["x", "W"], ["s"]),
+             h.make_node("Where", ["mask", "ninf", "s"] if mask_true_ignores else ["mask", "s", "ninf"], ["m"]),
+             h.make_node("Softmax", ["m"], ["p"], axis=-1)]
+    inputs = [_vi("x", [2, 8]), _vi("mask", [2, 8], T.BOOL)]
+    if divide:      # p * n / n: 0/0 when the count is 0
+        nodes += [h.make_node("Cast", ["n"], ["nf"], to=T.FLOAT), h.make_node("Mul", ["p", "nf"], ["pn"]),
+                  h.make_node("Div", ["pn", "nf"], ["q"])]
+        inputs.append(_vi("n", [2, 1], T.INT64))
+    nodes.append(h.make_node("MatMul", ["q" if divide else "p", "V"], ["y"]))
+    return _model(nodes, inputs, [_vi("y", [2, 4])], [nh.from_array(_f32(8, 8), "W"), nh.from_array(_f32(8, 4), "V"),
+                                                       nh.from_array(np.array(-np.inf, np.float32), "ninf")])
+
+
+@pytest.mark.parametrize("true_ignores, divide, fill", [(True, False, "false in boolean inputs and 1 in integer ones"),
+                                                        (False, True, "true in boolean inputs and 1 in integer ones"),
+                                                        (True, True, "false in boolean inputs and 1 in integer ones"),
+                                                        (False, False, None)])
+def test_the_default_calibration_finds_inputs_every_layer_can_read(true_ignores, divide, fill):
+    """When true booleans and zero integers leave an analog layer nothing finite to read (a torch-style
+    padding mask that masks every position, a count of 0 that divides), the next defaults are tried, and
+    the report names the ones used."""
+    from acompile import compile_model, load_target
+    from acompile.backends.report import build_report
+    compiled = compile_model(_masked_then_divided(true_ignores, divide), load_target("isaac"))
+    assert all(np.isfinite(layer.input_range) and layer.input_range > 0 for layer in compiled.mapping.layers)
+    assert compiled.graph.meta.get("default_calibration_fill") == fill
+    note = build_report(compiled)["calibration_note"]
+    assert (fill in note) if fill else "sees a finite input" not in note
+
+
+def test_no_default_that_reaches_a_layer_is_said_so(tmp_path):
+    m = _masked_then_divided(True, False)
+    m.graph.node.insert(3, h.make_node("Sqrt", ["neg"], ["nan"]))          # NaN whatever the mask holds
+    m.graph.node.insert(3, h.make_node("Neg", ["one"], ["neg"]))
+    m.graph.node[-1].input[0] = "pnan"
+    m.graph.node.insert(len(m.graph.node) - 1, h.make_node("Add", ["p", "nan"], ["pnan"]))
+    m.graph.initializer.append(nh.from_array(np.array(1.0, np.float32), "one"))
+    onnx.save(m, str(tmp_path / "nan.onnx"))
+    code, out, err = cli("compile", str(tmp_path / "nan.onnx"), "--target", "isaac", "-o", str(tmp_path / "out"))
+    assert code == 2 and "true and false in its boolean ones" in err and "Traceback" not in err, err
+
+
 def _sequence_input_then_linear():
     """A model input that is a sequence of tensors, whose first item feeds a dense layer."""
     seq = h.make_tensor_sequence_value_info("s", T.FLOAT, [2, 8])

@@ -190,8 +190,10 @@ def _calibration_note(graph, options) -> str:
     samples = graph.meta.get("default_calibration_samples")
     if samples is None:     # nothing calibrated: no analog layer
         return "No calibration data given, and no analog layer needs it"
+    fill = graph.meta.get("default_calibration_fill")
+    fill = f"; {fill}, the first defaults under which every analog layer sees a finite input" if fill else ""
     return (f"No calibration data given: input scales come from {count(samples, 'seeded standard-normal sample')} "
-            f"per input (pass --calibration DATA for real activations)")
+            f"per input{fill} (pass --calibration DATA for real activations)")
 
 
 def write_report(report: dict, folder: Path, dumps) -> list[str]:
