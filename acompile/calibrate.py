@@ -6,7 +6,8 @@ records each analog layer's input vectors, and sets ``s_x`` from a percentile of
 full scale from a percentile of the column currents the quantised inputs
 produce (``adc.percentile``). Without user data, a documented default is used:
 one batch of seeded standard-normal samples per float input (8 samples for a model
-with a dynamic batch; zeros for integer inputs).
+with a dynamic batch), true booleans and zero integers, or the next of ``DEFAULT_FILLS``
+while some analog layer sees no finite input.
 Only what the layers' inputs need is run: nothing after the last analog layer, and
 with the default data not the last layers whose outputs no other layer reads (their
 inputs are recorded after the run, in program order): the same activations, hence the
