@@ -285,3 +285,32 @@ def test_a_float_bias_is_compared_against_the_model_as_written(tmp_path):
                           "--format", "json")
     assert code == 0, err
     assert json.loads(out)["comparison"]["y"]["relative_error"] < 1e-6
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("k, block", [(64, 32), (70, 16)])
+def test_matmul_nbits_maps_onto_crossbars_as_onnxruntime_computes_it(tmp_path, symmetric, k, block):
+    """com.microsoft MatMulNBits (onnxruntime's 4-bit weight quantizer, as LLM exports ship it): its
+    weights dequantized per block, a MatMul on crossbars, ideal mode equal to onnxruntime to float
+    rounding; K not a multiple of the block and packed zero points included."""
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+    rng = np.random.default_rng(k + block)
+    nodes = [helper.make_node("MatMul", ["x", "W1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["r", "W2"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 16])],
+                              [numpy_helper.from_array(rng.standard_normal((k, 48)).astype(np.float32), "W1"),
+                               numpy_helper.from_array(rng.standard_normal((48, 16)).astype(np.float32), "W2")])
+    quantizer = MatMulNBitsQuantizer(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+                                     block_size=block, is_symmetric=symmetric)
+    quantizer.process()
+    model = str(tmp_path / "nbits.onnx")
+    quantizer.model.save_model_to_file(model)
+    assert [n.op_type for n in onnx.load(model).graph.node].count("MatMulNBits") == 2
+    np.save(tmp_path / "x.npy", rng.standard_normal((4, k)).astype(np.float32))
+    code, out, err = _cli("check", model, "--target", "isaac", "--format", "json")
+    assert code == 0 and "MatMulNBits" not in out, out + err
+    code, out, err = _cli("run", model, "--target", "isaac", "--input", str(tmp_path / "x.npy"), "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["comparison"]["y"]["relative_error"] < 1e-5

@@ -7,6 +7,9 @@ DynamicQuantizeLinear, whose scale and zero point change per batch) become a flo
 cast integer input x_q with the weights w_q - zp_w, less the zero point's term
 zp_x * (sum of the weights each output reads) and cast back to int32: the product maps onto
 crossbars streaming x_q as is, and the scales stay digital, where the model applies them.
+com.microsoft MatMulNBits (2-, 4- or 8-bit weights packed along K with one scale, and zero point, per block
+of K: LLM exports) becomes a MatMul by its dequantized float weights: blocked scales are not per output
+channel, so acompile quantizes that layer itself, as it does a blocked QDQ weight.
 """
 
 from __future__ import annotations
@@ -138,6 +141,44 @@ def _zero_point_term(graph: Graph, node: Node, wv: np.ndarray, attrs: dict, conv
     return np.asarray(run_node("Conv", attrs, [ones, wv], 1, graph.opset, where=node.describe())[0], np.float32)
 
 
+def _nbits(graph: Graph, node: Node) -> list[Node] | None:
+    """MatMulNBits with constant float32 weights, scales and zero points -> MatMul(A, W) (+ bias), W the
+    (K, N) float32 weights ((q - zp) * scale per block, as onnxruntime dequantizes them). Left to
+    onnxruntime when it computes in lower precision (accuracy_level above 1) or reorders K (g_idx)."""
+    a, b, scales, zp, g_idx, bias = (list(node.inputs) + [""] * 6)[:6]
+    attrs = node.attrs
+    bits, block, k, n = (int(attrs.get(key, 4 if key == "bits" else 0)) for key in ("bits", "block_size", "K", "N"))
+    sv, bv, zv = _c(graph, scales), _c(graph, b), _c(graph, zp) if zp else None
+    if bits not in (2, 4, 8) or block < 16 or k < 1 or n < 1 or int(attrs.get("accuracy_level", 0)) > 1 or g_idx \
+            or bv is None or sv is None or sv.dtype != np.float32 or (zp and zv is None) or (bias and _c(graph, bias) is None):
+        return None
+    blocks = -(-k // block)
+    if bv.size != n * blocks * block * bits // 8 or sv.size != n * blocks:
+        return None
+    q = _unpack(bv.reshape(n, -1), bits)[:, :blocks * block].reshape(n, blocks, block)
+    if zv is None:
+        zero = np.full((n, blocks), 1 << (bits - 1), np.float32)
+    elif zv.dtype == np.uint8:
+        zero = _unpack(zv.reshape(n, -1), bits)[:, :blocks].astype(np.float32)
+    else:
+        zero = np.asarray(zv, np.float32).reshape(n, blocks)
+    w = (q.astype(np.float32) - zero[:, :, None]) * sv.reshape(n, blocks, 1)
+    weight = graph.add_constant(f"{b}_float", np.ascontiguousarray(w.reshape(n, -1)[:, :k].T))
+    y = node.outputs[0]
+    out = [Node(name=node.name, op_type="MatMul", inputs=[a, weight], outputs=[_float(graph, f"{y}_mm", y) if bias else y],
+                attrs={}, domain="", opset=graph.opset)]
+    if bias:
+        out.append(new_node(graph, "Add", [out[0].outputs[0], bias], [y]))
+    return out
+
+
+def _unpack(packed: np.ndarray, bits: int) -> np.ndarray:
+    """Rows of bytes holding 8 / bits unsigned fields each, lowest bits first, as one uint8 per field."""
+    per = 8 // bits
+    fields = [(packed >> (bits * i)) & ((1 << bits) - 1) for i in range(per)]
+    return np.stack(fields, axis=-1).reshape(packed.shape[0], -1) if per > 1 else packed
+
+
 def expand_qoperators(graph: Graph) -> list[str]:
     """Rewrite the graph's QOperator and integer ops in place; the names of the integer ones rewritten."""
     done, nodes = [], []
@@ -147,6 +188,8 @@ def expand_qoperators(graph: Graph) -> list[str]:
         if node.op_type in ("QLinearConv", "QLinearMatMul") and node.domain in ("", "ai.onnx") \
                 or node.op_type == "QGemm" and node.domain == MS:
             new = _qlinear(graph, node, producer)
+        elif node.op_type == "MatMulNBits" and node.domain == MS:
+            new = _nbits(graph, node)
         elif node.op_type in ("MatMulInteger", "ConvInteger") and node.domain in ("", "ai.onnx"):
             new = _integer(graph, node)
             if new is not None:
