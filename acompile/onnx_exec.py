@@ -135,7 +135,15 @@ def _type(x) -> int | tuple[str, int]:
     return np_dtype_to_tensor_dtype(np.asarray(x).dtype)
 
 
+def _shaped_type(x) -> int | tuple:
+    """:func:`_type` of a tensor with its shape: ("shape", element type, dims)."""
+    t = _type(x)
+    return t if isinstance(t, tuple) else ("shape", t, tuple(np.shape(x)))
+
+
 def _value_info(name: str, t) -> ValueInfoProto:
+    if isinstance(t, tuple) and t[0] == "shape":
+        return make_tensor_value_info(name, t[1], list(t[2]))
     if isinstance(t, tuple):
         return make_tensor_sequence_value_info(name, t[1], None)
     return make_tensor_value_info(name, t, None)
@@ -345,8 +353,16 @@ def run_node(op_type: str, attrs: dict[str, Any], inputs: Sequence[np.ndarray | 
             return _run_scoped(op_type, attrs, list(inputs), n_outputs, opset, attr_types, list(outer), opsets)
         in_types = tuple(None if x is None else _type(x) for x in inputs)
         # Most digital ops (Relu, Add, ...) have no attributes: skip the JSON that keys the session cache.
-        sess = _session(op_type, domain, int(opset), _freeze(attrs) if attrs else "{}",
-                        json.dumps(attr_types, sort_keys=True) if attr_types else "{}", in_types, n_outputs)
+        key = (op_type, domain, int(opset), _freeze(attrs) if attrs else "{}",
+               json.dumps(attr_types, sort_keys=True) if attr_types else "{}")
+        try:
+            sess = _session(*key, in_types, n_outputs)
+        except Exception as e:
+            if interruption(e) is not None:
+                raise
+            # an operator whose shape inference needs its inputs' shapes (com.microsoft MatMulNBits' bias):
+            # declared with the shapes of these values, in a session of their own
+            sess = _session(*key, tuple(None if x is None else _shaped_type(x) for x in inputs), n_outputs)
         feeds = {f"in{i}": _feed(x) for i, x in enumerate(inputs) if x is not None}
         return _typed_outputs(sess, sess.run(None, feeds))
     except Exception as e:

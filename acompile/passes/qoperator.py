@@ -149,8 +149,9 @@ def _nbits(graph: Graph, node: Node) -> list[Node] | None:
     attrs = node.attrs
     bits, block, k, n = (int(attrs.get(key, 4 if key == "bits" else 0)) for key in ("bits", "block_size", "K", "N"))
     sv, bv, zv = _c(graph, scales), _c(graph, b), _c(graph, zp) if zp else None
-    if bits not in (2, 4, 8) or block < 16 or k < 1 or n < 1 or int(attrs.get("accuracy_level", 0)) > 1 or g_idx \
-            or bv is None or sv is None or sv.dtype != np.float32 or (zp and zv is None) or (bias and _c(graph, bias) is None):
+    if bits not in (2, 4, 8) or block < 16 or k < 1 or n < 1 or int(attrs.get("accuracy_level", 0)) > 1 or g_idx:
+        return None
+    if bv is None or sv is None or sv.dtype != np.float32 or (zp and zv is None) or (bias and _c(graph, bias) is None):
         return None
     blocks = -(-k // block)
     if bv.size != n * blocks * block * bits // 8 or sv.size != n * blocks:
@@ -165,8 +166,9 @@ def _nbits(graph: Graph, node: Node) -> list[Node] | None:
     w = (q.astype(np.float32) - zero[:, :, None]) * sv.reshape(n, blocks, 1)
     weight = graph.add_constant(f"{b}_float", np.ascontiguousarray(w.reshape(n, -1)[:, :k].T))
     y = node.outputs[0]
-    out = [Node(name=node.name, op_type="MatMul", inputs=[a, weight], outputs=[_float(graph, f"{y}_mm", y) if bias else y],
-                attrs={}, domain="", opset=graph.opset)]
+    product = _float(graph, f"{y}_mm", y) if bias else y
+    out = [Node(name=node.name, op_type="MatMul", inputs=[a, weight], outputs=[product], attrs={}, domain="",
+                opset=graph.opset)]
     if bias:
         out.append(new_node(graph, "Add", [out[0].outputs[0], bias], [y]))
     return out
