@@ -142,16 +142,18 @@ def _zero_point_term(graph: Graph, node: Node, wv: np.ndarray, attrs: dict, conv
 
 
 def _nbits(graph: Graph, node: Node) -> list[Node] | None:
-    """MatMulNBits with constant float32 weights, scales and zero points -> MatMul(A, W) (+ bias), W the
-    (K, N) float32 weights ((q - zp) * scale per block, as onnxruntime dequantizes them). Left to
-    onnxruntime when it computes in lower precision (accuracy_level above 1) or reorders K (g_idx)."""
+    """MatMulNBits with constant weights, scales and zero points -> MatMul(A, W) (+ bias), W the (K, N)
+    weights ((q - zp) * scale per block, as onnxruntime dequantizes them) in the scales' type (float32
+    or float16). Left to onnxruntime when it computes in lower precision (accuracy_level above 1) or
+    reorders K (g_idx)."""
     a, b, scales, zp, g_idx, bias = (list(node.inputs) + [""] * 6)[:6]
     attrs = node.attrs
     bits, block, k, n = (int(attrs.get(key, 4 if key == "bits" else 0)) for key in ("bits", "block_size", "K", "N"))
     sv, bv, zv = _c(graph, scales), _c(graph, b), _c(graph, zp) if zp else None
     if bits not in (2, 4, 8) or block < 16 or k < 1 or n < 1 or int(attrs.get("accuracy_level", 0)) > 1 or g_idx:
         return None
-    if bv is None or sv is None or sv.dtype != np.float32 or (zp and zv is None) or (bias and _c(graph, bias) is None):
+    if bv is None or sv is None or sv.dtype not in (np.float32, np.float16) or (zp and zv is None) \
+            or (bias and _c(graph, bias) is None):
         return None
     blocks = -(-k // block)
     if bv.size != n * blocks * block * bits // 8 or sv.size != n * blocks:
@@ -163,8 +165,10 @@ def _nbits(graph: Graph, node: Node) -> list[Node] | None:
         zero = _unpack(zv.reshape(n, -1), bits)[:, :blocks].astype(np.float32)
     else:
         zero = np.asarray(zv, np.float32).reshape(n, blocks)
-    w = (q.astype(np.float32) - zero[:, :, None]) * sv.reshape(n, blocks, 1)
-    weight = graph.add_constant(f"{b}_float", np.ascontiguousarray(w.reshape(n, -1)[:, :k].T))
+    # in float32, then the scales' type: (q - zp) times a float16 scale is exact in float32, so a float16
+    # weight is rounded once, as a float16 product would be
+    w = (q.astype(np.float32) - zero[:, :, None]) * sv.reshape(n, blocks, 1).astype(np.float32)
+    weight = graph.add_constant(f"{b}_float", np.ascontiguousarray(w.reshape(n, -1)[:, :k].T.astype(sv.dtype)))
     y = node.outputs[0]
     product = _float(graph, f"{y}_mm", y) if bias else y
     out = [Node(name=node.name, op_type="MatMul", inputs=[a, weight], outputs=[product], attrs={}, domain="",
