@@ -248,7 +248,8 @@ def _run(state: CompileState, simulator, recorder: "_Recorder", last: list, data
         if unrunnable:
             # no data gets past such a node, so the layers after it have no input range
             names = ", ".join(f"{clean(n.name)!r} ({n.domain + '.' if n.domain else ''}{n.op_type})"
-                              for n in unrunnable[:3]) + (f" and {len(unrunnable) - 3} more" if len(unrunnable) > 3 else "")
+                              for n in unrunnable[:3])
+            names += f" and {len(unrunnable) - 3} more" if len(unrunnable) > 3 else ""
             raise UnsupportedError(f"calibration cannot run through the node(s) --allow-unsupported let through "
                                    f"({names}), and analog layers come after them", where=graph.source,
                                    hint="'acompile check' estimates the cost without calibrating")

@@ -316,54 +316,41 @@ def test_matmul_nbits_maps_onto_crossbars_as_onnxruntime_computes_it(tmp_path, s
     assert json.loads(out)["comparison"]["y"]["relative_error"] < 1e-5
 
 
-def test_an_operator_whose_shape_inference_needs_input_shapes_runs_digitally(tmp_path):
-    """A MatMulNBits that computes in int8 (accuracy_level 4) stays with onnxruntime, whose shape inference
-    wants its bias's shape: the one-operator session declares its inputs' shapes when the plain one fails."""
+def _nbits_model(path, rng, k: int, n: int, block: int, **attrs) -> None:
+    """One hand-packed float16 MatMulNBits (4-bit weights, A [3, k]), a float16 bias when ``bias=True``."""
     from onnx import TensorProto, helper, numpy_helper
-    rng = np.random.default_rng(3)
-    k, n, block = 64, 24, 32
-    q = rng.integers(0, 16, (n, k)).astype(np.uint8)
-    inits = [numpy_helper.from_array((q[:, 0::2] | q[:, 1::2] << 4).astype(np.uint8).reshape(n, k // block, block // 2),
-                                     "B"),
-             numpy_helper.from_array(rng.uniform(0.01, 0.05, n * k // block).astype(np.float16), "S"),
-             numpy_helper.from_array(rng.standard_normal(n).astype(np.float16), "bias")]
-    node = helper.make_node("MatMulNBits", ["A", "B", "S", "", "", "bias"], ["y"], domain="com.microsoft", K=k, N=n,
-                            bits=4, block_size=block, accuracy_level=4)
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("A", TensorProto.FLOAT16, [3, k])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [3, n])], inits)
-    model = str(tmp_path / "nbits16.onnx")
-    imports = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
-    onnx.save(helper.make_model(graph, opset_imports=imports), model)
-    np.save(tmp_path / "a.npy", rng.standard_normal((3, k)).astype(np.float16))
-    code, out, _ = _cli("check", model, "--target", "isaac")
-    assert code == 0 and "MatMulNBits" in out
-    code, out, err = _cli("run", model, "--target", "isaac", "--input", str(tmp_path / "a.npy"), "--format", "json")
-    assert code == 0, err
-    # onnxruntime's model session quantizes A to int8 here (accuracy_level 4, prepacked weights), while the
-    # one-operator session, given the weights as inputs, computes in float: 0.4 % apart, as the same model
-    # at accuracy_level 0 and 4 are in onnxruntime itself
-    assert json.loads(out)["comparison"]["y"]["relative_error"] < 1e-2
-
-
-def test_a_float16_matmul_nbits_maps_too(tmp_path):
-    """float16 scales give float16 weights (each rounded once): ideal mode within float16's rounding."""
-    from onnx import TensorProto, helper, numpy_helper
-    rng = np.random.default_rng(4)
-    k, n, block = 64, 24, 32
+    bias = attrs.pop("bias", False)
     q = rng.integers(0, 16, (n, k)).astype(np.uint8)
     inits = [numpy_helper.from_array((q[:, 0::2] | q[:, 1::2] << 4).astype(np.uint8).reshape(n, k // block, block // 2),
                                      "B"),
              numpy_helper.from_array(rng.uniform(0.01, 0.05, n * k // block).astype(np.float16), "S")]
-    node = helper.make_node("MatMulNBits", ["A", "B", "S"], ["y"], domain="com.microsoft", K=k, N=n, bits=4,
-                            block_size=block)
+    inputs = ["A", "B", "S"]
+    if bias:
+        inits.append(numpy_helper.from_array(rng.standard_normal(n).astype(np.float16), "bias"))
+        inputs += ["", "", "bias"]
+    node = helper.make_node("MatMulNBits", inputs, ["y"], domain="com.microsoft", K=k, N=n, bits=4, block_size=block,
+                            **attrs)
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("A", TensorProto.FLOAT16, [3, k])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [3, n])], inits)
-    model = str(tmp_path / "nbits16.onnx")
     imports = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
-    onnx.save(helper.make_model(graph, opset_imports=imports), model)
-    np.save(tmp_path / "a.npy", rng.standard_normal((3, k)).astype(np.float16))
-    code, out, _ = _cli("check", model, "--target", "isaac")
-    assert code == 0 and "MatMulNBits" not in out
-    code, out, err = _cli("run", model, "--target", "isaac", "--input", str(tmp_path / "a.npy"), "--format", "json")
+    onnx.save(helper.make_model(graph, opset_imports=imports), str(path))
+
+
+@pytest.mark.parametrize("attrs, digital, tolerance", [
+    # computes in int8 (accuracy_level 4): stays with onnxruntime, whose shape inference wants the bias's shape,
+    # so the one-operator session declares its inputs' shapes when the plain one fails. onnxruntime's model
+    # session quantizes A to int8 there (prepacked weights), the one-operator session, given the weights as
+    # inputs, computes in float: 0.4 % apart, as the same model at accuracy_level 0 and 4 are in onnxruntime
+    ({"accuracy_level": 4, "bias": True}, True, 1e-2),
+    # float16 scales give float16 weights (each rounded once): on crossbars, within float16's rounding
+    ({}, False, 1e-3)])
+def test_a_float16_matmul_nbits_runs(tmp_path, attrs, digital, tolerance):
+    rng = np.random.default_rng(4)
+    model = tmp_path / "nbits16.onnx"
+    _nbits_model(model, rng, 64, 24, 32, **attrs)
+    np.save(tmp_path / "a.npy", rng.standard_normal((3, 64)).astype(np.float16))
+    code, out, _ = _cli("check", str(model), "--target", "isaac")
+    assert code == 0 and ("MatMulNBits" in out) == digital
+    code, out, err = _cli("run", str(model), "--target", "isaac", "--input", str(tmp_path / "a.npy"), "--format", "json")
     assert code == 0, err
-    assert json.loads(out)["comparison"]["y"]["relative_error"] < 1e-3
+    assert json.loads(out)["comparison"]["y"]["relative_error"] < tolerance
