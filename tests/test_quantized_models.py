@@ -351,6 +351,7 @@ def test_a_float16_matmul_nbits_runs(tmp_path, attrs, digital, tolerance):
     np.save(tmp_path / "a.npy", rng.standard_normal((3, 64)).astype(np.float16))
     code, out, _ = _cli("check", str(model), "--target", "isaac")
     assert code == 0 and ("MatMulNBits" in out) == digital
-    code, out, err = _cli("run", str(model), "--target", "isaac", "--input", str(tmp_path / "a.npy"), "--format", "json")
+    code, out, err = _cli("run", str(model), "--target", "isaac", "--input", str(tmp_path / "a.npy"),
+                          "--format", "json")
     assert code == 0, err
     assert json.loads(out)["comparison"]["y"]["relative_error"] < tolerance
