@@ -135,6 +135,10 @@ class _Recorder:
         else:
             self(layer, to_vectors(x, layer.op_type, geo, layer.groups))
 
+    def blind(self, i: int) -> bool:
+        """Whether layer ``i`` saw no finite input at all (only NaN or infinities)."""
+        return i in self.nonfinite and self.maxima.get(i, 0.0) == 0.0
+
     def _peak(self, i: int, v: np.ndarray) -> np.ndarray | None:
         """Fold max|v| into the layer's maximum. With non-finite values left out, return where v is
         finite when it is not everywhere (else None)."""
@@ -277,18 +281,16 @@ def _observe_default(state: CompileState, observe) -> "_Recorder":
         except InvalidDataError as e:
             failure = failure or e
             continue
-        first = first or recorder
-        blind = [layer for layer in state.mapping.layers
-                 if layer.index in recorder.nonfinite and recorder.maxima.get(layer.index, 0.0) == 0.0]
-        if not blind:
-            first = recorder
+        if not any(recorder.blind(layer.index) for layer in state.mapping.layers):
             if fill != DEFAULT_FILLS[0]:
                 graph.meta["default_calibration_fill"] = _fill_text(fill)
+            first = recorder
             break
-    if first is None:
-        raise failure
-    graph.meta["default_calibration_fills_tried"] = len(fills) if "default_calibration_fill" not in graph.meta \
-        and blind else 1
+        first = first or recorder
+    else:
+        if first is None:
+            raise failure
+        graph.meta["default_calibration_fills_tried"] = len(fills)    # none reached every layer
     # what the report says it calibrated on: the samples of the first input that has a batch dimension
     graph.meta["default_calibration_samples"] = next((int(a.shape[0]) for a in data.values() if a.ndim), 1)
     return first

@@ -14,7 +14,8 @@ import pytest
 
 import models
 from acompile import numerics
-from acompile.backends.archive import ArchiveReader, pack_levels
+from acompile.backends.archive import ArchiveReader
+from acompile.numerics.encoding import pack_levels
 from acompile.backends.cells import _magnitudes
 from acompile.backends.device import Cancelled, DeviceReader, write_device
 from acompile.backends.program import write_program

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import numerics
-from .archive import pack_levels
+from ..numerics.encoding import pack_levels
 
 
 def stripe_cells(task) -> tuple[list, list[int], list, np.ndarray | None]:

@@ -39,7 +39,8 @@ from ..mapping import BrokenMapping, Mapping, layer_matrix
 from ..numerics.encoding import Encoded
 from ..safe_read import check_schema
 from ..units import count, decimal
-from .archive import ArchiveReader, ArchiveWriter, packed_size, unpack_levels
+from ..numerics.encoding import packed_size, unpack_levels
+from .archive import ArchiveReader, ArchiveWriter
 from .cells import stripe_cells
 from .schemas import HEADER
 

@@ -82,14 +82,14 @@ def compile_to(args, out: Path, emit: set[str]):
     from ..calibrate import load_arrays
     from ..compiler import compile_model
     from ..files import atomic_folder, check_replaceable
-    from ..frontend.input_shapes import fed_weights, model_inputs
+    from ..frontend.input_shapes import model_inputs
     from ..target import apply_overrides, load_target, parse_settings
     from .timing import Timings, process_wall_s
     target = apply_overrides(load_target(args.target), parse_settings(getattr(args, "set", None)))
     calibration, cal_name = None, "default"
     if getattr(args, "calibration", None):
-        calibration = load_arrays(args.calibration, model_inputs(args.model), what="calibration",
-                                  weights=fed_weights(args.model))
+        inputs, weights = model_inputs(args.model)
+        calibration = load_arrays(args.calibration, inputs, what="calibration", weights=weights)
         cal_name = clean(Path(args.calibration).name)
     options = _options(args, calibration, cal_name)
     check_replaceable(out)      # refused before the work; checked again when OUT is replaced

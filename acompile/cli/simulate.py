@@ -211,8 +211,9 @@ def run_run(args) -> int:
     with tempfile.TemporaryDirectory(prefix="acompile-run-") as tmp:
         args.output = str(Path(tmp) / "out")
         from ..calibrate import load_arrays
-        from ..frontend.input_shapes import data_shapes, fed_weights, model_inputs
-        feeds = load_arrays(args.input, model_inputs(args.model), weights=fed_weights(args.model))
+        from ..frontend.input_shapes import data_shapes, model_inputs
+        inputs, weights = model_inputs(args.model)
+        feeds = load_arrays(args.input, inputs, weights=weights)
         if not args.input_shape:     # dynamic input dimensions take the sizes of the data run
             args.data_shapes = data_shapes(args.model, feeds, whole=True)
         quiet = args.quiet

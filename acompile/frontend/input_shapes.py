@@ -12,18 +12,13 @@ from ..limits import Limits
 from .protobuf import read_model_proto
 
 
-def model_inputs(model_path) -> list[str]:
-    """Graph input names (not initializers) of a model, read cheaply for --calibration .npy files."""
-    return list(input_dims(model_path))
-
-
-def fed_weights(model_path) -> list[str]:
-    """Graph inputs that also have an initializer: ONNX (IR 4 on) lets a feed replace such a value, and
-    acompile compiles the stored one onto the crossbars."""
-    from .protobuf import read_model_lean
-    m, _ = read_model_lean(model_path, Limits.from_env())
+def model_inputs(model_path) -> tuple[list[str], list[str]]:
+    """(graph inputs that take data, graph inputs the model also stores as initializers), from one read:
+    ONNX (IR 4 on) lets a feed replace the second kind, and acompile compiles their stored values."""
+    m = read_model_proto(model_path, Limits.from_env())
     inits = {t.name for t in m.graph.initializer}
-    return [i.name for i in m.graph.input if i.name in inits]
+    inputs = [i.name for i in m.graph.input]
+    return [n for n in inputs if n not in inits], [n for n in inputs if n in inits]
 
 
 def input_dims(model_path) -> dict[str, list | None]:

@@ -233,3 +233,43 @@ class Encoded:
     """One matrix as programmed: cell levels, column maps and per-channel weight scales."""
     enc: EncodedWeights
     weight_scale: np.ndarray
+
+
+def pack_levels(levels: np.ndarray, bits: int) -> bytes:
+    """Pack unsigned values below 2^bits, ``bits`` bits each, little-endian bit order."""
+    flat = np.ascontiguousarray(levels, dtype=np.uint8).reshape(-1)
+    if bits == 8:
+        return flat.tobytes()
+    if 8 % bits == 0:
+        per = 8 // bits
+        pad = (-flat.size) % per
+        if pad:
+            flat = np.concatenate([flat, np.zeros(pad, np.uint8)])
+        groups = flat.reshape(-1, per).astype(np.uint8)
+        out = np.zeros(groups.shape[0], np.uint8)
+        for i in range(per):        # a handful of shifts, each over the whole array
+            out |= groups[:, i] << np.uint8(i * bits)
+        return out.tobytes()
+    bitplanes = np.unpackbits(flat[:, None], axis=1, count=8, bitorder="little")[:, :bits]
+    return np.packbits(bitplanes.reshape(-1), bitorder="little").tobytes()
+
+
+def unpack_levels(data, bits: int, count: int) -> np.ndarray:
+    """The first ``count`` values :func:`pack_levels` packed into ``data`` (bytes, or a uint8 array), as uint8."""
+    raw = np.frombuffer(data, dtype=np.uint8)
+    if bits == 8:
+        return raw[:count].copy()
+    if 8 % bits == 0:
+        per = 8 // bits
+        mask = np.uint8((1 << bits) - 1)
+        out = np.empty((raw.size, per), np.uint8)
+        for i in range(per):
+            out[:, i] = (raw >> np.uint8(i * bits)) & mask
+        return out.reshape(-1)[:count]
+    planes = np.unpackbits(raw, bitorder="little")[: count * bits].reshape(count, bits)
+    return np.packbits(planes, axis=1, bitorder="little").reshape(-1)
+
+
+def packed_size(count: int, bits: int) -> int:
+    """Bytes that :func:`pack_levels` gives for ``count`` values of ``bits`` bits."""
+    return (count * bits + 7) // 8

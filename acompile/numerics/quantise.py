@@ -122,32 +122,31 @@ def integer_form(w: np.ndarray, scales: np.ndarray) -> tuple[np.ndarray, np.ndar
         return None
     s = np.asarray(scales).astype(w.dtype).reshape(-1)
     for axis in (a for a in range(w.ndim) if w.shape[a] == s.size):
-        for kind in (np.int8, np.int16):
-            ints = _exact_integers(w, s, axis, np.dtype(kind))
-            if isinstance(ints, np.ndarray):
-                return ints, s, axis
-            if ints != "wider":
-                break
+        found = _exact_integers(w, s, axis)
+        if found is not None:
+            ints, low, high = found
+            return (ints.astype(np.int8) if -128 <= low and high <= 127 else ints), s, axis
     return None
 
 
-def _exact_integers(w: np.ndarray, s: np.ndarray, axis: int, kind: np.dtype):
-    """The integers of :func:`integer_form` as ``kind``; "wider" when some do not fit it, None when w is
-    not their exact product with s. Works through w in slices of its first axis."""
-    bits, info = w.view(f"u{w.dtype.itemsize}"), np.iinfo(kind)
-    ints = np.empty(w.shape, kind)
+def _exact_integers(w: np.ndarray, s: np.ndarray, axis: int) -> tuple[np.ndarray, float, float] | None:
+    """(the int16 integers of :func:`integer_form` on ``axis``, their least and greatest), or None when w
+    is not their exact product with s. Works through w in slices of its first axis."""
+    bits, info = w.view(f"u{w.dtype.itemsize}"), np.iinfo(np.int16)
+    ints = np.empty(w.shape, np.int16)
     shape = [1] * w.ndim
     shape[axis] = s.size
     rows = max(1, _FORM_CHUNK // max(1, w[:1].size))
+    low = high = 0.0
     for r in range(0, w.shape[0], rows):
         sb = s.reshape(shape)[r:r + rows] if axis == 0 else s.reshape(shape)
         with np.errstate(divide="ignore", invalid="ignore"):
             q = np.rint(w[r:r + rows] / sb)
-        if not np.isfinite(q).all():
+        lo, hi = float(q.min()), float(q.max())
+        if not (info.min <= lo and hi <= info.max):      # NaN and infinities fail it too
             return None
-        if q.min() < info.min or q.max() > info.max:
-            return "wider"
+        low, high = min(low, lo), max(high, hi)
         ints[r:r + rows] = q
         if not np.array_equal(scaled(ints[r:r + rows], sb, axis, w.dtype).view(bits.dtype), bits[r:r + rows]):
             return None
-    return ints
+    return ints, low, high

@@ -179,10 +179,9 @@ def _nbits(graph: Graph, node: Node) -> list[Node] | None:
 
 
 def _unpack(packed: np.ndarray, bits: int) -> np.ndarray:
-    """Rows of bytes holding 8 / bits unsigned fields each, lowest bits first, as one uint8 per field."""
-    per = 8 // bits
-    fields = [(packed >> (bits * i)) & ((1 << bits) - 1) for i in range(per)]
-    return np.stack(fields, axis=-1).reshape(packed.shape[0], -1) if per > 1 else packed
+    """Rows of bytes holding 8 / bits unsigned fields each, lowest bits first, as rows of one uint8 per field."""
+    from ..numerics.encoding import unpack_levels     # cell levels' own packing; check never needs it otherwise
+    return unpack_levels(np.ascontiguousarray(packed), bits, packed.size * 8 // bits).reshape(packed.shape[0], -1)
 
 
 def expand_qoperators(graph: Graph) -> list[str]:
