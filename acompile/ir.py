@@ -35,9 +35,11 @@ class Subgraph:
 
 
 class OpaqueAttribute:
-    """Marker for an attribute of a type the IR does not represent (kept by its ONNX type number)."""
-    def __init__(self, kind):
+    """An attribute of a type the IR does not look into (a TypeProto, a list of graphs): its ONNX type
+    number and the serialised AttributeProto, written back as it came."""
+    def __init__(self, kind, proto: bytes = b""):
         self.kind = kind
+        self.proto = proto
 
     def __repr__(self) -> str:
         return f"<attribute type {self.kind}>"

@@ -18,7 +18,7 @@ import numpy as np
 
 from .errors import InvalidModelError, clean
 from .files import interruption
-from .ir import Subgraph
+from .ir import OpaqueAttribute, Subgraph
 from .onnx_core import (AttributeProto, GraphProto, TensorProto, ValueInfoProto, from_array, get_schema,
                         make_attribute, make_empty_tensor_value_info, make_graph, make_model, make_node,
                         make_opsetid, make_tensor_sequence_value_info, make_tensor_value_info,
@@ -34,6 +34,10 @@ def make_attributes(attrs: dict[str, Any], attr_types: dict[str, int] | None = N
         value = attrs[key]
         if isinstance(value, np.ndarray):
             out.append(make_attribute(key, from_array(value)))
+        elif isinstance(value, OpaqueAttribute):
+            proto = AttributeProto.FromString(value.proto)
+            proto.name = key
+            out.append(proto)
         else:
             out.append(make_attribute(key, value, attr_type=types.get(key)))
     return out
@@ -43,6 +47,8 @@ def _freeze(attrs: dict[str, Any]) -> str:
     def enc(v):
         if isinstance(v, np.ndarray):
             return {"__array__": v.tolist(), "dtype": str(v.dtype), "shape": list(v.shape)}
+        if isinstance(v, OpaqueAttribute):
+            return {"__attribute__": v.proto.hex(), "kind": v.kind}
         return v
     return json.dumps({k: enc(v) for k, v in sorted(attrs.items())}, sort_keys=True, default=str)
 
@@ -53,6 +59,8 @@ def _thaw(frozen_attrs: str, attr_types: str) -> tuple[dict[str, Any], dict[str,
     for k, v in list(attrs.items()):
         if isinstance(v, dict) and "__array__" in v:
             attrs[k] = np.array(v["__array__"], dtype=v["dtype"]).reshape(v["shape"])
+        elif isinstance(v, dict) and "__attribute__" in v:
+            attrs[k] = OpaqueAttribute(v["kind"], bytes.fromhex(v["__attribute__"]))
     return attrs, {k: int(v) for k, v in json.loads(attr_types).items()}
 
 
@@ -130,6 +138,8 @@ def _scoped_session(op_type: str, opsets: tuple, bodies: tuple, frozen_attrs: st
 def _type(x) -> int | tuple[str, int]:
     """The ONNX type of a value: a tensor's element type, or ("seq", element type) for a sequence
     (a Python list of arrays, as onnxruntime gives and takes them)."""
+    if isinstance(x, TensorSequence):
+        return ("seq", x.elem_type)
     if isinstance(x, list):
         return ("seq", _type(x[0]) if x else TensorProto.FLOAT)
     return np_dtype_to_tensor_dtype(np.asarray(x).dtype)
@@ -323,11 +333,21 @@ def _float8_outputs(sess) -> tuple:
                  for i, o in enumerate(sess.get_outputs()) if o.type.startswith("tensor(float8"))
 
 
+class TensorSequence(list):
+    """A sequence value as onnxruntime gives it (a list of arrays) with its element type, which an empty
+    one cannot tell by itself (a Loop carrying a list that starts empty needs it)."""
+    elem_type: int = TensorProto.FLOAT
+
+
 def _typed_outputs(sess, values: list) -> list:
-    """Give 8-bit float outputs their type back."""
+    """Give 8-bit float outputs their type back, and sequences their element type."""
     for i, dtype in _float8_outputs(sess):
         if isinstance(values[i], np.ndarray):
             values[i] = values[i].view(dtype)
+    for i, out in enumerate(sess.get_outputs()):
+        if isinstance(values[i], list) and out.type.startswith("seq(tensor("):
+            values[i] = TensorSequence(values[i])
+            values[i].elem_type = TensorProto.DataType.Value(out.type[len("seq(tensor("):-2].upper())
     return values
 
 

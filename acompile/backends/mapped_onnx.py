@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from .._version import __version__
+from ..frontend.control_flow import own_inputs, rename_outer
 from ..ir import DOMAIN, OpaqueAttribute, Subgraph
-from ..onnx_core import (ModelProto, NodeProto, from_array, make_attribute, make_graph, make_model,
-                         make_node, make_opsetid, make_tensor_value_info, np_dtype_to_tensor_dtype,
+from ..onnx_core import (ModelProto, NodeProto, ValueInfoProto, from_array, make_attribute, make_graph,
+                         make_model, make_node, make_opsetid, make_tensor_value_info, np_dtype_to_tensor_dtype,
                          set_model_props)
 from ..onnx_exec import IR_VERSION, make_attributes
 from .program import chain_attrs
@@ -77,11 +78,16 @@ def _analog_node(node, graph, mapping, costs, keep) -> NodeProto:
 
 
 def _digital_node(node) -> NodeProto:
-    attrs = {k: v for k, v in node.attrs.items() if not isinstance(v, (Subgraph, OpaqueAttribute))}
+    attrs = {k: v for k, v in node.attrs.items()
+             if not isinstance(v, Subgraph) and not (isinstance(v, OpaqueAttribute) and not v.proto)}
     bodies = {k: v.graph for k, v in node.attrs.items() if isinstance(v, Subgraph) and v.graph is not None}
     dropped = sorted(set(node.attrs) - set(attrs) - set(bodies))
-    # a control-flow node's sub-graphs read the enclosing values by name: they are not node inputs in ONNX
-    inputs = node.inputs[:len(node.inputs) - len(node.meta.get("outer", ()))]
+    # a control-flow node's sub-graphs read the enclosing values by name: they are not node inputs in ONNX;
+    # a pass that copied the node under new value names (an unrolled loop) renames those reads too
+    inputs = own_inputs(node)
+    rename = {o: a for o, a in zip(node.meta.get("outer", ()), node.inputs[len(inputs):]) if o != a}
+    if rename:
+        bodies = {k: rename_outer(g, rename) for k, g in bodies.items()}
     proto = make_node(node.op_type, inputs, node.outputs, name=node.name, domain=node.domain or None,
                       doc_string=f"attributes not shown: {', '.join(dropped)}" if dropped else "")
     proto.attribute.extend(make_attributes(attrs, node.meta.get("attr_types")))
@@ -90,6 +96,11 @@ def _digital_node(node) -> NodeProto:
 
 
 def _info(graph, name):
+    typed = graph.meta.get("non_tensor_outputs", {}).get(name)
+    if typed is not None:
+        vi = ValueInfoProto(name=name)
+        vi.type.ParseFromString(typed)
+        return vi
     t = graph.tensors.get(name)
     if t is None and graph.is_constant(name):
         value = np.asarray(graph.constants[name])
@@ -113,7 +124,8 @@ def mapped_model(compiled, report: dict, with_weights: bool = False) -> ModelPro
             if node.domain:
                 domains.setdefault(node.domain, node.opset or 1)
         nodes.append(proto)
-        used += [i for i in dict.fromkeys(list(proto.input) + node.meta.get("outer", [])) if i and i not in used]
+        outer = node.inputs[len(own_inputs(node)):]     # what its sub-graphs read, as this graph names it
+        used += [i for i in dict.fromkeys(list(proto.input) + outer) if i and i not in used]
     used += [o for o in graph.outputs if o not in used]     # a constant that is also a graph output
     inits, weight_inputs = [], []
     for name in used:

@@ -24,7 +24,7 @@ from .. import numerics
 from ..errors import AcompileError, InvalidDataError, clean
 from ..ir import DOMAIN, Graph, Node, OpaqueAttribute, Subgraph, TensorInfo
 from ..mapping import AnalogLayer, BrokenMapping, Mapping
-from ..onnx_core import GraphProto
+from ..onnx_core import AttributeProto, GraphProto
 from ..onnx_exec import narrow_dtype
 from ..safe_read import check_schema, parse_json, read_input, sha256_input
 from .archive import ArchiveReader, ArchiveWriter
@@ -86,6 +86,8 @@ def _attr_arrays(node: Node) -> dict[str, np.ndarray]:
             out[_attr_key(node, k)] = v
         elif isinstance(v, Subgraph) and v.graph is not None:
             out[_attr_key(node, k)] = np.frombuffer(v.graph.SerializeToString(deterministic=True), np.uint8)
+        elif isinstance(v, OpaqueAttribute) and v.proto:
+            out[_attr_key(node, k)] = np.frombuffer(v.proto, np.uint8)
     return out
 
 
@@ -96,6 +98,8 @@ def _attr_json(node: Node) -> dict:
             out[k] = {"tensor": _attr_key(node, k)}
         elif isinstance(v, Subgraph) and v.graph is not None:
             out[k] = {"graph": _attr_key(node, k)}
+        elif isinstance(v, OpaqueAttribute) and v.proto:
+            out[k] = {"attribute": _attr_key(node, k), "kind": v.kind}
         elif isinstance(v, (Subgraph, OpaqueAttribute)):
             out[k] = {"unsupported": repr(v)}
         elif isinstance(v, float) and not math.isfinite(v):
@@ -115,6 +119,8 @@ def _attr_value(v, constants: dict):
         return constants[v["tensor"]]
     if "graph" in v:
         return Subgraph(_graph_proto(constants[v["graph"]]))
+    if "attribute" in v:
+        return _opaque(constants[v["attribute"]], v.get("kind"))
     if "float" in v:
         return _float(v["float"])
     if "floats" in v:
@@ -344,6 +350,18 @@ def _graph_proto(data: np.ndarray) -> GraphProto:
         return GraphProto.FromString(np.ascontiguousarray(data, dtype=np.uint8).tobytes())
     except Exception as e:      # protobuf's DecodeError: a damaged body is bad input, not a crash
         raise ValueError(f"a sub-graph attribute cannot be decoded ({type(e).__name__})") from None
+
+
+def _opaque(data: np.ndarray, kind) -> OpaqueAttribute:
+    """An attribute program.npz keeps as its serialised AttributeProto (checked to decode as one)."""
+    proto = np.ascontiguousarray(data, dtype=np.uint8).tobytes()
+    try:
+        decoded = AttributeProto.FromString(proto)
+    except Exception as e:      # protobuf's DecodeError
+        raise ValueError(f"an attribute cannot be decoded ({type(e).__name__})") from None
+    if not isinstance(kind, int) or decoded.type != kind:
+        raise ValueError(f"an attribute of type {decoded.type} is listed as type {clean(str(kind), 20)}")
+    return OpaqueAttribute(kind, proto)
 
 
 def _build(prog: dict, archive: ArchiveReader):

@@ -17,7 +17,7 @@ from ..ir import Graph, Node, Subgraph
 from ..onnx_core import (AttributeProto, GraphProto, ValueInfoProto, from_array, infer_shapes,
                          make_attribute, make_graph, make_model, make_node, make_opsetid,
                          make_tensor_value_info, np_dtype_to_tensor_dtype, tensor_dtype_to_np_dtype)
-from .control_flow import attach_outer, bodies, is_control_flow, iterations, own_inputs
+from .control_flow import attach_outer, bodies, has_bodies, is_control_flow, iterations, own_inputs
 from .normalise import value_info
 from .ops import digital_ops
 from .to_ir import initializer_array, to_node
@@ -214,7 +214,7 @@ def body_ir(graph: Graph, node: Node, body: GraphProto) -> Graph:
     constants.update((t.name, initializer_array(t, graph.source)) for t in body.initializer)
     nodes = [to_node(n, n.name or f"{n.op_type}_{i}", opsets) for i, n in enumerate(body.node)]
     for n in nodes:
-        if is_control_flow(n):
+        if has_bodies(n):
             attach_outer(n, opsets)
     inner = Graph(body.name or "body", nodes, [i.name for i in body.input], [o.name for o in body.output],
                   tensors, constants, opsets.get("", graph.opset), graph.source)

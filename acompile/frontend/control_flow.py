@@ -21,6 +21,12 @@ def is_control_flow(node: Node) -> bool:
     return node.op_type in CONTROL_FLOW and not node.domain
 
 
+def has_bodies(node: Node) -> bool:
+    """Whether the node holds sub-graphs (If, Loop, Scan, SequenceMap, a custom domain's own): they read
+    enclosing values by name."""
+    return any(isinstance(v, Subgraph) for v in node.attrs.values())
+
+
 def bodies(attrs) -> list[GraphProto]:
     return [v.graph for v in attrs.values() if isinstance(v, Subgraph) and v.graph is not None]
 
@@ -67,8 +73,30 @@ def outer_names(body: GraphProto) -> list[str]:
     return found
 
 
+def rename_outer(body: GraphProto, rename: dict[str, str]) -> GraphProto:
+    """A copy of ``body`` whose reads of enclosing values (its own and its nested sub-graphs') use the
+    names in ``rename``: the body of a node a pass copied under new value names."""
+    out = GraphProto()
+    out.CopyFrom(body)
+    free = {x: rename[x] for x in outer_names(body) if x in rename}
+    if free:
+        _rename_reads(out, free)
+    return out
+
+
+def _rename_reads(g: GraphProto, rename: dict[str, str]) -> None:
+    local = {i.name for i in g.input} | {t.name for t in g.initializer} | {o for n in g.node for o in n.output}
+    rename = {k: v for k, v in rename.items() if k not in local}     # a name a graph defines shadows the outer one
+    for n in g.node:
+        n.input[:] = [rename.get(x, x) for x in n.input]
+        for inner in _node_bodies(n):
+            _rename_reads(inner, rename)
+    for o in g.output:
+        o.name = rename.get(o.name, o.name)
+
+
 def attach_outer(node: Node, opsets: dict[str, int]) -> None:
-    """Make the outer-scope values a control-flow node's sub-graphs read extra inputs of the node."""
+    """Make the outer-scope values a node's sub-graphs read extra inputs of the node."""
     names: list[str] = []
     for body in bodies(node.attrs):
         names += [x for x in outer_names(body) if x not in names]

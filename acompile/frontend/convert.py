@@ -19,6 +19,7 @@ def convert(model: ModelProto, version: int, where: str) -> ModelProto:
         declared = {i.name for i in model.graph.input}
         model.graph.input.extend(make_tensor_value_info(t.name, t.data_type, list(t.dims))
                                  for t in model.graph.initializer if t.name not in declared)
+    _refuse_batched_scans(model, version, where)
     legacy = {n.output[0]: n for n in model.graph.node
               if n.output and (n.op_type == "Upsample" or n.op_type == "Resize" and version <= 10)}
     try:
@@ -36,6 +37,21 @@ def convert(model: ModelProto, version: int, where: str) -> ModelProto:
             if mode == b"nearest" and not any(a.name == "nearest_mode" for a in n.attribute):
                 n.attribute.append(make_attribute("nearest_mode", "floor"))
     return converted
+
+
+def _refuse_batched_scans(model: ModelProto, version: int, where: str) -> None:
+    """Scan before opset 9 runs over a batch axis that onnx's converter drops (from the graph's inputs and
+    outputs too), so the converted model takes other shapes: every such Scan is named, exit 1."""
+    if version >= 9:
+        return
+    from .control_flow import walk_nodes
+    from .ops import Problem
+    why = "Scan-8 runs over a batch axis, which onnx's version converter drops; export the model at opset 9 or later"
+    scans = [Problem(clean(n.name or "Scan"), "Scan", "", version, "unsupported_attribute", why)
+             for n in walk_nodes(model.graph) if n.op_type == "Scan" and n.domain in ("", "ai.onnx")]
+    if scans:
+        raise UnsupportedError(f"cannot convert opset {version} to {CANONICAL_OPSET}: "
+                               + "; ".join(p.line() for p in scans), where=where, problems=scans)
 
 
 def _unconvertible(model: ModelProto, version: int) -> list:

@@ -12,7 +12,7 @@ from ..errors import InvalidModelError, clean, first_line
 from ..ir import Graph, Node, OpaqueAttribute, Subgraph, TensorInfo
 from ..limits import Limits
 from ..onnx_core import AttributeProto, ModelProto, NodeProto, TensorProto, to_array
-from .control_flow import attach_outer, is_control_flow
+from .control_flow import attach_outer, has_bodies
 from .normalise import ai_onnx_opset, value_info
 
 def _attr_value(a: AttributeProto):
@@ -36,7 +36,7 @@ def _attr_value(a: AttributeProto):
         return Subgraph(a.g)
     if kind == A.GRAPHS:
         return Subgraph()
-    return OpaqueAttribute(kind)
+    return OpaqueAttribute(kind, a.SerializeToString(deterministic=True))
 
 
 def initializer_array(t: TensorProto, where: str) -> np.ndarray:
@@ -87,7 +87,7 @@ def to_ir(model: ModelProto, where: str, limits: Limits, heavy: dict[str, Tensor
             name = f"{name}_{idx}"
         seen_names.add(name)
         nodes.append(to_node(n, name, domains))
-        if is_control_flow(nodes[-1]):
+        if has_bodies(nodes[-1]):
             attach_outer(nodes[-1], domains)
     # a value listed twice as an output (onnxruntime returns it twice) is one output, by name
     outputs = list(dict.fromkeys(o.name for o in g.output))
@@ -99,6 +99,9 @@ def to_ir(model: ModelProto, where: str, limits: Limits, heavy: dict[str, Tensor
     graph.meta["opsets"] = domains     # for nodes a pass brings in later (an inlined If branch)
     graph.meta["non_tensor_inputs"] = {n: NON_TENSOR_KINDS.get(k, k) for n, k in kinds.items()
                                        if k not in ("tensor_type", None)}
+    # a sequence or optional output keeps its ONNX type for mapped.onnx (the IR describes tensors only)
+    graph.meta["non_tensor_outputs"] = {o.name: o.type.SerializeToString(deterministic=True) for o in g.output
+                                        if o.type.WhichOneof("value") not in ("tensor_type", None)}
     graph.toposort()
     graph.verify()
     return graph

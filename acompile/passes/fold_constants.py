@@ -20,7 +20,10 @@ from .batch_values import at_next_batch, follows_batch, value_of
 
 NON_DETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
                      "Multinomial", "Bernoulli"}
-NEVER_FOLD = NON_DETERMINISTIC | {"If", "Loop", "Scan", "SequenceConstruct", "Dropout"}
+# a sequence or optional is no array: what makes one stays a node (graph.constants holds tensors)
+NON_TENSOR_RESULT = {"SequenceEmpty", "SequenceConstruct", "SequenceInsert", "SequenceErase", "SplitToSequence",
+                     "SequenceMap", "Optional"}
+NEVER_FOLD = NON_DETERMINISTIC | NON_TENSOR_RESULT | {"If", "Loop", "Scan", "Dropout"}
 # Operators whose output size is set by the *values* of their inputs: folded only once it is known.
 SIZE_FROM_VALUES = {"Tile", "Expand", "Range", "Resize", "Upsample", "Pad", "OneHot", "CenterCropPad", "Col2Im",
                     "HannWindow", "HammingWindow", "BlackmanWindow", "MelWeightMatrix", "DFT", "STFT",
@@ -184,7 +187,7 @@ def _check_reshapes(graph: Graph, shapes_given: bool) -> None:
 def _inline_ifs(graph: Graph) -> bool:
     """An If whose condition is a constant becomes the nodes of the branch it takes (analog layers
     in it then map like any other). Branch names that clash with the graph's are renamed."""
-    from ..frontend.control_flow import attach_outer, is_control_flow
+    from ..frontend.control_flow import attach_outer, has_bodies
     from ..frontend.to_ir import initializer_array, to_node
     from ..frontend.normalise import value_info
     inlined = False
@@ -211,7 +214,7 @@ def _inline_ifs(graph: Graph) -> bool:
         new = []
         for i, n in enumerate(body.node):
             inner = to_node(n, graph.unique_name(f"{node.name}/{n.name or n.op_type + str(i)}"), opsets)
-            if is_control_flow(inner):
+            if has_bodies(inner):
                 attach_outer(inner, opsets)
             inner.inputs = [rename.get(x, x) for x in inner.inputs]
             inner.outputs = [rename.get(x, x) for x in inner.outputs]
@@ -315,10 +318,23 @@ def _not_a_value(node: Node) -> bool:
 
 
 def _fold_once(graph: Graph, limits: Limits) -> bool:
-    folded = [node for node in graph.nodes if _fold_node(graph, node, limits)]
+    empty = {o for n in graph.nodes if n.op_type == "Optional" and not n.domain and not any(n.inputs)
+             for o in n.outputs}
+    folded = [node for node in graph.nodes
+              if _fold_node(graph, node, limits) or _has_element(graph, node, empty)]
     if folded:
         graph.remove_nodes(folded)
     return bool(folded)
+
+
+def _has_element(graph: Graph, node: Node, empty: set[str]) -> bool:
+    """Whether ``node`` asks if an optional built without a value (``Optional`` with only its type) has one,
+    now the constant false: the If it steers then folds to the branch it takes."""
+    if node.op_type != "OptionalHasElement" or node.domain or not node.inputs or node.inputs[0] not in empty \
+            or node.outputs[0] in graph.outputs:
+        return False
+    graph.constants[node.outputs[0]] = np.array(False)
+    return True
 
 
 def _fold_node(graph: Graph, node: Node, limits: Limits) -> bool:
@@ -351,6 +367,8 @@ def _fold_node(graph: Graph, node: Node, limits: Limits) -> bool:
         values = run_node(node.op_type, node.attrs, args, len(node.outputs),
                           node.opset if node.domain else graph.opset, domain=node.domain,
                           attr_types=node.meta.get("attr_types"), where=node.describe())
+    if any(o and not isinstance(v, (np.ndarray, np.generic)) for o, v in zip(node.outputs, values)):
+        return False        # a sequence or optional after all (a contrib op's): left to run
     for o, v in zip(node.outputs, values):
         if o:
             graph.constants[o] = np.asarray(v)
