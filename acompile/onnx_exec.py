@@ -278,8 +278,10 @@ def _numpy_op(op_type: str, domain: str, attrs: dict, inputs: Sequence) -> list[
     if op_type == "DequantizeLinear" and domain in QUANTIZE_DOMAINS and inputs and _exotic(inputs[0]):
         zero_point = inputs[2] if len(inputs) > 2 else None
         return [dequantize_linear(inputs[0], inputs[1], zero_point, axis, block, out)]
-    if op_type == "QuantizeLinear" and domain in QUANTIZE_DOMAINS and len(inputs) > 2 and _exotic(inputs[2]):
-        return [quantize_linear(inputs[0], inputs[1], inputs[2], axis, block, out, bool(attrs.get("saturate", 1)))]
+    if op_type == "QuantizeLinear" and domain in QUANTIZE_DOMAINS and (
+            len(inputs) > 2 and _exotic(inputs[2]) or out is not None and narrow_dtype(np.dtype(out))):
+        zero_point = inputs[2] if len(inputs) > 2 else None
+        return [quantize_linear(inputs[0], inputs[1], zero_point, axis, block, out, bool(attrs.get("saturate", 1)))]
     if op_type in ("Cast", "CastLike") and domain in ("", "ai.onnx") and ("to" in attrs or len(inputs) > 1):
         x = np.asarray(inputs[0])
         to = np.asarray(inputs[1]).dtype if op_type == "CastLike" else \
@@ -363,7 +365,9 @@ def run_node(op_type: str, attrs: dict[str, Any], inputs: Sequence[np.ndarray | 
     """
     try:
         exotic = any(map(_exotic, inputs))
-        values = _numpy_op(op_type, domain, attrs, inputs) if op_type in ("Cast", "CastLike") or exotic else None
+        numpy_first = exotic or op_type in ("Cast", "CastLike") or (op_type == "QuantizeLinear"
+                                                                       and "output_dtype" in attrs)
+        values = _numpy_op(op_type, domain, attrs, inputs) if numpy_first else None
         if values is None and exotic and op_type in MOVES_BITS and domain in ("", "ai.onnx") and outer is None:
             values = _storage_run(op_type, attrs, inputs, lambda args: run_node(
                 op_type, attrs, args, n_outputs, opset, domain, attr_types, where))

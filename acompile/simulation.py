@@ -92,6 +92,17 @@ def non_idealities(noise: NoiseSpec) -> list[str]:
             for f in fields(noise) if f.name not in quiet and getattr(noise, f.name) != f.default]
 
 
+def _error_ratios(signal: float, noise: float) -> dict:
+    """Relative error and SNR from the sums of squares, whatever they hold: an output that overflowed
+    (infinite noise) or a zero reference."""
+    if noise == 0:
+        return {"relative_error": 0.0, "snr_db": math.inf}
+    ratio = signal / noise if math.isfinite(noise) else 0.0      # NaN when either sum is NaN
+    return {"relative_error": math.sqrt(noise / signal) if signal > 0 else math.inf,
+            "snr_db": 10 * math.log10(ratio) if ratio > 0 and math.isfinite(ratio) else
+            (math.inf if ratio == math.inf else -math.inf if ratio == 0 else math.nan)}
+
+
 def simulate(loaded: Loaded, feeds: dict, mode: str = "ideal", seed: int = 0, path: str = "fast",
              progress: bool = False, instance: int = 0) -> dict[str, np.ndarray]:
     if mode not in MODES:
@@ -197,14 +208,11 @@ def compare(sim: dict, ref: dict, labels: np.ndarray | None = None) -> dict:
         if s.shape != r.shape:
             raise InvalidDataError(f"output {clean(name)!r}: simulated shape {list(s.shape)} differs from "
                                    f"onnxruntime's {list(r.shape)}")
-        err = s - r
-        signal = float(np.sum(r * r))
-        noise = float(np.sum(err * err))
-        entry = {
-            "max_abs_error": float(np.max(np.abs(err))) if err.size else 0.0,
-            "relative_error": math.sqrt(noise / signal) if signal > 0 else (0.0 if noise == 0 else math.inf),
-            "snr_db": 10 * math.log10(signal / noise) if noise > 0 and signal > 0 else (math.inf if noise == 0 else -math.inf),
-        }
+        with np.errstate(over="ignore", invalid="ignore"):
+            err = s - r
+            signal = float(np.sum(r * r))
+            noise = float(np.sum(err * err))
+        entry = {"max_abs_error": float(np.max(np.abs(err))) if err.size else 0.0, **_error_ratios(signal, noise)}
         if r.ndim >= 2 and r.shape[-1] > 1 and r.size:     # an empty output (no detections) has no top-1
             top_s = np.argmax(s.reshape(-1, r.shape[-1]), axis=1)
             top_r = np.argmax(r.reshape(-1, r.shape[-1]), axis=1)

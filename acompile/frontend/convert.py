@@ -4,6 +4,7 @@ by onnx's version converter, with what the converter gets wrong put right and wh
 from __future__ import annotations
 
 from ..errors import UnsupportedError, clean, first_line
+from .control_flow import walk_nodes
 from ..onnx_core import (ModelProto, TensorProto, convert_version, make_attribute,
                          make_empty_tensor_value_info, make_graph, make_model, make_tensor_value_info)
 
@@ -19,7 +20,7 @@ def convert(model: ModelProto, version: int, where: str) -> ModelProto:
         declared = {i.name for i in model.graph.input}
         model.graph.input.extend(make_tensor_value_info(t.name, t.data_type, list(t.dims))
                                  for t in model.graph.initializer if t.name not in declared)
-    _refuse_batched_scans(model, version, where)
+    _refuse_unconvertible(model, version, where)
     legacy = {n.output[0]: n for n in model.graph.node
               if n.output and (n.op_type == "Upsample" or n.op_type == "Resize" and version <= 10)}
     try:
@@ -29,6 +30,12 @@ def convert(model: ModelProto, version: int, where: str) -> ModelProto:
         raise UnsupportedError(f"cannot convert opset {version} to {CANONICAL_OPSET}: "
                                + ("; ".join(p.line() for p in culprits) or first_line(e)), where=where,
                                problems=culprits)
+    for n in walk_nodes(converted.graph):
+        if n.op_type == "Pad" and n.domain in ("", "ai.onnx"):
+            # Pad-2's value, once an input, is left behind as an attribute beside edge and reflect modes
+            kept = [a for a in n.attribute if a.name != "value"]
+            del n.attribute[:]
+            n.attribute.extend(kept)
     for n in converted.graph.node:
         if n.op_type == "Resize" and n.output and n.output[0] in legacy \
                 and not any(a.name == "coordinate_transformation_mode" for a in n.attribute):
@@ -39,16 +46,20 @@ def convert(model: ModelProto, version: int, where: str) -> ModelProto:
     return converted
 
 
-def _refuse_batched_scans(model: ModelProto, version: int, where: str) -> None:
+def _refuse_unconvertible(model: ModelProto, version: int, where: str) -> None:
     """Scan before opset 9 runs over a batch axis that onnx's converter drops (from the graph's inputs and
-    outputs too), so the converted model takes other shapes: every such Scan is named, exit 1."""
-    if version >= 9:
-        return
-    from .control_flow import walk_nodes
+    outputs too), so the converted model takes other shapes; Dropout before opset 10 gives a mask of the
+    data's type, which the converter makes boolean under the same declared type. Every such node is
+    named, exit 1 (a Dropout only where its mask is read)."""
     from .ops import Problem
-    why = "Scan-8 runs over a batch axis, which onnx's version converter drops; export the model at opset 9 or later"
-    scans = [Problem(clean(n.name or "Scan"), "Scan", "", version, "unsupported_attribute", why)
-             for n in walk_nodes(model.graph) if n.op_type == "Scan" and n.domain in ("", "ai.onnx")]
+    scan = "Scan-8 runs over a batch axis, which onnx's version converter drops; export the model at opset 9 or later"
+    mask = "the mask of Dropout before opset 10 has the data's type, which onnx's version converter changes to bool"
+    read = {x for n in walk_nodes(model.graph) for x in n.input} | {o.name for o in model.graph.output}
+    scans = [Problem(clean(n.name or n.op_type), n.op_type, "", version, "unsupported_attribute", why)
+             for n in walk_nodes(model.graph) if n.domain in ("", "ai.onnx")
+             for why in ([scan] if n.op_type == "Scan" and version < 9 else
+                         [mask] if n.op_type == "Dropout" and version < 10 and len(n.output) > 1
+                         and n.output[1] in read else [])]
     if scans:
         raise UnsupportedError(f"cannot convert opset {version} to {CANONICAL_OPSET}: "
                                + "; ".join(p.line() for p in scans), where=where, problems=scans)

@@ -36,10 +36,17 @@ def gemm_to_linear(state: CompileState) -> None:
     graph.nodes = out_nodes
 
 
+def _integers(graph: Graph, node: Node) -> bool:
+    """A Gemm or MatMul on integer tensors: exact integer arithmetic (wrapping at the type's width), which
+    the digital units keep; a quantized model's integer products come as MatMulInteger or QLinearMatMul."""
+    return any((graph.constants[i].dtype if graph.is_constant(i) else graph.dtype(i) or np.dtype("f4")).kind in "iub"
+               for i in node.inputs[:2])
+
+
 def _gemm(graph: Graph, node: Node) -> list[Node] | None:
     a_name, b_name = node.inputs[0], node.inputs[1]
     c_name = node.inputs[2] if len(node.inputs) > 2 else ""
-    if not graph.is_constant(b_name) or graph.constants[b_name].ndim != 2:
+    if not graph.is_constant(b_name) or graph.constants[b_name].ndim != 2 or _integers(graph, node):
         return None
     alpha = float(node.attrs.get("alpha", 1.0))
     beta = float(node.attrs.get("beta", 1.0))
@@ -88,7 +95,7 @@ def _linear_node(graph: Graph, origin: Node, x: str, w: np.ndarray, b: np.ndarra
 def _matmul(graph: Graph, node: Node) -> list[Node] | None:
     a_name, b_name = node.inputs
     a_const, b_const = graph.is_constant(a_name), graph.is_constant(b_name)
-    if a_const == b_const:
+    if a_const == b_const or _integers(graph, node):
         return None  # dynamic x dynamic (attention) or fully constant (folded earlier)
     if b_const:
         b = graph.constants[b_name]

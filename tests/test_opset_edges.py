@@ -1,0 +1,100 @@
+"""Models at the edges of the opset range and of the element types, as exporters and converters write them:
+integer products stay exact, what onnx's version converter leaves wrong is put right or named, a 4-bit
+QuantizeLinear output runs, and an overflowing output is compared without a crash."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto as T, helper as h, numpy_helper
+
+from acompile.simulation import compare
+from helpers import cli, compiled, ort_outputs, simulate
+
+
+def _model(nodes, inputs, outputs, inits=(), opset=17, ir_version=8):
+    model = h.make_model(h.make_graph(nodes, "g", inputs, outputs, list(inits)),
+                         opset_imports=[h.make_opsetid("", opset)], ir_version=ir_version)
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def _same(model, feeds) -> None:
+    """Simulated in ideal mode exactly as onnxruntime runs it, in its types."""
+    for got, want in zip(simulate(compiled(model), feeds), ort_outputs(model, feeds)):
+        assert np.asarray(got).dtype == want.dtype
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("elem, dtype", [(T.INT32, np.int32), (T.INT64, np.int64)])
+def test_an_integer_product_stays_exact_integer_arithmetic(elem, dtype):
+    """int32/int64 MatMul with a constant weight: onnxruntime's exact integer results (beyond 2^24, where
+    float32 GEMMs round), in the model's type, and the integer Div after it divides integers."""
+    rng = np.random.default_rng(0)
+    w = rng.integers(-(1 << 20), 1 << 20, size=(4, 3)).astype(dtype)
+    nodes = [h.make_node("MatMul", ["x", "W"], ["p"]), h.make_node("Div", ["p", "seven"], ["y"])]
+    model = _model(nodes, [h.make_tensor_value_info("x", elem, [2, 4])], [h.make_tensor_value_info("y", elem, [2, 3])],
+                   [numpy_helper.from_array(w, "W"), numpy_helper.from_array(np.array(7, dtype), "seven")])
+    comp = compiled(model)
+    assert not comp.mapping.layers         # the digital units' integer arithmetic, not crossbars
+    x = rng.integers(-(1 << 10), 1 << 10, size=(2, 4)).astype(dtype)
+    (got,), (want,) = simulate(comp, {"x": x}), ort_outputs(model, {"x": x})
+    assert got.dtype == want.dtype and np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("mode", ["edge", "reflect", "constant"])
+def test_pad_2_keeps_its_mode_through_the_converter(mode):
+    """The converter leaves Pad-2's value attribute beside edge and reflect modes, where Pad-11 refuses it."""
+    w = np.random.default_rng(1).normal(size=(2, 1, 3, 3)).astype(np.float32)
+    nodes = [h.make_node("Pad", ["x"], ["p"], mode=mode, pads=[0, 0, 1, 2, 0, 0, 2, 1], value=0.5),
+             h.make_node("Conv", ["p", "W"], ["y"])]
+    model = _model(nodes, [h.make_tensor_value_info("x", T.FLOAT, [1, 1, 5, 5])],
+                   [h.make_tensor_value_info("y", T.FLOAT, [1, 2, 6, 6])], [numpy_helper.from_array(w, "W")],
+                   opset=10, ir_version=5)
+    _same(model, {"x": np.random.default_rng(2).normal(size=(1, 1, 5, 5)).astype(np.float32)})
+
+
+@pytest.mark.parametrize("out_type", [T.INT4, T.UINT4])
+def test_quantize_linear_to_four_bits_without_a_zero_point(out_type):
+    """QuantizeLinear-21 told its type by output_dtype: onnxruntime's binding cannot hand back 4-bit
+    tensors, so it runs in numpy like the other 4-bit operators."""
+    w = np.random.default_rng(3).normal(size=(4, 3)).astype(np.float32)
+    nodes = [h.make_node("QuantizeLinear", ["x", "s"], ["q"], output_dtype=out_type),
+             h.make_node("DequantizeLinear", ["q", "s"], ["d"]), h.make_node("MatMul", ["d", "W"], ["y"])]
+    model = _model(nodes, [h.make_tensor_value_info("x", T.FLOAT, [2, 4])],
+                   [h.make_tensor_value_info("y", T.FLOAT, [2, 3])],
+                   [numpy_helper.from_array(w, "W"), numpy_helper.from_array(np.array(0.3, np.float32), "s")],
+                   opset=21, ir_version=10)
+    _same(model, {"x": np.random.default_rng(4).normal(size=(2, 4)).astype(np.float32)})
+
+
+def _dropout_7(tmp_path, mask_read: bool):
+    outputs = [h.make_tensor_value_info("y", T.FLOAT, [1, 4])] + \
+        ([h.make_tensor_value_info("mask", T.FLOAT, [1, 4])] if mask_read else [])
+    nodes = [h.make_node("MatMul", ["x", "W"], ["g"]), h.make_node("Dropout", ["g"], ["y", "mask"], ratio=0.3)]
+    model = _model(nodes, [h.make_tensor_value_info("x", T.FLOAT, [1, 3])], outputs,
+                   [numpy_helper.from_array(np.ones((3, 4), np.float32), "W")], opset=7, ir_version=4)
+    ort_outputs(model, {"x": np.ones((1, 3), np.float32)})      # onnxruntime runs it
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    return cli("check", str(tmp_path / "m.onnx"), "-t", "isaac", "--format", "json")
+
+
+def test_the_mask_of_dropout_7_is_named(tmp_path):
+    """Before opset 10 the mask has the data's type; the converter makes it bool under the old type."""
+    code, out, _ = _dropout_7(tmp_path, mask_read=True)
+    assert code == 1
+    (reason,) = json.loads(out)["results"][0]["reasons"]
+    assert (reason["node"], reason["op_type"], reason["opset"]) == ("Dropout", "Dropout", 7)
+    assert _dropout_7(tmp_path, mask_read=False)[0] == 0      # unread, it converts
+
+
+def test_an_output_that_overflowed_is_compared():
+    """A float64 model's values beyond float32 come back infinite: the comparison says so, no crash."""
+    ref = {"y": np.array([1e39, -2e39])}
+    entry = compare({"y": np.array([np.inf, -np.inf])}, ref)["y"]
+    assert entry["relative_error"] == math.inf and entry["snr_db"] == -math.inf
+    assert compare({"y": np.zeros(2)}, {"y": np.zeros(2)})["y"]["snr_db"] == math.inf
