@@ -1,11 +1,13 @@
-"""Gemm and MatMul with a constant 2-D operand, and an Einsum that is a dense layer, become
+"""Gemm and MatMul with a constant operand, and an Einsum that is a dense layer, become
 ``acompile.Linear``.
 
 ``y = x @ W.T + b`` over the last axis, W of shape [N, K]; transA, alpha, beta and a
 constant-first MatMul become explicit digital Transposes and scales. An Einsum with one constant
 operand that contracts some of x's axes with it and keeps the rest (Keras' EinsumDense,
-``abc,cd->abd``; ``abcd,cde->abe``) is the same layer between Transposes and Reshapes. A MatMul of
-two dynamic tensors (attention) stays a digital op.
+``abc,cd->abd``; ``abcd,cde->abe``) is the same layer between Transposes and Reshapes. A MatMul by a
+constant with batch axes (per-head weights [H, K, N]) is one layer per matrix, on the slice of x each
+multiplies; a 1-D operand is a matrix of one row or column. A MatMul of two dynamic tensors (attention)
+stays a digital op.
 """
 
 from __future__ import annotations
@@ -83,12 +85,14 @@ def _gemm(graph: Graph, node: Node) -> list[Node] | None:
     return nodes
 
 
-def _linear_node(graph: Graph, origin: Node, x: str, w: np.ndarray, b: np.ndarray, y: str) -> Node:
+def _linear_node(graph: Graph, origin: Node, x: str, w: np.ndarray, b: np.ndarray, y: str,
+                 name: str | None = None) -> Node:
     # a MatMul's weight stays the transposed view of the model's [K, N] array: row_major_weights copies it
     # for compile; check, which reads only its shape and finiteness, is spared the copy
-    w_name = graph.add_constant(f"{origin.name}_W", w.astype(np.float32, copy=False))
-    b_name = graph.add_constant(f"{origin.name}_b", np.ascontiguousarray(b, dtype=np.float32))
-    return Node(name=origin.name, op_type=LINEAR, inputs=[x, w_name, b_name], outputs=[y], domain=DOMAIN,
+    name = name or origin.name
+    w_name = graph.add_constant(f"{name}_W", w.astype(np.float32, copy=False))
+    b_name = graph.add_constant(f"{name}_b", np.ascontiguousarray(b, dtype=np.float32))
+    return Node(name=name, op_type=LINEAR, inputs=[x, w_name, b_name], outputs=[y], domain=DOMAIN,
                 opset=1, meta={"origin": origin.op_type})
 
 
@@ -100,10 +104,12 @@ def _matmul(graph: Graph, node: Node) -> list[Node] | None:
     if b_const:
         b = graph.constants[b_name]
         a_shape = graph.shape(a_name)
-        if b.ndim != 2 or a_shape is None or len(a_shape) < 1:
+        if a_shape is None or not a_shape or b.dtype.kind != "f":
             return None
-        if len(a_shape) == 1:
-            return None
+        if b.ndim > 2:
+            return _batched(graph, node, a_name, b)
+        if b.ndim == 1 or len(a_shape) == 1:
+            return _vector(graph, node, a_name, a_shape, b)
         return [_linear_node(graph, node, a_name, b.T, np.zeros(b.shape[1], np.float32),
                              node.outputs[0])]
     # constant first: y = W @ x, the vectors are x's columns
@@ -122,6 +128,80 @@ def _matmul(graph: Graph, node: Node) -> list[Node] | None:
         _linear_node(graph, node, xt, w, np.zeros(w.shape[0], np.float32), yt),
         new_node(graph, "Transpose", [yt], [y], {"perm": perm}, base=f"{node.name}_out_T"),
     ]
+
+
+def _vector(graph: Graph, node: Node, x: str, x_shape: tuple, w: np.ndarray) -> list[Node] | None:
+    """A MatMul with a 1-D operand, which ONNX (as numpy) promotes to a matrix and then drops the axis
+    again: a vector x [K] by W [K, N] is one vector through the layer; x [..., K] by a vector w [K] is a
+    layer of one column."""
+    y, dtype = node.outputs[0], graph.dtype(node.outputs[0])
+    axis = 0 if len(x_shape) == 1 else -1
+    if len(x_shape) == 1 and w.ndim == 1:
+        return None     # a dot product of two vectors: one output, no layer worth a crossbar
+    matrix = w.reshape(1, -1) if w.ndim == 1 else w.T
+    axes = graph.add_constant(f"{node.name}_axis", np.array([axis], np.int64))
+    nodes = []
+    if len(x_shape) == 1:
+        row = new_value(graph, f"{x}_row", (1,) + tuple(x_shape), graph.dtype(x))
+        nodes.append(new_node(graph, "Unsqueeze", [x, axes], [row], base=f"{node.name}_row"))
+        x = row
+    out_shape = (1, matrix.shape[0]) if len(x_shape) == 1 else tuple(x_shape[:-1]) + (1,)
+    wide = new_value(graph, f"{y}_linear", out_shape, dtype)
+    nodes.append(_linear_node(graph, node, x, matrix, np.zeros(matrix.shape[0], np.float32), wide))
+    nodes.append(new_node(graph, "Squeeze", [wide, axes], [y], base=f"{node.name}_squeeze"))
+    return nodes
+
+
+def _batched(graph: Graph, node: Node, x: str, w: np.ndarray) -> list[Node] | None:
+    """x [..., B..., M, K] by a constant W [B..., K, N] whose batch axes B meet x's last batch axes
+    (per-head projections, experts): one Linear layer per matrix of W on the slice of x it multiplies
+    (Gather), the results stacked (Concat, Reshape) as the MatMul's output. Batch axes that broadcast
+    are left to the digital units."""
+    x_shape = graph.shape(x)
+    nb, batch = w.ndim - 2, w.shape[:-2]
+    if len(x_shape) == 2:
+        return _shared(graph, node, x, w)
+    if len(x_shape) < w.ndim or tuple(x_shape[-w.ndim:-2]) != batch:
+        return None
+    lead = len(x_shape) - w.ndim
+    y, dtype, k, n = node.outputs[0], graph.dtype(node.outputs[0]), w.shape[-2], w.shape[-1]
+    rows = x_shape[-2]
+    nodes = []
+    if nb > 1:      # W's batch axes as one, so that a Gather takes each matrix's slice
+        flat = new_value(graph, f"{x}_groups", tuple(x_shape[:lead]) + (math.prod(batch), rows, k), graph.dtype(x))
+        shape = graph.add_constant(f"{node.name}_groups_shape", np.array([0] * lead + [-1, rows, k], np.int64))
+        nodes.append(new_node(graph, "Reshape", [x, shape], [flat], base=f"{node.name}_groups"))
+        x = flat
+    outs = []
+    for g, matrix in enumerate(w.reshape(-1, k, n)):
+        index = graph.add_constant(f"{node.name}_index{g}", np.array(g, np.int64))
+        part = new_value(graph, f"{x}_{g}", tuple(x_shape[:lead]) + (rows, k), graph.dtype(x))
+        nodes.append(new_node(graph, "Gather", [x, index], [part], {"axis": lead}, base=f"{node.name}_slice{g}"))
+        outs.append(new_value(graph, f"{y}_{g}", tuple(x_shape[:lead]) + (rows, n), dtype))
+        nodes.append(_linear_node(graph, node, part, matrix.T, np.zeros(n, np.float32), outs[-1],
+                                  name=graph.unique_name(f"{node.name}_{g}")))
+    stacked = new_value(graph, f"{y}_stacked", tuple(x_shape[:lead]) + (len(outs) * rows, n), dtype)
+    nodes.append(new_node(graph, "Concat", outs, [stacked], {"axis": lead}, base=f"{node.name}_stack"))
+    shape = graph.add_constant(f"{node.name}_out_shape", np.array([0] * lead + list(batch) + [rows, n], np.int64))
+    nodes.append(new_node(graph, "Reshape", [stacked, shape], [y], base=f"{node.name}_unstack"))
+    return nodes
+
+
+def _shared(graph: Graph, node: Node, x: str, w: np.ndarray) -> list[Node]:
+    """x [M, K] by every matrix of W [B..., K, N]: one layer of all of W's columns side by side, its output
+    [M, B·N] laid out as [B..., M, N] (Reshape, Transpose)."""
+    (m, k), n, batch = graph.shape(x), w.shape[-1], w.shape[:-2]
+    y, dtype, g = node.outputs[0], graph.dtype(node.outputs[0]), math.prod(w.shape[:-2])
+    wide = new_value(graph, f"{y}_linear", (m, g * n), dtype)
+    split = new_value(graph, f"{y}_split", (m, g, n), dtype)
+    shape = graph.add_constant(f"{node.name}_split_shape", np.array([m, g, n], np.int64))
+    moved = new_value(graph, f"{y}_moved", (g, m, n), dtype)
+    out_shape = graph.add_constant(f"{node.name}_out_shape", np.array(list(batch) + [m, n], np.int64))
+    columns = np.moveaxis(w.reshape(g, k, n), 1, 2).reshape(g * n, k)     # row g·N + j: matrix g's column j
+    return [_linear_node(graph, node, x, columns, np.zeros(g * n, np.float32), wide),
+            new_node(graph, "Reshape", [wide, shape], [split], base=f"{node.name}_split"),
+            new_node(graph, "Transpose", [split], [moved], {"perm": [1, 0, 2]}, base=f"{node.name}_move"),
+            new_node(graph, "Reshape", [moved, out_shape], [y], base=f"{node.name}_unflatten")]
 
 
 def _einsum(graph: Graph, node: Node) -> list[Node] | None:

@@ -1,4 +1,4 @@
-"""gemm_to_linear: Gemm and MatMul with a constant 2-D operand, and a dense-layer Einsum, become acompile.Linear."""
+"""gemm_to_linear: Gemm and MatMul with a constant operand, and a dense-layer Einsum, become acompile.Linear."""
 
 import numpy as np
 import pytest
@@ -91,3 +91,58 @@ def test_an_einsum_that_is_not_a_dense_layer_stays_digital(equation, x_shape, w_
                        [("x", x_shape)], [("y", y_shape)], {"w": w(*w_shape)})
     g = check_pass(model, gemm_to_linear).graph
     assert [n.op_type for n in g.nodes] == ["Einsum"]
+
+
+@pytest.mark.parametrize("x_shape,w_shape", [
+    ((2, 3, 5, 4), (3, 4, 6)),          # per-head weights [H, K, N] on [B, H, T, K]
+    ((3, 5, 4), (3, 4, 6)),             # no axis before the heads
+    ((2, 2, 3, 5, 4), (2, 3, 4, 6)),    # two batch axes
+])
+def test_a_matmul_by_a_batch_of_matrices_is_a_layer_per_matrix(x_shape, w_shape):
+    w = weights()
+    y_shape = x_shape[:-1] + w_shape[-1:]
+    model = tiny_model([helper.make_node("MatMul", ["x", "w"], ["y"])], [("x", x_shape)], [("y", y_shape)],
+                       {"w": w(*w_shape)})
+    g = check_pass(model, gemm_to_linear).graph        # onnxruntime agrees before and after
+    assert "MatMul" not in {n.op_type for n in g.nodes}
+    assert sum(is_linear(n) for n in g.nodes) == int(np.prod(w_shape[:-2]))
+
+
+@pytest.mark.parametrize("w_shape", [(3, 4, 6), (2, 3, 4, 6)])
+def test_a_matrix_against_every_matrix_of_a_batch_is_one_layer(w_shape):
+    """x [T, K] against every matrix of W [H, K, N]: one layer holding all of W's columns."""
+    w = weights()
+    model = tiny_model([helper.make_node("MatMul", ["x", "w"], ["y"])], [("x", (5, 4))],
+                       [("y", w_shape[:-2] + (5, 6))], {"w": w(*w_shape)})
+    g = check_pass(model, gemm_to_linear).graph
+    assert sum(is_linear(n) for n in g.nodes) == 1 and "MatMul" not in {n.op_type for n in g.nodes}
+
+
+def test_a_matmul_whose_batch_broadcasts_stays_digital():
+    """x [B, T, K] against W [H, K, N], B and H different: no slice of x per matrix."""
+    w = weights()
+    model = tiny_model([helper.make_node("MatMul", ["x", "w"], ["y"])], [("x", (1, 5, 4))], [("y", (3, 5, 6))],
+                       {"w": w(3, 4, 6)})
+    assert [n.op_type for n in check_pass(model, gemm_to_linear).graph.nodes] == ["MatMul"]
+
+
+@pytest.mark.parametrize("x_shape,w_shape,y_shape", [((4,), (4, 6), (6,)), ((2, 5, 4), (4,), (2, 5))])
+def test_a_matmul_with_a_vector_operand_is_a_layer(x_shape, w_shape, y_shape):
+    w = weights()
+    model = tiny_model([helper.make_node("MatMul", ["x", "w"], ["y"])], [("x", x_shape)], [("y", y_shape)],
+                       {"w": w(*w_shape)})
+    g = check_pass(model, gemm_to_linear).graph
+    assert sum(is_linear(n) for n in g.nodes) == 1 and "MatMul" not in {n.op_type for n in g.nodes}
+
+
+def test_per_head_weights_map_onto_crossbars_and_simulate_as_onnxruntime_runs_them():
+    from helpers import compiled, ort_outputs, simulate
+    w = weights()
+    model = tiny_model([helper.make_node("MatMul", ["x", "w"], ["y"])], [("x", (1, 4, 6, 8))],
+                       [("y", (1, 4, 6, 5))], {"w": w(4, 8, 5)})
+    comp = compiled(model)
+    assert len(comp.mapping.layers) == 4
+    x = w(1, 4, 6, 8)
+    np.testing.assert_allclose(simulate(comp, {"x": x})[0], ort_outputs(model, {"x": x})[0], rtol=1e-5, atol=1e-5)
+    (quantized,) = simulate(comp, {"x": x}, mode="quantized")
+    assert quantized.shape == (1, 4, 6, 5) and np.isfinite(quantized).all()
