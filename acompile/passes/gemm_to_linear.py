@@ -5,14 +5,16 @@
 constant-first MatMul become explicit digital Transposes and scales. An Einsum with one constant
 operand that contracts some of x's axes with it and keeps the rest (Keras' EinsumDense,
 ``abc,cd->abd``; ``abcd,cde->abe``) is the same layer between Transposes and Reshapes. A MatMul by a
-constant with batch axes (per-head weights [H, K, N]) is one layer per matrix, on the slice of x each
-multiplies; a 1-D operand is a matrix of one row or column. A MatMul of two dynamic tensors (attention)
+constant with batch axes (per-head weights [H, K, N]), or an Einsum with axes that x, W and the output
+share (``bhid,hdk->bhik``), is one layer per matrix, on the slice of x each multiplies; a 1-D operand is
+a matrix of one row or column. A MatMul of two dynamic tensors (attention)
 stays a digital op.
 """
 
 from __future__ import annotations
 
 import math
+import string
 
 import numpy as np
 
@@ -206,13 +208,13 @@ def _shared(graph: Graph, node: Node, x: str, w: np.ndarray) -> list[Node]:
 
 def _einsum(graph: Graph, node: Node) -> list[Node] | None:
     """An Einsum of x and a constant W that sums x's contracted axes against W and keeps every other
-    axis of each (no diagonals, no axis in both and in the output, no ellipsis): Transpose x to
-    (kept, contracted), Reshape to (kept..., K), a Linear layer to (kept..., N), Reshape to W's
-    kept axes, Transpose to the output's order."""
+    axis of each (no diagonals, no axis in both and in the output but W's batch axes, an ellipsis over
+    x's axes only): Transpose x to (kept, contracted), Reshape to (kept..., K), a Linear layer to
+    (kept..., N), Reshape to W's kept axes, Transpose to the output's order."""
     eq = str(node.attrs.get("equation", "")).replace(" ", "")
-    if len(node.inputs) != 2 or "..." in eq or eq.count("->") != 1:
+    if len(node.inputs) != 2 or eq.count("->") > 1:
         return None
-    lhs, out = eq.split("->")
+    lhs, out = eq.split("->") if "->" in eq else (eq, None)
     subs = lhs.split(",")
     const = [graph.is_constant(i) for i in node.inputs]
     if len(subs) != 2 or const.count(True) != 1:
@@ -221,17 +223,25 @@ def _einsum(graph: Graph, node: Node) -> list[Node] | None:
     xs, ws = subs[xi], subs[1 - xi]
     x_name, w = node.inputs[xi], graph.constants[node.inputs[1 - xi]]
     x_shape = graph.static_shape(x_name)
+    if out is None:     # implicit output: the ellipsis, then every letter used once, in alphabetical order
+        letters = lhs.replace("...", "").replace(",", "")
+        out = ("..." if "..." in lhs else "") + "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
+    if "..." in eq:
+        if "..." in ws or "..." not in xs or x_shape is None:
+            return None
+        fresh = "".join(c for c in string.ascii_letters if c not in eq)[:len(x_shape) - len(xs) + 3]
+        xs, out = xs.replace("...", fresh), out.replace("...", fresh)
     if any(len(set(t)) != len(t) for t in (xs, ws, out)) or w.ndim != len(ws) or w.dtype.kind != "f" \
             or x_shape is None or len(x_shape) != len(xs):
         return None
-    contracted = [c for c in xs if c in ws and c not in out]
-    kept = [c for c in xs if c not in ws]
-    new = [c for c in ws if c not in xs]
-    if not contracted or not kept or sorted(kept + new) != sorted(out):
+    shared = [c for c in xs if c in ws and c in out]
+    if shared:
+        return _einsum_per_matrix(graph, node, (xs, ws, out), shared, x_name, w, x_shape)
+    axes = _dense_axes(xs, ws, out, x_shape, w.shape)
+    if axes is None:
         return None
+    contracted, kept, new = axes
     size = dict(zip(xs, x_shape)) | dict(zip(ws, w.shape))
-    if any(size[c] != x_shape[xs.index(c)] for c in contracted):
-        return None
     k, n = math.prod(size[c] for c in contracted), math.prod(size[c] for c in new)
     weight = np.transpose(w, [ws.index(c) for c in new + contracted]).reshape(n, k)
     dtype, y = graph.dtype(node.outputs[0]), node.outputs[0]
@@ -262,6 +272,67 @@ def _einsum(graph: Graph, node: Node) -> list[Node] | None:
              last=back == list(range(len(out))))
     if back != list(range(len(out))):
         step("Transpose", [size[c] for c in out], {"perm": back}, last=True)
+    return nodes
+
+
+def _dense_axes(xs: str, ws: str, out: str, x_shape, w_shape) -> tuple[list, list, list] | None:
+    """(contracted, kept, new) axes of an Einsum of x and W that is a dense layer, or None."""
+    contracted = [c for c in xs if c in ws and c not in out]
+    kept = [c for c in xs if c not in ws]
+    new = [c for c in ws if c not in xs]
+    if not contracted or not kept or sorted(kept + new) != sorted(out) \
+            or any(w_shape[ws.index(c)] != x_shape[xs.index(c)] for c in contracted):
+        return None
+    return contracted, kept, new
+
+
+def _einsum_per_matrix(graph: Graph, node: Node, subs: tuple[str, str, str], shared: list[str], x_name: str,
+                       w: np.ndarray, x_shape) -> list[Node] | None:
+    """An Einsum whose constant operand has axes that x and the output share (per-head weights,
+    ``bhid,hdk->bhik``): x with those axes first and as one (Transpose, Reshape), a dense-layer Einsum per
+    matrix of W on the slice of x it multiplies (Gather; each a Linear layer as above), the results
+    stacked (Concat, Reshape) and put in the output's order (Transpose)."""
+    xs, ws, out = subs
+    rx, rw, ro = ([c for c in t if c not in shared] for t in subs)
+    x_rest = [x_shape[xs.index(c)] for c in rx]
+    size = dict(zip(xs, x_shape)) | dict(zip(ws, w.shape))
+    if any(w.shape[ws.index(c)] != x_shape[xs.index(c)] for c in shared) \
+            or _dense_axes("".join(rx), "".join(rw), "".join(ro), x_rest, [size[c] for c in rw]) is None:
+        return None
+    count, y = math.prod(size[c] for c in shared), node.outputs[0]
+    x_type, dtype = graph.dtype(x_name), graph.dtype(y)
+    nodes, cur = [], x_name
+
+    def step(op, inputs, shape, attrs=None, value=None, source_type=dtype):
+        nonlocal cur
+        value = value or new_value(graph, f"{node.name}_{op.lower()}", shape, source_type)
+        nodes.append(new_node(graph, op, inputs, [value], attrs, base=f"{node.name}_{op.lower()}"))
+        cur = value
+
+    perm = [xs.index(c) for c in shared + rx]
+    if perm != list(range(len(xs))):
+        step("Transpose", [cur], [size[c] for c in shared + rx], {"perm": perm}, source_type=x_type)
+    if len(shared) != 1:
+        step("Reshape", [cur, graph.add_constant(f"{node.name}_matrices", np.array([count] + x_rest, np.int64))],
+             [count] + x_rest, source_type=x_type)
+    matrices = np.transpose(w, [ws.index(c) for c in shared + rw]).reshape([count] + [size[c] for c in rw])
+    sliced, parts = cur, []
+    for i, matrix in enumerate(matrices):
+        step("Gather", [sliced, graph.add_constant(f"{node.name}_index{i}", np.array(i, np.int64))], x_rest,
+             {"axis": 0}, source_type=x_type)
+        part = Node(name=graph.unique_name(f"{node.name}_{i}"), op_type="Einsum", opset=node.opset,
+                    inputs=[cur, graph.add_constant(f"{node.name}_W{i}", matrix)],
+                    outputs=[new_value(graph, f"{y}_{i}", [size[c] for c in ro], dtype)],
+                    attrs={"equation": f"{''.join(rx)},{''.join(rw)}->{''.join(ro)}"})
+        nodes += _einsum(graph, part)
+        parts.append(part.outputs[0])
+    order = shared + ro
+    back = [order.index(c) for c in out]
+    step("Concat", parts, [count * size[ro[0]]] + [size[c] for c in ro[1:]], {"axis": 0})
+    step("Reshape", [cur, graph.add_constant(f"{node.name}_unstack", np.array([size[c] for c in order], np.int64))],
+         [size[c] for c in order], value=y if back == sorted(back) else None)
+    if back != sorted(back):
+        step("Transpose", [cur], None, {"perm": back}, value=y)
     return nodes
 
 

@@ -64,29 +64,47 @@ def test_linear_weights_are_contiguous_float32_copies_in_the_right_order():
     ("abc,cde->abde", (2, 5, 6), (6, 3, 4), False),     # a query projection into (heads, head)
     ("abc,dc->adb", (2, 5, 6), (3, 6), False),          # transposed weight and output
     ("jk,bij->bik", (2, 3, 4), (4, 5), True),           # the constant first
+    ("...i,ik->...k", (2, 3, 6), (6, 5), False),        # an ellipsis over x's leading axes
+    ("bij,jk", (2, 3, 4), (4, 5), False),               # the implicit output, bik
 ])
 def test_an_einsum_that_is_a_dense_layer_becomes_one(equation, x_shape, w_shape, w_first):
     w = weights()
     inputs = ["w", "x"] if w_first else ["x", "w"]
-    out_letters = equation.split("->")[1]
-    letters = dict(zip(equation.split("->")[0].split(",")[1 if w_first else 0], x_shape)) | \
-        dict(zip(equation.split("->")[0].split(",")[0 if w_first else 1], w_shape))
+    y_shape = np.einsum(equation, *(np.zeros(s) for s in ((w_shape, x_shape) if w_first else (x_shape, w_shape)))).shape
     model = tiny_model([helper.make_node("Einsum", inputs, ["y"], equation=equation)],
-                       [("x", x_shape)], [("y", tuple(letters[c] for c in out_letters))], {"w": w(*w_shape)})
+                       [("x", x_shape)], [("y", y_shape)], {"w": w(*w_shape)})
     g = check_pass(model, gemm_to_linear).graph        # onnxruntime agrees before and after
     assert "Einsum" not in {n.op_type for n in g.nodes}
     (linear,) = [n for n in g.nodes if is_linear(n)]
     assert linear.meta["origin"] == "Einsum"
 
 
+@pytest.mark.parametrize("equation,x_shape,w_shape,y_shape", [
+    ("bij,bjk->bik", (2, 3, 4), (2, 4, 5), (2, 3, 5)),                  # a batch axis in both operands
+    ("bhid,hdk->bhik", (2, 3, 5, 4), (3, 4, 6), (2, 3, 5, 6)),          # per-head weights
+    ("bihd,hdk->bkhi", (2, 5, 3, 4), (3, 4, 6), (2, 6, 3, 5)),          # ... in other orders
+    ("bghid,ghdk->bghik", (1, 2, 3, 5, 4), (2, 3, 4, 6), (1, 2, 3, 5, 6)),   # two shared axes
+])
+def test_an_einsum_by_a_batch_of_matrices_is_a_layer_per_matrix(equation, x_shape, w_shape, y_shape):
+    w = weights()
+    model = tiny_model([helper.make_node("Einsum", ["x", "w"], ["y"], equation=equation)],
+                       [("x", x_shape)], [("y", y_shape)], {"w": w(*w_shape)})
+    g = check_pass(model, gemm_to_linear).graph        # onnxruntime agrees before and after
+    assert "Einsum" not in {n.op_type for n in g.nodes}
+    shared = [c for c in equation.split(",")[0] if c in equation.split(",")[1].split("->")[0]
+              and c in equation.split("->")[1]]
+    count = int(np.prod([w_shape[equation.split(",")[1].index(c)] for c in shared]))
+    assert sum(is_linear(n) for n in g.nodes) == count
+
+
 @pytest.mark.parametrize("equation,x_shape,w_shape", [
-    ("bij,bjk->bik", (2, 3, 4), (2, 4, 5)),     # a batch axis in both operands: one matrix per batch
     ("ij,jk->k", (3, 4), (4, 5)),               # x's other axis summed away
     ("ii,ij->j", (4, 4), (4, 5)),               # a diagonal
+    ("bij,bjk->bk", (2, 3, 4), (2, 4, 5)),      # a batch of matrices, x's other axis summed away
 ])
 def test_an_einsum_that_is_not_a_dense_layer_stays_digital(equation, x_shape, w_shape):
     w = weights()
-    y_shape = {"bij,bjk->bik": (2, 3, 5), "ij,jk->k": (5,), "ii,ij->j": (5,)}[equation]
+    y_shape = {"bij,bjk->bk": (2, 5), "ij,jk->k": (5,), "ii,ij->j": (5,)}[equation]
     model = tiny_model([helper.make_node("Einsum", ["x", "w"], ["y"], equation=equation)],
                        [("x", x_shape)], [("y", y_shape)], {"w": w(*w_shape)})
     g = check_pass(model, gemm_to_linear).graph
