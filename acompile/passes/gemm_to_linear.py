@@ -4,11 +4,11 @@
 ``y = x @ W.T + b`` over the last axis, W of shape [N, K]; transA, alpha, beta and a
 constant-first MatMul become explicit digital Transposes and scales. An Einsum with one constant
 operand that contracts some of x's axes with it and keeps the rest (Keras' EinsumDense,
-``abc,cd->abd``; ``abcd,cde->abe``) is the same layer between Transposes and Reshapes. A MatMul by a
-constant with batch axes (per-head weights [H, K, N]), or an Einsum with axes that x, W and the output
-share (``bhid,hdk->bhik``), is one layer per matrix, on the slice of x each multiplies; a 1-D operand is
-a matrix of one row or column. A MatMul of two dynamic tensors (attention)
-stays a digital op.
+``abc,cd->abd``; ``abcd,cde->abe``) is the same layer between Transposes and Reshapes. An Einsum with
+axes that x, W and the output share (per-head weights, ``bhid,hdk->bhik``) is one layer per matrix, on
+the slice of x each multiplies; a MatMul by a constant with batch axes is such an Einsum, and one with a
+1-D operand a layer of one row or column. A MatMul of two dynamic tensors (attention) stays a digital
+op.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def _linear_node(graph: Graph, origin: Node, x: str, w: np.ndarray, b: np.ndarra
     w_name = graph.add_constant(f"{name}_W", w.astype(np.float32, copy=False))
     b_name = graph.add_constant(f"{name}_b", np.ascontiguousarray(b, dtype=np.float32))
     return Node(name=name, op_type=LINEAR, inputs=[x, w_name, b_name], outputs=[y], domain=DOMAIN,
-                opset=1, meta={"origin": origin.op_type})
+                opset=1, meta={"origin": origin.meta.get("origin", origin.op_type)})
 
 
 def _matmul(graph: Graph, node: Node) -> list[Node] | None:
@@ -155,55 +155,21 @@ def _vector(graph: Graph, node: Node, x: str, x_shape: tuple, w: np.ndarray) -> 
 
 
 def _batched(graph: Graph, node: Node, x: str, w: np.ndarray) -> list[Node] | None:
-    """x [..., B..., M, K] by a constant W [B..., K, N] whose batch axes B meet x's last batch axes
-    (per-head projections, experts): one Linear layer per matrix of W on the slice of x it multiplies
-    (Gather), the results stacked (Concat, Reshape) as the MatMul's output. Batch axes that broadcast
-    are left to the digital units."""
-    x_shape = graph.shape(x)
-    nb, batch = w.ndim - 2, w.shape[:-2]
-    if len(x_shape) == 2:
-        return _shared(graph, node, x, w)
-    if len(x_shape) < w.ndim or tuple(x_shape[-w.ndim:-2]) != batch:
+    """A MatMul by a constant with batch axes (per-head weights [H, K, N], experts) as the Einsum that
+    names them: axes x has too are shared (one layer per matrix, on x's slice), axes x lacks are new
+    axes of the output (one layer of all the matrices' columns). Axes that broadcast stay digital."""
+    x_shape = graph.static_shape(x)
+    if x_shape is None:
         return None
-    lead = len(x_shape) - w.ndim
-    y, dtype, k, n = node.outputs[0], graph.dtype(node.outputs[0]), w.shape[-2], w.shape[-1]
-    rows = x_shape[-2]
-    nodes = []
-    if nb > 1:      # W's batch axes as one, so that a Gather takes each matrix's slice
-        flat = new_value(graph, f"{x}_groups", tuple(x_shape[:lead]) + (math.prod(batch), rows, k), graph.dtype(x))
-        shape = graph.add_constant(f"{node.name}_groups_shape", np.array([0] * lead + [-1, rows, k], np.int64))
-        nodes.append(new_node(graph, "Reshape", [x, shape], [flat], base=f"{node.name}_groups"))
-        x = flat
-    outs = []
-    for g, matrix in enumerate(w.reshape(-1, k, n)):
-        index = graph.add_constant(f"{node.name}_index{g}", np.array(g, np.int64))
-        part = new_value(graph, f"{x}_{g}", tuple(x_shape[:lead]) + (rows, k), graph.dtype(x))
-        nodes.append(new_node(graph, "Gather", [x, index], [part], {"axis": lead}, base=f"{node.name}_slice{g}"))
-        outs.append(new_value(graph, f"{y}_{g}", tuple(x_shape[:lead]) + (rows, n), dtype))
-        nodes.append(_linear_node(graph, node, part, matrix.T, np.zeros(n, np.float32), outs[-1],
-                                  name=graph.unique_name(f"{node.name}_{g}")))
-    stacked = new_value(graph, f"{y}_stacked", tuple(x_shape[:lead]) + (len(outs) * rows, n), dtype)
-    nodes.append(new_node(graph, "Concat", outs, [stacked], {"axis": lead}, base=f"{node.name}_stack"))
-    shape = graph.add_constant(f"{node.name}_out_shape", np.array([0] * lead + list(batch) + [rows, n], np.int64))
-    nodes.append(new_node(graph, "Reshape", [stacked, shape], [y], base=f"{node.name}_unstack"))
-    return nodes
-
-
-def _shared(graph: Graph, node: Node, x: str, w: np.ndarray) -> list[Node]:
-    """x [M, K] by every matrix of W [B..., K, N]: one layer of all of W's columns side by side, its output
-    [M, B·N] laid out as [B..., M, N] (Reshape, Transpose)."""
-    (m, k), n, batch = graph.shape(x), w.shape[-1], w.shape[:-2]
-    y, dtype, g = node.outputs[0], graph.dtype(node.outputs[0]), math.prod(w.shape[:-2])
-    wide = new_value(graph, f"{y}_linear", (m, g * n), dtype)
-    split = new_value(graph, f"{y}_split", (m, g, n), dtype)
-    shape = graph.add_constant(f"{node.name}_split_shape", np.array([m, g, n], np.int64))
-    moved = new_value(graph, f"{y}_moved", (g, m, n), dtype)
-    out_shape = graph.add_constant(f"{node.name}_out_shape", np.array(list(batch) + [m, n], np.int64))
-    columns = np.moveaxis(w.reshape(g, k, n), 1, 2).reshape(g * n, k)     # row g·N + j: matrix g's column j
-    return [_linear_node(graph, node, x, columns, np.zeros(g * n, np.float32), wide),
-            new_node(graph, "Reshape", [wide, shape], [split], base=f"{node.name}_split"),
-            new_node(graph, "Transpose", [split], [moved], {"perm": [1, 0, 2]}, base=f"{node.name}_move"),
-            new_node(graph, "Reshape", [moved, out_shape], [y], base=f"{node.name}_unflatten")]
+    nb, overlap = w.ndim - 2, min(w.ndim, len(x_shape)) - 2
+    if tuple(x_shape[len(x_shape) - 2 - overlap:-2]) != w.shape[nb - overlap:nb]:
+        return None
+    letters = iter(string.ascii_letters)
+    lead, batch, (m, k, n) = ("".join(next(letters) for _ in range(count))
+                              for count in (len(x_shape) - 2 - overlap, nb, 3))
+    equation = f"{lead}{batch[nb - overlap:]}{m}{k},{batch}{k}{n}->{lead}{batch}{m}{n}"
+    return _einsum(graph, Node(name=node.name, op_type="Einsum", inputs=node.inputs, outputs=node.outputs,
+                               attrs={"equation": equation}, opset=node.opset, meta={"origin": node.op_type}))
 
 
 def _einsum(graph: Graph, node: Node) -> list[Node] | None:
@@ -323,7 +289,8 @@ def _einsum_per_matrix(graph: Graph, node: Node, subs: tuple[str, str, str], sha
         part = Node(name=graph.unique_name(f"{node.name}_{i}"), op_type="Einsum", opset=node.opset,
                     inputs=[cur, graph.add_constant(f"{node.name}_W{i}", matrix)],
                     outputs=[new_value(graph, f"{y}_{i}", [size[c] for c in ro], dtype)],
-                    attrs={"equation": f"{''.join(rx)},{''.join(rw)}->{''.join(ro)}"})
+                    attrs={"equation": f"{''.join(rx)},{''.join(rw)}->{''.join(ro)}"},
+                    meta={"origin": node.meta.get("origin", node.op_type)})
         nodes += _einsum(graph, part)
         parts.append(part.outputs[0])
     order = shared + ro
