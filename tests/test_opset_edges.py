@@ -98,3 +98,34 @@ def test_an_output_that_overflowed_is_compared():
     entry = compare({"y": np.array([np.inf, -np.inf])}, ref)["y"]
     assert entry["relative_error"] == math.inf and entry["snr_db"] == -math.inf
     assert compare({"y": np.zeros(2)}, {"y": np.zeros(2)})["y"]["snr_db"] == math.inf
+
+
+def test_a_model_before_opset_7_is_converted(tmp_path):
+    """onnxruntime runs an opset-6 Conv and Sum: converted like any old model, it maps and matches."""
+    w = np.random.default_rng(5).normal(size=(2, 1, 3, 3)).astype(np.float32)
+    nodes = [h.make_node("Conv", ["x", "W"], ["c"], name="conv"), h.make_node("Sum", ["c", "c"], ["y"], name="sum")]
+    model = _model(nodes, [h.make_tensor_value_info("x", T.FLOAT, [1, 1, 5, 5])],
+                   [h.make_tensor_value_info("y", T.FLOAT, [1, 2, 3, 3])], [numpy_helper.from_array(w, "W")],
+                   opset=6, ir_version=4)
+    _same(model, {"x": np.random.default_rng(6).normal(size=(1, 1, 5, 5)).astype(np.float32)})
+    assert len(compiled(model).mapping.layers) == 1
+
+
+def test_a_node_the_converter_cannot_bring_forward_is_named(tmp_path):
+    """A broadcasting Add-5 after a BatchNormalization-5: onnx's converter needs a shape it does not infer
+    at that opset and refuses the Add; check names it (exit 1)."""
+    ones = np.ones((2,), np.float32)
+    nodes = [h.make_node("Conv", ["x", "W"], ["c"], name="conv"),
+             h.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["n"], is_test=1,
+                         consumed_inputs=[0, 0, 0, 1, 1], name="bn"),
+             h.make_node("Add", ["n", "a"], ["y"], broadcast=1, name="add")]
+    inits = [numpy_helper.from_array(np.ones((2, 1, 3, 3), np.float32), "W"),
+             *(numpy_helper.from_array(ones, k) for k in "sbmv"),
+             numpy_helper.from_array(np.ones((2, 1, 1), np.float32), "a")]
+    model = h.make_model(h.make_graph(nodes, "g", [h.make_tensor_value_info("x", T.FLOAT, [1, 1, 5, 5])],
+                                      [h.make_tensor_value_info("y", T.FLOAT, [1, 2, 3, 3])], inits),
+                         opset_imports=[h.make_opsetid("", 5)], ir_version=4)
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    code, out, _ = cli("check", str(tmp_path / "m.onnx"), "-t", "isaac", "--format", "json")
+    assert code == 1, out
+    assert [(r["node"], r["opset"]) for r in json.loads(out)["results"][0]["reasons"]] == [("add", 5)]

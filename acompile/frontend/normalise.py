@@ -17,7 +17,7 @@ from .control_flow import walk_nodes
 from .convert import CANONICAL_OPSET, convert
 from .protobuf import SKELETON_KEEP_BYTES, is_repeated
 
-OLDEST_OPSET = 7
+OLDEST_OPSET = 1     # what onnx's converter starts from; a node it cannot bring forward is named
 
 
 def ai_onnx_opset(model: ModelProto, where: str) -> int:
