@@ -77,6 +77,42 @@ def test_run_takes_dynamic_sizes_from_its_input(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["outputs"]["y"] == [5, 4]
 
 
+def test_run_is_compile_at_the_data_shape_then_simulate(tmp_path):
+    """run = compile --input-shape (the data's shape, batch included) + simulate, byte for byte in quantized
+    mode: the default calibration draws as many samples as the data's batch."""
+    rng = np.random.default_rng(4)
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+                           helper.make_node("MatMul", ["r", "w2"], ["y"])], "dyn",
+                          [helper.make_tensor_value_info("x", F, ["N", 16])],
+                          [helper.make_tensor_value_info("y", F, ["N", 4])],
+                          [numpy_helper.from_array(rng.standard_normal((16, 8)).astype(np.float32), "w"),
+                           numpy_helper.from_array(rng.standard_normal((8, 4)).astype(np.float32), "w2")])
+    model = _save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), tmp_path / "m.onnx")
+    np.save(tmp_path / "x.npy", rng.standard_normal((3, 16)).astype(np.float32))
+    run, sim = tmp_path / "run.npz", tmp_path / "sim.npz"
+    common = ["-t", "isaac", "-q", "--input", str(tmp_path / "x.npy"), "--mode", "quantized"]
+    assert main(["run", model, *common, "-r", str(run)]) == 0
+    assert main(["compile", model, "-t", "isaac", "-q", "-o", str(tmp_path / "out"), "--input-shape", "3,16"]) == 0
+    assert main(["simulate", str(tmp_path / "out"), *common[2:], "-r", str(sim)]) == 0
+    assert np.array_equal(np.load(run)["y"], np.load(sim)["y"])
+
+
+def test_run_takes_the_batch_from_its_input_where_the_model_needs_it(tmp_path, capsys):
+    """A Reshape folds the batch into the features a MatMul reads: with the batch open the layer has no size,
+    so the data's batch fixes it."""
+    w = np.random.default_rng(5).standard_normal((8, 3)).astype(np.float32)
+    g = helper.make_graph([helper.make_node("Reshape", ["x", "flat"], ["f"]),
+                           helper.make_node("MatMul", ["f", "w"], ["y"])],
+                          "fold", [helper.make_tensor_value_info("x", F, ["N", 4])],
+                          [helper.make_tensor_value_info("y", F, [1, 3])],
+                          [numpy_helper.from_array(w, "w"),
+                           numpy_helper.from_array(np.array([1, -1], np.int64), "flat")])
+    model = _save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), tmp_path / "m.onnx")
+    np.save(tmp_path / "x.npy", np.ones((2, 4), np.float32))
+    assert main(["run", model, "-t", "isaac", "--input", str(tmp_path / "x.npy"), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["outputs"]["y"] == [1, 3]
+
+
 def test_non_tensor_outputs_are_not_compared():
     zipmap = [{0: 0.25, 1: 0.75}]
     out = compare({"p": zipmap, "y": np.ones((1, 2))}, {"p": zipmap, "y": np.ones((1, 2))})
