@@ -135,3 +135,19 @@ def test_api_gives_a_dataframe_when_pandas_is_installed():
     pytest.importorskip("pandas")
     frame = acompile.sweep(DIGITS, "isaac", {"adc.bits": [6, 8]}, frame=True)
     assert list(frame["adc.bits"]) == [6, 8] and frame["energy_pj"].is_monotonic_increasing
+
+
+def test_each_model_has_its_own_pareto_fronts():
+    """A big model's points are no alternative to a small model's: compared across models, none of the
+    big one's rows would be on a front."""
+    from acompile.sweeps.pareto import mark, svg
+
+    def row(model, energy, area, accuracy):
+        return {"model": model, "status": "ok", "energy_pj": energy, "area_mm2": area, "accuracy": accuracy}
+    rows = [row("small", 1.0, 1.0, 0.9), row("small", 2.0, 2.0, 0.95), row("small", 3.0, 3.0, 0.93),
+            row("big", 10.0, 10.0, 0.8), row("big", 20.0, 20.0, 0.85), row("big", 30.0, 30.0, 0.84)]
+    mark(rows, with_data=True)
+    assert [r["pareto_energy"] for r in rows] == [True, True, False, True, True, False]
+    assert [r["pareto_area"] for r in rows] == [r["pareto_energy"] for r in rows]
+    plot = svg(rows, True, "two models")
+    assert "Pareto front: small" in plot and "Pareto front: big" in plot

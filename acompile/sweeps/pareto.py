@@ -1,8 +1,9 @@
 """Pareto fronts of a sweep and their plot (pareto.svg: matplotlib, no date, fixed hash salt: byte-identical).
 
-A row is on the energy front when no other row has at most its energy per
-inference and better accuracy (or, without data, lower latency), one of the two
-strictly; the same for area. Only rows with status ok take part.
+A row is on the energy front when no other row of the same model has at most its
+energy per inference and better accuracy (or, without data, lower latency), one of the
+two strictly; the same for area. Each model has its own fronts (a point of one model is
+no alternative to another model's). Only rows with status ok take part.
 """
 
 from __future__ import annotations
@@ -32,9 +33,17 @@ def front(rows: list[dict], cost: str, with_data: bool) -> list[bool]:
 
 
 def mark(rows: list[dict], with_data: bool) -> None:
+    """Set each row's pareto_energy and pareto_area: on its model's fronts (None for rows that did not run)."""
+    models: dict[str, list[dict]] = {}
+    for row in rows:
+        models.setdefault(row.get("model"), []).append(row)
     for column, cost in (("pareto_energy", "energy_pj"), ("pareto_area", "area_mm2")):
-        for row, on in zip(rows, front(rows, cost, with_data)):
-            row[column] = on if row["status"] == "ok" else None
+        for group in models.values():
+            for row, on in zip(group, front(group, cost, with_data)):
+                row[column] = on if row["status"] == "ok" else None
+
+
+FRONT_COLOURS = ("#D55E00", "#0072B2", "#009E73", "#CC79A7", "#E69F00", "#56B4E9")   # Okabe-Ito, colour-blind safe
 
 
 def _panel(ax, rows: list[dict], cost: str, xlabel: str, ylabel: str, flag: str, with_data: bool,
@@ -49,14 +58,17 @@ def _panel(ax, rows: list[dict], cost: str, xlabel: str, ylabel: str, flag: str,
         return
     sign = 1.0 if ylabel == "accuracy" else -1.0        # rel. error and latency: lower is better, shown as is
     off = [(c, q * sign) for c, q, f, _r in pts if not f]
-    on = sorted(((c, q * sign, r) for c, q, f, r in pts if f), key=lambda t: t[:2])
     if off:
         ax.scatter([c for c, _ in off], [q for _, q in off], s=14, color="#999999", label="other rows")
-    ax.plot([c for c, _, _ in on], [q for _, q, _ in on], "-o", color="#D55E00", markersize=5, label="Pareto front")
-    for c, q, r in on:
-        label = ", ".join(f"{k.rsplit('.', 1)[-1]}={r[k]}" for k in keys)
-        if label:
-            ax.annotate(label, (c, q), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    models = list(dict.fromkeys(r.get("model") for *_x, r in pts))
+    for i, model in enumerate(models):     # each model's own front
+        on = sorted(((c, q * sign, r) for c, q, f, r in pts if f and r.get("model") == model), key=lambda t: t[:2])
+        ax.plot([c for c, _, _ in on], [q for _, q, _ in on], "-o", color=FRONT_COLOURS[i % len(FRONT_COLOURS)],
+                markersize=5, label="Pareto front" + (f": {model}" if len(models) > 1 else ""))
+        for c, q, r in on:
+            label = ", ".join(f"{k.rsplit('.', 1)[-1]}={r[k]}" for k in keys)
+            if label:
+                ax.annotate(label, (c, q), textcoords="offset points", xytext=(4, 4), fontsize=7)
     if max(p[0] for p in pts) > 10 * min(p[0] for p in pts):
         ax.set_xscale("log")
     ax.legend(fontsize=8, frameon=False)

@@ -65,7 +65,7 @@ def to_markdown(rows: list[dict], keys: list[str], meta: dict, notes: list[str])
         lines.append("")
     front = [r for r in rows if r.get("pareto_energy") or r.get("pareto_area")]
     versus = "accuracy" if meta["mode"] else "latency"
-    lines += [f"## Pareto front (energy and area against {versus}; pareto.svg)", ""]
+    lines += [f"## Pareto fronts (energy and area against {versus}, each model's own; pareto.svg)", ""]
     head = ["model", *keys, "repeat", "energy/inf", "area", "latency", "accuracy", "rel. error", "front"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in front or ok:
