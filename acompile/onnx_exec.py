@@ -268,6 +268,8 @@ def _broadcast(p: np.ndarray, x: np.ndarray, axis: int, block_size: int) -> np.n
 
 # onnxruntime's contrib QuantizeLinear/DequantizeLinear (com.microsoft) compute what ONNX's do
 QUANTIZE_DOMAINS = ("", "ai.onnx", "com.microsoft")
+# operators that may have a narrow type on their output only (a Cast to float8, a 4-bit output_dtype)
+NUMPY_FIRST = ("Cast", "CastLike", "QuantizeLinear")
 
 
 def _numpy_op(op_type: str, domain: str, attrs: dict, inputs: Sequence) -> list[np.ndarray] | None:
@@ -365,9 +367,7 @@ def run_node(op_type: str, attrs: dict[str, Any], inputs: Sequence[np.ndarray | 
     """
     try:
         exotic = any(map(_exotic, inputs))
-        numpy_first = exotic or op_type in ("Cast", "CastLike") or (op_type == "QuantizeLinear"
-                                                                       and "output_dtype" in attrs)
-        values = _numpy_op(op_type, domain, attrs, inputs) if numpy_first else None
+        values = _numpy_op(op_type, domain, attrs, inputs) if exotic or op_type in NUMPY_FIRST else None
         if values is None and exotic and op_type in MOVES_BITS and domain in ("", "ai.onnx") and outer is None:
             values = _storage_run(op_type, attrs, inputs, lambda args: run_node(
                 op_type, attrs, args, n_outputs, opset, domain, attr_types, where))

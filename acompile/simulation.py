@@ -97,10 +97,10 @@ def _error_ratios(signal: float, noise: float) -> dict:
     (infinite noise) or a zero reference."""
     if noise == 0:
         return {"relative_error": 0.0, "snr_db": math.inf}
-    ratio = signal / noise if math.isfinite(noise) else 0.0      # NaN when either sum is NaN
-    return {"relative_error": math.sqrt(noise / signal) if signal > 0 else math.inf,
-            "snr_db": 10 * math.log10(ratio) if ratio > 0 and math.isfinite(ratio) else
-            (math.inf if ratio == math.inf else -math.inf if ratio == 0 else math.nan)}
+    ratio = signal / noise if math.isfinite(noise) else 0.0
+    with np.errstate(divide="ignore"):      # log10 of 0 and of infinity are the infinities; of NaN, NaN
+        snr = float(10 * np.log10(ratio))
+    return {"relative_error": math.sqrt(noise / signal) if signal > 0 else math.inf, "snr_db": snr}
 
 
 def simulate(loaded: Loaded, feeds: dict, mode: str = "ideal", seed: int = 0, path: str = "fast",

@@ -52,17 +52,24 @@ def _refuse_unconvertible(model: ModelProto, version: int, where: str) -> None:
     data's type, which the converter makes boolean under the same declared type. Every such node is
     named, exit 1 (a Dropout only where its mask is read)."""
     from .ops import Problem
-    scan = "Scan-8 runs over a batch axis, which onnx's version converter drops; export the model at opset 9 or later"
-    mask = "the mask of Dropout before opset 10 has the data's type, which onnx's version converter changes to bool"
     read = {x for n in walk_nodes(model.graph) for x in n.input} | {o.name for o in model.graph.output}
-    scans = [Problem(clean(n.name or n.op_type), n.op_type, "", version, "unsupported_attribute", why)
-             for n in walk_nodes(model.graph) if n.domain in ("", "ai.onnx")
-             for why in ([scan] if n.op_type == "Scan" and version < 9 else
-                         [mask] if n.op_type == "Dropout" and version < 10 and len(n.output) > 1
-                         and n.output[1] in read else [])]
-    if scans:
+    changed = [(n, why) for n in walk_nodes(model.graph) if n.domain in ("", "ai.onnx")
+               for why in [_changed_by_converter(n, version, read)] if why]
+    problems = [Problem(clean(n.name or n.op_type), n.op_type, "", version, "unsupported_attribute", why)
+                for n, why in changed]
+    if problems:
         raise UnsupportedError(f"cannot convert opset {version} to {CANONICAL_OPSET}: "
-                               + "; ".join(p.line() for p in scans), where=where, problems=scans)
+                               + "; ".join(p.line() for p in problems), where=where, problems=problems)
+
+
+def _changed_by_converter(n, version: int, read: set[str]) -> str | None:
+    """Why onnx's converter would change what node ``n`` computes, or None."""
+    if n.op_type == "Scan" and version < 9:
+        return ("Scan-8 runs over a batch axis, which onnx's version converter drops; export the model at opset 9 "
+                "or later")
+    if n.op_type == "Dropout" and version < 10 and len(n.output) > 1 and n.output[1] in read:
+        return "the mask of Dropout before opset 10 has the data's type, which onnx's version converter changes to bool"
+    return None
 
 
 def _unconvertible(model: ModelProto, version: int) -> list:

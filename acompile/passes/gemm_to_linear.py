@@ -203,6 +203,14 @@ def _einsum(graph: Graph, node: Node) -> list[Node] | None:
     shared = [c for c in xs if c in ws and c in out]
     if shared:
         return _einsum_per_matrix(graph, node, (xs, ws, out), shared, x_name, w, x_shape)
+    return _dense_layer(graph, node, (xs, ws, out), x_name, w, x_shape)
+
+
+def _dense_layer(graph: Graph, node: Node, subs: tuple[str, str, str], x_name: str, w: np.ndarray,
+                 x_shape) -> list[Node] | None:
+    """The nodes of an Einsum (subscripts ``subs`` of x, W and the output) that is a dense layer, ``node``
+    giving its name and output, or None when it is not one."""
+    xs, ws, out = subs
     axes = _dense_axes(xs, ws, out, x_shape, w.shape)
     if axes is None:
         return None
@@ -286,12 +294,10 @@ def _einsum_per_matrix(graph: Graph, node: Node, subs: tuple[str, str, str], sha
     for i, matrix in enumerate(matrices):
         step("Gather", [sliced, graph.add_constant(f"{node.name}_index{i}", np.array(i, np.int64))], x_rest,
              {"axis": 0}, source_type=x_type)
-        part = Node(name=graph.unique_name(f"{node.name}_{i}"), op_type="Einsum", opset=node.opset,
-                    inputs=[cur, graph.add_constant(f"{node.name}_W{i}", matrix)],
+        part = Node(name=graph.unique_name(f"{node.name}_{i}"), op_type="Einsum", opset=node.opset, inputs=[cur],
                     outputs=[new_value(graph, f"{y}_{i}", [size[c] for c in ro], dtype)],
-                    attrs={"equation": f"{''.join(rx)},{''.join(rw)}->{''.join(ro)}"},
                     meta={"origin": node.meta.get("origin", node.op_type)})
-        nodes += _einsum(graph, part)
+        nodes += _dense_layer(graph, part, ("".join(rx), "".join(rw), "".join(ro)), cur, matrix, x_rest)
         parts.append(part.outputs[0])
     order = shared + ro
     back = [order.index(c) for c in out]
