@@ -46,8 +46,10 @@ class Loaded:
     noise: NoiseSpec
 
 
-def load_compiled(folder: Path, mode: str, target=None, overrides: dict | None = None) -> Loaded:
-    """A compiled OUT folder ready to simulate; noisy mode takes its noise from the target (with ``overrides``).
+def load_compiled(folder: Path, mode: str, target=None, overrides: dict | None = None,
+                  drift_time_s: float | None = None) -> Loaded:
+    """A compiled OUT folder ready to simulate; noisy mode takes its noise from the target (with ``overrides``,
+    then ``drift_time_s``: the time since programming at which the chip is read).
 
     The target is the one the program was compiled for, as OUT's target.toml holds it (its checksum is
     in program.json); ``target`` replaces it only for library callers that pass one.
@@ -68,9 +70,14 @@ def load_compiled(folder: Path, mode: str, target=None, overrides: dict | None =
     if mode == "noisy":
         if target is None:
             target = load_program_target(folder, graph)
-        if overrides:
-            from .target import apply_overrides
-            target = apply_overrides(target, overrides)
+        from .target import apply_overrides
+        target = apply_overrides(target, overrides or {})
+        if drift_time_s is not None:
+            t0 = target.get("noise.drift_t0_s") or 0
+            hint = (f"the target {target.name!r} has no drift model: set noise.drift_t0_s and noise.drift_nu_mean "
+                    "with --set, or use a target that has one" if not t0 or not target.get("noise.drift_nu_mean")
+                    else f"the target {target.name!r} is verified noise.drift_t0_s = {t0} s after programming")
+            target = apply_overrides(target, {"noise.drift_time_s": drift_time_s}, "--drift-time", hint)
         noise = noise_from_target(target)
     return Loaded(graph, mapping, weights, noise)
 

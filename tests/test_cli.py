@@ -110,6 +110,45 @@ def test_simulate_compare_labels_and_run(tmp_path, capsys):
     assert "accuracy" in capsys.readouterr().out
 
 
+def test_run_and_simulate_name_the_input_the_data_does_not_fit(tmp_path, capsys):
+    """The data's shape and type are checked against the model before compiling at its shape (run) and
+    before onnxruntime runs the comparison (simulate --compare): one line naming the input either way."""
+    model = SAMPLES / "mlp.onnx"
+    out = tmp_path / "out"
+    assert main(["compile", str(model), "-t", "isaac", "-o", str(out), "-q"]) == 0
+    cases = {"narrow": (np.zeros((4, 64), np.float32), "input 'input' has shape [4, 64]; the model expects ['N', 784]"),
+             "text": (np.array([["a"] * 784] * 4), "input 'input' has dtype <U1; the model expects float32")}
+    for name, (data, message) in cases.items():
+        np.save(tmp_path / f"{name}.npy", data)
+        runs = (["run", str(model), "-t", "isaac"], ["simulate", str(out), "--compare", str(model)])
+        for command in runs:
+            capsys.readouterr()
+            assert main([*command, "--input", str(tmp_path / f"{name}.npy")]) == 2
+            err = capsys.readouterr().err
+            assert message in err and "--input-shape" not in err and "onnxruntime" not in err, err
+
+
+def test_drift_time_reads_the_chip_later_and_says_what_it_needs(tmp_path, capsys):
+    model = save(models.mlp(), tmp_path / "mlp.onnx")
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((4, 16)).astype(np.float32))
+    results = []
+    for when in ("1000", "1e7"):
+        assert main(["run", str(model), "-t", "hermes", "-i", str(tmp_path / "x.npy"), "--mode", "noisy",
+                     "--drift-time", when, "-r", str(tmp_path / f"r{when}.npz"), "-q"]) == 0
+        with np.load(tmp_path / f"r{when}.npz") as r:
+            results.append(dict(r))
+    assert any(not np.array_equal(results[0][k], results[1][k]) for k in results[0])   # the chip drifted
+    errors = {("hermes", "noisy", "10"): "--drift-time: noise.drift_time_s: expected at least noise.drift_t0_s",
+              ("isaac", "noisy", "1000"): "the target 'isaac' has no drift model",
+              ("hermes", "quantized", "1000"): "--drift-time reads a drifted chip: it needs --mode noisy"}
+    for (target, mode, when), message in errors.items():
+        capsys.readouterr()
+        assert main(["run", str(model), "-t", target, "-i", str(tmp_path / "x.npy"), "--mode", mode,
+                     "--drift-time", when]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "--set:" not in err and len(err.splitlines()) == 1, err
+
+
 def test_simulate_rejects_a_device_file_from_another_compile(tmp_path, capsys):
     for name, model in (("a", "mlp.onnx"), ("b", "digits.onnx")):
         assert main(["compile", str(SAMPLES / model), "-t", "isaac", "-o", str(tmp_path / name), "-q"]) == 0
@@ -205,3 +244,34 @@ def test_each_command_imports_only_what_it_uses(tmp_path):
     assert "acompile.backends.device" in compiled
     assert not _under(compiled, "acompile.check", "acompile.cli.check", "acompile.cli.simulate", "acompile.cli.sweep",
                       "acompile.cli.targets", "acompile.sweeps")
+
+
+def test_an_internal_error_names_a_dependency_acompile_does_not_accept(tmp_path, capsys, monkeypatch):
+    """Another tool's install can downgrade onnx under acompile; the error then says so and how to fix it."""
+    from importlib import metadata
+
+    import acompile.cli.compile as compile_cli
+    import acompile.requirements as requirements
+
+    def fail(*args, **kwargs):
+        raise AttributeError("FLOAT4E2M1")     # what an onnx too old for acompile raises deep in a pass
+
+    installed = {"onnx": "1.16.1", "numpy": "2.4.0"}
+    monkeypatch.setattr(compile_cli, "compile_to", fail)
+    monkeypatch.setattr(requirements.metadata, "requires", lambda name: ["onnx>=1.21", "numpy>=1.24",
+                                                                          'pytest>=7; extra == "test"'])
+    monkeypatch.setattr(requirements.metadata, "version", lambda name: installed[name])
+    args = ["compile", str(SAMPLES / "mlp.onnx"), "-t", "isaac", "-o", str(tmp_path / "out")]
+    assert main(args) == 3
+    err = capsys.readouterr().err
+    assert err == ("acompile: internal error: AttributeError: FLOAT4E2M1 -- onnx 1.16.1 is installed, against "
+                   "acompile's requirements: pip install 'onnx>=1.21'\n")
+    installed["onnx"] = "1.23.2"
+    assert main(args) == 3
+    assert "please report this" in capsys.readouterr().err
+    def missing(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(requirements.metadata, "version", missing)
+    assert main(args) == 3
+    assert "onnx is not installed, numpy is not installed" in capsys.readouterr().err

@@ -45,6 +45,17 @@ def test_every_option_has_help(path, parser):
         assert action.help, f"acompile {' '.join(path)}: {action.option_strings or action.dest} has no help"
 
 
+@pytest.mark.parametrize("path, parser", SUBCOMMANDS, ids=[" ".join(p) for p, _ in SUBCOMMANDS])
+def test_every_option_with_a_default_shows_it(path, parser):
+    """A default of 0 is shown too (--seed): only options without one (None, a flag's False) say none."""
+    for action in parser._actions:
+        if not action.option_strings or action.default is None or action.default is False \
+                or action.default == argparse.SUPPRESS:
+            continue
+        shown = parser._get_formatter()._expand_help(action)    # the text --help prints beside the option
+        assert "default" in shown, f"acompile {' '.join(path)} {action.option_strings[0]}: {shown}"
+
+
 def test_defaults_and_choices_are_shown(capsys):
     with pytest.raises(SystemExit):
         main(["simulate", "--help"])

@@ -6,6 +6,7 @@ mapping's ``to_dict()``; the table encoder writes what ``dumps_compact`` writes.
 from __future__ import annotations
 
 import json
+import re
 import threading
 from types import SimpleNamespace
 
@@ -124,3 +125,26 @@ def test_the_device_writer_stops_when_told(tmp_path):
     stop.set()
     with pytest.raises(Cancelled):
         write_device(tmp_path / "device.acdev", comp, lambda: "0" * 64, stop)
+
+
+def test_the_formats_doc_names_every_key_and_member(tmp_path):
+    """docs/formats.md names every key of program.json (top level, layer records, spec) and every member
+    and header key of device.acdev, as an isaac compile (the flipped scheme) writes them."""
+    import zipfile
+    from pathlib import Path
+
+    from acompile.cli import main
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "formats.md").read_text(encoding="utf-8")
+    model = tmp_path / "mlp.onnx"
+    model.write_bytes(models.mlp().SerializeToString())
+    assert main(["compile", str(model), "-t", "isaac", "-o", str(tmp_path / "out"), "-q"]) == 0
+    program = json.loads((tmp_path / "out" / "program.json").read_text())
+    layer = program["layers"][0]
+    with zipfile.ZipFile(tmp_path / "out" / "device.acdev") as z:
+        members = z.namelist()
+        header = json.loads(z.read("header.json"))
+    in_code = {word for span in re.findall(r"`([^`]+)`", doc) for word in re.findall(r"[\w.]+", span)}
+    named = [*program, *layer, *layer["spec"], *members, *header]
+    assert [key for key in named if key not in in_code] == []
+    assert "flip_marks.npy" in members and "`flip_marks.npy`" in doc

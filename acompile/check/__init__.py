@@ -30,7 +30,8 @@ the process pool, the report), :mod:`.render` (text, JSON, Markdown, JUnit),
 from ..lazy import exports
 from .schema import CHECK_JSON_SCHEMA
 
-__all__ = ["check_model", "CHECK_JSON_SCHEMA"]
+__all__ = ["check_model", "render_text", "render_json", "render_markdown", "render_junit", "CHECK_JSON_SCHEMA"]
 
 # on first use: the command line reads its options (discover, render, schema) before numpy is imported
-__getattr__ = exports(__name__, {"check_model": "verdict"})
+__getattr__ = exports(__name__, {"check_model": "verdict", "render_text": "render", "render_json": "render",
+                                 "render_markdown": "render", "render_junit": "render"})

@@ -169,7 +169,12 @@ def main(argv: list[str] | None = None) -> int:
         if verbose:
             import traceback
             traceback.print_exc()
-        msg = f"internal error: {type(e).__name__}: {clean(str(e), 200)} -- please report this at the project's issue tracker (rerun with -v for the traceback)"
+        from ..requirements import unmet
+        broken = unmet()       # another install may have changed a dependency under acompile
+        after = (f"{', '.join(what for what, _ in broken)}, against acompile's requirements: "
+                 f"pip install {' '.join(repr(need) for _, need in broken)}" if broken
+                 else "please report this at the project's issue tracker (rerun with -v for the traceback)")
+        msg = f"internal error: {type(e).__name__}: {clean(str(e), 200)} -- {after}"
         if fmt == "json":
             print(json.dumps({"error": {"code": "internal", "exit_code": EXIT_INTERNAL, "message": msg}}),
                   file=sys.stderr)

@@ -32,12 +32,14 @@ def add_arguments(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -
     p.add_argument("--target", "-t", action="append", required=True, metavar="T",
                    help="shipped target name or .toml file; repeat for several targets")
     p.add_argument("-o", "--output", metavar="FILE", help="write the chosen format to FILE (text still printed)")
-    p.add_argument("--max-chips", type=int, metavar="N", help="incompatible if the mapping needs more than N chips")
+    p.add_argument("--max-chips", type=int, metavar="N",
+                   help="incompatible if the mapping needs more than N chips (default: no limit)")
     p.add_argument("--digital-ok", action="append", metavar="OPS",
                    help="comma-separated digital op types that are expected (besides data movement and "
                         "activations); '*' accepts every digital op")
     p.add_argument("--min-analog-fraction", type=float, metavar="F",
-                   help="incompatible if less than this fraction (0..1) of the MACs runs on crossbars")
+                   help="incompatible if less than this fraction (0..1) of the MACs runs on crossbars "
+                        "(default: no minimum)")
     p.add_argument("--jobs", "-j", type=int, default=1, metavar="N",
                    help="check in N processes (0: one per CPU); output does not depend on N")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",

@@ -30,12 +30,13 @@ def _simulate_folder(args, folder: Path, model_for_compare: str | None) -> int:
         for path in filter(None, (args.result, html)):
             check_file_destination(Path(path))     # before the work, not after it
     overrides = parse_settings(getattr(args, "set", None))
-    if args.drift_time is not None:
-        overrides["noise.drift_time_s"] = args.drift_time
     if args.repeats > 1 and args.mode != "noisy":
         raise UsageError("--repeats draws new chips: it needs --mode noisy")
-    loaded = load_compiled(folder, args.mode, overrides=overrides)
-    feeds = _read_inputs(args.input, loaded.graph)
+    if args.drift_time is not None and args.mode != "noisy":
+        raise UsageError("--drift-time reads a drifted chip: it needs --mode noisy")
+    loaded = load_compiled(folder, args.mode, overrides=overrides, drift_time_s=args.drift_time)
+    from ..sim.runtime import check_feeds
+    feeds = check_feeds(loaded.graph, _read_inputs(args.input, loaded.graph))   # before onnxruntime sees them
     reference = None
     if model_for_compare:
         reference = reference_outputs(Path(model_for_compare), _reference_feeds(args, feeds))
@@ -211,10 +212,14 @@ def run_run(args) -> int:
     with tempfile.TemporaryDirectory(prefix="acompile-run-") as tmp:
         args.output = str(Path(tmp) / "out")
         from ..calibrate import load_arrays
-        from ..frontend.input_shapes import data_shapes, model_inputs
+        from ..frontend.input_shapes import data_shapes, input_dims, model_inputs
         inputs, weights = model_inputs(args.model)
         feeds = load_arrays(args.input, inputs, weights=weights)
         if not args.input_shape:     # dynamic input dimensions take the sizes of the data run
+            from ..sim.runtime import check_fixed_dims
+            for name, dims in input_dims(args.model).items():   # the model's fixed sizes, before compiling
+                if name in feeds:
+                    check_fixed_dims(name, feeds[name], dims)
             args.data_shapes = data_shapes(args.model, feeds, whole=True)
         quiet = args.quiet
         args.quiet = True

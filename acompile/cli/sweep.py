@@ -19,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -
     p.add_argument("--data", help="inputs (.npy, or .npz keyed by input name): simulate every point")
     p.add_argument("--labels", help=".npy of integer labels: the accuracy column")
     p.add_argument("--mode", choices=["ideal", "quantized", "noisy"], help="simulation mode (default quantized)")
-    p.add_argument("--repeats", type=int, default=1, help="independent noisy chip instances per point")
+    p.add_argument("--repeats", type=int, default=1, metavar="N", help="independent noisy chip instances per point")
     p.add_argument("--seed", type=int, default=0, help="base seed; each row's own seed is in the table")
     p.add_argument("--batch", type=int, default=1, help="batch size used for cost (default 1)")
     where = p.add_mutually_exclusive_group()

@@ -94,6 +94,45 @@ class WeightsFromGraph:
         return self._cache[key]
 
 
+def check_fixed_dims(name: str, value: np.ndarray, dims: list | None) -> None:
+    """Refuse data whose rank or fixed sizes past the leading (batch) axis differ from the model's
+    ``dims`` (int where fixed, anything else where dynamic), in the words simulate and run share."""
+    if dims is None:
+        return
+    fixed_ok = all(not isinstance(d, int) or d == n for d, n in list(zip(dims, value.shape))[1:])
+    if value.ndim != len(dims) or not fixed_ok:
+        shown = ["N" if i == 0 else d for i, d in enumerate(dims)]
+        raise InvalidDataError(f"input {clean(name)!r} has shape {list(value.shape)}; the model expects {shown}")
+
+
+def check_feeds(graph: Graph, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Names, dtypes and shapes of the inputs, with one clear message for the first mismatch."""
+    expected = list(graph.inputs)
+    missing = [n for n in expected if n not in feeds]
+    extra = [n for n in feeds if n not in expected]
+    if missing or extra:
+        parts = ([f"missing {', '.join(clean(m) for m in missing)}"] if missing else []) + \
+                ([f"unexpected {', '.join(clean(e) for e in extra)}"] if extra else [])
+        raise InvalidDataError("input names do not match the model: " + "; ".join(parts),
+                               hint=f"the model's inputs are: {', '.join(clean(e) for e in expected)}")
+    out = {}
+    for name in expected:
+        value = feeds[name]
+        if not isinstance(value, np.ndarray):
+            raise InvalidDataError(f"input {clean(name)!r} is not an array")
+        info = graph.tensors.get(name)
+        want = info.dtype if info is not None else None
+        if want is not None and value.dtype != want:
+            if value.dtype.kind == "U" and want == object:     # text, as ONNX's string tensors hold it
+                value = value.astype(object)
+            elif value.dtype.kind not in "biuf" or not np.can_cast(value.dtype, want, "same_kind"):
+                raise InvalidDataError(f"input {clean(name)!r} has dtype {value.dtype}; the model expects {want}")
+            value = value.astype(want)
+        check_fixed_dims(name, value, info.shape if info is not None else None)
+        out[name] = value
+    return out
+
+
 def padded_rows(v: np.ndarray, start: int, n: int) -> np.ndarray:
     """Rows start..start+n of v; a short last chunk is padded with zero rows to the program's batch."""
     part = v[start:start + n]
@@ -130,7 +169,7 @@ class Simulator:
         """Run the program on ``feeds``; the batch is split into chunks of the compiled batch size."""
         if self.mode not in MODES:
             raise InvalidDataError(f"unknown mode {self.mode!r}; expected one of {', '.join(MODES)}")
-        feeds = self._check_feeds(feeds)
+        feeds = check_feeds(self.graph, feeds)
         compiled = self._compiled_batch()
         leading = {v.shape[0] if v.ndim else None for v in feeds.values()}
         total = leading.pop() if len(leading) == 1 else None
@@ -175,39 +214,6 @@ class Simulator:
                 return None
             batches.add(shape[0])
         return batches.pop() if len(batches) == 1 else None
-
-    def _check_feeds(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Names, dtypes and shapes of the inputs, with one clear message for the first mismatch."""
-        expected = list(self.graph.inputs)
-        missing = [n for n in expected if n not in feeds]
-        extra = [n for n in feeds if n not in expected]
-        if missing or extra:
-            parts = ([f"missing {', '.join(clean(m) for m in missing)}"] if missing else []) + \
-                    ([f"unexpected {', '.join(clean(e) for e in extra)}"] if extra else [])
-            raise InvalidDataError("input names do not match the model: " + "; ".join(parts),
-                                   hint=f"the model's inputs are: {', '.join(clean(e) for e in expected)}")
-        out = {}
-        for name in expected:
-            value = feeds[name]
-            if not isinstance(value, np.ndarray):
-                raise InvalidDataError(f"input {clean(name)!r} is not an array")
-            info = self.graph.tensors.get(name)
-            want = info.dtype if info is not None else None
-            if want is not None and value.dtype != want:
-                if value.dtype.kind == "U" and want == object:     # text, as ONNX's string tensors hold it
-                    value = value.astype(object)
-                elif value.dtype.kind not in "biuf" or not np.can_cast(value.dtype, want, "same_kind"):
-                    raise InvalidDataError(f"input {clean(name)!r} has dtype {value.dtype}; the model expects {want}")
-                value = value.astype(want)
-            shape = info.shape if info is not None else None
-            if shape is not None:
-                fixed_ok = all(not isinstance(d, int) or d == s for d, s in list(zip(shape, value.shape))[1:])
-                if value.ndim != len(shape) or not fixed_ok:
-                    shown = ["N" if i == 0 else d for i, d in enumerate(shape)]
-                    raise InvalidDataError(f"input {clean(name)!r} has shape {list(value.shape)}; the model "
-                                           f"expects {shown}")
-            out[name] = value
-        return out
 
     # ------------------------------------------------------------------
     def _steps(self) -> list:

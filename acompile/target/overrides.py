@@ -56,11 +56,12 @@ def parse_settings(items: Iterable[str] | None) -> dict[str, object]:
     return out
 
 
-def apply_overrides(target, overrides: dict[str, object]):
-    """``target`` with ``overrides`` applied and validated; exit 2 naming the field if one breaks a rule."""
+def apply_overrides(target, overrides: dict[str, object], option: str = "--set", hint: str = ""):
+    """``target`` with ``overrides`` applied and validated; exit 2 naming ``option`` (the flag that gave
+    them) and the field if one breaks a rule, with ``hint`` when the flag has one of its own."""
     if not overrides:
         return target
     try:
         return target.with_overrides(overrides)
     except InvalidTargetError as e:
-        raise InvalidTargetError(e.message, where="--set", hint=e.hint) from None
+        raise InvalidTargetError(e.message, where=option, hint=hint or e.hint) from None

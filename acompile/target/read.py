@@ -19,6 +19,7 @@ from .problems import Problem
 from .schema import SCHEMA_VERSION
 
 MAX_FILE_BYTES = 1 << 20      # a target is a page of text; refuse anything huge
+MAX_TABLE_DEPTH = 16          # the schema nests four tables deep; far more is not a target
 BARE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 
@@ -159,5 +160,21 @@ def parse(f: TargetFile) -> dict | None:
     except RecursionError:
         f.add("", "not a usable TOML file: arrays or inline tables are nested too deeply")
         return None
+    if _depth(data) > MAX_TABLE_DEPTH:      # dotted keys and [a.b.c] headers parse without recursion
+        f.add("", f"not a usable TOML file: tables are nested more than {MAX_TABLE_DEPTH} deep")
+        return None
     f.lines = _line_map(text)
     return data
+
+
+def _depth(data: dict) -> int:
+    """How deep tables and arrays nest in parsed TOML, without recursion."""
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > MAX_TABLE_DEPTH:
+            break
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((v, depth + 1) for v in children if isinstance(v, (dict, list)))
+    return deepest

@@ -143,8 +143,12 @@ class _Completion:
         if "*" in spec.path:    # a named entry: blame the file that wrote it
             where, line = self.origin.get(prefix, (where, None))
         place = f"under [{prefix}]" if prefix else "at the top of the file"
-        hint = (f"set it {place} here or in the file this one extends" if self.extended
-                else f"add it {place}")
+        if not spec.inherit:    # schema_version, name: every file states its own
+            hint = f"add it {place}: every file states its own, whatever it extends"
+        elif self.extended:
+            hint = f"set it {place} here or in the file this one extends"
+        else:
+            hint = f"add it {place}"
         self.problems.append(Problem(where, path, "missing required field", hint, line))
 
 
