@@ -18,9 +18,11 @@ ml_dtypes.
 
 from __future__ import annotations
 
+import faulthandler
 import importlib
 import importlib.util
 import numbers
+import os
 import sys
 from collections import abc
 import threading
@@ -83,9 +85,83 @@ def _full(module: str):
 
 def infer_shapes(model: ModelProto, check_type: bool = False, strict_mode: bool = False,
                  data_prop: bool = False) -> ModelProto:
-    """onnx's shape inference (``onnx.shape_inference.infer_shapes``)."""
-    return ModelProto.FromString(_C.shape_inference.infer_shapes(model.SerializeToString(), check_type,
-                                                                 strict_mode, data_prop))
+    """onnx's shape inference (``onnx.shape_inference.infer_shapes``).
+
+    A model with ai.onnx.ml nodes is inferred in a forked child process: onnx 1.23's inference ends the
+    process (SIGSEGV) on some of them (a LabelEncoder after a TreeEnsembleRegressor). When the child dies,
+    the model is inferred again with those nodes hidden under another domain: their outputs then have
+    no inferred type, which folding learns node by node from onnxruntime."""
+    def run(data: bytes) -> bytes:
+        return _C.shape_inference.infer_shapes(data, check_type, strict_mode, data_prop)
+
+    if not any(n.domain == "ai.onnx.ml" for n in _all_nodes(model.graph)) or not hasattr(os, "fork"):
+        return ModelProto.FromString(run(model.SerializeToString()))
+    try:
+        return ModelProto.FromString(_in_child(run, model.SerializeToString()))
+    except _Crashed:
+        pass
+    hidden = ModelProto()
+    hidden.CopyFrom(model)
+    _rename_domain(hidden, "ai.onnx.ml", _HIDDEN_ML)
+    done = ModelProto.FromString(run(hidden.SerializeToString()))
+    _rename_domain(done, _HIDDEN_ML, "ai.onnx.ml")
+    return done
+
+
+_HIDDEN_ML = "acompile.hidden.ai.onnx.ml"     # a domain onnx knows nothing of
+
+
+class _Crashed(Exception):
+    """The child process running onnx's C++ code died."""
+
+
+def _in_child(call, payload: bytes) -> bytes:
+    """call(payload) in a forked child; its exception comes back as a RuntimeError with its message,
+    its death as :class:`_Crashed`."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:        # the child: no Python clean-up, nothing of the parent's flushed twice
+        try:
+            faulthandler.disable()      # its death is expected, and the parent's error line says enough
+            os.close(read)
+            try:
+                out = b"\x00" + call(payload)
+            except Exception as e:
+                out = b"\x01" + f"{type(e).__name__}: {e}".encode("utf-8", "replace")
+            with os.fdopen(write, "wb") as f:
+                f.write(out)
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as f:
+        data = f.read()
+    _, status = os.waitpid(pid, 0)
+    if status != 0 or not data:
+        raise _Crashed()
+    if data[:1] == b"\x01":
+        raise RuntimeError(data[1:].decode("utf-8", "replace"))
+    return data[1:]
+
+
+def _rename_domain(model: ModelProto, old: str, new: str) -> None:
+    """Every node of domain ``old`` (sub-graphs included) and its opset import moved to ``new``."""
+    for n in _all_nodes(model.graph):
+        if n.domain == old:
+            n.domain = new
+    for imp in model.opset_import:
+        if imp.domain == old:
+            imp.domain = new
+
+
+def _all_nodes(graph: GraphProto):
+    """Every node of ``graph`` and of the sub-graphs nested in it."""
+    stack = [graph]
+    while stack:
+        g = stack.pop()
+        for n in g.node:
+            yield n
+            stack.extend(a.g for a in n.attribute if a.HasField("g"))
+            stack.extend(sub for a in n.attribute for sub in a.graphs)
 
 
 def check_model(model: ModelProto) -> None:

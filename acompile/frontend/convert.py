@@ -1,14 +1,43 @@
-"""Opset conversion: an older model is brought to CANONICAL_OPSET, the opset every pass is written for,
-by onnx's version converter, with what the converter gets wrong put right and what it refuses named."""
+"""Opsets: the ai.onnx opset a model is written at, and an older model brought to CANONICAL_OPSET, the
+opset every pass is written for, by onnx's version converter, with what the converter gets wrong put
+right and what it refuses named."""
 
 from __future__ import annotations
 
-from ..errors import UnsupportedError, clean, first_line
+from ..errors import InvalidModelError, UnsupportedError, clean, first_line
 from .control_flow import walk_nodes
-from ..onnx_core import (ModelProto, TensorProto, convert_version, make_attribute,
-                         make_empty_tensor_value_info, make_graph, make_model, make_tensor_value_info)
+from ..onnx_core import (IR_VERSION, ModelProto, TensorProto, convert_version, make_attribute,
+                         make_empty_tensor_value_info, make_graph, make_model, make_opsetid, make_tensor_value_info,
+                         opset_version)
 
 CANONICAL_OPSET = 17
+HIDDEN = "acompile.hidden."     # a domain prefix that onnx's converter knows nothing of
+OLDEST_OPSET = 1     # what onnx's converter starts from; a node it cannot bring forward is named
+
+
+def ai_onnx_opset(model: ModelProto, where: str) -> int:
+    """The ai.onnx opset the model imports, checked against what this onnx knows."""
+    version = None
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            version = int(imp.version)
+    if version is None:
+        if any(n.domain in ("", "ai.onnx") for n in walk_nodes(model.graph)):
+            raise InvalidModelError("the model uses ai.onnx operators but imports no ai.onnx opset", where=where)
+        # only ai.onnx.ml (or other) operators, as onnxmltools and CatBoost write them: nothing to convert,
+        # and the ai.onnx operators the passes add are at CANONICAL_OPSET (_import_used_domains declares it)
+        return CANONICAL_OPSET
+    latest = opset_version()
+    if version > latest:
+        raise InvalidModelError(f"opset {version} is newer than this onnx ({latest}) knows", where=where,
+                                hint="upgrade onnx or export at an older opset")
+    if version < OLDEST_OPSET:
+        raise InvalidModelError(f"opset {version} is older than the oldest supported ({OLDEST_OPSET})",
+                                where=where)
+    if model.ir_version > IR_VERSION:
+        raise InvalidModelError(f"IR version {model.ir_version} is newer than this onnx supports "
+                                f"({IR_VERSION})", where=where)
+    return version
 
 
 def convert(model: ModelProto, version: int, where: str) -> ModelProto:
@@ -24,7 +53,7 @@ def convert(model: ModelProto, version: int, where: str) -> ModelProto:
     legacy = {n.output[0]: n for n in model.graph.node
               if n.output and (n.op_type == "Upsample" or n.op_type == "Resize" and version <= 10)}
     try:
-        converted = convert_version(model, CANONICAL_OPSET)
+        converted = _convert_ai_onnx(model)
     except Exception as e:
         culprits = _unconvertible(model, version)
         raise UnsupportedError(f"cannot convert opset {version} to {CANONICAL_OPSET}: "
@@ -84,7 +113,7 @@ def _unconvertible(model: ModelProto, version: int) -> list:
         one = make_model(make_graph([n], "one", inputs, outputs), opset_imports=list(model.opset_import),
                          ir_version=max(model.ir_version, 4))
         try:
-            convert_version(one, CANONICAL_OPSET)
+            _convert_ai_onnx(one)
         except Exception as e:
             found.append(Problem(clean(n.name or f"{n.op_type}_{i}"), clean(n.op_type), n.domain, version,
                                  "unsupported_attribute",
@@ -92,3 +121,33 @@ def _unconvertible(model: ModelProto, version: int) -> list:
         if len(found) == 3:
             break
     return found
+
+
+def _convert_ai_onnx(model: ModelProto) -> ModelProto:
+    """onnx's converter to CANONICAL_OPSET, its ai.onnx nodes only: nodes of every other domain are hidden
+    from it under HIDDEN (it adapts none of them, and on some ai.onnx.ml graphs, a TreeEnsembleRegressor
+    feeding a LabelEncoder, onnx 1.23's converter ends the process with SIGSEGV). ``model`` is left as it was."""
+    imports = {imp.domain: imp.version for imp in model.opset_import}
+    foreign = {n.domain for n in walk_nodes(model.graph) if n.domain not in ("", "ai.onnx")}
+    _rename_domains(model, {d: HIDDEN + d for d in foreign})
+    model.opset_import.extend(make_opsetid(HIDDEN + d, imports.get(d, 1)) for d in sorted(foreign))
+    try:
+        converted = convert_version(model, CANONICAL_OPSET)
+    finally:
+        _unhide(model)
+    _unhide(converted)
+    return converted
+
+
+def _unhide(model: ModelProto) -> None:
+    hidden = {n.domain for n in walk_nodes(model.graph) if n.domain.startswith(HIDDEN)}
+    _rename_domains(model, {d: d[len(HIDDEN):] for d in hidden})
+    kept = [imp for imp in model.opset_import if not imp.domain.startswith(HIDDEN)]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
+
+
+def _rename_domains(model: ModelProto, rename: dict[str, str]) -> None:
+    for n in walk_nodes(model.graph):
+        if n.domain in rename:
+            n.domain = rename[n.domain]

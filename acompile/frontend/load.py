@@ -14,7 +14,8 @@ from ..ir import Graph
 from ..limits import Limits
 from ..onnx_core import ModelProto, from_array
 from .external import resolve_external_data
-from .normalise import ai_onnx_opset, check_raw_sizes, normalise
+from .convert import ai_onnx_opset
+from .normalise import check_raw_sizes, normalise
 from .protobuf import read_model_lean
 from .sparse import densify
 from .to_ir import to_ir

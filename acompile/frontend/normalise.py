@@ -10,34 +10,12 @@ import numpy as np
 from ..errors import InvalidModelError, LimitError, UsageError, clean, first_line
 from ..ir import TensorInfo
 from ..limits import Limits, byte_size
-from ..onnx_core import (IR_VERSION, ModelProto, TensorProto, ValidationError, ValueInfoProto, check_model,
-                         infer_shapes, inline_local_functions, make_opsetid, make_tensor_value_info,
-                         opset_version, tensor_dtype_to_np_dtype)
+from ..onnx_core import (ModelProto, TensorProto, ValidationError, ValueInfoProto, check_model, infer_shapes,
+                         inline_local_functions, make_attribute, make_opsetid, make_tensor_value_info,
+                         tensor_dtype_to_np_dtype)
 from .control_flow import walk_nodes
-from .convert import CANONICAL_OPSET, convert
+from .convert import CANONICAL_OPSET, ai_onnx_opset, convert
 from .protobuf import SKELETON_KEEP_BYTES, is_repeated
-
-OLDEST_OPSET = 1     # what onnx's converter starts from; a node it cannot bring forward is named
-
-
-def ai_onnx_opset(model: ModelProto, where: str) -> int:
-    version = None
-    for imp in model.opset_import:
-        if imp.domain in ("", "ai.onnx"):
-            version = int(imp.version)
-    if version is None:
-        raise InvalidModelError("the model imports no ai.onnx opset", where=where)
-    latest = opset_version()
-    if version > latest:
-        raise InvalidModelError(f"opset {version} is newer than this onnx ({latest}) knows", where=where,
-                                hint="upgrade onnx or export at an older opset")
-    if version < OLDEST_OPSET:
-        raise InvalidModelError(f"opset {version} is older than the oldest supported ({OLDEST_OPSET})",
-                                where=where)
-    if model.ir_version > IR_VERSION:
-        raise InvalidModelError(f"IR version {model.ir_version} is newer than this onnx supports "
-                                f"({IR_VERSION})", where=where)
-    return version
 
 
 def check_raw_sizes(model: ModelProto, where: str, limits: Limits) -> None:
@@ -119,11 +97,23 @@ def _inline_functions(skel: ModelProto, where: str) -> ModelProto:
 
 def _import_used_domains(skel: ModelProto) -> None:
     """Declare, at version 1, an operator domain that nodes use but the model does not import: onnxruntime
-    runs such a model (its transformer optimizer's output saved with onnx.save), the checker refuses it."""
+    runs such a model (its transformer optimizer's output saved with onnx.save), the checker refuses it;
+    and ai.onnx itself, at CANONICAL_OPSET, in a model that imports only other domains."""
     imported = {imp.domain or "" for imp in skel.opset_import}
     used = {node.domain or "" for node in walk_nodes(skel.graph)}
     for domain in sorted(used - imported - {"", "ai.onnx"}):
         skel.opset_import.append(make_opsetid(domain, 1))
+    if not imported & {"", "ai.onnx"}:      # a model of ai.onnx.ml operators only (see ai_onnx_opset)
+        skel.opset_import.append(make_opsetid("", CANONICAL_OPSET))
+
+
+def _spell_defaults(skel: ModelProto) -> None:
+    """Write out the attribute defaults that onnx's shape inference reads wrongly when they are absent:
+    STFT's ``onesided`` (1: onnx 1.23 infers the full spectrum, onnxruntime computes the one-sided one)."""
+    for node in walk_nodes(skel.graph):
+        if node.op_type == "STFT" and node.domain in ("", "ai.onnx") \
+                and not any(a.name == "onesided" for a in node.attribute):
+            node.attribute.append(make_attribute("onesided", 1))
 
 
 def _copy_field(dst, fd, value) -> None:
@@ -343,6 +333,7 @@ def normalise(model: ModelProto, where: str, batch: int = 1, limits: "Limits | N
     if skel.functions:
         skel = _inline_functions(skel, where)
     _import_used_domains(skel)
+    _spell_defaults(skel)
     _dynamic_dims(skel, heavy)
     unfixed = ModelProto()
     unfixed.CopyFrom(skel)

@@ -13,7 +13,8 @@ from ..ir import Graph, Node, OpaqueAttribute, Subgraph, TensorInfo
 from ..limits import Limits
 from ..onnx_core import AttributeProto, ModelProto, NodeProto, TensorProto, to_array
 from .control_flow import attach_outer, has_bodies
-from .normalise import ai_onnx_opset, value_info
+from .convert import ai_onnx_opset
+from .normalise import value_info
 
 def _attr_value(a: AttributeProto):
     kind = a.type
