@@ -18,7 +18,6 @@ ml_dtypes.
 
 from __future__ import annotations
 
-import faulthandler
 import importlib
 import importlib.util
 import numbers
@@ -30,6 +29,8 @@ import types
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+
+from .isolated import Crashed, in_child
 
 _FIRST_USE = threading.RLock()
 
@@ -97,8 +98,8 @@ def infer_shapes(model: ModelProto, check_type: bool = False, strict_mode: bool 
     if not any(n.domain == "ai.onnx.ml" for n in _all_nodes(model.graph)) or not hasattr(os, "fork"):
         return ModelProto.FromString(run(model.SerializeToString()))
     try:
-        return ModelProto.FromString(_in_child(run, model.SerializeToString()))
-    except _Crashed:
+        return ModelProto.FromString(in_child(run, model.SerializeToString()))
+    except Crashed:
         pass
     hidden = ModelProto()
     hidden.CopyFrom(model)
@@ -109,38 +110,6 @@ def infer_shapes(model: ModelProto, check_type: bool = False, strict_mode: bool 
 
 
 _HIDDEN_ML = "acompile.hidden.ai.onnx.ml"     # a domain onnx knows nothing of
-
-
-class _Crashed(Exception):
-    """The child process running onnx's C++ code died."""
-
-
-def _in_child(call, payload: bytes) -> bytes:
-    """call(payload) in a forked child; its exception comes back as a RuntimeError with its message,
-    its death as :class:`_Crashed`."""
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:        # the child: no Python clean-up, nothing of the parent's flushed twice
-        try:
-            faulthandler.disable()      # its death is expected, and the parent's error line says enough
-            os.close(read)
-            try:
-                out = b"\x00" + call(payload)
-            except Exception as e:
-                out = b"\x01" + f"{type(e).__name__}: {e}".encode("utf-8", "replace")
-            with os.fdopen(write, "wb") as f:
-                f.write(out)
-        finally:
-            os._exit(0)
-    os.close(write)
-    with os.fdopen(read, "rb") as f:
-        data = f.read()
-    _, status = os.waitpid(pid, 0)
-    if status != 0 or not data:
-        raise _Crashed()
-    if data[:1] == b"\x01":
-        raise RuntimeError(data[1:].decode("utf-8", "replace"))
-    return data[1:]
 
 
 def _rename_domain(model: ModelProto, old: str, new: str) -> None:

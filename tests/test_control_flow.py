@@ -316,3 +316,90 @@ def test_loop_and_scan_bodies_are_probed_for_the_shapes_inference_leaves_open(sc
     assert entry["iterations"] == (3 if scan else 1) and entry.get("estimated", False) is not scan
     feeds = _feeds(model, np.random.default_rng(6))
     _close(simulate(comp, feeds), ort_outputs(model, feeds))
+
+
+INT64_MAX = np.iinfo(np.int64).max
+
+
+def counted_loop(trip=10, stop=4, data_cond=False) -> onnx.ModelProto:
+    """tf2onnx's while_loop: acc <- acc @ W + x while ``t + 1 < stop`` and ``i + 1 < trip`` (``t`` a carried
+    counter), W carried unchanged from an initializer, every acc stacked. ``trip`` None: no trip count;
+    ``data_cond``: the loop also stops once sum(acc) reaches 1e9, which only the data can tell."""
+    rng = np.random.default_rng(7)
+    nodes = [h.make_node("Add", ["t_in", "one"], ["t_out"]), h.make_node("Less", ["t_out", "stop"], ["c1"]),
+             h.make_node("Add", ["i", "one"], ["i1"]), h.make_node("Less", ["i1", "limit"], ["c2"]),
+             h.make_node("And", ["c1", "c2"], ["c12"]),
+             h.make_node("MatMul", ["acc_in", "W_in"], ["p"]), h.make_node("Add", ["p", "x"], ["acc_out"]),
+             h.make_node("Identity", ["acc_out"], ["acc_scan"])]
+    if data_cond:
+        nodes += [h.make_node("ReduceSum", ["acc_out"], ["s"], keepdims=0),
+                  h.make_node("Less", ["s", "big"], ["c3"]), h.make_node("And", ["c12", "c3"], ["cond_out"])]
+    else:
+        nodes.append(h.make_node("Identity", ["c12"], ["cond_out"]))
+    body = h.make_graph(
+        nodes, "body",
+        [h.make_tensor_value_info("i", T.INT64, []), h.make_tensor_value_info("cond_in", T.BOOL, []),
+         h.make_tensor_value_info("t_in", T.INT64, []), h.make_tensor_value_info("acc_in", T.FLOAT, [1, 8]),
+         h.make_tensor_value_info("W_in", T.FLOAT, [8, 8])],
+        [h.make_tensor_value_info("cond_out", T.BOOL, []), h.make_tensor_value_info("t_out", T.INT64, []),
+         h.make_tensor_value_info("acc_out", T.FLOAT, [1, 8]), h.make_tensor_value_info("W_in", T.FLOAT, [8, 8]),
+         h.make_tensor_value_info("acc_scan", T.FLOAT, [1, 8])],
+        [_const("one", np.int64(1)), _const("stop", np.int64(stop)), _const("big", np.float32(1e9))])
+    inits = [_const("W", (rng.normal(size=(8, 8)) * 0.3).astype(np.float32)), _const("cond", np.bool_(True)),
+             _const("t0", np.int64(0)), _const("limit", np.int64(INT64_MAX if trip is None else trip))]
+    if trip is not None:
+        inits.append(_const("M", np.int64(trip)))
+    loop = h.make_node("Loop", ["M" if trip is not None else "", "cond", "t0", "x", "W"],
+                       ["t_end", "y", "W_end", "ys"], body=body)
+    outputs = [h.make_tensor_value_info("y", T.FLOAT, [1, 8]), h.make_tensor_value_info("ys", T.FLOAT, ["N", 1, 8])]
+    return _model([loop], [h.make_tensor_value_info("x", T.FLOAT, [1, 8])], outputs, inits)
+
+
+@pytest.mark.parametrize("trip, stop, runs", [(10, 4, 4), (None, 4, 4), (INT64_MAX, 4, 4), (2, 4, 2),
+                                             (10, 1, 1)])
+def test_a_loop_whose_condition_counts_unrolls_onto_one_set_of_crossbars(trip, stop, runs):
+    model = counted_loop(trip, stop)
+    comp = compiled(model)
+    assert not [n for n in comp.graph.nodes if n.op_type == "Loop"]
+    (layer,) = comp.mapping.layers          # the carried W is one constant, read by every iteration
+    assert layer.op_type == "Linear" and layer.uses == runs
+    (cost,) = comp.cost["layers"]
+    one = compiled(counted_loop(trip, 1)).cost["layers"][0]
+    assert cost["counts"]["crossbars"] == one["counts"]["crossbars"]
+    assert cost["counts"]["input_vectors"] == runs * one["counts"]["input_vectors"]
+    feeds = _feeds(model, np.random.default_rng(8))
+    _close(simulate(comp, feeds), ort_outputs(model, feeds))
+
+
+@pytest.mark.parametrize("trip", [INT64_MAX, None, 10])
+def test_a_counting_condition_is_costed_at_its_real_count(trip):
+    entry = _digital(compiled(counted_loop(trip), limits=NO_UNROLLING), "Loop")
+    assert entry["iterations"] == 4 and not entry.get("estimated")
+    assert entry["body_analog"][0] == "MatMul"      # W is carried unchanged from a constant: a weight
+    assert entry["body_analog"][-1].startswith("not unrolled: unrolling would copy")
+
+
+@pytest.mark.parametrize("trip", [INT64_MAX, 10])
+def test_a_condition_on_the_data_stays_digital_and_its_count_an_estimate(trip):
+    model = counted_loop(trip, data_cond=True)
+    comp = compiled(model)
+    (loop,) = [n for n in comp.graph.nodes if n.op_type == "Loop"]
+    assert loop.meta["unroll_reason"] == "its condition depends on the data"
+    entry = _digital(comp, "Loop")
+    assert entry["estimated"] and entry["iterations"] == (10 if trip == 10 else 1)   # INT64_MAX is no limit
+    assert entry["body_analog"] == ["MatMul", "not unrolled: its condition depends on the data"]
+    feeds = _feeds(model, np.random.default_rng(9))
+    _close(simulate(comp, feeds), ort_outputs(model, feeds))
+
+
+def test_a_loop_whose_initial_condition_is_false_runs_no_iteration():
+    model = counted_loop(10)
+    model.graph.initializer[1].CopyFrom(_const("cond", np.bool_(False)))
+    comp = compiled(model)
+    (loop,) = [n for n in comp.graph.nodes if n.op_type == "Loop"]
+    assert loop.meta["unroll_reason"] == "it runs no iteration"
+    assert _digital(comp, "Loop")["iterations"] == 0 and not _digital(comp, "Loop").get("estimated")
+    feeds = _feeds(model, np.random.default_rng(10))
+    (y, ys), (want_y, want_ys) = simulate(comp, feeds), ort_outputs(model, feeds)
+    _close([y], [want_y])
+    assert np.shape(ys) == np.shape(want_ys) == (0, 1, 8)

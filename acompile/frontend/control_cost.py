@@ -17,7 +17,8 @@ from ..ir import Graph, Node, Subgraph
 from ..onnx_core import (AttributeProto, GraphProto, ValueInfoProto, from_array, infer_shapes,
                          make_attribute, make_graph, make_model, make_node, make_opsetid,
                          make_tensor_value_info, np_dtype_to_tensor_dtype, tensor_dtype_to_np_dtype)
-from .control_flow import attach_outer, bodies, has_bodies, is_control_flow, iterations, own_inputs
+from .control_flow import (attach_outer, bodies, has_bodies, is_control_flow, iterations, own_inputs,
+                           passed_constants)
 from .normalise import value_info
 from .ops import digital_ops
 from .to_ir import initializer_array, to_node
@@ -260,8 +261,9 @@ class BodyCost:
 
     @property
     def analog_ops(self) -> list[str]:
-        """What the report names as running digitally in the body: the op types, then why."""
-        return self.layer_ops + ([f"not unrolled: {self.reason}"] if self.layer_ops and self.reason else [])
+        """What the report names as running digitally in the body: the op types, then why (also with no
+        layer in it: why a Loop stayed one node is worth knowing)."""
+        return self.layer_ops + ([f"not unrolled: {self.reason}"] if self.reason else [])
 
 
 def body_cost(graph: Graph, node: Node) -> BodyCost:
@@ -269,7 +271,8 @@ def body_cost(graph: Graph, node: Node) -> BodyCost:
     per_body, analog, estimated = [], set(), False
     for body in inferred_bodies(graph, node):
         inner = body_ir(graph, node, body)
-        known = set(inner.constants) | {o for n in inner.nodes if n.op_type == "Constant" for o in n.outputs}
+        known = set(inner.constants) | {o for n in inner.nodes if n.op_type == "Constant" for o in n.outputs} | \
+            set(passed_constants(graph, node, body))     # a weight carried unchanged is a weight too
         total = 0.0
         for n in inner.nodes:
             if is_control_flow(n):

@@ -1,5 +1,6 @@
 """Control flow (If, Loop, Scan): the enclosing-graph values their sub-graphs read, how many times a
-body runs, and whether a Loop provably runs its full trip count (``always_continues``).
+body runs, whether a Loop provably runs its full trip count (``always_continues``) or a count its
+condition settles (``static_trips``), and the constants a body carries unchanged (``passed_constants``).
 
 A sub-graph may read values of the graph around it by name (outer scope). Those names become extra
 inputs of the node (after its own, listed in ``node.meta["outer"]`` as the sub-graph spells them), so
@@ -12,9 +13,11 @@ import numpy as np
 
 from ..ir import Graph, Node, Subgraph
 from ..onnx_core import AttributeProto, GraphProto, NodeProto, TensorProto, get_attribute_value, to_array
+from .loop_trips import counted_trips
 
 CONTROL_FLOW = ("If", "Loop", "Scan")
 NUMERIC_CONSTANTS = ("value", "value_float", "value_floats", "value_int", "value_ints")
+NO_LIMIT = 2**31 - 1        # a trip count this large is the exporters' "no limit" (INT32_MAX, INT64_MAX)
 
 
 def is_control_flow(node: Node) -> bool:
@@ -160,24 +163,53 @@ def always_continues(graph: Graph, node: Node) -> bool:
     return _truth(graph, node, body.graph, body.graph.output[0].name)
 
 
+def static_trips(graph: Graph, node: Node) -> int | None:
+    """How many times a Loop runs its body, when that is settled before it runs: its constant trip
+    count when every iteration continues, else the count its counting condition reaches
+    (``loop_trips.counted_trips``); None when the data decides."""
+    own = own_inputs(node)
+    if own and own[0] and graph.is_constant(own[0]) and always_continues(graph, node):
+        return max(int(np.asarray(graph.constants[own[0]]).reshape(-1)[0]), 0)
+    return counted_trips(graph, node, own)
+
+
 def iterations(graph: Graph, node: Node) -> tuple[int, bool]:
     """(how many times the node's body runs per execution, whether that is an estimate)."""
     own = own_inputs(node)
     if node.op_type == "If":
         return 1, True                  # which branch runs depends on the data: the dearer one is counted
     if node.op_type == "Loop":
-        trip = own[0] if own else ""
-        if trip and graph.is_constant(trip):
-            m = int(np.asarray(graph.constants[trip]).reshape(-1)[0])
-            return max(m, 0), not always_continues(graph, node)
+        exact = static_trips(graph, node)
+        if exact is not None:
+            return exact, False
         scans = [o for o in node.outputs[len(own) - 2:] if o]
         for o in scans:                 # a scan output's length is the iteration count
             d = _static_dim(graph, o, 0)
             if d is not None:
                 return d, False
+        trip = own[0] if own else ""
+        if trip and graph.is_constant(trip):
+            m = int(np.asarray(graph.constants[trip]).reshape(-1)[0])
+            if m < NO_LIMIT:            # an upper bound the condition may stop short of
+                return max(m, 0), True
         return 1, True
     n_scan = int(node.attrs.get("num_scan_inputs", 0))
     axes = node.attrs.get("scan_input_axes") or [0] * n_scan
     first = own[len(own) - n_scan] if n_scan else ""
     d = _static_dim(graph, first, int(axes[0])) if first else None
     return (d, False) if d is not None else (1, True)
+
+
+def passed_constants(graph: Graph, node: Node, body: GraphProto) -> dict[str, str]:
+    """Loop-carried values (Loop) or states (Scan) the body returns unchanged and that enter as constants
+    of the enclosing graph (TensorFlow's while_loop carries its weights so): body name -> enclosing name.
+    Every iteration reads the same constant."""
+    own = own_inputs(node)
+    if node.op_type == "Loop":
+        pairs = zip(body.input[2:], body.output[1:], own[2:])
+    elif node.op_type == "Scan":
+        carried = len(own) - int(node.attrs.get("num_scan_inputs", 0))
+        pairs = zip(body.input[:carried], body.output[:carried], own[:carried])
+    else:
+        return {}
+    return {i.name: x for i, o, x in pairs if i.name and i.name == o.name and x and graph.is_constant(x)}

@@ -10,12 +10,14 @@ use it. Loop-carried values are threaded from one copy to the next, Scan inputs 
 output direction), the iteration number is a constant per copy, and body nodes that read only
 constants and enclosing-graph values are emitted once, before the copies.
 
-A Loop qualifies when its trip count is a constant and every iteration provably continues
-(``frontend/control_flow.always_continues``), a Scan when its sequence length is static; both need a
-body whose values have static shapes that every iteration shares, and must stay within the unrolling
-limit (``Limits.max_unrolled_nodes``, counted over the whole compile). Any other stays one digital
-node with ``meta["unroll_reason"]``, which the cost report prints beside the layers its body runs
-digitally.
+A Loop qualifies when its iteration count is settled before it runs (a constant trip count that
+every iteration provably continues to, or a condition that only counts: ``frontend/control_flow.
+static_trips``), a Scan when its sequence length is static; both need a body whose values have static
+shapes that every iteration shares, and must stay within the unrolling limit
+(``Limits.max_unrolled_nodes``, counted over the whole compile). A value the body carries unchanged
+from a constant is read as that constant, so a weight TensorFlow carries is one constant too. Any
+other stays one digital node with ``meta["unroll_reason"]``, which the cost report prints beside the
+layers its body runs digitally.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import numpy as np
 
 from ..errors import AcompileError, clean
 from ..frontend.control_cost import body_ir, inferred_bodies
-from ..frontend.control_flow import always_continues, iterations, own_inputs
+from ..frontend.control_flow import iterations, own_inputs, passed_constants, static_trips
 from ..ir import Graph, Node, TensorInfo
 from ..limits import Limits
 from .base import CompileState, compile_pass
@@ -95,13 +97,13 @@ def _count(graph: Graph, node: Node) -> tuple[int, str | None]:
     """(iterations, None) for a node whose iteration count is static, else (0, why not)."""
     own = own_inputs(node)
     if node.op_type == "Loop":
-        if not own or not own[0]:
-            return 0, "it has no trip count (it runs until its condition turns false)"
-        if not graph.is_constant(own[0]):
+        count = static_trips(graph, node)
+        if count is None and (not own or not own[0]):
+            return 0, "it has no trip count and its condition depends on the data"
+        if count is None and not graph.is_constant(own[0]):
             return 0, "its trip count is not a constant"
-        if not always_continues(graph, node):
+        if count is None:
             return 0, "its condition depends on the data"
-        count = int(np.asarray(graph.constants[own[0]]).reshape(-1)[0])
     else:
         count, estimated = iterations(graph, node)
         if estimated:
@@ -112,7 +114,7 @@ def _count(graph: Graph, node: Node) -> tuple[int, str | None]:
 def _canonical_body(state: CompileState, node: Node, budget: _Budget) -> tuple[Graph | None, str | None]:
     """The node's body as an IR graph after the frontend passes (once for every iteration), or why not.
 
-    A Loop body loses its condition (a constant true: ``always_continues`` proved it) and keeps the
+    A Loop body loses its condition (a constant true: it holds in every iteration that runs) and keeps the
     iteration number and the loop-carried values as inputs; a Scan body keeps its states and slices.
     """
     graph = state.graph
@@ -125,6 +127,7 @@ def _canonical_body(state: CompileState, node: Node, budget: _Budget) -> tuple[G
     if graph.meta.get("dynamic_batch") and _reads_shapes(proto):
         return None, "the batch is dynamic and its body reads shapes"
     body = body_ir(graph, node, proto)
+    _read_passed_as_constants(body, passed_constants(graph, node, proto), graph)
     if node.op_type == "Loop":
         body.constants[body.inputs[1]] = np.array(True)
         body.inputs = [body.inputs[0]] + body.inputs[2:]
@@ -138,6 +141,16 @@ def _canonical_body(state: CompileState, node: Node, budget: _Budget) -> tuple[G
     except AcompileError as e:
         return None, f"its body cannot be prepared ({e.message})"
     return body, _shape_reason(body, node)
+
+
+def _read_passed_as_constants(body: Graph, passed: dict[str, str], graph: Graph) -> None:
+    """The body's nodes read a value it carries unchanged from a constant as that constant, under a
+    new name (the carried slot stays, for the Loop's final output): canonicalisation sees a weight and
+    every copy reads the enclosing graph's one constant (``_Copier`` finds it by identity)."""
+    for name, source in passed.items():
+        alias = body.add_constant(f"{name}/constant", graph.constants[source])
+        for n in body.nodes:
+            n.inputs = [alias if x == name else x for x in n.inputs]
 
 
 def _reads_shapes(body) -> bool:
@@ -173,6 +186,9 @@ class _Copier:
         self.nodes: list[Node] = []
         outer = node.meta.get("outer", [])
         self.outer = dict(zip(outer, node.inputs[len(node.inputs) - len(outer):]))
+        proto = getattr(node.attrs.get("body"), "graph", None)
+        passed = passed_constants(graph, node, proto) if proto is not None else {}
+        self.same = {id(graph.constants[x]): x for x in passed.values()}
         invariant = set(body.constants) | set(self.outer)
         self.hoisted, self.per_step = [], []
         for n in body.nodes:        # reads only what every iteration shares: computed once
@@ -195,7 +211,7 @@ class _Copier:
         graph, node, body = self.graph, self.node, self.body
         shared = dict(self.outer)
         for name, value in body.constants.items():     # one constant for every iteration's layer
-            source = self.outer.get(name)
+            source = self.outer.get(name) or self.same.get(id(value))
             shared[name] = source if source is not None and graph.constants.get(source) is value else \
                 graph.add_constant(f"{node.name}/{name}", value)
         self.shared = self._copy(self.hoisted, shared, "")
