@@ -32,6 +32,7 @@ from .passes.fold_affine import fold_affine
 from .passes.fold_constants import fold_constants
 from .passes.gemm_to_linear import gemm_to_linear, unmapped_linear
 from .passes.lower import lower_analog
+from .passes.ml_linear import ml_linear
 from .passes.pack import pack
 from .passes.partition import partition
 from .passes.place import place
@@ -42,8 +43,8 @@ from .passes.row_major import row_major_weights
 from .passes.unroll_control import unroll_control
 from .passes.unroll_recurrent import unroll_recurrent
 
-FRONTEND = (model_scales, fold_constants, unroll_control, unroll_recurrent, gemm_to_linear, fold_affine,
-            explicit_bias, classify, unmapped_linear)
+FRONTEND = (model_scales, fold_constants, unroll_control, unroll_recurrent, ml_linear, gemm_to_linear,
+            fold_affine, explicit_bias, classify, unmapped_linear)
 MAPPING = (lower_analog, choose_precision, apply_model_scales, partition, pack, replicate, place, insert_boundaries)
 
 

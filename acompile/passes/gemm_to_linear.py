@@ -1,7 +1,7 @@
 """Gemm and MatMul with a constant operand, and an Einsum that is a dense layer, become
 ``acompile.Linear``.
 
-``y = x @ W.T + b`` over the last axis, W of shape [N, K]; transA, alpha, beta and a
+``y = x @ W.T + b`` over the last axis, W of shape [N, K]; transA, alpha, beta, a Gemm's constant A and a
 constant-first MatMul become explicit digital Transposes and scales. An Einsum with one constant
 operand that contracts some of x's axes with it and keeps the rest (Keras' EinsumDense,
 ``abc,cd->abd``; ``abcd,cde->abe``) is the same layer between Transposes and Reshapes. An Einsum with
@@ -48,34 +48,51 @@ def _integers(graph: Graph, node: Node) -> bool:
 
 
 def _gemm(graph: Graph, node: Node) -> list[Node] | None:
+    """Y = alpha·A'·B' + beta·C. With B constant the vectors are the rows of A'; with A constant they
+    are the columns of B' (the rows of B itself when transB), and the layer computes Yᵀ."""
     a_name, b_name = node.inputs[0], node.inputs[1]
     c_name = node.inputs[2] if len(node.inputs) > 2 else ""
-    if not graph.is_constant(b_name) or graph.constants[b_name].ndim != 2 or _integers(graph, node):
+    a_const = graph.is_constant(a_name)
+    if a_const == graph.is_constant(b_name) or _integers(graph, node) \
+            or graph.constants[a_name if a_const else b_name].ndim != 2:
         return None
     alpha = float(node.attrs.get("alpha", 1.0))
     beta = float(node.attrs.get("beta", 1.0))
-    b = graph.constants[b_name].astype(np.float32, copy=False)
-    w = b if node.attrs.get("transB", 0) else b.T
+    trans_a, trans_b = bool(node.attrs.get("transA", 0)), bool(node.attrs.get("transB", 0))
+    if a_const:
+        a = graph.constants[a_name].astype(np.float32, copy=False)
+        w, x, x_trans, axis = (a.T if trans_a else a), b_name, not trans_b, 0
+    else:
+        b = graph.constants[b_name].astype(np.float32, copy=False)
+        w, x, x_trans, axis = (b if trans_b else b.T), a_name, trans_a, 1
     if alpha != 1.0:
         w = w * np.float32(alpha)
     n_out = w.shape[0]
     nodes = []
-    x = a_name
-    if node.attrs.get("transA", 0):
-        shape = graph.shape(a_name)
-        x = new_value(graph, f"{a_name}_T", shape[::-1] if shape else None, graph.dtype(a_name))
-        nodes.append(new_node(graph, "Transpose", [a_name], [x], {"perm": [1, 0]}, base=f"{node.name}_transA"))
+    if x_trans:
+        shape = graph.shape(x)
+        xt = new_value(graph, f"{x}_T", shape[::-1] if shape else None, graph.dtype(x))
+        base = f"{node.name}_trans{'B' if a_const else 'A'}"
+        nodes.append(new_node(graph, "Transpose", [x], [xt], {"perm": [1, 0]}, base=base))
+        x = xt
     bias = np.zeros(n_out, np.float32)
     extra_add = None
-    if c_name:
-        if graph.is_constant(c_name) and channel_vector(graph.constants[c_name], n_out, 2, axis=1) is not None:
-            bias = beta * channel_vector(graph.constants[c_name], n_out, 2, axis=1)
+    # beta 0 drops C, as onnxruntime does: 0·C would turn an infinite C into NaN
+    if c_name and beta != 0.0:
+        vec = channel_vector(graph.constants[c_name], n_out, 2, axis) if graph.is_constant(c_name) else None
+        if vec is not None:
+            bias = beta * vec
         else:
             extra_add = c_name
-    y = node.outputs[0]
-    lin_out = y if extra_add is None else new_value(graph, f"{y}_linear", graph.shape(y), graph.dtype(y))
-    lin = _linear_node(graph, node, x, w, bias.astype(np.float32), lin_out)
-    nodes.append(lin)
+    y, dtype = node.outputs[0], graph.dtype(node.outputs[0])
+    total = y if extra_add is None else new_value(graph, f"{y}_linear", graph.shape(y), dtype)
+    lin_out = total
+    if a_const:
+        x_shape = graph.shape(x)
+        lin_out = new_value(graph, f"{y}_T", (x_shape[0], n_out) if x_shape else None, dtype)
+    nodes.append(_linear_node(graph, node, x, w, bias.astype(np.float32), lin_out))
+    if a_const:
+        nodes.append(new_node(graph, "Transpose", [lin_out], [total], {"perm": [1, 0]}, base=f"{node.name}_out_T"))
     if extra_add is not None:
         c = extra_add
         if beta != 1.0:
@@ -83,7 +100,7 @@ def _gemm(graph: Graph, node: Node) -> list[Node] | None:
             scaled = new_value(graph, f"{c}_beta", graph.shape(c), graph.dtype(c))
             nodes.append(new_node(graph, "Mul", [c, beta_c], [scaled], base=f"{node.name}_beta"))
             c = scaled
-        nodes.append(new_node(graph, "Add", [lin_out, c], [y], base=f"{node.name}_C"))
+        nodes.append(new_node(graph, "Add", [total, c], [y], base=f"{node.name}_C"))
     return nodes
 
 
@@ -117,8 +134,10 @@ def _matmul(graph: Graph, node: Node) -> list[Node] | None:
     # constant first: y = W @ x, the vectors are x's columns
     w = graph.constants[a_name]
     x_shape = graph.shape(b_name)
-    if w.ndim != 2 or x_shape is None or len(x_shape) < 2:
+    if w.ndim < 2 or x_shape is None or len(x_shape) < 2 or w.dtype.kind != "f":
         return None
+    if w.ndim > 2:
+        return _batched(graph, node, b_name, w, w_first=True)
     perm = list(range(len(x_shape)))
     perm[-1], perm[-2] = perm[-2], perm[-1]
     xt_shape = tuple(x_shape[p] for p in perm)
@@ -154,10 +173,11 @@ def _vector(graph: Graph, node: Node, x: str, x_shape: tuple, w: np.ndarray) -> 
     return nodes
 
 
-def _batched(graph: Graph, node: Node, x: str, w: np.ndarray) -> list[Node] | None:
-    """A MatMul by a constant with batch axes (per-head weights [H, K, N], experts) as the Einsum that
-    names them: axes x has too are shared (one layer per matrix, on x's slice), axes x lacks are new
-    axes of the output (one layer of all the matrices' columns). Axes that broadcast stay digital."""
+def _batched(graph: Graph, node: Node, x: str, w: np.ndarray, w_first: bool = False) -> list[Node] | None:
+    """A MatMul by a constant with batch axes (per-head weights [H, K, N], experts; or first, W [T, N, K] @
+    x [T, K, B], one matrix per tree) as the Einsum that names them: axes x has too are shared (one layer
+    per matrix, on x's slice), axes x lacks are new axes of the output (one layer of all the matrices'
+    columns). Axes that broadcast stay digital."""
     x_shape = graph.static_shape(x)
     if x_shape is None:
         return None
@@ -167,7 +187,10 @@ def _batched(graph: Graph, node: Node, x: str, w: np.ndarray) -> list[Node] | No
     letters = iter(string.ascii_letters)
     lead, batch, (m, k, n) = ("".join(next(letters) for _ in range(count))
                               for count in (len(x_shape) - 2 - overlap, nb, 3))
-    equation = f"{lead}{batch[nb - overlap:]}{m}{k},{batch}{k}{n}->{lead}{batch}{m}{n}"
+    x_batch = f"{lead}{batch[nb - overlap:]}"
+    equation = f"{x_batch}{m}{k},{batch}{k}{n}->{lead}{batch}{m}{n}"
+    if w_first:     # W @ x: the vectors are x's columns m
+        equation = f"{batch}{n}{k},{x_batch}{k}{m}->{lead}{batch}{n}{m}"
     return _einsum(graph, Node(name=node.name, op_type="Einsum", inputs=node.inputs, outputs=node.outputs,
                                attrs={"equation": equation}, opset=node.opset, meta={"origin": node.op_type}))
 
@@ -242,7 +265,8 @@ def _dense_layer(graph: Graph, node: Node, subs: tuple[str, str, str], x_name: s
     cur = linear_out
     if len(new) != 1:
         step("Reshape", kept_dims + [size[c] for c in new],
-             extra=[graph.add_constant(f"{node.name}_out_shape", np.array(kept_dims + [size[c] for c in new], np.int64))],
+             extra=[graph.add_constant(f"{node.name}_out_shape",
+                                       np.array(kept_dims + [size[c] for c in new], np.int64))],
              last=back == list(range(len(out))))
     if back != list(range(len(out))):
         step("Transpose", [size[c] for c in out], {"perm": back}, last=True)
@@ -301,9 +325,19 @@ def _einsum_per_matrix(graph: Graph, node: Node, subs: tuple[str, str, str], sha
         parts.append(part.outputs[0])
     order = shared + ro
     back = [order.index(c) for c in out]
-    step("Concat", parts, [count * size[ro[0]]] + [size[c] for c in ro[1:]], {"axis": 0})
-    step("Reshape", [cur, graph.add_constant(f"{node.name}_unstack", np.array([size[c] for c in order], np.int64))],
-         [size[c] for c in order], value=y if back == sorted(back) else None)
+    last = y if back == sorted(back) else None
+    if len(shared) == 1:
+        # each result on a new axis, then Concat: a Reshape's target would fix the parts' other axes, among
+        # them a batch that the program must follow at run time (W [T, N, K] @ x [T, K, batch])
+        axis = graph.add_constant(f"{node.name}_stack", np.array([0], np.int64))
+        for i, part in enumerate(parts):
+            step("Unsqueeze", [part, axis], [1] + [size[c] for c in ro])
+            parts[i] = cur
+        step("Concat", parts, [size[c] for c in order], {"axis": 0}, value=last)
+    else:
+        step("Concat", parts, [count * size[ro[0]]] + [size[c] for c in ro[1:]], {"axis": 0})
+        unstack = graph.add_constant(f"{node.name}_unstack", np.array([size[c] for c in order], np.int64))
+        step("Reshape", [cur, unstack], [size[c] for c in order], value=last)
     if back != sorted(back):
         step("Transpose", [cur], None, {"perm": back}, value=y)
     return nodes

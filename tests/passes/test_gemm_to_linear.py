@@ -70,7 +70,8 @@ def test_linear_weights_are_contiguous_float32_copies_in_the_right_order():
 def test_an_einsum_that_is_a_dense_layer_becomes_one(equation, x_shape, w_shape, w_first):
     w = weights()
     inputs = ["w", "x"] if w_first else ["x", "w"]
-    y_shape = np.einsum(equation, *(np.zeros(s) for s in ((w_shape, x_shape) if w_first else (x_shape, w_shape)))).shape
+    operands = (w_shape, x_shape) if w_first else (x_shape, w_shape)
+    y_shape = np.einsum(equation, *(np.zeros(s) for s in operands)).shape
     model = tiny_model([helper.make_node("Einsum", inputs, ["y"], equation=equation)],
                        [("x", x_shape)], [("y", y_shape)], {"w": w(*w_shape)})
     g = check_pass(model, gemm_to_linear).graph        # onnxruntime agrees before and after
@@ -164,3 +165,69 @@ def test_per_head_weights_map_onto_crossbars_and_simulate_as_onnxruntime_runs_th
     np.testing.assert_allclose(simulate(comp, {"x": x})[0], ort_outputs(model, {"x": x})[0], rtol=1e-5, atol=1e-5)
     (quantized,) = simulate(comp, {"x": x}, mode="quantized")
     assert quantized.shape == (1, 4, 6, 5) and np.isfinite(quantized).all()
+
+
+@pytest.mark.parametrize("a_shape,b_shape,attrs,c_shape,digital", [
+    ((24, 6), (8, 6), {"transB": 1, "beta": 0.0}, None, ["Transpose"]),    # hummingbird's GEMM trees: W·xᵀ
+    ((24, 6), (6, 8), {}, None, ["Transpose", "Transpose"]),
+    ((6, 24), (6, 8), {"transA": 1, "alpha": 0.5, "beta": 2.0}, (24, 1), ["Transpose", "Transpose"]),  # a bias
+    ((24, 6), (8, 6), {"transB": 1, "beta": 0.5}, (24, 8), ["Transpose", "Mul", "Add"]),   # a full C: digital
+    ((24, 6), (8, 6), {"transB": 1}, (8,), ["Transpose", "Add"]),       # ... and one along the data's vectors
+])
+def test_a_gemm_whose_constant_is_the_first_operand_is_a_layer(a_shape, b_shape, attrs, c_shape, digital):
+    """Y = A'·B' with A constant: Yᵀ = B'ᵀ·A'ᵀ, a layer of A' over B'ᵀ's rows, then a Transpose back."""
+    w = weights()
+    consts = {"a": w(*a_shape)} | ({"c": w(*c_shape)} if c_shape else {})
+    model = tiny_model([helper.make_node("Gemm", ["a", "x"] + (["c"] if c_shape else []), ["y"], **attrs)],
+                       [("x", b_shape)], [("y", (24, 8))], consts)
+    g = check_pass(model, gemm_to_linear).graph        # onnxruntime agrees before and after
+    (linear,) = [n for n in g.nodes if is_linear(n)]
+    assert linear.meta["origin"] == "Gemm" and g.constants[linear.inputs[1]].shape == (24, 6)
+    assert [n.op_type for n in g.nodes if not is_linear(n)] == digital
+
+
+@pytest.mark.parametrize("w_shape,x_shape,layers", [
+    ((4, 7, 6), (4, 6, 8), 4),              # one matrix per tree, W [T, N, K] @ x [T, K, B]
+    ((3, 7, 6), (2, 3, 6, 8), 3),           # x with an axis before the matrices
+    ((2, 3, 7, 6), (2, 3, 6, 5), 6),        # two batch axes
+    ((2, 3, 7, 6), (6, 5), 1),              # x against every matrix: one layer of all their rows
+    ((2, 3, 7, 6), (3, 6, 5), 3),           # ... against those of one axis: a layer of the other's rows
+    ((4, 1, 6), (4, 6, 8), 4),              # layers of one output
+])
+def test_a_matmul_by_a_constant_batch_of_matrices_first_is_a_layer_per_matrix(w_shape, x_shape, layers):
+    w = weights()
+    y_shape = np.matmul(np.zeros(w_shape), np.zeros(x_shape)).shape
+    model = tiny_model([helper.make_node("MatMul", ["w", "x"], ["y"])], [("x", x_shape)], [("y", y_shape)],
+                       {"w": w(*w_shape)})
+    g = check_pass(model, gemm_to_linear).graph        # onnxruntime agrees before and after
+    assert "MatMul" not in {n.op_type for n in g.nodes}
+    assert sum(is_linear(n) for n in g.nodes) == layers
+
+
+def test_a_constant_batch_first_that_broadcasts_stays_digital():
+    """W [1, N, K] against x [T, K, B]: no matrix of W per slice of x."""
+    w = weights()
+    model = tiny_model([helper.make_node("MatMul", ["w", "x"], ["y"])], [("x", (4, 6, 8))], [("y", (4, 7, 8))],
+                       {"w": w(1, 7, 6)})
+    assert [n.op_type for n in check_pass(model, gemm_to_linear).graph.nodes] == ["MatMul"]
+
+
+def test_gemm_trees_map_onto_crossbars_and_simulate_as_onnxruntime_runs_them_at_any_batch():
+    """hummingbird's GEMM strategy: Gemm(W1, x, transB=1) [I, B], then W2 [T, N, K] @ the [T, K, B]
+    decisions; the batch is dynamic and the last axis of the MatMul's data, which no layer may fix."""
+    from helpers import compiled, ort_outputs, simulate
+    w = weights()
+    nodes = [helper.make_node("Gemm", ["w1", "x"], ["h"], transB=1, beta=0.0),
+             helper.make_node("Reshape", ["h", "shape"], ["d"]),
+             helper.make_node("MatMul", ["w2", "d"], ["y"])]
+    model = tiny_model(nodes, [("x", ("B", 6))], [("y", (4, 7, "B"))],
+                       {"w1": w(24, 6), "shape": np.array([4, 6, -1], np.int64), "w2": w(4, 7, 6)})
+    comp = compiled(model)
+    assert len(comp.mapping.layers) == 5
+    for batch in (1, 5):
+        x = w(batch, 6)
+        (got,), (want,) = simulate(comp, {"x": x}), ort_outputs(model, {"x": x})
+        assert got.shape == (4, 7, batch)
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+        (quantized,) = simulate(comp, {"x": x}, mode="quantized")
+        assert quantized.shape == (4, 7, batch) and np.isfinite(quantized).all()
