@@ -198,3 +198,26 @@ def test_stft_without_onesided_is_one_sided():
     onnx.checker.check_model(model)                                 # check refuses it: the inference bug
     _same(model, {"x": rng.normal(size=(1, 64, 1)).astype(np.float32)})
     assert len(compiled(model).mapping.layers) == 1
+
+
+def test_a_model_that_cannot_run_at_batch_1_says_so(tmp_path):
+    """hummingbird's trees Squeeze every size-1 axis, the batch among them at batch 1: onnxruntime runs the
+    model at any batch but 1. A dynamic batch is costed at 1 by default, so check says which batch failed
+    and how to give another; given one, the model maps."""
+    rng = np.random.default_rng(7)
+    nodes = [h.make_node("MatMul", ["x", "W"], ["p"]),                              # [N, 4]
+             h.make_node("Transpose", ["p"], ["t"], perm=[1, 0]),                   # [4, N]
+             h.make_node("Reshape", ["t", "to3"], ["r"]),                           # [4, 1, N]
+             h.make_node("Squeeze", ["r"], ["s"]),                                  # [4, N]; [4] at N = 1
+             h.make_node("Transpose", ["s"], ["y"], perm=[1, 0])]
+    inits = [numpy_helper.from_array(rng.normal(size=(6, 4)).astype(np.float32), "W"),
+             numpy_helper.from_array(np.array([4, 1, -1], np.int64), "to3")]
+    model = _model(nodes, [h.make_tensor_value_info("x", T.FLOAT, ["N", 6])],
+                   [h.make_tensor_value_info("y", T.FLOAT, ["N", 4])], inits)
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    code, out, _ = cli("check", str(tmp_path / "m.onnx"), "-t", "isaac")
+    assert code == 2 and "(at batch 1: the model runs at batch 2, not at 1)" in out and "--input-shape" in out
+    assert cli("check", str(tmp_path / "m.onnx"), "-t", "isaac", "--input-shape", "x:3,6")[0] == 0
+    feeds = {"x": rng.normal(size=(3, 6)).astype(np.float32)}
+    (got,) = simulate(compiled(model, batch=3), feeds)
+    np.testing.assert_allclose(got, ort_outputs(model, feeds)[0], rtol=1e-5, atol=1e-6)

@@ -358,7 +358,15 @@ def normalise(model: ModelProto, where: str, batch: int = 1, limits: "Limits | N
         _fix_batch(unfixed, batch + 1, heavy)
         if version < CANONICAL_OPSET:
             unfixed = convert(unfixed, version, where)
-    skel = _infer(skel, where)
+    try:
+        skel = _infer(skel, where)
+    except InvalidModelError as e:
+        if not dynamic:
+            raise
+        _infer(unfixed, where)      # fails too: the error is the model's, whatever its batch
+        raise InvalidModelError(f"{e.message} (at batch {batch}: the model runs at batch {batch + 1}, not at "
+                                f"{batch})", where=where,
+                                hint="give it another batch: --input-shape NAME:N,... (compile: --batch N)") from None
     if dynamic:
         batch_shapes = _batch_shapes(skel, _infer(unfixed, where))
     _check_value_sizes(skel, where, limits)
