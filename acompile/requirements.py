@@ -1,19 +1,20 @@
 """The installed dependencies against acompile's own requirements (its package metadata).
 
 Asked only after an internal error: an onnx older than acompile needs (another tool's install can
-downgrade it) fails deep inside a pass, and the user should read "onnx 1.16.1 is installed; acompile
-needs onnx>=1.21", not a bare AttributeError. Costs nothing on the way that works.
+downgrade it) fails deep inside a pass, and the user should read that onnx 1.16.1 is installed against
+a requirement of onnx>=1.21, not only a bare AttributeError. Costs nothing on the way that works.
 """
 
 from __future__ import annotations
 
+import operator
 import re
 from importlib import metadata
 
 _REQUIREMENT = re.compile(r"\s*([A-Za-z0-9_.\-]+)\s*(?:\[[^\]]*\])?\s*(.*)")   # name, extras, clauses
 _CLAUSE = re.compile(r"^\s*(>=|<=|==|!=|>|<)\s*([0-9][0-9A-Za-z.]*)\s*$")
-_COMPARE = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b, "==": lambda a, b: a == b,
-            "!=": lambda a, b: a != b, ">": lambda a, b: a > b, "<": lambda a, b: a < b}
+_COMPARE = {">=": operator.ge, "<=": operator.le, "==": operator.eq, "!=": operator.ne, ">": operator.gt,
+            "<": operator.lt}
 
 
 def _release(version: str) -> tuple[int, ...]:

@@ -38,7 +38,8 @@ def _split(graph: Graph, node: Node) -> list[Node] | None:
             or np.dtype(dtype).kind not in "fiu" or coefficients.size == 0 or coefficients.size % shape[1]:
         return None
     rows = coefficients.size // shape[1]
-    intercepts = np.asarray(node.attrs.get("intercepts") or np.zeros(rows), np.float32)
+    given = node.attrs.get("intercepts")
+    intercepts = np.asarray(given if given is not None and len(given) else np.zeros(rows), np.float32)
     if intercepts.size != rows or not np.all(np.isfinite(coefficients)):
         return None
     nodes = []
