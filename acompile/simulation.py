@@ -180,20 +180,34 @@ def model_op_types(model) -> set[str]:
     return {n.op_type for n in walk_nodes(model.graph)}
 
 
+# MatMulNBits' accuracy_level: the type onnxruntime computes in (1 or unset: float32)
+REDUCED_ACCURACY = {2: "float16", 3: "bfloat16", 4: "int8 inputs, quantized per block"}
+
+
 def reference_caveat(model_path: Path) -> str | None:
     """A note for the comparison when onnxruntime's own outputs are not the model's exact arithmetic:
-    its u8s8 integer kernels on a CPU where they saturate."""
+    its u8s8 integer kernels on a CPU where they saturate; MatMulNBits told to compute below float32."""
+    from .frontend.control_flow import walk_nodes
     from .frontend.protobuf import read_model_lean
     from .limits import Limits
     try:
-        found = sorted(model_op_types(read_model_lean(model_path, Limits.from_env())[0]) & U8S8_KERNELS)
+        model = read_model_lean(model_path, Limits.from_env())[0]
     except Exception:       # reference_outputs says what is wrong with the file
         return None
-    if not found or not onnxruntime_saturates():
+    notes = []
+    found = sorted(model_op_types(model) & U8S8_KERNELS)
+    if found and onnxruntime_saturates():
+        notes.append(f"onnxruntime's u8s8 integer kernels ({', '.join(found)}) saturate pairs of products on "
+                     "this CPU (x86 without VNNI)")
+    levels = sorted({a.i for n in walk_nodes(model.graph) if n.op_type == "MatMulNBits"
+                     for a in n.attribute if a.name == "accuracy_level" and a.i in REDUCED_ACCURACY})
+    if levels:
+        notes.append(f"onnxruntime's MatMulNBits computes in {' and '.join(REDUCED_ACCURACY[k] for k in levels)} "
+                     f"(accuracy_level {', '.join(map(str, levels))})")
+    if not notes:
         return None
-    return (f"onnxruntime's u8s8 integer kernels ({', '.join(found)}) saturate pairs of products on this CPU "
-            "(x86 without VNNI): its outputs are not the model's exact integer arithmetic, so part of the "
-            "difference is onnxruntime's")
+    return (f"{'; '.join(notes)}: its outputs are not the model's exact arithmetic, so part of the difference "
+            "is onnxruntime's")
 
 
 def compare(sim: dict, ref: dict, labels: np.ndarray | None = None) -> dict:
