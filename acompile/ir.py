@@ -29,6 +29,7 @@ class Subgraph:
     units run the node with its bodies through onnxruntime."""
     def __init__(self, graph: Any = None):
         self.graph = graph
+        self.runnable: bytes | None = None      # the graph as onnxruntime runs it (onnx_exec), once
 
     def __repr__(self) -> str:
         return "<subgraph>"

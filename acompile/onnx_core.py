@@ -31,6 +31,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .isolated import Crashed, in_child
+from .onnx_walk import all_nodes, rename_domain
 
 _FIRST_USE = threading.RLock()
 
@@ -95,7 +96,7 @@ def infer_shapes(model: ModelProto, check_type: bool = False, strict_mode: bool 
     def run(data: bytes) -> bytes:
         return _C.shape_inference.infer_shapes(data, check_type, strict_mode, data_prop)
 
-    if not any(n.domain == "ai.onnx.ml" for n in _all_nodes(model.graph)) or not hasattr(os, "fork"):
+    if not any(n.domain == "ai.onnx.ml" for n in all_nodes(model.graph)) or not hasattr(os, "fork"):
         return ModelProto.FromString(run(model.SerializeToString()))
     try:
         return ModelProto.FromString(in_child(run, model.SerializeToString()))
@@ -103,34 +104,13 @@ def infer_shapes(model: ModelProto, check_type: bool = False, strict_mode: bool 
         pass
     hidden = ModelProto()
     hidden.CopyFrom(model)
-    _rename_domain(hidden, "ai.onnx.ml", _HIDDEN_ML)
+    rename_domain(hidden, "ai.onnx.ml", _HIDDEN_ML)
     done = ModelProto.FromString(run(hidden.SerializeToString()))
-    _rename_domain(done, _HIDDEN_ML, "ai.onnx.ml")
+    rename_domain(done, _HIDDEN_ML, "ai.onnx.ml")
     return done
 
 
 _HIDDEN_ML = "acompile.hidden.ai.onnx.ml"     # a domain onnx knows nothing of
-
-
-def _rename_domain(model: ModelProto, old: str, new: str) -> None:
-    """Every node of domain ``old`` (sub-graphs included) and its opset import moved to ``new``."""
-    for n in _all_nodes(model.graph):
-        if n.domain == old:
-            n.domain = new
-    for imp in model.opset_import:
-        if imp.domain == old:
-            imp.domain = new
-
-
-def _all_nodes(graph: GraphProto):
-    """Every node of ``graph`` and of the sub-graphs nested in it."""
-    stack = [graph]
-    while stack:
-        g = stack.pop()
-        for n in g.node:
-            yield n
-            stack.extend(a.g for a in n.attribute if a.HasField("g"))
-            stack.extend(sub for a in n.attribute for sub in a.graphs)
 
 
 def check_model(model: ModelProto) -> None:

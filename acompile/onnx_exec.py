@@ -23,6 +23,7 @@ from .onnx_core import (AttributeProto, GraphProto, TensorProto, ValueInfoProto,
                         make_attribute, make_empty_tensor_value_info, make_graph, make_model, make_node,
                         make_opsetid, make_tensor_sequence_value_info, make_tensor_value_info,
                         np_dtype_to_tensor_dtype, opset_version, tensor_dtype_to_np_dtype)
+from .onnx_walk import without_value_info
 
 IR_VERSION = 8
 
@@ -159,12 +160,19 @@ def _value_info(name: str, t) -> ValueInfoProto:
     return make_tensor_value_info(name, t, None)
 
 
+def _runnable(body: Subgraph) -> bytes:
+    """The sub-graph as onnxruntime is given it, serialised once per Subgraph: without inference's
+    value_info (onnx_walk.without_value_info says why)."""
+    if body.runnable is None:
+        body.runnable = without_value_info(body.graph).SerializeToString(deterministic=True)
+    return body.runnable
+
+
 def _run_scoped(op_type, attrs, inputs, n_outputs, opset, attr_types, outer, opsets) -> list[np.ndarray]:
     own = inputs[:len(inputs) - len(outer)]
     values = inputs[len(own):]
     plain = {k: v for k, v in attrs.items() if not isinstance(v, Subgraph)}
-    bodies = tuple((k, v.graph.SerializeToString(deterministic=True)) for k, v in sorted(attrs.items())
-                   if isinstance(v, Subgraph))
+    bodies = tuple((k, _runnable(v)) for k, v in sorted(attrs.items()) if isinstance(v, Subgraph))
     imports = dict(opsets or {})
     imports[""] = int(opset)
     sess = _scoped_session(op_type, tuple(sorted(imports.items())), bodies, _freeze(plain),

@@ -25,7 +25,7 @@ MAX_LINES = 420
 # The declared order, lowest first. A name is a top-level module or a subpackage of acompile
 # ("__init__" is the package's own module). docs/ARCHITECTURE.md draws the same table.
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "_version", "lazy", "requirements", "isolated"),
+    ("errors", "_version", "lazy", "requirements", "isolated", "onnx_walk"),
     ("limits", "files", "safe_read", "jsonio", "units", "ir", "onnx_core"),
     ("hardware",),
     ("numerics",),

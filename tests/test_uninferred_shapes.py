@@ -229,3 +229,45 @@ def test_sizes_computed_beside_a_dynamic_batch_map(make, tmp_path):
                               "--batch", "2", "--format", "json")
         assert code == 0, err
         assert json.loads(out)["comparison"]["y"]["relative_error"] < 1e-6
+
+
+@pytest.mark.parametrize("past, new", [(0, 5), (3, 2), (4, 1)])
+def test_group_query_attention_output_shape_for_a_prompt(tmp_path, past, new):
+    """com.microsoft GroupQueryAttention (onnxruntime-genai's LLM exports) has no ONNX shape inference;
+    run on zeros to learn it, its sequence lengths must agree with the query and the past, which zeros
+    do for one new token only: a prompt's o_proj MatMul after it was refused (unknown shape, exit 1)."""
+    heads, kv_heads, head = 2, 1, 8
+    rng = np.random.default_rng(past)
+    # the lengths as onnxruntime-genai computes them from the attention mask
+    nodes = [h.make_node("ReduceSum", ["mask", "one"], ["len64"], keepdims=0),
+             h.make_node("Sub", ["len64", "one"], ["last64"]),
+             h.make_node("Cast", ["last64"], ["seqlens"], to=T.INT32),
+             h.make_node("Shape", ["mask"], ["mask_shape"], start=1, end=2),
+             h.make_node("Squeeze", ["mask_shape"], ["total64"]),
+             h.make_node("Cast", ["total64"], ["total"], to=T.INT32),
+             h.make_node("GroupQueryAttention", ["q", "k", "v", "pk", "pv", "seqlens", "total"], ["a", "pk2", "pv2"],
+                         domain="com.microsoft", num_heads=heads, kv_num_heads=kv_heads),
+             h.make_node("MatMul", ["a", "W"], ["y"])]
+    inputs = [h.make_tensor_value_info("q", T.FLOAT, [1, new, heads * head]),
+              h.make_tensor_value_info("k", T.FLOAT, [1, new, kv_heads * head]),
+              h.make_tensor_value_info("v", T.FLOAT, [1, new, kv_heads * head]),
+              h.make_tensor_value_info("pk", T.FLOAT, [1, kv_heads, past, head]),
+              h.make_tensor_value_info("pv", T.FLOAT, [1, kv_heads, past, head]),
+              h.make_tensor_value_info("mask", T.INT64, [1, past + new])]
+    graph = h.make_graph(nodes, "g", inputs, [h.make_tensor_value_info("y", T.FLOAT, [1, new, 12])],
+                         [nh.from_array(rng.normal(size=(heads * head, 12)).astype(np.float32), "W"),
+                          nh.from_array(np.array([1], np.int64), "one")])
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17), h.make_opsetid("com.microsoft", 1)])
+    onnx.save(model, str(tmp_path / "gqa.onnx"))
+    feeds = {x.name: rng.normal(size=[d.dim_value for d in x.type.tensor_type.shape.dim]).astype(np.float32)
+             for x in inputs[:5]}
+    feeds["mask"] = np.ones((1, past + new), np.int64)
+    np.savez(tmp_path / "in.npz", **feeds)
+    code, out, err = _cli("run", str(tmp_path / "gqa.onnx"), "-t", "isaac", "-i", str(tmp_path / "in.npz"),
+                          "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["comparison"]["y"]["relative_error"] < 1e-5
+    # a stored 0 reads as a dynamic size (exporters write it so): an empty past is given as such
+    empty = [f"--input-shape={x}:1,{kv_heads},0,{head}" for x in ("pk", "pv")] if past == 0 else []
+    code, out, _ = _cli("check", str(tmp_path / "gqa.onnx"), "-t", "isaac", "--format", "json", *empty)
+    assert code == 0 and json.loads(out)["results"][0]["figures"]["crossbars"] > 0

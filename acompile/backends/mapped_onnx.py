@@ -22,6 +22,7 @@ from ..onnx_core import (ModelProto, NodeProto, ValueInfoProto, from_array, make
                          make_model, make_node, make_opsetid, make_tensor_value_info, np_dtype_to_tensor_dtype,
                          set_model_props)
 from ..onnx_exec import IR_VERSION, make_attributes
+from ..onnx_walk import without_value_info
 from .program import chain_attrs
 
 DOMAIN_VERSION = 1
@@ -80,7 +81,8 @@ def _analog_node(node, graph, mapping, costs, keep) -> NodeProto:
 def _digital_node(node) -> NodeProto:
     attrs = {k: v for k, v in node.attrs.items()
              if not isinstance(v, Subgraph) and not (isinstance(v, OpaqueAttribute) and not v.proto)}
-    bodies = {k: v.graph for k, v in node.attrs.items() if isinstance(v, Subgraph) and v.graph is not None}
+    bodies = {k: without_value_info(v.graph) for k, v in node.attrs.items()     # onnxruntime infers them again
+              if isinstance(v, Subgraph) and v.graph is not None}
     dropped = sorted(set(node.attrs) - set(attrs) - set(bodies))
     # a control-flow node's sub-graphs read the enclosing values by name: they are not node inputs in ONNX;
     # a pass that copied the node under new value names (an unrolled loop) renames those reads too

@@ -35,8 +35,8 @@ def _options(args, calibration=None, calibration_name="default"):
     if args.batch < 1:
         raise UsageError(f"--batch must be at least 1 (got {args.batch})")
     shapes = parse_input_shapes(getattr(args, "input_shape", None))
-    if not shapes and getattr(args, "data_shapes", None):
-        shapes = args.data_shapes
+    if getattr(args, "data_shapes", None):      # run: the data's shapes, where --input-shape gives none
+        shapes = {**args.data_shapes, **shapes}
     elif not shapes and calibration is not None:
         from ..frontend.input_shapes import data_shapes
         shapes = data_shapes(args.model, calibration, whole=False)
@@ -232,8 +232,8 @@ def parse_input_shapes(values: list[str] | None) -> dict:
             dims = tuple(int(d) for d in dims_text.split(",") if d.strip() != "")
         except ValueError:
             dims = ()
-        if not dims or any(d < 1 for d in dims) or (colon and not name):
-            raise UsageError(f"--input-shape takes NAME:D1,D2,... with positive sizes (got {clean(text, 80)!r})")
+        if not dims or any(d < 0 for d in dims) or (colon and not name):     # 0: an empty past of a decoder
+            raise UsageError(f"--input-shape takes NAME:D1,D2,... with sizes of 0 or more (got {clean(text, 80)!r})")
         if key in shapes:
             raise UsageError(f"--input-shape gives {'the input' if key is None else repr(clean(key))} twice")
         shapes[key] = dims

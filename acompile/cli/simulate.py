@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import EXIT_OK, InvalidDataError, UsageError, clean
 from ..units import decimal
-from .compile import SEED, add_compile_options, add_set_option, bounded_int, compile_to, say
+from .compile import SEED, add_compile_options, add_set_option, bounded_int, compile_to, parse_input_shapes, say
 
 
 def _read_inputs(path: str, graph) -> dict:
@@ -215,12 +215,14 @@ def run_run(args) -> int:
         from ..frontend.input_shapes import data_shapes, input_dims, model_inputs
         inputs, weights = model_inputs(args.model)
         feeds = load_arrays(args.input, inputs, weights=weights)
-        if not args.input_shape:     # dynamic input dimensions take the sizes of the data run
+        given = parse_input_shapes(args.input_shape)
+        if None not in given:       # the dynamic dimensions --input-shape leaves take the sizes of the data run
             from ..sim.runtime import check_fixed_dims
             for name, dims in input_dims(args.model).items():   # the model's fixed sizes, before compiling
-                if name in feeds:
+                if name in feeds and name not in given:
                     check_fixed_dims(name, feeds[name], dims)
-            args.data_shapes = data_shapes(args.model, feeds, whole=True)
+            args.data_shapes = {name: dims for name, dims in data_shapes(args.model, feeds, whole=True).items()
+                                if name not in given}
         quiet = args.quiet
         args.quiet = True
         compile_to(args, Path(args.output), {"program", "device"})

@@ -17,6 +17,7 @@ from ..ir import Graph, Node, Subgraph
 from ..onnx_core import (AttributeProto, GraphProto, ValueInfoProto, from_array, infer_shapes,
                          make_attribute, make_graph, make_model, make_node, make_opsetid,
                          make_tensor_value_info, np_dtype_to_tensor_dtype, tensor_dtype_to_np_dtype)
+from ..onnx_walk import without_value_info
 from .control_flow import (attach_outer, bodies, has_bodies, is_control_flow, iterations, own_inputs,
                            passed_constants)
 from .normalise import value_info
@@ -30,14 +31,6 @@ RECURRENT = ("LSTM", "GRU", "RNN")
 CONTENT_SIZED = ("NonZero", "Unique", "Compress", "NonMaxSuppression")
 
 
-def _strip_value_info(g: GraphProto) -> None:
-    del g.value_info[:]
-    for n in g.node:
-        for a in n.attribute:
-            if a.type == AttributeProto.GRAPH:
-                _strip_value_info(a.g)
-
-
 def inferred_bodies(graph: Graph, node: Node) -> list[GraphProto]:
     """Copies of the node's sub-graphs with shapes inferred from the enclosing graph's (now static)
     shapes and constants (an exporter's symbolic shapes inside a body would leave most of its ops
@@ -47,10 +40,7 @@ def inferred_bodies(graph: Graph, node: Node) -> list[GraphProto]:
     try:
         proto = make_node(node.op_type, own_inputs(node), node.outputs)
         for k, g in sorted(attrs.items()):
-            body = GraphProto()
-            body.CopyFrom(g)
-            _strip_value_info(body)
-            proto.attribute.append(make_attribute(k, body))
+            proto.attribute.append(make_attribute(k, without_value_info(g)))
         proto.attribute.extend(make_attribute(k, v) for k, v in sorted(node.attrs.items())
                                if k not in attrs and isinstance(v, (int, float, str, list)))
         names = dict.fromkeys(x for x in own_inputs(node) + node.meta.get("outer", []) if x)
@@ -151,9 +141,8 @@ def _probe_shapes(body: GraphProto, inputs, inits, feeds: dict, opsets, steps: l
     names = list(dict.fromkeys(o for n in body.node for o in n.output if o in typed))
     if not names:
         return
-    g = make_graph(list(body.node), "probe", list(inputs) + list(body.input), [typed[n] for n in names],
-                   list(inits) + list(body.initializer))
-    _strip_value_info(g)            # inference's guesses inside nested bodies: onnxruntime redoes them
+    g = without_value_info(make_graph(list(body.node), "probe", list(inputs) + list(body.input),
+                                      [typed[n] for n in names], list(inits) + list(body.initializer)))
     for vi in list(g.input) + list(g.output):   # only the run fixes shapes: static inputs make onnxruntime
         vi.type.tensor_type.ClearField("shape")  # check branches the data never takes (rank-2 vs rank-3 input)
     model = make_model(g, opset_imports=list(opsets))

@@ -12,11 +12,10 @@ from ..errors import InvalidModelError, LimitError
 from ..frontend.ops import SHAPED_BY_VALUES
 from ..ir import Graph, Node, Subgraph, TensorInfo
 from ..limits import Limits
-from ..onnx_core import (from_array, infer_shapes, make_empty_tensor_value_info, make_graph, make_model, make_node,
-                         make_opsetid, make_tensor_value_info, np_dtype_to_tensor_dtype, tensor_dtype_to_np_dtype)
-from ..onnx_exec import IR_VERSION, make_attributes, run_node
+from ..onnx_exec import run_node
 from .base import CompileState, compile_pass
 from .batch_values import at_next_batch, follows_batch, value_of
+from .output_shapes import SIZE_FROM_VALUES, SMALL_INPUT_BYTES, inferred_output, probed_output
 
 NON_DETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
                      "Multinomial", "Bernoulli"}
@@ -24,77 +23,8 @@ NON_DETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "Rando
 NON_TENSOR_RESULT = {"SequenceEmpty", "SequenceConstruct", "SequenceInsert", "SequenceErase", "SplitToSequence",
                      "SequenceMap", "Optional"}
 NEVER_FOLD = NON_DETERMINISTIC | NON_TENSOR_RESULT | {"If", "Loop", "Scan", "Dropout"}
-# Operators whose output size is set by the *values* of their inputs: folded only once it is known.
-SIZE_FROM_VALUES = {"Tile", "Expand", "Range", "Resize", "Upsample", "Pad", "OneHot", "CenterCropPad", "Col2Im",
-                    "HannWindow", "HammingWindow", "BlackmanWindow", "MelWeightMatrix", "DFT", "STFT",
-                    "MaxUnpool", "AffineGrid"}
 # onnxruntime's own deterministic operators a quantizer writes on constant weights
 FOLDABLE_CONTRIB = {("com.microsoft", "DequantizeLinear"), ("com.microsoft", "QuantizeLinear")}
-SMALL_INPUT_BYTES = 4096   # inputs up to this size are given to shape inference by value
-
-
-def _infer_output(node: Node, args: list, index: int, opset: int):
-    """(static shape, dtype) of one output of ``node`` given its inputs, or (None, None).
-
-    ``args`` holds arrays (constants) or ``(shape, dtype)`` pairs (values known by shape only). Runs
-    ONNX shape inference (with data propagation) on a one-node model whose small constant inputs are
-    initializers, so value-dependent sizes (Tile repeats, OneHot depth, window lengths) are known
-    before anything is allocated.
-    """
-    try:
-        names = [f"in{i}" if a is not None else "" for i, a in enumerate(args)]
-        inits, inputs = [], []
-        for name, a in zip(names, args):
-            if a is None:
-                continue
-            if isinstance(a, tuple):
-                inputs.append(make_tensor_value_info(name, np_dtype_to_tensor_dtype(a[1]), list(a[0])))
-                continue
-            a = np.asarray(a)
-            if a.nbytes <= SMALL_INPUT_BYTES:
-                inits.append(from_array(a, name))
-            else:
-                inputs.append(make_tensor_value_info(name, np_dtype_to_tensor_dtype(a.dtype),
-                                                     list(a.shape)))
-        outs = [f"out{i}" for i in range(len(node.outputs))]
-        proto = make_node(node.op_type, names, outs, domain=node.domain or None)
-        proto.attribute.extend(make_attributes(node.attrs, node.meta.get("attr_types")))
-        g = make_graph([proto], "fold", inputs, [make_empty_tensor_value_info(o) for o in outs], inits)
-        imports = [make_opsetid("", int(opset))]
-        if node.domain:
-            imports.append(make_opsetid(node.domain, int(node.opset or 1)))
-        m = make_model(g, opset_imports=imports, ir_version=IR_VERSION)
-        tt = infer_shapes(m, data_prop=True).graph.output[index].type.tensor_type
-        if not tt.HasField("shape") or not all(d.HasField("dim_value") for d in tt.shape.dim):
-            return None, None
-        shape = tuple(int(d.dim_value) for d in tt.shape.dim)
-        dtype = np.dtype(tensor_dtype_to_np_dtype(tt.elem_type)) if tt.elem_type else None
-        return shape, dtype
-    except Exception:    # no inference for this op, odd attributes: the caller stays careful
-        return None, None
-
-
-PROBE_BYTES = 1 << 24   # a node is run on zeros to learn its output shape only up to this input size
-
-
-def _probe_output(node: Node, args: list, index: int, opset: int):
-    """(shape, dtype) of one output from running ``node`` in onnxruntime on zeros of its input
-    shapes (onnxruntime's own view of a shape ONNX cannot infer), or (None, None)."""
-    if node.op_type in SIZE_FROM_VALUES:    # its output size comes from input values: running it is the risk
-        return None, None
-    if sum(int(np.prod(a[0])) * np.dtype(a[1]).itemsize for a in args if isinstance(a, tuple)) > PROBE_BYTES:
-        return None, None
-    feeds = [np.zeros(a[0], a[1]) if isinstance(a, tuple) else a for a in args]
-    try:
-        out = run_node(node.op_type, node.attrs, feeds, len(node.outputs), node.opset or opset, domain=node.domain,
-                       attr_types=node.meta.get("attr_types"))[index]
-    except Exception:      # it needs real values (a Reshape of zeros, a custom op): stay unknown
-        return None, None
-    if not isinstance(out, np.ndarray) or out.dtype == object:
-        return None, None
-    return tuple(int(d) for d in out.shape), out.dtype
-
-
 def _sized_by_shapes(node: Node, args: list) -> bool:
     """True when ``node``'s output shapes follow from what ``args`` gives: every input whose values
     could size the output is a constant (an ai.onnx operator; another domain's, ai.onnx.ml's, are
@@ -288,14 +218,14 @@ def _propagate_shapes(graph: Graph, limits: Limits) -> bool:
             bumped.append(bump)
         else:
             for k in missing:
-                shape, dtype = _infer_output(node, args, k, graph.opset)
-                infer = _infer_output
+                shape, dtype = inferred_output(node, args, k, graph.opset)
+                infer = inferred_output
                 if shape is None and _sized_by_shapes(node, args):
                     # no ONNX shape inference for it (ai.onnx.ml Scaler, GroupNormalization): ask
                     # onnxruntime, unless input values it is not given could size the output (NonZero on
                     # zeros would give a wrong, static shape)
-                    shape, dtype = _probe_output(node, args, k, graph.opset)
-                    infer = _probe_output
+                    shape, dtype = probed_output(node, args, k, graph.opset)
+                    infer = probed_output
                 if shape is None:
                     continue
                 o = node.outputs[k]
@@ -355,7 +285,7 @@ def _fold_node(graph: Graph, node: Node, limits: Limits) -> bool:
         if shape is None and o:
             # Whole-model inference could not size it (a shape computed by an op data propagation
             # does not follow); the inputs are concrete now, so ask again for this one node.
-            shape, dtype = _infer_output(node, args, k, graph.opset)
+            shape, dtype = inferred_output(node, args, k, graph.opset)
         if shape is not None:
             _check_budget(node, shape, (dtype.itemsize if dtype is not None else 8), limits)
         elif o:

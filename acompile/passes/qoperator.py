@@ -144,13 +144,14 @@ def _zero_point_term(graph: Graph, node: Node, wv: np.ndarray, attrs: dict, conv
 def _nbits(graph: Graph, node: Node) -> list[Node] | None:
     """MatMulNBits with constant weights, scales and zero points -> MatMul(A, W) (+ bias), W the (K, N)
     weights ((q - zp) * scale per block, as onnxruntime dequantizes them) in the scales' type (float32
-    or float16). Left to onnxruntime when it computes in lower precision (accuracy_level above 1) or
-    reorders K (g_idx)."""
+    or float16). accuracy_level is the least precision onnxruntime may compute in (int8 inputs at 4, as
+    onnxruntime-genai's int4 exports ask), not what the model means: mapped like any other (``run`` notes
+    that onnxruntime's own outputs are the approximate ones). Left to onnxruntime when it reorders K (g_idx)."""
     a, b, scales, zp, g_idx, bias = (list(node.inputs) + [""] * 6)[:6]
     attrs = node.attrs
     bits, block, k, n = (int(attrs.get(key, 4 if key == "bits" else 0)) for key in ("bits", "block_size", "K", "N"))
     sv, bv, zv = _c(graph, scales), _c(graph, b), _c(graph, zp) if zp else None
-    if bits not in (2, 4, 8) or block < 16 or k < 1 or n < 1 or int(attrs.get("accuracy_level", 0)) > 1 or g_idx:
+    if bits not in (2, 4, 8) or block < 16 or k < 1 or n < 1 or g_idx:
         return None
     if bv is None or sv is None or sv.dtype not in (np.float32, np.float16) or (zp and zv is None) \
             or (bias and _c(graph, bias) is None):
