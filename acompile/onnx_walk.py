@@ -26,15 +26,19 @@ def rename_domain(model, old: str, new: str) -> None:
 
 
 def without_value_info(graph):
-    """A copy of ``graph`` without the value_info of it and of the sub-graphs nested in it: inference's
-    shapes, which onnxruntime infers again. onnx's data propagation can leave one If branch's shapes on
-    the other branch's values of the same name (Optimum's merged decoders), and onnxruntime refuses those."""
+    """A copy of a sub-graph ``graph`` without the value_info and output shapes of it and of the sub-graphs
+    nested in it: inference's shapes, which onnxruntime infers again. onnx's data propagation can leave one
+    If branch's shapes on the other branch's values of the same name (Optimum's merged decoders), and
+    onnxruntime refuses those, or allocates the branch's output by them."""
     g = type(graph)()
     g.CopyFrom(graph)
     stack = [g]
     while stack:
         x = stack.pop()
         del x.value_info[:]
+        for out in x.output:
+            if out.type.HasField("tensor_type"):
+                out.type.tensor_type.ClearField("shape")
         for n in x.node:
             stack.extend(a.g for a in n.attribute if a.HasField("g"))
             stack.extend(sub for a in n.attribute for sub in a.graphs)
