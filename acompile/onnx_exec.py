@@ -160,11 +160,11 @@ def _value_info(name: str, t) -> ValueInfoProto:
     return make_tensor_value_info(name, t, None)
 
 
-def _runnable(body: Subgraph) -> bytes:
+def _runnable(body: Subgraph, branch: bool) -> bytes:
     """The sub-graph as onnxruntime is given it, serialised once per Subgraph: without inference's
-    value_info (onnx_walk.without_value_info says why)."""
+    value_info (onnx_walk.without_value_info says why; ``branch``: an If's)."""
     if body.runnable is None:
-        body.runnable = without_value_info(body.graph).SerializeToString(deterministic=True)
+        body.runnable = without_value_info(body.graph, branch).SerializeToString(deterministic=True)
     return body.runnable
 
 
@@ -172,7 +172,7 @@ def _run_scoped(op_type, attrs, inputs, n_outputs, opset, attr_types, outer, ops
     own = inputs[:len(inputs) - len(outer)]
     values = inputs[len(own):]
     plain = {k: v for k, v in attrs.items() if not isinstance(v, Subgraph)}
-    bodies = tuple((k, _runnable(v)) for k, v in sorted(attrs.items()) if isinstance(v, Subgraph))
+    bodies = tuple((k, _runnable(v, op_type == "If")) for k, v in sorted(attrs.items()) if isinstance(v, Subgraph))
     imports = dict(opsets or {})
     imports[""] = int(opset)
     sess = _scoped_session(op_type, tuple(sorted(imports.items())), bodies, _freeze(plain),

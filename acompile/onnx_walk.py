@@ -25,21 +25,23 @@ def rename_domain(model, old: str, new: str) -> None:
             imp.domain = new
 
 
-def without_value_info(graph):
-    """A copy of a sub-graph ``graph`` without the value_info and output shapes of it and of the sub-graphs
-    nested in it: inference's shapes, which onnxruntime infers again. onnx's data propagation can leave one
-    If branch's shapes on the other branch's values of the same name (Optimum's merged decoders), and
-    onnxruntime refuses those, or allocates the branch's output by them."""
+def without_value_info(graph, branch: bool = False):
+    """A copy of a sub-graph ``graph`` without the value_info of it and of the sub-graphs nested in it:
+    inference's shapes, which onnxruntime infers again. onnx's data propagation can leave one If branch's
+    shapes on the other branch's values of the same name (Optimum's merged decoders), and onnxruntime
+    refuses those. An If branch's output shapes go too (``branch`` for ``graph`` itself): onnxruntime
+    allocates the If's outputs by them. A Loop or Scan body keeps its own, which onnxruntime requires."""
     g = type(graph)()
     g.CopyFrom(graph)
-    stack = [g]
+    stack = [(g, branch)]
     while stack:
-        x = stack.pop()
+        x, is_branch = stack.pop()
         del x.value_info[:]
-        for out in x.output:
-            if out.type.HasField("tensor_type"):
-                out.type.tensor_type.ClearField("shape")
+        if is_branch:
+            for out in x.output:
+                if out.type.HasField("tensor_type"):
+                    out.type.tensor_type.ClearField("shape")
         for n in x.node:
-            stack.extend(a.g for a in n.attribute if a.HasField("g"))
-            stack.extend(sub for a in n.attribute for sub in a.graphs)
+            stack.extend((a.g, n.op_type == "If") for a in n.attribute if a.HasField("g"))
+            stack.extend((sub, False) for a in n.attribute for sub in a.graphs)
     return g

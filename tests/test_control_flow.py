@@ -405,28 +405,46 @@ def test_a_loop_whose_initial_condition_is_false_runs_no_iteration():
     assert np.shape(ys) == np.shape(want_ys) == (0, 1, 8)
 
 
-def test_an_optimum_merged_decoder_runs_either_branch(tmp_path):
-    """Optimum's merged decoder (tests/data/README.md): one If on use_cache_branch, both branches spelling
-    their values alike. onnx's data propagation left one branch's shapes on the other's values, which
-    onnxruntime refused when acompile ran the If (check said compatible, run exit 2) and when it loaded
-    mapped.onnx: the branches go to onnxruntime, and into mapped.onnx, without inference's value_info."""
+def _decoder_feeds(model, cached: bool, past: int, new: int, rng) -> dict:
+    """Feeds for an Optimum merged decoder: every input by its name, past_* at ``past`` positions."""
+    feeds = {"use_cache_branch": np.array([cached])}
+    for vi in model.graph.input:
+        name = vi.name
+        if name == "input_ids":
+            feeds[name] = rng.integers(0, 100, (1, new))
+        elif name == "attention_mask":
+            feeds[name] = np.ones((1, past + new), np.int64)
+        elif name == "position_ids":
+            feeds[name] = np.arange(past, past + new)[None]
+        elif name == "encoder_hidden_states":
+            feeds[name] = rng.normal(size=(1, 1500, 32)).astype(np.float32)     # Whisper's 30 s of frames
+        elif name.startswith("past_key_values"):
+            length = 1500 if ".encoder." in name else past
+            feeds[name] = rng.normal(size=(1, 2, length, 16)).astype(np.float32)
+    return feeds
+
+
+@pytest.mark.parametrize("name", ["gpt2_merged_decoder", "whisper_merged_decoder"])
+def test_an_optimum_merged_decoder_runs_either_branch(tmp_path, name):
+    """Optimum's merged decoders (tests/data/README.md): one If on use_cache_branch, both branches spelling
+    their values alike. onnx's data propagation left one branch's shapes on the other's values and outputs,
+    which onnxruntime refused when acompile ran the If (check said compatible, run exit 2), and when it
+    loaded mapped.onnx: the branches go to onnxruntime, and into mapped.onnx, without inference's shapes."""
     import onnxruntime as ort
     from pathlib import Path
 
-    model = Path(__file__).parent / "data" / "gpt2_merged_decoder.onnx"
+    path = Path(__file__).parent / "data" / f"{name}.onnx"
+    model = onnx.load(str(path))
     rng = np.random.default_rng(0)
-    for cached, past, new in ((True, 5, 1), (False, 0, 3)):
-        feeds = {"input_ids": rng.integers(0, 100, (1, new)), "attention_mask": np.ones((1, past + new), np.int64),
-                 "position_ids": np.arange(past, past + new)[None], "use_cache_branch": np.array([cached])}
-        feeds.update({f"past_key_values.{i}.{kv}": rng.normal(size=(1, 2, past, 16)).astype(np.float32)
-                      for i in range(2) for kv in ("key", "value")})
+    for cached, past, new in ((True, 5, 1), (False, 0, 6)):
+        feeds = _decoder_feeds(model, cached, past, new, rng)
         np.savez(tmp_path / "in.npz", **feeds)
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
-            assert cli_main(["run", str(model), "-t", "isaac", "-i", str(tmp_path / "in.npz"), "--format", "json"]) == 0
+            assert cli_main(["run", str(path), "-t", "isaac", "-i", str(tmp_path / "in.npz"), "--format", "json"]) == 0
         assert max(c["relative_error"] for c in json.loads(out.getvalue())["comparison"].values()) < 1e-5
-        shapes = [f"{name}:{','.join(map(str, value.shape))}" for name, value in feeds.items()]
+        shapes = [f"{key}:{','.join(map(str, value.shape))}" for key, value in feeds.items()]
         with contextlib.redirect_stdout(io.StringIO()):
-            assert cli_main(["compile", str(model), "-t", "isaac", "-o", str(tmp_path / f"out{past}"), "-q",
+            assert cli_main(["compile", str(path), "-t", "isaac", "-o", str(tmp_path / f"out{past}"), "-q",
                              *(f"--input-shape={x}" for x in shapes)]) == 0
         ort.InferenceSession(str(tmp_path / f"out{past}" / "mapped.onnx"), providers=["CPUExecutionProvider"])

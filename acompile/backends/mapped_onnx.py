@@ -81,7 +81,7 @@ def _analog_node(node, graph, mapping, costs, keep) -> NodeProto:
 def _digital_node(node) -> NodeProto:
     attrs = {k: v for k, v in node.attrs.items()
              if not isinstance(v, Subgraph) and not (isinstance(v, OpaqueAttribute) and not v.proto)}
-    bodies = {k: without_value_info(v.graph) for k, v in node.attrs.items()     # onnxruntime infers them again
+    bodies = {k: without_value_info(v.graph, node.op_type == "If") for k, v in node.attrs.items()   # re-inferred
               if isinstance(v, Subgraph) and v.graph is not None}
     dropped = sorted(set(node.attrs) - set(attrs) - set(bodies))
     # a control-flow node's sub-graphs read the enclosing values by name: they are not node inputs in ONNX;
