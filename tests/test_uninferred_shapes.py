@@ -271,3 +271,5 @@ def test_group_query_attention_output_shape_for_a_prompt(tmp_path, past, new):
     empty = [f"--input-shape={x}:1,{kv_heads},0,{head}" for x in ("pk", "pv")] if past == 0 else []
     code, out, _ = _cli("check", str(tmp_path / "gqa.onnx"), "-t", "isaac", "--format", "json", *empty)
     assert code == 0 and json.loads(out)["results"][0]["figures"]["crossbars"] > 0
+    code, _, err = _cli("check", str(tmp_path / "gqa.onnx"), "-t", "isaac", f"--input-shape=pk:0,{kv_heads},0,{head}")
+    assert code == 2 and "the first at least 1" in err       # a batch of 0: nothing to cost, nothing to run

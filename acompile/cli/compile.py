@@ -232,8 +232,10 @@ def parse_input_shapes(values: list[str] | None) -> dict:
             dims = tuple(int(d) for d in dims_text.split(",") if d.strip() != "")
         except ValueError:
             dims = ()
-        if not dims or any(d < 0 for d in dims) or (colon and not name):     # 0: an empty past of a decoder
-            raise UsageError(f"--input-shape takes NAME:D1,D2,... with sizes of 0 or more (got {clean(text, 80)!r})")
+        # 0: the empty past of a decoder's first step; never the leading (batch) axis, which the cost divides by
+        if not dims or dims[0] < 1 or any(d < 0 for d in dims) or (colon and not name):
+            raise UsageError(f"--input-shape takes NAME:D1,D2,... with sizes of 0 or more, the first at least 1 "
+                             f"(got {clean(text, 80)!r})")
         if key in shapes:
             raise UsageError(f"--input-shape gives {'the input' if key is None else repr(clean(key))} twice")
         shapes[key] = dims
