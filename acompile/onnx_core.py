@@ -31,7 +31,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .isolated import Crashed, in_child
-from .onnx_walk import all_nodes, rename_domain
+from .onnx_walk import all_nodes, hide_domains, unhide_domains
 
 _FIRST_USE = threading.RLock()
 
@@ -104,13 +104,10 @@ def infer_shapes(model: ModelProto, check_type: bool = False, strict_mode: bool 
         pass
     hidden = ModelProto()
     hidden.CopyFrom(model)
-    rename_domain(hidden, "ai.onnx.ml", _HIDDEN_ML)
+    hide_domains(hidden, {"ai.onnx.ml"})
     done = ModelProto.FromString(run(hidden.SerializeToString()))
-    rename_domain(done, _HIDDEN_ML, "ai.onnx.ml")
+    unhide_domains(done)
     return done
-
-
-_HIDDEN_ML = "acompile.hidden.ai.onnx.ml"     # a domain onnx knows nothing of
 
 
 def check_model(model: ModelProto) -> None:

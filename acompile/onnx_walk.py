@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 
-def all_nodes(graph):
-    """Every node of ``graph`` (a GraphProto) and of the sub-graphs nested in it."""
-    stack = [graph]
+def node_bodies(n) -> list:
+    """The sub-graphs a NodeProto holds in its attributes (a graph, or a list of graphs)."""
+    return [a.g for a in n.attribute if a.HasField("g")] + [sub for a in n.attribute for sub in a.graphs]
+
+
+def all_nodes(*graphs):
+    """Every node of these graphs (GraphProtos or FunctionProtos) and of the sub-graphs nested in them;
+    a node's sub-graphs are listed after the node."""
+    stack = list(graphs)
     while stack:
         g = stack.pop()
         for n in g.node:
             yield n
-            stack.extend(a.g for a in n.attribute if a.HasField("g"))
-            stack.extend(sub for a in n.attribute for sub in a.graphs)
+            stack.extend(node_bodies(n))
+
+
+HIDDEN = "acompile.hidden."     # a domain prefix onnx knows nothing of
 
 
 def rename_domain(model, old: str, new: str) -> None:
@@ -23,6 +31,23 @@ def rename_domain(model, old: str, new: str) -> None:
     for imp in model.opset_import:
         if imp.domain == old:
             imp.domain = new
+
+
+def hide_domains(model, domains) -> None:
+    """The nodes of ``domains`` moved under HIDDEN, where onnx's inference and converter pass them by (an
+    import is added for a domain the model uses without one)."""
+    imported = {imp.domain for imp in model.opset_import}
+    for d in sorted(domains):
+        if d not in imported:
+            model.opset_import.add(domain=d, version=1)
+        rename_domain(model, d, HIDDEN + d)
+
+
+def unhide_domains(model) -> None:
+    """What :func:`hide_domains` moved, back under its own domain."""
+    hidden = {n.domain for n in all_nodes(model.graph)} | {imp.domain for imp in model.opset_import}
+    for d in sorted(x for x in hidden if x.startswith(HIDDEN)):
+        rename_domain(model, d, d[len(HIDDEN):])
 
 
 def without_value_info(graph, branch: bool = False):
@@ -42,6 +67,5 @@ def without_value_info(graph, branch: bool = False):
                 if out.type.HasField("tensor_type"):
                     out.type.tensor_type.ClearField("shape")
         for n in x.node:
-            stack.extend((a.g, n.op_type == "If") for a in n.attribute if a.HasField("g"))
-            stack.extend((sub, False) for a in n.attribute for sub in a.graphs)
+            stack.extend((sub, n.op_type == "If") for sub in node_bodies(n))
     return g

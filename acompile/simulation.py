@@ -176,8 +176,8 @@ def onnxruntime_saturates() -> bool:
 
 def model_op_types(model) -> set[str]:
     """Every op type of an ONNX model, its sub-graphs' included."""
-    from .frontend.control_flow import walk_nodes
-    return {n.op_type for n in walk_nodes(model.graph)}
+    from .onnx_walk import all_nodes
+    return {n.op_type for n in all_nodes(model.graph)}
 
 
 # MatMulNBits' accuracy_level: the type onnxruntime computes in (1 or unset: float32)
@@ -187,7 +187,7 @@ REDUCED_ACCURACY = {2: "float16", 3: "bfloat16", 4: "int8 inputs, quantized per 
 def reference_caveat(model_path: Path) -> str | None:
     """A note for the comparison when onnxruntime's own outputs are not the model's exact arithmetic:
     its u8s8 integer kernels on a CPU where they saturate; MatMulNBits told to compute below float32."""
-    from .frontend.control_flow import walk_nodes
+    from .onnx_walk import all_nodes
     from .frontend.protobuf import read_model_lean
     from .limits import Limits
     try:
@@ -199,7 +199,7 @@ def reference_caveat(model_path: Path) -> str | None:
     if found and onnxruntime_saturates():
         notes.append(f"onnxruntime's u8s8 integer kernels ({', '.join(found)}) saturate pairs of products on "
                      "this CPU (x86 without VNNI)")
-    levels = sorted({a.i for n in walk_nodes(model.graph) if n.op_type == "MatMulNBits"
+    levels = sorted({a.i for n in all_nodes(model.graph) if n.op_type == "MatMulNBits"
                      for a in n.attribute if a.name == "accuracy_level" and a.i in REDUCED_ACCURACY})
     if levels:
         notes.append(f"onnxruntime's MatMulNBits computes in {' and '.join(REDUCED_ACCURACY[k] for k in levels)} "

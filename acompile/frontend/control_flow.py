@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Graph, Node, Subgraph
-from ..onnx_core import AttributeProto, GraphProto, NodeProto, TensorProto, get_attribute_value, to_array
+from ..onnx_core import GraphProto, TensorProto, get_attribute_value, to_array
+from ..onnx_walk import node_bodies
 from .loop_trips import counted_trips
 
 CONTROL_FLOW = ("If", "Loop", "Scan")
@@ -34,27 +35,6 @@ def bodies(attrs) -> list[GraphProto]:
     return [v.graph for v in attrs.values() if isinstance(v, Subgraph) and v.graph is not None]
 
 
-def walk_nodes(*graphs):
-    """Every node of these graphs (or functions) and of the sub-graphs nested in them; a node's
-    sub-graphs are listed after the caller has seen the node."""
-    stack = list(graphs)
-    while stack:
-        g = stack.pop()
-        for n in g.node:
-            yield n
-            stack.extend(_node_bodies(n))
-
-
-def _node_bodies(n: NodeProto) -> list[GraphProto]:
-    out = []
-    for a in n.attribute:
-        if a.type == AttributeProto.GRAPH:
-            out.append(a.g)
-        elif a.type == AttributeProto.GRAPHS:
-            out.extend(a.graphs)
-    return out
-
-
 def outer_names(body: GraphProto) -> list[str]:
     """Names a sub-graph (and the sub-graphs nested in it) reads but does not define, in first-use order."""
     defined = {i.name for i in body.input} | {t.name for t in body.initializer} | \
@@ -67,7 +47,7 @@ def outer_names(body: GraphProto) -> list[str]:
     for n in body.node:
         for i in n.input:
             need(i)
-        for inner in _node_bodies(n):
+        for inner in node_bodies(n):
             for name in outer_names(inner):
                 need(name)
         defined.update(n.output)
@@ -92,7 +72,7 @@ def _rename_reads(g: GraphProto, rename: dict[str, str]) -> None:
     rename = {k: v for k, v in rename.items() if k not in local}     # a name a graph defines shadows the outer one
     for n in g.node:
         n.input[:] = [rename.get(x, x) for x in n.input]
-        for inner in _node_bodies(n):
+        for inner in node_bodies(n):
             _rename_reads(inner, rename)
     for o in g.output:
         o.name = rename.get(o.name, o.name)

@@ -5,13 +5,12 @@ right and what it refuses named."""
 from __future__ import annotations
 
 from ..errors import InvalidModelError, UnsupportedError, clean, first_line
-from .control_flow import walk_nodes
 from ..onnx_core import (IR_VERSION, ModelProto, TensorProto, convert_version, make_attribute,
-                         make_empty_tensor_value_info, make_graph, make_model, make_opsetid, make_tensor_value_info,
+                         make_empty_tensor_value_info, make_graph, make_model, make_tensor_value_info,
                          opset_version)
+from ..onnx_walk import all_nodes, hide_domains, unhide_domains
 
 CANONICAL_OPSET = 17
-HIDDEN = "acompile.hidden."     # a domain prefix that onnx's converter knows nothing of
 OLDEST_OPSET = 1     # what onnx's converter starts from; a node it cannot bring forward is named
 
 
@@ -22,7 +21,7 @@ def ai_onnx_opset(model: ModelProto, where: str) -> int:
         if imp.domain in ("", "ai.onnx"):
             version = int(imp.version)
     if version is None:
-        if any(n.domain in ("", "ai.onnx") for n in walk_nodes(model.graph)):
+        if any(n.domain in ("", "ai.onnx") for n in all_nodes(model.graph)):
             raise InvalidModelError("the model uses ai.onnx operators but imports no ai.onnx opset", where=where)
         # only ai.onnx.ml (or other) operators, as onnxmltools and CatBoost write them: nothing to convert,
         # and the ai.onnx operators the passes add are at CANONICAL_OPSET (_import_used_domains declares it)
@@ -59,7 +58,7 @@ def convert(model: ModelProto, version: int, where: str) -> ModelProto:
         raise UnsupportedError(f"cannot convert opset {version} to {CANONICAL_OPSET}: "
                                + ("; ".join(p.line() for p in culprits) or first_line(e)), where=where,
                                problems=culprits)
-    for n in walk_nodes(converted.graph):
+    for n in all_nodes(converted.graph):
         if n.op_type == "Pad" and n.domain in ("", "ai.onnx"):
             # Pad-2's value, once an input, is left behind as an attribute beside edge and reflect modes
             kept = [a for a in n.attribute if a.name != "value"]
@@ -81,8 +80,8 @@ def _refuse_unconvertible(model: ModelProto, version: int, where: str) -> None:
     data's type, which the converter makes boolean under the same declared type. Every such node is
     named, exit 1 (a Dropout only where its mask is read)."""
     from .ops import Problem
-    read = {x for n in walk_nodes(model.graph) for x in n.input} | {o.name for o in model.graph.output}
-    changed = [(n, why) for n in walk_nodes(model.graph) if n.domain in ("", "ai.onnx")
+    read = {x for n in all_nodes(model.graph) for x in n.input} | {o.name for o in model.graph.output}
+    changed = [(n, why) for n in all_nodes(model.graph) if n.domain in ("", "ai.onnx")
                for why in [_changed_by_converter(n, version, read)] if why]
     problems = [Problem(clean(n.name or n.op_type), n.op_type, "", version, "unsupported_attribute", why)
                 for n, why in changed]
@@ -125,29 +124,12 @@ def _unconvertible(model: ModelProto, version: int) -> list:
 
 def _convert_ai_onnx(model: ModelProto) -> ModelProto:
     """onnx's converter to CANONICAL_OPSET, its ai.onnx nodes only: nodes of every other domain are hidden
-    from it under HIDDEN (it adapts none of them, and on some ai.onnx.ml graphs, a TreeEnsembleRegressor
-    feeding a LabelEncoder, onnx 1.23's converter ends the process with SIGSEGV). ``model`` is left as it was."""
-    imports = {imp.domain: imp.version for imp in model.opset_import}
-    foreign = {n.domain for n in walk_nodes(model.graph) if n.domain not in ("", "ai.onnx")}
-    _rename_domains(model, {d: HIDDEN + d for d in foreign})
-    model.opset_import.extend(make_opsetid(HIDDEN + d, imports.get(d, 1)) for d in sorted(foreign))
+    from it (it adapts none of them, and on some ai.onnx.ml graphs, a TreeEnsembleRegressor feeding a
+    LabelEncoder, onnx 1.23's converter ends the process with SIGSEGV). ``model`` is left as it was."""
+    hide_domains(model, {n.domain for n in all_nodes(model.graph) if n.domain not in ("", "ai.onnx")})
     try:
         converted = convert_version(model, CANONICAL_OPSET)
     finally:
-        _unhide(model)
-    _unhide(converted)
+        unhide_domains(model)
+    unhide_domains(converted)
     return converted
-
-
-def _unhide(model: ModelProto) -> None:
-    hidden = {n.domain for n in walk_nodes(model.graph) if n.domain.startswith(HIDDEN)}
-    _rename_domains(model, {d: d[len(HIDDEN):] for d in hidden})
-    kept = [imp for imp in model.opset_import if not imp.domain.startswith(HIDDEN)]
-    del model.opset_import[:]
-    model.opset_import.extend(kept)
-
-
-def _rename_domains(model: ModelProto, rename: dict[str, str]) -> None:
-    for n in walk_nodes(model.graph):
-        if n.domain in rename:
-            n.domain = rename[n.domain]

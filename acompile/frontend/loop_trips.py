@@ -20,13 +20,13 @@ from ..ir import Graph, Node, Subgraph
 from ..limits import Limits
 from ..onnx_core import (AttributeProto, GraphProto, TensorProto, from_array, make_graph, make_model, make_node,
                          make_opsetid, make_tensor_value_info, np_dtype_to_tensor_dtype)
+from .ops import NON_DETERMINISTIC
 
 MAX_SLICE_NODES = 256
 MAX_STATE_ELEMENTS = 64         # a counter is a scalar; a carried tensor is data, not a count
 MAX_CONSTANT_ELEMENTS = 1 << 16  # the slice is rebuilt for every question asked of the Loop: keep it cheap
 PREFIX = "loop_trips/"
-RANDOM = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli",
-          "Dropout"}
+RANDOM = NON_DETERMINISTIC | {"Dropout"}     # a training-mode Dropout draws too
 
 
 def counted_trips(graph: Graph, node: Node, own: list[str], bound: int | None = None) -> int | None:

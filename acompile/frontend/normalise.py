@@ -13,7 +13,7 @@ from ..limits import Limits, byte_size
 from ..onnx_core import (ModelProto, TensorProto, ValidationError, ValueInfoProto, check_model, infer_shapes,
                          inline_local_functions, make_attribute, make_opsetid, make_tensor_value_info,
                          tensor_dtype_to_np_dtype)
-from .control_flow import walk_nodes
+from ..onnx_walk import all_nodes
 from .convert import CANONICAL_OPSET, ai_onnx_opset, convert
 from .protobuf import SKELETON_KEEP_BYTES, is_repeated
 
@@ -86,7 +86,7 @@ def _inline_functions(skel: ModelProto, where: str) -> ModelProto:
     # onnx's inliner drops a function's default attribute values (FunctionProto.attribute_proto) where a
     # call leaves them out; onnxruntime applies them: give every such call its defaults first
     defaults = {(f.domain, f.name): list(f.attribute_proto) for f in skel.functions if f.attribute_proto}
-    for n in walk_nodes(skel.graph, *skel.functions):
+    for n in all_nodes(skel.graph, *skel.functions):
         given = {a.name for a in n.attribute}
         n.attribute.extend(a for a in defaults.get((n.domain, n.op_type), []) if a.name not in given)
     try:
@@ -100,7 +100,7 @@ def _import_used_domains(skel: ModelProto) -> None:
     runs such a model (its transformer optimizer's output saved with onnx.save), the checker refuses it;
     and ai.onnx itself, at CANONICAL_OPSET, in a model that imports only other domains."""
     imported = {imp.domain or "" for imp in skel.opset_import}
-    used = {node.domain or "" for node in walk_nodes(skel.graph)}
+    used = {node.domain or "" for node in all_nodes(skel.graph)}
     for domain in sorted(used - imported - {"", "ai.onnx"}):
         skel.opset_import.append(make_opsetid(domain, 1))
     if not imported & {"", "ai.onnx"}:      # a model of ai.onnx.ml operators only (see ai_onnx_opset)
@@ -110,7 +110,7 @@ def _import_used_domains(skel: ModelProto) -> None:
 def _spell_defaults(skel: ModelProto) -> None:
     """Write out the attribute defaults that onnx's shape inference reads wrongly when they are absent:
     STFT's ``onesided`` (1: onnx 1.23 infers the full spectrum, onnxruntime computes the one-sided one)."""
-    for node in walk_nodes(skel.graph):
+    for node in all_nodes(skel.graph):
         if node.op_type == "STFT" and node.domain in ("", "ai.onnx") \
                 and not any(a.name == "onesided" for a in node.attribute):
             node.attribute.append(make_attribute("onesided", 1))

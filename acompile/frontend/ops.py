@@ -241,6 +241,9 @@ _register(LINEAR, "analog", free, "crossbar matrix-vector product (Gemm / MatMul
           check=_weights_constant, domain=DOMAIN)
 
 RECURRENT = {"LSTM", "GRU", "RNN"}
+# operators whose outputs are draws: never computed ahead of the run (folded, hoisted, counted ahead)
+NON_DETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+                     "Bernoulli"}
 
 
 def support(node: Node) -> OpSupport | None:

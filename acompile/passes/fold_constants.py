@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InvalidModelError, LimitError
-from ..frontend.ops import SHAPED_BY_VALUES
+from ..frontend.ops import NON_DETERMINISTIC, SHAPED_BY_VALUES
 from ..ir import Graph, Node, Subgraph, TensorInfo
 from ..limits import Limits
 from ..onnx_exec import run_node
@@ -17,8 +17,6 @@ from .base import CompileState, compile_pass
 from .batch_values import at_next_batch, follows_batch, value_of
 from .output_shapes import SIZE_FROM_VALUES, SMALL_INPUT_BYTES, inferred_output, probed_output
 
-NON_DETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
-                     "Multinomial", "Bernoulli"}
 # a sequence or optional is no array: what makes one stays a node (graph.constants holds tensors)
 NON_TENSOR_RESULT = {"SequenceEmpty", "SequenceConstruct", "SequenceInsert", "SequenceErase", "SplitToSequence",
                      "SequenceMap", "Optional"}

@@ -29,12 +29,13 @@ import numpy as np
 from ..errors import AcompileError, clean
 from ..frontend.control_cost import body_ir, inferred_bodies
 from ..frontend.control_flow import iterations, own_inputs, passed_constants, static_trips
+from ..frontend.ops import NON_DETERMINISTIC
 from ..ir import Graph, Node, TensorInfo
 from ..limits import Limits
 from .base import CompileState, compile_pass
 from .explicit_bias import explicit_bias
 from .fold_affine import fold_affine
-from .fold_constants import NON_DETERMINISTIC, fold_constants
+from .fold_constants import fold_constants
 from .gemm_to_linear import gemm_to_linear
 from .unroll_recurrent import unroll_recurrent
 
