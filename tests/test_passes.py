@@ -26,13 +26,14 @@ MODELS = ["mlp", "small_cnn", "grouped_conv", "depthwise_conv", "conv_transpose_
 def test_the_pipeline_is_ordered_by_its_contracts():
     names = [p.name for p in pipeline()]
     assert names == ["model_scales", "fold_constants", "unroll_control", "unroll_recurrent", "ml_linear",
-                     "gemm_to_linear", "fold_affine", "explicit_bias", "classify", "unmapped_linear", "lower_analog", "choose_precision",
-                     "apply_model_scales", "partition", "pack", "replicate", "place", "insert_boundaries",
-                     "row_major_weights", "calibrate"]
+                     "contrib_attention", "gemm_to_linear", "fold_affine", "explicit_bias", "classify",
+                     "unmapped_linear", "lower_analog", "choose_precision", "apply_model_scales", "partition",
+                     "pack", "replicate", "place", "insert_boundaries", "row_major_weights", "calibrate"]
     assert pipeline(with_calibration=False) == [*FRONTEND, *MAPPING]
     check_order(pipeline())
     swapped = list(pipeline())
-    swapped[13], swapped[14] = swapped[14], swapped[13]
+    at = names.index("pack")
+    swapped[at - 1], swapped[at] = swapped[at], swapped[at - 1]
     with pytest.raises(RuntimeError, match="pack needs"):
         check_order(swapped)
 
@@ -42,11 +43,12 @@ def test_every_pass_is_timed_and_dumped_with_the_mapping(tmp_path, monkeypatch):
     comp = compiled(models.small_cnn(), "isaac")
     assert list(comp.timings_s) == ["load"] + [p.name for p in pipeline()]
     dumps = sorted(p.name for p in tmp_path.iterdir())
+    number = {p.name: f"{i:02d}_{p.name}" for i, p in enumerate(pipeline(), start=2)}     # 01 is the load
     assert dumps[:2] == ["02_model_scales.txt", "03_fold_constants.txt"]
-    assert "11_unmapped_linear.mapping.json" not in dumps and "12_lower_analog.mapping.json" in dumps
-    last = Mapping.from_dict(json.loads((tmp_path / "21_calibrate.mapping.json").read_text()))
+    assert f"{number['unmapped_linear']}.mapping.json" not in dumps and f"{number['lower_analog']}.mapping.json" in dumps
+    last = Mapping.from_dict(json.loads((tmp_path / f"{number['calibrate']}.mapping.json").read_text()))
     assert last == comp.mapping
-    assert "CrossbarRead" in (tmp_path / "19_insert_boundaries.txt").read_text()
+    assert "CrossbarRead" in (tmp_path / f"{number['insert_boundaries']}.txt").read_text()
 
 
 def test_unsupported_nodes_stop_the_compile_after_classify():

@@ -17,6 +17,8 @@ _ANALOG_WHEN = {
     "Div": "per-channel constant after a Conv/Gemm: folded into its weights",
     "Add": "per-channel constant after a Conv/Gemm: folded into its bias",
     "Sub": "per-channel constant after a Conv/Gemm: folded into its bias",
+    "com.microsoft.Attention": "with constant weights: its merged Q, K, V product on crossbars, the attention "
+                               "a com.microsoft.MultiHeadAttention",
 }
 
 
@@ -38,10 +40,12 @@ def run(args) -> int:
     if args.format == "json":
         print(json.dumps(entries, indent=2))
     else:
-        print(f"{'op':<24} {'analog':<7} {'digital':<8} notes")
+        width = max(len(e["op_type"]) for e in entries) + 1
+        print(f"{'op':<{width}} {'analog':<7} {'digital':<8} notes")
         for e in entries:
             notes = "; ".join(f"{k}: {e[k]}" for k in ("analog", "digital") if e[k])
-            print(f"{e['op_type']:<24} {'yes' if e['analog'] else '-':<7} {'yes' if e['digital'] else '-':<8} {notes}")
+            analog, digital = ("yes" if e[k] else "-" for k in ("analog", "digital"))
+            print(f"{e['op_type']:<{width}} {analog:<7} {digital:<8} {notes}")
     return EXIT_OK
 
 

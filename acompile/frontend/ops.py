@@ -101,9 +101,13 @@ def _matmul(g: Graph, n: Node) -> float:
     return 2.0 * k * _numel(g, n.outputs[0])
 
 
+def _scores(b, heads, sq, skv, dq, dv) -> float:
+    """Q K^T and the weighted sum of V (2 ops per MAC) and a softmax of 5 ops per score."""
+    return 2.0 * b * sq * skv * (dq + dv) + 5.0 * b * heads * sq * skv
+
+
 def _attention(g: Graph, n: Node) -> float:
-    """ONNX Attention (opset 23): Q K^T and the weighted sum of V, 2 ops per MAC, and a softmax of
-    5 ops per score. Q, K, V are [B, S, hidden] (heads from the attributes) or [B, H, S, head]."""
+    """ONNX Attention (opset 23). Q, K, V are [B, S, hidden] (heads from the attributes) or [B, H, S, head]."""
     q, k, v = (g.static_shape(x) if x else None for x in (n.inputs + ["", "", ""])[:3])
     if q is None or k is None or v is None:
         return math.nan
@@ -111,7 +115,76 @@ def _attention(g: Graph, n: Node) -> float:
         return (s[0], s[1], s[2]) if len(s) == 3 else (s[0], s[2], s[1] * s[3])
     (b, sq, dq), (_, skv, _), (_, _, dv) = hidden(q), hidden(k), hidden(v)
     heads = int(n.attrs.get("q_num_heads", 0)) or (q[1] if len(q) == 4 else 1)
-    return 2.0 * b * sq * skv * (dq + dv) + 5.0 * b * heads * sq * skv
+    return _scores(b, heads, sq, skv, dq, dv)
+
+
+def attention_widths(node: Node, width: int) -> list[int] | None:
+    """The widths of Q, K and V in com.microsoft Attention's ``width`` merged weight columns, or None if
+    they do not add up."""
+    sizes = [int(s) for s in node.attrs.get("qkv_hidden_sizes") or ()]
+    if not sizes:
+        return [width // 3] * 3 if width % 3 == 0 else None
+    return sizes if len(sizes) == 3 and sum(sizes) == width and min(sizes) > 0 else None
+
+
+def _ms_attention(g: Graph, n: Node) -> float:
+    """com.microsoft Attention: the merged Q, K, V product of its input and its bias, then the scores
+    over the past (2, B, N, P, H) and the new keys."""
+    x, w = g.static_shape(n.inputs[0]), g.static_shape(n.inputs[1])
+    past = g.static_shape(n.inputs[4]) if len(n.inputs) > 4 and n.inputs[4] else (0,) * 5
+    sizes = attention_widths(n, w[1]) if x is not None and w is not None and len(w) == 2 else None
+    if sizes is None or past is None or len(x) != 3:
+        return math.nan
+    b, s = x[0], x[1]
+    heads = int(n.attrs.get("num_heads", 1))
+    return 2.0 * b * s * x[2] * w[1] + b * s * w[1] + _scores(b, heads, s, s + past[3], sizes[0], sizes[2])
+
+
+def _ms_multi_head(g: Graph, n: Node) -> float:
+    """com.microsoft MultiHeadAttention: the bias of the input projection, then the scores. Query
+    (B, S, D) or packed Q, K, V (B, S, N, 3, H); key (B, L, D), a past key (B, N, L, H) or packed K, V
+    (B, L, N, 2, H); a past key (B, N, P, H) in slot 6."""
+    ins = n.inputs + [""] * 8
+    q, out = g.static_shape(ins[0]), g.static_shape(n.outputs[0])
+    key = g.static_shape(ins[1]) if ins[1] else None
+    past = g.static_shape(ins[6]) if ins[6] else (0,) * 4
+    if q is None or out is None or past is None or (ins[1] and key is None):
+        return math.nan
+    b, s = q[0], q[1]
+    dq = q[2] if len(q) == 3 else q[2] * q[4]
+    kv = s if key is None else key[2] if len(key) == 4 else key[1]
+    heads = int(n.attrs.get("num_heads", 1))
+    bias = b * (s * dq + kv * (dq + out[2])) if len(ins) > 3 and ins[3] else 0.0
+    return bias + _scores(b, heads, s, kv + past[2], dq, out[2])
+
+
+def _ms_grouped(g: Graph, n: Node) -> float:
+    """com.microsoft GroupQueryAttention: every query head scores the T keys of its group's present key
+    (B, kv heads, T, H): the past key's P and the S new ones where the present's length is data."""
+    out = g.static_shape(n.outputs[0])
+    present = g.static_shape(n.outputs[1]) if len(n.outputs) > 1 and n.outputs[1] else None
+    past = g.static_shape(n.inputs[3]) if len(n.inputs) > 3 and n.inputs[3] else (0,) * 4
+    if out is None or (present is None and past is None):
+        return math.nan
+    total = present[2] if present is not None else past[2] + out[1]
+    return _scores(out[0], int(n.attrs.get("num_heads", 1)), out[1], total, out[2], out[2])
+
+
+def _fused_matmul(g: Graph, n: Node) -> float:
+    """com.microsoft FusedMatMul: a MatMul with transposed operands and a scale."""
+    a = g.static_shape(n.inputs[0])
+    if a is None or len(a) < 2:
+        return math.nan
+    k = a[-2] if n.attrs.get("transA", 0) else a[-1]
+    return 2.0 * k * _numel(g, n.outputs[0]) + _numel(g, n.outputs[0])
+
+
+def _fused_conv(g: Graph, n: Node) -> float:
+    """com.microsoft FusedConv: a Conv (weights (M, C/group, k...)), the sum with Z and the activation."""
+    w = g.static_shape(n.inputs[1])
+    if w is None:
+        return math.nan
+    return (2.0 * math.prod(w[1:]) + 4) * _numel(g, n.outputs[0])
 
 
 def _lrn(g: Graph, n: Node) -> float:
@@ -141,6 +214,30 @@ _register("LayerNormalization InstanceNormalization GroupNormalization MeanVaria
 _register("BatchNormalization", "digital", per_output(2), "per-channel affine (not folded)")
 _register("LRN", "digital", _lrn, "local response normalisation")
 _register("Resize Upsample", "digital", per_output(4), "interpolation")
+
+# onnxruntime's fused operators (its transformer optimizer, its saved optimized graphs), costed as what they
+# compute; any other operator onnxruntime runs counts one op per output element, marked as estimated
+_register("Attention", "digital", _ms_attention, "merged Q, K, V product (2 ops per MAC) and attention, where "
+          "the product cannot go onto crossbars", domain="com.microsoft")
+_register("MultiHeadAttention", "digital", _ms_multi_head, "projection bias, Q K^T, softmax, weights times V",
+          domain="com.microsoft")
+_register("GroupQueryAttention", "digital", _ms_grouped, "Q K^T, softmax, weights times V over each group's keys",
+          domain="com.microsoft")
+_register("FusedMatMul", "digital", _fused_matmul, "matrix product (2 ops per MAC) and its scale",
+          domain="com.microsoft")
+_register("FusedConv", "digital", _fused_conv, "convolution (2 ops per MAC), sum and activation",
+          domain="com.microsoft")
+_register("SkipLayerNormalization SkipSimplifiedLayerNormalization", "digital", per_input(9),
+          "residual sum, then layer normalisation", domain="com.microsoft")
+_register("SimplifiedLayerNormalization", "digital", per_input(8), "RMS normalisation (onnxruntime's, in the ONNX "
+          "domain)")
+_register("EmbedLayerNormalization", "digital", per_output(10), "embedding sums, then layer normalisation",
+          domain="com.microsoft")
+_register("BiasGelu FastGelu", "digital", per_output(9), "bias, then GELU", domain="com.microsoft")
+_register("Gelu", "digital", per_output(8), "GELU (erf or tanh form)", domain="com.microsoft")
+_register("QuickGelu", "digital", per_output(5), "x times the sigmoid of a multiple of x", domain="com.microsoft")
+_register("RotaryEmbedding", "digital", per_input(3), "rotate pairs of features (two products and a sum)",
+          domain="com.microsoft")
 def _weights_lost(g: Graph, n: Node) -> Problem | None:
     """A MatMul or Gemm left digital although one operand is a constant matrix: its other operand's
     shape (rank even) was lost, so it could not become a crossbar layer. Say so rather than run the

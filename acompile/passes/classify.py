@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 from ..frontend.ops import RECURRENT, Problem, support
-from ..ir import Node
+from ..ir import DOMAIN, Node
 from ..onnx_exec import onnxruntime_runs
 from .base import CompileState, compile_pass
 
@@ -22,6 +22,8 @@ def classify(state: CompileState) -> None:
     graph = state.graph
     for node in graph.nodes:
         sup = support(node)
+        if sup is not None and node.domain not in ("", "ai.onnx", DOMAIN) and not _onnxruntime_digital(node):
+            sup = None          # costed in the table, but only onnxruntime runs it, and not this version
         problem = None
         if sup is None and _onnxruntime_digital(node):
             node.kind = "digital"
