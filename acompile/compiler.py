@@ -28,6 +28,7 @@ from .passes.base import CompileState, Pass, check_order
 from .passes.boundaries import insert_boundaries
 from .passes.classify import classify
 from .passes.contrib_attention import contrib_attention
+from .passes.contrib_fused import contrib_fused
 from .passes.explicit_bias import explicit_bias
 from .passes.fold_affine import fold_affine
 from .passes.fold_constants import fold_constants
@@ -44,8 +45,8 @@ from .passes.row_major import row_major_weights
 from .passes.unroll_control import unroll_control
 from .passes.unroll_recurrent import unroll_recurrent
 
-FRONTEND = (model_scales, fold_constants, unroll_control, unroll_recurrent, ml_linear, contrib_attention,
-            gemm_to_linear, fold_affine, explicit_bias, classify, unmapped_linear)
+FRONTEND = (model_scales, fold_constants, unroll_control, unroll_recurrent, ml_linear, contrib_fused,
+            contrib_attention, gemm_to_linear, fold_affine, explicit_bias, classify, unmapped_linear)
 MAPPING = (lower_analog, choose_precision, apply_model_scales, partition, pack, replicate, place, insert_boundaries)
 
 

@@ -17,6 +17,9 @@ _ANALOG_WHEN = {
     "Div": "per-channel constant after a Conv/Gemm: folded into its weights",
     "Add": "per-channel constant after a Conv/Gemm: folded into its bias",
     "Sub": "per-channel constant after a Conv/Gemm: folded into its bias",
+    "com.microsoft.FusedConv": "a Conv on crossbars, its sum and activation digital (ONNX operators)",
+    "com.microsoft.FusedGemm": "a Gemm on crossbars, its activation digital (an ONNX operator)",
+    "com.microsoft.FusedMatMul": "with a constant operand: a MatMul on crossbars (its transposes and scale digital)",
     "com.microsoft.Attention": "with constant weights: its merged Q, K, V product on crossbars, the attention "
                                "a com.microsoft.MultiHeadAttention",
 }

@@ -97,7 +97,7 @@ def _matmul(g: Graph, n: Node) -> float:
     a = g.static_shape(n.inputs[0])
     if a is None:
         return math.nan
-    k = a[-1] if n.op_type != "Gemm" or not n.attrs.get("transA", 0) else a[0]
+    k = a[0] if n.op_type in ("Gemm", "FusedGemm") and n.attrs.get("transA", 0) else a[-1]
     return 2.0 * k * _numel(g, n.outputs[0])
 
 
@@ -225,6 +225,8 @@ _register("GroupQueryAttention", "digital", _ms_grouped, "Q K^T, softmax, weight
           domain="com.microsoft")
 _register("FusedMatMul", "digital", _fused_matmul, "matrix product (2 ops per MAC) and its scale",
           domain="com.microsoft")
+_register("FusedGemm", "digital", lambda g, n: _matmul(g, n) + 4 * _numel(g, n.outputs[0]),
+          "matrix product (2 ops per MAC) and activation", domain="com.microsoft")
 _register("FusedConv", "digital", _fused_conv, "convolution (2 ops per MAC), sum and activation",
           domain="com.microsoft")
 _register("SkipLayerNormalization SkipSimplifiedLayerNormalization", "digital", per_input(9),
