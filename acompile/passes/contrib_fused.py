@@ -78,7 +78,8 @@ def _unfuse(graph: Graph, node: Node) -> list[Node] | None:
     summed = conv and len(node.inputs) > 3 and node.inputs[3]
     kept = {k: v for k, v in node.attrs.items() if not k.startswith("activation")}
     product = new_value(graph, f"{node.name}_product", graph.shape(y), graph.dtype(y))
-    nodes = [Node(node.name, "Conv" if conv else "Gemm", inputs, [product], kept, "", graph.opset, meta=_meta(node, kept))]
+    op = "Conv" if conv else "Gemm"
+    nodes = [Node(node.name, op, inputs, [product], kept, "", graph.opset, meta=_meta(node, kept))]
     if summed:
         total = new_value(graph, f"{node.name}_sum", graph.shape(y), graph.dtype(y))
         nodes.append(new_node(graph, "Add", [product, node.inputs[3]], [total], base=f"{node.name}_sum"))
