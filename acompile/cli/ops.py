@@ -22,6 +22,8 @@ _ANALOG_WHEN = {
     "com.microsoft.FusedMatMul": "with a constant operand: a MatMul on crossbars (its transposes and scale digital)",
     "com.microsoft.Attention": "with constant weights: its merged Q, K, V product on crossbars, the attention "
                                "a com.microsoft.MultiHeadAttention",
+    "com.microsoft.QAttention": "with constant weights: its merged Q, K, V product on crossbars as a MatMulInteger's, "
+                                "the attention a com.microsoft.MultiHeadAttention",
 }
 
 

@@ -128,10 +128,11 @@ def attention_widths(node: Node, width: int) -> list[int] | None:
 
 
 def _ms_attention(g: Graph, n: Node) -> float:
-    """com.microsoft Attention: the merged Q, K, V product of its input and its bias, then the scores
-    over the past (2, B, N, P, H) and the new keys."""
+    """com.microsoft Attention (QAttention): the merged Q, K, V product of its input and its bias, then the
+    scores over the past (2, B, N, P, H) and the new keys."""
     x, w = g.static_shape(n.inputs[0]), g.static_shape(n.inputs[1])
-    past = g.static_shape(n.inputs[4]) if len(n.inputs) > 4 and n.inputs[4] else (0,) * 5
+    at = 8 if n.op_type == "QAttention" else 4
+    past = g.static_shape(n.inputs[at]) if len(n.inputs) > at and n.inputs[at] else (0,) * 5
     sizes = attention_widths(n, w[1]) if x is not None and w is not None and len(w) == 2 else None
     if sizes is None or past is None or len(x) != 3:
         return math.nan
@@ -217,7 +218,7 @@ _register("Resize Upsample", "digital", per_output(4), "interpolation")
 
 # onnxruntime's fused operators (its transformer optimizer, its saved optimized graphs), costed as what they
 # compute; any other operator onnxruntime runs counts one op per output element, marked as estimated
-_register("Attention", "digital", _ms_attention, "merged Q, K, V product (2 ops per MAC) and attention, where "
+_register("Attention QAttention", "digital", _ms_attention, "merged Q, K, V product (2 ops per MAC) and attention, where "
           "the product cannot go onto crossbars", domain="com.microsoft")
 _register("MultiHeadAttention", "digital", _ms_multi_head, "projection bias, Q K^T, softmax, weights times V",
           domain="com.microsoft")

@@ -7,6 +7,9 @@ into Q, K and V, feeding com.microsoft MultiHeadAttention with the same bias, ma
 heads, scale, mask fill value and direction: the attention itself stays onnxruntime's, which gives
 the same outputs from the same Q, K and V. A past state (2, B, N, P, H) becomes MultiHeadAttention's
 past key and value, and its present key and value are stacked back into the Attention's present.
+onnxruntime's quantize_dynamic makes such an Attention a QAttention (int8 weights, the input quantized
+by DynamicQuantizeLinear): its product becomes a MatMulInteger, rewritten and recorded as model_scales
+does quantize_dynamic's own, so the model's integers go onto the crossbars, scaled by s_x · s_w after.
 
 Left fused (digital, costed with its projection): rotary embedding, a buffer shared by past and present,
 the mask formats MultiHeadAttention has no counterpart for (start and end positions, the 4-D mask),
@@ -20,6 +23,8 @@ import numpy as np
 from ..frontend.ops import attention_widths
 from ..ir import Graph, Node
 from ._rewrite import new_node, new_value
+from .qoperator import integer_product
+from .quantized_layers import record_integer_layer
 from .base import CompileState, compile_pass
 
 MS = "com.microsoft"
@@ -28,11 +33,16 @@ PASSED_ON = ("num_heads", "scale", "mask_filter_value", "unidirectional")
 
 @compile_pass(requires={"folded"}, provides={"contrib_attention"})
 def contrib_attention(state: CompileState) -> None:
-    """Split every com.microsoft Attention with constant weights into a MatMul (the Q, K, V projection),
-    a Split and a com.microsoft MultiHeadAttention."""
+    """Split every com.microsoft Attention (QAttention) with constant weights into a MatMul (MatMulInteger)
+    for the Q, K, V projection, a Split and a com.microsoft MultiHeadAttention."""
     graph, out = state.graph, []
     for node in graph.nodes:
-        out.extend(_split(graph, node) or [node])
+        split = None
+        if node.domain == MS and node.op_type == "Attention":
+            split = _split(graph, node)
+        elif node.domain == MS and node.op_type == "QAttention":
+            split = _split_quantized(graph, node)
+        out.extend(split or [node])
     graph.nodes = out
 
 
@@ -48,24 +58,65 @@ def _mask_fits(graph: Graph, mask: str, batch) -> bool:
 
 
 def _split(graph: Graph, node: Node) -> list[Node] | None:
-    if node.op_type != "Attention" or node.domain != MS:
-        return None
     ins = node.inputs + [""] * (7 - len(node.inputs))
     x, weights, bias, mask, past, attention_bias, past_length = ins[:7]
+    sizes = splittable(graph, node, mask, past_length)
+    if sizes is None or graph.constants[weights].dtype.kind != "f":
+        return None
     shape = graph.shape(x)
+    qkv = new_value(graph, f"{node.name}_qkv", (*shape[:2], sum(sizes)), graph.dtype(x))
+    product = new_node(graph, "MatMul", [x, weights], [qkv], base=f"{node.name}_projection")
+    return [product, *attention_of(graph, node, qkv, sizes, bias, mask, attention_bias, past)]
+
+
+def _split_quantized(graph: Graph, node: Node) -> list[Node] | None:
+    """QAttention: its merged product a MatMulInteger (rewritten as quantize_dynamic's are, its scales
+    recorded as model_scales records theirs), scaled by s_x · s_w, then the attention as above, which adds
+    the float bias."""
+    x, w, bias, sx, sw, mask, zx, zw, past = (list(node.inputs) + [""] * 9)[:9]
+    sizes = splittable(graph, node, mask)
+    if sizes is None or graph.constants[w].dtype.kind not in "iu" or (zw and not graph.is_constant(zw)):
+        return None
+    batch, seq = graph.shape(x)[:2]
+    acc = new_value(graph, f"{node.name}_acc", (batch, seq, sum(sizes)), np.int32)
+    operands = [x, w, zx, zw]
+    while not operands[-1]:
+        operands.pop()
+    integer = integer_product(graph, Node(graph.unique_name(f"{node.name}_product"), "MatMulInteger", operands,
+                                          [acc], {}, "", graph.opset))
+    if integer is None:
+        return None
+    producer = {o: n for n in integer for o in n.outputs}
+    record_integer_layer(graph, next(n for n in integer if n.op_type == "MatMul"), producer)
+    accf, qkv = (new_value(graph, f"{node.name}_{p}", graph.shape(acc), np.float32) for p in ("acc_float", "qkv"))
+    scale = new_value(graph, f"{node.name}_scale", graph.shape(sw), np.float32)
+    scaled = [new_node(graph, "Cast", [acc], [accf], {"to": 1}), new_node(graph, "Mul", [sx, sw], [scale]),
+              new_node(graph, "Mul", [accf, scale], [qkv])]
+    return [*integer, *scaled, *attention_of(graph, node, qkv, sizes, bias, mask, "", past)]
+
+
+def splittable(graph: Graph, node: Node, mask: str, past_length: str = "") -> list[int] | None:
+    """The widths of Q, K and V when the (Q)Attention ``node`` can become its product and a
+    MultiHeadAttention: constant weights (input 1) of its input's width, a mask the latter reads, no rotary
+    embedding nor buffer shared by past and present; else None."""
+    weights, shape = node.inputs[1], graph.shape(node.inputs[0])
     if node.attrs.get("do_rotary") or node.attrs.get("past_present_share_buffer") or past_length \
             or not graph.is_constant(weights) or shape is None or len(shape) != 3:
         return None
     w = graph.constants[weights]
-    if w.ndim != 2 or w.dtype.kind != "f" or shape[2] != w.shape[0]:
+    if w.ndim != 2 or shape[2] != w.shape[0] or (mask and not _mask_fits(graph, mask, shape[0])):
         return None
-    sizes = attention_widths(node, w.shape[1])
-    if sizes is None or (mask and not _mask_fits(graph, mask, shape[0])):
-        return None
-    batch, seq, dtype = shape[0], shape[1], graph.dtype(x)
+    return attention_widths(node, w.shape[1])
+
+
+def attention_of(graph: Graph, node: Node, qkv: str, sizes: list[int], bias: str, mask: str, attention_bias: str,
+                 past: str) -> list[Node]:
+    """The nodes computing ``node``'s outputs from its merged product ``qkv`` (B, S, Q + K + V): a Split and a
+    MultiHeadAttention (which takes ``node``'s name), its past key and value taken from the stacked past, its
+    present ones stacked back."""
+    batch, seq = graph.shape(qkv)[:2]
+    dtype = graph.dtype(qkv)
     nodes = []
-    qkv = new_value(graph, f"{node.name}_qkv", (batch, seq, w.shape[1]), dtype)
-    nodes.append(new_node(graph, "MatMul", [x, weights], [qkv], base=f"{node.name}_projection"))
     parts = [new_value(graph, f"{node.name}_{p}", (batch, seq, n), dtype) for p, n in zip("qkv", sizes)]
     widths = graph.add_constant(f"{node.name}_qkv_sizes", np.asarray(sizes, np.int64))
     nodes.append(new_node(graph, "Split", [qkv, widths], parts, {"axis": 2}, base=f"{node.name}_split"))

@@ -95,7 +95,7 @@ def _qlinear(graph: Graph, node: Node, producer: dict) -> list[Node] | None:
     return out
 
 
-def _integer(graph: Graph, node: Node) -> list[Node] | None:
+def integer_product(graph: Graph, node: Node) -> list[Node] | None:
     """MatMulInteger / ConvInteger -> Cast(x_q), float op on w_q - zp_w, less zp_x's term, Cast(int32)."""
     x, w, zx, zw = (list(node.inputs) + ["", "", ""])[:4]
     wq = _c(graph, w)
@@ -197,7 +197,7 @@ def expand_qoperators(graph: Graph) -> list[str]:
         elif node.op_type == "MatMulNBits" and node.domain == MS:
             new = _nbits(graph, node)
         elif node.op_type in ("MatMulInteger", "ConvInteger") and node.domain in ("", "ai.onnx"):
-            new = _integer(graph, node)
+            new = integer_product(graph, node)
             if new is not None:
                 done.append(node.name)
         if new is None:

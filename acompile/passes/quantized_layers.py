@@ -77,6 +77,15 @@ def _unit_scales(graph: Graph, node: Node) -> dict:
     return {"weight_scales": [1.0] * w.shape[LINEAR_OPS[node.op_type][1]], "weight_bits": 8}
 
 
+def record_integer_layer(graph: Graph, node: Node, producer: dict) -> None:
+    """Record the scales of a MatMulInteger that ``integer_product`` rewrote after this pass ran (a
+    QAttention's product, contrib_attention): integer weights, and the input codes the Cast in ``producer``
+    reads."""
+    rec = _unit_scales(graph, node)
+    rec.update(_input_record(graph, node.inputs[0], producer) or {})
+    graph.meta.setdefault("model_quant", {})[node.name] = rec
+
+
 def _input_record(graph: Graph, x: str, producer: dict) -> dict | None:
     cast = producer.get(x)
     if cast is not None and cast.op_type == "Cast" and graph.dtype(cast.inputs[0]) is not None \

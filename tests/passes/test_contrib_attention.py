@@ -133,3 +133,22 @@ def test_fused_operators_of_the_table_are_costed_as_what_they_compute_and_not_as
     assert "estimated" not in cost and not cost["unknown"]
     for got, want in zip(simulate(c, feeds), ort_outputs(model, feeds), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["raw_mask", "past_present"])
+def test_quantize_dynamic_s_qattention_puts_the_models_integers_on_crossbars(case, tmp_path):
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    model, feeds = _model(**CASES[case])
+    onnx.save(model, tmp_path / "float.onnx")
+    # 7-bit weights: onnxruntime's u8s8 kernels cannot saturate on a CPU without VNNI, so it is exact
+    quantize_dynamic(tmp_path / "float.onnx", tmp_path / "int8.onnx", weight_type=QuantType.QInt8, reduce_range=True)
+    quantized = onnx.load(tmp_path / "int8.onnx")
+    assert "QAttention" in {n.op_type for n in quantized.graph.node}
+    c = compiled(quantized)
+    (layer,) = c.mapping.layers
+    assert layer.model_quant is not None and layer.matrices[0].n_out == 3 * D
+    assert [n.op_type for n in c.graph.nodes if n.domain == "com.microsoft"] == ["MultiHeadAttention"]
+    want = ort_outputs(quantized, feeds)
+    for mode in ("ideal", "quantized"):
+        for got, ref in zip(simulate(c, feeds, mode=mode), want, strict=True):
+            np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
