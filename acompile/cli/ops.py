@@ -20,6 +20,10 @@ _ANALOG_WHEN = {
     "com.microsoft.FusedConv": "a Conv on crossbars, its sum and activation digital (ONNX operators)",
     "com.microsoft.FusedGemm": "a Gemm on crossbars, its activation digital (an ONNX operator)",
     "com.microsoft.FusedMatMul": "with a constant operand: a MatMul on crossbars (its transposes and scale digital)",
+    "com.microsoft.DynamicQuantizeMatMul": "with constant weights: the model's integers on crossbars "
+                                           "(as quantize_dynamic's MatMulInteger)",
+    "com.microsoft.MatMulIntegerToFloat": "with constant weights: the model's integers on crossbars "
+                                          "(as quantize_dynamic's MatMulInteger)",
     "com.microsoft.Attention": "with constant weights: its merged Q, K, V product on crossbars, the attention "
                                "a com.microsoft.MultiHeadAttention",
     "com.microsoft.QAttention": "with constant weights: its merged Q, K, V product on crossbars as a MatMulInteger's, "

@@ -218,14 +218,16 @@ _register("Resize Upsample", "digital", per_output(4), "interpolation")
 
 # onnxruntime's fused operators (its transformer optimizer, its saved optimized graphs), costed as what they
 # compute; any other operator onnxruntime runs counts one op per output element, marked as estimated
-_register("Attention QAttention", "digital", _ms_attention, "merged Q, K, V product (2 ops per MAC) and attention, where "
-          "the product cannot go onto crossbars", domain="com.microsoft")
+_register("Attention QAttention", "digital", _ms_attention, "merged Q, K, V product (2 ops per MAC) and attention, "
+          "where the product cannot go onto crossbars", domain="com.microsoft")
 _register("MultiHeadAttention", "digital", _ms_multi_head, "projection bias, Q K^T, softmax, weights times V",
           domain="com.microsoft")
 _register("GroupQueryAttention", "digital", _ms_grouped, "Q K^T, softmax, weights times V over each group's keys",
           domain="com.microsoft")
 _register("FusedMatMul", "digital", _fused_matmul, "matrix product (2 ops per MAC) and its scale",
           domain="com.microsoft")
+_register("DynamicQuantizeMatMul MatMulIntegerToFloat", "digital",
+          lambda g, n: _matmul(g, n) + 2 * _numel(g, n.outputs[0]), "integer matrix product (2 ops per MAC), scale and bias", domain="com.microsoft")
 _register("FusedGemm", "digital", lambda g, n: _matmul(g, n) + 4 * _numel(g, n.outputs[0]),
           "matrix product (2 ops per MAC) and activation", domain="com.microsoft")
 _register("FusedConv", "digital", _fused_conv, "convolution (2 ops per MAC), sum and activation",

@@ -129,6 +129,41 @@ def integer_product(graph: Graph, node: Node) -> list[Node] | None:
     return out
 
 
+def _to_float(graph: Graph, node: Node) -> tuple[list[Node], str] | None:
+    """com.microsoft DynamicQuantizeMatMul (A float, quantized here by a DynamicQuantizeLinear) and
+    MatMulIntegerToFloat (A quantized) -> the MatMulInteger they fuse (rewritten as above), its int32
+    product scaled by s_a · s_b, plus the bias: the form quantize_dynamic writes before onnxruntime fuses
+    it. With the name of the product's node; None when B is not a constant."""
+    if node.op_type == "DynamicQuantizeMatMul":
+        a, b, sb, zb, bias = (list(node.inputs) + [""] * 5)[:5]
+        if not (graph.is_constant(b) and (not zb or graph.is_constant(zb))):
+            return None
+        aq, sa, za = (new_value(graph, f"{node.name}_{p}", graph.shape(a) if p == "a_q" else (), t)
+                      for p, t in (("a_q", np.uint8), ("a_scale", np.float32), ("a_zero_point", np.uint8)))
+        nodes = [new_node(graph, "DynamicQuantizeLinear", [a], [aq, sa, za], base=f"{node.name}_quantize")]
+    else:
+        aq, b, sa, sb, za, zb, bias = (list(node.inputs) + [""] * 7)[:7]
+        if not (graph.is_constant(b) and (not zb or graph.is_constant(zb))):
+            return None
+        nodes = []
+    acc = new_value(graph, f"{node.name}_acc", None, np.int32)
+    operands = [aq, b, za, zb]
+    while not operands[-1]:
+        operands.pop()
+    product = Node(graph.unique_name(f"{node.name}_product"), "MatMulInteger", operands, [acc], {}, "", graph.opset)
+    integer = integer_product(graph, product)
+    if integer is None:
+        return None
+    y = node.outputs[0]
+    accf, scaled = _float(graph, f"{node.name}_acc_float", y), _float(graph, f"{node.name}_scaled", y) if bias else y
+    scale = new_value(graph, f"{node.name}_scale", graph.shape(sb), np.float32)
+    nodes += [*integer, new_node(graph, "Cast", [acc], [accf], {"to": FLOAT}),
+              new_node(graph, "Mul", [sa, sb], [scale]), new_node(graph, "Mul", [accf, scale], [scaled])]
+    if bias:
+        nodes.append(new_node(graph, "Add", [scaled, bias], [y]))
+    return nodes, product.name
+
+
 def _zero_point_term(graph: Graph, node: Node, wv: np.ndarray, attrs: dict, conv: bool):
     """Sum of the weights each output reads: per column of a MatMul, per output pixel of a Conv
     (padding reads the zero point, so contributes nothing to x_q - zp_x)."""
@@ -196,6 +231,10 @@ def expand_qoperators(graph: Graph) -> list[str]:
             new = _qlinear(graph, node, producer)
         elif node.op_type == "MatMulNBits" and node.domain == MS:
             new = _nbits(graph, node)
+        elif node.op_type in ("DynamicQuantizeMatMul", "MatMulIntegerToFloat") and node.domain == MS:
+            new, product = _to_float(graph, node) or (None, None)
+            if new is not None:
+                done.append(product)
         elif node.op_type in ("MatMulInteger", "ConvInteger") and node.domain in ("", "ai.onnx"):
             new = integer_product(graph, node)
             if new is not None:
