@@ -1,6 +1,7 @@
 """LSTM, GRU and RNN: unrolled onto shared crossbars, checked against onnxruntime."""
 
 import numpy as np
+import onnx
 import pytest
 
 import models
@@ -49,3 +50,21 @@ def test_quantized_recurrent_layer_runs_fast_and_reference_alike():
     comp = compiled(model, "prime")
     for a, b in zip(simulate(comp, feeds, mode="quantized"), simulate(comp, feeds, mode="quantized", path="reference")):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
+@pytest.mark.parametrize("layout", [0, 1])
+def test_an_empty_sequence_gives_an_empty_output_and_the_initial_states(op, layout):
+    # onnxruntime's kernels leave the states of an empty sequence uninitialised: the answer is the definition,
+    # zero steps from the initial state
+    model = models.recurrent(op, seq=0, initial_state=True, direction="bidirectional", layout=layout)
+    for value in (*model.graph.input, *model.graph.output[:1]):        # a model of any length, run at 0
+        value.type.tensor_type.shape.dim[1 if layout else 0].dim_param = "T"
+    shape = (2, 0, 4) if layout else (0, 2, 4)
+    comp = compiled(model, input_shapes={"input": shape})
+    got = simulate(comp, {"input": np.zeros(shape, np.float32)})
+    initial = {i.name: i for i in model.graph.initializer}
+    assert got[0].shape == ((2, 0, 2, 8) if layout else (0, 2, 2, 8))
+    for value, name in zip(got[1:], ["h0", "c0"]):
+        want = onnx.numpy_helper.to_array(initial[name])
+        np.testing.assert_array_equal(value, want.transpose(1, 0, 2) if layout else want)

@@ -20,7 +20,7 @@ from ..onnx_core import (AttributeProto, GraphProto, ValueInfoProto, from_array,
 from ..onnx_walk import without_value_info
 from .control_flow import (attach_outer, bodies, has_bodies, is_control_flow, iterations, own_inputs,
                            passed_constants)
-from .normalise import value_info
+from .value_sizes import value_info
 from .ops import digital_ops
 from .to_ir import initializer_array, to_node
 

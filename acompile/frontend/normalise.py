@@ -5,17 +5,15 @@ is detected by inferring shapes at two batch sizes.
 
 from __future__ import annotations
 
-import numpy as np
-
 from ..errors import InvalidModelError, LimitError, UsageError, clean, first_line
-from ..ir import TensorInfo
 from ..limits import Limits, byte_size
-from ..onnx_core import (ModelProto, TensorProto, ValidationError, ValueInfoProto, check_model, infer_shapes,
+from ..onnx_core import (ModelProto, TensorProto, ValidationError, check_model, infer_shapes,
                          inline_local_functions, make_attribute, make_opsetid, make_tensor_value_info,
                          tensor_dtype_to_np_dtype)
 from ..onnx_walk import all_nodes
 from .convert import CANONICAL_OPSET, ai_onnx_opset, convert
 from .protobuf import SKELETON_KEEP_BYTES, is_repeated
+from .value_sizes import check_input_sizes, check_value_sizes, value_info
 
 
 def check_raw_sizes(model: ModelProto, where: str, limits: Limits) -> None:
@@ -282,39 +280,6 @@ def _batch_shapes(a: ModelProto, b: ModelProto) -> dict[str, tuple]:
     return out
 
 
-def _check_input_sizes(skel: ModelProto, where: str, limits: Limits) -> None:
-    for vi in skel.graph.input:
-        tt = vi.type.tensor_type
-        if not tt.HasField("shape"):
-            continue
-        n = 1
-        for d in tt.shape.dim:
-            if d.HasField("dim_value"):
-                if d.dim_value < 0:
-                    raise InvalidModelError(f"input {clean(vi.name)!r} has a negative dimension", where=where)
-                n *= int(d.dim_value)
-        itemsize = (_np_dtype(tt.elem_type) or np.dtype(np.float32)).itemsize
-        if n * itemsize > limits.max_tensor_bytes:
-            raise LimitError(f"input {clean(vi.name)!r} would take {byte_size(n * itemsize)}; the limit is "
-                             f"{byte_size(limits.max_tensor_bytes)}", where=where,
-                             hint="set ACOMPILE_MAX_TENSOR_MB to raise it")
-
-
-def _check_value_sizes(model: ModelProto, where: str, limits: Limits) -> None:
-    for vi in list(model.graph.value_info) + list(model.graph.output):
-        info = value_info(vi)
-        if info.shape is None or info.dtype is None:
-            continue
-        n = 1
-        for d in info.shape:
-            if isinstance(d, int):
-                n *= d
-        if n * info.dtype.itemsize > limits.max_tensor_bytes:
-            raise LimitError(f"tensor {clean(vi.name)!r} would take {byte_size(n * info.dtype.itemsize)}; "
-                             f"the limit is {byte_size(limits.max_tensor_bytes)}", where=where,
-                             hint="set ACOMPILE_MAX_TENSOR_MB to raise it")
-
-
 def normalise(model: ModelProto, where: str, batch: int = 1, limits: "Limits | None" = None,
               stripped=frozenset(), input_shapes: dict | None = None
               ) -> tuple[ModelProto, dict[str, TensorProto], dict | None]:
@@ -340,7 +305,7 @@ def normalise(model: ModelProto, where: str, batch: int = 1, limits: "Limits | N
     shapes = _single_input(input_shapes or {}, skel, heavy, where)
     _fix_shapes(skel, shapes, heavy, where)
     dynamic = _fix_batch(skel, batch, heavy)
-    _check_input_sizes(skel, where, limits)
+    check_input_sizes(skel, where, limits)
     _fill_output_types(skel)
     checkable = _checkable(skel)
     try:
@@ -369,7 +334,7 @@ def normalise(model: ModelProto, where: str, batch: int = 1, limits: "Limits | N
                                 hint="give it another batch: --input-shape NAME:N,... (compile: --batch N)") from None
     if dynamic:
         batch_shapes = _batch_shapes(skel, _infer(unfixed, where))
-    _check_value_sizes(skel, where, limits)
+    check_value_sizes(skel, where, limits)
     # The heavy initializers go back as constants (to_ir), not as inputs.
     real_inputs = {i.name for i in model.graph.input}
     keep_inputs = [i for i in skel.graph.input if i.name not in heavy or i.name in real_inputs]
@@ -387,27 +352,3 @@ def _single_input(shapes: dict, skel: ModelProto, heavy, where: str) -> dict:
         raise UsageError(f"a bare --input-shape needs a model with one input; this one has {len(names)} "
                          f"({', '.join(clean(n) for n in names)})", where=where, hint="write NAME:D1,D2,...")
     return {names[0]: shapes[None], **{k: v for k, v in shapes.items() if k is not None}}
-
-
-def _np_dtype(elem_type: int):
-    try:
-        return np.dtype(tensor_dtype_to_np_dtype(elem_type))
-    except Exception:
-        return None
-
-
-def value_info(vi: ValueInfoProto) -> TensorInfo:
-    tt = vi.type.tensor_type
-    dtype = _np_dtype(tt.elem_type) if tt.elem_type else None
-    shape = None
-    if tt.HasField("shape"):
-        dims = []
-        for d in tt.shape.dim:
-            if d.HasField("dim_value"):
-                dims.append(int(d.dim_value))
-            elif d.HasField("dim_param"):
-                dims.append(clean(d.dim_param, 64))
-            else:
-                dims.append(None)
-        shape = tuple(dims)
-    return TensorInfo(vi.name, dtype, shape)

@@ -14,7 +14,7 @@ from ..limits import Limits
 from ..onnx_core import AttributeProto, ModelProto, NodeProto, TensorProto, to_array
 from .control_flow import attach_outer, has_bodies
 from .convert import ai_onnx_opset
-from .normalise import value_info
+from .value_sizes import value_info
 
 def _attr_value(a: AttributeProto):
     kind = a.type

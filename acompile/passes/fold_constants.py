@@ -117,7 +117,7 @@ def _inline_ifs(graph: Graph) -> bool:
     in it then map like any other). Branch names that clash with the graph's are renamed."""
     from ..frontend.control_flow import attach_outer, has_bodies
     from ..frontend.to_ir import initializer_array, to_node
-    from ..frontend.normalise import value_info
+    from ..frontend.value_sizes import value_info
     inlined = False
     for node in list(graph.nodes):
         if node.op_type != "If" or node.domain or not node.inputs or not graph.is_constant(node.inputs[0]):

@@ -114,6 +114,11 @@ def _unroll(graph: Graph, node: Node) -> list[Node]:
         reverse = direction == "reverse" or d == 1
         f_act = acts[d * per_dir:(d + 1) * per_dir]
         wb, rb = B[d, :g * hidden], B[d, g * hidden:]
+        if seq == 0:        # no step: an empty Y, and the initial states as the last ones
+            ys.append(bld.const(f"y{d}_empty", np.zeros((0, batch, hidden), np.float32)))
+            hs.append(_initial(bld, graph, ins[5], d, batch, hidden, f"h0_{d}"))
+            cs.append(_initial(bld, graph, ins[6], d, batch, hidden, f"c0_{d}") if node.op_type == "LSTM" else None)
+            continue
         xp = bld.linear(x, bld.const(f"W{d}", W[d]), bld.const(f"Wb{d}", wb), (seq, batch, g * hidden), f"xproj{d}")
         h = _initial(bld, graph, ins[5], d, batch, hidden, f"h0_{d}")
         c = _initial(bld, graph, ins[6], d, batch, hidden, f"c0_{d}") if node.op_type == "LSTM" else None
