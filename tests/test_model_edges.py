@@ -19,7 +19,7 @@ from onnx import TensorProto as T
 from onnx import helper as h
 from onnx import numpy_helper as nh
 
-from helpers import cli
+from helpers import cli, compiled, ort_outputs, simulate
 
 R = np.random.RandomState(0)
 
@@ -227,6 +227,38 @@ def test_a_node_the_opset_converter_refuses_is_named(tmp_path):
     assert "spatial" in reason["message"]
     code, out, err = cli("compile", str(path), "--target", "isaac", "-o", str(tmp_path / "out"))
     assert code == 1 and "node 'bn' (BatchNormalization, opset 7)" in err
+
+
+def _training_statistics(read: bool):
+    """Four Conv -> BatchNormalization-9 pairs whose BatchNormalization lists the five outputs of training
+    (timm's ScaledStdConv2d through TorchScript at opset 13); ``read``: the running mean is a graph output."""
+    nodes, inits, outputs, x = [], [], [], "x"
+    for i in range(4):
+        inits += [nh.from_array(_f32(3, 3, 1, 1), f"W{i}")] + [nh.from_array(np.abs(_f32(3)) + .5, f"{k}{i}")
+                                                               for k in ("scale", "bias", "mean", "var")]
+        stats = [f"{k}{i}_out" for k in ("mean", "var", "saved_mean", "saved_var")]
+        nodes += [h.make_node("Conv", [x, f"W{i}"], [f"c{i}"]),
+                  h.make_node("BatchNormalization", [f"c{i}", f"scale{i}", f"bias{i}", f"mean{i}", f"var{i}"],
+                              [f"y{i}", *stats], name=f"bn{i}")]
+        outputs += [_vi(stats[0], [3])] if read else []
+        x = f"y{i}"
+    return _model(nodes, [_vi("x", [2, 3, 4, 4])], [_vi(x, [2, 3, 4, 4]), *outputs], inits, opset=13)
+
+
+def test_a_batch_normalization_in_training_mode_normalises_with_its_inputs_statistics_as_onnxruntime():
+    model = _training_statistics(read=False)
+    feeds = {"x": _f32(2, 3, 4, 4)}
+    c = compiled(model)
+    assert len(c.mapping.layers) == 4
+    np.testing.assert_allclose(simulate(c, feeds)[0], ort_outputs(model, feeds)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_every_node_the_opset_converter_refuses_is_named(tmp_path):
+    onnx.save(_training_statistics(read=True), str(tmp_path / "bn.onnx"))
+    code, out, err = cli("check", str(tmp_path / "bn.onnx"), "--target", "isaac", "--format", "json")
+    reasons = json.loads(out)["results"][0]["reasons"]
+    assert code == 1 and [r["node"] for r in reasons] == ["bn0", "bn1", "bn2", "bn3"], out
+    assert all("outputs 4 and 5" in r["message"] for r in reasons)
 
 
 def _log_then_linear():

@@ -9,6 +9,7 @@ from ..onnx_core import (IR_VERSION, ModelProto, TensorProto, convert_version, m
                          make_empty_tensor_value_info, make_graph, make_model, make_tensor_value_info,
                          opset_version)
 from ..onnx_walk import all_nodes, hide_domains, unhide_domains
+from .training_norm import spell_out_training_statistics
 
 CANONICAL_OPSET = 17
 OLDEST_OPSET = 1     # what onnx's converter starts from; a node it cannot bring forward is named
@@ -49,6 +50,7 @@ def convert(model: ModelProto, version: int, where: str) -> ModelProto:
         model.graph.input.extend(make_tensor_value_info(t.name, t.data_type, list(t.dims))
                                  for t in model.graph.initializer if t.name not in declared)
     _refuse_unconvertible(model, version, where)
+    spell_out_training_statistics(model, version)
     legacy = {n.output[0]: n for n in model.graph.node
               if n.output and (n.op_type == "Upsample" or n.op_type == "Resize" and version <= 10)}
     try:
@@ -101,25 +103,35 @@ def _changed_by_converter(n, version: int, read: set[str]) -> str | None:
 
 
 def _unconvertible(model: ModelProto, version: int) -> list:
-    """The nodes onnx's converter refuses, each converted alone (at most three), as problems."""
+    """Every node onnx's converter refuses, converted alone, as problems."""
     from .ops import Problem
     types = {vi.name: vi.type.tensor_type.elem_type for vi in list(model.graph.input) + list(model.graph.value_info)}
     types.update((t.name, t.data_type) for t in model.graph.initializer)
-    found = []
+    found, why_of = [], {}
     for i, n in enumerate(model.graph.node):
-        inputs = [make_tensor_value_info(x, types.get(x) or TensorProto.FLOAT, None) for x in n.input if x]
-        outputs = [make_empty_tensor_value_info(o) for o in n.output if o]
-        one = make_model(make_graph([n], "one", inputs, outputs), opset_imports=list(model.opset_import),
-                         ir_version=max(model.ir_version, 4))
-        try:
-            _convert_ai_onnx(one)
-        except Exception as e:
+        # the converter's verdict follows from what it reads of the node: converted once per kind of node
+        kind = (n.op_type, n.domain, tuple(types.get(x) for x in n.input), tuple(bool(o) for o in n.output),
+                tuple(a.SerializeToString(deterministic=True) for a in n.attribute))
+        if kind not in why_of:
+            why_of[kind] = _refusal(n, types, model)
+        if why_of[kind] is not None:
             found.append(Problem(clean(n.name or f"{n.op_type}_{i}"), clean(n.op_type), n.domain, version,
                                  "unsupported_attribute",
-                                 f"onnx cannot convert it to opset {CANONICAL_OPSET}: {first_line(e).rsplit(': ', 1)[-1]}"))
-        if len(found) == 3:
-            break
+                                 f"onnx cannot convert it to opset {CANONICAL_OPSET}: {why_of[kind]}"))
     return found
+
+
+def _refusal(n, types: dict, model: ModelProto) -> str | None:
+    """Why onnx's converter refuses node ``n`` converted alone, or None."""
+    inputs = [make_tensor_value_info(x, types.get(x) or TensorProto.FLOAT, None) for x in n.input if x]
+    outputs = [make_empty_tensor_value_info(o) for o in n.output if o]
+    one = make_model(make_graph([n], "one", inputs, outputs), opset_imports=list(model.opset_import),
+                     ir_version=max(model.ir_version, 4))
+    try:
+        _convert_ai_onnx(one)
+    except Exception as e:
+        return first_line(e).rsplit(": ", 1)[-1]
+    return None
 
 
 def _convert_ai_onnx(model: ModelProto) -> ModelProto:
