@@ -43,6 +43,15 @@ MAX_VALUES_PER_LAYER = 1 << 20     # values kept per layer for percentiles
 MAX_ADC_VECTORS = 1024             # vectors per matrix used to calibrate the ADC
 
 
+class NonFiniteCalibration(InvalidDataError):
+    """The calibration data drive an analog layer's inputs to NaN or infinity (nothing finite to set its
+    range from): ``reached`` says which layer, and to what."""
+
+    def __init__(self, message: str, *, reached: str, **kwargs):
+        super().__init__(message, **kwargs)
+        self.reached = reached
+
+
 def load_arrays(path: str | Path, input_names: list[str], what: str = "input",
                 weights: Collection[str] = ()) -> dict[str, np.ndarray]:
     """Read an .npz keyed by input name, or an .npy for a single-input model (``input_names`` empty: any
@@ -73,9 +82,11 @@ def load_arrays(path: str | Path, input_names: list[str], what: str = "input",
 
 
 def default_data(graph: Graph, batch: int, seed: int, limits: Limits,
-                 fill: tuple[bool, int] = DEFAULT_FILLS[0]) -> dict[str, np.ndarray]:
+                 fill: tuple[bool, int] = DEFAULT_FILLS[0], ranges=()) -> dict[str, np.ndarray]:
     """One batch of seeded standard-normal samples per float input (DEFAULT_SAMPLES for a dynamic batch),
-    ``fill`` = (boolean value, integer value) in the others."""
+    uniform in [LO, HI] for one ``ranges`` bounds (``--input-range``: the values the input takes), ``fill``
+    = (boolean value, integer value) in the others."""
+    bounds = dict(ranges)
     rng = np.random.default_rng(seed)
     data = {}
     for name in graph.inputs:
@@ -88,7 +99,10 @@ def default_data(graph: Graph, batch: int, seed: int, limits: Limits,
         if nbytes > limits.max_tensor_bytes:
             raise LimitError(f"default calibration data for input {clean(name)!r} would take "
                              f"{byte_size(nbytes)}", hint="pass --calibration DATA, or raise ACOMPILE_MAX_TENSOR_MB")
-        if dtype.kind == "f":
+        if dtype.kind == "f" and name in bounds:
+            low, high = bounds[name]
+            data[name] = rng.uniform(low, high, shape).astype(dtype)
+        elif dtype.kind == "f":
             data[name] = rng.standard_normal(shape, dtype=np.float32).astype(dtype, copy=False)
         else:
             data[name] = np.full(shape, fill[0] if dtype.kind == "b" else fill[1], dtype)
@@ -222,10 +236,13 @@ def calibrate(state: CompileState) -> None:
         if not np.isfinite(rng_abs):
             tried = " (with 0 and 1 in its integer inputs, true and false in its boolean ones)" \
                 if graph.meta.get("default_calibration_fills_tried", 1) > 1 else ""
-            raise InvalidDataError(f"the inputs of analog layer {clean(layer.name)!r} reach {rng_abs} on the "
+            raise NonFiniteCalibration(f"the inputs of analog layer {clean(layer.name)!r} reach {rng_abs} on the "
                                    f"{options.calibration_name} calibration data{tried}: the model overflows float32 "
                                    f"(or computes NaN) before it", where=graph.source,
-                                   hint="check the model's weights, or pass --calibration DATA with real inputs")
+                                   reached=f"analog layer {clean(layer.name)!r} reads {rng_abs}",
+                                   hint="check the model's weights, or pass --calibration DATA with real inputs"
+                                        + ("" if options.calibration else "; --input-range NAME:LO,HI bounds the "
+                                                                          "default data of an input"))
         if _own_input_scale(layer):
             layer.input_range = _own_input_range(layer)
         else:
@@ -275,7 +292,7 @@ def _observe_default(state: CompileState, observe) -> "_Recorder":
     fills = DEFAULT_FILLS if kinds - {"f"} else DEFAULT_FILLS[:1]
     first, failure = None, None
     for fill in fills:
-        data = default_data(graph, options.batch, options.seed, options.limits, fill)
+        data = default_data(graph, options.batch, options.seed, options.limits, fill, options.input_ranges)
         try:
             recorder = observe(data)
         except InvalidDataError as e:

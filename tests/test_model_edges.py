@@ -284,6 +284,40 @@ def test_the_default_calibration_leaves_out_the_nan_it_causes(tmp_path):
     assert code == 2 and "reach nan" in err
 
 
+def _degree_normalised(path):
+    """A dense-adjacency GCN layer: D^-1/2 adj D^-1/2 @ x @ W, D the row sums of adj; the default normal draws
+    give negative sums, and a row of the product meets every one of them, so every input of W is NaN."""
+    nodes = [h.make_node("ReduceSum", ["adj", "axis"], ["degree"], keepdims=1),
+             h.make_node("Pow", ["degree", "half"], ["scale"]), h.make_node("Mul", ["adj", "scale"], ["rows"]),
+             h.make_node("Transpose", ["scale"], ["scale_t"]), h.make_node("Mul", ["rows", "scale_t"], ["norm"]),
+             h.make_node("MatMul", ["norm", "x"], ["mixed"]), h.make_node("MatMul", ["mixed", "W"], ["y"])]
+    inits = [nh.from_array(np.array([1], np.int64), "axis"), nh.from_array(np.array(-0.5, np.float32), "half"),
+             nh.from_array(_f32(3, 2), "W")]
+    onnx.save(_model(nodes, [_vi("adj", [5, 5]), _vi("x", [5, 3])], [_vi("y", [5, 2])], inits), str(path))
+    rng = np.random.default_rng(1)
+    return {"adj": (rng.random((5, 5)) < 0.5).astype(np.float32) + np.eye(5, dtype=np.float32),
+            "x": rng.standard_normal((5, 3)).astype(np.float32)}
+
+
+def test_input_range_bounds_the_default_calibration_data(tmp_path):
+    path = tmp_path / "gcn.onnx"
+    _degree_normalised(path)
+    code, out, err = cli("compile", str(path), "--target", "isaac", "-o", str(tmp_path / "out"))
+    assert code == 2 and "reach nan" in err and "--input-range NAME:LO,HI" in err
+    assert cli("compile", str(path), "--target", "isaac", "-o", str(tmp_path / "out"), "--input-range", "adj:0,1")[0] == 0
+
+
+def test_run_calibrates_on_its_data_where_the_defaults_reach_nan_and_says_so(tmp_path):
+    path = tmp_path / "gcn.onnx"
+    feeds = _degree_normalised(path)
+    np.savez(tmp_path / "in.npz", **feeds)
+    code, out, err = cli("run", str(path), "--target", "isaac", "--input", str(tmp_path / "in.npz"), "--format", "json")
+    summary = json.loads(out)
+    assert code == 0 and summary["comparison"]["y"]["relative_error"] < 1e-5, err
+    assert summary["calibration_note"] == ("calibrated on the --input data: on the default calibration data analog "
+                                           "layer 'MatMul_6' reads nan")
+
+
 def test_the_default_calibration_attends_to_every_position(tmp_path):
     """A boolean attention mask defaults to true: all false would mask every score (softmax of -inf: NaN)."""
     scores = h.make_node("MatMul", ["x", "W"], ["s"])

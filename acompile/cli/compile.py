@@ -246,7 +246,8 @@ def add_input_range_option(p: argparse.ArgumentParser) -> None:
     """``--input-range NAME:LO,HI`` (repeatable): the values a model input takes."""
     p.add_argument("--input-range", action="append", metavar="NAME:LO,HI",
                    help="values a model input takes (repeatable); LO >= 0 streams it unsigned, saving its sign "
-                        "cycle. Model inputs are signed otherwise, whatever the calibration data holds")
+                        "cycle. Model inputs are signed otherwise, whatever the calibration data holds. Without "
+                        "--calibration, the default data draws it uniformly from LO to HI")
 
 
 def parse_input_ranges(values: list[str] | None) -> dict[str, tuple[float, float]]:

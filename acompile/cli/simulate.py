@@ -61,6 +61,8 @@ def _simulate_folder(args, folder: Path, model_for_compare: str | None) -> int:
         summary["repeats"] = _spread(runs, args.repeats)
     if args.per_layer:
         summary["per_layer"] = per_layer(loaded, feeds, args.mode, args.seed)
+    if getattr(args, "calibration_note", None):
+        summary["calibration_note"] = args.calibration_note
     if args.result:
         _write_results(Path(args.result), results)
     if html:
@@ -178,6 +180,8 @@ def _sim_text(summary: dict) -> str:
         lines.append(f"  {name}: " + "; ".join(parts))
     if "reference_caveat" in summary:
         lines.append(f"  note: {summary['reference_caveat']}")
+    if "calibration_note" in summary:
+        lines.append(f"  note: {summary['calibration_note']}")
     spread = summary.get("repeats")
     for name, figures in (spread or {}).items():
         if name == "chips":
@@ -211,7 +215,7 @@ def run_simulate(args) -> int:
 def run_run(args) -> int:
     with tempfile.TemporaryDirectory(prefix="acompile-run-") as tmp:
         args.output = str(Path(tmp) / "out")
-        from ..calibrate import load_arrays
+        from ..calibrate import NonFiniteCalibration, load_arrays
         from ..frontend.input_shapes import data_shapes, input_dims, model_inputs
         inputs, weights = model_inputs(args.model)
         feeds = load_arrays(args.input, inputs, weights=weights)
@@ -225,7 +229,16 @@ def run_run(args) -> int:
                                 if name not in given}
         quiet = args.quiet
         args.quiet = True
-        compile_to(args, Path(args.output), {"program", "device"})
+        try:
+            compile_to(args, Path(args.output), {"program", "device"})
+        except NonFiniteCalibration as e:
+            if args.calibration:
+                raise
+            # the seeded defaults go where the data never does (the root of a negative degree sum): the
+            # data run is a calibration the model takes
+            args.calibration = args.input
+            args.calibration_note = f"calibrated on the --input data: on the default calibration data {e.reached}"
+            compile_to(args, Path(args.output), {"program", "device"})
         args.quiet = quiet
         return _simulate_folder(args, Path(args.output), args.compare or args.model)
 
