@@ -236,13 +236,12 @@ def calibrate(state: CompileState) -> None:
         if not np.isfinite(rng_abs):
             tried = " (with 0 and 1 in its integer inputs, true and false in its boolean ones)" \
                 if graph.meta.get("default_calibration_fills_tried", 1) > 1 else ""
-            raise NonFiniteCalibration(f"the inputs of analog layer {clean(layer.name)!r} reach {rng_abs} on the "
-                                   f"{options.calibration_name} calibration data{tried}: the model overflows float32 "
-                                   f"(or computes NaN) before it", where=graph.source,
-                                   reached=f"analog layer {clean(layer.name)!r} reads {rng_abs}",
-                                   hint="check the model's weights, or pass --calibration DATA with real inputs"
-                                        + ("" if options.calibration else "; --input-range NAME:LO,HI bounds the "
-                                                                          "default data of an input"))
+            hint = "check the model's weights, or pass --calibration DATA with real inputs" + (
+                "" if options.calibration else "; --input-range NAME:LO,HI bounds the default data of an input")
+            raise NonFiniteCalibration(
+                f"the inputs of analog layer {clean(layer.name)!r} reach {rng_abs} on the {options.calibration_name} "
+                f"calibration data{tried}: the model overflows float32 (or computes NaN) before it",
+                where=graph.source, hint=hint, reached=f"analog layer {clean(layer.name)!r} reads {rng_abs}")
         if _own_input_scale(layer):
             layer.input_range = _own_input_range(layer)
         else:
