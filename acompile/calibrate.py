@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import AcompileError, InvalidDataError, LimitError, UnsupportedError, clean
+from .errors import AcompileError, InvalidDataError, LimitError, NonFiniteCalibration, UnsupportedError, clean
 from .ir import DOMAIN, Graph
 from .limits import Limits, byte_size
 from .numerics.quantise import input_scale, quantize_inputs
@@ -41,15 +41,6 @@ DEFAULT_SAMPLES = 8
 DEFAULT_FILLS = ((True, 0), (False, 1), (True, 1), (False, 0))
 MAX_VALUES_PER_LAYER = 1 << 20     # values kept per layer for percentiles
 MAX_ADC_VECTORS = 1024             # vectors per matrix used to calibrate the ADC
-
-
-class NonFiniteCalibration(InvalidDataError):
-    """The calibration data drive an analog layer's inputs to NaN or infinity (nothing finite to set its
-    range from): ``reached`` says which layer, and to what."""
-
-    def __init__(self, message: str, *, reached: str, **kwargs):
-        super().__init__(message, **kwargs)
-        self.reached = reached
 
 
 def load_arrays(path: str | Path, input_names: list[str], what: str = "input",

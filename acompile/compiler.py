@@ -42,11 +42,12 @@ from .passes.precision import choose_precision
 from .passes.quantized_layers import apply_model_scales, model_scale_notes, model_scales
 from .passes.replicate import replicate
 from .passes.row_major import row_major_weights
+from .passes.stft_conv import stft_conv
 from .passes.unroll_control import unroll_control
 from .passes.unroll_recurrent import unroll_recurrent
 
 FRONTEND = (model_scales, fold_constants, unroll_control, unroll_recurrent, ml_linear, contrib_fused,
-            contrib_attention, gemm_to_linear, fold_affine, explicit_bias, classify, unmapped_linear)
+            contrib_attention, stft_conv, gemm_to_linear, fold_affine, explicit_bias, classify, unmapped_linear)
 MAPPING = (lower_analog, choose_precision, apply_model_scales, partition, pack, replicate, place, insert_boundaries)
 
 

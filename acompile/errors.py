@@ -83,6 +83,15 @@ class InvalidDataError(AcompileError):
     code = "invalid_data"
 
 
+class NonFiniteCalibration(InvalidDataError):
+    """The calibration data drive an analog layer's inputs to NaN or infinity (nothing finite to set its
+    range from): ``reached`` says which layer, and to what."""
+
+    def __init__(self, message: str, *, reached: str, **kwargs):
+        super().__init__(message, **kwargs)
+        self.reached = reached
+
+
 class LimitError(AcompileError):
     """Work refused up front because it would exceed a configured limit."""
     code = "limit_exceeded"

@@ -26,9 +26,9 @@ MODELS = ["mlp", "small_cnn", "grouped_conv", "depthwise_conv", "conv_transpose_
 def test_the_pipeline_is_ordered_by_its_contracts():
     names = [p.name for p in pipeline()]
     assert names == ["model_scales", "fold_constants", "unroll_control", "unroll_recurrent", "ml_linear",
-                     "contrib_fused", "contrib_attention", "gemm_to_linear", "fold_affine", "explicit_bias",
-                     "classify", "unmapped_linear", "lower_analog", "choose_precision", "apply_model_scales", "partition",
-                     "pack", "replicate", "place", "insert_boundaries", "row_major_weights", "calibrate"]
+                     "contrib_fused", "contrib_attention", "stft_conv", "gemm_to_linear", "fold_affine",
+                     "explicit_bias", "classify", "unmapped_linear", "lower_analog", "choose_precision",
+                     "apply_model_scales", "partition", "pack", "replicate", "place", "insert_boundaries", "row_major_weights", "calibrate"]
     assert pipeline(with_calibration=False) == [*FRONTEND, *MAPPING]
     check_order(pipeline())
     swapped = list(pipeline())

@@ -215,7 +215,8 @@ def run_simulate(args) -> int:
 def run_run(args) -> int:
     with tempfile.TemporaryDirectory(prefix="acompile-run-") as tmp:
         args.output = str(Path(tmp) / "out")
-        from ..calibrate import NonFiniteCalibration, load_arrays
+        from ..calibrate import load_arrays
+        from ..errors import NonFiniteCalibration
         from ..frontend.input_shapes import data_shapes, input_dims, model_inputs
         inputs, weights = model_inputs(args.model)
         feeds = load_arrays(args.input, inputs, weights=weights)

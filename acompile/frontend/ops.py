@@ -188,6 +188,16 @@ def _fused_conv(g: Graph, n: Node) -> float:
     return (2.0 * math.prod(w[1:]) + 4) * _numel(g, n.outputs[0])
 
 
+def _ms_quantized_lstm(g: Graph, n: Node) -> float:
+    """com.microsoft DynamicQuantizeLSTM: every step's input and recurrent products (W [D, I, 4H], R [D, H, 4H];
+    2 ops per MAC) and its gates (about ten ops per hidden unit)."""
+    x, w, r = (g.static_shape(v) for v in n.inputs[:3])
+    if x is None or w is None or r is None:
+        return math.nan
+    steps = x[0] * x[1] * w[0]          # sequence x batch x directions
+    return steps * (2.0 * w[2] * (w[1] + r[1]) + 10 * r[1])
+
+
 def _lrn(g: Graph, n: Node) -> float:
     return (2 * int(n.attrs.get("size", 1)) + 4) * _numel(g, n.outputs[0])
 
@@ -228,6 +238,8 @@ _register("FusedMatMul", "digital", _fused_matmul, "matrix product (2 ops per MA
           domain="com.microsoft")
 _register("DynamicQuantizeMatMul MatMulIntegerToFloat", "digital",
           lambda g, n: _matmul(g, n) + 2 * _numel(g, n.outputs[0]), "integer matrix product (2 ops per MAC), scale and bias", domain="com.microsoft")
+_register("DynamicQuantizeLSTM", "digital", _ms_quantized_lstm, "LSTM on 8-bit weights: its products (2 ops per "
+          "MAC) and gates, every step", domain="com.microsoft")
 _register("FusedGemm", "digital", lambda g, n: _matmul(g, n) + 4 * _numel(g, n.outputs[0]),
           "matrix product (2 ops per MAC) and activation", domain="com.microsoft")
 _register("FusedConv", "digital", _fused_conv, "convolution (2 ops per MAC), sum and activation",

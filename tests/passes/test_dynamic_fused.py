@@ -5,8 +5,10 @@ onnxruntime's."""
 
 import numpy as np
 import pytest
+import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+import models
 from helpers import compiled, ort_outputs, simulate
 
 RNG = np.random.default_rng(5)
@@ -46,3 +48,13 @@ def test_a_fused_dynamic_product_puts_the_models_integers_on_crossbars(op, per_c
     for mode in ("ideal", "quantized"):
         for got, want in zip(simulate(c, {"x": x}, mode=mode), ort_outputs(model, {"x": x}), strict=True):
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_quantize_dynamic_s_lstm_is_costed_as_its_products_every_step(tmp_path):
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    onnx.save(models.recurrent("LSTM", hidden=8, inputs=4, seq=5, batch=2), tmp_path / "lstm.onnx")
+    quantize_dynamic(tmp_path / "lstm.onnx", tmp_path / "int8.onnx", weight_type=QuantType.QInt8)
+    quantized = onnx.load(tmp_path / "int8.onnx")
+    assert [n.op_type for n in quantized.graph.node] == ["DynamicQuantizeLSTM"]
+    (cost,) = compiled(quantized).cost["digital"]
+    assert cost["counts"]["digital_ops"] == 5 * 2 * (2 * 32 * (4 + 8) + 10 * 8) and "estimated" not in cost
