@@ -14,6 +14,14 @@ def new_node(graph: Graph, op: str, inputs: list[str], outputs: list[str], attrs
                 attrs=dict(attrs or {}), domain=domain, opset=graph.opset if not domain else 1)
 
 
+def kept_meta(node: Node, attrs: dict) -> dict:
+    """``node``'s notes for a node that takes its name, with the types of only the attributes ``attrs`` it keeps."""
+    meta = dict(node.meta)
+    if "attr_types" in meta:
+        meta["attr_types"] = {k: t for k, t in meta["attr_types"].items() if k in attrs}
+    return meta
+
+
 def new_value(graph: Graph, base: str, shape, dtype) -> str:
     name = graph.unique_name(base)
     graph.tensors[name] = TensorInfo(name, np.dtype(dtype) if dtype is not None else None,

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..frontend.ops import attention_widths
 from ..ir import Graph, Node
-from ._rewrite import new_node, new_value
+from ._rewrite import kept_meta, new_node, new_value
 from .qoperator import integer_product
 from .quantized_layers import record_integer_layer
 from .base import CompileState, compile_pass
@@ -130,7 +130,7 @@ def attention_of(graph: Graph, node: Node, qkv: str, sizes: list[int], bias: str
               for kv in ("key", "value")] if present else []
     attrs = {k: v for k, v in node.attrs.items() if k in PASSED_ON}
     nodes.append(Node(node.name, "MultiHeadAttention", mha_in, [node.outputs[0], *halves], attrs, MS, 1,
-                      meta=dict(node.meta)))
+                      meta=kept_meta(node, attrs)))
     if present:
         axis = graph.add_constant(f"{node.name}_axis0", np.zeros(1, np.int64))
         stacked = [new_value(graph, f"{h}_stacked", _shape_of(graph, h, lambda s: (1, *s)), dtype) for h in halves]

@@ -16,11 +16,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Graph, Node
-from ._rewrite import new_node, new_value
+from ._rewrite import kept_meta, new_node, new_value
 from .base import CompileState, compile_pass
 
 MS = "com.microsoft"
-# onnxruntime's activation name -> (ONNX operator, its attributes in the order the fused node lists the values)
+# onnxruntime's activation name -> (ONNX operator, its attributes in the order FusedConv's activation_params
+# lists them; FusedGemm names them activation_alpha, ...)
 ACTIVATIONS = {"Relu": ("Relu", ()), "Sigmoid": ("Sigmoid", ()), "Tanh": ("Tanh", ()), "Softsign": ("Softsign", ()),
                "Softplus": ("Softplus", ()), "LeakyRelu": ("LeakyRelu", ("alpha",)), "Elu": ("Elu", ("alpha",)),
                "ThresholdedRelu": ("ThresholdedRelu", ("alpha",)), "HardSigmoid": ("HardSigmoid", ("alpha", "beta")),
@@ -42,13 +43,13 @@ def contrib_fused(state: CompileState) -> None:
     graph.nodes = out
 
 
-def _activation_values(node: Node) -> list[float]:
-    """The activation's parameters as the fused node holds them: FusedConv's ``activation_params`` list,
-    FusedGemm's ``activation_alpha``, ``activation_beta``, ``activation_gamma``."""
+def _activation_attrs(node: Node, keys: tuple[str, ...]) -> dict[str, float]:
+    """The activation's attributes as the fused node holds them: FusedConv's ``activation_params`` in the
+    order of ``keys``, FusedGemm's ``activation_alpha``, ``activation_beta``, ``activation_gamma`` by name. A
+    value not given keeps the ONNX operator's default."""
     if node.op_type == "FusedConv":
-        return [float(v) for v in node.attrs.get("activation_params") or ()]
-    return [float(node.attrs[k]) for k in ("activation_alpha", "activation_beta", "activation_gamma")
-            if k in node.attrs]
+        return dict(zip(keys, (float(v) for v in node.attrs.get("activation_params") or ())))
+    return {k: float(node.attrs[f"activation_{k}"]) for k in keys if f"activation_{k}" in node.attrs}
 
 
 def _activation(graph: Graph, node: Node, x: str, y: str) -> list[Node] | None:
@@ -58,16 +59,15 @@ def _activation(graph: Graph, node: Node, x: str, y: str) -> list[Node] | None:
     if name not in ACTIVATIONS:
         return None
     op, keys = ACTIVATIONS[name]
-    values = _activation_values(node)
     base = f"{node.name}_{op.lower()}"
-    if op == "Clip":
-        if len(values) != 2:
+    if op == "Clip":        # its bounds are inputs: FusedConv's two parameters (FusedGemm has none)
+        bounds = _activation_attrs(node, ("min", "max")) if node.op_type == "FusedConv" else {}
+        if len(bounds) != 2:
             return None
         dtype = graph.dtype(x) or np.float32
-        bounds = [graph.add_constant(f"{base}_{k}", np.asarray(v, dtype)) for k, v in zip(("min", "max"), values)]
-        return [new_node(graph, "Clip", [x, *bounds], [y], base=base)]
-    attrs = dict(zip(keys, values))         # a value not given keeps the ONNX operator's default
-    return [new_node(graph, op, [x], [y], attrs, base=base)]
+        names = [graph.add_constant(f"{base}_{k}", np.asarray(v, dtype)) for k, v in bounds.items()]
+        return [new_node(graph, "Clip", [x, *names], [y], base=base)]
+    return [new_node(graph, op, [x], [y], _activation_attrs(node, keys), base=base)]
 
 
 def _unfuse(graph: Graph, node: Node) -> list[Node] | None:
@@ -79,7 +79,7 @@ def _unfuse(graph: Graph, node: Node) -> list[Node] | None:
     kept = {k: v for k, v in node.attrs.items() if not k.startswith("activation")}
     product = new_value(graph, f"{node.name}_product", graph.shape(y), graph.dtype(y))
     op = "Conv" if conv else "Gemm"
-    nodes = [Node(node.name, op, inputs, [product], kept, "", graph.opset, meta=_meta(node, kept))]
+    nodes = [Node(node.name, op, inputs, [product], kept, "", graph.opset, meta=kept_meta(node, kept))]
     if summed:
         total = new_value(graph, f"{node.name}_sum", graph.shape(y), graph.dtype(y))
         nodes.append(new_node(graph, "Add", [product, node.inputs[3]], [total], base=f"{node.name}_sum"))
@@ -110,16 +110,8 @@ def _matmul(graph: Graph, node: Node) -> list[Node] | None:
             operands.append(swapped)
     y, alpha = node.outputs[0], float(node.attrs.get("alpha", 1.0))
     product = y if alpha == 1.0 else new_value(graph, f"{node.name}_product", graph.shape(y), graph.dtype(y))
-    nodes.append(Node(node.name, "MatMul", operands, [product], {}, "", graph.opset, meta=_meta(node, {})))
+    nodes.append(Node(node.name, "MatMul", operands, [product], {}, "", graph.opset, meta=kept_meta(node, {})))
     if alpha != 1.0:
         scale = graph.add_constant(f"{node.name}_alpha", np.asarray(alpha, graph.dtype(y) or np.float32))
         nodes.append(new_node(graph, "Mul", [product, scale], [y], base=f"{node.name}_alpha"))
     return nodes
-
-
-def _meta(node: Node, attrs: dict) -> dict:
-    """The fused node's notes for the node that takes its name, with the types of the attributes it keeps."""
-    meta = dict(node.meta)
-    if "attr_types" in meta:
-        meta["attr_types"] = {k: t for k, t in meta["attr_types"].items() if k in attrs}
-    return meta

@@ -54,10 +54,17 @@ def test_a_fused_conv_maps_with_its_activation_as_onnxruntime_applies_it(case):
     _close(model, feeds, c)
 
 
-def test_a_fused_gemm_maps_with_its_scales_and_activation():
+GEMM_ACTIVATIONS = {"leaky_relu": {"activation": "LeakyRelu", "activation_alpha": 0.3},
+                    "hard_sigmoid": {"activation": "HardSigmoid", "activation_alpha": 0.3, "activation_beta": 0.4},
+                    "selu": {"activation": "Selu", "activation_alpha": 1.5, "activation_gamma": 1.2},
+                    "tanh": {"activation": "Tanh"}}
+
+
+@pytest.mark.parametrize("case", sorted(GEMM_ACTIVATIONS))
+def test_a_fused_gemm_maps_with_its_scales_and_activation(case):
     w = RNG.standard_normal((5, 6)).astype(np.float32)
     node = helper.make_node("FusedGemm", ["x", "w", "c"], ["y"], "gemm", domain="com.microsoft", transB=1,
-                            alpha=0.5, beta=2.0, activation="LeakyRelu", activation_alpha=0.3)
+                            alpha=0.5, beta=2.0, **GEMM_ACTIVATIONS[case])
     model = _model([node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 6])],
                    {"w": w, "c": RNG.standard_normal(5).astype(np.float32)})
     c = compiled(model)
