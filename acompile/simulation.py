@@ -229,11 +229,13 @@ def compare(sim: dict, ref: dict, labels: np.ndarray | None = None) -> dict:
         if s.shape != r.shape:
             raise InvalidDataError(f"output {clean(name)!r}: simulated shape {list(s.shape)} differs from "
                                    f"onnxruntime's {list(r.shape)}")
+        both = np.isnan(s) & np.isnan(r)       # the model's own NaN (a fully masked attention row), met
         with np.errstate(over="ignore", invalid="ignore"):
-            err = s - r
-            signal = float(np.sum(r * r))
+            err = np.where(both, 0.0, s - r)
+            signal = float(np.sum(np.where(both, 0.0, r) ** 2))
             noise = float(np.sum(err * err))
-        entry = {"max_abs_error": float(np.max(np.abs(err))) if err.size else 0.0, **_error_ratios(signal, noise)}
+        entry = {"max_abs_error": float(np.max(np.abs(err))) if err.size else 0.0, **_error_ratios(signal, noise),
+                 **({"nan_in_both": int(both.sum())} if both.any() else {})}
         if r.ndim >= 2 and r.shape[-1] > 1 and r.size:     # an empty output (no detections) has no top-1
             top_s = np.argmax(s.reshape(-1, r.shape[-1]), axis=1)
             top_r = np.argmax(r.reshape(-1, r.shape[-1]), axis=1)

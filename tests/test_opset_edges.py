@@ -100,6 +100,15 @@ def test_an_output_that_overflowed_is_compared():
     assert compare({"y": np.zeros(2)}, {"y": np.zeros(2)})["y"]["snr_db"] == math.inf
 
 
+def test_nan_the_model_computes_is_met_not_counted_as_error():
+    """A fully masked attention row is NaN in onnxruntime's output: the same NaN in the simulated output is
+    counted apart, and the rest compared."""
+    ref = {"y": np.array([[np.nan, np.nan], [1.0, 2.0]])}
+    entry = compare({"y": np.array([[np.nan, np.nan], [1.0, 2.5]])}, ref)["y"]
+    assert entry["nan_in_both"] == 2 and entry["max_abs_error"] == 0.5
+    assert math.isnan(compare({"y": np.array([[0.0, 0.0], [1.0, 2.0]])}, ref)["y"]["max_abs_error"])
+
+
 def test_a_model_before_opset_7_is_converted(tmp_path):
     """onnxruntime runs an opset-6 Conv and Sum: converted like any old model, it maps and matches."""
     w = np.random.default_rng(5).normal(size=(2, 1, 3, 3)).astype(np.float32)

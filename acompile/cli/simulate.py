@@ -169,6 +169,8 @@ def _sim_text(summary: dict) -> str:
         if "max_abs_error" in c:
             parts.append(f"max|err| {decimal(c['max_abs_error'])}, rel.err {decimal(c['relative_error'])}, "
                          f"SNR {decimal(c['snr_db'])} dB")
+        if c.get("nan_in_both"):
+            parts.append(f"{c['nan_in_both']:,} NaN in both, as the model computes them")
         if "equal_fraction" in c:
             parts.append(f"{c['equal_fraction']:.2%} of its strings equal")
         if "top1_agreement" in c:

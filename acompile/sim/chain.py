@@ -17,6 +17,7 @@ the part it has just written (the same float operations as onnxruntime's, in the
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -30,12 +31,11 @@ from ..numerics.dac import cycle_weights, input_chunks
 from ..numerics.encoding import column_layout, float_weights
 from ..numerics.product import cell_leak, check_exact, digital_terms
 from ..numerics.quantise import quantize_inputs
-from ..onnx_exec import integer_dtype, narrow_dtype
 from ..passes.boundaries import CHAIN
 from . import conv, exact, reference
 from .fast import mvm
 from .gemm import matmul
-from .vectors import from_vectors, to_vectors
+from .vectors import from_vectors, model_float_type, to_vectors, without_lost
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,8 @@ class Stream:
     # per group, what the digital side adds after the ADC step (numerics.product.digital_terms: the
     # input-sum offset term, the flipped columns' correction), added at Dequantize as the kernels do
     offsets: list | None = None
+    # the vectors that held NaN or an infinity, which no DAC converts: read as zeros, their outputs NaN
+    lost: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -200,14 +202,14 @@ def _dac(sim, layer, v):
     """DAC: each group's vectors quantised (s_x) and cut into the (T, V, K) chunks of its cycles."""
     spec, lead = layer.spec, v.shape[:-2]
     parts, offsets = [], []
+    vectors, lost = without_lost(v.reshape(-1, layer.groups, v.shape[-1]))
     for g in range(layer.groups):
-        x = v.reshape(-1, layer.groups, v.shape[-1])[:, g, :]
-        _finite(layer, x)
+        x = vectors[:, g, :]
         x_q = quantize_inputs(x, layer.input_scale, spec.input_bits, layer.input_signed, layer.input_offset)
         parts.append(input_chunks(x_q, spec, layer.input_signed))
         enc = sim.weights.encoded(layer, g).enc
         offsets.append(digital_terms(x_q, enc, spec, column_layout(enc, spec)))
-    return Stream(lead, parts, offsets if any(o is not None for o in offsets) else None)
+    return Stream(lead, parts, offsets if any(o is not None for o in offsets) else None, lost)
 
 
 def _crossbar_read(sim, layer, s, weight):
@@ -224,7 +226,7 @@ def _crossbar_read(sim, layer, s, weight):
         parts.append(reference.read(chunks, enc.levels if cells is None else cells, spec, layout, noise,
                                     layer.adc_full_scale or None, rng, sim.column_errors(layer, g, enc),
                                     cell_leak(cells, spec, noise)))
-    return Stream(s.lead, parts, s.offsets)
+    return dataclasses.replace(s, parts=parts)
 
 
 def _adc(sim, layer, s):
@@ -236,7 +238,7 @@ def _adc(sim, layer, s):
     for g, r in enumerate(s.parts):
         enc = sim.weights.encoded(layer, g).enc
         parts.append(reference.convert(r, adc, sim.column_errors(layer, g, enc), column_layout(enc, layer.spec)))
-    return Stream(s.lead, parts, s.offsets)
+    return dataclasses.replace(s, parts=parts)
 
 
 def _shift_add(sim, layer, s):
@@ -247,12 +249,12 @@ def _shift_add(sim, layer, s):
         enc = sim.weights.encoded(layer, g).enc
         parts.append(reference.shift_add(reference.unflip(c, enc, layer.spec, column_layout(enc, layer.spec)),
                                          layer.spec, weights))
-    return Stream(s.lead, parts, s.offsets)
+    return dataclasses.replace(s, parts=parts)
 
 
 def _accumulate(sim, layer, s):
     """Accumulate: the row blocks summed."""
-    return Stream(s.lead, [reference.accumulate(p) for p in s.parts], s.offsets)
+    return dataclasses.replace(s, parts=[reference.accumulate(p) for p in s.parts])
 
 
 def _dequantize_step(sim, layer, s):
@@ -265,6 +267,8 @@ def _dequantize_step(sim, layer, s):
         if s.offsets is not None and s.offsets[g] is not None:
             y += s.offsets[g]
         _dequantize(sim, layer, g, y, out[:, g, :])
+    if s.lost is not None:
+        out[s.lost] = np.nan
     return out.reshape(s.lead + out.shape[1:])
 
 
@@ -272,17 +276,6 @@ def _from_vectors(sim, layer, out, bias):
     """FromVectors: the ONNX layout of the outputs, bias added."""
     geo = _geometry(layer, out.shape[:-2])
     return from_vectors(out.reshape((-1,) + out.shape[-2:]), bias, layer.op_type, geo, layer.groups)
-
-
-def model_float_type(x: np.ndarray) -> np.dtype | None:
-    """The float type of a layer's input where it is not float32 (a float16, bfloat16 or float64 model).
-
-    Layers compute in float32; their outputs take the model's type, as the model's own Conv, Gemm or
-    MatMul gives it, so that the digital ops after them see the types the model declares."""
-    t = x.dtype
-    if t == np.float32 or integer_dtype(t) or not (t.kind == "f" or narrow_dtype(t)):
-        return None
-    return t
 
 
 STEPS = {"ToVectors": _to_vectors, "DAC": _dac, "CrossbarRead": _crossbar_read, "ADC": _adc,
@@ -323,9 +316,12 @@ def _run_after(sim, after: tuple, y: np.ndarray, operands) -> np.ndarray:
 
 def _run_chain(sim, layer: AnalogLayer, x: np.ndarray, bias: np.ndarray, geo: ConvGeometry) -> np.ndarray:
     lossless = _exact(sim, layer)
-    if lossless and layer.op_type == "Conv" and x.ndim >= 3:
+    if lossless and layer.op_type == "Conv" and x.ndim >= 3 and (sim.mode == "ideal" or np.isfinite(x).all()):
         return _conv_exact(sim, layer, x, bias, geo)
     v = _vectors(sim, layer, x, geo)
+    lost = None
+    if sim.mode != "ideal":
+        v, lost = without_lost(v)
     out = np.empty((v.shape[0], layer.groups, layer.matrices[0].n_out), np.float32)
     for g in range(layer.groups):
         xg = v[:, g, :]
@@ -344,7 +340,6 @@ def _run_chain(sim, layer: AnalogLayer, x: np.ndarray, bias: np.ndarray, geo: Co
             qf, chunks = _exact_weights(sim, layer, g, _codes(layer, xg, q))
             _dequantize(sim, layer, g, exact.product(q, qf, chunks), out[:, g, :])
             continue
-        _finite(layer, xg)
         spec = layer.spec
         x_q = quantize_inputs(xg, layer.input_scale, spec.input_bits, layer.input_signed, layer.input_offset)
         enc = sim.weights.encoded(layer, g).enc
@@ -352,6 +347,8 @@ def _run_chain(sim, layer: AnalogLayer, x: np.ndarray, bias: np.ndarray, geo: Co
         y_int = mvm(x_q, enc, spec, layer.input_signed, full_scale=layer.adc_full_scale or None,
                     cells=cells, noise=noise, rng=rng, columns=sim.column_errors(layer, g, enc))
         _dequantize(sim, layer, g, y_int, out[:, g, :])
+    if lost is not None:
+        out[lost] = np.nan
     return from_vectors(out, bias, layer.op_type, geo, layer.groups)
 
 

@@ -32,7 +32,8 @@ from ..mapping import AnalogLayer, Mapping, layer_matrix
 from ..numerics.encoding import Encoded, encode_weights
 from ..numerics.noise import NoiseSpec, column_errors, program_cells
 from ..onnx_exec import run_node
-from .chain import STEPS, FusedChain, fuse_chain, fuse_epilogue, model_float_type, run_fused
+from .chain import STEPS, FusedChain, fuse_chain, fuse_epilogue, run_fused
+from .vectors import model_float_type
 
 MODES = ("ideal", "quantized", "noisy")
 

@@ -5,7 +5,9 @@ a layer read (im2col patches for Conv in ``(c, k1, k2, ...)`` order, input
 pixels for ConvTranspose, the last axis for Linear); ``from_vectors`` turns the
 [V, G, N] results back into the ONNX layout (col2im scatter-add for
 ConvTranspose) and adds the bias. The loops run over kernel offsets only
-(at most a few dozen), each one a strided numpy copy.
+(at most a few dozen), each one a strided numpy copy. ``without_lost`` sets
+aside the vectors no DAC can convert (NaN, infinities); ``model_float_type``
+is the type a layer's outputs take back.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import math
 import numpy as np
 
 from ..mapping import ConvGeometry
+from ..onnx_exec import integer_dtype, narrow_dtype
 
 
 def _pad_spatial(x: np.ndarray, pads: list[int]) -> np.ndarray:
@@ -145,3 +148,26 @@ def from_vectors(v: np.ndarray, bias: np.ndarray, op_type: str, geo: ConvGeometr
     out = np.empty(np.broadcast_shapes(y.shape, b.shape), dtype=dtype)
     np.add(y, b, out=out, dtype=np.result_type(y, b), casting="unsafe")    # one pass, as (y + b).astype(dtype)
     return out
+
+
+def without_lost(v: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(vectors [V, G, K] with those holding NaN or an infinity set to 0, which they were, or None): the
+    model itself computes NaN there (a fully masked attention row), so the outputs of those vectors are
+    NaN, as the ideal product's are, and the others are computed as ever."""
+    lost = ~np.isfinite(v).all(axis=(1, 2))
+    if not lost.any():
+        return v, None
+    v = v.copy()
+    v[lost] = 0
+    return v, lost
+
+
+def model_float_type(x: np.ndarray) -> np.dtype | None:
+    """The float type of a layer's input where it is not float32 (a float16, bfloat16 or float64 model).
+
+    Layers compute in float32; their outputs take the model's type, as the model's own Conv, Gemm or
+    MatMul gives it, so that the digital ops after them see the types the model declares."""
+    t = x.dtype
+    if t == np.float32 or integer_dtype(t) or not (t.kind == "f" or narrow_dtype(t)):
+        return None
+    return t
