@@ -6,8 +6,7 @@ import pytest
 
 import models
 from acompile.mapping import AnalogLayer
-from acompile.sim import chain, exact
-from acompile.sim.runtime import Simulator, WeightsFromGraph
+from acompile.sim import exact
 from acompile.target import load_target
 from helpers import compiled, simulate
 from models import _Builder
