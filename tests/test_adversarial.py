@@ -656,7 +656,7 @@ def test_simulate_meets_the_contract(sim_runs, case):
             y = z["output.npy"] if "output.npy" in z.files else z["output"]
         assert y.shape[-1] == 10
         if case.nan_output:
-            assert np.isnan(y).all(), f"{what}: NaN inputs should give NaN outputs in ideal mode"
+            assert np.isnan(y).all(), f"{what}: NaN inputs should give NaN outputs"
         elif x.suffix == ".npy" and np.load(x).size:
             assert np.isfinite(y).all(), f"{what}: finite inputs gave non-finite outputs"
     assert_contract(inspect, frozenset({0, 2}), "", f"inspect {case.id}")
