@@ -109,6 +109,25 @@ def test_nan_the_model_computes_is_met_not_counted_as_error():
     assert math.isnan(compare({"y": np.array([[0.0, 0.0], [1.0, 2.0]])}, ref)["y"]["max_abs_error"])
 
 
+@pytest.mark.parametrize("op", ["LayerNormalization", "SimplifiedLayerNormalization"])
+def test_onnxruntimes_own_onnx_domain_normalisations_pass_the_opset_converter(op):
+    """onnxruntime's transformer optimizer writes LayerNormalization into opset-14 graphs (before ONNX had it)
+    and SimplifiedLayerNormalization at any opset; onnxruntime runs both, and onnx's converter has no adapter
+    for them: they were refused (exit 1) and now keep their meaning through the conversion."""
+    rng = np.random.default_rng(8)
+    nodes = [h.make_node("MatMul", ["x", "W"], ["m"]),
+             h.make_node(op, ["m", "scale"] + (["bias"] if op == "LayerNormalization" else []), ["y"],
+                         axis=-1, epsilon=1e-5)]
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 6)).astype(np.float32), "W"),
+             numpy_helper.from_array(rng.standard_normal(6).astype(np.float32), "scale"),
+             numpy_helper.from_array(rng.standard_normal(6).astype(np.float32), "bias")]
+    graph = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", T.FLOAT, [3, 8])],
+                         [h.make_tensor_value_info("y", T.FLOAT, [3, 6])], inits)
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 14)], ir_version=8)     # no ONNX schema has it
+    _same(model, {"x": rng.standard_normal((3, 8)).astype(np.float32)})
+    assert [layer.op_type for layer in compiled(model).mapping.layers] == ["Linear"]
+
+
 def test_a_model_before_opset_7_is_converted(tmp_path):
     """onnxruntime runs an opset-6 Conv and Sum: converted like any old model, it maps and matches."""
     w = np.random.default_rng(5).normal(size=(2, 1, 3, 3)).astype(np.float32)

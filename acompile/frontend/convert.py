@@ -134,14 +134,36 @@ def _refusal(n, types: dict, model: ModelProto) -> str | None:
     return None
 
 
+# onnxruntime's own operators in the ONNX domain (its transformer optimizer writes them at any opset), which
+# onnx's converter has no adapter for: LayerNormalization before opset 17 is LayerNormalization-17 (the same
+# inputs, outputs and attributes), SimplifiedLayerNormalization is in no opset
+ONNXRUNTIME_ONNX_OPS = {"LayerNormalization", "SimplifiedLayerNormalization"}
+_PASSED_BY = "acompile.onnxruntime_onnx_ops"
+
+
 def _convert_ai_onnx(model: ModelProto) -> ModelProto:
     """onnx's converter to CANONICAL_OPSET, its ai.onnx nodes only: nodes of every other domain are hidden
     from it (it adapts none of them, and on some ai.onnx.ml graphs, a TreeEnsembleRegressor feeding a
-    LabelEncoder, onnx 1.23's converter ends the process with SIGSEGV). ``model`` is left as it was."""
+    LabelEncoder, onnx 1.23's converter ends the process with SIGSEGV), and so are onnxruntime's own
+    ONNX-domain operators. ``model`` is left as it was."""
+    own = [n for n in all_nodes(model.graph) if n.domain in ("", "ai.onnx") and n.op_type in ONNXRUNTIME_ONNX_OPS]
+    for n in own:
+        n.domain = _PASSED_BY
     hide_domains(model, {n.domain for n in all_nodes(model.graph) if n.domain not in ("", "ai.onnx")})
     try:
         converted = convert_version(model, CANONICAL_OPSET)
     finally:
         unhide_domains(model)
+        _restore_onnx_domain(model)
     unhide_domains(converted)
+    _restore_onnx_domain(converted)
     return converted
+
+
+def _restore_onnx_domain(model: ModelProto) -> None:
+    for n in all_nodes(model.graph):
+        if n.domain == _PASSED_BY:
+            n.domain = ""
+    kept = [imp for imp in model.opset_import if imp.domain != _PASSED_BY]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)

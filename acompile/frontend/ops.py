@@ -181,11 +181,12 @@ def _fused_matmul(g: Graph, n: Node) -> float:
 
 
 def _fused_conv(g: Graph, n: Node) -> float:
-    """com.microsoft FusedConv: a Conv (weights (M, C/group, k...)), the sum with Z and the activation."""
-    w = g.static_shape(n.inputs[1])
-    if w is None:
+    """com.microsoft FusedConv and com.microsoft.nchwc Conv: a Conv, the sum with Z and the activation. Each
+    output channel reads its share of the weights, in (M, C/group, k...) or a blocked layout's padded form."""
+    w, y = g.static_shape(n.inputs[1]), g.static_shape(n.outputs[0])
+    if w is None or y is None or len(y) < 2 or not y[1]:
         return math.nan
-    return (2.0 * math.prod(w[1:]) + 4) * _numel(g, n.outputs[0])
+    return (2.0 * math.prod(w) / y[1] + 4) * math.prod(y)
 
 
 def _ms_quantized_lstm(g: Graph, n: Node) -> float:
@@ -244,6 +245,8 @@ _register("FusedGemm", "digital", lambda g, n: _matmul(g, n) + 4 * _numel(g, n.o
           "matrix product (2 ops per MAC) and activation", domain="com.microsoft")
 _register("FusedConv", "digital", _fused_conv, "convolution (2 ops per MAC), sum and activation",
           domain="com.microsoft")
+_register("Conv", "digital", _fused_conv, "convolution in a blocked channel layout (2 ops per MAC), sum and "
+          "activation: onnxruntime's weights reordered for one machine's vectors", domain="com.microsoft.nchwc")
 _register("SkipLayerNormalization SkipSimplifiedLayerNormalization", "digital", per_input(9),
           "residual sum, then layer normalisation", domain="com.microsoft")
 _register("SimplifiedLayerNormalization", "digital", per_input(8), "RMS normalisation (onnxruntime's, in the ONNX "

@@ -3,6 +3,8 @@ saved become the ONNX operators they fuse, so their weights go onto crossbars, a
 onnxruntime's for every activation and parameter they carry."""
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -95,3 +97,21 @@ def test_what_has_no_onnx_form_stays_fused_digital_and_costed():
     (cost,) = c.cost["digital"]
     assert cost["op_type"] == "FusedMatMul" and cost["counts"]["digital_ops"] == (2 * 6 + 1) * 2 * 3 * 5
     _close(model, {"x": RNG.standard_normal(x_shape).astype(np.float32)}, c)
+
+
+def test_a_blocked_layout_convolution_onnxruntime_saved_is_costed_as_its_products(tmp_path):
+    """onnxruntime's highest level saves convolutions in its NCHWc layout for this machine's vectors: they
+    stay digital, and cost the multiply-accumulates of their (reordered) weights, not one op per output."""
+    w = (RNG.standard_normal((16, 16, 3, 3)) * 0.2).astype(np.float32)
+    node = helper.make_node("Conv", ["x", "w"], ["y"], "conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    model = _model([node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 8, 8])], {"w": w})
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = str(tmp_path / "saved.onnx")
+    ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    saved = onnx.load(tmp_path / "saved.onnx")
+    if "com.microsoft.nchwc" not in {n.domain for n in saved.graph.node}:
+        pytest.skip("onnxruntime writes no NCHWc nodes on this CPU")
+    c = compiled(saved)
+    (cost,) = [d for d in c.cost["digital"] if d["op_type"] == "Conv"]
+    assert cost["counts"]["digital_ops"] >= 2 * 16 * 9 * 16 * 64 and "estimated" not in cost
