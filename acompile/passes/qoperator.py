@@ -1,7 +1,8 @@
 """QOperator and dynamic-quantization ops rewritten into the QDQ form acompile maps.
 
-QLinearConv, QLinearMatMul and com.microsoft QGemm become DequantizeLinear -> Conv/MatMul/Gemm
--> QuantizeLinear (the int32 bias dequantized with s_x * s_w), so their integer weights and scales
+QLinearConv, QLinearMatMul and com.microsoft QGemm and QLinearConv (onnxruntime's, on NHWC data when
+channels_last: then between two Transposes) become DequantizeLinear -> Conv/MatMul/Gemm ->
+QuantizeLinear (the int32 bias dequantized with s_x * s_w), so their integer weights and scales
 reach the crossbars as a QDQ model's do. MatMulInteger and ConvInteger (fed by
 DynamicQuantizeLinear, whose scale and zero point change per batch) become a float product of the
 cast integer input x_q with the weights w_q - zp_w, less the zero point's term
@@ -72,7 +73,7 @@ def _qlinear(graph: Graph, node: Node, producer: dict) -> list[Node] | None:
         axis = 0 if node.attrs.get("transB", 0) else 1
     elif node.op_type == "QLinearConv":
         x, sx, zx, w, sw, zw, sy, zy, b = ins[:9]
-        op, attrs, axis = "Conv", dict(node.attrs), 0
+        op, attrs, axis = "Conv", {k: v for k, v in node.attrs.items() if k != "channels_last"}, 0
     else:
         x, sx, zx, w, sw, zw, sy, zy = ins[:8]
         b, op, attrs, axis = "", "MatMul", {}, 1
@@ -82,17 +83,31 @@ def _qlinear(graph: Graph, node: Node, producer: dict) -> list[Node] | None:
     per_channel = np.asarray(_c(graph, sw)).size > 1
     if per_channel and graph.opset < 13:
         return None
+    rank = len(graph.shape(x) or ())
+    last = node.attrs.get("channels_last", 0)      # com.microsoft's QLinearConv on NHWC data
+    if last and rank < 3:
+        return None
     out: list[Node] = []
     xf = _dq(graph, out, x, sx, zx)
+    if last:
+        xf = _transpose(graph, out, xf, [0, rank - 1, *range(1, rank - 1)])
     wf = _dq(graph, out, w, sw, zw, axis if per_channel else None)
     args = [xf, wf] + ([_bias(graph, b, sx, sw)] if b else [])
     y = node.outputs[0]
-    yf = _float(graph, f"{y}_float", y) if sy else y
+    yf = new_value(graph, f"{y}_float", None, np.float32) if sy or last else y
     out.append(Node(name=node.name, op_type=op, inputs=args, outputs=[yf], attrs=attrs, domain="",
                     opset=graph.opset))
+    if last:
+        yf = _transpose(graph, out, yf, [0, *range(2, rank), 1], None if sy else y)
     if sy:
         out.append(new_node(graph, "QuantizeLinear", [yf, sy, zy] if zy else [yf, sy], [y]))
     return out
+
+
+def _transpose(graph: Graph, out: list, x: str, perm: list[int], y: str | None = None) -> str:
+    y = y or new_value(graph, f"{x}_t", None, graph.dtype(x))
+    out.append(new_node(graph, "Transpose", [x], [y], {"perm": perm}))
+    return y
 
 
 def integer_product(graph: Graph, node: Node) -> list[Node] | None:
@@ -227,7 +242,7 @@ def expand_qoperators(graph: Graph) -> list[str]:
     for node in graph.nodes:
         new = None
         if node.op_type in ("QLinearConv", "QLinearMatMul") and node.domain in ("", "ai.onnx") \
-                or node.op_type == "QGemm" and node.domain == MS:
+                or node.op_type in ("QGemm", "QLinearConv") and node.domain == MS:
             new = _qlinear(graph, node, producer)
         elif node.op_type == "MatMulNBits" and node.domain == MS:
             new = _nbits(graph, node)

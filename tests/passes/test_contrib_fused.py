@@ -25,7 +25,7 @@ def _conv(activation, params=None, summed=False):
     inits = {"w": (RNG.standard_normal((4, 3, 3, 3)) * 0.4).astype(np.float32),
              "b": RNG.standard_normal(4).astype(np.float32)}
     inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(X.shape))]
-    attrs = {"activation": activation, "kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
+    attrs = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], **({"activation": activation} if activation else {})}
     if params is not None:
         attrs["activation_params"] = params
     names = ["x", "w", "b"]
@@ -38,7 +38,8 @@ def _conv(activation, params=None, summed=False):
     return _model([node], inputs, inits), feeds
 
 
-CONVS = {"relu": ("Relu", None), "leaky_relu": ("LeakyRelu", [0.2]), "clip": ("Clip", [-0.5, 1.5]),
+CONVS = {"no_activation": (None, None),        # a Conv and the Add after it (a residual projection)
+         "relu": ("Relu", None), "leaky_relu": ("LeakyRelu", [0.2]), "clip": ("Clip", [-0.5, 1.5]),
          "hard_sigmoid": ("HardSigmoid", [0.25, 0.4]), "sigmoid": ("Sigmoid", None), "tanh": ("Tanh", None)}
 
 
@@ -49,7 +50,7 @@ def _close(model, feeds, c):
 
 @pytest.mark.parametrize("case", sorted(CONVS))
 def test_a_fused_conv_maps_with_its_activation_as_onnxruntime_applies_it(case):
-    model, feeds = _conv(*CONVS[case], summed=case == "relu")
+    model, feeds = _conv(*CONVS[case], summed=case in ("relu", "no_activation"))
     c = compiled(model)
     assert [layer.op_type for layer in c.mapping.layers] == ["Conv"]
     assert not [n for n in c.graph.nodes if n.domain == "com.microsoft"]
@@ -115,3 +116,27 @@ def test_a_blocked_layout_convolution_onnxruntime_saved_is_costed_as_its_product
     c = compiled(saved)
     (cost,) = [d for d in c.cost["digital"] if d["op_type"] == "Conv"]
     assert cost["counts"]["digital_ops"] >= 2 * 16 * 9 * 16 * 64 and "estimated" not in cost
+
+
+def test_a_channels_last_qlinearconv_maps_with_the_models_integers():
+    """onnxruntime's highest level saves a quantized CNN's convolutions as com.microsoft QLinearConv on NHWC
+    data (channels_last): the model's integers go onto crossbars between two Transposes, and the outputs are
+    onnxruntime's exactly (uint8 weights: its u8u8 kernels do not saturate)."""
+    w = RNG.integers(100, 156, (4, 3, 3, 3)).astype(np.uint8)
+    inits = {"x_scale": np.float32(0.02), "x_zero": np.uint8(128), "w": w, "w_scale": np.float32(0.01),
+             "w_zero": np.uint8(128), "y_scale": np.float32(0.05), "y_zero": np.uint8(120),
+             "b": RNG.integers(-500, 500, 4).astype(np.int32)}
+    names = ["x", "x_scale", "x_zero", "w", "w_scale", "w_zero", "y_scale", "y_zero", "b"]
+    node = helper.make_node("QLinearConv", names, ["y"], "qconv", domain="com.microsoft", channels_last=1,
+                            kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.UINT8, [2, 6, 6, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.UINT8, None)],
+                              [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
+    imports = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    model = helper.make_model(graph, opset_imports=imports)
+    c = compiled(model)
+    assert [layer.op_type for layer in c.mapping.layers] == ["Conv"] and c.mapping.layers[0].model_quant
+    x = RNG.integers(0, 256, (2, 6, 6, 3)).astype(np.uint8)
+    for mode in ("ideal", "quantized"):
+        (got,), (want,) = simulate(c, {"x": x}, mode=mode), ort_outputs(model, {"x": x})
+        assert got.shape == want.shape and np.array_equal(got, want)
