@@ -94,7 +94,10 @@ def _qlinear(graph: Graph, node: Node, producer: dict) -> list[Node] | None:
     wf = _dq(graph, out, w, sw, zw, axis if per_channel else None)
     args = [xf, wf] + ([_bias(graph, b, sx, sw)] if b else [])
     y = node.outputs[0]
-    yf = new_value(graph, f"{y}_float", None, np.float32) if sy or last else y
+    if last:        # NCHW between the Transposes: its shape is inferred later
+        yf = new_value(graph, f"{y}_float", None, np.float32)
+    else:
+        yf = _float(graph, f"{y}_float", y) if sy else y
     out.append(Node(name=node.name, op_type=op, inputs=args, outputs=[yf], attrs=attrs, domain="",
                     opset=graph.opset))
     if last:
