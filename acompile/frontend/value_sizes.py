@@ -14,7 +14,7 @@ from ..ir import TensorInfo
 from ..limits import Limits, byte_size
 from ..onnx_core import ModelProto, ValueInfoProto, tensor_dtype_to_np_dtype
 
-# the operators onnxruntime refuses to run over an empty spatial axis
+# the operators onnxruntime refuses to run over an empty spatial axis or one shorter than the kernel
 CONVOLUTIONS = {"Conv", "ConvInteger", "QLinearConv", "FusedConv"}
 _LONGER = "give the model a longer input: --input-shape, or data of that length"
 
@@ -43,7 +43,8 @@ def check_value_sizes(model: ModelProto, where: str, limits: Limits) -> None:
     a kernel), no convolution over an empty axis (onnxruntime refuses both)."""
     infos = {vi.name: value_info(vi) for vi in (*model.graph.input, *model.graph.value_info, *model.graph.output)}
     for node in model.graph.node:
-        if node.op_type in CONVOLUTIONS and node.input and node.output:
+        if node.op_type in CONVOLUTIONS and node.input and node.output \
+                and not any(a.name == "channels_last" and a.i for a in node.attribute):    # NCHW data only
             _check_convolution(node, infos, where)
     producer = {o: n for n in model.graph.node for o in n.output if o}
     for vi in (*model.graph.value_info, *model.graph.output):
@@ -75,12 +76,15 @@ def _check_convolution(node, infos: dict, where: str) -> None:
         raise InvalidModelError(f"node {clean(node.name)!r} ({node.op_type}) would convolve an empty axis: "
                                 f"{clean(node.input[0])!r} has size 0 along axis {empty}", where=where, hint=_LONGER)
     attrs = {a.name: (list(a.ints) if a.ints else a.s.decode(errors="replace")) for a in node.attribute}
-    w = infos[node.input[1]].shape if len(node.input) > 1 and node.input[1] in infos else None
+    at = 3 if node.op_type == "QLinearConv" else 1       # the weights
+    w = infos[node.input[at]].shape if len(node.input) > at and node.input[at] in infos else None
     kernel = attrs.get("kernel_shape") or (list(w[2:]) if w else None)
     if not kernel or str(attrs.get("auto_pad", "NOTSET")).startswith("SAME") or len(kernel) != len(x) - 2:
         return
     pads = attrs.get("pads") or [0] * 2 * len(kernel)
     dilations = attrs.get("dilations") or [1] * len(kernel)
+    if len(pads) != 2 * len(kernel) or len(dilations) != len(kernel):
+        return          # the checker's or onnxruntime's to refuse
     for i, (n, k, d) in enumerate(zip(x[2:], kernel, dilations)):
         span = d * (k - 1) + 1 if isinstance(k, int) else None
         if isinstance(n, int) and span is not None and n + pads[i] + pads[i + len(kernel)] < span:

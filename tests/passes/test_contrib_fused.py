@@ -118,25 +118,26 @@ def test_a_blocked_layout_convolution_onnxruntime_saved_is_costed_as_its_product
     assert cost["counts"]["digital_ops"] >= 2 * 16 * 9 * 16 * 64 and "estimated" not in cost
 
 
-def test_a_channels_last_qlinearconv_maps_with_the_models_integers():
+@pytest.mark.parametrize("channels", [3, 1])     # 1: the last axis is shorter than the kernel, channels not space
+def test_a_channels_last_qlinearconv_maps_with_the_models_integers(channels):
     """onnxruntime's highest level saves a quantized CNN's convolutions as com.microsoft QLinearConv on NHWC
     data (channels_last): the model's integers go onto crossbars between two Transposes, and the outputs are
     onnxruntime's exactly (uint8 weights: its u8u8 kernels do not saturate)."""
-    w = RNG.integers(100, 156, (4, 3, 3, 3)).astype(np.uint8)
+    w = RNG.integers(100, 156, (4, channels, 3, 3)).astype(np.uint8)
     inits = {"x_scale": np.float32(0.02), "x_zero": np.uint8(128), "w": w, "w_scale": np.float32(0.01),
              "w_zero": np.uint8(128), "y_scale": np.float32(0.05), "y_zero": np.uint8(120),
              "b": RNG.integers(-500, 500, 4).astype(np.int32)}
     names = ["x", "x_scale", "x_zero", "w", "w_scale", "w_zero", "y_scale", "y_zero", "b"]
     node = helper.make_node("QLinearConv", names, ["y"], "qconv", domain="com.microsoft", channels_last=1,
-                            kernel_shape=[3, 3], pads=[1, 1, 1, 1])
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.UINT8, [2, 6, 6, 3])],
+                            kernel_shape=[3, 3])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.UINT8, [2, 6, 6, channels])],
                               [helper.make_tensor_value_info("y", TensorProto.UINT8, None)],
                               [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
     imports = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
     model = helper.make_model(graph, opset_imports=imports)
     c = compiled(model)
     assert [layer.op_type for layer in c.mapping.layers] == ["Conv"] and c.mapping.layers[0].model_quant
-    x = RNG.integers(0, 256, (2, 6, 6, 3)).astype(np.uint8)
+    x = RNG.integers(0, 256, (2, 6, 6, channels)).astype(np.uint8)
     for mode in ("ideal", "quantized"):
         (got,), (want,) = simulate(c, {"x": x}, mode=mode), ort_outputs(model, {"x": x})
         assert got.shape == want.shape and np.array_equal(got, want)
