@@ -18,12 +18,15 @@ from ..onnx_walk import all_nodes
 
 def spell_out_training_statistics(model: ModelProto, version: int) -> None:
     """Replace, in ``model``'s main graph, each BatchNormalization (opset < 14) whose training statistics are
-    outputs nothing reads by the operators computing its output; one whose input rank is unknown stays."""
+    outputs nothing reads by the operators computing its output; one whose input rank is unknown stays, and
+    so does one that says it is in test mode (``is_test``, before opset 7) or normalises per activation
+    (``spatial`` = 0, before opset 9)."""
     if version >= 14:
         return
     read = {x for n in all_nodes(model.graph) for x in n.input} | {o.name for o in model.graph.output}
     found = {i for i, n in enumerate(model.graph.node) if n.op_type == "BatchNormalization"
-             and n.domain in ("", "ai.onnx") and len(n.output) > 1 and not read & set(n.output[1:])}
+             and n.domain in ("", "ai.onnx") and len(n.output) > 1 and not read & set(n.output[1:])
+             and not any(a.name == "is_test" and a.i or a.name == "spatial" and not a.i for a in n.attribute)}
     if not found:
         return
     ranks = _ranks(model)
@@ -55,8 +58,8 @@ def _batch_statistics(model: ModelProto, n, rank: int) -> list:
     y = n.output[0]
     eps = next((a.f for a in n.attribute if a.name == "epsilon"), 1e-5)
     axes = [0, *range(2, rank)]
-    v = {k: f"{y}/batch_{k}" for k in ("mean", "centred", "square", "var", "shifted", "std", "normal",
-                                        "shape", "scale", "bias", "scaled", "eps")}
+    parts = ("mean", "centred", "square", "var", "shifted", "std", "normal", "shape", "scale", "bias", "scaled", "eps")
+    v = {k: f"{y}/batch_{k}" for k in parts}
     constants = [from_array(np.asarray([1, -1] + [1] * (rank - 2), np.int64), v["shape"]),
                  from_array(np.asarray(eps, np.float32), v["eps"])]
     model.graph.initializer.extend(constants)
