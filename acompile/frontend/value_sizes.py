@@ -58,8 +58,8 @@ def check_value_sizes(model: ModelProto, where: str, limits: Limits) -> None:
             raise InvalidModelError(f"node {clean(node.name)!r} ({node.op_type}) would give {clean(vi.name)!r} a "
                                     f"size of {info.shape[negative]} along axis {negative}: its input is too short",
                                     where=where, hint=_LONGER)
-        if math.prod(dims) * info.dtype.itemsize > limits.max_tensor_bytes:
-            n = math.prod(dims)
+        n = math.prod(dims)
+        if n * info.dtype.itemsize > limits.max_tensor_bytes:
             raise LimitError(f"tensor {clean(vi.name)!r} would take {byte_size(n * info.dtype.itemsize)}; "
                              f"the limit is {byte_size(limits.max_tensor_bytes)}", where=where,
                              hint="set ACOMPILE_MAX_TENSOR_MB to raise it")

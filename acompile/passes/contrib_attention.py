@@ -23,7 +23,7 @@ import numpy as np
 from ..frontend.ops import attention_widths
 from ..ir import Graph, Node
 from ._rewrite import kept_meta, new_node, new_value
-from .qoperator import integer_product
+from .qoperator import scaled_integer_product
 from .quantized_layers import record_integer_layer
 from .base import CompileState, compile_pass
 
@@ -77,22 +77,14 @@ def _split_quantized(graph: Graph, node: Node) -> list[Node] | None:
     sizes = splittable(graph, node, mask)
     if sizes is None or graph.constants[w].dtype.kind not in "iu" or (zw and not graph.is_constant(zw)):
         return None
-    batch, seq = graph.shape(x)[:2]
-    acc = new_value(graph, f"{node.name}_acc", (batch, seq, sum(sizes)), np.int32)
-    operands = [x, w, zx, zw]
-    while not operands[-1]:
-        operands.pop()
-    integer = integer_product(graph, Node(graph.unique_name(f"{node.name}_product"), "MatMulInteger", operands,
-                                          [acc], {}, "", graph.opset))
-    if integer is None:
+    shape = (*graph.shape(x)[:2], sum(sizes))
+    qkv = new_value(graph, f"{node.name}_qkv", shape, np.float32)
+    found = scaled_integer_product(graph, node.name, [x, w, zx, zw], sx, sw, qkv, shape)
+    if found is None:
         return None
-    producer = {o: n for n in integer for o in n.outputs}
-    record_integer_layer(graph, next(n for n in integer if n.op_type == "MatMul"), producer)
-    accf, qkv = (new_value(graph, f"{node.name}_{p}", graph.shape(acc), np.float32) for p in ("acc_float", "qkv"))
-    scale = new_value(graph, f"{node.name}_scale", graph.shape(sw), np.float32)
-    scaled = [new_node(graph, "Cast", [acc], [accf], {"to": 1}), new_node(graph, "Mul", [sx, sw], [scale]),
-              new_node(graph, "Mul", [accf, scale], [qkv])]
-    return [*integer, *scaled, *attention_of(graph, node, qkv, sizes, bias, mask, "", past)]
+    nodes, product = found
+    record_integer_layer(graph, product, {o: n for n in nodes for o in n.outputs})
+    return [*nodes, *attention_of(graph, node, qkv, sizes, bias, mask, "", past)]
 
 
 def splittable(graph: Graph, node: Node, mask: str, past_length: str = "") -> list[int] | None:

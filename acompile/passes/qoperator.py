@@ -164,22 +164,36 @@ def _to_float(graph: Graph, node: Node) -> tuple[list[Node], str] | None:
         if not (graph.is_constant(b) and (not zb or graph.is_constant(zb))):
             return None
         nodes = []
-    acc = new_value(graph, f"{node.name}_acc", None, np.int32)
-    operands = [aq, b, za, zb]
-    while not operands[-1]:
-        operands.pop()
-    product = Node(graph.unique_name(f"{node.name}_product"), "MatMulInteger", operands, [acc], {}, "", graph.opset)
-    integer = integer_product(graph, product)
-    if integer is None:
-        return None
     y = node.outputs[0]
-    accf, scaled = _float(graph, f"{node.name}_acc_float", y), _float(graph, f"{node.name}_scaled", y) if bias else y
-    scale = new_value(graph, f"{node.name}_scale", graph.shape(sb), np.float32)
-    nodes += [*integer, new_node(graph, "Cast", [acc], [accf], {"to": FLOAT}),
-              new_node(graph, "Mul", [sa, sb], [scale]), new_node(graph, "Mul", [accf, scale], [scaled])]
+    scaled = _float(graph, f"{node.name}_scaled", y) if bias else y
+    found = scaled_integer_product(graph, node.name, [aq, b, za, zb], sa, sb, scaled, graph.shape(y))
+    if found is None:
+        return None
+    nodes += found[0]
     if bias:
         nodes.append(new_node(graph, "Add", [scaled, bias], [y]))
-    return nodes, product.name
+    return nodes, found[1].name
+
+
+def scaled_integer_product(graph: Graph, name: str, operands: list[str], sa: str, sb: str, y: str, shape
+                           ) -> tuple[list[Node], Node] | None:
+    """The nodes computing ``y`` = MatMulInteger(a_q, b, za, zb) · s_a · s_b (``operands`` a_q, b, za, zb,
+    a zero point "" where there is none; ``shape`` y's), the product rewritten by :func:`integer_product`;
+    with the MatMul that product became (its node takes the scales the model's integers need). None when
+    the weights b are not a constant."""
+    operands = list(operands)
+    while not operands[-1]:
+        operands.pop()
+    acc = new_value(graph, f"{name}_acc", shape, np.int32)
+    integer = integer_product(graph, Node(graph.unique_name(f"{name}_product"), "MatMulInteger", operands, [acc],
+                                          {}, "", graph.opset))
+    if integer is None:
+        return None
+    accf = new_value(graph, f"{name}_acc_float", shape, np.float32)
+    scale = new_value(graph, f"{name}_scale", graph.shape(sb), np.float32)
+    nodes = [*integer, new_node(graph, "Cast", [acc], [accf], {"to": FLOAT}), new_node(graph, "Mul", [sa, sb], [scale]),
+             new_node(graph, "Mul", [accf, scale], [y])]
+    return nodes, next(n for n in integer if n.op_type == "MatMul")
 
 
 def _zero_point_term(graph: Graph, node: Node, wv: np.ndarray, attrs: dict, conv: bool):

@@ -2,10 +2,11 @@
 frame length and step it is a strided Conv1d whose kernels are the window times the DFT's cosines and
 (negated) sines, one kernel per frequency and part, so speech front ends run on crossbars.
 
-STFT(signal [B, T, 1], or [B, T] as onnxruntime also takes it) becomes Reshape -> [B, 1, T], Conv (2·bins kernels of the frame length, stride the
-step) -> [B, 2·bins, frames], Reshape -> [B, 2, bins, frames], Transpose -> [B, frames, bins, 2]: the real
-parts, then the imaginary ones, as STFT lays them out. The basis is computed in float64 and rounded once.
-Left as it is: a complex signal, a window, length or step computed at run time, a signal of unknown length.
+STFT(signal [B, T, 1], or [B, T] as onnxruntime also takes it) becomes Reshape -> [B, 1, T], Conv
+(2·bins kernels of the frame length, stride the step) -> [B, 2·bins, frames], Reshape -> [B, 2, bins,
+frames], Transpose -> [B, frames, bins, 2]: the real parts, then the imaginary ones, as STFT lays them
+out. The basis is computed in float64 and rounded once. Left as it is: a complex signal, a window,
+length or step computed at run time, a signal of unknown length.
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ def _as_conv(graph: Graph, node: Node) -> list[Node] | None:
     shape, dtype = graph.static_shape(signal), graph.dtype(signal)
     step, length = _scalar(graph, step_name), _scalar(graph, length_name)
     window = graph.constants.get(window_name) if window_name else None
-    if shape is None or len(shape) not in (2, 3) or shape[2:] not in ((), (1,)) or dtype is None or np.dtype(dtype).kind != "f" \
-            or step is None or step < 1 or (window_name and window is None):
+    real = shape is not None and len(shape) in (2, 3) and shape[2:] in ((), (1,))
+    if not real or dtype is None or np.dtype(dtype).kind != "f" or step is None or step < 1 \
+            or (window_name and window is None):
         return None
     length = length if length is not None else (window.size if window is not None else None)
     if length is None or length < 1 or length > shape[1] or (window is not None and window.size != length):

@@ -164,12 +164,6 @@ def _vectors(sim, layer: AnalogLayer, x: np.ndarray, geo: ConvGeometry) -> np.nd
     return v
 
 
-def _finite(layer: AnalogLayer, x: np.ndarray) -> None:
-    if not np.isfinite(x).all():
-        raise InvalidDataError(f"a NaN or infinite value reaches analog layer {clean(layer.name)!r}; "
-                               "the DAC cannot convert it", hint="check the inputs, or use --mode ideal")
-
-
 def offset_term(layer: AnalogLayer, enc) -> np.ndarray:
     """input_offset * sum_k q_w[n, k]: what streaming a quantized model's codes as x_q - q_min rather
     than x_q - zero point adds to each output (docs/analog.md, Quantized models), exact in float64."""
@@ -361,13 +355,10 @@ def _exact(sim, layer: AnalogLayer) -> bool:
 
 
 def _codes(layer: AnalogLayer, x: np.ndarray, out: np.ndarray) -> int:
-    """x quantised as the DAC sees it, into ``out`` as float32 codes; returns max |code|."""
-    try:
-        return exact.codes(x, out, layer.input_scale, layer.spec.input_bits, layer.input_signed,
-                           layer.input_offset)
-    except InvalidDataError:
-        _finite(layer, x)               # the layer's own message for a NaN or an infinity
-        raise
+    """x quantised as the DAC sees it, into ``out`` as float32 codes; returns max |code|. x is finite: the
+    vectors holding NaN or an infinity were set aside (``without_lost``), a Conv's input with one takes the
+    vector path."""
+    return exact.codes(x, out, layer.input_scale, layer.spec.input_bits, layer.input_signed, layer.input_offset)
 
 
 def _exact_weights(sim, layer: AnalogLayer, group: int, xmax: int):
