@@ -229,12 +229,24 @@ def dequantize_linear(x, scale, zero_point=None, axis: int = 1, block_size: int 
     scale's type."""
     x, scale = np.asarray(x), np.asarray(scale)
     out = np.dtype(output_dtype) if output_dtype is not None else scale.dtype
-    diff = _as_numbers(x)
-    if zero_point is not None:
-        diff = diff - _broadcast(_as_numbers(zero_point), x, axis, block_size)
     work = np.float32 if out.itemsize <= 4 else np.float64
-    y = diff.astype(work) * _broadcast(scale.astype(work), x, axis, block_size)
-    return y.astype(out)
+    scale = _broadcast(scale.astype(work), x, axis, block_size)
+    if integer_dtype(x.dtype) and x.dtype.itemsize <= 2:
+        # integers of 16 bits or fewer, and their differences, are exact in float32: no wider copy; without a
+        # zero point, one pass that converts as it multiplies
+        zero = None if zero_point is None else _broadcast(np.asarray(zero_point).astype(work), x, axis, block_size)
+        if narrow_dtype(x.dtype):
+            x = x.astype(work)
+        if zero is None or not zero.any():
+            return np.multiply(x, scale, dtype=work).astype(out, copy=False)
+        diff = np.subtract(x, zero, dtype=work)
+    else:
+        diff = _as_numbers(x)
+        if zero_point is not None:
+            diff = diff - _broadcast(_as_numbers(zero_point), x, axis, block_size)
+        diff = diff.astype(work)
+    diff *= scale
+    return diff.astype(out, copy=False)
 
 
 def quantize_linear(x, scale, zero_point=None, axis: int = 1, block_size: int = 0, output_dtype=None,

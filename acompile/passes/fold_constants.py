@@ -1,6 +1,6 @@
 """Constant folding: a node whose inputs are all constants becomes the constant it computes
-(numpy for the weight-shaping ops, else onnxruntime), so weights built by Constant, Reshape,
-Transpose, Cast, ... reach the analog layers as initializers. The byte budget
+(numpy for the weight-shaping ops and a quantized model's DequantizeLinear, else onnxruntime), so
+weights built by Constant, Reshape, Transpose, Cast, ... reach the analog layers as initializers. The byte budget
 (``options.limits``) is checked *before* each evaluation: folding never allocates without limit.
 """
 
@@ -12,7 +12,7 @@ from ..errors import InvalidModelError, LimitError
 from ..frontend.ops import NON_DETERMINISTIC, SHAPED_BY_VALUES
 from ..ir import Graph, Node, Subgraph, TensorInfo
 from ..limits import Limits
-from ..onnx_exec import run_node
+from ..onnx_exec import QUANTIZE_DOMAINS, dequantize_linear, run_node
 from .base import CompileState, compile_pass
 from .batch_values import at_next_batch, follows_batch, value_of
 from .output_shapes import SIZE_FROM_VALUES, SMALL_INPUT_BYTES, inferred_output, probed_output
@@ -78,7 +78,33 @@ def _fold_numpy(node: Node, args: list, limits: Limits) -> list[np.ndarray] | No
     if op == "Transpose":
         perm = a.get("perm")
         return [np.ascontiguousarray(np.transpose(args[0], perm))]
+    if op == "DequantizeLinear" and node.domain in QUANTIZE_DOMAINS:
+        return _dequantized(node, args)
     return None
+
+
+# (x - zero point) · scale computed as onnxruntime does (an exact integer difference, one rounding in the
+# scale's type): a quantized model's weights fold without importing onnxruntime
+_DEQUANTIZED = {np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.uint16, np.int32)}
+_SCALES = {np.dtype(np.float32), np.dtype(np.float16)}
+
+
+def _dequantized(node: Node, args: list) -> list[np.ndarray] | None:
+    """A DequantizeLinear of numpy integers by float32 or float16 scales, in numpy; None for the other
+    forms and for inputs that do not fit together (onnxruntime then says why)."""
+    x, scale = np.asarray(args[0]), np.asarray(args[1])
+    zero = args[2] if len(args) > 2 else None
+    if x.dtype not in _DEQUANTIZED or scale.dtype not in _SCALES or node.attrs.get("output_dtype") \
+            or zero is not None and np.asarray(zero).dtype != x.dtype or len(args) > 3:
+        return None
+    axis, block = int(node.attrs.get("axis", 1)), int(node.attrs.get("block_size", 0))
+    per_tensor = scale.size == 1 and scale.ndim <= 1      # the axis is not read
+    if not (per_tensor or -x.ndim <= axis < x.ndim) or block < 0:
+        return None
+    try:
+        return [dequantize_linear(x, scale, zero, axis, block)]
+    except ValueError:
+        return None
 
 
 @compile_pass(provides={"folded"})

@@ -1,10 +1,11 @@
 """fold_constants: weight sub-graphs and static Shape computations become constants, within a budget."""
 
 import numpy as np
+import onnx
 import pytest
-from onnx import helper
+from onnx import helper, numpy_helper
 
-from acompile.errors import LimitError
+from acompile.errors import InvalidModelError, LimitError
 from acompile.frontend.load import load_model_proto
 from acompile.limits import Limits
 from acompile.passes.fold_constants import fold_constants
@@ -73,3 +74,69 @@ def test_a_chain_of_computed_reshape_targets_folds_in_one_pass(monkeypatch):
     reshapes = [n for n in state.graph.nodes if n.op_type == "Reshape"]
     assert len(reshapes) == links and all(state.graph.is_constant(n.inputs[1]) for n in reshapes)
     assert all(state.graph.static_shape(n.outputs[0]) == (2, 12) for n in reshapes)
+
+
+def _dequantize_model(x, scale, zero, attrs: dict, opset: int) -> onnx.ModelProto:
+    """y = DequantizeLinear(x, scale[, zero]) + an input of y's shape, every operand a constant."""
+    names = ["q", "s"] + (["z"] if zero is not None else [])
+    values = {"q": x, "s": scale, **({"z": zero} if zero is not None else {})}
+    out_type = helper.np_dtype_to_tensor_dtype(scale.dtype)
+    graph = helper.make_graph(
+        [helper.make_node("DequantizeLinear", names, ["w"], **attrs), helper.make_node("Add", ["w", "a"], ["y"])],
+        "dq", [helper.make_tensor_value_info("a", out_type, list(x.shape))],
+        [helper.make_tensor_value_info("y", out_type, list(x.shape))],
+        [numpy_helper.from_array(v, n) for n, v in values.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=10)
+
+
+@pytest.mark.parametrize("dtype,axis,block,zero,scale_type,opset", [
+    (np.int8, 0, 0, "zeros", np.float32, 13), (np.int8, 1, 0, None, np.float32, 13),
+    (np.uint8, 1, 0, "random", np.float32, 13), (np.uint8, 0, 0, "random", np.float16, 19),
+    (np.int8, -1, 0, "random", np.float32, 13), (np.int16, 0, 0, "random", np.float32, 21),
+    (np.uint16, 1, 0, None, np.float32, 21), (np.int32, 0, 0, "zeros", np.float32, 13),
+    (np.int32, -1, 0, None, np.float32, 13), (np.int8, 1, 4, "random", np.float32, 21),
+    (np.uint8, None, 0, "random", np.float32, 13)])
+def test_dequantized_weights_fold_in_numpy_as_onnxruntime_computes_them(dtype, axis, block, zero, scale_type, opset,
+                                                                         monkeypatch):
+    """A quantized model's constant DequantizeLinear (every integer type of 16 bits or fewer, int32 biases;
+    per tensor, per axis, blocked; with or without a zero point) folds without onnxruntime, to its bits."""
+    import onnxruntime as ort
+    import acompile.passes.fold_constants as fc
+
+    rng = np.random.default_rng(7)
+    info = np.iinfo(dtype)
+    bound = 1 << 20 if zero == "random" else 1 << 31     # a difference of int32s must not overflow
+    lo, hi = max(info.min, -bound), min(info.max, bound - 1)
+    # per tensor: the default axis 1 is not read (a 1-D bias has none)
+    x = rng.integers(lo, hi, size=(6, 8, 3) if axis is not None else (10,), endpoint=True).astype(dtype)
+    if axis is None:
+        shape = []
+    elif block:
+        shape = list(x.shape)
+        shape[axis] = -(-shape[axis] // block)
+    else:
+        shape = [x.shape[axis]]
+    scale = (rng.random(shape) * 0.02 + 1e-3).astype(scale_type)
+    zeros = None if zero is None else np.zeros(shape, dtype) if zero == "zeros" else \
+        rng.integers(lo // 2, hi // 2, size=shape).astype(dtype)
+    attrs = {} if axis is None else {"axis": axis, **({"block_size": block} if block else {})}
+    model = _dequantize_model(x, scale, zeros, attrs, opset)
+    a = np.zeros(x.shape, scale_type)
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"a": a})[0]
+
+    def refused(*args, **kwargs):
+        raise AssertionError("folded through onnxruntime")
+
+    monkeypatch.setattr(fc, "run_node", refused)
+    state = run(state_of(load_model_proto(model)), fold_constants)
+    (node,) = state.graph.nodes
+    folded = state.graph.constants[node.inputs[0]]
+    assert folded.dtype == want.dtype
+    np.testing.assert_array_equal(folded, want)
+
+
+def test_a_dequantize_whose_scale_does_not_fit_is_still_refused_as_onnxruntime_says():
+    x = np.ones((4, 3), np.int8)
+    model = _dequantize_model(x, np.ones(5, np.float32), None, {"axis": 0}, 13)
+    with pytest.raises(InvalidModelError, match="DequantizeLinear cannot be evaluated"):
+        run(state_of(load_model_proto(model)), fold_constants)
