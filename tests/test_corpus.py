@@ -3,7 +3,8 @@
 For every corpus model: never exit 2 or 3 (onnxruntime runs all of them); when ``check`` says
 compatible, ``compile`` and ``run`` succeed and the ideal simulation matches onnxruntime (max error
 <= 1e-3 of the output's magnitude); when it says incompatible, ``compile`` exits 1 with reasons.
-``MAPS`` pins which models map today, so a regression in either direction shows.
+``MAPS`` pins which models map today, so a regression in either direction shows; the crossbar counts
+and analog shares docs/models.md gives are what ``check`` says, so the tables cannot drift.
 
 The exporter-made models run by default (under a second each once made; the torch and skl2onnx
 ones skip when those packages are missing), except the opset-18 torch exports (the dynamo exporter
@@ -15,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -52,6 +55,25 @@ TOLERANCE = 1e-3
 FLOAT16_TOLERANCE = {"slovorez": 4e-3}
 
 
+def _documented() -> dict[str, tuple[int, float | None]]:
+    """name -> (crossbars, analog share in % or None) as docs/models.md's tables state them: a row of one
+    model with its share, or a row of several (``a, b``) with one crossbar count each."""
+    found = {}
+    for line in (Path(__file__).resolve().parents[1] / "docs" / "models.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 4 or not re.fullmatch(r"[\d, ]+", cells[-2] if "%" not in cells[-2] else cells[-3]):
+            continue
+        names = [n.split()[0] for n in cells[0].split(", ")]
+        if "%" in cells[-2]:
+            found[names[0]] = (int(cells[-3].replace(",", "")), float(cells[-2].rstrip("%")))
+        elif "/" not in cells[0] and len(names) == len(cells[-2].split(", ")):
+            found.update((n, (int(c), None)) for n, c in zip(names, cells[-2].split(", ")))
+    return found
+
+
+DOCUMENTED = _documented()
+
+
 def _cli(*argv: str) -> tuple[int, str]:
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
@@ -80,6 +102,13 @@ def test_check_compile_run_agree(name, tmp_path):
     code, out = _cli("check", model, "--target", "isaac", "--format", "json", *flags)
     assert code in (0, 1), f"check exit {code}"
     verdict = json.loads(out)["results"][0]["verdict"]
+    if name in DOCUMENTED:      # what docs/models.md says of it is what check says
+        figures = json.loads(out)["results"][0]["figures"]
+        crossbars, share = DOCUMENTED[name]
+        assert figures["crossbars"] == crossbars, f"docs/models.md: {crossbars} crossbars, check: {figures['crossbars']}"
+        if share is not None:
+            assert round(100 * figures["analog_mac_fraction"], 1) == share, \
+                f"docs/models.md: {share}% analog, check: {100 * figures['analog_mac_fraction']:.1f}%"
     code_c, _ = _cli("compile", model, "--target", "isaac", "-q", "-o", str(tmp_path / "out"),
                      "--emit", "program,device", *flags)
     if code == 1:
