@@ -59,7 +59,7 @@ def _documented() -> dict[str, tuple[int, float | None]]:
     """name -> (crossbars, analog share in % or None) as docs/models.md's tables state them: a row of one
     model with its share, or a row of several (``a, b``) with one crossbar count each."""
     found = {}
-    for line in (Path(__file__).resolve().parents[1] / "docs" / "models.md").read_text().splitlines():
+    for line in (Path(__file__).resolve().parents[1] / "docs" / "models.md").read_text(encoding="utf-8").splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) < 4 or not re.fullmatch(r"[\d, ]+", cells[-2] if "%" not in cells[-2] else cells[-3]):
             continue
