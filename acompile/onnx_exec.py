@@ -413,5 +413,6 @@ def run_node(op_type: str, attrs: dict[str, Any], inputs: Sequence[np.ndarray | 
         interrupt = interruption(e)
         if interrupt is not None:     # Ctrl-C/SIGTERM during onnxruntime's first import: not the model's fault
             raise interrupt
-        raise InvalidModelError(f"{op_type} cannot be evaluated: {clean(str(e).splitlines()[0] if str(e) else type(e).__name__, 300)}",
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InvalidModelError(f"{op_type} cannot be evaluated: {clean(why, 300)}",
                                 where=where or None)

@@ -241,7 +241,8 @@ _register("GroupQueryAttention", "digital", _ms_grouped, "Q K^T, softmax, weight
 _register("FusedMatMul", "digital", _fused_matmul, "matrix product (2 ops per MAC) and its scale",
           domain="com.microsoft")
 _register("DynamicQuantizeMatMul MatMulIntegerToFloat", "digital",
-          lambda g, n: _matmul(g, n) + 2 * _numel(g, n.outputs[0]), "integer matrix product (2 ops per MAC), scale and bias", domain="com.microsoft")
+          lambda g, n: _matmul(g, n) + 2 * _numel(g, n.outputs[0]),
+          "integer matrix product (2 ops per MAC), scale and bias", domain="com.microsoft")
 _register("DynamicQuantizeLSTM", "digital", _ms_quantized_lstm, "LSTM on 8-bit weights: its products (2 ops per "
           "MAC) and gates, every step", domain="com.microsoft")
 _register("FusedGemm", "digital", lambda g, n: _matmul(g, n) + 4 * _numel(g, n.outputs[0]),
