@@ -101,6 +101,9 @@ def _dequantized(node: Node, args: list) -> list[np.ndarray] | None:
     per_tensor = scale.size == 1 and scale.ndim <= 1      # the axis is not read
     if not (per_tensor or -x.ndim <= axis < x.ndim) or block < 0:
         return None
+    if zero is not None and not (np.size(zero) == 1 and np.ndim(zero) <= 1 if per_tensor
+                                 else np.shape(zero) == scale.shape):
+        return None         # a zero point of another shape than its scales': onnxruntime refuses it
     try:
         return [dequantize_linear(x, scale, zero, axis, block)]
     except ValueError:

@@ -135,8 +135,10 @@ def test_dequantized_weights_fold_in_numpy_as_onnxruntime_computes_them(dtype, a
     np.testing.assert_array_equal(folded, want)
 
 
-def test_a_dequantize_whose_scale_does_not_fit_is_still_refused_as_onnxruntime_says():
+@pytest.mark.parametrize("scale,zero", [(np.ones(5, np.float32), None),          # 5 scales for 4 rows
+                                        (np.ones(4, np.float32), np.array(1, np.int8))])   # one zero point for 4
+def test_a_dequantize_whose_scale_does_not_fit_is_still_refused_as_onnxruntime_says(scale, zero):
     x = np.ones((4, 3), np.int8)
-    model = _dequantize_model(x, np.ones(5, np.float32), None, {"axis": 0}, 13)
+    model = _dequantize_model(x, scale, zero, {"axis": 0}, 13)
     with pytest.raises(InvalidModelError, match="DequantizeLinear cannot be evaluated"):
         run(state_of(load_model_proto(model)), fold_constants)
