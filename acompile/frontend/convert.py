@@ -5,8 +5,8 @@ right and what it refuses named."""
 from __future__ import annotations
 
 from ..errors import InvalidModelError, UnsupportedError, clean, first_line
-from ..onnx_core import (IR_VERSION, ModelProto, TensorProto, convert_version, make_attribute,
-                         make_empty_tensor_value_info, make_graph, make_model, make_tensor_value_info,
+from ..onnx_core import (IR_VERSION, GraphProto, ModelProto, TensorProto, convert_version, make_attribute,
+                         make_empty_tensor_value_info, make_graph, make_model, make_node, make_tensor_value_info,
                          opset_version)
 from ..onnx_walk import all_nodes, hide_domains, unhide_domains
 from .training_norm import spell_out_training_statistics
@@ -44,7 +44,8 @@ def convert(model: ModelProto, version: int, where: str) -> ModelProto:
     """The model at CANONICAL_OPSET, by onnx's version converter, with what it gets wrong put right:
     an IR 3 model's initializers are declared as inputs first (the converter wants them so), and an
     Upsample or Resize-10 keeps its asymmetric coordinates (the converter's Resize takes half_pixel,
-    the new default). A node the converter refuses is named: exit 1."""
+    the new default), Pad-2's value attribute goes, and a Hardmax before opset 13 keeps its meaning
+    (:func:`_hardmax_as_written`). A node the converter refuses is named: exit 1."""
     if model.ir_version < 4:
         declared = {i.name for i in model.graph.input}
         model.graph.input.extend(make_tensor_value_info(t.name, t.data_type, list(t.dims))
@@ -66,6 +67,8 @@ def convert(model: ModelProto, version: int, where: str) -> ModelProto:
             kept = [a for a in n.attribute if a.name != "value"]
             del n.attribute[:]
             n.attribute.extend(kept)
+    if version < 13:
+        _hardmax_as_written(converted.graph)
     for n in converted.graph.node:
         if n.op_type == "Resize" and n.output and n.output[0] in legacy \
                 and not any(a.name == "coordinate_transformation_mode" for a in n.attribute):
@@ -74,6 +77,30 @@ def convert(model: ModelProto, version: int, where: str) -> ModelProto:
             if mode == b"nearest" and not any(a.name == "nearest_mode" for a in n.attribute):
                 n.attribute.append(make_attribute("nearest_mode", "floor"))
     return converted
+
+
+def _hardmax_as_written(graph: GraphProto) -> None:
+    """Hardmax before opset 13 takes the input as a matrix, the axes before ``axis`` (default 1) its rows and
+    the others its columns; onnx's converter keeps ``axis`` as the single axis Hardmax-13 reduces over (it
+    adapts Softmax and LogSoftmax, not Hardmax). Written out as that matrix: Flatten at ``axis``, Hardmax
+    over its columns, Reshape to the input's shape. In sub-graphs too."""
+    nodes = []
+    for n in graph.node:
+        for a in n.attribute:
+            for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                _hardmax_as_written(g)
+        if n.op_type != "Hardmax" or n.domain not in ("", "ai.onnx"):
+            nodes.append(n)
+            continue
+        axis = next((a.i for a in n.attribute if a.name == "axis"), 1)
+        x, y = n.input[0], n.output[0]
+        rows, shape, columns = (f"{y}/acompile_hardmax_{part}" for part in ("rows", "shape", "columns"))
+        nodes += [make_node("Flatten", [x], [rows], name=rows, axis=axis),
+                  make_node("Hardmax", [rows], [columns], name=n.name or columns, axis=1),
+                  make_node("Shape", [x], [shape], name=shape),
+                  make_node("Reshape", [columns, shape], [y], name=f"{y}/acompile_hardmax")]
+    del graph.node[:]
+    graph.node.extend(nodes)
 
 
 def _refuse_unconvertible(model: ModelProto, version: int, where: str) -> None:
