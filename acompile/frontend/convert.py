@@ -84,11 +84,14 @@ def _hardmax_as_written(graph: GraphProto) -> None:
     the others its columns; onnx's converter keeps ``axis`` as the single axis Hardmax-13 reduces over (it
     adapts Softmax and LogSoftmax, not Hardmax). Written out as that matrix: Flatten at ``axis``, Hardmax
     over its columns, Reshape to the input's shape. In sub-graphs too."""
-    nodes = []
     for n in graph.node:
         for a in n.attribute:
             for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
                 _hardmax_as_written(g)
+    if not any(n.op_type == "Hardmax" and n.domain in ("", "ai.onnx") for n in graph.node):
+        return      # the graph's nodes are copied only when one changes (a Constant may hold megabytes)
+    nodes = []
+    for n in graph.node:
         if n.op_type != "Hardmax" or n.domain not in ("", "ai.onnx"):
             nodes.append(n)
             continue
