@@ -279,3 +279,25 @@ def test_an_internal_error_names_a_dependency_acompile_does_not_accept(tmp_path,
     monkeypatch.setattr(requirements.metadata, "version", missing)
     assert main(args) == 3
     assert "onnx is not installed, numpy is not installed" in capsys.readouterr().err
+
+
+def test_a_model_without_inputs_runs_without_input_data(tmp_path, capsys):
+    """A model whose values are all constants (onnxruntime runs it with no feeds) needs no --input; a model
+    with inputs still does, and the error names them."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    w = np.random.default_rng(3).standard_normal((4, 6)).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("Constant", [], ["x"], value=numpy_helper.from_array(w.T.copy())),
+                               helper.make_node("MatMul", ["x", "w"], ["y"])], "constants", [],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [6, 6])],
+                              [numpy_helper.from_array(w, "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "c.onnx"))
+    assert main(["run", str(tmp_path / "c.onnx"), "-t", "isaac", "--format", "json"]) == 0
+    (cmp,) = json.loads(capsys.readouterr().out)["comparison"].values()
+    assert cmp["relative_error"] < 1e-6
+    assert main(["compile", str(tmp_path / "c.onnx"), "-t", "isaac", "-q", "-o", str(tmp_path / "out")]) == 0
+    assert main(["simulate", str(tmp_path / "out"), "--compare", str(tmp_path / "c.onnx"), "-q"]) == 0
+    capsys.readouterr()
+    assert main(["run", str(SAMPLES / "mlp.onnx"), "-t", "isaac"]) == 2
+    err = capsys.readouterr().err
+    assert "--input is required: the model reads" in err and "Traceback" not in err

@@ -12,9 +12,18 @@ from ..units import decimal
 from .compile import SEED, add_compile_options, add_set_option, bounded_int, compile_to, parse_input_shapes, say
 
 
-def _read_inputs(path: str, graph) -> dict:
+def _read_inputs(path: str | None, graph) -> dict:
     from ..calibrate import load_arrays
-    return load_arrays(path, list(graph.inputs), what="input")
+    return load_arrays(path, list(graph.inputs), what="input") if _needed(path, list(graph.inputs)) else {}
+
+
+def _needed(path: str | None, inputs: list[str]) -> bool:
+    """Whether there is an --input file to read: a model without inputs (its values all constants) runs
+    without one; any other model needs it."""
+    if path is None and inputs:
+        raise UsageError(f"--input is required: the model reads {', '.join(clean(n) for n in inputs)}",
+                         hint="pass an .npz keyed by input name, or an .npy for a single input")
+    return path is not None
 
 
 def _simulate_folder(args, folder: Path, model_for_compare: str | None) -> int:
@@ -221,7 +230,7 @@ def run_run(args) -> int:
         from ..errors import NonFiniteCalibration
         from ..frontend.input_shapes import data_shapes, input_dims, model_inputs
         inputs, weights = model_inputs(args.model)
-        feeds = load_arrays(args.input, inputs, weights=weights)
+        feeds = load_arrays(args.input, inputs, weights=weights) if _needed(args.input, inputs) else {}
         given = parse_input_shapes(args.input_shape)
         if None not in given:       # the dynamic dimensions --input-shape leaves take the sizes of the data run
             from ..sim.runtime import check_fixed_dims
@@ -235,7 +244,7 @@ def run_run(args) -> int:
         try:
             compile_to(args, Path(args.output), {"program", "device"})
         except NonFiniteCalibration as e:
-            if args.calibration:
+            if args.calibration or args.input is None:
                 raise
             # the seeded defaults go where the data never does (the root of a negative degree sum): the
             # data run is a calibration the model takes
@@ -247,7 +256,8 @@ def run_run(args) -> int:
 
 
 def _sim_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--input", "-i", required=True, help="inputs: .npz keyed by input name, or .npy for one input")
+    p.add_argument("--input", "-i", help="inputs: .npz keyed by input name, or .npy for one input (required unless "
+                                         "the model has no inputs)")
     p.add_argument("--mode", default="ideal", choices=["ideal", "quantized", "noisy"],
                    help="ideal: float weights; quantized: DAC, crossbar and ADC bit-exact; noisy: quantized plus "
                         "the target's device noise")
