@@ -8,7 +8,7 @@ from ..errors import InvalidModelError, UnsupportedError, clean, first_line
 from ..onnx_core import (IR_VERSION, GraphProto, ModelProto, TensorProto, convert_version, make_attribute,
                          make_empty_tensor_value_info, make_graph, make_model, make_node, make_tensor_value_info,
                          opset_version)
-from ..onnx_walk import all_nodes, hide_domains, unhide_domains
+from ..onnx_walk import all_nodes, hide_domains, node_bodies, unhide_domains
 from .training_norm import spell_out_training_statistics
 
 CANONICAL_OPSET = 17
@@ -85,9 +85,8 @@ def _hardmax_as_written(graph: GraphProto) -> None:
     adapts Softmax and LogSoftmax, not Hardmax). Written out as that matrix: Flatten at ``axis``, Hardmax
     over its columns, Reshape to the input's shape. In sub-graphs too."""
     for n in graph.node:
-        for a in n.attribute:
-            for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
-                _hardmax_as_written(g)
+        for body in node_bodies(n):
+            _hardmax_as_written(body)
     if not any(n.op_type == "Hardmax" and n.domain in ("", "ai.onnx") for n in graph.node):
         return      # the graph's nodes are copied only when one changes (a Constant may hold megabytes)
     nodes = []

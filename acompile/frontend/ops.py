@@ -226,8 +226,11 @@ _register("LayerNormalization InstanceNormalization GroupNormalization MeanVaria
 _register("BatchNormalization", "digital", per_output(2), "per-channel affine (not folded)")
 _register("LRN", "digital", _lrn, "local response normalisation")
 _register("Resize Upsample", "digital", per_output(4), "interpolation")
-_register("QuantizeLinear", "digital", per_output(4), "divide by the scale, round, add the zero point, saturate")
-_register("DequantizeLinear", "digital", per_output(2), "subtract the zero point, multiply by the scale")
+for _domain in ("", "com.microsoft"):       # onnxruntime's own (com.microsoft) compute what ONNX's do
+    _register("QuantizeLinear", "digital", per_output(4), "divide by the scale, round, add the zero point, saturate",
+              domain=_domain)
+    _register("DequantizeLinear", "digital", per_output(2), "subtract the zero point, multiply by the scale",
+              domain=_domain)
 _register("DynamicQuantizeLinear", "digital", per_input(6), "the input's range, then quantize it")
 
 # onnxruntime's fused operators (its transformer optimizer, its saved optimized graphs), costed as what they
@@ -259,10 +262,6 @@ _register("EmbedLayerNormalization", "digital", per_output(10), "embedding sums,
           domain="com.microsoft")
 _register("BiasGelu FastGelu", "digital", per_output(9), "bias, then GELU", domain="com.microsoft")
 _register("Gelu", "digital", per_output(8), "GELU (erf or tanh form)", domain="com.microsoft")
-_register("QuantizeLinear", "digital", per_output(4), "divide by the scale, round, add the zero point, saturate",
-          domain="com.microsoft")
-_register("DequantizeLinear", "digital", per_output(2), "subtract the zero point, multiply by the scale",
-          domain="com.microsoft")
 _register("QuickGelu", "digital", per_output(5), "x times the sigmoid of a multiple of x", domain="com.microsoft")
 _register("RotaryEmbedding", "digital", per_input(3), "rotate pairs of features (two products and a sum)",
           domain="com.microsoft")

@@ -54,8 +54,7 @@ def _activation_attrs(node: Node, keys: tuple[str, ...]) -> dict[str, float]:
 
 def _activation(graph: Graph, node: Node, x: str, y: str) -> list[Node] | None:
     """The ONNX node computing the fused activation of ``x`` into ``y``; None for one ONNX has not."""
-    name = node.attrs.get("activation", "")
-    name = name.decode() if isinstance(name, bytes) else str(name)
+    name = str(node.attrs.get("activation", ""))
     if name in ("", "Identity"):      # onnxruntime fuses a Conv and the Add after it with no activation
         return [new_node(graph, "Identity", [x], [y], base=f"{node.name}_out")]
     if name not in ACTIVATIONS:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Graph, Node
-from ._rewrite import new_node, new_value
+from ._rewrite import kept_meta, new_node, new_value
 from .base import CompileState, compile_pass
 
 
@@ -53,13 +53,14 @@ def _as_conv(graph: Graph, node: Node) -> list[Node] | None:
     angle = 2 * np.pi * np.outer(np.arange(bins), np.arange(length)) / length
     kernels = np.concatenate([w * np.cos(angle), -w * np.sin(angle)]).astype(dtype)[:, None, :]
     batch, name = shape[0], node.name
+    conv = {"kernel_shape": [length], "strides": [step]}
     across = new_value(graph, f"{name}_signal", (batch, 1, shape[1]), dtype)
     row = graph.add_constant(f"{name}_signal_shape", np.asarray([batch, 1, shape[1]], np.int64))
     spectra = new_value(graph, f"{name}_spectra", (batch, 2 * bins, frames), dtype)
     parts = new_value(graph, f"{name}_parts", (batch, 2, bins, frames), dtype)
     split = graph.add_constant(f"{name}_parts_shape", np.asarray([batch, 2, bins, frames], np.int64))
     return [new_node(graph, "Reshape", [signal, row], [across], base=f"{name}_across"),
-            Node(name, "Conv", [across, graph.add_constant(f"{name}_basis", kernels)], [spectra],
-                 {"kernel_shape": [length], "strides": [step]}, "", graph.opset, meta=dict(node.meta)),
+            Node(name, "Conv", [across, graph.add_constant(f"{name}_basis", kernels)], [spectra], conv, "", graph.opset,
+                 meta=kept_meta(node, conv)),
             new_node(graph, "Reshape", [spectra, split], [parts], base=f"{name}_parts"),
             new_node(graph, "Transpose", [parts], [node.outputs[0]], {"perm": [0, 3, 2, 1]}, base=f"{name}_frames")]
