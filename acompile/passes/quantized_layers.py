@@ -68,7 +68,13 @@ def _weight_record(graph: Graph, node: Node, producer: dict) -> dict | None:
                             "channel: requantized by acompile"}
     else:
         return None
-    return {"weight_scales": [float(s) for s in scales], "weight_bits": integer_range(dtype)[2]}
+    rec = {"weight_scales": [float(s) for s in scales], "weight_bits": integer_range(dtype)[2]}
+    # how the model's own product reads its weight and adds its bias, which ideal mode follows (sim/gemm.py)
+    if node.op_type != "Conv":
+        rec["trans_b"] = bool(node.attrs.get("transB", 0))
+    if node.op_type == "Gemm" and len(node.inputs) > 2 and node.inputs[2] and node.attrs.get("beta", 1.0) != 0:
+        rec["bias_first"] = True
+    return rec
 
 
 def _unit_scales(graph: Graph, node: Node) -> dict:
@@ -171,7 +177,7 @@ def _use(graph: Graph, layer, rec: dict) -> str | None:
         if top > qmax:
             return (f"the model's {rec['weight_bits']}-bit weights need more than the target's "
                     f"{spec.weight_bits} weight bits: requantized by acompile")
-    quant = {"weight_scales": rec["weight_scales"], "weight_bits": rec["weight_bits"]}
+    quant = {k: rec[k] for k in ("weight_scales", "weight_bits", "trans_b", "bias_first") if k in rec}
     if "input_scale" in rec:
         if rec["input_bits"] > spec.input_bits:
             return (f"the model's {rec['input_bits']}-bit inputs need more than the target's "

@@ -32,9 +32,8 @@ from ..numerics.encoding import column_layout, float_weights
 from ..numerics.product import cell_leak, check_exact, digital_terms
 from ..numerics.quantise import quantize_inputs
 from ..passes.boundaries import CHAIN
-from . import conv, exact, reference
+from . import conv, exact, gemm, reference
 from .fast import mvm
-from .gemm import matmul
 from .vectors import from_vectors, model_float_type, to_vectors, without_lost
 
 
@@ -317,14 +316,16 @@ def _run_chain(sim, layer: AnalogLayer, x: np.ndarray, bias: np.ndarray, geo: Co
     if sim.mode != "ideal":
         v, lost = without_lost(v)
     out = np.empty((v.shape[0], layer.groups, layer.matrices[0].n_out), np.float32)
+    bias_first = sim.mode == "ideal" and gemm.bias_first(layer)
     for g in range(layer.groups):
         xg = v[:, g, :]
         if sim.mode == "ideal":
             w = sim.weights.float_matrix(layer, g)
             xf, wt = xg.astype(np.float32, copy=False), w.T.astype(np.float32, copy=False)
-            # numpy's BLAS is the faster here, but twenty times slower on a weight unaligned in a mapped model file
-            product = np.matmul if wt.flags.aligned else matmul
-            if layer.groups == 1:       # straight into the output (a contiguous view): no temporary
+            product = gemm.ideal_product(layer, wt)
+            if bias_first:              # a single group, by gemm.bias_first
+                product(xf, wt, out=out[:, 0, :], c=bias)
+            elif layer.groups == 1:     # straight into the output (a contiguous view): no temporary
                 product(xf, wt, out=out[:, 0, :])
             else:
                 out[:, g, :] = product(xf, wt)
@@ -343,7 +344,7 @@ def _run_chain(sim, layer: AnalogLayer, x: np.ndarray, bias: np.ndarray, geo: Co
         _dequantize(sim, layer, g, y_int, out[:, g, :])
     if lost is not None:
         out[lost] = np.nan
-    return from_vectors(out, bias, layer.op_type, geo, layer.groups)
+    return from_vectors(out, None if bias_first else bias, layer.op_type, geo, layer.groups)
 
 
 def _exact(sim, layer: AnalogLayer) -> bool:

@@ -171,15 +171,19 @@ def ideal(sim, layer: AnalogLayer, x: np.ndarray, bias: np.ndarray, geo: ConvGeo
     weights = [sim.weights.float_matrix(layer, g).astype(np.float32, copy=False) for g in range(groups)]
     inline = _inline_epilogue(after, operands, y)
     parts = [None if o is None else o.reshape(yv.shape) for o in inline or ()]     # [] when not inline
-    whole = direct(geo)
+    # as onnxruntime's Conv for run's reference (gemm.follows_model): a product per image (the image's
+    # pixels set the kernel's blocks of K when they are few), on one thread
+    as_onnxruntime = gemm.follows_model(layer)
+    whole = direct(geo) or as_onnxruntime
 
     def work(worker, span, single):
         b0, b1 = span
+        single = single or as_onnxruntime
         if whole:           # one image at a time, each product written in place: no reordering copy
             for i in range(b0, b1):
                 cols = image_patches(sim, geo, groups, x, i, worker)
                 for g in range(groups):
-                    gemm.matmul(weights[g], cols[g], yv[i, g], single)
+                    gemm.matmul(weights[g], cols[g], yv[i, g], single, as_onnxruntime)
             dst = yv[b0:b1]
             np.add(dst, b, out=dst, dtype=np.result_type(y, b), casting="unsafe")
             epilogue(after, dst, [None if o is None else o[b0:b1] for o in parts])
@@ -190,7 +194,7 @@ def ideal(sim, layer: AnalogLayer, x: np.ndarray, bias: np.ndarray, geo: ConvGeo
         size = n_out * cols.shape[2]
         for g in range(groups):
             r = gemm.matmul(weights[g], cols[g], sim.scratch(f"conv product {worker}", size, np.float32)[:size]
-                            .reshape(n_out, -1), single)
+                            .reshape(n_out, -1), single, as_onnxruntime)
             dst = yv[b0:b1, g]
             np.add(nchw(r, b1 - b0), b[g], out=dst, dtype=np.result_type(y, b), casting="unsafe")
             epilogue(after, dst, [None if o is None else o[b0:b1, g] for o in parts])

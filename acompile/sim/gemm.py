@@ -16,6 +16,7 @@ product on either.
 from __future__ import annotations
 
 import os
+from functools import partial
 
 import numpy as np
 
@@ -25,25 +26,25 @@ from ..onnx_exec import IR_VERSION
 _MIN_FLOPS = 1 << 22  # below this, numpy's call overhead is the smaller
 
 
-_SESSIONS: dict[tuple, object] = {}    # (process id, trans_a, trans_b, single) -> session
+_SESSIONS: dict[tuple, object] = {}    # (process id, trans_a, trans_b, single, with_c) -> session
 
 
-def _session(trans_a: bool, trans_b: bool, single: bool):
+def _session(trans_a: bool, trans_b: bool, single: bool, with_c: bool = False):
     """This process's session for one Gemm form. A forked child makes its own and never destroys its
     parent's: their thread pools do not exist in the child, and joining them there blocks for ever."""
-    key = (os.getpid(), trans_a, trans_b, single)
+    key = (os.getpid(), trans_a, trans_b, single, with_c)
     if key not in _SESSIONS:
-        _SESSIONS[key] = _new_session(trans_a, trans_b, single)
+        _SESSIONS[key] = _new_session(trans_a, trans_b, single, with_c)
     return _SESSIONS[key]
 
 
-def _new_session(trans_a: bool, trans_b: bool, single: bool):
-    """A Gemm session on one thread or on all (then without spinning: the simulator's own numpy
-    work runs between calls)."""
+def _new_session(trans_a: bool, trans_b: bool, single: bool, with_c: bool):
+    """A Gemm session (with a C input when ``with_c``) on one thread or on all (then without spinning: the
+    simulator's own numpy work runs between calls)."""
     import onnxruntime as ort
-    node = make_node("Gemm", ["a", "b"], ["y"], transA=int(trans_a), transB=int(trans_b))
-    graph = make_graph([node], "gemm", [make_tensor_value_info(n, TensorProto.FLOAT, None)
-                                        for n in ("a", "b")],
+    inputs = ("a", "b", "c") if with_c else ("a", "b")
+    node = make_node("Gemm", list(inputs), ["y"], transA=int(trans_a), transB=int(trans_b))
+    graph = make_graph([node], "gemm", [make_tensor_value_info(n, TensorProto.FLOAT, None) for n in inputs],
                        [make_tensor_value_info("y", TensorProto.FLOAT, None)])
     model = make_model(graph, opset_imports=[make_opsetid("", 17)], ir_version=IR_VERSION)
     options = ort.SessionOptions()
@@ -52,8 +53,6 @@ def _new_session(trans_a: bool, trans_b: bool, single: bool):
     if single:
         options.intra_op_num_threads = 1
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-
-
 
 
 def _operand(x: np.ndarray) -> tuple[np.ndarray, bool] | None:
@@ -71,7 +70,8 @@ def _aligned(x: np.ndarray) -> np.ndarray:
     return x if x.flags.aligned else x.copy()
 
 
-def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, single: bool = False) -> np.ndarray:
+def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, single: bool = False,
+           as_onnxruntime: bool = False, c: np.ndarray | None = None, trans_b: bool | None = None) -> np.ndarray:
     """a (M, K) @ b (K, N) as float32, into ``out`` (C-contiguous, (M, N)) when given; on the calling
     thread alone with ``single`` (callers that run several GEMMs side by side), else on every core.
 
@@ -79,23 +79,65 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, single: 
     BLAS reads them where they lie, unless ``single`` asks for one thread: then they are copied.
     onnxruntime reads a weight that lies unaligned in a mapped model file in place; numpy's BLAS
     cannot (numpy falls back to a loop twenty times slower), so numpy gets an aligned copy of one.
+
+    ``as_onnxruntime`` runs every product, however small, on onnxruntime's kernel: each output is then
+    the same float32 sum, bit for bit, as onnxruntime's MatMul, Gemm (without C) or Conv computes
+    for the model. Its summation order differs from numpy's BLAS (the sums differ in their last bits),
+    and a quantized model's QuantizeLinear after the product turns such a difference, where it
+    straddles a rounding boundary, into a whole step of its codes, which the layers after it carry on.
+    ``c`` (N,) float32, with ``as_onnxruntime``, is added as a Gemm adds its C: first, each sum starting
+    from it (a sum over more than one of the kernel's blocks of K then differs from adding it last).
+    ``trans_b``, with ``as_onnxruntime``, says whether the model's op reads b as its transpose (Gemm's
+    transB): a product of a single row or column then reads b in that layout, because onnxruntime
+    multiplies those with a kernel of their own for each layout, which sums in its own order.
     """
     m, k = a.shape
     n = b.shape[1]
     ops = _operand(a), _operand(b)
-    small = 2.0 * m * n * k < _MIN_FLOPS or m == 0 or n == 0 or k == 0
-    if small:
-        return np.matmul(a, b, out=out, dtype=np.float32)
-    if None in ops and not single:
+    empty = m == 0 or n == 0 or k == 0
+    if empty or (2.0 * m * n * k < _MIN_FLOPS and not as_onnxruntime):
+        y = np.matmul(a, b, out=out, dtype=np.float32)
+        if c is not None:
+            y += c
+        return y
+    if None in ops and not single and not as_onnxruntime:
         return np.matmul(_aligned(a), _aligned(b), out=out, dtype=np.float32)
-    (a_op, trans_a), (b_op, trans_b) = (op or (np.ascontiguousarray(x, dtype=np.float32), False)
-                                        for op, x in zip(ops, (a, b)))
+    (a_op, trans_a), (b_op, b_transposed) = (op or (np.ascontiguousarray(x, dtype=np.float32), False)
+                                             for op, x in zip(ops, (a, b)))
+    if as_onnxruntime and trans_b is not None and trans_b != b_transposed and (m == 1 or n == 1):
+        b_op, b_transposed = np.ascontiguousarray(b.T if trans_b else b, dtype=np.float32), trans_b
     if out is None or not out.flags.c_contiguous:
         out = np.empty((m, n), np.float32)
-    sess = _session(trans_a, trans_b, single)
+    sess = _session(trans_a, b_transposed, single, c is not None)
     binding = sess.io_binding()
     binding.bind_cpu_input("a", a_op)
     binding.bind_cpu_input("b", b_op)
+    if c is not None:
+        binding.bind_cpu_input("c", np.ascontiguousarray(c, dtype=np.float32))
     binding.bind_output("y", "cpu", 0, np.float32, [m, n], out.ctypes.data)
     sess.run_with_iobinding(binding)
     return out
+
+
+def follows_model(layer) -> bool:
+    """Whether an ideal-mode layer computes its products as onnxruntime computes the model's own op, bit for
+    bit (``matmul``'s ``as_onnxruntime``): a quantized model's layer, whose QuantizeLinear after it would
+    round some of numpy's last bits differently."""
+    return layer.model_quant is not None
+
+
+def ideal_product(layer, wt: np.ndarray):
+    """The float32 GEMM of an ideal-mode Linear layer, ``f(x, wt, out=None, c=None)``. numpy's BLAS is the
+    faster, but twenty times slower on a weight unaligned in a mapped model file; a layer that
+    :func:`follows_model` runs on one thread, as ``run``'s reference session does (threads that split a
+    narrow output change the kernel's blocks of K), reading its weight as the model's op does."""
+    if follows_model(layer):
+        return partial(matmul, as_onnxruntime=True, single=True, trans_b=layer.model_quant.get("trans_b"))
+    return np.matmul if wt.flags.aligned else matmul
+
+
+def bias_first(layer) -> bool:
+    """Whether an ideal-mode layer adds its bias (``c``) before its products, as the quantized model's own
+    Gemm adds its C: Linear layers of one group only, the form a Gemm becomes."""
+    return follows_model(layer) and bool(layer.model_quant.get("bias_first")) \
+        and layer.op_type == "Linear" and layer.groups == 1

@@ -132,10 +132,13 @@ def to_vectors(x: np.ndarray, op_type: str, geo: ConvGeometry, groups: int) -> n
     return moved
 
 
-def from_vectors(v: np.ndarray, bias: np.ndarray, op_type: str, geo: ConvGeometry, groups: int,
+def from_vectors(v: np.ndarray, bias: np.ndarray | None, op_type: str, geo: ConvGeometry, groups: int,
                  dtype=np.float32) -> np.ndarray:
+    """The layer's output from its output vectors [V, G, N], with its bias (None: already in v)."""
     if op_type == "Linear":
-        y = v.reshape(tuple(geo.input_shape[:-1]) + (v.shape[-1] * v.shape[1],)) + bias
+        y = v.reshape(tuple(geo.input_shape[:-1]) + (v.shape[-1] * v.shape[1],))
+        if bias is not None:
+            y = y + bias
         return y.astype(dtype, copy=False)
     y_shape = geo.output_shape
     nd = len(y_shape) - 2

@@ -1,0 +1,82 @@
+"""Ideal mode of a quantized (QDQ) model equals onnxruntime bit for bit (docs/analog.md, "Ideal mode of a
+quantized model").
+
+Each model is one QDQ layer (QuantizeLinear/DequantizeLinear on the input, an int8 weight dequantized per
+output channel, a float bias) whose float output before its QuantizeLinear is also a graph output: any
+difference in the last bit of a sum shows there, where the quantized output would show one only when it
+straddles a rounding boundary. The shapes are those that change onnxruntime's kernel: a narrow output
+(blocks of K grow), a single row or column (kernels of their own), a Gemm's C, a depthwise Conv, small
+images in a batch that numpy's path would multiply several at a time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from acompile.cli.app import main
+from acompile.simulation import reference_outputs
+
+
+def _qdq_model(x_shape, weight_q, layer) -> onnx.ModelProto:
+    """x -> Q -> DQ -> layer(x, DQ(weight_q), b) -> yf -> Q -> DQ -> y; outputs y and yf."""
+    rng = np.random.default_rng(1)
+    n_out = weight_q.shape[layer.get("axis", 0)]
+    inits = [numpy_helper.from_array(weight_q, "wq"),
+             numpy_helper.from_array((rng.random(n_out) * 0.01 + 0.001).astype(np.float32), "ws"),
+             numpy_helper.from_array(np.zeros(n_out, np.int8), "wz"),
+             numpy_helper.from_array(rng.standard_normal(n_out).astype(np.float32), "b"),
+             numpy_helper.from_array(np.array(0.02, np.float32), "xs"),
+             numpy_helper.from_array(np.array(128, np.uint8), "xz"),
+             numpy_helper.from_array(np.array(0.05, np.float32), "ys"),
+             numpy_helper.from_array(np.array(128, np.uint8), "yz")]
+    op, attrs = layer["op"], layer.get("attrs", {})
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], axis=layer.get("axis", 0))]
+    if op == "MatMul":
+        nodes += [helper.make_node("MatMul", ["xd", "wd"], ["mm"]), helper.make_node("Add", ["mm", "b"], ["yf"])]
+    else:
+        nodes.append(helper.make_node(op, ["xd", "wd", "b"], ["yf"], **attrs))
+    nodes += [helper.make_node("QuantizeLinear", ["yf", "ys", "yz"], ["yq"]),
+              helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["y"])]
+    graph = helper.make_graph(nodes, "qdq_layer", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("y", "yf")], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def _int8(*shape):
+    return np.random.default_rng(2).integers(-127, 128, shape).astype(np.int8)
+
+
+CASES = {
+    # a Gemm whose 100 outputs two threads would split: its C first, on one thread
+    "gemm_c_narrow": ((4, 256), _int8(100, 256), {"op": "Gemm", "attrs": {"transB": 1}}),
+    "gemm_c_wide_k": ((16, 784), _int8(784, 300), {"op": "Gemm", "axis": 1}),
+    "gemm_one_column": ((16, 300), _int8(1, 300), {"op": "Gemm", "attrs": {"transB": 1}}),
+    "matmul_one_row": ((1, 1, 1024), _int8(1024, 512), {"op": "MatMul", "axis": 1}),
+    "matmul_3d": ((2, 50, 384), _int8(384, 512), {"op": "MatMul", "axis": 1}),
+    "conv_depthwise": ((2, 32, 20, 20), _int8(32, 1, 3, 3), {"op": "Conv", "attrs": {"group": 32, "pads": [1] * 4}}),
+    "conv_small_images": ((16, 256, 4, 4), _int8(64, 256, 3, 3), {"op": "Conv", "attrs": {"pads": [1] * 4}}),
+    "conv_1d": ((2, 80, 300), _int8(192, 80, 3), {"op": "Conv", "attrs": {"pads": [1, 1], "strides": [2]}}),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_ideal_mode_of_a_qdq_layer_equals_onnxruntime_to_the_bit(case, tmp_path):
+    x_shape, weight_q, layer = CASES[case]
+    model_path = tmp_path / "model.onnx"
+    onnx.save(_qdq_model(x_shape, weight_q, layer), model_path)
+    x = np.random.default_rng(3).standard_normal(x_shape).astype(np.float32)
+    np.savez(tmp_path / "x.npz", x=x)
+    assert main(["compile", str(model_path), "--target", "isaac", "-q", "-o", str(tmp_path / "out"),
+                 "--emit", "program"]) == 0
+    assert main(["simulate", str(tmp_path / "out"), "--input", str(tmp_path / "x.npz"), "-q",
+                 "--result", str(tmp_path / "y.npz")]) == 0
+    ours = np.load(tmp_path / "y.npz")
+    reference = reference_outputs(model_path, {"x": x})
+    for name in ("yf", "y"):
+        assert np.array_equal(ours[name], reference[name]), \
+            f"{name}: {np.count_nonzero(ours[name] != reference[name])} of {ours[name].size} differ"
