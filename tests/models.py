@@ -524,8 +524,9 @@ def random_inputs(model: onnx.ModelProto, batch: int = 2, seed: int = 0) -> dict
 def recurrent(op: str = "LSTM", hidden: int = 8, inputs: int = 4, seq: int = 5, batch: int = 2,
               direction: str = "forward", layout: int = 0, linear_before_reset: int = 0, peepholes: bool = False,
               clip: float | None = None, initial_state: bool = False, activations=None,
-              seed: int = 0) -> onnx.ModelProto:
-    """One LSTM/GRU/RNN node with every optional input and attribute selectable."""
+              seed: int = 0, sequence_lens=None) -> onnx.ModelProto:
+    """One LSTM/GRU/RNN node with every optional input and attribute selectable; ``sequence_lens`` is
+    None, "input" (an int32 graph input ``seq_lens`` [batch]) or the constant lengths."""
     rng = np.random.default_rng(seed)
     gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[op]
     dirs = 2 if direction == "bidirectional" else 1
@@ -535,6 +536,11 @@ def recurrent(op: str = "LSTM", hidden: int = 8, inputs: int = 4, seq: int = 5, 
         numpy_helper.from_array((rng.standard_normal((dirs, 2 * gates * hidden)) * 0.1).astype(np.float32), "B"),
     ]
     ins = ["input", "W", "R", "B", "", "", "", ""]
+    if isinstance(sequence_lens, str):
+        ins[4] = sequence_lens
+    elif sequence_lens is not None:
+        inits.append(numpy_helper.from_array(np.asarray(sequence_lens, np.int32), "seq_lens"))
+        ins[4] = "seq_lens"
     if initial_state:
         inits.append(numpy_helper.from_array(rng.standard_normal((dirs, batch, hidden)).astype(np.float32), "h0"))
         ins[5] = "h0"
@@ -559,7 +565,9 @@ def recurrent(op: str = "LSTM", hidden: int = 8, inputs: int = 4, seq: int = 5, 
     h_shape = [batch, dirs, hidden] if layout else [dirs, batch, hidden]
     graph = helper.make_graph(
         [helper.make_node(op, ins, outs, name=f"{op.lower()}_0", **attrs)], f"{op.lower()}_model",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, x_shape)],
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, x_shape)]
+        + ([helper.make_tensor_value_info(sequence_lens, TensorProto.INT32, [batch])]
+           if isinstance(sequence_lens, str) else []),
         [helper.make_tensor_value_info(o, TensorProto.FLOAT, y_shape if o == "output" else h_shape) for o in outs],
         inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=8)

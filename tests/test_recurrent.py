@@ -68,3 +68,23 @@ def test_an_empty_sequence_gives_an_empty_output_and_the_initial_states(op, layo
     for value, name in zip(got[1:], ["h0", "c0"]):
         want = onnx.numpy_helper.to_array(initial[name])
         np.testing.assert_array_equal(value, want.transpose(1, 0, 2) if layout else want)
+
+
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+@pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
+def test_sequence_lens_shorter_than_the_sequence_match_onnxruntime(op, direction):
+    """Steps past a row's length keep its state and write zeros; a reverse direction starts at the row's
+    last step. Lengths as a graph input (a padded batch, piper's tashkeel GRUs) and as a constant."""
+    lens = np.array([5, 2, 1], np.int32)
+    model = models.recurrent(op, direction=direction, batch=3, initial_state=True, sequence_lens="seq_lens")
+    feeds = {"input": models.random_inputs(model, batch=3)["input"], "seq_lens": lens}
+    comp = compiled(model)
+    want = ort_outputs(model, feeds)
+    for got_outputs in (simulate(comp, feeds), simulate(compiled(models.recurrent(
+            op, direction=direction, batch=3, initial_state=True, sequence_lens=lens)), {"input": feeds["input"]})):
+        for got, expected in zip(got_outputs, want):
+            np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+    assert np.all(want[0][2:, :, 1] == 0) and np.all(want[0][1:, :, 2] == 0)     # the padding, for the record
+    quantized = [simulate(comp, feeds, mode="quantized", path=path) for path in ("fast", "reference")]
+    for a, b in zip(*quantized):
+        np.testing.assert_array_equal(a, b)

@@ -23,17 +23,18 @@ class _Builder:
         self.graph, self.origin, self.nodes = graph, origin, []
         self.dtype = np.dtype(np.float32)
 
-    def value(self, tag: str, shape) -> str:
+    def value(self, tag: str, shape, dtype=None) -> str:
         name = self.graph.unique_name(f"{self.origin.name}/{tag}")
-        self.graph.tensors[name] = TensorInfo(name, self.dtype, tuple(shape))
+        self.graph.tensors[name] = TensorInfo(name, np.dtype(dtype or self.dtype), tuple(shape))
         return name
 
     def const(self, tag: str, value: np.ndarray) -> str:
         return self.graph.add_constant(f"{self.origin.name}/{tag}", value)
 
     def op(self, op_type: str, inputs: list[str], shape, tag: str, attrs=None, n_out: int = 1,
-           shapes=None) -> str | list[str]:
-        outs = [self.value(f"{tag}_{i}" if n_out > 1 else tag, (shapes[i] if shapes else shape)) for i in range(n_out)]
+           shapes=None, dtype=None) -> str | list[str]:
+        outs = [self.value(f"{tag}_{i}" if n_out > 1 else tag, (shapes[i] if shapes else shape), dtype)
+                for i in range(n_out)]
         self.nodes.append(Node(self.graph.unique_name(f"{self.origin.name}/{tag}"), op_type, inputs, outs,
                                dict(attrs or {}), opset=self.graph.opset))
         return outs if n_out > 1 else outs[0]
@@ -60,11 +61,6 @@ def _reason(graph: Graph, node: Node) -> str | None:
         return f"activations {acts} are not supported (Sigmoid, Tanh, Relu are)"
     if node.attrs.get("input_forget", 0):
         return "input_forget=1 is not supported"
-    if ins[4]:
-        seq = graph.static_shape(ins[0])[1 if node.attrs.get("layout", 0) else 0]
-        lens = graph.constants.get(ins[4])
-        if lens is None or not np.all(lens == seq):
-            return "sequence_lens shorter than the sequence is not supported"
     return None
 
 
@@ -72,9 +68,10 @@ def _reason(graph: Graph, node: Node) -> str | None:
 def unroll_recurrent(state: CompileState) -> None:
     """Replace every mappable LSTM/GRU/RNN node by its unrolled analog + digital form.
 
-    Layouts 0 and 1, forward/reverse/bidirectional, clip, peepholes and initial states are
-    handled; activations other than Sigmoid/Tanh/Relu, ``input_forget`` and partial
-    ``sequence_lens`` leave the node in place with the reason.
+    Layouts 0 and 1, forward/reverse/bidirectional, clip, peepholes, initial states and
+    ``sequence_lens`` (each step past a row's length keeps its state and writes zeros, so a reverse
+    direction starts at the row's last step) are handled; activations other than Sigmoid/Tanh/Relu
+    and ``input_forget`` leave the node in place with the reason.
     """
     graph = state.graph
     out: list[Node] = []
@@ -110,6 +107,7 @@ def _unroll(graph: Graph, node: Node) -> list[Node]:
     clip = node.attrs.get("clip")
     lbr = int(node.attrs.get("linear_before_reset", 0))
     ys, hs, cs = [], [], []
+    valid = _valid_rows(bld, graph, ins[4], seq, batch)
     for d in range(dirs):
         reverse = direction == "reverse" or d == 1
         f_act = acts[d * per_dir:(d + 1) * per_dir]
@@ -128,6 +126,7 @@ def _unroll(graph: Graph, node: Node) -> list[Node]:
         for t in (range(seq - 1, -1, -1) if reverse else range(seq)):
             xt = bld.op("Gather", [xp, bld.const(f"t{t}", np.array(t, np.int64))], (batch, g * hidden), f"x{d}_{t}",
                         {"axis": 0})
+            h_prev, c_prev = h, c
             if node.op_type == "LSTM":
                 h, c = _lstm_step(bld, xt, h, c, rw, peep, f_act, clip, batch, hidden, f"{d}_{t}")
             elif node.op_type == "GRU":
@@ -137,7 +136,13 @@ def _unroll(graph: Graph, node: Node) -> list[Node]:
                              f"pre{d}_{t}")
                 h = bld.act(f_act[0], _clip(bld, pre, clip, (batch, hidden), f"pre{d}_{t}"), (batch, hidden),
                             f"h{d}_{t}")
-            steps.append(h)
+            if valid is None:
+                steps.append(h)
+                continue
+            steps.append(bld.op("Where", [valid(t), h, bld.const("zeros", np.zeros((), np.float32))],
+                                (batch, hidden), f"y{d}_{t}_valid"))
+            h = bld.op("Where", [valid(t), h, h_prev], (batch, hidden), f"h{d}_{t}_valid")
+            c = c if c is None else bld.op("Where", [valid(t), c, c_prev], (batch, hidden), f"c{d}_{t}_valid")
         if reverse:
             steps = steps[::-1]
         axis0 = bld.const("axis0", np.array([0], np.int64))
@@ -147,6 +152,25 @@ def _unroll(graph: Graph, node: Node) -> list[Node]:
         cs.append(c)
     tail = _outputs(bld, node, ys, hs, cs, seq, batch, hidden, dirs, layout)
     return bld.nodes + tail
+
+
+def _valid_rows(bld: _Builder, graph: Graph, lens: str, seq: int, batch: int):
+    """``valid(t)``: a (batch, 1) bool value, whether step t lies within each row's ``sequence_lens``
+    (made once per step, shared by both directions); None when there is no such input or every row is
+    the whole sequence long."""
+    if not lens or (graph.is_constant(lens) and np.all(graph.constants[lens] == seq)):
+        return None
+    dtype = graph.constants[lens].dtype if graph.is_constant(lens) else graph.dtype(lens) or np.dtype(np.int32)
+    rows = bld.op("Unsqueeze", [lens, bld.const("axis1", np.array([1], np.int64))], (batch, 1), "lens_rows",
+                  dtype=dtype)
+    made: dict[int, str] = {}
+
+    def valid(t: int) -> str:
+        if t not in made:
+            made[t] = bld.op("Less", [bld.const(f"step{t}", np.array(t, dtype)), rows], (batch, 1), f"valid{t}",
+                             dtype=bool)
+        return made[t]
+    return valid
 
 
 def _initial(bld: _Builder, graph: Graph, name: str, d: int, batch: int, hidden: int, tag: str) -> str:
