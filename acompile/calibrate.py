@@ -4,10 +4,9 @@ Runs the mapped program in ideal mode (float32 GEMMs) over the calibration input
 records each analog layer's input vectors, and sets ``s_x`` from a percentile of |x|
 (``precision.input_percentile``) and, for ``adc.range = "calibrated"``, the ADC
 full scale from a percentile of the column currents the quantised inputs
-produce (``adc.percentile``). Without user data, a documented default is used:
-one batch of seeded standard-normal samples per float input (8 samples for a model
-with a dynamic batch), true booleans and zero integers, or the next of ``DEFAULT_FILLS``
-while some analog layer sees no finite input.
+produce (``adc.percentile``). Without user data, the documented default of
+:mod:`.default_inputs` is used, with the next of its ``DEFAULT_FILLS`` while some analog
+layer sees no finite input.
 Only what the layers' inputs need is run: nothing after the last analog layer, and
 with the default data not the last layers whose outputs no other layer reads (their
 inputs are recorded after the run, in program order): the same activations, hence the
@@ -26,19 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import AcompileError, InvalidDataError, LimitError, NonFiniteCalibration, UnsupportedError, clean
+from .default_inputs import DEFAULT_FILLS, default_data
+from .default_inputs import describe as describe_defaults
+from .errors import AcompileError, InvalidDataError, NonFiniteCalibration, UnsupportedError, clean
 from .ir import DOMAIN, Graph
-from .limits import Limits, byte_size
 from .numerics.quantise import input_scale, quantize_inputs
 from .passes.base import CompileState, compile_pass
 from .safe_read import read_arrays
 
-DEFAULT_SAMPLES = 8
-# What the default data puts in boolean and integer inputs, tried in turn until every analog layer sees a
-# finite input: true and 0 first (an attention mask that attends everywhere, token 0); then false and 1
-# (torch's key_padding_mask, where true masks a position out, and lengths or counts that 0 would make
-# 0/0); then the other two pairings. Float inputs are the same seeded normal draws each time.
-DEFAULT_FILLS = ((True, 0), (False, 1), (True, 1), (False, 0))
 MAX_VALUES_PER_LAYER = 1 << 20     # values kept per layer for percentiles
 MAX_ADC_VECTORS = 1024             # vectors per matrix used to calibrate the ADC
 
@@ -69,34 +63,6 @@ def load_arrays(path: str | Path, input_names: list[str], what: str = "input",
             if arr.dtype.kind == "f" and not np.isfinite(arr).all():
                 raise InvalidDataError(f"calibration array {clean(name)!r} holds NaN or infinity", where=where,
                                        hint="calibration ranges need finite sample inputs")
-    return data
-
-
-def default_data(graph: Graph, batch: int, seed: int, limits: Limits,
-                 fill: tuple[bool, int] = DEFAULT_FILLS[0], ranges=()) -> dict[str, np.ndarray]:
-    """One batch of seeded standard-normal samples per float input (DEFAULT_SAMPLES for a dynamic batch),
-    uniform in [LO, HI] for one ``ranges`` bounds (``--input-range``: the values the input takes), ``fill``
-    = (boolean value, integer value) in the others."""
-    bounds = dict(ranges)
-    rng = np.random.default_rng(seed)
-    data = {}
-    for name in graph.inputs:
-        info = graph.tensors[name]
-        shape = [d if isinstance(d, int) else batch for d in (info.shape or ())]
-        if shape and graph.meta.get("dynamic_batch"):
-            shape[0] = DEFAULT_SAMPLES      # one batch of samples; a fixed-batch model gets one batch
-        dtype = info.dtype or np.dtype(np.float32)
-        nbytes = int(np.prod(shape, dtype=np.float64)) * 8
-        if nbytes > limits.max_tensor_bytes:
-            raise LimitError(f"default calibration data for input {clean(name)!r} would take "
-                             f"{byte_size(nbytes)}", hint="pass --calibration DATA, or raise ACOMPILE_MAX_TENSOR_MB")
-        if dtype.kind == "f" and name in bounds:
-            low, high = bounds[name]
-            data[name] = rng.uniform(low, high, shape).astype(dtype)
-        elif dtype.kind == "f":
-            data[name] = rng.standard_normal(shape, dtype=np.float32).astype(dtype, copy=False)
-        else:
-            data[name] = np.full(shape, fill[0] if dtype.kind == "b" else fill[1], dtype)
     return data
 
 
@@ -300,6 +266,7 @@ def _observe_default(state: CompileState, observe) -> "_Recorder":
         graph.meta["default_calibration_fills_tried"] = len(fills)    # none reached every layer
     # what the report says it calibrated on: the samples of the first input that has a batch dimension
     graph.meta["default_calibration_samples"] = next((int(a.shape[0]) for a in data.values() if a.ndim), 1)
+    graph.meta["default_calibration_integers"] = describe_defaults(graph)
     return first
 
 

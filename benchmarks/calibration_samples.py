@@ -1,6 +1,6 @@
 """How many samples the default calibration needs: each layer's input scale and ADC full scale against
 the number of seeded standard-normal samples a dynamic-batch model is calibrated with when no data is
-given (``acompile.calibrate.DEFAULT_SAMPLES``), and what calibrating with them costs.
+given (``acompile.default_inputs.DEFAULT_SAMPLES``), and what calibrating with them costs.
 
 For each model, target and sample count, the model is compiled with seeds 0..SEEDS-1. Reported: the
 calibrate step's median time; the spread of the scales across seeds (the median, over layers, of
@@ -44,9 +44,9 @@ def models(folder: Path) -> dict[str, Path]:
 
 def scales(model: Path, target, samples: int, seed: int) -> tuple[list[float], list[float], float]:
     """(input scales, ADC full scales, seconds of the calibrate step) of one compile."""
-    import acompile.calibrate as calibrate
+    import acompile.default_inputs as default_inputs
     from acompile.compiler import Options, compile_model
-    calibrate.DEFAULT_SAMPLES = samples
+    default_inputs.DEFAULT_SAMPLES = samples
     compiled = compile_model(str(model), target, Options(seed=seed))
     layers = compiled.mapping.layers
     return ([layer.input_scale for layer in layers], [layer.adc_full_scale for layer in layers],

@@ -36,7 +36,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("passes",),
     ("cost",),
     ("sim",),
-    ("calibrate",),
+    ("calibrate", "default_inputs"),
     ("compiler",),
     ("backends",),
     ("simulation",),

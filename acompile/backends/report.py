@@ -192,8 +192,12 @@ def _calibration_note(graph, options) -> str:
         return "No calibration data given, and no analog layer needs it"
     fill = graph.meta.get("default_calibration_fill")
     fill = f"; {fill}, the first defaults under which every analog layer sees a finite input" if fill else ""
-    return (f"No calibration data given: input scales come from {count(samples, 'seeded standard-normal sample')} "
-            f"per input{fill} (pass --calibration DATA for real activations)")
+    integers = graph.meta.get("default_calibration_integers")
+    integers = f"; {integers}" if integers else ""
+    floats = any(getattr(graph.tensors[n].dtype, "kind", "f") == "f" for n in graph.inputs)     # unknown: float
+    samples = count(samples, "seeded standard-normal sample" if floats else "seeded sample")
+    return (f"No calibration data given: input scales come from {samples} "
+            f"per input{integers}{fill} (pass --calibration DATA for real activations)")
 
 
 def write_report(report: dict, folder: Path, dumps) -> list[str]:

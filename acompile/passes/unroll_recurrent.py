@@ -160,6 +160,9 @@ def _valid_rows(bld: _Builder, graph: Graph, lens: str, seq: int, batch: int):
     the whole sequence long."""
     if not lens or (graph.is_constant(lens) and np.all(graph.constants[lens] == seq)):
         return None
+    if not graph.is_constant(lens):     # the default calibration makes its rows whole (default_inputs.py)
+        lengths = graph.meta.setdefault("sequence_lens", {})
+        lengths[lens] = min(lengths.get(lens, seq), seq)
     dtype = graph.constants[lens].dtype if graph.is_constant(lens) else graph.dtype(lens) or np.dtype(np.int32)
     rows = bld.op("Unsqueeze", [lens, bld.const("axis1", np.array([1], np.int64))], (batch, 1), "lens_rows",
                   dtype=dtype)
