@@ -19,10 +19,12 @@ def _tagger() -> onnx.ModelProto:
     Cast and a TopK, as torch's pack_padded_sequence exports) -> Mul(a float mask from the integer scale
     input) -> MatMul head."""
     rng = np.random.default_rng(0)
-    f32 = lambda *s: (rng.standard_normal(s) * 0.5).astype(np.float32)      # noqa: E731
-    inits = [numpy_helper.from_array(f32(VOCAB, WIDTH), "emb"), numpy_helper.from_array(f32(1, 3 * HIDDEN, WIDTH), "W"),
-             numpy_helper.from_array(f32(1, 3 * HIDDEN, HIDDEN), "R"), numpy_helper.from_array(f32(HIDDEN, 4), "head"),
-             numpy_helper.from_array(np.array([0], np.int64), "axis0"), numpy_helper.from_array(np.array([1], np.int64), "k")]
+
+    def weight(name, *shape):
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.5).astype(np.float32), name)
+    inits = [weight("emb", VOCAB, WIDTH), weight("W", 1, 3 * HIDDEN, WIDTH), weight("R", 1, 3 * HIDDEN, HIDDEN),
+             weight("head", HIDDEN, 4), numpy_helper.from_array(np.array([0], np.int64), "axis0"),
+             numpy_helper.from_array(np.array([1], np.int64), "k")]
     nodes = [helper.make_node("Cast", ["ids"], ["ids32"], to=TensorProto.INT32),
              helper.make_node("Unsqueeze", ["ids32", "axis0"], ["ids4"]),
              helper.make_node("Squeeze", ["ids4", "axis0"], ["ids_back"]),
