@@ -321,10 +321,11 @@ def test_loop_and_scan_bodies_are_probed_for_the_shapes_inference_leaves_open(sc
 INT64_MAX = np.iinfo(np.int64).max
 
 
-def counted_loop(trip=10, stop=4, data_cond=False) -> onnx.ModelProto:
+def counted_loop(trip=10, stop=4, data_cond=False, symbolic=False) -> onnx.ModelProto:
     """tf2onnx's while_loop: acc <- acc @ W + x while ``t + 1 < stop`` and ``i + 1 < trip`` (``t`` a carried
     counter), W carried unchanged from an initializer, every acc stacked. ``trip`` None: no trip count;
-    ``data_cond``: the loop also stops once sum(acc) reaches 1e9, which only the data can tell."""
+    ``data_cond``: the loop also stops once sum(acc) reaches 1e9, which only the data can tell;
+    ``symbolic``: the body declares W with a symbolic first dimension, as tf2onnx does (nakdimon)."""
     rng = np.random.default_rng(7)
     nodes = [h.make_node("Add", ["t_in", "one"], ["t_out"]), h.make_node("Less", ["t_out", "stop"], ["c1"]),
              h.make_node("Add", ["i", "one"], ["i1"]), h.make_node("Less", ["i1", "limit"], ["c2"]),
@@ -340,9 +341,10 @@ def counted_loop(trip=10, stop=4, data_cond=False) -> onnx.ModelProto:
         nodes, "body",
         [h.make_tensor_value_info("i", T.INT64, []), h.make_tensor_value_info("cond_in", T.BOOL, []),
          h.make_tensor_value_info("t_in", T.INT64, []), h.make_tensor_value_info("acc_in", T.FLOAT, [1, 8]),
-         h.make_tensor_value_info("W_in", T.FLOAT, [8, 8])],
+         h.make_tensor_value_info("W_in", T.FLOAT, ["unk", 8] if symbolic else [8, 8])],
         [h.make_tensor_value_info("cond_out", T.BOOL, []), h.make_tensor_value_info("t_out", T.INT64, []),
-         h.make_tensor_value_info("acc_out", T.FLOAT, [1, 8]), h.make_tensor_value_info("W_in", T.FLOAT, [8, 8]),
+         h.make_tensor_value_info("acc_out", T.FLOAT, [1, 8]),
+         h.make_tensor_value_info("W_in", T.FLOAT, ["unk", 8] if symbolic else [8, 8]),
          h.make_tensor_value_info("acc_scan", T.FLOAT, [1, 8])],
         [_const("one", np.int64(1)), _const("stop", np.int64(stop)), _const("big", np.float32(1e9))])
     inits = [_const("W", (rng.normal(size=(8, 8)) * 0.3).astype(np.float32)), _const("cond", np.bool_(True)),
@@ -355,10 +357,11 @@ def counted_loop(trip=10, stop=4, data_cond=False) -> onnx.ModelProto:
     return _model([loop], [h.make_tensor_value_info("x", T.FLOAT, [1, 8])], outputs, inits)
 
 
-@pytest.mark.parametrize("trip, stop, runs", [(10, 4, 4), (None, 4, 4), (INT64_MAX, 4, 4), (2, 4, 2),
-                                             (10, 1, 1)])
-def test_a_loop_whose_condition_counts_unrolls_onto_one_set_of_crossbars(trip, stop, runs):
-    model = counted_loop(trip, stop)
+@pytest.mark.parametrize("trip, stop, runs, symbolic", [(10, 4, 4, False), (None, 4, 4, False),
+                                                       (INT64_MAX, 4, 4, False), (2, 4, 2, False), (10, 1, 1, False),
+                                                       (None, 4, 4, True)])
+def test_a_loop_whose_condition_counts_unrolls_onto_one_set_of_crossbars(trip, stop, runs, symbolic):
+    model = counted_loop(trip, stop, symbolic=symbolic)
     comp = compiled(model)
     assert not [n for n in comp.graph.nodes if n.op_type == "Loop"]
     (layer,) = comp.mapping.layers          # the carried W is one constant, read by every iteration

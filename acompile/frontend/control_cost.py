@@ -196,7 +196,9 @@ def body_ir(graph: Graph, node: Node, body: GraphProto) -> Graph:
     inputs)."""
     opsets = node.meta.get("opsets") or {"": graph.opset}
     tensors = dict(graph.tensors)
-    for vi in list(body.input) + list(body.value_info) + list(body.output):
+    for vi in list(body.output) + list(body.value_info) + list(body.input):
+        # an input one iteration sees, typed from the enclosing graph's values, over an exporter's
+        # symbolic dims on the same value carried through as an output
         tensors[vi.name] = value_info(vi)
     outer = node.meta.get("outer", [])
     now = node.inputs[len(node.inputs) - len(outer):]
