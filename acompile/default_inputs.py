@@ -5,7 +5,8 @@ dynamic batch), or uniform in the ``--input-range`` bounds. Integer inputs take 
 with them where the graph says it:
 
 * the indices of a Gather from a constant table (token ids into an embedding, through casts and
-  reshapes) are seeded draws, uniform over the table's rows, as text is made of many tokens;
+  reshapes; a float input that the model casts to integers too) are seeded draws, uniform over the
+  table's rows, as text is made of many tokens;
 * the lengths that reach a recurrent layer's ``sequence_lens`` (through casts, a sort, anything;
   the unroll pass records those values) are the whole sequence, a batch of full rows;
 
@@ -52,10 +53,10 @@ def default_data(graph: Graph, batch: int, seed: int, limits: Limits,
         if dtype.kind == "f" and name in bounds:
             low, high = bounds[name]
             data[name] = rng.uniform(low, high, shape).astype(dtype)
+        elif dtype.kind in "iuf" and name in rows:      # float ids too, cast to integers by the model
+            data[name] = rng.integers(0, rows[name], shape).astype(dtype)
         elif dtype.kind == "f":
             data[name] = rng.standard_normal(shape, dtype=np.float32).astype(dtype, copy=False)
-        elif dtype.kind in "iu" and name in rows:
-            data[name] = rng.integers(0, rows[name], shape).astype(dtype)
         elif dtype.kind in "iu" and name in lengths:
             data[name] = np.full(shape, lengths[name], dtype)
         else:
@@ -64,8 +65,8 @@ def default_data(graph: Graph, batch: int, seed: int, limits: Limits,
 
 
 def table_rows(graph: Graph) -> dict[str, int]:
-    """Integer graph inputs that index a constant table (a Gather's indices, through ``_PASS_THROUGH``
-    ops), with the rows every table they index has."""
+    """Graph inputs that index a constant table (a Gather's indices, through ``_PASS_THROUGH`` ops: a float
+    input cast to integers too), with the rows every table they index has."""
     producers = graph.producers()
     rows: dict[str, int] = {}
     for node in graph.nodes:
@@ -105,7 +106,6 @@ def full_lengths(graph: Graph) -> dict[str, int]:
 def describe(graph: Graph) -> str:
     """What the default data put in integer inputs beyond the fill, for the report ("" when nothing)."""
     rows, lengths = table_rows(graph), full_lengths(graph)
-    rows = {name: n for name, n in rows.items() if (graph.tensors[name].dtype or np.dtype("f4")).kind in "iu"}
     lengths = {name: n for name, n in lengths.items()
                if name not in rows and (graph.tensors[name].dtype or np.dtype("f4")).kind in "iu"}
     parts = [f"token ids uniform over the {n} rows of the table {clean(name)!r} indexes" for name, n in rows.items()]

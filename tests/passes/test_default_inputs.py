@@ -14,7 +14,7 @@ from helpers import cli, compiled
 VOCAB, WIDTH, HIDDEN, STEPS = 50, 8, 6, 7
 
 
-def _tagger() -> onnx.ModelProto:
+def _tagger(ids_type=TensorProto.INT64) -> onnx.ModelProto:
     """ids [1, T] -> Cast -> Unsqueeze/Squeeze -> Gather(embedding) -> GRU(sequence_lens from lengths through
     Cast and a TopK, as torch's pack_padded_sequence exports) -> Mul(a float mask from the integer scale
     input) -> MatMul head."""
@@ -38,7 +38,7 @@ def _tagger() -> onnx.ModelProto:
              helper.make_node("Cast", ["scale"], ["scale_f"], to=TensorProto.FLOAT),
              helper.make_node("Mul", ["h", "scale_f"], ["hs"]),
              helper.make_node("MatMul", ["hs", "head"], ["out"])]
-    graph = helper.make_graph(nodes, "tagger", [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, STEPS]),
+    graph = helper.make_graph(nodes, "tagger", [helper.make_tensor_value_info("ids", ids_type, [1, STEPS]),
                                                 helper.make_tensor_value_info("lengths", TensorProto.INT64, [1]),
                                                 helper.make_tensor_value_info("scale", TensorProto.INT64, [])],
                               [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)], inits)
@@ -57,6 +57,14 @@ def test_token_ids_span_the_table_and_lengths_are_the_whole_sequence():
     again = default_data(graph, 1, seed=0, limits=Limits())
     assert np.array_equal(again["ids"], data["ids"])
     assert not np.array_equal(default_data(graph, 1, seed=1, limits=Limits())["ids"], data["ids"])
+
+
+def test_float_token_ids_cast_to_integers_are_drawn_over_the_table_too():
+    """tf2onnx's Keras embeddings read float ids through a Cast (nakdimon): normal draws would index
+    rows -2..2, the negative ones from the end."""
+    graph = compiled(_tagger(TensorProto.FLOAT)).graph
+    ids = default_data(graph, 1, seed=0, limits=Limits())["ids"]
+    assert ids.dtype == np.float32 and np.all(ids == np.round(ids)) and ids.min() >= 0 and ids.max() < VOCAB
 
 
 def test_the_report_names_the_integer_defaults(tmp_path):
