@@ -244,6 +244,19 @@ WHEEL_MODELS: dict[str, WheelModel] = {
         "azcrawlerpy-recaptcha-text", "1.0.1", "azcrawlerpy_recaptcha_text/selector.onnx",
         "fdac1d21dd1ec7115003b1dcb8d00282deebe19b14940eee0f99d3d66344b3ac", 106262,
         "captcha input-size selector CNN: an image and a shape vector"),
+    "smart_turn": WheelModel(
+        "pipecat-ai", "1.14.0", "pipecat/audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx",
+        "2bb026316b14a660486a75b1733cd3fbab8c2fd0314dc9af7be49f8cca967e4f", 8679182,
+        "end-of-turn detector: whisper-tiny encoder quantized to static QDQ int8 (opset 18)"),
+    "piper_tashkeel": WheelModel(
+        "piper-tts", "1.8.0", "piper/tashkeel/model.onnx",
+        "52c40d42ca094ff9ff07a091d0a1eafd7baa5cf2388e60a9cc89bacd8e5e955f", 4788213,
+        "Arabic diacritiser (torch): embeddings, CBHG convs, nine bidirectional GRUs on the input lengths; "
+        "platform wheel"),
+    "nakdimon": WheelModel(
+        "piper-tts", "1.8.0", "piper/hebrew/nakdimon.onnx",
+        "9ff491dcc7d66392019d427a98b97d5de10c0d721628ae740858174ae22b190e", 21312753,
+        "Hebrew diacritiser (Keras via tf2onnx): float char ids, two BiLSTMs as while_loops; platform wheel"),
 }
 
 
@@ -377,16 +390,22 @@ SHAPES: dict[str, dict[str, list[int]]] = {
     "asr_wespeaker": {"waveforms": [1, 8000], "waveforms_lens": [1]},
     "slovorez": {"input_layer": [1, 24]},
     "captcha_selector": {"thumb": [1, 3, 16, 64], "shape": [1, 2]},
+    "smart_turn": {"input_features": [1, 80, 800]},
+    "piper_tashkeel": {"char_inputs": [1, 20], "diac_inputs": [1, 20], "input_lengths": [1]},
+    "nakdimon": {"input_1": [1, 40]},
 }
 
 # integer inputs whose value matters (the rest are drawn at random)
 _FIXED_VALUES = {("silero_vad", "sr"): 16000, ("silero_vad_16k_op15", "sr"): 16000,
                  ("silero_vad_ifless", "sr"): 16000, ("lac_encoder", "length"): 12,
-                 ("asr_nemo80", "waveforms_lens"): 8000, ("asr_wespeaker", "waveforms_lens"): 8000}
+                 ("asr_nemo80", "waveforms_lens"): 8000, ("asr_wespeaker", "waveforms_lens"): 8000,
+                 ("piper_tashkeel", "input_lengths"): 20}
 # token ids: drawn below the vocabulary size
 _INT_RANGES = {("g2p_id_bert", "input_1"): (0, 32), ("lac_encoder", "token_ids"): (1, 58224),
                ("ar_romanizer_enc", "src"): (0, 160), ("khmersm", "x"): (0, 126),
-               ("tashkeel_int8", "input"): (0, 302), ("slovorez", "input_layer"): (0, 49)}
+               ("tashkeel_int8", "input"): (0, 302), ("slovorez", "input_layer"): (0, 49),
+               ("piper_tashkeel", "char_inputs"): (0, 54), ("piper_tashkeel", "diac_inputs"): (0, 16),
+               ("nakdimon", "input_1"): (0, 43)}   # float ids, cast to integers by the model
 # text detectors: fed a synthetic text image (noise gives outputs of ~1e-8, where relative errors mean nothing)
 _TEXT_IMAGES = {("ppocr_det", "x"), ("ppocr_v6_det", "x")}
 
@@ -430,6 +449,8 @@ def feeds(name: str, seed: int = 0, model_path: Path | None = None) -> dict[str,
             a = _text_image(shape)
         elif (name, vi.name) in _FIXED_VALUES:
             a = np.full(shape, _FIXED_VALUES[(name, vi.name)])
+        elif (name, vi.name) in _INT_RANGES:
+            a = rng.integers(*_INT_RANGES[(name, vi.name)], shape)
         elif np.issubdtype(dtype, np.floating):
             if vi.name in ("state", "h", "c", "h0"):
                 a = np.zeros(shape)
