@@ -257,6 +257,14 @@ WHEEL_MODELS: dict[str, WheelModel] = {
         "piper-tts", "1.8.0", "piper/hebrew/nakdimon.onnx",
         "9ff491dcc7d66392019d427a98b97d5de10c0d721628ae740858174ae22b190e", 21312753,
         "Hebrew diacritiser (Keras via tf2onnx): float char ids, two BiLSTMs as while_loops; platform wheel"),
+    "thai2rom_encoder": WheelModel(
+        "pythainlp", "5.4.0", "pythainlp/corpus/thai2rom_encoder.onnx",
+        "05295bc3142ac7651857f5c04b75541d2a0adb89443ad5ab0d1cb66e530982c9", 1108247,
+        "Thai romaniser's encoder (torch): embedding, a bidirectional LSTM on the input lengths"),
+    "deepcut": WheelModel(
+        "pythainlp", "5.4.0", "pythainlp/corpus/deepcut.onnx",
+        "4eb777ef44f1095f965e07fa48fb1e7f67a77a61fadfd079ba1d25da8b6698f0", 2177238,
+        "Thai word segmenter (Keras via tf2onnx): float char and type ids, parallel Conv1d widths"),
 }
 
 
@@ -393,19 +401,22 @@ SHAPES: dict[str, dict[str, list[int]]] = {
     "smart_turn": {"input_features": [1, 80, 800]},
     "piper_tashkeel": {"char_inputs": [1, 20], "diac_inputs": [1, 20], "input_lengths": [1]},
     "nakdimon": {"input_1": [1, 40]},
+    "thai2rom_encoder": {"input_tensor": [1, 12], "input_lengths": [1]},
+    "deepcut": {"input_1": [4, 21], "input_2": [4, 21]},
 }
 
 # integer inputs whose value matters (the rest are drawn at random)
 _FIXED_VALUES = {("silero_vad", "sr"): 16000, ("silero_vad_16k_op15", "sr"): 16000,
                  ("silero_vad_ifless", "sr"): 16000, ("lac_encoder", "length"): 12,
                  ("asr_nemo80", "waveforms_lens"): 8000, ("asr_wespeaker", "waveforms_lens"): 8000,
-                 ("piper_tashkeel", "input_lengths"): 20}
+                 ("piper_tashkeel", "input_lengths"): 20, ("thai2rom_encoder", "input_lengths"): 9}
 # token ids: drawn below the vocabulary size
 _INT_RANGES = {("g2p_id_bert", "input_1"): (0, 32), ("lac_encoder", "token_ids"): (1, 58224),
                ("ar_romanizer_enc", "src"): (0, 160), ("khmersm", "x"): (0, 126),
                ("tashkeel_int8", "input"): (0, 302), ("slovorez", "input_layer"): (0, 49),
                ("piper_tashkeel", "char_inputs"): (0, 54), ("piper_tashkeel", "diac_inputs"): (0, 16),
-               ("nakdimon", "input_1"): (0, 43)}   # float ids, cast to integers by the model
+               ("nakdimon", "input_1"): (0, 43), ("thai2rom_encoder", "input_tensor"): (0, 94),
+               ("deepcut", "input_1"): (0, 178), ("deepcut", "input_2"): (0, 12)}   # nakdimon's, deepcut's: floats
 # text detectors: fed a synthetic text image (noise gives outputs of ~1e-8, where relative errors mean nothing)
 _TEXT_IMAGES = {("ppocr_det", "x"), ("ppocr_v6_det", "x")}
 

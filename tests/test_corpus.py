@@ -45,7 +45,7 @@ MAPS = {
     "basic_pitch_nmp", "eeg_spindle", "khmersm",
     "iclabel", "captcha_crnn", "vcb_captcha", "ppocr_v6_det", "ppocr_v6_rec", "tashkeel_int8",
     "voicefilter_embedder_int8", "asr_nemo80", "asr_wespeaker", "slovorez", "captcha_selector",
-    "smart_turn", "piper_tashkeel", "nakdimon",
+    "smart_turn", "piper_tashkeel", "nakdimon", "thai2rom_encoder", "deepcut",
     "zoo_squeezenet", "zoo_shufflenet", "zoo_inception_v1", "zoo_inception_v2", "zoo_densenet121",
 }
 # Graph inputs frozen with --bind (an If selecting on the sample rate is then inlined).
