@@ -99,12 +99,38 @@ def _qlinear(graph: Graph, node: Node, producer: dict) -> list[Node] | None:
     else:
         yf = _float(graph, f"{y}_float", y) if sy else y
     out.append(Node(name=node.name, op_type=op, inputs=args, outputs=[yf], attrs=attrs, domain="",
-                    opset=graph.opset))
+                    opset=graph.opset, meta=_requantize(graph, node, b, sy, zy, _channels(graph, w, axis))))
     if last:
         yf = _transpose(graph, out, yf, [0, *range(2, rank), 1], None if sy else y)
     if sy:
         out.append(new_node(graph, "QuantizeLinear", [yf, sy, zy] if zy else [yf, sy], [y]))
     return out
+
+
+def _channels(graph: Graph, w: str, axis: int) -> int:
+    shape = np.shape(_c(graph, w)) if _c(graph, w) is not None else graph.shape(w) or ()
+    return shape[axis] if len(shape) > axis and isinstance(shape[axis], int) else 0
+
+
+def _requantize(graph: Graph, node: Node, b: str, sy: str, zy: str, n_out: int) -> dict:
+    """For the float op of a QLinearConv, QLinearMatMul or QGemm with constant output scale and zero point,
+    how onnxruntime's kernel makes its output codes (its int32 bias per output channel, QGemm's alpha, s_y,
+    the output type's zero point and range), which ideal mode reproduces (sim/requantize.py)."""
+    y_scale, y_zero = _c(graph, sy) if sy else None, _c(graph, zy) if zy else np.zeros((), np.uint8)
+    if y_scale is None or y_zero is None or np.size(y_scale) != 1 or np.size(y_zero) != 1 \
+            or y_zero.dtype not in (np.uint8, np.int8):
+        return {}
+    info = np.iinfo(y_zero.dtype)
+    record = {"output_scale": float(np.asarray(y_scale).reshape(-1)[0]),
+              "output_zero_point": int(np.asarray(y_zero).reshape(-1)[0]),
+              "output_min": int(info.min), "output_max": int(info.max),
+              "alpha": float(node.attrs.get("alpha", 1.0))}
+    if b:
+        bias = np.asarray(_c(graph, b)).reshape(-1)
+        if bias.size not in (1, n_out):         # a QGemm's C per row too: not one per output channel
+            return {}
+        record["bias"] = [int(v) for v in np.broadcast_to(bias, (n_out,))]
+    return {"requantize": record}
 
 
 def _transpose(graph: Graph, out: list, x: str, perm: list[int], y: str | None = None) -> str:

@@ -128,6 +128,8 @@ def model_scales(state: CompileState) -> None:
         rec = _weight_record(graph, node, producer) if node.name not in integer else _unit_scales(graph, node)
         if rec is not None:
             rec.update(_input_record(graph, node.inputs[0], producer) or {})
+            if "requantize" in node.meta and "input_scale" in rec:     # a QLinearConv or QLinearMatMul's
+                rec["requantize"] = node.meta["requantize"]
             found[node.name] = rec
     if found:
         graph.meta["model_quant"] = found
@@ -183,7 +185,7 @@ def _use(graph: Graph, layer, rec: dict) -> str | None:
             return (f"the model's {rec['input_bits']}-bit inputs need more than the target's "
                     f"{spec.input_bits} input bits: requantized by acompile")
         quant.update({k: rec[k] for k in ("input_scale", "input_zero_point", "input_offset", "input_bits",
-                                           "input_dtype")})
+                                           "input_dtype", "requantize") if k in rec})
         layer.input_signed = False          # the DAC streams x_q - q_min: unsigned, see docs/analog.md
         layer.input_scale = rec["input_scale"]
     layer.model_quant = quant

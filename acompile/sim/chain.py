@@ -32,7 +32,7 @@ from ..numerics.encoding import column_layout, float_weights
 from ..numerics.product import cell_leak, check_exact, digital_terms
 from ..numerics.quantise import quantize_inputs
 from ..passes.boundaries import CHAIN
-from . import conv, exact, gemm, reference
+from . import conv, exact, gemm, reference, requantize
 from .fast import mvm
 from .vectors import from_vectors, model_float_type, to_vectors, without_lost
 
@@ -290,6 +290,8 @@ def run_fused(sim, layer: AnalogLayer, x, bias: np.ndarray, *operands, after: tu
 
 def _run_layer(sim, layer: AnalogLayer, x: np.ndarray, bias: np.ndarray, after: tuple = (), operands=()) -> np.ndarray:
     geo = layer.geometry.for_input(x.shape)
+    if requantize.applies(sim, layer) and sim.capture is None:
+        return _run_after(sim, after, requantize.run(sim, layer, x, geo), operands)
     if sim.mode == "ideal" and layer.op_type == "Conv" and x.ndim >= 3 \
             and (sim.capture is None or getattr(sim.capture, "conv_input", None)):
         if sim.capture is not None:     # a capture that needs no vectors sees the Conv's input instead
