@@ -2,7 +2,8 @@
 
 onnxruntime computes such an op's output codes from the exact integer sum Σ (x_q - zp_x)(w_q - zp_w),
 plus its int32 bias, converted to float32 and times one float32 multiplier per output channel,
-``(s_x · s_w) / s_y`` (a QGemm's alpha first), rounded half to even, clipped to the output type and shifted by its zero point.
+``(s_x · s_w) / s_y`` (a QGemm's alpha first), rounded half to even, clipped to the output type and
+shifted by its zero point.
 acompile rewrites the op as DequantizeLinear -> Conv/MatMul -> QuantizeLinear (passes/qoperator.py),
 whose float product, rounded in its last bits and then divided by s_y, lands a step away from the
 kernel's code wherever it lies within those bits of a rounding boundary; the layers after carry the

@@ -89,7 +89,8 @@ def _qoperator_model(op: str, x_shape, w_shape, axis: int, attrs=None) -> onnx.M
     rng = np.random.default_rng(4)
     n_out = w_shape[axis]
     inits = [numpy_helper.from_array(rng.integers(-64, 64, w_shape).astype(np.int8), "wq"),
-             numpy_helper.from_array((rng.random(n_out) * 0.004 + 0.001).astype(np.float32), "ws"), numpy_helper.from_array(np.zeros(n_out, np.int8), "wz"),
+             numpy_helper.from_array((rng.random(n_out) * 0.004 + 0.001).astype(np.float32), "ws"),
+             numpy_helper.from_array(np.zeros(n_out, np.int8), "wz"),
              numpy_helper.from_array(np.array(0.02, np.float32), "xs"), numpy_helper.from_array(np.uint8(128), "xz"),
              numpy_helper.from_array(np.array(0.05, np.float32), "ys"), numpy_helper.from_array(np.uint8(120), "yz"),
              numpy_helper.from_array(rng.integers(-3000, 3000, n_out).astype(np.int32), "b")]
@@ -99,7 +100,8 @@ def _qoperator_model(op: str, x_shape, w_shape, axis: int, attrs=None) -> onnx.M
     nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
              helper.make_node(op, ins, ["yq"], domain="com.microsoft" if op == "QGemm" else "", **(attrs or {})),
              helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["y"])]
-    graph = helper.make_graph(nodes, "qoperator_layer", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
+    x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))
+    graph = helper.make_graph(nodes, "qoperator_layer", [x_info],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
                              ir_version=8)
