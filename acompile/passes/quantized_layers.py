@@ -20,7 +20,7 @@ from ..onnx_exec import QUANTIZE_DOMAINS, integer_dtype, integer_range
 from .base import CompileState, compile_pass
 from .qoperator import expand_qoperators
 
-LINEAR_OPS = {"Conv": (1, 0), "Gemm": (1, None), "MatMul": (1, 1)}   # op: (weight input, output axis)
+LINEAR_OPS = {"Conv": (1, 0), "ConvTranspose": (1, 1), "Gemm": (1, None), "MatMul": (1, 1)}   # op: (weight, out axis)
 INTEGER_KINDS = "iu"
 
 
@@ -68,9 +68,13 @@ def _weight_record(graph: Graph, node: Node, producer: dict) -> dict | None:
                             "channel: requantized by acompile"}
     else:
         return None
+    if node.op_type == "ConvTranspose":     # a crossbar row per (output channel, kernel position) of each group
+        if not all(isinstance(d, int) for d in shape):
+            return None
+        scales = np.repeat(np.tile(scales, int(node.attrs.get("group", 1))), int(np.prod(shape[2:])))
     rec = {"weight_scales": [float(s) for s in scales], "weight_bits": integer_range(dtype)[2]}
     # how the model's own product reads its weight and adds its bias, which ideal mode follows (sim/gemm.py)
-    if node.op_type != "Conv":
+    if node.op_type in ("Gemm", "MatMul"):
         rec["trans_b"] = bool(node.attrs.get("transB", 0))
     if node.op_type == "Gemm" and len(node.inputs) > 2 and node.inputs[2] and node.attrs.get("beta", 1.0) != 0:
         rec["bias_first"] = True
@@ -165,8 +169,6 @@ def _use(graph: Graph, layer, rec: dict) -> str | None:
     spec = layer.spec
     if "unusable" in rec:
         return rec["unusable"]
-    if layer.op_type not in ("Conv", "Linear"):
-        return f"a {layer.op_type} keeps acompile's quantisation"
     scales = np.asarray(rec["weight_scales"], np.float64)
     n = layer.matrices[0].n_out
     if scales.size != n * layer.groups:

@@ -310,6 +310,8 @@ def _run_after(sim, after: tuple, y: np.ndarray, operands) -> np.ndarray:
 
 
 def _run_chain(sim, layer: AnalogLayer, x: np.ndarray, bias: np.ndarray, geo: ConvGeometry) -> np.ndarray:
+    if sim.mode == "ideal" and layer.op_type == "ConvTranspose" and gemm.follows_model(layer) and sim.capture is None:
+        return from_vectors(conv.transposed_products(sim, layer, x), bias, layer.op_type, geo, layer.groups)
     lossless = _exact(sim, layer)
     if lossless and layer.op_type == "Conv" and x.ndim >= 3 and (sim.mode == "ideal" or np.isfinite(x).all()):
         return _conv_exact(sim, layer, x, bias, geo)

@@ -231,3 +231,20 @@ def _inline_epilogue(after: tuple, operands, y: np.ndarray) -> list | None:
             return None
         out.append(other)
     return out
+
+
+def transposed_products(sim, layer: AnalogLayer, x: np.ndarray) -> np.ndarray:
+    """A quantized model's ideal-mode ConvTranspose before its col2im: the [B·pixels, G, N] products as
+    onnxruntime's ConvTranspose computes them for run's reference (gemm.follows_model): per image and
+    group, W_g^T (N, K_g, its weight read transposed) times the image's channels (K_g, pixels), on one
+    thread; vectors.col2im then adds the kernel's positions in onnxruntime's order."""
+    groups, n = layer.groups, layer.matrices[0].n_out
+    batch, channels = x.shape[:2]
+    pixels, k = math.prod(x.shape[2:]), channels // groups
+    out = np.empty((batch, pixels, groups, n), np.float32)
+    weights = [np.ascontiguousarray(sim.weights.float_matrix(layer, g).T, dtype=np.float32).T for g in range(groups)]
+    for i in range(batch):
+        image = np.ascontiguousarray(x[i], dtype=np.float32).reshape(channels, pixels)
+        for g in range(groups):
+            out[i, :, g, :] = gemm.matmul(weights[g], image[g * k:(g + 1) * k], single=True, as_onnxruntime=True).T
+    return out.reshape(batch * pixels, groups, n)

@@ -11,6 +11,9 @@ images in a batch that numpy's path would multiply several at a time.
 
 from __future__ import annotations
 
+import json
+import math
+
 import numpy as np
 import onnx
 import pytest
@@ -61,6 +64,12 @@ CASES = {
     "conv_depthwise": ((2, 32, 20, 20), _int8(32, 1, 3, 3), {"op": "Conv", "attrs": {"group": 32, "pads": [1] * 4}}),
     "conv_small_images": ((16, 256, 4, 4), _int8(64, 256, 3, 3), {"op": "Conv", "attrs": {"pads": [1] * 4}}),
     "conv_1d": ((2, 80, 300), _int8(192, 80, 3), {"op": "Conv", "attrs": {"pads": [1, 1], "strides": [2]}}),
+    # weights (C_in, C_out, *kernel), per output channel along axis 1: the model's integers on the crossbars
+    # too, a row per (output channel, kernel position); onnxruntime multiplies W^T by each image, then col2im
+    "conv_transpose": ((2, 64, 16, 16), _int8(64, 32, 4, 4),
+                       {"op": "ConvTranspose", "axis": 1, "attrs": {"strides": [2, 2], "pads": [1] * 4}}),
+    "conv_transpose_1d": ((2, 256, 20), _int8(256, 128, 4),
+                          {"op": "ConvTranspose", "axis": 1, "attrs": {"strides": [2], "pads": [1, 1]}}),
 }
 
 
@@ -77,6 +86,9 @@ def test_ideal_mode_of_a_qdq_layer_equals_onnxruntime_to_the_bit(case, tmp_path)
                  "--result", str(tmp_path / "y.npz")]) == 0
     ours = np.load(tmp_path / "y.npz")
     reference = reference_outputs(model_path, {"x": x})
+    (record,) = json.loads((tmp_path / "out" / "program.json").read_text())["layers"]
+    rows = weight_q.shape[1] * math.prod(weight_q.shape[2:]) if layer["op"] == "ConvTranspose" else None
+    assert len(record["model_quant"]["weight_scales"]) == (rows or weight_q.shape[layer.get("axis", 0)])
     for name in ("yf", "y"):
         assert np.array_equal(ours[name], reference[name]), \
             f"{name}: {np.count_nonzero(ours[name] != reference[name])} of {ours[name].size} differ"
