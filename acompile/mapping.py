@@ -180,6 +180,7 @@ class AnalogLayer:
     replication: int = 1
     uses: int = 1                 # graph nodes sharing these crossbars (e.g. every time step of an RNN)
     model_quant: dict | None = None   # a quantized model's own scales (passes/quantized_layers.py)
+    model_op: dict | None = None      # a QDQ layer's product as the model's op computes it, for ideal mode (sim/gemm.py)
 
     @property
     def macs_per_vec(self) -> int:
@@ -198,8 +199,9 @@ class AnalogLayer:
     def to_dict(self) -> dict:
         """The layer's record in program.json (its blocks are the mapping's, listed there)."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("blocks", "matrices")}
-        if self.model_quant is None:
-            del out["model_quant"]
+        for name in ("model_quant", "model_op"):
+            if out[name] is None:
+                del out[name]
         out["geometry"] = self.geometry.to_dict()
         out["spec"] = self.spec.to_dict() if self.spec is not None else None
         out["matrices"] = [m.to_dict() for m in self.matrices]
@@ -207,12 +209,12 @@ class AnalogLayer:
 
     @classmethod
     def from_dict(cls, d: dict) -> AnalogLayer:
-        names = {f.name for f in fields(cls)} - {"blocks", "uses", "model_quant"}
+        names = {f.name for f in fields(cls)} - {"blocks", "uses", "model_quant", "model_op"}
         values = {k: d[k] for k in names}
         values["geometry"] = ConvGeometry.from_dict(d["geometry"])
         values["spec"] = AnalogSpec(**d["spec"]) if d["spec"] is not None else None
         values["matrices"] = [Matrix.from_dict(m) for m in d["matrices"]]
-        return cls(**values, uses=d.get("uses", 1), model_quant=d.get("model_quant"))
+        return cls(**values, uses=d.get("uses", 1), model_quant=d.get("model_quant"), model_op=d.get("model_op"))
 
     @property
     def input_offset(self) -> int:

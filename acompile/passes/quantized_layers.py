@@ -72,13 +72,18 @@ def _weight_record(graph: Graph, node: Node, producer: dict) -> dict | None:
         if not all(isinstance(d, int) for d in shape):
             return None
         scales = np.repeat(np.tile(scales, int(node.attrs.get("group", 1))), int(np.prod(shape[2:])))
-    rec = {"weight_scales": [float(s) for s in scales], "weight_bits": integer_range(dtype)[2]}
-    # how the model's own product reads its weight and adds its bias, which ideal mode follows (sim/gemm.py)
-    if node.op_type in ("Gemm", "MatMul"):
-        rec["trans_b"] = bool(node.attrs.get("transB", 0))
+    return {"weight_scales": [float(s) for s in scales], "weight_bits": integer_range(dtype)[2]}
+
+
+def _model_op(node: Node) -> dict:
+    """How the model's own product reads its weight and adds its bias (a Gemm adds C before the products),
+    which ideal mode follows whether or not the layer keeps the model's scales (sim/gemm.py)."""
+    if node.op_type not in ("Gemm", "MatMul"):
+        return {}
+    op = {"trans_b": bool(node.attrs.get("transB", 0))}
     if node.op_type == "Gemm" and len(node.inputs) > 2 and node.inputs[2] and node.attrs.get("beta", 1.0) != 0:
-        rec["bias_first"] = True
-    return rec
+        op["bias_first"] = True
+    return op
 
 
 def _unit_scales(graph: Graph, node: Node) -> dict:
@@ -132,6 +137,8 @@ def model_scales(state: CompileState) -> None:
         rec = _weight_record(graph, node, producer) if node.name not in integer else _unit_scales(graph, node)
         if rec is not None:
             rec.update(_input_record(graph, node.inputs[0], producer) or {})
+            if node.name not in integer:        # a DequantizeLinear weight: the model computes in floats
+                rec["model_op"] = _model_op(node)
             if "requantize" in node.meta and "input_scale" in rec:     # a QLinearConv or QLinearMatMul's
                 rec["requantize"] = node.meta["requantize"]
             found[node.name] = rec
@@ -181,7 +188,7 @@ def _use(graph: Graph, layer, rec: dict) -> str | None:
         if top > qmax:
             return (f"the model's {rec['weight_bits']}-bit weights need more than the target's "
                     f"{spec.weight_bits} weight bits: requantized by acompile")
-    quant = {k: rec[k] for k in ("weight_scales", "weight_bits", "trans_b", "bias_first") if k in rec}
+    quant = {"weight_scales": rec["weight_scales"], "weight_bits": rec["weight_bits"]}
     if "input_scale" in rec:
         if rec["input_bits"] > spec.input_bits:
             return (f"the model's {rec['input_bits']}-bit inputs need more than the target's "
@@ -204,6 +211,7 @@ def apply_model_scales(state: CompileState) -> None:
     for layer in state.mapping.layers:
         rec = found.get(layer.name)
         if rec is not None:
+            layer.model_op = rec.get("model_op")
             why = _use(state.graph, layer, rec)
             if why is not None:
                 notes.append((why, layer.name))

@@ -122,8 +122,9 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, single: 
 def follows_model(layer) -> bool:
     """Whether an ideal-mode layer computes its products as onnxruntime computes the model's own op, bit for
     bit (``matmul``'s ``as_onnxruntime``): a quantized model's layer, whose QuantizeLinear after it would
-    round some of numpy's last bits differently."""
-    return layer.model_quant is not None
+    round some of numpy's last bits differently (``model_op``: a QDQ layer, whether or not it keeps the
+    model's scales on the target; ``model_quant``: its integers kept)."""
+    return layer.model_op is not None or layer.model_quant is not None
 
 
 def ideal_product(layer, wt: np.ndarray):
@@ -132,12 +133,11 @@ def ideal_product(layer, wt: np.ndarray):
     :func:`follows_model` runs on one thread, as ``run``'s reference session does (threads that split a
     narrow output change the kernel's blocks of K), reading its weight as the model's op does."""
     if follows_model(layer):
-        return partial(matmul, as_onnxruntime=True, single=True, trans_b=layer.model_quant.get("trans_b"))
+        return partial(matmul, as_onnxruntime=True, single=True, trans_b=(layer.model_op or {}).get("trans_b"))
     return np.matmul if wt.flags.aligned else matmul
 
 
 def bias_first(layer) -> bool:
     """Whether an ideal-mode layer adds its bias (``c``) before its products, as the quantized model's own
     Gemm adds its C: Linear layers of one group only, the form a Gemm becomes."""
-    return follows_model(layer) and bool(layer.model_quant.get("bias_first")) \
-        and layer.op_type == "Linear" and layer.groups == 1
+    return bool((layer.model_op or {}).get("bias_first")) and layer.op_type == "Linear" and layer.groups == 1
