@@ -198,10 +198,8 @@ class AnalogLayer:
 
     def to_dict(self) -> dict:
         """The layer's record in program.json (its blocks are the mapping's, listed there)."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("blocks", "matrices")}
-        for name in ("model_quant", "model_op"):
-            if out[name] is None:
-                del out[name]
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("blocks", "matrices")
+               and (getattr(self, f.name) is not None or f.name not in ("model_quant", "model_op"))}
         out["geometry"] = self.geometry.to_dict()
         out["spec"] = self.spec.to_dict() if self.spec is not None else None
         out["matrices"] = [m.to_dict() for m in self.matrices]

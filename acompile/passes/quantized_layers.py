@@ -126,24 +126,29 @@ def _input_record(graph: Graph, x: str, producer: dict) -> dict | None:
 
 @compile_pass(provides={"model_scales_read"})
 def model_scales(state: CompileState) -> None:
-    """Record the weight and input scales a quantized (QDQ) model gives its Conv/Gemm/MatMul nodes."""
+    """Record the weight and input scales a quantized (QDQ) model gives its Conv/Gemm/MatMul nodes, and how
+    each of a quantized model's float products is computed (``model_ops``, for ideal mode)."""
     graph = state.graph
     integer = expand_qoperators(graph)
     producer = {o: n for n in graph.nodes for o in n.outputs if o}
-    found = {}
+    # a float layer of a quantized model (one its quantizer left in floats) may feed a QuantizeLinear too
+    quantized = any(n.op_type in ("QuantizeLinear", "DynamicQuantizeLinear") for n in graph.nodes)
+    found, ops = {}, {}
     for node in graph.nodes:
         if node.op_type not in LINEAR_OPS or node.domain not in ("", "ai.onnx") or len(node.inputs) < 2:
             continue
         rec = _weight_record(graph, node, producer) if node.name not in integer else _unit_scales(graph, node)
         if rec is not None:
             rec.update(_input_record(graph, node.inputs[0], producer) or {})
-            if node.name not in integer:        # a DequantizeLinear weight: the model computes in floats
-                rec["model_op"] = _model_op(node)
             if "requantize" in node.meta and "input_scale" in rec:     # a QLinearConv or QLinearMatMul's
                 rec["requantize"] = node.meta["requantize"]
             found[node.name] = rec
+        if node.name not in integer and (quantized or rec is not None):     # a product in floats
+            ops[node.name] = _model_op(node)
     if found:
         graph.meta["model_quant"] = found
+    if ops:
+        graph.meta["model_ops"] = ops
 
 
 # matrix elements per pass of _largest_integer: its temporaries stay in the core's cache
@@ -203,15 +208,20 @@ def _use(graph: Graph, layer, rec: dict) -> str | None:
 
 @compile_pass(requires={"precision", "model_scales_read"}, provides={"model_scales"})
 def apply_model_scales(state: CompileState) -> None:
-    """Give each analog layer of a quantized model the model's integer weights and input codes."""
+    """Give each analog layer of a quantized model the model's integer weights and input codes, and how the
+    model's op computes it."""
+    if state.mapping is None:
+        return
+    ops = state.graph.meta.get("model_ops", {})
+    for layer in state.mapping.layers:
+        layer.model_op = ops.get(layer.name)
     found = state.graph.meta.get("model_quant")
-    if not found or state.mapping is None:
+    if not found:
         return
     notes = []
     for layer in state.mapping.layers:
         rec = found.get(layer.name)
         if rec is not None:
-            layer.model_op = rec.get("model_op")
             why = _use(state.graph, layer, rec)
             if why is not None:
                 notes.append((why, layer.name))

@@ -39,6 +39,11 @@ def _qdq_model(x_shape, weight_q, layer) -> onnx.ModelProto:
     nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
              helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
              helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], axis=layer.get("axis", 0))]
+    if layer.get("float_weight"):       # a layer the quantizer left in floats: its weight a float constant
+        scale = numpy_helper.to_array(inits[1]).reshape([-1 if a == layer.get("axis", 0) else 1
+                                                        for a in range(weight_q.ndim)])
+        inits.append(numpy_helper.from_array((weight_q * scale).astype(np.float32), "wd"))
+        nodes.pop()
     if op == "MatMul":
         nodes += [helper.make_node("MatMul", ["xd", "wd"], ["mm"]), helper.make_node("Add", ["mm", "b"], ["yf"])]
     else:
@@ -65,6 +70,8 @@ CASES = {
                                                          "opset": 21, "set": ["precision.input_bits=8"]}),
     "matmul_one_row": ((1, 1, 1024), _int8(1024, 512), {"op": "MatMul", "axis": 1}),
     "matmul_3d": ((2, 50, 384), _int8(384, 512), {"op": "MatMul", "axis": 1}),
+    "conv_float_weight": ((2, 32, 20, 20), _int8(64, 32, 3, 3), {"op": "Conv", "attrs": {"pads": [1] * 4},
+                                                                "float_weight": True}),
     "conv_depthwise": ((2, 32, 20, 20), _int8(32, 1, 3, 3), {"op": "Conv", "attrs": {"group": 32, "pads": [1] * 4}}),
     "conv_small_images": ((16, 256, 4, 4), _int8(64, 256, 3, 3), {"op": "Conv", "attrs": {"pads": [1] * 4}}),
     "conv_1d": ((2, 80, 300), _int8(192, 80, 3), {"op": "Conv", "attrs": {"pads": [1, 1], "strides": [2]}}),
@@ -93,7 +100,7 @@ def test_ideal_mode_of_a_qdq_layer_equals_onnxruntime_to_the_bit(case, tmp_path)
     reference = reference_outputs(model_path, {"x": x})
     (record,) = json.loads((tmp_path / "out" / "program.json").read_text())["layers"]
     rows = weight_q.shape[1] * math.prod(weight_q.shape[2:]) if layer["op"] == "ConvTranspose" else None
-    if "x_type" in layer:
+    if "x_type" in layer or layer.get("float_weight"):
         assert "model_quant" not in record and "model_op" in record
     else:
         assert len(record["model_quant"]["weight_scales"]) == (rows or weight_q.shape[layer.get("axis", 0)])
