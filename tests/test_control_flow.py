@@ -357,9 +357,9 @@ def counted_loop(trip=10, stop=4, data_cond=False, symbolic=False) -> onnx.Model
     return _model([loop], [h.make_tensor_value_info("x", T.FLOAT, [1, 8])], outputs, inits)
 
 
-@pytest.mark.parametrize("trip, stop, runs, symbolic", [(10, 4, 4, False), (None, 4, 4, False),
-                                                       (INT64_MAX, 4, 4, False), (2, 4, 2, False), (10, 1, 1, False),
-                                                       (None, 4, 4, True)])
+@pytest.mark.parametrize("trip, stop, runs, symbolic", [
+    (10, 4, 4, False), (None, 4, 4, False), (INT64_MAX, 4, 4, False), (2, 4, 2, False), (10, 1, 1, False),
+    (None, 4, 4, True)])
 def test_a_loop_whose_condition_counts_unrolls_onto_one_set_of_crossbars(trip, stop, runs, symbolic):
     model = counted_loop(trip, stop, symbolic=symbolic)
     comp = compiled(model)

@@ -140,7 +140,7 @@ def model_scales(state: CompileState) -> None:
         rec = _weight_record(graph, node, producer) if node.name not in integer else _unit_scales(graph, node)
         if rec is not None:
             rec.update(_input_record(graph, node.inputs[0], producer) or {})
-            if "requantize" in node.meta and "input_scale" in rec:     # a QLinearConv or QLinearMatMul's
+            if "requantize" in node.meta and "input_scale" in rec:     # a QLinearConv's, QLinearMatMul's, QGemm's
                 rec["requantize"] = node.meta["requantize"]
             found[node.name] = rec
         if node.name not in integer and (quantized or rec is not None):     # a product in floats

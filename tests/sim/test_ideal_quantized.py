@@ -70,8 +70,9 @@ CASES = {
                                                          "opset": 21, "set": ["precision.input_bits=8"]}),
     "matmul_one_row": ((1, 1, 1024), _int8(1024, 512), {"op": "MatMul", "axis": 1}),
     "matmul_3d": ((2, 50, 384), _int8(384, 512), {"op": "MatMul", "axis": 1}),
-    "conv_float_weight": ((2, 32, 20, 20), _int8(64, 32, 3, 3), {"op": "Conv", "attrs": {"pads": [1] * 4},
-                                                                "float_weight": True}),
+    # a layer the quantizer left in floats, in a quantized model
+    "conv_float_weight": ((2, 32, 20, 20), _int8(64, 32, 3, 3),
+                          {"op": "Conv", "attrs": {"pads": [1] * 4}, "float_weight": True}),
     "conv_depthwise": ((2, 32, 20, 20), _int8(32, 1, 3, 3), {"op": "Conv", "attrs": {"group": 32, "pads": [1] * 4}}),
     "conv_small_images": ((16, 256, 4, 4), _int8(64, 256, 3, 3), {"op": "Conv", "attrs": {"pads": [1] * 4}}),
     "conv_1d": ((2, 80, 300), _int8(192, 80, 3), {"op": "Conv", "attrs": {"pads": [1, 1], "strides": [2]}}),
