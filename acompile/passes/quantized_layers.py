@@ -22,6 +22,7 @@ from .qoperator import expand_qoperators
 
 LINEAR_OPS = {"Conv": (1, 0), "ConvTranspose": (1, 1), "Gemm": (1, None), "MatMul": (1, 1)}   # op: (weight, out axis)
 INTEGER_KINDS = "iu"
+_LAYOUT_OPS = {"Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"}
 
 
 def _const(graph: Graph, name: str):
@@ -109,7 +110,12 @@ def _input_record(graph: Graph, x: str, producer: dict) -> dict | None:
         dtype = np.dtype(graph.dtype(cast.inputs[0]))      # x_q itself, cast to float: s_x = 1, zero point 0
         return {"input_scale": 1.0, "input_zero_point": 0, "input_offset": -int(np.iinfo(dtype).min),
                 "input_bits": 8, "input_dtype": dtype.name}
-    parts = _dequantize_parts(graph, producer.get(x))
+    node = producer.get(x)
+    # a per-tensor DequantizeLinear's values moved about (onnxruntime's channels-last QLinearConv, between
+    # Transposes; a Flatten before a Gemm) are the same codes times the same scale
+    while node is not None and node.op_type in _LAYOUT_OPS and node.domain in ("", "ai.onnx") and node.inputs:
+        node = producer.get(node.inputs[0])
+    parts = _dequantize_parts(graph, node)
     if parts is None or parts[1].size != 1:
         return None
     q_name, scale, zp, _ = parts

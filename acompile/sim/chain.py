@@ -177,6 +177,8 @@ def _dequantize(sim, layer: AnalogLayer, group: int, y_int: np.ndarray, out: np.
     w = sim.weights.encoded(layer, group)
     if layer.input_offset:
         y_int = y_int - offset_term(layer, w.enc)[None, :]
+    if requantize.in_layer(layer):      # a QOperator op's codes, its int32 bias included (requantize.py)
+        return requantize.requantized(layer, np.asarray(y_int, np.float64), group, (1, -1), out)
     np.multiply(y_int, (w.weight_scale * layer.input_scale)[None, :], out=out, dtype=np.float64,
                 casting="same_kind")
 
@@ -268,6 +270,7 @@ def _dequantize_step(sim, layer, s):
 def _from_vectors(sim, layer, out, bias):
     """FromVectors: the ONNX layout of the outputs, bias added."""
     geo = _geometry(layer, out.shape[:-2])
+    bias = None if requantize.in_layer(layer) else bias     # added with the codes (_dequantize; not ideal mode)
     return from_vectors(out.reshape((-1,) + out.shape[-2:]), bias, layer.op_type, geo, layer.groups)
 
 
@@ -321,6 +324,7 @@ def _run_chain(sim, layer: AnalogLayer, x: np.ndarray, bias: np.ndarray, geo: Co
         v, lost = without_lost(v)
     out = np.empty((v.shape[0], layer.groups, layer.matrices[0].n_out), np.float32)
     bias_first = sim.mode == "ideal" and gemm.bias_first(layer)
+    added = bias_first or (sim.mode != "ideal" and requantize.in_layer(layer))      # the bias is in out already
     for g in range(layer.groups):
         xg = v[:, g, :]
         if sim.mode == "ideal":
@@ -348,7 +352,7 @@ def _run_chain(sim, layer: AnalogLayer, x: np.ndarray, bias: np.ndarray, geo: Co
         _dequantize(sim, layer, g, y_int, out[:, g, :])
     if lost is not None:
         out[lost] = np.nan
-    return from_vectors(out, None if bias_first else bias, layer.op_type, geo, layer.groups)
+    return from_vectors(out, None if added else bias, layer.op_type, geo, layer.groups)
 
 
 def _exact(sim, layer: AnalogLayer) -> bool:
@@ -406,6 +410,9 @@ def _conv_exact(sim, layer: AnalogLayer, x: np.ndarray, bias: np.ndarray, geo: C
             if offset is not None:
                 r = r - offset
             dst = yv[b0:b1, g]
+            if requantize.in_layer(layer):      # a QOperator op's codes, its bias included (_dequantize)
+                requantize.requantized(layer, np.asarray(conv.nchw(r, b1 - b0), np.float64), g, (1, -1, 1), dst)
+                continue
             np.multiply(conv.nchw(r, b1 - b0), scale, out=dst, dtype=np.float64, casting="same_kind")
             np.add(dst, b[g], out=dst, dtype=np.result_type(dst, b), casting="unsafe")
 

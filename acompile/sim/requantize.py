@@ -9,7 +9,9 @@ whose float product, rounded in its last bits and then divided by s_y, lands a s
 kernel's code wherever it lies within those bits of a rounding boundary; the layers after carry the
 step on. So in ideal mode such a layer (``model_quant["requantize"]``) computes the kernel's code
 ``q`` and gives ``(q - zp_y) · s_y``, which the QuantizeLinear after it turns back into ``q`` exactly:
-the rewritten model then equals onnxruntime's to the bit.
+the rewritten model then equals onnxruntime's to the bit. Quantized and noisy modes requantize the
+crossbars' sums so too (the digital units apply the op's own arithmetic): with a lossless ADC they equal
+onnxruntime's integer execution.
 """
 
 from __future__ import annotations
@@ -21,8 +23,15 @@ from . import conv
 from .vectors import from_vectors, to_vectors
 
 
+def in_layer(layer: AnalogLayer) -> bool:
+    """Whether the layer's outputs are its QOperator op's codes (``model_quant["requantize"]``)."""
+    return layer.model_quant is not None and "requantize" in layer.model_quant
+
+
 def applies(sim, layer: AnalogLayer) -> bool:
-    return sim.mode == "ideal" and layer.model_quant is not None and "requantize" in layer.model_quant
+    """Whether :func:`run` computes the layer: ideal mode (the other modes requantize the crossbars' sums,
+    chain._dequantize)."""
+    return sim.mode == "ideal" and in_layer(layer)
 
 
 def run(sim, layer: AnalogLayer, x: np.ndarray, geo: ConvGeometry) -> np.ndarray:
@@ -40,21 +49,22 @@ def run(sim, layer: AnalogLayer, x: np.ndarray, geo: ConvGeometry) -> np.ndarray
         for i in range(x.shape[0]):
             cols = conv.image_patches(sim, geo, groups, codes32, i, 0)
             for g in range(groups):
-                yv[i, g] = _requantized(layer, weights[g] @ cols[g].astype(np.float64), g, axis=0)
+                yv[i, g] = requantized(layer, weights[g] @ cols[g].astype(np.float64), g, (-1, 1))
         return y
     v = to_vectors(codes, layer.op_type, geo, groups)
     out = np.empty((v.shape[0], groups, n_out), np.float32)
     for g in range(groups):
-        out[:, g, :] = _requantized(layer, v[:, g, :] @ weights[g].T, g, axis=1)
+        out[:, g, :] = requantized(layer, v[:, g, :] @ weights[g].T, g, (1, -1))
     return from_vectors(out, None, layer.op_type, geo, groups)
 
 
-def _requantized(layer: AnalogLayer, acc: np.ndarray, group: int, axis: int) -> np.ndarray:
-    """(q - zp_y) · s_y in float32 for exact integer sums ``acc`` of one group, its channels along ``axis``."""
+def requantized(layer: AnalogLayer, acc: np.ndarray, group: int, shape: tuple, out=None) -> np.ndarray:
+    """(q - zp_y) · s_y in float32 for the sums ``acc`` of one group (exact integers in ideal mode, the
+    crossbars' in the others), a per-channel vector reshaped to ``shape`` broadcasting along them; into
+    ``out`` when given."""
     rq, quant = layer.model_quant["requantize"], layer.model_quant
     n = layer.matrices[0].n_out
     channels = slice(group * n, (group + 1) * n)
-    shape = (-1, 1) if axis == 0 else (1, -1)
     s_w = np.asarray(quant["weight_scales"][channels], np.float32).reshape(shape)
     # in float32, in onnxruntime's order: ((alpha * s_x) * s_w) / s_y
     multiplier = (np.float32(rq.get("alpha", 1.0)) * np.float32(quant["input_scale"]) * s_w) \
@@ -64,4 +74,7 @@ def _requantized(layer: AnalogLayer, acc: np.ndarray, group: int, axis: int) -> 
     scaled = acc.astype(np.float32) * multiplier        # an int32 sum as float32, rounded to nearest even
     zero = rq["output_zero_point"]
     steps = np.clip(np.rint(scaled), rq["output_min"] - zero, rq["output_max"] - zero)
-    return steps.astype(np.float32) * np.float32(rq["output_scale"])
+    y = steps.astype(np.float32) * np.float32(rq["output_scale"])
+    if out is not None:
+        out[...] = y
+    return y

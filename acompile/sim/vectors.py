@@ -147,6 +147,8 @@ def from_vectors(v: np.ndarray, bias: np.ndarray | None, op_type: str, geo: Conv
         y = np.moveaxis(y, -1, 1)
     else:
         y = col2im(v, geo, groups)
+    if bias is None:
+        return np.ascontiguousarray(y, dtype=dtype)
     b = bias.reshape((1, -1) + (1,) * nd)
     out = np.empty(np.broadcast_shapes(y.shape, b.shape), dtype=dtype)
     np.add(y, b, out=out, dtype=np.result_type(y, b), casting="unsafe")    # one pass, as (y + b).astype(dtype)

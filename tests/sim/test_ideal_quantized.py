@@ -110,23 +110,26 @@ def test_ideal_mode_of_a_qdq_layer_equals_onnxruntime_to_the_bit(case, tmp_path)
             f"{name}: {np.count_nonzero(ours[name] != reference[name])} of {ours[name].size} differ"
 
 
-def _qoperator_model(op: str, x_shape, w_shape, axis: int, attrs=None) -> onnx.ModelProto:
+def _qoperator_model(op: str, x_shape, w_shape, axis: int, attrs=None, ties: bool = False) -> onnx.ModelProto:
     """x -> QuantizeLinear -> one QLinearConv, QLinearMatMul or com.microsoft QGemm (uint8 activations, per
     channel int8 weights of 7 bits, which onnxruntime's u8s8 kernels multiply without saturating on any CPU)
-    -> DequantizeLinear -> y."""
+    -> DequantizeLinear -> y. ``ties``: small weights and one multiplier (s_x · s_w) / s_y of exactly 1/2, so
+    that every odd sum is a tie the kernel rounds to even (a float product divided by s_y lands either side)."""
     rng = np.random.default_rng(4)
     n_out = w_shape[axis]
-    inits = [numpy_helper.from_array(rng.integers(-64, 64, w_shape).astype(np.int8), "wq"),
-             numpy_helper.from_array((rng.random(n_out) * 0.004 + 0.001).astype(np.float32), "ws"),
-             numpy_helper.from_array(np.zeros(n_out, np.int8), "wz"),
+    w_scale = np.full(n_out, 0.003, np.float32) if ties else (rng.random(n_out) * 0.004 + 0.001).astype(np.float32)
+    y_scale = np.float32(2 * 0.02 * 0.003) if ties else np.float32(0.05)
+    inits = [numpy_helper.from_array(rng.integers(-3 if ties else -64, 4 if ties else 64, w_shape).astype(np.int8), "wq"),
+             numpy_helper.from_array(w_scale, "ws"), numpy_helper.from_array(np.zeros(n_out, np.int8), "wz"),
              numpy_helper.from_array(np.array(0.02, np.float32), "xs"), numpy_helper.from_array(np.uint8(128), "xz"),
-             numpy_helper.from_array(np.array(0.05, np.float32), "ys"), numpy_helper.from_array(np.uint8(120), "yz"),
-             numpy_helper.from_array(rng.integers(-3000, 3000, n_out).astype(np.int32), "b")]
+             numpy_helper.from_array(np.array(y_scale), "ys"), numpy_helper.from_array(np.uint8(120), "yz"),
+             numpy_helper.from_array(rng.integers(-3000, 3000, n_out).astype(np.int32) * (not ties), "b")]
     ins = {"QLinearConv": ["xq", "xs", "xz", "wq", "ws", "wz", "ys", "yz", "b"],
            "QLinearMatMul": ["xq", "xs", "xz", "wq", "ws", "wz", "ys", "yz"],
            "QGemm": ["xq", "xs", "xz", "wq", "ws", "wz", "b", "ys", "yz"]}[op]
     nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
-             helper.make_node(op, ins, ["yq"], domain="com.microsoft" if op == "QGemm" else "", **(attrs or {})),
+             helper.make_node(op, ins, ["yq"], domain="com.microsoft" if op == "QGemm" or "channels_last" in (attrs or {})
+                              else "", **(attrs or {})),
              helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["y"])]
     x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))
     graph = helper.make_graph(nodes, "qoperator_layer", [x_info],
@@ -139,6 +142,11 @@ QOPERATOR_CASES = {
     "qlinearconv": ("QLinearConv", (4, 128, 16, 16), (128, 128, 3, 3), 0, {"pads": [1] * 4}),
     "qlinearmatmul": ("QLinearMatMul", (2, 128, 512), (512, 384), 1, None),
     "qgemm_c": ("QGemm", (64, 784), (1024, 784), 0, {"transB": 1}),
+    "qgemm_ties": ("QGemm", (64, 16), (64, 16), 0, {"transB": 1}),
+    # onnxruntime's optimizer saves channels-last com.microsoft QLinearConv (NHWC data): its rewrite reads the
+    # input codes through a Transpose
+    "qlinearconv_channels_last": ("QLinearConv", (2, 12, 12, 64), (64, 64, 3, 3), 0,
+                                  {"pads": [1] * 4, "channels_last": 1}),
 }
 
 
@@ -148,8 +156,8 @@ def test_ideal_mode_of_a_qoperator_layer_equals_onnxruntime_to_the_bit(case, tmp
     and QuantizeLinear of acompile's rewrite would round some outputs a step away (sim/requantize.py)."""
     op, x_shape, w_shape, axis, attrs = QOPERATOR_CASES[case]
     model_path = tmp_path / "model.onnx"
-    onnx.save(_qoperator_model(op, x_shape, w_shape, axis, attrs), model_path)
-    x = np.random.default_rng(5).standard_normal(x_shape).astype(np.float32) * 2
+    onnx.save(_qoperator_model(op, x_shape, w_shape, axis, attrs, ties="ties" in case), model_path)
+    x = np.random.default_rng(5).standard_normal(x_shape).astype(np.float32) * (0.1 if "ties" in case else 2)
     np.savez(tmp_path / "x.npz", x=x)
     assert main(["compile", str(model_path), "--target", "isaac", "-q", "-o", str(tmp_path / "out"),
                  "--emit", "program"]) == 0
@@ -174,3 +182,21 @@ def test_run_says_nothing_of_saturating_kernels_where_the_outputs_agree(tmp_path
                      "--format", "json"]) == 0
     doc = json.loads(out.getvalue())
     assert doc["comparison"]["y"]["max_abs_error"] == 0 and "reference_caveat" not in doc
+
+
+@pytest.mark.parametrize("path", ["fast", "reference"])
+@pytest.mark.parametrize("case", list(QOPERATOR_CASES))
+def test_quantized_mode_of_a_qoperator_layer_with_a_lossless_adc_is_onnxruntimes_integer_execution(case, path,
+                                                                                                   tmp_path):
+    """The crossbars' exact integer sums, requantized as the op's kernel does by the digital units."""
+    op, x_shape, w_shape, axis, attrs = QOPERATOR_CASES[case]
+    model_path = tmp_path / "model.onnx"
+    onnx.save(_qoperator_model(op, x_shape, w_shape, axis, attrs, ties="ties" in case), model_path)
+    x = np.random.default_rng(5).standard_normal(x_shape).astype(np.float32) * (0.1 if "ties" in case else 2)
+    np.savez(tmp_path / "x.npz", x=x)
+    assert main(["compile", str(model_path), "--target", "isaac", "--set", "adc.bits=16", "-q",
+                 "-o", str(tmp_path / "out"), "--emit", "program,device"]) == 0
+    assert main(["simulate", str(tmp_path / "out"), "--input", str(tmp_path / "x.npz"), "-q", "--mode", "quantized",
+                 "--path", path, "--result", str(tmp_path / "y.npz")]) == 0
+    ours, reference = np.load(tmp_path / "y.npz")["y"], reference_outputs(model_path, {"x": x})["y"]
+    assert np.array_equal(ours, reference), f"{np.count_nonzero(ours != reference)} of {ours.size} differ"
