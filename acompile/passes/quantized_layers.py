@@ -76,12 +76,15 @@ def _weight_record(graph: Graph, node: Node, producer: dict) -> dict | None:
     return {"weight_scales": [float(s) for s in scales], "weight_bits": integer_range(dtype)[2]}
 
 
-def _model_op(node: Node) -> dict:
-    """How the model's own product reads its weight and adds its bias (a Gemm adds C before the products),
-    which ideal mode follows whether or not the layer keeps the model's scales (sim/gemm.py)."""
+def _model_op(graph: Graph, node: Node) -> dict:
+    """How the model's own product reads its weight (an initializer, which onnxruntime packs, or a
+    DequantizeLinear's) and adds its bias (a Gemm adds C before the products), which ideal mode follows
+    whether or not the layer keeps the model's scales (sim/gemm.py)."""
     if node.op_type not in ("Gemm", "MatMul"):
         return {}
     op = {"trans_b": bool(node.attrs.get("transB", 0))}
+    if graph.is_constant(node.inputs[1]):
+        op["packed"] = True
     if node.op_type == "Gemm" and len(node.inputs) > 2 and node.inputs[2] and node.attrs.get("beta", 1.0) != 0:
         op["bias_first"] = True
     return op
@@ -150,7 +153,7 @@ def model_scales(state: CompileState) -> None:
                 rec["requantize"] = node.meta["requantize"]
             found[node.name] = rec
         if node.name not in integer and (quantized or rec is not None):     # a product in floats
-            ops[node.name] = _model_op(node)
+            ops[node.name] = _model_op(graph, node)
     if found:
         graph.meta["model_quant"] = found
     if ops:

@@ -20,7 +20,8 @@ from functools import partial
 
 import numpy as np
 
-from ..onnx_core import TensorProto, make_graph, make_model, make_node, make_opsetid, make_tensor_value_info
+from ..onnx_core import (TensorProto, from_array, make_graph, make_model, make_node, make_opsetid,
+                         make_tensor_value_info)
 from ..onnx_exec import IR_VERSION
 
 _MIN_FLOPS = 1 << 22  # below this, numpy's call overhead is the smaller
@@ -38,14 +39,33 @@ def _session(trans_a: bool, trans_b: bool, single: bool, with_c: bool = False):
     return _SESSIONS[key]
 
 
-def _new_session(trans_a: bool, trans_b: bool, single: bool, with_c: bool):
-    """A Gemm session (with a C input when ``with_c``) on one thread or on all (then without spinning: the
-    simulator's own numpy work runs between calls)."""
+_PACKED: dict[tuple, tuple] = {}     # (process id, weight address, shape, forms) -> (session, the weight)
+_MAX_PACKED = 64
+
+
+def _packed_session(trans_a: bool, b: np.ndarray, trans_b: bool, with_c: bool):
+    """A one-thread Gemm session whose B is the weight ``b`` as an initializer, which onnxruntime packs once,
+    as it packs a model's constant weight (in blocks of K of its own choosing: the sums differ otherwise).
+    Each holds its weight, so no other array takes its address while the session is kept (the oldest of
+    ``_MAX_PACKED`` goes first)."""
+    key = (os.getpid(), b.ctypes.data, b.shape, b.strides, trans_a, trans_b, with_c)
+    if key not in _PACKED:
+        if len(_PACKED) >= _MAX_PACKED:
+            del _PACKED[next(iter(_PACKED))]
+        _PACKED[key] = (_new_session(trans_a, trans_b, True, with_c, b), b)
+    return _PACKED[key][0]
+
+
+def _new_session(trans_a: bool, trans_b: bool, single: bool, with_c: bool, weight: np.ndarray | None = None):
+    """A Gemm session (with a C input when ``with_c``; B the initializer ``weight`` when given) on one thread
+    or on all (then without spinning: the simulator's own numpy work runs between calls)."""
     import onnxruntime as ort
     inputs = ("a", "b", "c") if with_c else ("a", "b")
     node = make_node("Gemm", list(inputs), ["y"], transA=int(trans_a), transB=int(trans_b))
-    graph = make_graph([node], "gemm", [make_tensor_value_info(n, TensorProto.FLOAT, None) for n in inputs],
-                       [make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    fed = [n for n in inputs if n != "b" or weight is None]
+    graph = make_graph([node], "gemm", [make_tensor_value_info(n, TensorProto.FLOAT, None) for n in fed],
+                       [make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                       [from_array(np.ascontiguousarray(weight), "b")] if weight is not None else [])
     model = make_model(graph, opset_imports=[make_opsetid("", 17)], ir_version=IR_VERSION)
     options = ort.SessionOptions()
     options.log_severity_level = 4
@@ -71,7 +91,8 @@ def _aligned(x: np.ndarray) -> np.ndarray:
 
 
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, single: bool = False,
-           as_onnxruntime: bool = False, c: np.ndarray | None = None, trans_b: bool | None = None) -> np.ndarray:
+           as_onnxruntime: bool = False, c: np.ndarray | None = None, trans_b: bool | None = None,
+           packed: bool = False) -> np.ndarray:
     """a (M, K) @ b (K, N) as float32, into ``out`` (C-contiguous, (M, N)) when given; on the calling
     thread alone with ``single`` (callers that run several GEMMs side by side), else on every core.
 
@@ -90,6 +111,8 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, single: 
     ``trans_b``, with ``as_onnxruntime``, says whether the model's op reads b as its transpose (Gemm's
     transB): a product of a single row or column then reads b in that layout, because onnxruntime
     multiplies those with a kernel of their own for each layout, which sums in its own order.
+    ``packed``, with ``as_onnxruntime``: b is a weight the model holds as an initializer, which onnxruntime
+    packs (:func:`_packed_session`; then neither the layout nor a single row matters).
     """
     m, k = a.shape
     n = b.shape[1]
@@ -108,10 +131,14 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, single: 
         b_op, b_transposed = np.ascontiguousarray(b.T if trans_b else b, dtype=np.float32), trans_b
     if out is None or not out.flags.c_contiguous:
         out = np.empty((m, n), np.float32)
-    sess = _session(trans_a, b_transposed, single, c is not None)
+    if as_onnxruntime and packed:
+        sess = _packed_session(trans_a, b_op, b_transposed, c is not None)
+    else:
+        sess = _session(trans_a, b_transposed, single, c is not None)
     binding = sess.io_binding()
     binding.bind_cpu_input("a", a_op)
-    binding.bind_cpu_input("b", b_op)
+    if not (as_onnxruntime and packed):
+        binding.bind_cpu_input("b", b_op)
     if c is not None:
         binding.bind_cpu_input("c", np.ascontiguousarray(c, dtype=np.float32))
     binding.bind_output("y", "cpu", 0, np.float32, [m, n], out.ctypes.data)
@@ -132,9 +159,12 @@ def ideal_product(layer, wt: np.ndarray):
     """The float32 GEMM of an ideal-mode Linear layer, ``f(x, wt, out=None, c=None)``. numpy's BLAS is the
     faster, but twenty times slower on a weight unaligned in a mapped model file; a layer that
     :func:`follows_model` runs on one thread, as ``run``'s reference session does (threads that split a
-    narrow output change the kernel's blocks of K), reading its weight as the model's op does."""
+    narrow output change the kernel's blocks of K), reading its weight as the model's op does (packed
+    once, when the model holds it as an initializer)."""
     if follows_model(layer):
-        return partial(matmul, as_onnxruntime=True, single=True, trans_b=(layer.model_op or {}).get("trans_b"))
+        op = layer.model_op or {}
+        return partial(matmul, as_onnxruntime=True, single=True, trans_b=op.get("trans_b"),
+                       packed=op.get("packed", False))
     return np.matmul if wt.flags.aligned else matmul
 
 

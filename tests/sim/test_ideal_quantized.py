@@ -71,6 +71,8 @@ CASES = {
     "matmul_one_row": ((1, 1, 1024), _int8(1024, 512), {"op": "MatMul", "axis": 1}),
     "matmul_3d": ((2, 50, 384), _int8(384, 512), {"op": "MatMul", "axis": 1}),
     # a layer the quantizer left in floats, in a quantized model
+    "matmul_float_weight": ((2, 50, 384), _int8(384, 512), {"op": "MatMul", "axis": 1, "float_weight": True}),
+    "gemm_float_weight": ((4, 256), _int8(100, 256), {"op": "Gemm", "attrs": {"transB": 1}, "float_weight": True}),
     "conv_float_weight": ((2, 32, 20, 20), _int8(64, 32, 3, 3),
                           {"op": "Conv", "attrs": {"pads": [1] * 4}, "float_weight": True}),
     "conv_depthwise": ((2, 32, 20, 20), _int8(32, 1, 3, 3), {"op": "Conv", "attrs": {"group": 32, "pads": [1] * 4}}),
