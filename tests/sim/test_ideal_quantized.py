@@ -186,8 +186,16 @@ def test_run_says_nothing_of_saturating_kernels_where_the_outputs_agree(tmp_path
     assert doc["comparison"]["y"]["max_abs_error"] == 0 and "reference_caveat" not in doc
 
 
-@pytest.mark.parametrize("path", ["fast", "reference"])
-@pytest.mark.parametrize("case", list(QOPERATOR_CASES))
+def _case_paths():
+    """Every case on the fast path; the reference path (loops over row blocks, cycles and slices) on the
+    small ones by default, on the large ones with ``-m slow``."""
+    for case, (_, x_shape, w_shape, *_) in QOPERATOR_CASES.items():
+        for path in ("fast", "reference"):
+            large = path == "reference" and math.prod(x_shape) * w_shape[0] > 1 << 22
+            yield pytest.param(case, path, id=f"{case}-{path}", marks=[pytest.mark.slow] if large else [])
+
+
+@pytest.mark.parametrize("case, path", list(_case_paths()))
 def test_quantized_mode_of_a_qoperator_layer_with_a_lossless_adc_is_onnxruntimes_integer_execution(case, path,
                                                                                                    tmp_path):
     """The crossbars' exact integer sums, requantized as the op's kernel does by the digital units."""
