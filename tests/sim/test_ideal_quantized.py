@@ -121,7 +121,8 @@ def _qoperator_model(op: str, x_shape, w_shape, axis: int, attrs=None, ties: boo
     n_out = w_shape[axis]
     w_scale = np.full(n_out, 0.003, np.float32) if ties else (rng.random(n_out) * 0.004 + 0.001).astype(np.float32)
     y_scale = np.float32(2 * 0.02 * 0.003) if ties else np.float32(0.05)
-    inits = [numpy_helper.from_array(rng.integers(-3 if ties else -64, 4 if ties else 64, w_shape).astype(np.int8), "wq"),
+    low, high = (-3, 4) if ties else (-64, 64)
+    inits = [numpy_helper.from_array(rng.integers(low, high, w_shape).astype(np.int8), "wq"),
              numpy_helper.from_array(w_scale, "ws"), numpy_helper.from_array(np.zeros(n_out, np.int8), "wz"),
              numpy_helper.from_array(np.array(0.02, np.float32), "xs"), numpy_helper.from_array(np.uint8(128), "xz"),
              numpy_helper.from_array(np.array(y_scale), "ys"), numpy_helper.from_array(np.uint8(120), "yz"),
@@ -130,8 +131,8 @@ def _qoperator_model(op: str, x_shape, w_shape, axis: int, attrs=None, ties: boo
            "QLinearMatMul": ["xq", "xs", "xz", "wq", "ws", "wz", "ys", "yz"],
            "QGemm": ["xq", "xs", "xz", "wq", "ws", "wz", "b", "ys", "yz"]}[op]
     nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
-             helper.make_node(op, ins, ["yq"], domain="com.microsoft" if op == "QGemm" or "channels_last" in (attrs or {})
-                              else "", **(attrs or {})),
+             helper.make_node(op, ins, ["yq"], **(attrs or {}),
+                              domain="com.microsoft" if op == "QGemm" or "channels_last" in (attrs or {}) else ""),
              helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["y"])]
     x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))
     graph = helper.make_graph(nodes, "qoperator_layer", [x_info],
