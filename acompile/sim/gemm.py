@@ -40,17 +40,17 @@ def _session(trans_a: bool, trans_b: bool, single: bool, with_c: bool = False):
 
 
 _PACKED: dict[tuple, tuple] = {}     # (process id, weight address, shape, forms) -> (session, the weight)
-_MAX_PACKED = 64
+_MAX_PACKED_BYTES = 1 << 29         # weights held by those sessions (each keeps a packed copy besides)
 
 
 def _packed_session(trans_a: bool, b: np.ndarray, trans_b: bool, with_c: bool):
     """A one-thread Gemm session whose B is the weight ``b`` as an initializer, which onnxruntime packs once,
     as it packs a model's constant weight (in blocks of K of its own choosing: the sums differ otherwise).
-    Each holds its weight, so no other array takes its address while the session is kept (the oldest of
-    ``_MAX_PACKED`` goes first)."""
+    Each holds its weight, so no other array takes its address while the session is kept; the oldest go
+    first once they hold ``_MAX_PACKED_BYTES`` (a sweep's process runs model after model)."""
     key = (os.getpid(), b.ctypes.data, b.shape, b.strides, trans_a, trans_b, with_c)
     if key not in _PACKED:
-        if len(_PACKED) >= _MAX_PACKED:
+        while _PACKED and sum(w.nbytes for _, w in _PACKED.values()) + b.nbytes > _MAX_PACKED_BYTES:
             del _PACKED[next(iter(_PACKED))]
         _PACKED[key] = (_new_session(trans_a, trans_b, True, with_c, b), b)
     return _PACKED[key][0]
