@@ -108,7 +108,10 @@ def _qlinear(graph: Graph, node: Node, producer: dict) -> list[Node] | None:
 
 
 def _channels(graph: Graph, w: str, axis: int) -> int:
-    shape = np.shape(_c(graph, w)) if _c(graph, w) is not None else graph.shape(w) or ()
+    """The weight's size along its output axis (0 when unknown: a weight computed from constants may not
+    have its shape inferred yet), which ``output_channels`` reads from a constant only."""
+    value = _c(graph, w)
+    shape = np.shape(value) if value is not None else graph.shape(w) or ()
     return shape[axis] if len(shape) > axis and isinstance(shape[axis], int) else 0
 
 

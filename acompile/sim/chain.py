@@ -293,7 +293,7 @@ def run_fused(sim, layer: AnalogLayer, x, bias: np.ndarray, *operands, after: tu
 
 def _run_layer(sim, layer: AnalogLayer, x: np.ndarray, bias: np.ndarray, after: tuple = (), operands=()) -> np.ndarray:
     geo = layer.geometry.for_input(x.shape)
-    if requantize.applies(sim, layer) and sim.capture is None:
+    if requantize.applies(sim, layer):
         return _run_after(sim, after, requantize.run(sim, layer, x, geo), operands)
     if sim.mode == "ideal" and layer.op_type == "Conv" and x.ndim >= 3 \
             and (sim.capture is None or getattr(sim.capture, "conv_input", None)):

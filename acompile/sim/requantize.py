@@ -29,9 +29,9 @@ def in_layer(layer: AnalogLayer) -> bool:
 
 
 def applies(sim, layer: AnalogLayer) -> bool:
-    """Whether :func:`run` computes the layer: ideal mode (the other modes requantize the crossbars' sums,
-    chain._dequantize)."""
-    return sim.mode == "ideal" and in_layer(layer)
+    """Whether :func:`run` computes the layer: ideal mode with nothing captured (a capture reads the layer's
+    input vectors on the chain's path; the other modes requantize the crossbars' sums, chain._dequantize)."""
+    return sim.mode == "ideal" and sim.capture is None and in_layer(layer)
 
 
 def run(sim, layer: AnalogLayer, x: np.ndarray, geo: ConvGeometry) -> np.ndarray:
