@@ -111,6 +111,41 @@ def test_integer_form_gives_a_dequantized_weight_back_bit_for_bit(shape, axis, l
     assert np.array_equal(ints, q) and scaled(ints, scales, found, np.float32).tobytes() == w.tobytes()
 
 
+@pytest.mark.parametrize("dtype, zero, per_tensor", [(np.int8, 0, False), (np.uint8, 128, False),
+                                                      (np.int16, 3, True), (np.uint8, 0, True)])
+def test_a_folding_record_gives_integer_forms_answer_without_dividing(dtype, zero, per_tensor):
+    """integer_form with the record folding left (FoldedIntegers) returns what dividing the weight back
+    returns, byte for byte; a record whose scales are not the ones asked for is not used."""
+    import weakref
+    from acompile.numerics.quantise import FoldedIntegers
+    from acompile.onnx_exec import dequantize_linear
+    rng = np.random.default_rng(4)
+    info = np.iinfo(dtype)
+    x = rng.integers(max(info.min, -300), min(info.max, 300) + 1, (32, 3, 3, 3)).astype(dtype)
+    s = np.full(1, 0.04, np.float32) if per_tensor else rng.uniform(1e-3, 1e-1, 32).astype(np.float32)
+    zp = np.full(s.size, zero, dtype)
+    w = dequantize_linear(x, s if s.size > 1 else s[0], zp if s.size > 1 else zp[0], 0)
+    known = FoldedIntegers(weakref.ref(w), x, zp, s, 0)
+    layer_scales = np.broadcast_to(s, 32).astype(np.float64)
+    plain, fast = integer_form(w, layer_scales), integer_form(w, layer_scales, known)
+    assert fast[0].dtype == plain[0].dtype and fast[0].tobytes() == plain[0].tobytes()
+    assert fast[1].tobytes() == plain[1].tobytes() and fast[2] == plain[2] == 0
+    assert known.largest() == int(np.abs(x.astype(np.int64) - zero).max()) and known.finite()
+    other = layer_scales * 2
+    assert integer_form(w, other, known) == integer_form(w, other) is None
+
+
+def test_a_folding_record_knows_when_products_overflow():
+    """Integers times a finite scale can pass float32's largest value: not finite then."""
+    import weakref
+    from acompile.numerics.quantise import FoldedIntegers
+    x = np.array([[1, -127]], np.int8)
+    with np.errstate(over="ignore"):
+        w = np.multiply(x, np.float32(3e37), dtype=np.float32)
+    assert not FoldedIntegers(weakref.ref(w), x, None, np.full(1, 3e37, np.float32), 0).finite()
+    assert FoldedIntegers(weakref.ref(w), x[:, :1], None, np.full(1, 3e37, np.float32), 0).finite()
+
+
 def test_integer_form_refuses_what_it_cannot_rebuild_exactly():
     rng = np.random.default_rng(2)
     s = rng.uniform(1e-3, 1e-1, 16).astype(np.float32)

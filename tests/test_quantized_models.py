@@ -126,6 +126,46 @@ def test_program_stores_a_quantized_models_weights_as_integers_and_scales(name, 
     assert sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a)
 
 
+def test_folded_weights_are_checked_and_stored_from_the_models_integers(monkeypatch, tmp_path):
+    """Folding a DequantizeLinear remembers the integers behind its float weight: the whole-multiple check
+    and program.npz read them (dividing the floats back is not run), with the same result as dividing."""
+    from acompile.passes import quantized_layers
+    model = str(corpus.path("q_cnn_qdq_channel"))
+    plain = tmp_path / "plain"
+    assert _cli("compile", model, "--target", "isaac", "-q", "-o", str(plain), "--emit", "program")[0] == 0
+    monkeypatch.setattr(quantized_layers, "_largest_integer", lambda *a: pytest.fail("divided the floats back"))
+    monkeypatch.setattr("acompile.numerics.quantise._exact_integers", lambda *a: pytest.fail("divided back"))
+    known = tmp_path / "known"
+    assert _cli("compile", model, "--target", "isaac", "-q", "-o", str(known), "--emit", "program")[0] == 0
+    for name in ("program.json", "program.npz"):
+        assert (known / name).read_bytes() == (plain / name).read_bytes()
+    from acompile import compile_model, load_target
+    from acompile.backends.program import write_constants
+    from acompile.numerics import folded_integers
+    compiled = compile_model(model, load_target("isaac"))
+    graph = compiled.graph
+    assert all(folded_integers(graph.meta, graph.constants[layer.weight]) for layer in compiled.mapping.layers)
+    write_constants(tmp_path, graph, compiled.mapping)          # their last reader lets the integers go
+    assert not any(folded_integers(graph.meta, graph.constants[layer.weight]) for layer in compiled.mapping.layers)
+
+
+def test_a_quantized_weight_whose_products_overflow_is_refused(tmp_path):
+    """A weight scale so large that integer times scale passes float32's largest value: the weight holds
+    infinities, bad input as for a float model (exit 2)."""
+    from onnx import TensorProto, helper, numpy_helper
+    w = np.array([[100, -100], [1, 2]], np.int8)
+    graph = helper.make_graph(
+        [helper.make_node("DequantizeLinear", ["w", "s"], ["wf"], axis=0),
+         helper.make_node("MatMul", ["x", "wf"], ["y"])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array([1e37, 1.0], np.float32), "s")])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    code, out, err = _cli("check", str(path), "--target", "isaac")
+    assert code == 2 and "weights contain NaN or infinity" in out and "Traceback" not in out + err, out + err
+
+
 def test_integers_and_scales_that_do_not_fit_together_are_refused(tmp_path):
     """An edited program.json whose scales name the wrong axis or entry is bad input (exit 2), not a crash."""
     model = str(corpus.path("q_mlp_qdq_tensor"))

@@ -150,7 +150,8 @@ def write_constants(folder: Path, graph: Graph, mapping: Mapping | None = None,
 
     The weight of a layer that keeps a quantized model's own scales (``mapping``) is stored as its
     integers and scales when their product gives it back bit for bit (``numerics.integer_form``).
-    Calibration changes none of them, so ``acompile compile`` writes this file while it calibrates.
+    Calibration changes none of them, so ``acompile compile`` writes this file while it calibrates. The
+    records of folded integers (``numerics.folded_integers``) are released once it is written.
     Once ``stop`` is set (the compile failed on another thread), stops before the next array.
     """
     constants: dict[str, np.ndarray] = {}
@@ -170,7 +171,8 @@ def write_constants(folder: Path, graph: Graph, mapping: Mapping | None = None,
                 raise Cancelled
             arr, entry = constants[name], f"c{i:06d}.npy"
             listing[name] = {"entry": entry, "dtype": str(arr.dtype), "shape": list(arr.shape)}
-            form = numerics.integer_form(arr, np.asarray(model_scales[name])) if name in model_scales else None
+            known = numerics.folded_integers(graph.meta, arr)
+            form = numerics.integer_form(arr, np.asarray(model_scales[name]), known) if name in model_scales else None
             if form is not None:
                 ints, scales, axis = form
                 arr = ints
@@ -179,6 +181,7 @@ def write_constants(folder: Path, graph: Graph, mapping: Mapping | None = None,
             writer.add_array(entry, _storable(arr))
     finally:
         writer.close()
+        numerics.release_folded(graph.meta)     # their last reader: the model file's integers can go
     return {"constants": listing, "constants_sha256": sha256_file(npz)}
 
 

@@ -6,8 +6,8 @@ matrix-vector product checks and needs). The executors themselves live in acompi
 """
 
 from ..lazy import exports
-from .quantise import (input_scale, integer_form, quantize_inputs, quantize_weights, quantize_with_scales, scaled,
-                       weight_scales)
+from .quantise import (folded_integers, input_scale, integer_form, quantize_inputs, quantize_weights,
+                       quantize_with_scales, release_folded, scaled, weight_scales)
 from .spec import SIGNED_WEIGHT_SCHEMES, AnalogSpec
 
 # what check never reads loads on first use
@@ -17,7 +17,7 @@ __getattr__ = exports(__name__, {"adc_step": "adc", "cycle_weights": "dac", "inp
 
 __all__ = [
     "SIGNED_WEIGHT_SCHEMES", "AnalogSpec", "quantize_weights", "weight_scales", "quantize_with_scales",
-    "input_scale", "quantize_inputs", "integer_form", "scaled", "cycle_weights", "input_chunks", "EncodedWeights",
-    "Encoded",
+    "input_scale", "quantize_inputs", "integer_form", "folded_integers", "release_folded", "scaled", "cycle_weights",
+    "input_chunks", "EncodedWeights", "Encoded",
     "encode_weights", "decode_weights", "NoiseSpec", "program_cells", "adc_step",
 ]

@@ -5,6 +5,8 @@ per-layer inputs scaled by a calibrated range.
 from __future__ import annotations
 
 import math
+import weakref
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -110,23 +112,116 @@ def scaled(ints: np.ndarray, scales: np.ndarray, axis: int, dtype) -> np.ndarray
     return np.multiply(ints, scales.reshape(shape), dtype=np.dtype(dtype))
 
 
-def integer_form(w: np.ndarray, scales: np.ndarray) -> tuple[np.ndarray, np.ndarray, int] | None:
+@dataclass(frozen=True)
+class FoldedIntegers:
+    """A float32 tensor that constant folding computed from a DequantizeLinear of integers of 16 bits or
+    fewer: element for element ``(ints - zero) * scales`` along ``axis``, the difference exact and the
+    product rounded once, as :func:`scaled` computes it. The checks that would divide the floats back
+    (whole multiples, their largest integer, finiteness) read the integers instead."""
+    value: weakref.ReferenceType     # the float tensor: the record speaks for it only while it is that object
+    ints: np.ndarray
+    zero: np.ndarray | None          # None, one value, or one per index of axis
+    scales: np.ndarray               # float32: one value, or one per index of axis
+    axis: int
+
+    def differences(self) -> np.ndarray:
+        """ints - zero, exactly, in the narrowest of int8, int16 and int32 that holds them."""
+        d = self.ints if self.zero is None or not np.any(self.zero) else np.subtract(
+            self.ints, self._along(self.zero), dtype=np.int32)
+        lo, hi = (int(d.min()), int(d.max())) if d.size else (0, 0)
+        for t in (np.int8, np.int16):
+            if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max:
+                return np.ascontiguousarray(d, dtype=t)
+        return np.ascontiguousarray(d, dtype=np.int32)
+
+    def largest(self) -> int:
+        """max |ints - zero|."""
+        d = self.differences()
+        return max(-int(d.min()), int(d.max())) if d.size else 0
+
+    def finite(self) -> bool:
+        """Whether every product is finite: the scales are, and no product can pass float32's largest."""
+        top = float(np.max(np.abs(self.scales.astype(np.float64)))) if self.scales.size else 0.0
+        return bool(np.all(np.isfinite(self.scales))) and top * self.largest() < float(np.finfo(np.float32).max)
+
+    def _along(self, v: np.ndarray) -> np.ndarray:
+        v = np.asarray(v).reshape(-1)
+        shape = [1] * self.ints.ndim
+        if v.size > 1:
+            shape[self.axis] = v.size
+        return v.reshape(shape)
+
+
+_FOLDED = "folded_integers"     # graph.meta key: id(float tensor) -> FoldedIntegers
+
+
+def note_folded(meta: dict, record: FoldedIntegers) -> None:
+    """Remember, in a graph's ``meta``, that the tensor ``record.value`` names is that product."""
+    meta.setdefault(_FOLDED, {})[id(record.value())] = record
+
+
+def release_folded(meta: dict) -> None:
+    """Forget every record: the integers they hold (views of the model file) can be freed."""
+    meta.pop(_FOLDED, None)
+
+
+def folded_integers(meta: dict, value) -> FoldedIntegers | None:
+    """The record :func:`note_folded` left for exactly this tensor object, or for the matrix of which it is
+    the transposed view (a MatMul's weight as its layer reads it); else None: a pass that changes a weight
+    makes a new array, which has none."""
+    records = meta.get(_FOLDED)
+    if not records or not isinstance(value, np.ndarray):
+        return None
+    record = records.get(id(value))
+    if record is not None and record.value() is value:
+        return record
+    base = value.base
+    record = records.get(id(base)) if base is not None else None
+    if record is None or record.value() is not base or base.ndim != 2 or value.shape != base.shape[::-1] \
+            or value.strides != base.strides[::-1] or value.ctypes.data != base.ctypes.data:
+        return None
+    return FoldedIntegers(weakref.ref(value), record.ints.T, record.zero, record.scales, 1 - record.axis)
+
+
+def carry_folded(meta: dict, source: np.ndarray, copy: np.ndarray) -> None:
+    """``copy`` holds ``source``'s values in the same layout: it keeps source's record, if any."""
+    record = folded_integers(meta, source)
+    if record is not None:
+        note_folded(meta, replace(record, value=weakref.ref(copy)))
+
+
+def integer_form(w: np.ndarray, scales: np.ndarray,
+                 known: FoldedIntegers | None = None) -> tuple[np.ndarray, np.ndarray, int] | None:
     """(integers, scales in w's type, axis) whose :func:`scaled` is ``w`` bit for bit, or None.
 
     A quantized model's weight, once folding has evaluated its DequantizeLinear, is such a product:
     stored as int8 (or int16, for unsigned integers with a zero point) and its scales, it takes a quarter
     (a half) of its float32 bytes. Each axis as long as ``scales`` is tried; only an exact match counts,
-    so a float weight that merely looks quantized is never changed.
+    so a float weight that merely looks quantized is never changed. ``known`` (w's folding record)
+    gives the same answer without dividing w back, where it has it.
     """
     if w.dtype.kind != "f" or w.ndim == 0 or w.size == 0:
         return None
     s = np.asarray(scales).astype(w.dtype).reshape(-1)
-    for axis in (a for a in range(w.ndim) if w.shape[a] == s.size):
+    axes = [a for a in range(w.ndim) if w.shape[a] == s.size]
+    if known is not None and axes and w.dtype == np.float32 and _known_on(known, s, axes[0]):
+        ints = known.differences()
+        if ints.dtype != np.int32:
+            return ints, s, axes[0]
+    for axis in axes:
         found = _exact_integers(w, s, axis)
         if found is not None:
             ints, low, high = found
             return (ints.astype(np.int8) if -128 <= low and high <= 127 else ints), s, axis
     return None
+
+
+def _known_on(known: FoldedIntegers, s: np.ndarray, axis: int) -> bool:
+    """Whether ``known``'s scales, along ``axis``, are ``s``: the first axis integer_form would try."""
+    mine = known.scales.reshape(-1)
+    if mine.size == 1 or (known.axis == axis and mine.size == s.size):
+        return bool(np.array_equal(np.broadcast_to(mine, s.shape), s))
+    return False
 
 
 def _exact_integers(w: np.ndarray, s: np.ndarray, axis: int) -> tuple[np.ndarray, float, float] | None:

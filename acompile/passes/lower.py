@@ -18,6 +18,7 @@ from ..errors import InvalidModelError, LimitError, UnsupportedError
 from ..limits import Limits, byte_size
 from ..ir import Graph, Node
 from ..mapping import AnalogLayer, ConvGeometry, Fabric, Mapping, Matrix
+from ..numerics.quantise import folded_integers
 from .base import CompileState, compile_pass
 
 
@@ -111,7 +112,8 @@ def _all_finite(w: np.ndarray, step: int = 1 << 18) -> bool:
 def lower_layer(graph: Graph, node: Node, index: int, limits: Limits) -> AnalogLayer:
     w = graph.constants[node.inputs[1]]
     where = f"{graph.source}: {node.describe()}" if graph.source else node.describe()
-    if not _all_finite(w):
+    known = folded_integers(graph.meta, w)
+    if not (known.finite() if known is not None else _all_finite(w)):
         raise InvalidModelError("weights contain NaN or infinity", where=where)
     bias = node.inputs[2]
     if node.op_type == "Linear":

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..ir import Graph, Node
 from ..mapping import layer_matrix
+from ..numerics.quantise import folded_integers
 from ..onnx_exec import QUANTIZE_DOMAINS, integer_dtype, integer_range
 from .base import CompileState, compile_pass
 from .qoperator import expand_qoperators
@@ -195,8 +196,12 @@ def _use(graph: Graph, layer, rec: dict) -> str | None:
     if scales.size != n * layer.groups:
         return "its weight scales do not match its output channels"
     qmax = (1 << (spec.weight_bits - 1)) - 1
-    for g in range(layer.groups):
-        top = _largest_integer(layer_matrix(graph.constants, layer, g), scales[g * n:(g + 1) * n])
+    # still the folded product of the integers these scales came from (the same DequantizeLinear): whole
+    # multiples by construction, its largest integer read from the integers
+    known = folded_integers(graph.meta, graph.constants[layer.weight])
+    for g in range(1 if known is not None else layer.groups):
+        top = known.largest() if known is not None else \
+            _largest_integer(layer_matrix(graph.constants, layer, g), scales[g * n:(g + 1) * n])
         if top is None:
             return "its weights are no longer whole multiples of the model's scales"
         if top > qmax:

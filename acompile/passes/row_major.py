@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..numerics.quantise import carry_folded
 from ._rewrite import contiguous_float32
 from .base import CompileState, compile_pass
 
@@ -22,3 +23,4 @@ def row_major_weights(state: CompileState) -> None:
         w = graph.constants[layer.weight]
         if w.dtype != np.float32 or not w.flags.c_contiguous:
             graph.constants[layer.weight] = contiguous_float32(w)
+            carry_folded(graph.meta, w, graph.constants[layer.weight])
