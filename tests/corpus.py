@@ -265,6 +265,10 @@ WHEEL_MODELS: dict[str, WheelModel] = {
         "pythainlp", "5.4.0", "pythainlp/corpus/deepcut.onnx",
         "4eb777ef44f1095f965e07fa48fb1e7f67a77a61fadfd079ba1d25da8b6698f0", 2177238,
         "Thai word segmenter (Keras via tf2onnx): float char and type ids, parallel Conv1d widths"),
+    "wakeword_int8": WheelModel(
+        "EfficientWord-Net", "1.0.5", "eff_word_net/models/resnet_50_arc/slim_93%_accuracy_72.7390%_qint8.onnx",
+        "08189e02003f00d1438c9fa05277ac1a91affeb7c58981d11bc5ac89ddbd0424", 22121264,
+        "few-shot wake-word embedder: a ResNet-50 on log-mel frames, static QDQ with int8 activations (s8s8)"),
 }
 
 
@@ -403,6 +407,7 @@ SHAPES: dict[str, dict[str, list[int]]] = {
     "nakdimon": {"input_1": [1, 40]},
     "thai2rom_encoder": {"input_tensor": [1, 12], "input_lengths": [1]},
     "deepcut": {"input_1": [4, 21], "input_2": [4, 21]},
+    "wakeword_int8": {"input": [1, 1, 149, 64]},
 }
 
 # integer inputs whose value matters (the rest are drawn at random)

@@ -45,7 +45,7 @@ MAPS = {
     "basic_pitch_nmp", "eeg_spindle", "khmersm",
     "iclabel", "captcha_crnn", "vcb_captcha", "ppocr_v6_det", "ppocr_v6_rec", "tashkeel_int8",
     "voicefilter_embedder_int8", "asr_nemo80", "asr_wespeaker", "slovorez", "captcha_selector",
-    "smart_turn", "piper_tashkeel", "nakdimon", "thai2rom_encoder", "deepcut",
+    "smart_turn", "piper_tashkeel", "nakdimon", "thai2rom_encoder", "deepcut", "wakeword_int8",
     "zoo_squeezenet", "zoo_shufflenet", "zoo_inception_v1", "zoo_inception_v2", "zoo_densenet121",
 }
 # Graph inputs frozen with --bind (an If selecting on the sample rate is then inlined).
@@ -57,7 +57,7 @@ FLOAT16_TOLERANCE = {"slovorez": 4e-3}
 # QDQ models: their layers' products are onnxruntime's own sums (docs/analog.md, "Ideal mode of a quantized
 # model"), so every QuantizeLinear rounds as the reference's does and the outputs are equal to the bit
 EXACT = {"q_cnn_qdq_tensor", "q_cnn_qdq_channel", "q_cnn_qdq_float_bias", "q_mlp_qdq_tensor", "q_mlp_qdq_channel",
-         "torch_mobilenet_qdq", "torch_transformer_qdq", "smart_turn"}
+         "torch_mobilenet_qdq", "torch_transformer_qdq", "smart_turn", "wakeword_int8"}
 
 
 def _documented() -> dict[str, tuple[int, float | None]]:
