@@ -22,6 +22,7 @@ from ..onnx_core import TensorProto
 from ..onnx_exec import run_node
 from ._rewrite import new_node, new_value
 from .fold_constants import NEVER_FOLD
+from .lower import conv_pads
 
 MS = "com.microsoft"
 FLOAT = int(TensorProto.FLOAT)
@@ -154,11 +155,12 @@ def integer_product(graph: Graph, node: Node) -> list[Node] | None:
         zwv = zwv.reshape((-1,) + (1,) * (wq.ndim - 1))
     wv = (wq.astype(np.float64) - zwv).astype(np.float32)
     out: list[Node] = []
-    xf = _float(graph, f"{x}_float", x)
-    out.append(new_node(graph, "Cast", [x], [xf], {"to": FLOAT}))
+    attrs = dict(node.attrs) if conv else {}
+    x_read = _padded_with_zero_point(graph, node, x, zx, attrs, out) if conv and zx else x
+    xf = _float(graph, f"{x}_float", x_read)
+    out.append(new_node(graph, "Cast", [x_read], [xf], {"to": FLOAT}))
     yf = _float(graph, f"{node.outputs[0]}_float", node.outputs[0])
     op = "Conv" if conv else "MatMul"
-    attrs = dict(node.attrs) if conv else {}
     out.append(Node(name=node.name, op_type=op, inputs=[xf, graph.add_constant(f"{w}_float", wv)], outputs=[yf],
                     attrs=attrs, domain="", opset=graph.opset))
     y = yf
@@ -225,11 +227,46 @@ def scaled_integer_product(graph: Graph, name: str, operands: list[str], sa: str
     return nodes, next(n for n in integer if n.op_type == "MatMul")
 
 
+def _padded_with_zero_point(graph: Graph, node: Node, x: str, zx: str, attrs: dict, out: list) -> str:
+    """ConvInteger pads x_q with its zero point: that padding made explicit (a Pad of x_q by zp_x, and no
+    pads left in ``attrs``), so every output reads whole kernels and zp_x's term is one sum per output
+    channel, not one per output pixel (a constant the size of the layer's output: 0.7 GB of them for a
+    detector at 800 x 800). x itself where x's shape is unknown, or where there is no padding; and before
+    opset 11, where Pad cannot take a computed value (a model is brought to a later opset on load)."""
+    shape = graph.static_shape(x)
+    if shape is None or graph.opset < 11 or len(shape) < 3:
+        return x
+    nd = len(shape) - 2
+    kernel = list(attrs.get("kernel_shape", _c(graph, node.inputs[1]).shape[2:]))
+    strides, dilations = list(attrs.get("strides", [1] * nd)), list(attrs.get("dilations", [1] * nd))
+    same = [-(-n // s) for n, s in zip(shape[2:], strides)]        # SAME's output size; other modes ignore it
+    pads = conv_pads(node, shape[2:], same, kernel, strides, dilations)
+    if len(pads) != 2 * nd or min(pads) < 0:
+        return x
+    attrs.pop("auto_pad", None)
+    attrs["pads"] = [0] * (2 * nd)
+    if not any(pads):
+        return x
+    value = zx
+    if graph.shape(zx) != ():
+        value = new_value(graph, f"{zx}_scalar", (), graph.dtype(zx))
+        out.append(new_node(graph, "Reshape", [zx, graph.add_constant(f"{node.name}_scalar", np.zeros(0, np.int64))],
+                            [value]))
+    padded = new_value(graph, f"{x}_padded", tuple(shape[:2]) + tuple(
+        n + pads[i] + pads[i + nd] for i, n in enumerate(shape[2:])), graph.dtype(x))
+    widths = graph.add_constant(f"{node.name}_pads", np.array([0, 0] + pads[:nd] + [0, 0] + pads[nd:], np.int64))
+    out.append(new_node(graph, "Pad", [x, widths, value], [padded], {"mode": "constant"}))
+    return padded
+
+
 def _zero_point_term(graph: Graph, node: Node, wv: np.ndarray, attrs: dict, conv: bool):
-    """Sum of the weights each output reads: per column of a MatMul, per output pixel of a Conv
-    (padding reads the zero point, so contributes nothing to x_q - zp_x)."""
+    """Sum of the weights each output reads: per column of a MatMul, per output channel of a Conv that reads
+    no padding, else per output pixel (padding reads the zero point, so contributes nothing to x_q - zp_x)."""
     if not conv:
         return wv.sum(axis=0, dtype=np.float64).astype(np.float32)
+    if not any(attrs.get("pads", [])) and attrs.get("auto_pad", "NOTSET") in ("NOTSET", "VALID"):
+        sums = wv.sum(axis=tuple(range(1, wv.ndim)), dtype=np.float64).astype(np.float32)
+        return sums.reshape((1, -1) + (1,) * (wv.ndim - 2))
     shape = graph.static_shape(node.inputs[0])
     if shape is None:
         return None
