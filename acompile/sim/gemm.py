@@ -148,11 +148,12 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, single: 
 
 def follows_model(layer) -> bool:
     """Whether an ideal-mode layer computes its products as onnxruntime computes the model's own op, bit for
-    bit (``matmul``'s ``as_onnxruntime``): a quantized model's layer, whose QuantizeLinear after it would
-    round some of numpy's last bits differently (``model_op``: a layer of a model that holds a
-    QuantizeLinear, whether or not it keeps the model's scales on the target; ``model_quant``: its
-    integers kept)."""
-    return layer.model_op is not None or layer.model_quant is not None
+    bit (``matmul``'s ``as_onnxruntime``): a float product of a quantized model, whose QuantizeLinear after
+    it would round some of numpy's last bits differently (``model_op``: a layer of a model that holds a
+    QuantizeLinear, whether or not it keeps the model's scales on the target). A MatMulInteger's or
+    ConvInteger's product is not one: its sums are integers, exact in float32 whatever their order while
+    they stay below 2^24, so it runs on every core."""
+    return layer.model_op is not None
 
 
 def ideal_product(layer, wt: np.ndarray):

@@ -211,3 +211,16 @@ def test_quantized_mode_of_a_qoperator_layer_with_a_lossless_adc_is_onnxruntimes
                  "--path", path, "--result", str(tmp_path / "y.npz")]) == 0
     ours, reference = np.load(tmp_path / "y.npz")["y"], reference_outputs(model_path, {"x": x})["y"]
     assert np.array_equal(ours, reference), f"{np.count_nonzero(ours != reference)} of {ours.size} differ"
+
+
+def test_an_integer_product_runs_on_every_core_and_a_qdq_layer_as_onnxruntime_does():
+    """A ConvInteger's or MatMulInteger's product sums integers, exact in float32 whatever their order: ideal
+    mode gives it numpy's and onnxruntime's threads. A QDQ layer's float product follows the model's op."""
+    import corpus
+    from acompile import compile_model, load_target
+    from acompile.sim.gemm import follows_model
+    target = load_target("isaac")
+    dynamic = compile_model(str(corpus.path("q_cnn_dynamic")), target).mapping.layers
+    assert dynamic and all(layer.model_quant and not follows_model(layer) for layer in dynamic)
+    qdq = compile_model(str(corpus.path("q_cnn_qdq_channel")), target).mapping.layers
+    assert qdq and all(follows_model(layer) for layer in qdq)
