@@ -237,7 +237,7 @@ class _TooLong(ValueError):
 
 
 def _parse_int(text: str) -> int:
-    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+    if len(text) > MAX_INT_DIGITS and len(text.lstrip("-")) > MAX_INT_DIGITS:
         raise _TooLong(f"an integer of {len(text.lstrip('-')):,} digits")
     return int(text)
 
@@ -328,6 +328,33 @@ class Either:
         self.options = options
 
 
+def _fits(schema):
+    """One test of a whole item against a schema built of Int, Num, Seq and dicts without optional keys
+    (what check_schema accepts, without its messages), else None."""
+    if isinstance(schema, Int):
+        lo, hi = schema.lo, schema.hi
+        return lambda v: type(v) is int and lo <= v <= hi
+    if isinstance(schema, Num):
+        return lambda v: type(v) is int or type(v) is float and math.isfinite(v)
+    if isinstance(schema, Seq):
+        inner, lo, hi = _fits(schema.inner), schema.min_len, schema.max_len
+        return None if inner is None else lambda v: type(v) is list and lo <= len(v) <= hi and all(map(inner, v))
+    if isinstance(schema, dict) and not any(key.endswith("?") for key in schema):
+        fields = [(key, _fits(sub)) for key, sub in schema.items()]
+        if any(f is None for _, f in fields):
+            return None
+        return lambda v: type(v) is dict and all(key in v and f(v[key]) for key, f in fields)
+    return None
+
+
+def _misfits(items: list, fits) -> list:
+    """[(index, item)] of the first item that ``fits`` refuses, or []."""
+    for i, v in enumerate(items):
+        if not fits(v):
+            return [(i, v)]
+    return []
+
+
 def check_schema(obj, schema, what: str, where: str, path: str = "") -> None:
     """Check ``obj`` against ``schema``: a dict is an object with those keys (a key ending in "?" is
     optional; other keys are allowed), a type (str, bool) that type, or one of the classes above."""
@@ -364,7 +391,10 @@ def check_schema(obj, schema, what: str, where: str, path: str = "") -> None:
             fail(f"must be a list (got {got(obj)})")
         if not schema.min_len <= len(obj) <= schema.max_len:
             fail(f"must hold {schema.min_len:,} to {schema.max_len:,} items (got {len(obj):,})")
-        for i, item in enumerate(obj):
+        fits = _fits(schema.inner)
+        # a list of plain numbers or of records of them (a device header's crossbars: hundreds of thousands
+        # of fields) is tested in one pass; the first item that fails, if any, is checked again for its message
+        for i, item in enumerate(obj) if fits is None else _misfits(obj, fits):
             check_schema(item, schema.inner, what, where, f"{path}[{i}]")
     elif isinstance(schema, Map):
         if not isinstance(obj, dict):

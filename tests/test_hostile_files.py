@@ -303,6 +303,24 @@ def test_schema_errors_name_the_field():
         check_schema(doc, HEADER, "device header", "x")
 
 
+@pytest.mark.parametrize("records, message", [
+    ([{"a": 1, "b": [1, 2]}, {"a": True, "b": []}], r"field rows\[1\]\.a must be a number \(got True\)"),
+    ([{"a": 1, "b": [1, 2]}, {"a": 2, "b": [3, -1]}], r"field rows\[1\]\.b\[1\] must be from 0 to 9"),
+    ([{"a": 1, "b": [1]}, {"b": [1]}], r"lacks the field rows\[1\]\.a"),
+    ([{"a": 1, "b": [1]}, {"a": 1, "b": [1], "c": 1}, 5], r"field rows\[2\] must be an object \(got 5\)"),
+    ([{"a": 1, "b": [1] * 4}], r"field rows\[0\]\.b must hold 0 to 3 items"),
+])
+def test_lists_of_records_checked_in_one_pass_name_the_first_bad_field(records, message):
+    """A list of plain numbers or of records of them is tested in one pass; what fails gets the message the
+    item-by-item check gives (extra keys allowed, as for any object)."""
+    from acompile.errors import InvalidDataError
+    from acompile.safe_read import Int, Num, Seq, check_schema
+    schema = {"rows": Seq({"a": Num(), "b": Seq(Int(0, 9), max_len=3)})}
+    with pytest.raises(InvalidDataError, match=message):
+        check_schema({"rows": records}, schema, "device header", "x")
+    check_schema({"rows": [{"a": 1.5, "b": [0, 9]}, {"a": -2, "b": [], "c": "any"}]}, schema, "device header", "x")
+
+
 def test_limits_come_from_the_environment(monkeypatch):
     from acompile.errors import LimitError
     from acompile.limits import ENV, Limits
