@@ -126,11 +126,13 @@ def test_program_stores_a_quantized_models_weights_as_integers_and_scales(name, 
     assert sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a)
 
 
-def test_folded_weights_are_checked_and_stored_from_the_models_integers(monkeypatch, tmp_path):
-    """Folding a DequantizeLinear remembers the integers behind its float weight: the whole-multiple check
-    and program.npz read them (dividing the floats back is not run), with the same result as dividing."""
+@pytest.mark.parametrize("name", ["q_cnn_qdq_channel", "q_cnn_dynamic", "q_mlp_dynamic"])
+def test_folded_weights_are_checked_and_stored_from_the_models_integers(name, monkeypatch, tmp_path):
+    """Folding a DequantizeLinear (or rewriting a ConvInteger's or MatMulInteger's weight as w_q - z_w)
+    remembers the integers behind its float weight: the whole-multiple check and program.npz read them
+    (dividing the floats back is not run), with the same result as dividing."""
     from acompile.passes import quantized_layers
-    model = str(corpus.path("q_cnn_qdq_channel"))
+    model = str(corpus.path(name))
     plain = tmp_path / "plain"
     assert _cli("compile", model, "--target", "isaac", "-q", "-o", str(plain), "--emit", "program")[0] == 0
     monkeypatch.setattr(quantized_layers, "_largest_integer", lambda *a: pytest.fail("divided the floats back"))

@@ -155,8 +155,25 @@ class FoldedIntegers:
 _FOLDED = "folded_integers"     # graph.meta key: id(float tensor) -> FoldedIntegers
 
 
-def note_folded(meta: dict, record: FoldedIntegers) -> None:
-    """Remember, in a graph's ``meta``, that the tensor ``record.value`` names is that product."""
+_EXACT_INTEGERS = {np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.uint16)}    # so are their differences
+
+
+def note_folded(meta: dict, value: np.ndarray, ints: np.ndarray, zero, scales: np.ndarray, axis: int) -> None:
+    """Remember, in a graph's ``meta``, that the float32 tensor ``value`` is ``(ints - zero) * scales`` along
+    ``axis`` (zero None, one value or one per index of axis; scales float32, one value or one per index),
+    as DequantizeLinear computes it. Nothing is remembered unless all of that fits."""
+    ints, scales = np.asarray(ints), np.asarray(scales).reshape(-1)
+    if ints.dtype not in _EXACT_INTEGERS or value.dtype != np.float32 or scales.dtype != np.float32 \
+            or value.shape != ints.shape or not 0 <= axis < ints.ndim or scales.size not in (1, ints.shape[axis]):
+        return
+    if zero is not None:
+        zero = np.asarray(zero)
+        if zero.dtype != ints.dtype or zero.size not in (1, ints.shape[axis]) or zero.ndim > 1:
+            return
+    _remember(meta, FoldedIntegers(weakref.ref(value), ints, zero, scales, axis))
+
+
+def _remember(meta: dict, record: FoldedIntegers) -> None:
     meta.setdefault(_FOLDED, {})[id(record.value())] = record
 
 
@@ -187,7 +204,7 @@ def carry_folded(meta: dict, source: np.ndarray, copy: np.ndarray) -> None:
     """``copy`` holds ``source``'s values in the same layout: it keeps source's record, if any."""
     record = folded_integers(meta, source)
     if record is not None:
-        note_folded(meta, replace(record, value=weakref.ref(copy)))
+        _remember(meta, replace(record, value=weakref.ref(copy)))
 
 
 def integer_form(w: np.ndarray, scales: np.ndarray,

@@ -6,15 +6,13 @@ weights built by Constant, Reshape, Transpose, Cast, ... reach the analog layers
 
 from __future__ import annotations
 
-import weakref
-
 import numpy as np
 
 from ..errors import InvalidModelError, LimitError
 from ..frontend.ops import NON_DETERMINISTIC, SHAPED_BY_VALUES
 from ..ir import Graph, Node, Subgraph, TensorInfo
 from ..limits import Limits
-from ..numerics.quantise import FoldedIntegers, note_folded
+from ..numerics.quantise import note_folded
 from ..onnx_exec import QUANTIZE_DOMAINS, dequantize_linear, run_node
 from .base import CompileState, compile_pass
 from .batch_values import at_next_batch, follows_batch, value_of
@@ -337,23 +335,16 @@ def _fold_node(graph: Graph, node: Node, limits: Limits) -> bool:
     return True
 
 
-_NOTED = {np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.uint16)}    # exact in float32, and their differences
-
-
 def _note_integers(graph: Graph, node: Node, args: list) -> None:
     """Record that a folded DequantizeLinear's float32 output is its integers times its scales (numerics
     ``FoldedIntegers``): a quantized model's weights are then checked and stored from their integers."""
-    x, scale, out = np.asarray(args[0]), np.asarray(args[1]), graph.constants[node.outputs[0]]
-    zero = np.asarray(args[2]) if len(args) > 2 and args[2] is not None else None
+    x, scale = np.asarray(args[0]), np.asarray(args[1])
+    zero = args[2] if len(args) > 2 else None
     axis = int(node.attrs.get("axis", 1))
-    if x.dtype not in _NOTED or scale.dtype != np.float32 or out.dtype != np.float32 or out.shape != x.shape \
-            or node.attrs.get("block_size", 0) or x.ndim == 0 or not -x.ndim <= axis < x.ndim:
+    if node.attrs.get("block_size", 0) or x.ndim == 0 or not -x.ndim <= axis < x.ndim \
+            or scale.size != 1 and scale.ndim != 1:
         return
-    if scale.size != 1 and not (scale.ndim == 1 and scale.size == x.shape[axis]):
-        return
-    if zero is not None and (zero.dtype != x.dtype or zero.size != scale.size):
-        return
-    note_folded(graph.meta, FoldedIntegers(weakref.ref(out), x, zero, scale.reshape(-1), axis % x.ndim))
+    note_folded(graph.meta, graph.constants[node.outputs[0]], x, zero, scale, axis % x.ndim)
 
 
 def _fold_shapes(graph: Graph) -> bool:
