@@ -130,7 +130,7 @@ def test_a_folding_record_gives_integer_forms_answer_without_dividing(dtype, zer
     plain, fast = integer_form(w, layer_scales), integer_form(w, layer_scales, known)
     assert fast[0].dtype == plain[0].dtype and fast[0].tobytes() == plain[0].tobytes()
     assert fast[1].tobytes() == plain[1].tobytes() and fast[2] == plain[2] == 0
-    assert known.largest() == int(np.abs(x.astype(np.int64) - zero).max()) and known.finite()
+    assert known.largest == int(np.abs(x.astype(np.int64) - zero).max()) and known.finite()
     other = layer_scales * 2
     assert integer_form(w, other, known) == integer_form(w, other) is None
 

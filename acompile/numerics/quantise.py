@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import weakref
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 import numpy as np
 
@@ -134,15 +135,23 @@ class FoldedIntegers:
                 return np.ascontiguousarray(d, dtype=t)
         return np.ascontiguousarray(d, dtype=np.int32)
 
+    @cached_property
     def largest(self) -> int:
-        """max |ints - zero|."""
-        d = self.differences()
-        return max(-int(d.min()), int(d.max())) if d.size else 0
+        """max |ints - zero|, from the least and greatest integer (of each index of axis, for zero points
+        per index)."""
+        if not self.ints.size:
+            return 0
+        if self.zero is None or self.zero.size == 1:
+            zero = 0 if self.zero is None else int(self.zero.reshape(-1)[0])
+            return max(zero - int(self.ints.min()), int(self.ints.max()) - zero)
+        others = tuple(a for a in range(self.ints.ndim) if a != self.axis)
+        zero = self.zero.reshape(-1).astype(np.int64)
+        return max(int((zero - self.ints.min(axis=others)).max()), int((self.ints.max(axis=others) - zero).max()))
 
     def finite(self) -> bool:
         """Whether every product is finite: the scales are, and no product can pass float32's largest."""
         top = float(np.max(np.abs(self.scales.astype(np.float64)))) if self.scales.size else 0.0
-        return bool(np.all(np.isfinite(self.scales))) and top * self.largest() < float(np.finfo(np.float32).max)
+        return bool(np.all(np.isfinite(self.scales))) and top * self.largest < float(np.finfo(np.float32).max)
 
     def _along(self, v: np.ndarray) -> np.ndarray:
         v = np.asarray(v).reshape(-1)

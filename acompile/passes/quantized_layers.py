@@ -200,7 +200,7 @@ def _use(graph: Graph, layer, rec: dict) -> str | None:
     # multiples by construction, its largest integer read from the integers
     known = folded_integers(graph.meta, graph.constants[layer.weight])
     for g in range(1 if known is not None else layer.groups):
-        top = known.largest() if known is not None else \
+        top = known.largest if known is not None else \
             _largest_integer(layer_matrix(graph.constants, layer, g), scales[g * n:(g + 1) * n])
         if top is None:
             return "its weights are no longer whole multiples of the model's scales"
