@@ -347,14 +347,6 @@ def _fits(schema):
     return None
 
 
-def _misfits(items: list, fits) -> list:
-    """[(index, item)] of the first item that ``fits`` refuses, or []."""
-    for i, v in enumerate(items):
-        if not fits(v):
-            return [(i, v)]
-    return []
-
-
 def check_schema(obj, schema, what: str, where: str, path: str = "") -> None:
     """Check ``obj`` against ``schema``: a dict is an object with those keys (a key ending in "?" is
     optional; other keys are allowed), a type (str, bool) that type, or one of the classes above."""
@@ -394,8 +386,9 @@ def check_schema(obj, schema, what: str, where: str, path: str = "") -> None:
         fits = _fits(schema.inner)
         # a list of plain numbers or of records of them (a device header's crossbars: hundreds of thousands
         # of fields) is tested in one pass; the first item that fails, if any, is checked again for its message
-        for i, item in enumerate(obj) if fits is None else _misfits(obj, fits):
-            check_schema(item, schema.inner, what, where, f"{path}[{i}]")
+        bad = None if fits is None else next((i for i, v in enumerate(obj) if not fits(v)), len(obj))
+        for i in range(len(obj)) if bad is None else range(bad, min(bad + 1, len(obj))):
+            check_schema(obj[i], schema.inner, what, where, f"{path}[{i}]")
     elif isinstance(schema, Map):
         if not isinstance(obj, dict):
             fail(f"must be an object (got {got(obj)})")
