@@ -1,9 +1,9 @@
 """The mapped form of a model: analog layers, their weight matrices, the blocks
 those matrices are cut into, and the crossbars and tiles the blocks occupy.
 
-The passes build these records up (checked by :meth:`Mapping.verify` after each
-one); every backend writes them with ``to_dict`` and reads them back with
-``from_dict``, so program, device file and report describe the same mapping.
+The passes build these records up (checked by :meth:`Mapping.verify` after each one); every
+backend writes them with ``to_dict`` and reads them back with ``from_dict``, so program, device
+file and report describe the same mapping.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from operator import attrgetter, itemgetter
 import numpy as np
 
 from .hardware import input_cycles
-from .numerics.quantise import quantize_with_scales, weight_scales
+from .numerics.quantise import quantize_with_scales, weight_scales, whole_multiples
 from .numerics.spec import AnalogSpec
 
 
@@ -193,8 +193,7 @@ class AnalogLayer:
     @property
     def input_cycles(self) -> int:
         """T: DAC cycles per input vector (needs the spec, set by choose_precision)."""
-        s = self.spec
-        return input_cycles(s.input_bits, s.dac_bits, self.input_signed, s.input_encoding)
+        return input_cycles(self.spec.input_bits, self.spec.dac_bits, self.input_signed, self.spec.input_encoding)
 
     def to_dict(self) -> dict:
         """The layer's record in program.json (its blocks are the mapping's, listed there)."""
@@ -221,14 +220,15 @@ class AnalogLayer:
 
     def weight_scales(self, group: int, w: np.ndarray) -> np.ndarray:
         """s_w of one matrix: the quantized model's own, else acompile's (numerics.weight_scales)."""
-        if self.model_quant is None:
-            return weight_scales(w, self.spec.weight_bits)
         n = self.matrices[group].n_out
-        return np.asarray(self.model_quant["weight_scales"][group * n:(group + 1) * n], np.float64)
+        return weight_scales(w, self.spec.weight_bits) if self.model_quant is None else \
+            np.asarray(self.model_quant["weight_scales"][group * n:(group + 1) * n], np.float64)
 
     def quantize(self, w: np.ndarray, s_w: np.ndarray) -> np.ndarray:
-        """q_w (int32) of some columns of one matrix (a row block, or all) for its :meth:`weight_scales`."""
-        return quantize_with_scales(w, s_w, self.spec.weight_bits, own_scales=self.model_quant is None)
+        """q_w (int32) of some columns of one matrix (a row block, or all) for its :meth:`weight_scales`: the
+        model's integers (checked whole multiples, in range) or acompile's."""
+        own = self.model_quant is None
+        return quantize_with_scales(w, s_w, self.spec.weight_bits, own_scales=True) if own else whole_multiples(w, s_w)
 
 
 @dataclass
