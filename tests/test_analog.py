@@ -146,6 +146,22 @@ def test_a_folding_record_knows_when_products_overflow():
     assert FoldedIntegers(weakref.ref(w), x[:, :1], None, np.full(1, 3e37, np.float32), 0).finite()
 
 
+def test_whole_multiples_gives_the_integers_acompiles_own_quantisation_gives():
+    """The float32 path for a quantized model's weights (checked whole multiples of their scales, within
+    1e-3 of one, in range) and the float64 one of quantize_with_scales agree on every integer."""
+    from acompile.numerics.quantise import whole_multiples
+    rng = np.random.default_rng(5)
+    q = rng.integers(-127, 128, (64, 300))
+    s = rng.uniform(1e-4, 1e2, 64).astype(np.float32)
+    w = scaled(q, s, 0, np.float32)
+    near = (w.astype(np.float64) + rng.uniform(-9e-4, 9e-4, w.shape) * s[:, None]).astype(np.float32)
+    for rows in (w, near, w[:, 7:140]):
+        got = whole_multiples(rows, s.astype(np.float64))
+        assert got.dtype == np.int32
+        np.testing.assert_array_equal(got, quantize_with_scales(rows, s.astype(np.float64), 8))
+    np.testing.assert_array_equal(whole_multiples(w, s.astype(np.float64)), q)
+
+
 def test_integer_form_refuses_what_it_cannot_rebuild_exactly():
     rng = np.random.default_rng(2)
     s = rng.uniform(1e-3, 1e-1, 16).astype(np.float32)
