@@ -411,7 +411,7 @@ def layer_matrix(graph_constants: dict, layer: AnalogLayer, group: int):
     w = graph_constants[layer.weight]
     g = layer.groups
     if layer.op_type == "Linear":
-        return w
+        return np.asarray(w)        # a weight held as its integers (numerics.folded) computed; an array itself
     if layer.op_type == "Conv":
         n = w.shape[0] // g
         return w[group * n:(group + 1) * n].reshape(n, -1)

@@ -19,6 +19,7 @@ import numpy as np
 from .errors import InvalidModelError, clean
 from .files import interruption
 from .ir import OpaqueAttribute, Subgraph
+from .numerics.folded import FoldedIntegers
 from .onnx_core import (AttributeProto, GraphProto, TensorProto, ValueInfoProto, from_array, get_schema,
                         make_attribute, make_empty_tensor_value_info, make_graph, make_model, make_node,
                         make_opsetid, make_tensor_sequence_value_info, make_tensor_value_info,
@@ -385,6 +386,7 @@ def run_node(op_type: str, attrs: dict[str, Any], inputs: Sequence[np.ndarray | 
     sub-graphs read from the enclosing graph as its last inputs, ``outer`` naming them as the
     sub-graphs do; ``opsets`` are the model's opset imports (the sub-graphs may use any domain).
     """
+    inputs = [np.asarray(x) if isinstance(x, FoldedIntegers) else x for x in inputs]     # a weight held as integers
     try:
         exotic = any(map(_exotic, inputs))
         values = _numpy_op(op_type, domain, attrs, inputs) if exotic or op_type in NUMPY_FIRST else None

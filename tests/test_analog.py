@@ -116,8 +116,7 @@ def test_integer_form_gives_a_dequantized_weight_back_bit_for_bit(shape, axis, l
 def test_a_folding_record_gives_integer_forms_answer_without_dividing(dtype, zero, per_tensor):
     """integer_form with the record folding left (FoldedIntegers) returns what dividing the weight back
     returns, byte for byte; a record whose scales are not the ones asked for is not used."""
-    import weakref
-    from acompile.numerics.quantise import FoldedIntegers
+    from acompile.numerics.folded import FoldedIntegers
     from acompile.onnx_exec import dequantize_linear
     rng = np.random.default_rng(4)
     info = np.iinfo(dtype)
@@ -125,7 +124,7 @@ def test_a_folding_record_gives_integer_forms_answer_without_dividing(dtype, zer
     s = np.full(1, 0.04, np.float32) if per_tensor else rng.uniform(1e-3, 1e-1, 32).astype(np.float32)
     zp = np.full(s.size, zero, dtype)
     w = dequantize_linear(x, s if s.size > 1 else s[0], zp if s.size > 1 else zp[0], 0)
-    known = FoldedIntegers(weakref.ref(w), x, zp, s, 0)
+    known = FoldedIntegers(x, zp, s, 0)
     layer_scales = np.broadcast_to(s, 32).astype(np.float64)
     plain, fast = integer_form(w, layer_scales), integer_form(w, layer_scales, known)
     assert fast[0].dtype == plain[0].dtype and fast[0].tobytes() == plain[0].tobytes()
@@ -137,13 +136,48 @@ def test_a_folding_record_gives_integer_forms_answer_without_dividing(dtype, zer
 
 def test_a_folding_record_knows_when_products_overflow():
     """Integers times a finite scale can pass float32's largest value: not finite then."""
-    import weakref
-    from acompile.numerics.quantise import FoldedIntegers
+    from acompile.numerics.folded import FoldedIntegers
     x = np.array([[1, -127]], np.int8)
     with np.errstate(over="ignore"):
-        w = np.multiply(x, np.float32(3e37), dtype=np.float32)
-    assert not FoldedIntegers(weakref.ref(w), x, None, np.full(1, 3e37, np.float32), 0).finite()
-    assert FoldedIntegers(weakref.ref(w), x[:, :1], None, np.full(1, 3e37, np.float32), 0).finite()
+        assert not np.all(np.isfinite(np.multiply(x, np.float32(3e37), dtype=np.float32)))
+    assert not FoldedIntegers(x, None, np.full(1, 3e37, np.float32), 0).finite()
+    assert FoldedIntegers(x[:, :1], None, np.full(1, 3e37, np.float32), 0).finite()
+
+
+@pytest.mark.parametrize("dtype, zero, axis, per_tensor", [(np.int8, 0, 0, False), (np.uint8, 128, 0, False),
+                                                          (np.uint8, 7, 1, False), (np.int16, -300, 1, True),
+                                                          (np.int8, None, 0, True), (np.uint8, 9, 0, "zero")])
+def test_a_weight_held_as_its_integers_reads_as_dequantize_linear_computes_it(dtype, zero, axis, per_tensor):
+    """DequantizedWeight: np.asarray, a slice of rows, the transpose, min, max and flat[i] give exactly what
+    DequantizeLinear's float32 output gives; shape, dtype and size without computing it."""
+    from acompile.numerics.folded import DequantizedWeight, integers_of
+    from acompile.onnx_exec import dequantize_linear
+    rng = np.random.default_rng(6)
+    info = np.iinfo(dtype)
+    x = rng.integers(max(info.min, -2000), min(info.max, 2000) + 1, (12, 20)).astype(dtype)
+    n = x.shape[axis]
+    s = np.float32(0.037) if per_tensor is True else rng.uniform(-0.1, 0.1, n).astype(np.float32)   # negative too
+    zp = None if zero is None else (np.asarray(zero, dtype) if per_tensor else
+                                    rng.integers(max(info.min, zero - 5), zero + 5, n).astype(dtype))
+    # one zero point for every channel's scale: not a DequantizeLinear's form, but a ConvInteger's weight can be
+    expected = dequantize_linear(x, s, np.full(n, zero, dtype) if per_tensor == "zero" else zp, axis)
+    w = integers_of(x, s, zp, axis, DequantizedWeight)
+    assert isinstance(w, DequantizedWeight) and w.shape == x.shape and w.dtype == np.float32 and w.size == x.size
+    assert np.asarray(w).tobytes() == expected.tobytes() and w.tobytes() == expected.tobytes()
+    assert w[3:9].tobytes() == expected[3:9].tobytes() and np.array_equal(w[2, 5:7], expected[2, 5:7])
+    assert np.asarray(w.T).tobytes() == np.ascontiguousarray(expected.T).tobytes()
+    assert w.min() == expected.min() and w.max() == expected.max()
+    assert all(w.flat[i] == expected.flat[i] for i in (0, 7, x.size - 1))
+    assert w.astype(np.float32, copy=False) is w and np.array_equal(w.astype(np.float64), expected)
+    assert w.contiguous() is w and w.T.contiguous().ints.flags.c_contiguous
+
+
+def test_a_weight_held_as_its_integers_has_nothing_to_write_in_place():
+    from acompile.numerics.folded import DequantizedWeight
+    w = DequantizedWeight(np.ones((2, 3), np.int8), None, np.ones(1, np.float32), 0)
+    for name in ("fill", "put", "sort", "setflags", "resize"):
+        with pytest.raises(AttributeError):
+            getattr(w, name)
 
 
 def test_whole_multiples_gives_the_integers_acompiles_own_quantisation_gives():

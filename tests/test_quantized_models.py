@@ -127,28 +127,46 @@ def test_program_stores_a_quantized_models_weights_as_integers_and_scales(name, 
 
 
 @pytest.mark.parametrize("name", ["q_cnn_qdq_channel", "q_cnn_dynamic", "q_mlp_dynamic"])
-def test_folded_weights_are_checked_and_stored_from_the_models_integers(name, monkeypatch, tmp_path):
-    """Folding a DequantizeLinear (or rewriting a ConvInteger's or MatMulInteger's weight as w_q - z_w)
-    remembers the integers behind its float weight: the whole-multiple check and program.npz read them
-    (dividing the floats back is not run), with the same result as dividing."""
-    from acompile.passes import quantized_layers
+def test_folded_weights_are_held_checked_and_stored_as_the_models_integers(name, monkeypatch, tmp_path):
+    """Folding a DequantizeLinear that only crossbar layers read (or rewriting a ConvInteger's or MatMulInteger's
+    weight as w_q - z_w) holds the weight as its integers: no float copy is made, the whole-multiple check
+    and program.npz read the integers (dividing floats back is not run), and every file is what the float
+    weights give."""
+    from acompile import compile_model, load_target
+    from acompile.numerics.folded import DequantizedWeight
+    from acompile.passes import fold_constants, qoperator, quantized_layers
     model = str(corpus.path(name))
-    plain = tmp_path / "plain"
-    assert _cli("compile", model, "--target", "isaac", "-q", "-o", str(plain), "--emit", "program")[0] == 0
+    floats = tmp_path / "floats"
+    with monkeypatch.context() as m:        # float weights, nothing remembered: divided back, as before
+        m.setattr(fold_constants, "weight_only", lambda graph: set())
+        m.setattr(fold_constants, "note_folded", lambda *a: None)
+        m.setattr(qoperator, "integers_of", lambda *a: None)
+        assert _cli("compile", model, "--target", "isaac", "-q", "-o", str(floats), "--emit", "program,device")[0] == 0
     monkeypatch.setattr(quantized_layers, "_largest_integer", lambda *a: pytest.fail("divided the floats back"))
     monkeypatch.setattr("acompile.numerics.quantise._exact_integers", lambda *a: pytest.fail("divided back"))
-    known = tmp_path / "known"
-    assert _cli("compile", model, "--target", "isaac", "-q", "-o", str(known), "--emit", "program")[0] == 0
-    for name in ("program.json", "program.npz"):
-        assert (known / name).read_bytes() == (plain / name).read_bytes()
+    held = tmp_path / "held"
+    assert _cli("compile", model, "--target", "isaac", "-q", "-o", str(held), "--emit", "program,device")[0] == 0
+    for file in ("program.json", "program.npz", "device.acdev"):
+        assert (held / file).read_bytes() == (floats / file).read_bytes(), file
+    compiled = compile_model(model, load_target("isaac"))
+    assert all(isinstance(compiled.graph.constants[layer.weight], DequantizedWeight)
+               for layer in compiled.mapping.layers)
+
+
+def test_a_float_weight_keeps_its_integers_beside_it_until_program_npz_is_written(monkeypatch, tmp_path):
+    """Where folding had to make the float weight, the graph remembers its integers beside it for the checks
+    and program.npz, which lets them go once written (they are views of the model file)."""
     from acompile import compile_model, load_target
     from acompile.backends.program import write_constants
     from acompile.numerics import folded_integers
-    compiled = compile_model(model, load_target("isaac"))
-    graph = compiled.graph
-    assert all(folded_integers(graph.meta, graph.constants[layer.weight]) for layer in compiled.mapping.layers)
-    write_constants(tmp_path, graph, compiled.mapping)          # their last reader lets the integers go
-    assert not any(folded_integers(graph.meta, graph.constants[layer.weight]) for layer in compiled.mapping.layers)
+    from acompile.passes import fold_constants
+    monkeypatch.setattr(fold_constants, "weight_only", lambda graph: set())
+    compiled = compile_model(str(corpus.path("q_cnn_qdq_channel")), load_target("isaac"))
+    graph, layers = compiled.graph, compiled.mapping.layers
+    assert all(isinstance(graph.constants[layer.weight], np.ndarray) for layer in layers)
+    assert all(folded_integers(graph.meta, graph.constants[layer.weight]) is not None for layer in layers)
+    write_constants(tmp_path, graph, compiled.mapping)
+    assert not any(folded_integers(graph.meta, graph.constants[layer.weight]) for layer in layers)
 
 
 def test_a_quantized_weight_whose_products_overflow_is_refused(tmp_path):

@@ -178,7 +178,7 @@ def write_constants(folder: Path, graph: Graph, mapping: Mapping | None = None,
                 arr = ints
                 listing[name]["scales"] = {"entry": f"c{i:06d}.scales.npy", "axis": axis}
                 writer.add_array(f"c{i:06d}.scales.npy", scales)
-            writer.add_array(entry, _storable(arr))
+            writer.add_array(entry, _storable(np.asarray(arr)))     # a weight held as integers: its product
     finally:
         writer.close()
         numerics.release_folded(graph.meta)     # their last reader: the model file's integers can go

@@ -6,8 +6,9 @@ matrix-vector product checks and needs). The executors themselves live in acompi
 """
 
 from ..lazy import exports
-from .quantise import (folded_integers, input_scale, integer_form, quantize_inputs, quantize_weights,
-                       quantize_with_scales, release_folded, scaled, weight_scales)
+from .folded import folded_integers, release_folded
+from .quantise import (input_scale, integer_form, quantize_inputs, quantize_weights, quantize_with_scales, scaled,
+                       weight_scales)
 from .spec import SIGNED_WEIGHT_SCHEMES, AnalogSpec
 
 # what check never reads loads on first use

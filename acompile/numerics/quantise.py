@@ -5,13 +5,14 @@ per-layer inputs scaled by a calibrated range.
 from __future__ import annotations
 
 import math
-import weakref
-from dataclasses import dataclass, replace
-from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import InvalidDataError, InvalidTargetError
+
+if TYPE_CHECKING:
+    from .folded import FoldedIntegers
 
 
 def quantize_weights(w: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
@@ -121,109 +122,6 @@ def scaled(ints: np.ndarray, scales: np.ndarray, axis: int, dtype) -> np.ndarray
     shape = [1] * ints.ndim
     shape[axis] = scales.size
     return np.multiply(ints, scales.reshape(shape), dtype=np.dtype(dtype))
-
-
-@dataclass(frozen=True)
-class FoldedIntegers:
-    """A float32 tensor that constant folding computed from a DequantizeLinear of integers of 16 bits or
-    fewer: element for element ``(ints - zero) * scales`` along ``axis``, the difference exact and the
-    product rounded once, as :func:`scaled` computes it. The checks that would divide the floats back
-    (whole multiples, their largest integer, finiteness) read the integers instead."""
-    value: weakref.ReferenceType     # the float tensor: the record speaks for it only while it is that object
-    ints: np.ndarray
-    zero: np.ndarray | None          # None, one value, or one per index of axis
-    scales: np.ndarray               # float32: one value, or one per index of axis
-    axis: int
-
-    def differences(self) -> np.ndarray:
-        """ints - zero, exactly, in the narrowest of int8, int16 and int32 that holds them."""
-        d = self.ints if self.zero is None or not np.any(self.zero) else np.subtract(
-            self.ints, self._along(self.zero), dtype=np.int32)
-        lo, hi = (int(d.min()), int(d.max())) if d.size else (0, 0)
-        for t in (np.int8, np.int16):
-            if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max:
-                return np.ascontiguousarray(d, dtype=t)
-        return np.ascontiguousarray(d, dtype=np.int32)
-
-    @cached_property
-    def largest(self) -> int:
-        """max |ints - zero|, from the least and greatest integer (of each index of axis, for zero points
-        per index)."""
-        if not self.ints.size:
-            return 0
-        if self.zero is None or self.zero.size == 1:
-            zero = 0 if self.zero is None else int(self.zero.reshape(-1)[0])
-            return max(zero - int(self.ints.min()), int(self.ints.max()) - zero)
-        others = tuple(a for a in range(self.ints.ndim) if a != self.axis)
-        zero = self.zero.reshape(-1).astype(np.int64)
-        return max(int((zero - self.ints.min(axis=others)).max()), int((self.ints.max(axis=others) - zero).max()))
-
-    def finite(self) -> bool:
-        """Whether every product is finite: the scales are, and no product can pass float32's largest."""
-        top = float(np.max(np.abs(self.scales.astype(np.float64)))) if self.scales.size else 0.0
-        return bool(np.all(np.isfinite(self.scales))) and top * self.largest < float(np.finfo(np.float32).max)
-
-    def _along(self, v: np.ndarray) -> np.ndarray:
-        v = np.asarray(v).reshape(-1)
-        shape = [1] * self.ints.ndim
-        if v.size > 1:
-            shape[self.axis] = v.size
-        return v.reshape(shape)
-
-
-_FOLDED = "folded_integers"     # graph.meta key: id(float tensor) -> FoldedIntegers
-
-
-_EXACT_INTEGERS = {np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.uint16)}    # so are their differences
-
-
-def note_folded(meta: dict, value: np.ndarray, ints: np.ndarray, zero, scales: np.ndarray, axis: int) -> None:
-    """Remember, in a graph's ``meta``, that the float32 tensor ``value`` is ``(ints - zero) * scales`` along
-    ``axis`` (zero None, one value or one per index of axis; scales float32, one value or one per index),
-    as DequantizeLinear computes it. Nothing is remembered unless all of that fits."""
-    ints, scales = np.asarray(ints), np.asarray(scales).reshape(-1)
-    if ints.dtype not in _EXACT_INTEGERS or value.dtype != np.float32 or scales.dtype != np.float32 \
-            or value.shape != ints.shape or not 0 <= axis < ints.ndim or scales.size not in (1, ints.shape[axis]):
-        return
-    if zero is not None:
-        zero = np.asarray(zero)
-        if zero.dtype != ints.dtype or zero.size not in (1, ints.shape[axis]) or zero.ndim > 1:
-            return
-    _remember(meta, FoldedIntegers(weakref.ref(value), ints, zero, scales, axis))
-
-
-def _remember(meta: dict, record: FoldedIntegers) -> None:
-    meta.setdefault(_FOLDED, {})[id(record.value())] = record
-
-
-def release_folded(meta: dict) -> None:
-    """Forget every record: the integers they hold (views of the model file) can be freed."""
-    meta.pop(_FOLDED, None)
-
-
-def folded_integers(meta: dict, value) -> FoldedIntegers | None:
-    """The record :func:`note_folded` left for exactly this tensor object, or for the matrix of which it is
-    the transposed view (a MatMul's weight as its layer reads it); else None: a pass that changes a weight
-    makes a new array, which has none."""
-    records = meta.get(_FOLDED)
-    if not records or not isinstance(value, np.ndarray):
-        return None
-    record = records.get(id(value))
-    if record is not None and record.value() is value:
-        return record
-    base = value.base
-    record = records.get(id(base)) if base is not None else None
-    if record is None or record.value() is not base or base.ndim != 2 or value.shape != base.shape[::-1] \
-            or value.strides != base.strides[::-1] or value.ctypes.data != base.ctypes.data:
-        return None
-    return FoldedIntegers(weakref.ref(value), record.ints.T, record.zero, record.scales, 1 - record.axis)
-
-
-def carry_folded(meta: dict, source: np.ndarray, copy: np.ndarray) -> None:
-    """``copy`` holds ``source``'s values in the same layout: it keeps source's record, if any."""
-    record = folded_integers(meta, source)
-    if record is not None:
-        _remember(meta, replace(record, value=weakref.ref(copy)))
 
 
 def integer_form(w: np.ndarray, scales: np.ndarray,

@@ -70,9 +70,11 @@ def _shared_buffers(graph: Graph) -> set[int]:
 
 def _private(w: np.ndarray, shared: set[int]) -> bool:
     """Whether ``w`` can be scaled where it lies: float32, contiguous, its buffer read by no other constant
-    and writable (the lean reader's arrays are, once unlocked; numpy_helper's, over protobuf bytes, are not).
-    Scaling in place spares a model-sized allocation: its page faults were most of this pass's time."""
-    if w.dtype != np.float32 or not w.flags.c_contiguous or id(_buffer(w)) in shared:
+    and writable (the lean reader's arrays are, once unlocked; numpy_helper's, over protobuf bytes, are not;
+    a weight held as its integers, numerics.folded, is no array). Scaling in place spares a model-sized
+    allocation: its page faults were most of this pass's time."""
+    if not isinstance(w, np.ndarray) or w.dtype != np.float32 or not w.flags.c_contiguous \
+            or id(_buffer(w)) in shared:
         return False
     if not w.flags.writeable:
         try:

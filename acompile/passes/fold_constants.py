@@ -12,7 +12,7 @@ from ..errors import InvalidModelError, LimitError
 from ..frontend.ops import NON_DETERMINISTIC, SHAPED_BY_VALUES
 from ..ir import Graph, Node, Subgraph, TensorInfo
 from ..limits import Limits
-from ..numerics.quantise import note_folded
+from ..numerics.folded import DequantizedWeight, integers_of, note_folded
 from ..onnx_exec import QUANTIZE_DOMAINS, dequantize_linear, run_node
 from .base import CompileState, compile_pass
 from .batch_values import at_next_batch, follows_batch, value_of
@@ -217,9 +217,9 @@ def _propagate_shapes(graph: Graph, limits: Limits) -> bool:
     """
     dynamic = bool(graph.meta.get("dynamic_batch"))
     values = graph.meta.setdefault("batch_values", {}) if dynamic else {}
-    changed, folded = False, []
+    changed, folded, weights = False, [], weight_only(graph)
     for node in graph.nodes:
-        if _shape_constant(graph, node) or _fold_node(graph, node, limits) \
+        if _shape_constant(graph, node) or _fold_node(graph, node, limits, weights) \
                 or dynamic and value_of(graph, node, _not_a_value, SMALL_INPUT_BYTES):
             folded.append(node)
             continue
@@ -278,8 +278,9 @@ def _not_a_value(node: Node) -> bool:
 def _fold_once(graph: Graph, limits: Limits) -> bool:
     empty = {o for n in graph.nodes if n.op_type == "Optional" and not n.domain and not any(n.inputs)
              for o in n.outputs}
+    weights = weight_only(graph)
     folded = [node for node in graph.nodes
-              if _fold_node(graph, node, limits) or _has_element(graph, node, empty)]
+              if _fold_node(graph, node, limits, weights) or _has_element(graph, node, empty)]
     if folded:
         graph.remove_nodes(folded)
     return bool(folded)
@@ -295,8 +296,9 @@ def _has_element(graph: Graph, node: Node, empty: set[str]) -> bool:
     return True
 
 
-def _fold_node(graph: Graph, node: Node, limits: Limits) -> bool:
-    """Whether ``node`` was folded: all its inputs constant, its outputs are constants now."""
+def _fold_node(graph: Graph, node: Node, limits: Limits, weights: set[str] = frozenset()) -> bool:
+    """Whether ``node`` was folded: all its inputs constant, its outputs are constants now (a DequantizeLinear
+    output in ``weights``, :func:`weight_only`, as its integers)."""
     if node.op_type in NEVER_FOLD or node.domain and (node.domain, node.op_type) not in FOLDABLE_CONTRIB:
         return False
     if any(isinstance(v, Subgraph) for v in node.attrs.values()):
@@ -318,33 +320,50 @@ def _fold_node(graph: Graph, node: Node, limits: Limits) -> bool:
             _check_budget(node, shape, (dtype.itemsize if dtype is not None else 8), limits)
         elif o:
             unknown = True
-    values = _fold_numpy(node, args, limits)
+    held = _integers(node, args, DequantizedWeight) if node.outputs[0] in weights else None
+    values = [held] if held is not None else _fold_numpy(node, args, limits)
     if values is None:
         if node.op_type in SIZE_FROM_VALUES and unknown:
             return False  # unknown output size: do not gamble on an allocation
         values = run_node(node.op_type, node.attrs, args, len(node.outputs),
                           node.opset if node.domain else graph.opset, domain=node.domain,
                           attr_types=node.meta.get("attr_types"), where=node.describe())
-    if any(o and not isinstance(v, (np.ndarray, np.generic)) for o, v in zip(node.outputs, values)):
+    if held is None and any(o and not isinstance(v, (np.ndarray, np.generic)) for o, v in zip(node.outputs, values)):
         return False        # a sequence or optional after all (a contrib op's): left to run
     for o, v in zip(node.outputs, values):
         if o:
-            graph.constants[o] = np.asarray(v)
-    if node.op_type == "DequantizeLinear" and node.outputs[0]:
-        _note_integers(graph, node, args)
+            graph.constants[o] = v if held is not None else np.asarray(v)
+    if held is None and node.op_type == "DequantizeLinear" and node.outputs[0] and node.domain in QUANTIZE_DOMAINS:
+        note_folded(graph.meta, graph.constants[node.outputs[0]], _integers(node, args))
     return True
 
 
-def _note_integers(graph: Graph, node: Node, args: list) -> None:
-    """Record that a folded DequantizeLinear's float32 output is its integers times its scales (numerics
-    ``FoldedIntegers``): a quantized model's weights are then checked and stored from their integers."""
-    x, scale = np.asarray(args[0]), np.asarray(args[1])
-    zero = args[2] if len(args) > 2 else None
+def _integers(node: Node, args: list, kind: type | None = None):
+    """A DequantizeLinear's output as its integers and scales (numerics.folded), or None for a form that
+    has none (blocked scales, a float input, another output type)."""
+    if node.op_type != "DequantizeLinear" or node.domain not in QUANTIZE_DOMAINS or node.attrs.get("block_size") \
+            or node.attrs.get("output_dtype") or len(args) > 3:
+        return None
+    x = np.asarray(args[0])
     axis = int(node.attrs.get("axis", 1))
-    if node.attrs.get("block_size", 0) or x.ndim == 0 or not -x.ndim <= axis < x.ndim \
-            or scale.size != 1 and scale.ndim != 1:
-        return
-    note_folded(graph.meta, graph.constants[node.outputs[0]], x, zero, scale, axis % x.ndim)
+    if not -x.ndim <= axis < x.ndim or np.ndim(args[1]) > 1:
+        return None
+    return integers_of(x, args[1], args[2] if len(args) > 2 else None, axis % x.ndim, kind)
+
+
+def weight_only(graph: Graph) -> set[str]:
+    """Outputs of DequantizeLinear nodes that only the weight input of a Conv, ConvTranspose, Gemm or MatMul
+    reads: folding holds them as their integers (numerics.folded.DequantizedWeight), never as floats."""
+    readers: dict[str, list] = {}
+    for n in graph.nodes:
+        for k, i in enumerate(n.inputs):
+            readers.setdefault(i, []).append((n, k))
+    return {n.outputs[0] for n in graph.nodes if n.op_type == "DequantizeLinear" and n.outputs
+            and n.outputs[0] not in graph.outputs and readers.get(n.outputs[0])
+            and all(r.op_type in _WEIGHTED and r.domain in ("", "ai.onnx") and k == 1 for r, k in readers[n.outputs[0]])}
+
+
+_WEIGHTED = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 
 
 def _fold_shapes(graph: Graph) -> bool:

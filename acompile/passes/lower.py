@@ -18,7 +18,7 @@ from ..errors import InvalidModelError, LimitError, UnsupportedError
 from ..limits import Limits, byte_size
 from ..ir import Graph, Node
 from ..mapping import AnalogLayer, ConvGeometry, Fabric, Mapping, Matrix
-from ..numerics.quantise import folded_integers
+from ..numerics.folded import folded_integers
 from .base import CompileState, compile_pass
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Graph, Node
-from ..numerics.quantise import note_folded
+from ..numerics.folded import DequantizedWeight, integers_of
 from ..onnx_core import TensorProto
 from ..onnx_exec import run_node
 from ._rewrite import new_node, new_value
@@ -152,12 +152,12 @@ def integer_product(graph: Graph, node: Node) -> list[Node] | None:
         return None
     conv = node.op_type == "ConvInteger"
     zero = _c(graph, zw) if zw else None
-    zwv = np.asarray(zero if zw else 0, np.float32)       # 8-bit integers and their differences: exact in float32
-    if conv and zwv.ndim == 1:
-        zwv = zwv.reshape((-1,) + (1,) * (wq.ndim - 1))
-    wv = np.subtract(wq, zwv, dtype=np.float32)
-    # a Conv's zero points are per output channel (axis 0), a MatMul's per column (its last axis)
-    note_folded(graph.meta, wv, wq, zero, np.ones(1, np.float32), 0 if conv else wq.ndim - 1)
+    # w_q - z_w held as those integers (a Conv's zero points are per output channel, a MatMul's per column)
+    wv = integers_of(wq, np.ones(1, np.float32), zero, 0 if conv else wq.ndim - 1, DequantizedWeight)
+    if wv is None:      # zero points of another shape: the float weight itself (8-bit differences are exact)
+        zwv = np.asarray(zero if zw else 0, np.float32)
+        wv = np.subtract(wq, zwv.reshape((-1,) + (1,) * (wq.ndim - 1)) if conv and zwv.ndim == 1 else zwv,
+                         dtype=np.float32)
     out: list[Node] = []
     attrs = dict(node.attrs) if conv else {}
     x_read = _padded_with_zero_point(graph, node, x, zx, attrs, out) if conv and zx else x

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..ir import Graph, Node
 from ..mapping import layer_matrix
-from ..numerics.quantise import folded_integers
+from ..numerics.folded import folded_integers
 from ..onnx_exec import QUANTIZE_DOMAINS, integer_dtype, integer_range
 from .base import CompileState, compile_pass
 from .qoperator import expand_qoperators

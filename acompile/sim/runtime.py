@@ -81,9 +81,16 @@ class WeightsFromGraph:
     def __init__(self, graph: Graph, mapping: Mapping):
         self.graph, self.mapping = graph, mapping
         self._cache: dict[tuple[int, int], Encoded] = {}
+        self._floats: dict[tuple[int, int], np.ndarray] = {}
 
     def float_matrix(self, layer: AnalogLayer, group: int) -> np.ndarray:
-        return layer_matrix(self.graph.constants, layer, group)
+        """One group's float matrix: a weight held as its integers (numerics.folded) is computed once, and
+        kept (the same array each call: onnxruntime's packed sessions are keyed on it)."""
+        if isinstance(self.graph.constants[layer.weight], np.ndarray):
+            return layer_matrix(self.graph.constants, layer, group)
+        if (layer.index, group) not in self._floats:
+            self._floats[layer.index, group] = layer_matrix(self.graph.constants, layer, group)
+        return self._floats[layer.index, group]
 
     def encoded(self, layer: AnalogLayer, group: int) -> Encoded:
         key = (layer.index, group)
