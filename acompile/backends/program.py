@@ -151,7 +151,7 @@ def write_constants(folder: Path, graph: Graph, mapping: Mapping | None = None,
     The weight of a layer that keeps a quantized model's own scales (``mapping``) is stored as its
     integers and scales when their product gives it back bit for bit (``numerics.integer_form``).
     Calibration changes none of them, so ``acompile compile`` writes this file while it calibrates. The
-    records of folded integers (``numerics.folded_integers``) are released once it is written.
+    integers remembered beside float weights (``numerics.folded``) are let go once it is written.
     Once ``stop`` is set (the compile failed on another thread), stops before the next array.
     """
     constants: dict[str, np.ndarray] = {}
