@@ -129,9 +129,9 @@ def test_program_stores_a_quantized_models_weights_as_integers_and_scales(name, 
 @pytest.mark.parametrize("name", ["q_cnn_qdq_channel", "q_cnn_dynamic", "q_mlp_dynamic"])
 def test_folded_weights_are_held_checked_and_stored_as_the_models_integers(name, monkeypatch, tmp_path):
     """Folding a DequantizeLinear that only crossbar layers read (or rewriting a ConvInteger's or MatMulInteger's
-    weight as w_q - z_w) holds the weight as its integers: no float copy is made, the whole-multiple check
-    and program.npz read the integers (dividing floats back is not run), and every file is what the float
-    weights give."""
+    weight as w_q - z_w) holds the weight as its integers: no float copy is made, the whole-multiple check,
+    program.npz and the device file's cells read the integers (dividing floats back is not run), and every
+    file is what the float weights give."""
     from acompile import compile_model, load_target
     from acompile.numerics.folded import DequantizedWeight
     from acompile.passes import fold_constants, qoperator, quantized_layers
@@ -144,6 +144,7 @@ def test_folded_weights_are_held_checked_and_stored_as_the_models_integers(name,
         assert _cli("compile", model, "--target", "isaac", "-q", "-o", str(floats), "--emit", "program,device")[0] == 0
     monkeypatch.setattr(quantized_layers, "_largest_integer", lambda *a: pytest.fail("divided the floats back"))
     monkeypatch.setattr("acompile.numerics.quantise._exact_integers", lambda *a: pytest.fail("divided back"))
+    monkeypatch.setattr("acompile.mapping.AnalogLayer.quantize", lambda *a: pytest.fail("cells from floats"))
     held = tmp_path / "held"
     assert _cli("compile", model, "--target", "isaac", "-q", "-o", str(held), "--emit", "program,device")[0] == 0
     for file in ("program.json", "program.npz", "device.acdev"):

@@ -31,7 +31,8 @@ def stripe_cells(task) -> tuple[list, list[int], list, np.ndarray | None]:
     spec = layer.spec
     cb = spec.cell_bits
     r0, rows = group[0].row_start, group[0].rows
-    q = layer.quantize(w[:, r0:r0 + rows], s_w)       # (N, rows)
+    # (N, rows); a matrix of integers is the model's own q_w already (device._model_integers)
+    q = w[:, r0:r0 + rows].astype(np.int32) if w.dtype.kind == "i" else layer.quantize(w[:, r0:r0 + rows], s_w)
     # Flip marks are column sums of cells: read from the packed bytes when cells do not straddle them.
     packed = _packed_rows(q, spec) if not spec.flipped or 8 % cb == 0 else None
     data_cols = w.shape[0] * spec.columns_per_channel if packed is not None else 0

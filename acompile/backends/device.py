@@ -137,7 +137,8 @@ def _check_stop(stop: threading.Event | None) -> None:
 
 
 def _stripes(graph, mapping: Mapping, scales: list, stop: threading.Event | None):
-    """Every row stripe of every weight matrix, in file order: (W, s_w, layer, blocks of the stripe).
+    """Every row stripe of every weight matrix, in file order: (W, s_w, layer, blocks of the stripe), W the
+    model's integers themselves where :func:`_model_integers` has them.
 
     A stripe is the rows of one row block; its blocks are consecutive in the mapping's order
     (layer, matrix, row block, column block). Appends each matrix's s_w to ``scales``; checks ``stop``
@@ -147,14 +148,31 @@ def _stripes(graph, mapping: Mapping, scales: list, stop: threading.Event | None
         by_matrix: dict[int, list[int]] = {}
         for b in layer.blocks:
             by_matrix.setdefault(mapping.blocks[b].matrix, []).append(b)
+        differences = _model_integers(graph, layer)
         for mi, matrix in enumerate(layer.matrices):
-            w = layer_matrix(graph.constants, layer, matrix.group)
+            w = layer_matrix(differences or graph.constants, layer, matrix.group)
             s_w = layer.weight_scales(matrix.group, w)
             scales.append(np.asarray(s_w, np.float64))
             blocks = [mapping.blocks[b] for b in by_matrix.get(mi, [])]
             for _, group in itertools.groupby(blocks, key=lambda b: (b.row_start, b.rows)):
                 _check_stop(stop)
                 yield w, s_w, layer, list(group)
+
+
+def _model_integers(graph, layer) -> dict | None:
+    """{weight name: its integers less their zero points} for a layer that keeps a quantized model's integers,
+    when its weight is held (or remembered) as them with one scale per output channel or one for all (a Conv
+    or Linear weight scaled along its rows): its cells then come from the integers, not their float product
+    divided back. None otherwise."""
+    if layer.model_quant is None or layer.op_type not in ("Conv", "Linear"):
+        return None
+    known = numerics.folded_integers(graph.meta, graph.constants[layer.weight])
+    if known is None or known.axis != 0 or known.scales.size not in (1, known.ints.shape[0]):
+        return None
+    rows = np.broadcast_to(known.scales.astype(np.float64), known.ints.shape[:1])
+    if not np.array_equal(rows, np.asarray(layer.model_quant["weight_scales"], np.float64)):
+        return None
+    return {layer.weight: known.differences()}
 
 
 def _layer_record(layer, target) -> dict:
