@@ -269,6 +269,11 @@ WHEEL_MODELS: dict[str, WheelModel] = {
         "EfficientWord-Net", "1.0.5", "eff_word_net/models/resnet_50_arc/slim_93%_accuracy_72.7390%_qint8.onnx",
         "08189e02003f00d1438c9fa05277ac1a91affeb7c58981d11bc5ac89ddbd0424", 22121264,
         "few-shot wake-word embedder: a ResNet-50 on log-mel frames, static QDQ with int8 activations (s8s8)"),
+    "table_edge_int8": WheelModel(
+        "rapid_table_det", "0.0.1", "rapid_table_det/models/edge_det_quantized.onnx",
+        "9614c9d630501a9c6dd5a9eb3fe057f4123c5395c212b82e5e746943d5ea260b", 25687101,
+        "table edge detector, dynamic int8 at 800x800: 65 padded ConvInteger (their zero-point terms once wrote "
+        "0.7 GB), float ConvTranspose, Resize"),
 }
 
 
@@ -408,6 +413,7 @@ SHAPES: dict[str, dict[str, list[int]]] = {
     "thai2rom_encoder": {"input_tensor": [1, 12], "input_lengths": [1]},
     "deepcut": {"input_1": [4, 21], "input_2": [4, 21]},
     "wakeword_int8": {"input": [1, 1, 149, 64]},
+    "table_edge_int8": {"input": [1, 3, 800, 800]},
 }
 
 # integer inputs whose value matters (the rest are drawn at random)
