@@ -167,7 +167,7 @@ def _model_integers(graph, layer) -> dict | None:
     if layer.model_quant is None or layer.op_type not in ("Conv", "Linear"):
         return None
     known = numerics.folded_integers(graph.meta, graph.constants[layer.weight])
-    if known is None or known.axis != 0 or known.scales.size not in (1, known.ints.shape[0]):
+    if known is None or known.axis != 0:
         return None
     rows = np.broadcast_to(known.scales.astype(np.float64), known.ints.shape[:1])
     if not np.array_equal(rows, np.asarray(layer.model_quant["weight_scales"], np.float64)):

@@ -19,6 +19,8 @@ from functools import cached_property
 
 import numpy as np
 
+from .quantise import scaled
+
 EXACT_INTEGERS = {np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.uint16)}    # in float32, and differences
 _FOLDED = "folded_integers"     # graph.meta key: id(float tensor) -> (weak reference to it, its FoldedIntegers)
 
@@ -59,11 +61,9 @@ class FoldedIntegers:
         ints = self.ints[rows]
         zero = self.zero if self.zero is None or self.zero.size == 1 or not per_row else self.zero.reshape(-1)[rows]
         scales = self.scales if self.scales.size == 1 or not per_row else self.scales[rows]
-        if zero is None or not np.any(zero):
-            return np.multiply(ints, self._along(scales, ints.ndim), dtype=np.float32)
-        out = np.subtract(ints, self._along(zero, ints.ndim), dtype=np.float32)
-        out *= self._along(scales, ints.ndim)
-        return out
+        if zero is not None and np.any(zero):
+            ints = np.subtract(ints, self._along(zero, ints.ndim), dtype=np.float32)     # exact
+        return scaled(ints, scales, self.axis, np.float32)
 
     def _extremes(self) -> tuple[np.ndarray, np.ndarray]:
         """(least, greatest) of ints - zero: over all, or per index of axis where zero points or scales are

@@ -321,19 +321,22 @@ def _fold_node(graph: Graph, node: Node, limits: Limits, weights: set[str] = fro
         elif o:
             unknown = True
     held = _integers(node, args, DequantizedWeight) if node.outputs[0] in weights else None
-    values = [held] if held is not None else _fold_numpy(node, args, limits)
+    if held is not None:
+        graph.constants[node.outputs[0]] = held
+        return True
+    values = _fold_numpy(node, args, limits)
     if values is None:
         if node.op_type in SIZE_FROM_VALUES and unknown:
             return False  # unknown output size: do not gamble on an allocation
         values = run_node(node.op_type, node.attrs, args, len(node.outputs),
                           node.opset if node.domain else graph.opset, domain=node.domain,
                           attr_types=node.meta.get("attr_types"), where=node.describe())
-    if held is None and any(o and not isinstance(v, (np.ndarray, np.generic)) for o, v in zip(node.outputs, values)):
+    if any(o and not isinstance(v, (np.ndarray, np.generic)) for o, v in zip(node.outputs, values)):
         return False        # a sequence or optional after all (a contrib op's): left to run
     for o, v in zip(node.outputs, values):
         if o:
-            graph.constants[o] = v if held is not None else np.asarray(v)
-    if held is None and node.op_type == "DequantizeLinear" and node.outputs[0] and node.domain in QUANTIZE_DOMAINS:
+            graph.constants[o] = np.asarray(v)
+    if node.outputs[0]:     # a float DequantizeLinear output: its integers remembered beside it
         note_folded(graph.meta, graph.constants[node.outputs[0]], _integers(node, args))
     return True
 

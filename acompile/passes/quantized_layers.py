@@ -199,9 +199,9 @@ def _use(graph: Graph, layer, rec: dict) -> str | None:
     # still the folded product of the integers these scales came from (the same DequantizeLinear): whole
     # multiples by construction, its largest integer read from the integers
     known = folded_integers(graph.meta, graph.constants[layer.weight])
-    for g in range(1 if known is not None else layer.groups):
-        top = known.largest if known is not None else \
-            _largest_integer(layer_matrix(graph.constants, layer, g), scales[g * n:(g + 1) * n])
+    tops = (known.largest,) if known is not None else (_largest_integer(
+        layer_matrix(graph.constants, layer, g), scales[g * n:(g + 1) * n]) for g in range(layer.groups))
+    for top in tops:
         if top is None:
             return "its weights are no longer whole multiples of the model's scales"
         if top > qmax:
