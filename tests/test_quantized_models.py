@@ -143,7 +143,7 @@ def test_folded_weights_are_held_checked_and_stored_as_the_models_integers(name,
         m.setattr(qoperator, "integers_of", lambda *a: None)
         assert _cli("compile", model, "--target", "isaac", "-q", "-o", str(floats), "--emit", "program,device")[0] == 0
     monkeypatch.setattr(quantized_layers, "_largest_integer", lambda *a: pytest.fail("divided the floats back"))
-    monkeypatch.setattr("acompile.numerics.quantise._exact_integers", lambda *a: pytest.fail("divided back"))
+    monkeypatch.setattr("acompile.numerics.folded._exact_integers", lambda *a: pytest.fail("divided back"))
     monkeypatch.setattr("acompile.mapping.AnalogLayer.quantize", lambda *a: pytest.fail("cells from floats"))
     held = tmp_path / "held"
     assert _cli("compile", model, "--target", "isaac", "-q", "-o", str(held), "--emit", "program,device")[0] == 0

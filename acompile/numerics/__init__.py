@@ -6,9 +6,8 @@ matrix-vector product checks and needs). The executors themselves live in acompi
 """
 
 from ..lazy import exports
-from .folded import folded_integers, release_folded
-from .quantise import (input_scale, integer_form, quantize_inputs, quantize_weights, quantize_with_scales, scaled,
-                       weight_scales)
+from .folded import folded_integers, integer_form, release_folded
+from .quantise import input_scale, quantize_inputs, quantize_weights, quantize_with_scales, scaled, weight_scales
 from .spec import SIGNED_WEIGHT_SCHEMES, AnalogSpec
 
 # what check never reads loads on first use

@@ -5,14 +5,10 @@ per-layer inputs scaled by a calibrated range.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import InvalidDataError, InvalidTargetError
-
-if TYPE_CHECKING:
-    from .folded import FoldedIntegers
 
 
 def quantize_weights(w: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
@@ -111,71 +107,9 @@ def quantize_inputs(x: np.ndarray, scale: float, bits: int, signed: bool, offset
     return np.clip(q, lo, hi).astype(np.int32)
 
 
-# elements per pass of integer_form: its temporaries stay in the core's cache (256 KB of float32),
-# 1.7x faster than 4 MB pieces on a ResNet-50's weights
-_FORM_CHUNK = 1 << 16
-
-
 def scaled(ints: np.ndarray, scales: np.ndarray, axis: int, dtype) -> np.ndarray:
     """``ints * scales`` with one scale per index of ``axis``, computed in ``dtype`` as ONNX's
     DequantizeLinear does (the integer converted, then one rounding of the product)."""
     shape = [1] * ints.ndim
     shape[axis] = scales.size
     return np.multiply(ints, scales.reshape(shape), dtype=np.dtype(dtype))
-
-
-def integer_form(w: np.ndarray, scales: np.ndarray,
-                 known: FoldedIntegers | None = None) -> tuple[np.ndarray, np.ndarray, int] | None:
-    """(integers, scales in w's type, axis) whose :func:`scaled` is ``w`` bit for bit, or None.
-
-    A quantized model's weight, once folding has evaluated its DequantizeLinear, is such a product:
-    stored as int8 (or int16, for unsigned integers with a zero point) and its scales, it takes a quarter
-    (a half) of its float32 bytes. Each axis as long as ``scales`` is tried; only an exact match counts,
-    so a float weight that merely looks quantized is never changed. ``known`` (w's folding record)
-    gives the same answer without dividing w back, where it has it.
-    """
-    if w.dtype.kind != "f" or w.ndim == 0 or w.size == 0:
-        return None
-    s = np.asarray(scales).astype(w.dtype).reshape(-1)
-    axes = [a for a in range(w.ndim) if w.shape[a] == s.size]
-    if known is not None and axes and w.dtype == np.float32 and _known_on(known, s, axes[0]):
-        ints = known.differences()
-        if ints.dtype != np.int32:
-            return ints, s, axes[0]
-    for axis in axes:
-        found = _exact_integers(w, s, axis)
-        if found is not None:
-            ints, low, high = found
-            return (ints.astype(np.int8) if -128 <= low and high <= 127 else ints), s, axis
-    return None
-
-
-def _known_on(known: FoldedIntegers, s: np.ndarray, axis: int) -> bool:
-    """Whether ``known``'s scales, along ``axis``, are ``s``: the first axis integer_form would try."""
-    mine = known.scales.reshape(-1)
-    if mine.size == 1 or (known.axis == axis and mine.size == s.size):
-        return bool(np.array_equal(np.broadcast_to(mine, s.shape), s))
-    return False
-
-
-def _exact_integers(w: np.ndarray, s: np.ndarray, axis: int) -> tuple[np.ndarray, float, float] | None:
-    """(the int16 integers of :func:`integer_form` on ``axis``, their least and greatest), or None when w
-    is not their exact product with s. Works through w in slices of its first axis."""
-    bits, info = w.view(f"u{w.dtype.itemsize}"), np.iinfo(np.int16)
-    ints = np.empty(w.shape, np.int16)
-    shape = [1] * w.ndim
-    shape[axis] = s.size
-    rows = max(1, _FORM_CHUNK // max(1, w[:1].size))
-    low = high = 0.0
-    for r in range(0, w.shape[0], rows):
-        sb = s.reshape(shape)[r:r + rows] if axis == 0 else s.reshape(shape)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            q = np.rint(w[r:r + rows] / sb)
-        lo, hi = float(q.min()), float(q.max())
-        if not (info.min <= lo and hi <= info.max):      # NaN and infinities fail it too
-            return None
-        low, high = min(low, lo), max(high, hi)
-        ints[r:r + rows] = q
-        if not np.array_equal(scaled(ints[r:r + rows], sb, axis, w.dtype).view(bits.dtype), bits[r:r + rows]):
-            return None
-    return ints, low, high
