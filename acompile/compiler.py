@@ -101,6 +101,9 @@ def run_pipeline(model, target, options: Options, *, with_calibration: bool = Tr
     with an :class:`UnsupportedError`, or, without ``stop_on_problems``, with no mapping and no cost.
     ``on_mapped(state)`` is called once the mapping is final and checked, before calibration (which sets
     only the layers' input and ADC scales): ``acompile compile`` starts writing the weights then.
+    Without calibration (``check``) nothing reads the weights' values after the mapping: a weight a folded
+    BatchNormalization or Mul would scale keeps its model values (fold_affine.PendingScale), so the graph
+    returned holds the mapping's shapes and costs, not the weights a compile would write.
     """
     passes = pipeline(with_calibration)
     check_order(passes)
@@ -112,13 +115,13 @@ def run_pipeline(model, target, options: Options, *, with_calibration: bool = Tr
     t0 = time.perf_counter()
     if isinstance(model, (str, os.PathLike)):
         graph = load_model(model, batch=options.batch, bind=options.bind, limits=options.limits,
-                           input_shapes=options.input_shapes)
+                           input_shapes=options.input_shapes, written=with_calibration)
     else:
         graph = load_model_proto(model, batch=options.batch, bind=options.bind, limits=options.limits,
                                  input_shapes=options.input_shapes)
     timings = {"load": time.perf_counter() - t0}
     graph.meta["compile_seed"] = options.seed     # programming draws follow it (sim/runtime.py)
-    state = CompileState(graph, target, options)
+    state = CompileState(graph, target, options, weights_read=with_calibration)
     mapped = False
     for p in passes:
         if p.name == "calibrate" and state.mapping is not None:

@@ -391,6 +391,17 @@ def _string_initializer_unused(folder: Path) -> Path:
     return _save(m, folder)
 
 
+def _folded_scale_overflows(folder: Path) -> Path:
+    """A BatchNormalization whose scale takes one channel of its Conv's weights past float32's largest value:
+    the folded weight holds infinities (check sees it from the scale it keeps beside the weight)."""
+    stats = {"gamma": [1, 1, 1e10, 1], "beta": [0] * 4, "mean": [0] * 4, "var": [1] * 4}
+    inits = [numpy_helper.from_array(np.full((4, 1, 3, 3), 1e30, np.float32), "W")] + [
+        numpy_helper.from_array(np.array(v, np.float32), k) for k, v in stats.items()]
+    nodes = [helper.make_node("Conv", ["input", "W"], ["c"], name="conv"),
+             helper.make_node("BatchNormalization", ["c", *stats], ["output"], name="bn")]
+    return _save(_graph_model(nodes, [_vi("input", [1, 1, 8, 8])], [_vi("output", [1, 4, 6, 6])], inits), folder)
+
+
 def _int_conv(folder: Path) -> Path:
     w = numpy_helper.from_array(np.ones((4, 1, 3, 3), np.int32), "W")
     nodes = [helper.make_node("Conv", ["input", "W"], ["output"], name="conv")]
@@ -624,7 +635,9 @@ def model_cases() -> list[Case]:
         Case("float_data_count_wrong", _float_data_count, BAD, r"W1|initializer|checker"),
         Case("nan_weights", _weights(W1=np.full((32, 16), np.nan, np.float32)), REFUSED, r"NaN|finite"),
         Case("inf_weights", _weights(W2=np.full((10, 32), np.inf, np.float32)), REFUSED, r"NaN|finite|inf"),
-        Case("nan_bias", _weights(B1=np.full(32, np.nan, np.float32)), frozenset({0, 2}), r"NaN|finite|B1"),
+        Case("nan_bias", _weights(B1=np.full(32, np.nan, np.float32)), BAD, r"bias contains NaN"),
+        Case("minus_inf_bias_masks_a_logit", _weights(B2=np.r_[-np.inf, np.zeros(9)].astype(np.float32)), OK),
+        Case("folded_scale_overflows", _folded_scale_overflows, REFUSED, r"NaN|finite"),
         Case("zero_size_weights", _weights(W1=np.zeros((32, 0), np.float32)), REFUSED, r"."),
         Case("all_zero_weights", _weights(W1=np.zeros((32, 16), np.float32), W2=np.zeros((10, 32), np.float32)),
              OK),

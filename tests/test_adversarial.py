@@ -71,6 +71,10 @@ def params(cases: list, sample: list) -> list:
     return [pytest.param(c, id=c.id, marks=() if c in sample else pytest.mark.slow) for c in cases]
 
 
+# a test over the whole session's runs: its slow twin selects it under ``-m slow``, where the runs are every case
+WHOLE_SESSION = pytest.mark.parametrize("runs", ["sample", pytest.param("every case", marks=pytest.mark.slow)])
+
+
 def full_run(request) -> bool:
     """Whether this session runs some of the module's slow tests: then the fixtures run every case."""
     return any(item.module is request.module and item.get_closest_marker("slow") for item in request.session.items)
@@ -425,7 +429,8 @@ def test_compile_meets_the_contract(model_runs, case):
     assert not leftovers(r.folder / "tmp"), f"{what}: temporary files left in TMPDIR"
 
 
-def test_check_meets_the_contract_for_every_model(model_runs):
+@WHOLE_SESSION
+def test_check_meets_the_contract_for_every_model(model_runs, runs):
     """One ``check`` over every model compiled in this session (the sample, or all under ``-m slow``)."""
     cases = model_runs["cases"]
     run: Run = model_runs["check"]
@@ -455,7 +460,8 @@ def test_check_meets_the_contract_for_every_model(model_runs):
         assert before == after, f"{case.id}: the model's folder changed: {describe_diff(before, after)}"
 
 
-def test_compile_and_check_agree(model_runs):
+@WHOLE_SESSION
+def test_compile_and_check_agree(model_runs, runs):
     """check runs compile's frontend and mapping: where compile refuses a model with exit 2, check says so too."""
     doc = json.loads(model_runs["check"].stdout)
     for case, res in zip(model_runs["cases"], doc["results"]):
@@ -464,7 +470,8 @@ def test_compile_and_check_agree(model_runs):
             assert res["verdict"] == "error", f"{case.id}: compile refused it, check says {res['verdict']}"
 
 
-def test_nothing_escaped_the_case_folders(model_runs):
+@WHOLE_SESSION
+def test_nothing_escaped_the_case_folders(model_runs, runs):
     """Hostile names (``../``) never became paths: each case folder holds only what the test put there."""
     root: Path = model_runs["root"]
     assert sorted(os.listdir(root)) == sorted(c.id for c in model_runs["cases"])

@@ -284,6 +284,29 @@ def test_a_mapped_model_is_made_the_process_own_ahead_of_use(tmp_path):
     assert protobuf.PREFAULT_PIECE < w.nbytes
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the prefault is Linux's")
+def test_a_model_only_read_is_mapped_ahead_without_copies(tmp_path, monkeypatch):
+    """check writes no weight: its mapping is populated for reading (MADV_POPULATE_READ), nothing copied and
+    no memory claimed, and the values are the file's."""
+    from acompile.frontend import protobuf
+    advice, prefault = [], protobuf._prefault
+    monkeypatch.setattr(protobuf, "_prefault", lambda mapped, how=protobuf.MADV_POPULATE_WRITE: (
+        advice.append(how), prefault(mapped, how)))
+    w = np.arange(600_000, dtype=np.float32).reshape(600, 1000)
+    path = tmp_path / "m.onnx"
+    onnx.save(tiny_model([helper.make_node("MatMul", ["x", "w"], ["y"])], [("x", (1, 600))], [("y", (1, 1000))],
+                         {"w": w}), path)
+    left = list(protobuf._prefault_left)
+    got = load_model(path, written=False).constants["w"]
+    for t in threading.enumerate():
+        if t.name == "acompile-prefault":
+            t.join()
+    assert advice == [protobuf.MADV_POPULATE_READ] and protobuf._prefault_left == left
+    assert np.array_equal(got, w) and _anonymous_kib(got.__array_interface__["data"][0]) < 64
+    load_model(path)
+    assert advice[1:] == [protobuf.MADV_POPULATE_WRITE]
+
+
 def test_prefault_stays_within_a_share_of_available_memory(monkeypatch):
     from acompile.frontend import protobuf
     monkeypatch.setattr(protobuf, "_prefault_left", [None])

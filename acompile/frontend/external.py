@@ -40,10 +40,12 @@ def _all_tensors(model: ModelProto):
                 stack.extend(a.graphs)
 
 
-def resolve_external_data(model: ModelProto, model_path: Path, limits: Limits) -> dict[str, np.ndarray]:
+def resolve_external_data(model: ModelProto, model_path: Path, limits: Limits,
+                          written: bool = True) -> dict[str, np.ndarray]:
     """Load external tensor data into the model, only from files inside the model's folder; return the
     graph's large initializers of a plain numeric type apart, by name, as views of their mapped files
-    (the model keeps them without data, as :func:`.protobuf.read_model_lean` leaves its own)."""
+    (the model keeps them without data, as :func:`.protobuf.read_model_lean` leaves its own; ``written`` as
+    there)."""
     base = model_path.resolve().parent
     files: dict[Path, mmap.mmap | None] = {}      # the mapping of each file read, None where it cannot be mapped
     mapped: dict[str, np.ndarray] = {}
@@ -91,7 +93,7 @@ def resolve_external_data(model: ModelProto, model_path: Path, limits: Limits) -
             raise LimitError("external data exceeds the model size limit", where=where)
         dtype = RAW_DTYPES.get(t.data_type) if top and length > SKELETON_KEEP_BYTES else None
         if dtype is not None and real not in files:
-            files[real] = map_file(real, st)
+            files[real] = map_file(real, st, written)
         if dtype is not None and files[real] is not None:
             mapped[t.name] = view(files[real], offset, length, np.dtype(dtype), tuple(t.dims))
         else:

@@ -66,7 +66,8 @@ def read_model_proto(path: str | os.PathLike, limits: Limits) -> ModelProto:
     return _parse(data, where)
 
 
-def read_model_lean(path: str | os.PathLike, limits: Limits) -> tuple[ModelProto, dict[str, np.ndarray]]:
+def read_model_lean(path: str | os.PathLike, limits: Limits,
+                    written: bool = True) -> tuple[ModelProto, dict[str, np.ndarray]]:
     """:func:`read_model_proto` without the large raw initializer payloads.
 
     The file's protobuf structure is walked directly (:func:`_lean_bytes`); every initializer whose
@@ -74,7 +75,8 @@ def read_model_lean(path: str | os.PathLike, limits: Limits) -> tuple[ModelProto
     its payload: returned apart, by initializer name, as a view of it in the mapped file
     (:func:`map_file`). Parsing the whole file would hold the file, protobuf's copy and numpy's copy
     of every weight at once. Anything the walk does not expect falls back to
-    :func:`read_model_proto`, so errors and results are the same either way.
+    :func:`read_model_proto`, so errors and results are the same either way. ``written``: whether a pass
+    may write weights in place (:func:`map_file`).
     """
     p = Path(path)
     where = clean(str(p))
@@ -86,7 +88,7 @@ def read_model_lean(path: str | os.PathLike, limits: Limits) -> tuple[ModelProto
     if lean is None:
         return read_model_proto(p, limits), {}
     data, stripped = lean
-    mapped = map_file(p, st)
+    mapped = map_file(p, st, written)
     if mapped is None:      # not mappable, or changed since the walk: read it whole
         return read_model_proto(p, limits), {}
     model = ModelProto()
@@ -260,7 +262,7 @@ def _pread_exact(fd: int, offset: int, n: int) -> bytes:
     return data
 
 
-def map_file(path: Path, walked: os.stat_result) -> mmap.mmap | None:
+def map_file(path: Path, walked: os.stat_result, written: bool = True) -> mmap.mmap | None:
     """``path``, the file ``walked`` describes, mapped copy-on-write, the kernel asked to read it ahead;
     None when it cannot be mapped or is no longer that file (replaced or written since): read it then.
 
@@ -268,7 +270,8 @@ def map_file(path: Path, walked: os.stat_result) -> mmap.mmap | None:
     own and its pages come from the page cache as they are first touched. Reading into fresh arrays
     cost the page faults of memory as large as the weights, which on a virtual machine can take
     several times the read itself. On Linux a thread then makes the pages the process's own ahead of use
-    (:func:`_prefault`). As with any mapped file, a model file cut short while a page of it is still to be
+    (:func:`_prefault`), or, where no pass writes a weight in place (``written`` false: ``check``), only
+    maps them ahead of its reads, copying nothing. As with any mapped file, a model file cut short while a page of it is still to be
     read ends the process (SIGBUS) when it is: rewrite models by renaming a new file into place.
     """
     try:
@@ -282,13 +285,16 @@ def map_file(path: Path, walked: os.stat_result) -> mmap.mmap | None:
         return None
     if hasattr(mmap, "MADV_WILLNEED"):
         mapped.madvise(mmap.MADV_WILLNEED)
-    if sys.platform == "linux" and _claim_prefault(walked.st_size):
+    if sys.platform == "linux" and not written:     # mapped ahead, nothing copied: no memory to claim
+        threading.Thread(target=_prefault, args=(mapped, MADV_POPULATE_READ), name="acompile-prefault",
+                         daemon=True).start()
+    elif sys.platform == "linux" and _claim_prefault(walked.st_size):
         weakref.finalize(mapped, _release_prefault, walked.st_size)    # a long-lived process maps many models
         threading.Thread(target=_prefault, args=(mapped,), name="acompile-prefault", daemon=True).start()
     return mapped
 
 
-MADV_POPULATE_WRITE = 23    # Linux 5.14 and later
+MADV_POPULATE_READ, MADV_POPULATE_WRITE = 22, 23    # Linux 5.14 and later
 PREFAULT_PIECE = 1 << 21
 _prefault_left = [None]     # bytes this process may still copy ahead of use
 _prefault_lock = threading.Lock()
@@ -325,8 +331,9 @@ def _available_memory() -> int:
     return 0
 
 
-def _prefault(mapped: mmap.mmap) -> None:
-    """Make every page of a copy-on-write mapping the process's own now (a thread of its own runs this).
+def _prefault(mapped: mmap.mmap, advice: int = MADV_POPULATE_WRITE) -> None:
+    """Make every page of a copy-on-write mapping the process's own now (a thread of its own runs this), or
+    with MADV_POPULATE_READ map the page cache's pages into it, ready to be read.
 
     Folding a BatchNormalization scales its weight in place, and each first write to a page of the
     mapping is a fault that copies it: 4 µs a page on a virtual machine, 100 ms for ResNet-50's 25 M
@@ -346,7 +353,7 @@ def _prefault(mapped: mmap.mmap) -> None:
         madvise = ctypes.CDLL(None).madvise
         for a in range(0, len(mapped), PREFAULT_PIECE):
             if madvise(ctypes.c_void_p(address + a), ctypes.c_size_t(min(PREFAULT_PIECE, len(mapped) - a)),
-                       ctypes.c_int(MADV_POPULATE_WRITE)):
+                       ctypes.c_int(advice)):
                 break
     except (OSError, ValueError, TypeError, AttributeError):
         pass

@@ -26,6 +26,10 @@ class CompileState:
     mapping: "Mapping | None" = None     # created by lower_analog
     problems: list = field(default_factory=list)   # nodes that cannot map (classify)
     facts: set[str] = field(default_factory=set)   # what the passes run so far have provided
+    # False when nothing after the mapping reads the weights' values (check): folded per-channel scales
+    # then stay beside the weights (fold_affine), which only their shapes and finiteness are read for
+    weights_read: bool = True
+    pending_scales: dict = field(default_factory=dict)     # weight name -> fold_affine.PendingScale
 
 
 @dataclass(frozen=True)

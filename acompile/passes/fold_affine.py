@@ -3,10 +3,14 @@
 BatchNormalization after a Conv, ConvTranspose or Linear, and Mul/Div/Add/Sub by a
 per-channel constant (which is how MatMul + Add becomes one linear layer). A standalone
 BatchNormalization stays a digital op. A weight is scaled once, by the float64 product of
-every scale folded into it, and rounded to float32 once.
+every scale folded into it, and rounded to float32 once; when no later step reads the weights'
+values (``check``), the scale is kept beside the weight instead (:class:`PendingScale`), which
+tells whether the scaled weight would be finite without writing it.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
@@ -34,6 +38,10 @@ def fold_affine(state: CompileState) -> None:
             folded.append(node)
     if folded:
         graph.remove_nodes(folded)
+    if not state.weights_read:
+        state.pending_scales.update((node.inputs[1], PendingScale(node, scale)) for node, scale in scales.values()
+                                    if not np.all(scale == 1.0))
+        return
     shared = _shared_buffers(graph)
     for node, scale in scales.values():
         if not np.all(scale == 1.0):
@@ -84,18 +92,48 @@ def _private(w: np.ndarray, shared: set[int]) -> bool:
     return True
 
 
+def _by_channel(node: Node, w: np.ndarray, scale: np.ndarray) -> tuple[tuple, np.ndarray]:
+    """(a shape of w, scale shaped to broadcast against it) that put each output channel's scale on its
+    weights."""
+    if node.op_type == "ConvTranspose":
+        groups = int(node.attrs.get("group", 1))
+        cin, cout_g = w.shape[0], w.shape[1]
+        return (groups, cin // groups, cout_g) + w.shape[2:], scale.reshape((groups, 1, cout_g) + (1,) * (w.ndim - 2))
+    return w.shape, scale.reshape((-1,) + (1,) * (w.ndim - 1))
+
+
+class PendingScale:
+    """A folded per-output-channel scale kept beside its weight (``check``: nothing reads the product)."""
+
+    def __init__(self, node: Node, scale: np.ndarray):
+        self.node, self.scale = node, scale
+
+    def finite(self, w: np.ndarray, finite_weight: Callable[[np.ndarray], bool]) -> bool:
+        """Whether every element of the scaled weight (float64 products rounded to float32) is finite, w being
+        finite by ``finite_weight(w)``. A scale of at most 1 cannot make a finite weight overflow; past that the
+        rounding is monotonic in |w|, so the largest |w| (of each channel, when the whole's is too large) decides."""
+        s = np.abs(self.scale)
+        if not finite_weight(w) or (w.size and not np.isfinite(s).all()):
+            return False
+        if not w.size or s.max() <= 1.0 or _fits(max(float(w.max()), -float(w.min())) * s.max()):
+            return True
+        shape, by_channel = _by_channel(self.node, w, s)
+        v = w.reshape(shape)
+        other = tuple(axis for axis, size in enumerate(by_channel.shape) if size == 1)
+        return _fits(np.maximum(v.max(axis=other, keepdims=True), -v.min(axis=other, keepdims=True)) * by_channel)
+
+
+def _fits(x) -> bool:
+    """Whether float64 ``x`` stays finite rounded to float32."""
+    with np.errstate(over="ignore"):
+        return bool(np.isfinite(np.asarray(x, np.float64).astype(np.float32)).all())
+
+
 def _scale_output_channels(graph: Graph, node: Node, scale: np.ndarray, shared: set[int]) -> None:
     """Multiply the node's weight by ``scale`` per output channel: in float64, rounded once to float32."""
     w_name = node.inputs[1]
     w = graph.constants[w_name]
-    if node.op_type == "ConvTranspose":
-        groups = int(node.attrs.get("group", 1))
-        cin, cout_g = w.shape[0], w.shape[1]
-        shape = (groups, cin // groups, cout_g) + w.shape[2:]
-        s = scale.reshape((groups, 1, cout_g) + (1,) * (w.ndim - 2))
-    else:
-        shape = w.shape
-        s = scale.reshape((-1,) + (1,) * (w.ndim - 1))
+    shape, s = _by_channel(node, w, scale)
     out = w if _private(w, shared) else np.empty(w.shape, np.float32)
     # the float64 loop on buffered chunks, element by element (so in place is safe): the same values as
     # w.astype(float64) * s, without the temporaries

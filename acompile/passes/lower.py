@@ -109,13 +109,20 @@ def _all_finite(w: np.ndarray, step: int = 1 << 18) -> bool:
     return True
 
 
-def lower_layer(graph: Graph, node: Node, index: int, limits: Limits) -> AnalogLayer:
+def lower_layer(graph: Graph, node: Node, index: int, limits: Limits, pending=None) -> AnalogLayer:
+    """The analog layer of ``node``; ``pending``, a fold_affine.PendingScale its weight is still to be
+    multiplied by (``check``)."""
     w = graph.constants[node.inputs[1]]
     where = f"{graph.source}: {node.describe()}" if graph.source else node.describe()
     known = folded_integers(graph.meta, w)
-    if not (known.finite() if known is not None else _all_finite(w)):
+    finite = known.finite() if known is not None else pending.finite(w, _all_finite) if pending is not None else _all_finite(w)
+    if not finite:
         raise InvalidModelError("weights contain NaN or infinity", where=where)
     bias = node.inputs[2]
+    # a NaN bias makes its channels NaN whatever the input (calibration would find every later layer's inputs
+    # so): refused here, where check sees it too; an infinite one can be meant (-inf masks a logit out)
+    if bias and graph.is_constant(bias) and np.isnan(graph.constants[bias]).any():
+        raise InvalidModelError("bias contains NaN", where=where)
     if node.op_type == "Linear":
         x = graph.static_shape(node.inputs[0])
         n_out, k_in = w.shape
@@ -166,7 +173,8 @@ def lower_analog(state: CompileState) -> None:
     for node in graph.nodes:
         if node.kind != "analog":
             continue
-        layer = lower_layer(graph, node, len(mapping.layers), state.options.limits)
+        layer = lower_layer(graph, node, len(mapping.layers), state.options.limits,
+                            state.pending_scales.get(node.inputs[1]))
         owner = mapping.layers[shared[node.inputs[1]]] if node.inputs[1] in shared else None
         if owner is not None and owner.op_type == layer.op_type and owner.groups == layer.groups and \
                 (node.op_type == "Linear" or owner.geometry == layer.geometry):

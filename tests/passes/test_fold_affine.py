@@ -4,9 +4,9 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from acompile.frontend.load import load_model
-from acompile.ir import Graph, is_linear
-from acompile.passes.fold_affine import _private, _shared_buffers, fold_affine
+from acompile.frontend.load import load_model, load_model_proto
+from acompile.ir import Graph, Node, is_linear
+from acompile.passes.fold_affine import PendingScale, _by_channel, _private, _shared_buffers, fold_affine
 from frontend_passes import check_pass, prerequisites, run, state_of, tiny_model, weights
 
 
@@ -109,3 +109,49 @@ def test_a_weight_folded_twice_is_rounded_to_float32_once():
     scale = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + 1e-3) * s.reshape(-1).astype(np.float64)
     expected = (conv_w.astype(np.float64) * scale.reshape(-1, 1, 1, 1)).astype(np.float32)
     assert np.array_equal(g.constants[conv.inputs[1]], expected)
+
+
+def test_a_check_keeps_the_scale_beside_the_weight_and_knows_when_its_product_overflows():
+    """check (weights_read false) leaves the weight as the model holds it and keeps the folded scale: the
+    scaled weight's finiteness, all the mapping reads of it, is what the product's would be."""
+    w = weights()
+    conv_w = w(4, 2, 3, 3)
+    conv_w[0, 0, 0, 0] = 3e38          # channel 0: the largest weight, under a small scale
+    model = tiny_model(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node("Mul", ["c", "s"], ["y"])],
+        [("x", (1, 2, 5, 5))], [("y", (1, 4, 5, 5))], {"w": conv_w, "s": np.array(
+            [0.5, 4.0, -2.0, 1.0], np.float32).reshape(1, 4, 1, 1)})
+    state = run(state_of(load_model_proto(model)), *prerequisites(fold_affine))
+    state.weights_read = False
+    run(state, fold_affine)
+    (conv,) = state.graph.nodes
+    assert np.array_equal(state.graph.constants[conv.inputs[1]], conv_w)
+    pending = state.pending_scales[conv.inputs[1]]
+    assert pending.finite(conv_w, lambda a: bool(np.isfinite(a).all()))     # 3e38 * 0.5; the others stay small
+    compiled = run(state_of(load_model_proto(model)), *prerequisites(fold_affine), fold_affine).graph
+    assert np.isfinite(compiled.constants[compiled.nodes[0].inputs[1]]).all()
+
+
+def test_pending_scale_finiteness_is_the_products():
+    """PendingScale.finite against the scaled weight itself, over scales of at most 1, larger scales that fit,
+    one channel that overflows, NaN and infinite scales and weights, and a grouped ConvTranspose's layout."""
+    rng = np.random.default_rng(3)
+    conv = Node("c", "Conv", ["x", "w"], ["y"])
+    convt = Node("t", "ConvTranspose", ["x", "w"], ["y"], attrs={"group": 2})
+    cases = []
+    for node, shape, n in ((conv, (4, 3, 2, 2), 4), (convt, (4, 3, 2, 2), 6)):
+        base = rng.standard_normal(shape).astype(np.float32)
+        big = base.copy()
+        big.flat[0] = 2e38
+        scales = [rng.uniform(-1, 1, n), rng.uniform(1, 8, n), np.full(n, 1e30), np.r_[np.full(n - 1, 0.5), 2.0],
+                  np.r_[np.nan, np.ones(n - 1)], np.r_[np.inf, np.ones(n - 1)]]
+        cases += [(node, weight, s) for weight in (base, big) for s in scales]
+        nan_w = base.copy()
+        nan_w.flat[5] = np.nan
+        cases.append((node, nan_w, np.ones(n)))
+    for i, (node, weight, s) in enumerate(cases):
+        shape, by_channel = _by_channel(node, weight, s)
+        with np.errstate(over="ignore", invalid="ignore"):
+            want = bool(np.isfinite((weight.reshape(shape).astype(np.float64) * by_channel).astype(np.float32)).all())
+        assert PendingScale(node, s).finite(weight, lambda a: bool(np.isfinite(a).all())) == want, i
