@@ -1,5 +1,5 @@
-"""Resource limits (model, tensor, data-file, device-file and constant-folding sizes, node, crossbar
-and unrolled-node counts), each with the environment variable that changes it; the cores this
+"""Resource limits (model file, external data, tensor, data-file, device-file and constant-folding sizes;
+node, crossbar and unrolled-node counts), each with the environment variable that changes it; the cores this
 process may use (:func:`usable_cores`); and :func:`collector_paused`, the garbage collector's pause
 for short commands.
 
@@ -20,6 +20,7 @@ MiB = 1024**2
 
 # field -> (environment variable, unit in bytes or 1 for counts)
 ENV = {
+    "max_external_bytes": ("ACOMPILE_MAX_EXTERNAL_MB", MiB),
     "max_tensor_bytes": ("ACOMPILE_MAX_TENSOR_MB", MiB),
     "max_data_bytes": ("ACOMPILE_MAX_DATA_MB", MiB),
     "max_device_bytes": ("ACOMPILE_MAX_DEVICE_MB", MiB),
@@ -33,7 +34,10 @@ ENV = {
 @dataclass(frozen=True)
 class Limits:
     """Resource limits checked before work is attempted (all configurable)."""
-    max_model_bytes: int = 2 * 1024**3
+    max_model_bytes: int = 2 * 1024**3     # the .onnx file: the protobuf format's own limit
+    # a model's external data: mapped, not read (the .onnx file can name no more than its folder holds), and
+    # what a compile writes is about 1.5x as large
+    max_external_bytes: int = 16 * 1024**3
     max_tensor_bytes: int = 4 * 1024**3
     fold_budget_bytes: int = 1024**3
     max_nodes: int = 100_000                # each node costs time in checking, folding and calibration

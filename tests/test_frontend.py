@@ -106,6 +106,22 @@ def test_external_data_inside_the_folder_loads(tmp_path):
     assert any(v.size == 16 * 64 for v in g.constants.values())
 
 
+def test_external_data_has_a_limit_of_its_own(tmp_path, monkeypatch):
+    """A model's external data is held to ACOMPILE_MAX_EXTERNAL_MB, not to the .onnx file's 2 GiB (a model
+    of a few GB with its weights beside it loads); beyond it, the refusal names the variable."""
+    from acompile.errors import LimitError
+    from acompile.limits import Limits
+    model = models.mlp((16, 64, 10))
+    onnx.save_model(model, tmp_path / "m.onnx", save_as_external_data=True, location="w.bin", size_threshold=0)
+    data = (tmp_path / "w.bin").stat().st_size
+    small_file = Limits(max_model_bytes=(tmp_path / "m.onnx").stat().st_size)      # the .onnx alone fits
+    assert load_model(tmp_path / "m.onnx", limits=small_file).constants
+    with pytest.raises(LimitError, match="ACOMPILE_MAX_EXTERNAL_MB"):
+        load_model(tmp_path / "m.onnx", limits=Limits(max_external_bytes=data - 1))
+    monkeypatch.setenv("ACOMPILE_MAX_EXTERNAL_MB", "1")
+    assert Limits.from_env().max_external_bytes == 1024**2
+
+
 def test_external_data_outside_the_folder_is_refused(tmp_path):
     model = models.mlp((16, 64, 10))
     (tmp_path / "inner").mkdir()

@@ -89,14 +89,16 @@ def resolve_external_data(model: ModelProto, model_path: Path, limits: Limits,
             raise InvalidModelError(f"external data holds {length} bytes but the shape needs {expected}",
                                     where=where)
         total += length
-        if total > limits.max_model_bytes:
-            raise LimitError("external data exceeds the model size limit", where=where)
+        if total > limits.max_external_bytes:
+            raise limits.refuse("max_external_bytes", "the model's external data", total, where)
         dtype = RAW_DTYPES.get(t.data_type) if top and length > SKELETON_KEEP_BYTES else None
         if dtype is not None and real not in files:
             files[real] = map_file(real, st, written)
         if dtype is not None and files[real] is not None:
             mapped[t.name] = view(files[real], offset, length, np.dtype(dtype), tuple(t.dims))
-        else:
+        else:           # read into memory: a tensor's limit
+            if length > limits.max_tensor_bytes:
+                raise limits.refuse("max_tensor_bytes", f"initializer {clean(t.name)!r}", length, where)
             with open(real, "rb") as f:
                 f.seek(offset)
                 t.raw_data = f.read(length)
