@@ -148,7 +148,7 @@ def _read_positions(size: int, kernel: int, stride: int, dilation: int, pad: int
     return used
 
 
-@compile_pass(requires={"boundaries", "row_major"}, provides={"calibrated"})
+@compile_pass(requires={"boundaries", "contiguous"}, provides={"calibrated"})
 def calibrate(state: CompileState) -> None:
     """Set every layer's input range/scale and ADC full scale from calibration activations."""
     graph, mapping, target, options = state.graph, state.mapping, state.target, state.options

@@ -41,7 +41,7 @@ from .passes.place import place
 from .passes.precision import choose_precision
 from .passes.quantized_layers import apply_model_scales, model_scale_notes, model_scales
 from .passes.replicate import replicate
-from .passes.row_major import row_major_weights
+from .passes.contiguous import contiguous_weights
 from .passes.stft_conv import stft_conv
 from .passes.unroll_control import unroll_control
 from .passes.unroll_recurrent import unroll_recurrent
@@ -84,7 +84,7 @@ def pipeline(with_calibration: bool = True) -> list[Pass]:
     if not with_calibration:
         return [*FRONTEND, *MAPPING]
     from .calibrate import calibrate    # check never calibrates: it need not import the simulator's numerics
-    return [*FRONTEND, *MAPPING, row_major_weights, calibrate]
+    return [*FRONTEND, *MAPPING, contiguous_weights, calibrate]
 
 
 def _locate(e: AcompileError, source: str | None) -> None:

@@ -39,7 +39,9 @@ class ArchiveWriter:
         self.add_bytes(name, dumps(obj).encode("utf-8"))
 
     def add_array(self, name: str, array: np.ndarray) -> None:
-        array = np.asarray(array, order="C")     # ascontiguousarray would turn a 0-d array into (1,)
+        # C order, or a matrix that is the transposed view of one (a MatMul's weight: stored as the model holds it,
+        # the .npy says fortran_order); ascontiguousarray would turn a 0-d array into (1,)
+        array = np.asarray(array, order="A" if np.ndim(array) == 2 else "C")
         if array.ndim and array.nbytes >= STREAM_BYTES and array.dtype.kind in "biuf" and array.dtype.names is None:
             # The same bytes as below (writestr is open(zinfo, "w") with the size set first), without
             # two in-memory copies of a large array.
@@ -49,7 +51,7 @@ class ArchiveWriter:
             info.file_size = head.tell() + array.nbytes
             with self.zf.open(info, "w") as out:
                 out.write(head.getvalue())
-                out.write(memoryview(array.reshape(-1)).cast("B"))
+                out.write(memoryview(array.reshape(-1, order="A")).cast("B"))
             return
         buf = io.BytesIO()
         np.lib.format.write_array(buf, array, allow_pickle=False)

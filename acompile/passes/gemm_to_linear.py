@@ -106,8 +106,8 @@ def _gemm(graph: Graph, node: Node) -> list[Node] | None:
 
 def _linear_node(graph: Graph, origin: Node, x: str, w: np.ndarray, b: np.ndarray, y: str,
                  name: str | None = None) -> Node:
-    # a MatMul's weight stays the transposed view of the model's [K, N] array: row_major_weights copies it
-    # for compile; check, which reads only its shape and finiteness, is spared the copy
+    # a MatMul's weight stays the transposed view of the model's [K, N] array, in check and compile alike
+    # (contiguous_weights): no transposing copy of memory as large as the weights
     name = name or origin.name
     w_name = graph.add_constant(f"{name}_W", w.astype(np.float32, copy=False))
     b_name = graph.add_constant(f"{name}_b", np.ascontiguousarray(b, dtype=np.float32))
