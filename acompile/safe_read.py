@@ -6,9 +6,8 @@ size against a limit before a byte is read; :func:`read_input` reads it within a
 time bound. :func:`read_arrays` reads ``.npy``/``.npz`` data: member names, dtypes
 and the sizes their headers declare are checked before anything is decompressed,
 and pickles are never loaded. :func:`parse_json` and :func:`loads_toml` parse text
-with integer and nesting limits; :func:`check_schema` checks a parsed document
-field by field so every missing key, wrong type or out-of-range size is an exit-2
-error naming the field.
+with integer and nesting limits, then check it field by field (:mod:`.data_schema`)
+so every missing key, wrong type or out-of-range size is an exit-2 error naming the field.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from .data_schema import check_schema
 from .errors import InvalidDataError, clean
 from .limits import Limits
 
@@ -249,6 +249,10 @@ def _parse_float(text: str) -> float:
     return value
 
 
+_DIGIT_RUNS = bytes(ord("0") if chr(b).isdigit() and b < 128 else ord(" ") for b in range(256))
+_LONG_RUN = b"0" * (MAX_INT_DIGITS + 1)
+
+
 def _refuse_constant(text: str):
     raise _TooLong(f"{text} is not a JSON number")
 
@@ -259,8 +263,13 @@ def parse_json(raw: bytes, what: str, where: str, schema=None):
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise InvalidDataError(f"the {what} is not UTF-8 text (byte at offset {e.start})", where=where)
+    # Without a run of more than MAX_INT_DIGITS digits anywhere in the text (strings included), no integer can
+    # be too long, and json's own C parser reads them: a device header of 300,000 crossbars holds millions, and
+    # a Python call for each took seconds. Floats and NaN/Infinity, few, always go through the checks.
+    long_run = _LONG_RUN in raw.translate(_DIGIT_RUNS)
     try:
-        obj = json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_refuse_constant)
+        obj = json.loads(text, parse_float=_parse_float, parse_constant=_refuse_constant,
+                         **({"parse_int": _parse_int} if long_run else {}))
     except _TooLong as e:
         raise InvalidDataError(f"the {what} holds {e}", where=where)
     except json.JSONDecodeError as e:
@@ -280,138 +289,3 @@ def loads_toml(text: str) -> dict:
         raise
     except ValueError as e:
         raise tomllib.TOMLDecodeError(f"a number cannot be read ({clean(str(e), 60)})") from None
-
-
-# --------------------------------------------------------------------------- schemas
-
-class Int:
-    """An integer (not a bool) in [lo, hi]."""
-    def __init__(self, lo: int = 0, hi: int = 2**31):
-        self.lo, self.hi = lo, hi
-
-
-class Num:
-    """A finite number."""
-
-
-class Opt:
-    """``inner`` or null."""
-    def __init__(self, inner):
-        self.inner = inner
-
-
-class Seq:
-    """A list of ``inner`` of at most ``max_len`` items."""
-    def __init__(self, inner, max_len: int = 2**24, min_len: int = 0):
-        self.inner, self.max_len, self.min_len = inner, max_len, min_len
-
-
-class Map:
-    """An object with any string keys, every value ``inner``."""
-    def __init__(self, inner, max_len: int = 2**24):
-        self.inner, self.max_len = inner, max_len
-
-
-class OneOf:
-    """One of the given string values."""
-    def __init__(self, *values):
-        self.values = values
-
-
-class Any:
-    """Anything (checked by whoever uses it)."""
-
-
-class Either:
-    """The first of ``options`` that fits (the error is the first option's)."""
-    def __init__(self, *options):
-        self.options = options
-
-
-def _fits(schema):
-    """One test of a whole item against a schema built of Int, Num, Seq and dicts without optional keys
-    (what check_schema accepts, without its messages), else None."""
-    if isinstance(schema, Int):
-        lo, hi = schema.lo, schema.hi
-        return lambda v: type(v) is int and lo <= v <= hi
-    if isinstance(schema, Num):
-        return lambda v: type(v) is int or type(v) is float and math.isfinite(v)
-    if isinstance(schema, Seq):
-        inner, lo, hi = _fits(schema.inner), schema.min_len, schema.max_len
-        return None if inner is None else lambda v: type(v) is list and lo <= len(v) <= hi and all(map(inner, v))
-    if isinstance(schema, dict) and not any(key.endswith("?") for key in schema):
-        fields = [(key, _fits(sub)) for key, sub in schema.items()]
-        if any(f is None for _, f in fields):
-            return None
-        return lambda v: type(v) is dict and all(key in v and f(v[key]) for key, f in fields)
-    return None
-
-
-def check_schema(obj, schema, what: str, where: str, path: str = "") -> None:
-    """Check ``obj`` against ``schema``: a dict is an object with those keys (a key ending in "?" is
-    optional; other keys are allowed), a type (str, bool) that type, or one of the classes above."""
-    def fail(message: str):
-        raise InvalidDataError(f"the {what}'s field {path or '(top level)'} {message}", where=where)
-
-    def got(v) -> str:
-        return clean(repr(v) if not isinstance(v, (dict, list)) else type(v).__name__, 40)
-
-    if isinstance(schema, dict):
-        if not isinstance(obj, dict):
-            fail(f"must be an object (got {got(obj)})")
-        for key, sub in schema.items():
-            name, optional = (key[:-1], True) if key.endswith("?") else (key, False)
-            sub_path = f"{path}.{name}" if path else name
-            if name not in obj:
-                if optional:
-                    continue
-                raise InvalidDataError(f"the {what} lacks the field {sub_path}", where=where)
-            check_schema(obj[name], sub, what, where, sub_path)
-    elif isinstance(schema, Int):
-        if isinstance(obj, bool) or not isinstance(obj, int):
-            fail(f"must be an integer (got {got(obj)})")
-        if not schema.lo <= obj <= schema.hi:
-            fail(f"must be from {schema.lo:,} to {schema.hi:,} (got {obj:,})")
-    elif isinstance(schema, Num):
-        if isinstance(obj, bool) or not isinstance(obj, (int, float)) or not math.isfinite(obj):
-            fail(f"must be a number (got {got(obj)})")
-    elif isinstance(schema, Opt):
-        if obj is not None:
-            check_schema(obj, schema.inner, what, where, path)
-    elif isinstance(schema, Seq):
-        if not isinstance(obj, list):
-            fail(f"must be a list (got {got(obj)})")
-        if not schema.min_len <= len(obj) <= schema.max_len:
-            fail(f"must hold {schema.min_len:,} to {schema.max_len:,} items (got {len(obj):,})")
-        fits = _fits(schema.inner)
-        # a list of plain numbers or of records of them (a device header's crossbars: hundreds of thousands
-        # of fields) is tested in one pass; the first item that fails, if any, is checked again for its message
-        bad = None if fits is None else next((i for i, v in enumerate(obj) if not fits(v)), len(obj))
-        for i in range(len(obj)) if bad is None else range(bad, min(bad + 1, len(obj))):
-            check_schema(obj[i], schema.inner, what, where, f"{path}[{i}]")
-    elif isinstance(schema, Map):
-        if not isinstance(obj, dict):
-            fail(f"must be an object (got {got(obj)})")
-        if len(obj) > schema.max_len:
-            fail(f"must hold at most {schema.max_len:,} entries")
-        for key, item in obj.items():
-            check_schema(item, schema.inner, what, where, f"{path}[{clean(key, 40)!r}]")
-    elif isinstance(schema, OneOf):
-        if obj not in schema.values:
-            fail(f"must be one of {', '.join(map(str, schema.values))} (got {got(obj)})")
-    elif isinstance(schema, Any):
-        return
-    elif isinstance(schema, Either):
-        first = None
-        for option in schema.options:
-            try:
-                check_schema(obj, option, what, where, path)
-                return
-            except InvalidDataError as e:
-                first = first or e
-        raise first
-    elif schema in (str, bool):
-        if type(obj) is not schema:
-            fail(f"must be {'a string' if schema is str else 'true or false'} (got {got(obj)})")
-    else:
-        raise TypeError(f"bad schema {schema!r}")

@@ -37,7 +37,7 @@ import numpy as np
 
 import bad_inputs as bi
 from acompile.backends import schemas
-from acompile.safe_read import Map, Opt, Seq
+from acompile.data_schema import Map, Opt, Seq
 
 BAD = frozenset({2})
 REFUSED = frozenset({1, 2})

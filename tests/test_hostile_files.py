@@ -295,7 +295,7 @@ def test_parse_json_refuses_with_a_data_error(text):
 def test_schema_errors_name_the_field():
     from acompile.backends.schemas import HEADER
     from acompile.errors import InvalidDataError
-    from acompile.safe_read import check_schema
+    from acompile.data_schema import check_schema
     with pytest.raises(InvalidDataError, match=r"lacks the field format"):
         check_schema({}, HEADER, "device header", "x")
     doc = {"format": "acompile-device", "version": 1, "target": "t", "program_sha256": "", "levels_bytes": -5}
@@ -314,11 +314,43 @@ def test_lists_of_records_checked_in_one_pass_name_the_first_bad_field(records, 
     """A list of plain numbers or of records of them is tested in one pass; what fails gets the message the
     item-by-item check gives (extra keys allowed, as for any object)."""
     from acompile.errors import InvalidDataError
-    from acompile.safe_read import Int, Num, Seq, check_schema
+    from acompile.data_schema import Int, Num, Seq, check_schema
     schema = {"rows": Seq({"a": Num(), "b": Seq(Int(0, 9), max_len=3)})}
     with pytest.raises(InvalidDataError, match=message):
         check_schema({"rows": records}, schema, "device header", "x")
     check_schema({"rows": [{"a": 1.5, "b": [0, 9]}, {"a": -2, "b": [], "c": "any"}]}, schema, "device header", "x")
+
+
+@pytest.mark.parametrize("column, message", [
+    ([0, 9, True], r"rows\[2\]\.a must be an integer \(got True\)"),
+    ([0, 9.0], r"rows\[1\]\.a must be an integer \(got 9\.0\)"),
+    ([3, 10], r"rows\[1\]\.a must be from 0 to 9 \(got 10\)"),
+    ([-1, 3], r"rows\[0\]\.a must be from 0 to 9 \(got -1\)"),
+])
+def test_integer_columns_of_records_are_tested_whole_and_still_name_the_bad_field(column, message):
+    """Records of integer fields (a device header's blocks) are tested a column at a time in C-level passes:
+    a bool, a float, or a value out of range anywhere in a column is caught and named."""
+    from acompile.errors import InvalidDataError
+    from acompile.data_schema import Int, Seq, check_schema
+    schema = {"rows": Seq({"a": Int(0, 9), "b": Int(0, 9)})}
+    records = [{"a": a, "b": 1} for a in column]
+    with pytest.raises(InvalidDataError, match=message):
+        check_schema({"rows": records}, schema, "device header", "x")
+    check_schema({"rows": [{"a": a, "b": 1} for a in range(10)] + [{"a": 0, "b": 9, "c": "any"}]}, schema,
+                 "device header", "x")
+
+
+def test_integers_are_read_by_json_itself_unless_some_digit_run_is_too_long(monkeypatch):
+    """A document whose every run of digits is short reads its integers without a Python call each; a run of
+    41 digits anywhere (inside a string too) brings the per-integer check back, which refuses a long one."""
+    from acompile import safe_read
+    calls = []
+    monkeypatch.setattr(safe_read, "_parse_int", lambda text: calls.append(text) or int(text))
+    assert safe_read.parse_json(b'{"a": [1, 22, 333], "s": "e123", "f": 1.5}', "document", "here") == \
+        {"a": [1, 22, 333], "s": "e123", "f": 1.5}
+    assert calls == []
+    assert safe_read.parse_json(b'{"a": 7, "s": "' + b"1" * 41 + b'"}', "document", "here")["a"] == 7
+    assert calls == ["7"]
 
 
 def test_limits_come_from_the_environment(monkeypatch):

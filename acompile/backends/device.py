@@ -37,7 +37,7 @@ from ..jsonio import RawJSON, dumps_compact, table_json
 from ..limits import usable_cores
 from ..mapping import BrokenMapping, Mapping, layer_matrix
 from ..numerics.encoding import Encoded
-from ..safe_read import check_schema
+from ..data_schema import check_schema
 from ..units import count, decimal
 from ..numerics.encoding import packed_size, unpack_levels
 from .archive import ArchiveReader, ArchiveWriter

@@ -26,7 +26,8 @@ from ..ir import DOMAIN, Graph, Node, OpaqueAttribute, Subgraph, TensorInfo
 from ..mapping import AnalogLayer, BrokenMapping, Mapping
 from ..onnx_core import AttributeProto, GraphProto
 from ..onnx_exec import narrow_dtype
-from ..safe_read import check_schema, parse_json, read_input, sha256_input
+from ..data_schema import check_schema
+from ..safe_read import parse_json, read_input, sha256_input
 from .archive import ArchiveReader, ArchiveWriter
 from .device import Cancelled, sha256_file
 from .schemas import PROGRAM

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..hardware import INPUT_ENCODINGS
 from ..numerics.spec import SIGNED_WEIGHT_SCHEMES
-from ..safe_read import Any, Either, Int, Map, Num, OneOf, Opt, Seq
+from ..data_schema import Any, Either, Int, Map, Num, OneOf, Opt, Seq
 
 COUNT = Int(0, 2**31)          # indices, counts, bit widths' neighbours: fit an int32
 SIZE = Int(0, 2**40)           # element and byte counts

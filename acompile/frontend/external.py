@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InvalidModelError, LimitError, clean
+from ..errors import InvalidModelError, clean
 from ..limits import Limits
 from ..onnx_core import ModelProto, TensorProto
 from .normalise import stored_bytes
