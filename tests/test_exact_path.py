@@ -83,6 +83,29 @@ def test_the_exact_path_is_taken_only_when_the_adc_is_lossless(monkeypatch):
         assert bool(calls) == used
 
 
+def _split_by_cumulative_sums(qf, limit):
+    """The chunks by definition: greedy longest runs of k whose cumulative |q_w| stays within ``limit``."""
+    cum = np.cumsum(np.abs(qf), axis=1, dtype=np.float64)
+    chunks, k0, base = [], 0, np.zeros(qf.shape[0])
+    while k0 < qf.shape[1]:
+        fits = int(np.searchsorted((cum[:, k0:] - base[:, None]).max(axis=0), limit, side="right"))
+        if fits == 0:
+            return None
+        chunks.append((k0, k0 + fits))
+        k0 += fits
+        base = cum[:, k0 - 1]
+    return tuple(chunks)
+
+
+def test_k_chunks_are_the_greedy_longest_ones_in_either_layout():
+    rng = np.random.default_rng(1)
+    for shape, limit in (((7, 3000), 65793), ((64, 513), 5000), ((3, 40), 127), ((5, 9), 10 ** 9), ((4, 6), 100)):
+        q = rng.integers(-127, 128, shape).astype(np.float32)
+        want = _split_by_cumulative_sums(q, limit)
+        assert exact._split(q, limit) == want and exact._split(np.asfortranarray(q), limit) == want, shape
+    assert exact._split(np.full((2, 3), 200, np.float32), 150) is None
+
+
 def test_matmul_is_exact_over_chunks_and_beyond_float32():
     rng = np.random.default_rng(0)
     q = rng.integers(-127, 128, (7, 3000)).astype(np.float32)
