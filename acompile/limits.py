@@ -1,7 +1,7 @@
 """Resource limits (model file, external data, tensor, data-file, device-file and constant-folding sizes;
 node, crossbar and unrolled-node counts), each with the environment variable that changes it; the cores this
-process may use (:func:`usable_cores`); and :func:`collector_paused`, the garbage collector's pause
-for short commands.
+process may use (:func:`usable_cores`) and the memory available (:func:`available_memory`); and
+:func:`collector_paused`, the garbage collector's pause for short commands.
 
 Checked before work is attempted, so no input can make the compiler allocate
 without bound. docs/troubleshooting.md lists them all.
@@ -103,6 +103,18 @@ def byte_size(n: float) -> str:
 def usable_cores() -> int:
     """The cores this process may run on (its CPU affinity where the system has one)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def available_memory() -> int:
+    """MemAvailable of /proc/meminfo (free memory plus what the kernel can reclaim), in bytes; 0 if unknown."""
+    try:
+        with open("/proc/meminfo", "rb") as f:
+            for line in f:
+                if line.startswith(b"MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 @contextmanager

@@ -74,6 +74,31 @@ def test_every_block_holds_the_packed_levels_of_encode_weights(tmp_path, scheme,
                     assert levels[blk["offset"]:blk["offset"] + blk["bytes"]] == pack_levels(cells, spec.cell_bits)
 
 
+def test_a_reader_keeps_decoded_matrices_within_its_memory_and_decodes_again_what_it_let_go(tmp_path, monkeypatch):
+    """Decoded matrices stay for the next read up to the reader's budget (half the memory available, at least
+    MIN_CACHE_BYTES); past it the least recently read go, and reading one again decodes the same cells."""
+    from acompile.backends import device
+    from acompile.numerics.encoding import float_weights
+    comp = compiled(models.mlp((150, 130, 70, 7)), "isaac")
+    sha = write_program(tmp_path, comp, dumps_json)
+    write_device(tmp_path / "device.acdev", comp, lambda: sha)
+    layers = comp.mapping.layers
+    whole = DeviceReader(tmp_path / "device.acdev", comp.mapping, program_sha256=sha)
+    want = [whole.encoded(layer, 0) for layer in layers]
+    assert all(whole.encoded(layer, 0) is w for layer, w in zip(layers, want))          # all kept
+    monkeypatch.setattr(device, "MIN_CACHE_BYTES", 1)         # room for none: the latest read stays alone
+    monkeypatch.setattr(device, "available_memory", lambda: 0)
+    small = DeviceReader(tmp_path / "device.acdev", comp.mapping, program_sha256=sha)
+    first = small.encoded(layers[0], 0)
+    float_weights(first.enc, layers[0].spec)
+    for layer in layers[1:]:
+        small.encoded(layer, 0)
+    assert list(small._cache) == [(layers[-1].index, 0)]
+    again = small.encoded(layers[0], 0)
+    assert again is not first and np.array_equal(again.enc.levels, want[0].enc.levels)
+    assert np.array_equal(float_weights(again.enc, layers[0].spec)[0], float_weights(want[0].enc, layers[0].spec)[0])
+
+
 @pytest.mark.parametrize("dtype", ["<u1", "<u2", "<u4"])
 def test_differential_magnitudes_are_max_of_q_and_minus_q(dtype):
     """Both signs' magnitudes come from one integer twice as wide: the extremes, zero and every sign."""

@@ -326,7 +326,7 @@ def test_a_model_only_read_is_mapped_ahead_without_copies(tmp_path, monkeypatch)
 def test_prefault_stays_within_a_share_of_available_memory(monkeypatch):
     from acompile.frontend import protobuf
     monkeypatch.setattr(protobuf, "_prefault_left", [None])
-    monkeypatch.setattr(protobuf, "_available_memory", lambda: 8_000_000)
+    monkeypatch.setattr(protobuf, "available_memory", lambda: 8_000_000)
     monkeypatch.setattr(protobuf, "usable_cores", lambda: 2)
     assert not protobuf._claim_prefault(1_000_001)             # a quarter, shared by two cores' processes
     assert protobuf._claim_prefault(999_990) and protobuf._claim_prefault(10)
@@ -335,8 +335,8 @@ def test_prefault_stays_within_a_share_of_available_memory(monkeypatch):
 
 @pytest.mark.skipif(not Path("/proc/meminfo").exists(), reason="no /proc/meminfo")
 def test_available_memory_is_read():
-    from acompile.frontend import protobuf
-    assert 0 < protobuf._available_memory() <= os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    from acompile.limits import available_memory
+    assert 0 < available_memory() <= os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the prefault is Linux's")

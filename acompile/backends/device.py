@@ -24,7 +24,7 @@ import hashlib
 import itertools
 import operator
 import threading
-from collections import defaultdict, deque
+from collections import OrderedDict, defaultdict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,7 +34,7 @@ import numpy as np
 from .. import numerics
 from ..errors import InvalidDataError, clean
 from ..jsonio import RawJSON, dumps_compact, table_json
-from ..limits import usable_cores
+from ..limits import available_memory, usable_cores
 from ..mapping import BrokenMapping, Mapping, layer_matrix
 from ..numerics.encoding import Encoded
 from ..data_schema import check_schema
@@ -47,6 +47,10 @@ from .schemas import HEADER
 DEVICE_FORMAT = "acompile-device"
 DEVICE_VERSION = 1
 _WORKERS = min(4, usable_cores())   # row stripes encoded at once
+# decoded matrices a DeviceReader keeps for the next read (repeats, chunks of a batch): at least this much, or
+# half the memory available when it opens; past that the least recently read go (a 600 M-weight model held
+# 12 GB once all were decoded)
+MIN_CACHE_BYTES = 2 << 30
 FLIP_ENTRY = "flip_marks.npy"   # packed bits, (row blocks, P) per matrix of the "flipped" scheme, in file order
 
 
@@ -225,7 +229,8 @@ class DeviceReader:
             raise InvalidDataError("device file's layers differ from the program's", where=clean(str(path)),
                                    hint="simulate the OUT folder that compile wrote as a whole")
         self.mapping = mapping
-        self._cache: dict[tuple[int, int], Encoded] = {}
+        self._cache: OrderedDict[tuple[int, int], Encoded] = OrderedDict()     # least recently read first
+        self._cache_bytes = max(MIN_CACHE_BYTES, available_memory() // 2)
         self._flip_marks: dict | None = None
         self._scale_offsets = self._offsets()
         self._blocks: dict[tuple[int, int], list[dict]] = {}
@@ -271,6 +276,7 @@ class DeviceReader:
     def encoded(self, layer, group: int) -> Encoded:
         key = (layer.index, group)
         if key in self._cache:
+            self._cache.move_to_end(key)
             return self._cache[key]
         rec = self.header["layers"][layer.index]
         m = rec["matrices"][group]
@@ -289,8 +295,17 @@ class DeviceReader:
         enc = numerics.EncodedWeights(levels=levels, col_out=maps.col_out, col_slice=maps.col_slice,
                                     col_sign=maps.col_sign, flip=self._flips().get(key))
         start, n = self._scale_offsets[key]
-        self._cache[key] = Encoded(enc, self.scales[start:start + n])
-        return self._cache[key]
+        self._cache[key] = made = Encoded(enc, self.scales[start:start + n])
+        while len(self._cache) > 1 and sum(map(_held_bytes, self._cache.values())) > self._cache_bytes:
+            self._cache.popitem(last=False)
+        return made
+
+
+def _held_bytes(encoded: Encoded) -> int:
+    """The bytes a decoded matrix holds: its cell levels and what was derived from them (its integer and float
+    weights, cached on the encoding)."""
+    derived = [v for x in encoded.enc._cache.values() for v in (x if isinstance(x, tuple) else (x,))]
+    return encoded.enc.levels.nbytes + sum(v.nbytes for v in derived if isinstance(v, np.ndarray))
 
 
 def _read_header(archive: ArchiveReader) -> dict:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InvalidModelError, LimitError, clean
-from ..limits import Limits, byte_size, usable_cores
+from ..limits import Limits, available_memory, byte_size, usable_cores
 from ..onnx_core import NUMPY_TYPES, ModelProto, TensorProto
 
 SKELETON_KEEP_BYTES = 4096  # small initializers (shapes, axes) stay: shape inference reads their values
@@ -306,7 +306,7 @@ def _claim_prefault(nbytes: int) -> bool:
     cores: ``check --jobs``): untouched, those pages would stay the page cache's, shared and reclaimable."""
     with _prefault_lock:
         if _prefault_left[0] is None:
-            _prefault_left[0] = _available_memory() // (4 * usable_cores())
+            _prefault_left[0] = available_memory() // (4 * usable_cores())
         if nbytes > _prefault_left[0]:
             return False
         _prefault_left[0] -= nbytes
@@ -317,18 +317,6 @@ def _release_prefault(nbytes: int) -> None:
     """A mapping copied ahead is gone (its arrays with it): its bytes count no longer."""
     with _prefault_lock:
         _prefault_left[0] += nbytes
-
-
-def _available_memory() -> int:
-    """MemAvailable of /proc/meminfo (free memory plus what the kernel can reclaim), in bytes; 0 if unknown."""
-    try:
-        with open("/proc/meminfo", "rb") as f:
-            for line in f:
-                if line.startswith(b"MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
 
 
 def _prefault(mapped: mmap.mmap, advice: int = MADV_POPULATE_WRITE) -> None:
