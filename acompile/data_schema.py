@@ -11,6 +11,7 @@ from operator import itemgetter
 
 from .errors import InvalidDataError, clean
 
+
 class Int:
     """An integer (not a bool) in [lo, hi]."""
     def __init__(self, lo: int = 0, hi: int = 2**31):

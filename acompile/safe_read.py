@@ -249,7 +249,7 @@ def _parse_float(text: str) -> float:
     return value
 
 
-_DIGIT_RUNS = bytes(ord("0") if chr(b).isdigit() and b < 128 else ord(" ") for b in range(256))
+_DIGIT_RUNS = bytes(ord("0") if ord("0") <= b <= ord("9") else ord(" ") for b in range(256))   # digits kept
 _LONG_RUN = b"0" * (MAX_INT_DIGITS + 1)
 
 

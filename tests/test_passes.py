@@ -28,7 +28,8 @@ def test_the_pipeline_is_ordered_by_its_contracts():
     assert names == ["model_scales", "fold_constants", "unroll_control", "unroll_recurrent", "ml_linear",
                      "contrib_fused", "contrib_attention", "stft_conv", "gemm_to_linear", "fold_affine",
                      "explicit_bias", "classify", "unmapped_linear", "lower_analog", "choose_precision",
-                     "apply_model_scales", "partition", "pack", "replicate", "place", "insert_boundaries", "contiguous_weights", "calibrate"]
+                     "apply_model_scales", "partition", "pack", "replicate", "place", "insert_boundaries",
+                     "contiguous_weights", "calibrate"]
     assert pipeline(with_calibration=False) == [*FRONTEND, *MAPPING]
     check_order(pipeline())
     swapped = list(pipeline())

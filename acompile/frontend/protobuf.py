@@ -271,8 +271,9 @@ def map_file(path: Path, walked: os.stat_result, written: bool = True) -> mmap.m
     cost the page faults of memory as large as the weights, which on a virtual machine can take
     several times the read itself. On Linux a thread then makes the pages the process's own ahead of use
     (:func:`_prefault`), or, where no pass writes a weight in place (``written`` false: ``check``), only
-    maps them ahead of its reads, copying nothing. As with any mapped file, a model file cut short while a page of it is still to be
-    read ends the process (SIGBUS) when it is: rewrite models by renaming a new file into place.
+    maps them ahead of its reads, copying nothing. As with any mapped file, a model file cut short while a
+    page of it is still to be read ends the process (SIGBUS) when it is: rewrite models by renaming a new
+    file into place.
     """
     try:
         with open(path, "rb") as f:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..ir import DOMAIN, LINEAR, Graph, Node, is_linear
+from ..numerics.folded import folded_integers
 from ._rewrite import channel_vector, ensure_bias, output_channels
 from .base import CompileState, compile_pass
 
@@ -38,13 +39,16 @@ def fold_affine(state: CompileState) -> None:
             folded.append(node)
     if folded:
         graph.remove_nodes(folded)
-    if not state.weights_read:
-        state.pending_scales.update((node.inputs[1], PendingScale(node, scale)) for node, scale in scales.values()
-                                    if not np.all(scale == 1.0))
-        return
     shared = _shared_buffers(graph)
     for node, scale in scales.values():
-        if not np.all(scale == 1.0):
+        if np.all(scale == 1.0):
+            continue
+        w = graph.constants[node.inputs[1]]
+        # a quantized model's weight is scaled even in check: its integers, which the checks after read, would
+        # no longer describe the product
+        if not state.weights_read and isinstance(w, np.ndarray) and folded_integers(graph.meta, w) is None:
+            state.pending_scales[node.inputs[1]] = PendingScale(node, scale)
+        else:
             _scale_output_channels(graph, node, scale, shared)
 
 

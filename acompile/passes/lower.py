@@ -115,7 +115,10 @@ def lower_layer(graph: Graph, node: Node, index: int, limits: Limits, pending=No
     w = graph.constants[node.inputs[1]]
     where = f"{graph.source}: {node.describe()}" if graph.source else node.describe()
     known = folded_integers(graph.meta, w)
-    finite = known.finite() if known is not None else pending.finite(w, _all_finite) if pending is not None else _all_finite(w)
+    if known is not None:
+        finite = known.finite()
+    else:
+        finite = pending.finite(w, _all_finite) if pending is not None else _all_finite(w)
     if not finite:
         raise InvalidModelError("weights contain NaN or infinity", where=where)
     bias = node.inputs[2]

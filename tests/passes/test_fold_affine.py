@@ -155,3 +155,29 @@ def test_pending_scale_finiteness_is_the_products():
         with np.errstate(over="ignore", invalid="ignore"):
             want = bool(np.isfinite((weight.reshape(shape).astype(np.float64) * by_channel).astype(np.float32)).all())
         assert PendingScale(node, s).finite(weight, lambda a: bool(np.isfinite(a).all())) == want, i
+
+
+def test_a_quantized_models_weight_is_scaled_in_check_too():
+    """A weight behind a DequantizeLinear keeps its integers for the checks after the fold; a scale folded into
+    it must reach them, so check scales it as compile does (no PendingScale), and both see the same layers."""
+    from acompile.compiler import Options, run_pipeline
+    from acompile.target import load_target
+    w = weights()
+    q = np.clip(np.round(w(4, 2, 3, 3) * 40), -127, 127).astype(np.int8)
+    stats = {"gamma": w(4) + 2, "beta": w(4), "mean": w(4), "var": np.abs(w(4)) + 0.5}
+    model = tiny_model(
+        [helper.make_node("DequantizeLinear", ["q", "s"], ["wf"], axis=0),
+         helper.make_node("Conv", ["x", "wf"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node("BatchNormalization", ["c", *stats], ["y"])],
+        [("x", (1, 2, 5, 5))], [("y", (1, 4, 5, 5))],
+        {"q": q, "s": np.full(4, 0.025, np.float32), **stats})
+    state = run(state_of(load_model_proto(model)), *prerequisites(fold_affine))
+    state.weights_read = False
+    run(state, fold_affine)
+    assert state.pending_scales == {}
+    target = load_target("isaac")
+    checked = run_pipeline(model, target, Options(), with_calibration=False, stop_on_problems=False)
+    compiled = run_pipeline(model, target, Options())
+    assert checked.cost["totals"] == compiled.cost["totals"]
+    kept = [[x.model_quant is None for x in c.mapping.layers] for c in (checked, compiled)]
+    assert kept[0] == kept[1]
