@@ -286,12 +286,12 @@ def map_file(path: Path, walked: os.stat_result, written: bool = True) -> mmap.m
         return None
     if hasattr(mmap, "MADV_WILLNEED"):
         mapped.madvise(mmap.MADV_WILLNEED)
-    if sys.platform == "linux" and not written:     # mapped ahead, nothing copied: no memory to claim
-        threading.Thread(target=_prefault, args=(mapped, MADV_POPULATE_READ), name="acompile-prefault",
-                         daemon=True).start()
-    elif sys.platform == "linux" and _claim_prefault(walked.st_size):
-        weakref.finalize(mapped, _release_prefault, walked.st_size)    # a long-lived process maps many models
-        threading.Thread(target=_prefault, args=(mapped,), name="acompile-prefault", daemon=True).start()
+    # mapped ahead for reading copies nothing, so claims no memory; copies are claimed and given back
+    if sys.platform == "linux" and (not written or _claim_prefault(walked.st_size)):
+        if written:
+            weakref.finalize(mapped, _release_prefault, walked.st_size)    # a long-lived process maps many models
+        threading.Thread(target=_prefault, args=(mapped, MADV_POPULATE_WRITE if written else MADV_POPULATE_READ),
+                         name="acompile-prefault", daemon=True).start()
     return mapped
 
 
