@@ -215,6 +215,8 @@ def test_payloads_are_read_only_views_of_the_file(tmp_path):
 
 
 def test_a_file_that_cannot_be_mapped_is_read_whole(tmp_path, monkeypatch):
+    """Where the file system cannot map it, a model only read (check), or one past the memory that copies may
+    take, is parsed whole; the values are the same."""
     from acompile.frontend import protobuf
     w = np.arange(5000, dtype=np.float32)
     path = tmp_path / "m.onnx"
@@ -225,13 +227,22 @@ def test_a_file_that_cannot_be_mapped_is_read_whole(tmp_path, monkeypatch):
         raise OSError(19, "No such device")     # what mmap says on a file system that cannot map
 
     monkeypatch.setattr(protobuf.mmap, "mmap", refuse)
-    got = load_model(path).constants["w"]
-    assert np.array_equal(got, w) and not got.flags.writeable
+    monkeypatch.setattr(protobuf, "_copies_left", [0])
+    for written in (False, True):
+        got = load_model(path, written=written).constants["w"]
+        assert np.array_equal(got, w) and not got.flags.writeable
 
 
-def test_external_weights_are_mapped_views_and_equal_onnx_own(tmp_path):
-    """Large graph weights in an external file are views of the mapped file (at any offset, several in one
-    file); small ones are read; the values are onnx's."""
+def _bottom(a: np.ndarray):
+    """What an array's chain of bases ends in (a memoryview's object)."""
+    while isinstance(a, np.ndarray) and a.base is not None:
+        a = a.base
+    return a.obj if isinstance(a, memoryview) else a
+
+
+def test_external_weights_are_views_of_the_file_and_equal_onnx_own(tmp_path):
+    """Large graph weights in an external file are views of its bytes (at any offset, several in one file),
+    mapped for check and copied once for compile; small ones are read; the values are onnx's."""
     w = weights()
     w1, w2, b = w(64, 300), w(300, 40), w(40)                           # b under the skeleton's 4 KiB: read
     model = tiny_model([helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("MatMul", ["h", "w2"], ["m"]),
@@ -242,14 +253,11 @@ def test_external_weights_are_mapped_views_and_equal_onnx_own(tmp_path):
               size_threshold=0)
     assert {e.key for t in onnx.load(path, load_external_data=False).graph.initializer for e in t.external_data} \
         >= {"location", "offset"}
-    g = load_model(path)
-    for name, want in (("w1", w1), ("w2", w2), ("b", b)):
-        assert np.array_equal(g.constants[name], want) and not g.constants[name].flags.writeable, name
-    for name in ("w1", "w2"):
-        base = g.constants[name]
-        while isinstance(base, np.ndarray):
-            base = base.base
-        assert isinstance(base, memoryview) and isinstance(base.obj, mmap.mmap), name
+    for written, holder in ((False, mmap.mmap), (True, np.ndarray)):     # check maps it, compile copies it
+        g = load_model(path, written=written)
+        for name, want in (("w1", w1), ("w2", w2), ("b", b)):
+            assert np.array_equal(g.constants[name], want) and not g.constants[name].flags.writeable, name
+        assert type(_bottom(g.constants["w1"])) is holder and _bottom(g.constants["w1"]) is _bottom(g.constants["w2"])
 
 
 def _anonymous_kib(address: int) -> int:
@@ -264,73 +272,73 @@ def _anonymous_kib(address: int) -> int:
     raise AssertionError("no mapping holds the address")
 
 
-def _kernel_populates(folder: Path) -> bool:
-    import ctypes
-    probe = folder / "probe"
-    probe.write_bytes(bytes(8192))
-    with open(probe, "rb") as f:
-        m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
-    anchor = ctypes.c_char.from_buffer(m)
-    ok = ctypes.CDLL(None).madvise(ctypes.c_void_p(ctypes.addressof(anchor)), ctypes.c_size_t(8192),
-                                   ctypes.c_int(23)) == 0
-    del anchor
-    m.close()
-    return ok
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="MADV_POPULATE_WRITE is Linux's")
-def test_a_mapped_model_is_made_the_process_own_ahead_of_use(tmp_path):
-    """On Linux a thread copies every page of the copy-on-write mapping ahead of the passes that write
-    weights in place; values and the file stay as they were. (A kernel before 5.14 refuses: skipped.)"""
+def test_a_model_compile_writes_is_read_into_memory_of_its_own(tmp_path, monkeypatch):
+    """compile scales folded weights in place: the file is read once into one array of the process's own
+    (no copy-on-write mapping, no thread copying pages), the weights view it, and the file stays as it was."""
     from acompile.frontend import protobuf
-    w = np.arange(600_000, dtype=np.float32).reshape(600, 1000)     # 2.4 MB: two prefault pieces
+    started = []
+    monkeypatch.setattr(protobuf, "_prefault", started.append)
+    w = np.arange(600_000, dtype=np.float32).reshape(600, 1000)
     path = tmp_path / "m.onnx"
     onnx.save(tiny_model([helper.make_node("MatMul", ["x", "w"], ["y"])], [("x", (1, 600))], [("y", (1, 1000))],
                          {"w": w}), path)
     before = path.read_bytes()
     got = load_model(path).constants["w"]
-    for t in threading.enumerate():
-        if t.name == "acompile-prefault":
-            t.join()
-    address = got.__array_interface__["data"][0]
-    if not _kernel_populates(tmp_path):
-        pytest.skip("this kernel does not populate copy-on-write mappings (MADV_POPULATE_WRITE)")
-    assert _anonymous_kib(address) * 1024 >= path.stat().st_size - 4096
-    assert np.array_equal(got, w) and path.read_bytes() == before
-    assert protobuf.PREFAULT_PIECE < w.nbytes
+    whole = _bottom(got)
+    assert type(whole) is np.ndarray and whole.nbytes == len(before) and whole.flags.owndata
+    assert np.array_equal(got, w) and not started
+    got.flags.writeable = True
+    got *= 2
+    assert path.read_bytes() == before
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the prefault is Linux's")
 def test_a_model_only_read_is_mapped_ahead_without_copies(tmp_path, monkeypatch):
-    """check writes no weight: its mapping is populated for reading (MADV_POPULATE_READ), nothing copied and
-    no memory claimed, and the values are the file's."""
+    """check writes no weight: its file is mapped and its pages mapped ahead (MADV_POPULATE_READ), nothing
+    copied and no memory claimed, and the values are the file's."""
     from acompile.frontend import protobuf
-    advice, prefault = [], protobuf._prefault
-    monkeypatch.setattr(protobuf, "_prefault", lambda mapped, how=protobuf.MADV_POPULATE_WRITE: (
-        advice.append(how), prefault(mapped, how)))
+    started, prefault = [], protobuf._prefault
+    monkeypatch.setattr(protobuf, "_prefault", lambda mapped: (started.append(mapped), prefault(mapped)))
     w = np.arange(600_000, dtype=np.float32).reshape(600, 1000)
     path = tmp_path / "m.onnx"
     onnx.save(tiny_model([helper.make_node("MatMul", ["x", "w"], ["y"])], [("x", (1, 600))], [("y", (1, 1000))],
                          {"w": w}), path)
-    left = list(protobuf._prefault_left)
+    left = list(protobuf._copies_left)
     got = load_model(path, written=False).constants["w"]
     for t in threading.enumerate():
         if t.name == "acompile-prefault":
             t.join()
-    assert advice == [protobuf.MADV_POPULATE_READ] and protobuf._prefault_left == left
+    assert len(started) == 1 and protobuf._copies_left == left and protobuf.PREFAULT_PIECE < w.nbytes
     assert np.array_equal(got, w) and _anonymous_kib(got.__array_interface__["data"][0]) < 64
-    load_model(path)
-    assert advice[1:] == [protobuf.MADV_POPULATE_WRITE]
 
 
-def test_prefault_stays_within_a_share_of_available_memory(monkeypatch):
+def test_a_model_past_the_copies_share_is_mapped_copy_on_write(tmp_path, monkeypatch):
+    """A model larger than the memory copies may take (many gigabytes) is mapped: compile copies only the
+    pages it writes, and nothing is copied ahead."""
     from acompile.frontend import protobuf
-    monkeypatch.setattr(protobuf, "_prefault_left", [None])
+    started = []
+    monkeypatch.setattr(protobuf, "_prefault", started.append)
+    monkeypatch.setattr(protobuf, "_copies_left", [1000])
+    w = np.arange(600_000, dtype=np.float32).reshape(600, 1000)
+    path = tmp_path / "m.onnx"
+    onnx.save(tiny_model([helper.make_node("MatMul", ["x", "w"], ["y"])], [("x", (1, 600))], [("y", (1, 1000))],
+                         {"w": w}), path)
+    before = path.read_bytes()
+    got = load_model(path).constants["w"]
+    assert isinstance(_bottom(got), mmap.mmap) and not started and protobuf._copies_left == [1000]
+    got.flags.writeable = True
+    got[0] = -1
+    assert got[0, 0] == -1 and path.read_bytes() == before
+
+
+def test_copies_stay_within_a_share_of_available_memory(monkeypatch):
+    from acompile.frontend import protobuf
+    monkeypatch.setattr(protobuf, "_copies_left", [None])
     monkeypatch.setattr(protobuf, "available_memory", lambda: 8_000_000)
     monkeypatch.setattr(protobuf, "usable_cores", lambda: 2)
-    assert not protobuf._claim_prefault(1_000_001)             # a quarter, shared by two cores' processes
-    assert protobuf._claim_prefault(999_990) and protobuf._claim_prefault(10)
-    assert not protobuf._claim_prefault(1)
+    assert not protobuf._claim_copy(1_000_001)             # a quarter, shared by two cores' processes
+    assert protobuf._claim_copy(999_990) and protobuf._claim_copy(10)
+    assert not protobuf._claim_copy(1)
 
 
 @pytest.mark.skipif(not Path("/proc/meminfo").exists(), reason="no /proc/meminfo")
@@ -339,23 +347,20 @@ def test_available_memory_is_read():
     assert 0 < available_memory() <= os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the prefault is Linux's")
-def test_a_released_mapping_gives_its_prefault_budget_back(tmp_path, monkeypatch):
-    """A sweep worker or a notebook loads model after model: what a dropped model's mapping claimed is
-    free again, so later models are copied ahead too."""
+def test_a_released_copy_gives_its_claim_back(tmp_path, monkeypatch):
+    """A sweep worker or a notebook loads model after model: what a dropped model's copy claimed is free
+    again, so later models are copied too."""
     import gc
     from acompile.frontend import protobuf
     w = np.arange(300_000, dtype=np.float32).reshape(300, 1000)
     path = tmp_path / "m.onnx"
     onnx.save(tiny_model([helper.make_node("MatMul", ["x", "w"], ["y"])], [("x", (1, 300))], [("y", (1, 1000))],
                          {"w": w}), path)
-    gc.collect()        # what earlier tests dropped gives its budget back now, not into the list below
-    monkeypatch.setattr(protobuf, "_prefault_left", [path.stat().st_size])    # room for exactly one copy
+    gc.collect()        # what earlier tests dropped gives its claim back now, not into the list below
+    monkeypatch.setattr(protobuf, "_copies_left", [path.stat().st_size])    # room for exactly one copy
     g = load_model(path)
-    assert protobuf._prefault_left[0] == 0 and not protobuf._claim_prefault(1)
-    for t in threading.enumerate():
-        if t.name == "acompile-prefault":
-            t.join()
+    assert protobuf._copies_left[0] == 0 and not protobuf._claim_copy(1)
+    assert isinstance(_bottom(g.constants["w"]), np.ndarray)
     del g
     gc.collect()
-    assert protobuf._prefault_left[0] == path.stat().st_size
+    assert protobuf._copies_left[0] == path.stat().st_size

@@ -43,11 +43,11 @@ def _all_tensors(model: ModelProto):
 def resolve_external_data(model: ModelProto, model_path: Path, limits: Limits,
                           written: bool = True) -> dict[str, np.ndarray]:
     """Load external tensor data into the model, only from files inside the model's folder; return the
-    graph's large initializers of a plain numeric type apart, by name, as views of their mapped files
+    graph's large initializers of a plain numeric type apart, by name, as views of their files' bytes
     (the model keeps them without data, as :func:`.protobuf.read_model_lean` leaves its own; ``written`` as
     there)."""
     base = model_path.resolve().parent
-    files: dict[Path, mmap.mmap | None] = {}      # the mapping of each file read, None where it cannot be mapped
+    files: dict[Path, mmap.mmap | np.ndarray | None] = {}   # each file's copy or mapping; None: read by tensor
     mapped: dict[str, np.ndarray] = {}
     total = 0
     for t, top in _all_tensors(model):

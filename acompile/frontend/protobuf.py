@@ -1,8 +1,8 @@
 """The lean protobuf reader: parse an ONNX file without copying its large weights.
 
 Refuses missing, irregular, empty or oversize files before reading them; walks the
-protobuf wire format to leave large raw initializer payloads in the file (numpy arrays
-view them in a mapping of it, :func:`map_file`); refuses non-UTF-8 text fields.
+protobuf wire format to leave large raw initializer payloads out of the parse (numpy arrays
+view them in a copy or a mapping of the file, :func:`map_file`); refuses non-UTF-8 text fields.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def read_model_lean(path: str | os.PathLike, limits: Limits,
 
     The file's protobuf structure is walked directly (:func:`_lean_bytes`); every initializer whose
     ``raw_data`` holds more than ``SKELETON_KEEP_BYTES`` of a plain numeric type is parsed without
-    its payload: returned apart, by initializer name, as a view of it in the mapped file
+    its payload: returned apart, by initializer name, as a view of it in the file's bytes
     (:func:`map_file`). Parsing the whole file would hold the file, protobuf's copy and numpy's copy
     of every weight at once. Anything the walk does not expect falls back to
     :func:`read_model_proto`, so errors and results are the same either way. ``written``: whether a pass
@@ -262,18 +262,22 @@ def _pread_exact(fd: int, offset: int, n: int) -> bytes:
     return data
 
 
-def map_file(path: Path, walked: os.stat_result, written: bool = True) -> mmap.mmap | None:
-    """``path``, the file ``walked`` describes, mapped copy-on-write, the kernel asked to read it ahead;
-    None when it cannot be mapped or is no longer that file (replaced or written since): read it then.
+def map_file(path: Path, walked: os.stat_result, written: bool = True) -> mmap.mmap | np.ndarray | None:
+    """The bytes of ``path``, the file ``walked`` describes: read into memory of the process's own where a pass
+    may write weights in place (``written``: ``compile``), else mapped and read ahead; None when it cannot be
+    read or is no longer that file (replaced or written since): read it whole then.
 
-    Weights are views of their bytes in such a mapping (:func:`view`): a weight takes no memory of its
-    own and its pages come from the page cache as they are first touched. Reading into fresh arrays
-    cost the page faults of memory as large as the weights, which on a virtual machine can take
-    several times the read itself. On Linux a thread then makes the pages the process's own ahead of use
-    (:func:`_prefault`), or, where no pass writes a weight in place (``written`` false: ``check``), only
-    maps them ahead of its reads, copying nothing. As with any mapped file, a model file cut short while a
-    page of it is still to be read ends the process (SIGBUS) when it is: rewrite models by renaming a new
-    file into place.
+    Weights are views of these bytes (:func:`view`). ``compile`` scales folded weights in place, so it needs
+    them as its own memory: a read into one numpy array, which the kernel backs with 2 MiB pages where it
+    can, takes 15-25 ms per 100 MB. A copy-on-write mapping made the process's own page by page cost 4 KiB
+    faults, page-table locks and TLB shootdowns that stalled the compile's other threads (ResNet-50's compile
+    spent a third of its CPU time there: 0.72 s before, 0.59 s after, medians of 10). Such copies stay
+    within a share of the memory available (:func:`_claim_copy`); past it (a model of many gigabytes), the
+    file is mapped copy-on-write and only the pages written are copied. Where no pass writes a weight
+    (``check``) the file is mapped and, on Linux, a thread maps its pages ahead of the reads
+    (:func:`_prefault`), copying nothing. As with any mapped file, a model file cut short while a page of
+    it is still to be read ends the process (SIGBUS) when it is: rewrite models by renaming a new file
+    into place.
     """
     try:
         with open(path, "rb") as f:
@@ -281,58 +285,66 @@ def map_file(path: Path, walked: os.stat_result, written: bool = True) -> mmap.m
             if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != \
                     (walked.st_dev, walked.st_ino, walked.st_size, walked.st_mtime_ns):
                 return None
+            if written and _claim_copy(st.st_size):
+                return _read_copy(f, st.st_size)
             mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
     except (OSError, ValueError):
         return None
     if hasattr(mmap, "MADV_WILLNEED"):
         mapped.madvise(mmap.MADV_WILLNEED)
-    # mapped ahead for reading copies nothing, so claims no memory; copies are claimed and given back
-    if sys.platform == "linux" and (not written or _claim_prefault(walked.st_size)):
-        if written:
-            weakref.finalize(mapped, _release_prefault, walked.st_size)    # a long-lived process maps many models
-        threading.Thread(target=_prefault, args=(mapped, MADV_POPULATE_WRITE if written else MADV_POPULATE_READ),
-                         name="acompile-prefault", daemon=True).start()
+    if sys.platform == "linux" and not written:     # mapped ahead for reading copies nothing
+        threading.Thread(target=_prefault, args=(mapped,), name="acompile-prefault", daemon=True).start()
     return mapped
 
 
-MADV_POPULATE_READ, MADV_POPULATE_WRITE = 22, 23    # Linux 5.14 and later
+def _read_copy(f, size: int) -> np.ndarray | None:
+    """The whole of the open file ``f`` (``size`` bytes) in a fresh uint8 array, which gives its claim back
+    when the last weight viewing it is gone (a long-lived process loads many models); None if the file
+    turns out shorter."""
+    buf = np.empty(size, np.uint8)
+    weakref.finalize(buf, _release_copy, size)
+    view, done = memoryview(buf), 0
+    while done < size:
+        n = f.readinto(view[done:])
+        if not n:
+            return None
+        done += n
+    return buf
+
+
+MADV_POPULATE_READ = 22     # Linux 5.14 and later
 PREFAULT_PIECE = 1 << 21
-_prefault_left = [None]     # bytes this process may still copy ahead of use
-_prefault_lock = threading.Lock()
+_copies_left = [None]     # bytes of model files this process may still hold copies of
+_copies_lock = threading.Lock()
 
 
-def _claim_prefault(nbytes: int) -> bool:
-    """Whether to copy ``nbytes`` more of mapped files ahead of use. A process copies at most its share
-    of a quarter of the memory available when it first asks (shared among as many processes as it has
-    cores: ``check --jobs``): untouched, those pages would stay the page cache's, shared and reclaimable."""
-    with _prefault_lock:
-        if _prefault_left[0] is None:
-            _prefault_left[0] = available_memory() // (4 * usable_cores())
-        if nbytes > _prefault_left[0]:
+def _claim_copy(nbytes: int) -> bool:
+    """Whether to copy ``nbytes`` more of model files into memory. A process copies at most its share of a
+    quarter of the memory available when it first asks (shared among as many processes as it has cores:
+    ``check --jobs``, a sweep's workers); past that, pages stay the page cache's, shared and reclaimable."""
+    with _copies_lock:
+        if _copies_left[0] is None:
+            _copies_left[0] = available_memory() // (4 * usable_cores())
+        if nbytes > _copies_left[0]:
             return False
-        _prefault_left[0] -= nbytes
+        _copies_left[0] -= nbytes
         return True
 
 
-def _release_prefault(nbytes: int) -> None:
-    """A mapping copied ahead is gone (its arrays with it): its bytes count no longer."""
-    with _prefault_lock:
-        _prefault_left[0] += nbytes
+def _release_copy(nbytes: int) -> None:
+    """A model file's copy is gone (its arrays with it): its bytes count no longer."""
+    with _copies_lock:
+        _copies_left[0] += nbytes
 
 
-def _prefault(mapped: mmap.mmap, advice: int = MADV_POPULATE_WRITE) -> None:
-    """Make every page of a copy-on-write mapping the process's own now (a thread of its own runs this), or
-    with MADV_POPULATE_READ map the page cache's pages into it, ready to be read.
+def _prefault(mapped: mmap.mmap) -> None:
+    """Map the page cache's pages of a mapping into it ahead of its reads (a thread of its own runs this),
+    so that the reader finds them present rather than faulting on each.
 
-    Folding a BatchNormalization scales its weight in place, and each first write to a page of the
-    mapping is a fault that copies it: 4 µs a page on a virtual machine, 100 ms for ResNet-50's 25 M
-    weights on the compile's one busy thread. MADV_POPULATE_WRITE makes the same copies in one call
-    (55 ms here) while that thread parses and converts the model, and every later reader finds the
-    pages present. The calls go through ctypes, which lets go of the GIL (mmap.madvise holds it), 2 MiB
-    at a time: one call over the whole file holds the process's memory-map lock throughout and stalls
-    the parsing thread's allocations (load took 45 ms longer, as much as the copies saved). The file
-    never changes; where the kernel refuses (before Linux 5.14, a file cut short), pages fault in as
-    they are touched.
+    The calls go through ctypes, which lets go of the GIL (mmap.madvise holds it), 2 MiB at a time: one
+    call over the whole file holds the process's memory-map lock throughout and stalls the parsing
+    thread's allocations. Where the kernel refuses (before Linux 5.14, a file cut short), pages fault in
+    as they are touched.
     """
     import ctypes
     try:
@@ -342,17 +354,18 @@ def _prefault(mapped: mmap.mmap, advice: int = MADV_POPULATE_WRITE) -> None:
         madvise = ctypes.CDLL(None).madvise
         for a in range(0, len(mapped), PREFAULT_PIECE):
             if madvise(ctypes.c_void_p(address + a), ctypes.c_size_t(min(PREFAULT_PIECE, len(mapped) - a)),
-                       ctypes.c_int(advice)):
+                       ctypes.c_int(MADV_POPULATE_READ)):
                 break
     except (OSError, ValueError, TypeError, AttributeError):
         pass
 
 
-def view(mapped: mmap.mmap, offset: int, nbytes: int, dtype: np.dtype, dims) -> np.ndarray:
-    """Bytes [offset, offset + nbytes) of a mapping as a read-only array, as numpy_helper's arrays are.
+def view(mapped: mmap.mmap | np.ndarray, offset: int, nbytes: int, dtype: np.dtype, dims) -> np.ndarray:
+    """Bytes [offset, offset + nbytes) of a file's copy or mapping (:func:`map_file`) as a read-only array, as
+    numpy_helper's arrays are.
 
-    The view has a base of its own, so a pass may unlock it and write it in place (a page written
-    becomes the process's own; the file never changes). It may be unaligned for its element type
+    The view has a base of its own, so a pass may unlock it and write it in place (a copy is the
+    process's own; a mapped page written becomes its own; the file never changes). It may be unaligned for its element type
     (payloads lie where protobuf put them): numpy and onnxruntime read such arrays correctly.
     """
     out = np.frombuffer(memoryview(mapped)[offset:offset + nbytes], dtype).reshape(dims)
