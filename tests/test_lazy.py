@@ -28,3 +28,23 @@ def test_the_lazy_names_are_the_submodules_own():
         assert "no_such_name" in str(e)
     else:
         raise AssertionError("an unknown name must raise AttributeError")
+
+
+def test_compile_and_check_load_openblas_on_one_thread_unless_told_otherwise():
+    """An idle OpenBLAS worker spins on the core that compile's writers and check's jobs need: those two
+    commands set one thread before numpy loads; other commands, and a count the user set, are left alone."""
+    import os
+    model = Path(__file__).resolve().parents[1] / "samples" / "mlp.onnx"
+
+    def threads(command: list, **env) -> str:
+        code = ("import os, sys\nfrom acompile.cli.app import main\n"
+                f"code = main({command!r})\n"
+                "print(code, 'numpy' in sys.modules, os.environ.get('OPENBLAS_NUM_THREADS'))")
+        clean = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS",
+                                                                    "OMP_NUM_THREADS")}
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              env={**clean, **env}).stdout.splitlines()[-1].split()
+
+    assert threads(["check", str(model), "--target", "isaac", "-q"]) == ["0", "True", "1"]
+    assert threads(["check", str(model), "--target", "isaac", "-q"], OMP_NUM_THREADS="2") == ["0", "True", "None"]
+    assert threads(["targets", "list"])[::2] == ["0", "None"]
