@@ -37,6 +37,36 @@ def test_a_scalar_survives_the_archive(tmp_path):
         reader.close()
 
 
+def test_a_hashed_archive_knows_its_own_sha256(tmp_path):
+    """program.npz's checksum is taken as it is written (every byte once, in order: each entry's sizes in a
+    data descriptor after its data), and is the file's; numpy and the reader read the entries, streamed or
+    not, and the same arrays give the same bytes."""
+    import hashlib
+    import zipfile
+    arrays = {"big.npy": np.arange(600_000, dtype=np.float32).reshape(600, 1000).T, "small.npy": np.arange(5)}
+    digests = []
+    for name in ("a.npz", "b.npz"):
+        writer = ArchiveWriter(tmp_path / name, hashed=True)
+        for entry, arr in arrays.items():
+            writer.add_array(entry, arr)
+        with writer.open_stream("raw.bin") as stream:
+            stream.write(b"levels" * 1000)
+        writer.close()
+        data = (tmp_path / name).read_bytes()
+        assert writer.sha256() == hashlib.sha256(data).hexdigest()
+        digests.append(writer.sha256())
+    assert digests[0] == digests[1]
+    with zipfile.ZipFile(tmp_path / "a.npz") as z:
+        assert z.testzip() is None and z.read("raw.bin") == b"levels" * 1000
+    with np.load(tmp_path / "a.npz") as z:
+        assert all(np.array_equal(z[entry], arr) for entry, arr in arrays.items())
+    reader = ArchiveReader(tmp_path / "a.npz", "test")
+    try:
+        assert np.array_equal(reader.array("big.npy"), arrays["big.npy"])
+    finally:
+        reader.close()
+
+
 def _save(model: onnx.ModelProto, path) -> str:
     onnx.save(model, path)
     return str(path)

@@ -8,6 +8,7 @@ the ``.npy`` format, so ``numpy.load(path, allow_pickle=False)`` reads them.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import zipfile
 from pathlib import Path
@@ -22,9 +23,39 @@ FIXED_DATE = (1980, 1, 1, 0, 0, 0)
 STREAM_BYTES = 1 << 20   # arrays from this size on are streamed into the archive
 
 
-class ArchiveWriter:
+class _HashedFile:
+    """A file written front to back that hashes its bytes as they go. It cannot seek, so ZipFile puts each
+    entry's checksum and sizes in a data descriptor after its data rather than going back to its header:
+    every byte is written once, in order, and the hash is the finished file's."""
+
     def __init__(self, path: Path):
-        self.zf = zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
+        self.f, self.hash, self.at = open(path, "wb"), hashlib.sha256(), 0
+
+    def write(self, data) -> int:
+        self.hash.update(data)
+        n = self.f.write(data)
+        self.at += n
+        return n
+
+    def tell(self) -> int:
+        return self.at
+
+    def seek(self, *args):
+        raise OSError("written front to back")
+
+    def flush(self) -> None:
+        self.f.flush()
+
+    def close(self) -> None:
+        self.f.close()
+
+
+class ArchiveWriter:
+    """``hashed``: keep the sha256 of the file as it is written (:meth:`sha256`), rather than read it back."""
+
+    def __init__(self, path: Path, hashed: bool = False):
+        self.file = _HashedFile(path) if hashed else None
+        self.zf = zipfile.ZipFile(self.file or path, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
 
     def _info(self, name: str) -> zipfile.ZipInfo:
         info = zipfile.ZipInfo(name, date_time=FIXED_DATE)
@@ -68,6 +99,12 @@ class ArchiveWriter:
             fp.close()
             return
         self.zf.close()
+        if self.file is not None:
+            self.file.close()
+
+    def sha256(self) -> str:
+        """The sha256 of the finished archive (``hashed``)."""
+        return self.file.hash.hexdigest()
 
 
 class ArchiveReader:

@@ -192,15 +192,6 @@ def _layer_record(layer, target) -> dict:
             "matrices": [m.to_dict() for m in layer.matrices]}
 
 
-def sha256_file(path: Path) -> str:
-    """sha256 of a file read in 1 MiB pieces (memory stays small, a truncated file is just shorter)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class DeviceReader:
     """Reads a device file back into per-matrix encoded weights for the simulator.
 

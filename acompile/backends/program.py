@@ -29,7 +29,7 @@ from ..onnx_exec import narrow_dtype
 from ..data_schema import check_schema
 from ..safe_read import parse_json, read_input, sha256_input
 from .archive import ArchiveReader, ArchiveWriter
-from .device import Cancelled, sha256_file
+from .device import Cancelled
 from .schemas import PROGRAM
 
 PROGRAM_FORMAT = "acompile-program"
@@ -165,7 +165,7 @@ def write_constants(folder: Path, graph: Graph, mapping: Mapping | None = None,
                     if layer.model_quant and layer.weight in constants}
     listing = {}
     npz = folder / "program.npz"
-    writer = ArchiveWriter(npz)
+    writer = ArchiveWriter(npz, hashed=True)
     try:
         for i, name in enumerate(sorted(constants)):
             if stop is not None and stop.is_set():
@@ -183,7 +183,7 @@ def write_constants(folder: Path, graph: Graph, mapping: Mapping | None = None,
     finally:
         writer.close()
         numerics.release_folded(graph.meta)     # their last reader: the model file's integers can go
-    return {"constants": listing, "constants_sha256": sha256_file(npz)}
+    return {"constants": listing, "constants_sha256": writer.sha256()}
 
 
 def _constant(archive: ArchiveReader, meta: dict) -> np.ndarray:
