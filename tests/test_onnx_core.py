@@ -137,15 +137,32 @@ def _fresh(code: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _int8_weights_model(path: Path) -> str:
+    """A MatMul on an int8 weight with per-column scales (a static-QDQ weight): numpy's own integer type."""
+    q = np.random.default_rng(0).integers(-127, 128, size=(16, 8)).astype(np.int8)
+    nodes = [helper.make_node("DequantizeLinear", ["q", "s"], ["w"], axis=1),
+             helper.make_node("MatMul", ["x", "w"], ["y"])]
+    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])],
+                              [numpy_helper.from_array(q, "q"),
+                               numpy_helper.from_array(np.full(8, 0.02, np.float32), "s")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+    return str(path)
+
+
+@pytest.mark.parametrize("model", ["cnn", "int8 weights"])
 @pytest.mark.parametrize("command", [["check"], ["compile", "-o", "{tmp}/out"]], ids=["check", "compile"])
-def test_check_and_compile_do_not_run_the_onnx_package_python_layer(command, tmp_path):
-    argv = [a.format(tmp=tmp_path) for a in command] + ["samples/cnn.onnx", "--target", "isaac", "-q"]
+def test_check_and_compile_do_not_run_the_onnx_package_python_layer(command, model, tmp_path):
+    """Nor import ml_dtypes for a model whose integer types are numpy's own (int8 weights)."""
+    path = "samples/cnn.onnx" if model == "cnn" else _int8_weights_model(tmp_path / "qdq.onnx")
+    argv = [a.format(tmp=tmp_path) for a in command] + [path, "--target", "isaac", "-q"]
     got = _fresh(
         "import json, sys\n"
         "from acompile.cli import main\n"
         f"rc = main({argv!r})\n"
         "print(json.dumps({'rc': rc, 'package': type(sys.modules['onnx']).__name__,\n"
-        "                  'loaded': sorted(m for m in ('onnx.helper', 'ml_dtypes', 'asyncio') if m in sys.modules)}))\n")
+        "                  'loaded': sorted(m for m in ('onnx.helper', 'ml_dtypes', 'asyncio')\n"
+        "                                   if m in sys.modules)}))\n")
     assert got == {"rc": 0, "package": "_PackageBeforeInit", "loaded": []}
 
 
