@@ -203,11 +203,7 @@ def integer_dtype(dtype) -> bool:
 
 def integer_range(dtype) -> tuple[int, int, int]:
     """(min, max, bits) of an integer type, numpy's own or ml_dtypes' (imported only for those: 3 ms)."""
-    if np.dtype(dtype).kind in "iu":
-        info = np.iinfo(dtype)
-    else:
-        import ml_dtypes
-        info = ml_dtypes.iinfo(dtype)
+    info = np.iinfo(dtype) if np.dtype(dtype).kind in "iu" else __import__("ml_dtypes").iinfo(dtype)
     return int(info.min), int(info.max), int(info.bits)
 
 
