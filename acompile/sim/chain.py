@@ -330,7 +330,7 @@ def _run_chain(sim, layer: AnalogLayer, x: np.ndarray, bias: np.ndarray, geo: Co
         if sim.mode == "ideal":
             w = sim.weights.float_matrix(layer, g)
             xf, wt = xg.astype(np.float32, copy=False), w.T.astype(np.float32, copy=False)
-            product = gemm.ideal_product(layer, wt)
+            product = gemm.ideal_product(layer)
             if bias_first:              # a single group, by gemm.bias_first
                 product(xf, wt, out=out[:, 0, :], c=bias)
             elif layer.groups == 1:     # straight into the output (a contiguous view): no temporary
