@@ -364,3 +364,22 @@ def test_a_released_copy_gives_its_claim_back(tmp_path, monkeypatch):
     del g
     gc.collect()
     assert protobuf._copies_left[0] == path.stat().st_size
+
+
+def test_the_inputs_of_a_model_are_read_without_its_weights(tmp_path, monkeypatch):
+    """compile --calibration and run read the graph inputs (the fed ones, the stored ones, their dims) before
+    compiling: from the file's structure, the large weights' payloads skipped; a file whose structure the
+    walk cannot take is parsed whole, with the same answers."""
+    from acompile.frontend import input_shapes, protobuf
+    w = np.arange(64 * 100, dtype=np.float32).reshape(64, 100)
+    model = tiny_model([helper.make_node("MatMul", ["x", "w"], ["y"])], [("x", ("batch", 64))], [("y", ("batch", 100))],
+                       {"w": w})
+    model.graph.input.append(helper.make_tensor_value_info("w", onnx.TensorProto.FLOAT, [64, 100]))  # overridable
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    want = (["x"], ["w"]), {"x": [None, 64]}
+    with monkeypatch.context() as m:
+        m.setattr(Path, "read_bytes", lambda self: pytest.fail("the whole file was read"))
+        assert (input_shapes.model_inputs(path), input_shapes.input_dims(path)) == want
+    monkeypatch.setattr(protobuf, "_lean_bytes", lambda *a: None)
+    assert (input_shapes.model_inputs(path), input_shapes.input_dims(path)) == want

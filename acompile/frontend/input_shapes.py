@@ -1,4 +1,5 @@
-"""Graph input shapes read cheaply from the file, and the shapes that given data fixes.
+"""Graph input shapes read cheaply from the file (its structure, not its weights), and the shapes that
+given data fixes.
 
 ``--calibration`` data fixes the non-batch dimensions of dynamic inputs, ``run --input`` data every
 dimension, so that compile, run and a sweep row compile the same program for the same data.
@@ -9,13 +10,13 @@ from __future__ import annotations
 import numpy as np
 
 from ..limits import Limits
-from .protobuf import read_model_proto
+from .protobuf import read_model_skeleton
 
 
 def model_inputs(model_path) -> tuple[list[str], list[str]]:
     """(graph inputs that take data, graph inputs the model also stores as initializers), from one read:
     ONNX (IR 4 on) lets a feed replace the second kind, and acompile compiles their stored values."""
-    m = read_model_proto(model_path, Limits.from_env())
+    m = read_model_skeleton(model_path, Limits.from_env())
     inits = {t.name for t in m.graph.initializer}
     inputs = [i.name for i in m.graph.input]
     return [n for n in inputs if n not in inits], [n for n in inputs if n in inits]
@@ -23,7 +24,7 @@ def model_inputs(model_path) -> tuple[list[str], list[str]]:
 
 def input_dims(model_path) -> dict[str, list | None]:
     """Graph inputs (not initializers) -> stored dims (int, or None where dynamic: symbolic, -1 or 0)."""
-    m = read_model_proto(model_path, Limits.from_env())
+    m = read_model_skeleton(model_path, Limits.from_env())
     inits = {t.name for t in m.graph.initializer}
     out = {}
     for i in m.graph.input:

@@ -106,6 +106,20 @@ def read_model_lean(path: str | os.PathLike, limits: Limits,
     return model, {inits[i].name: view(mapped, *entry) for i, entry in stripped.items()}
 
 
+def read_model_skeleton(path: str | os.PathLike, limits: Limits) -> ModelProto:
+    """The model as :func:`read_model_proto` parses it, less the payloads of its large raw initializers
+    (their names, types and dims stay): what reading its graph inputs needs, without reading its weights
+    (``compile --calibration`` and ``run`` read a ResNet-50's 100 MB whole, twice or three times, before
+    compiling it). Errors are those of the whole file's parse."""
+    p = Path(path)
+    st = _stat_model(p, clean(str(p)), limits)
+    try:
+        lean = _lean_bytes(p, st.st_size, limits)
+        return _parse(lean[0], clean(str(p))) if lean is not None else read_model_proto(p, limits)
+    except (_Unexpected, OSError, ValueError, OverflowError, InvalidModelError):
+        return read_model_proto(p, limits)
+
+
 # The protobuf wire format, just enough of it to find initializer payloads:
 # ModelProto.graph = 7, GraphProto.initializer = 5; TensorProto dims = 1, data_type = 2,
 # name = 8, raw_data = 9, doc_string = 12, data_location = 14, metadata_props = 16.
@@ -267,17 +281,14 @@ def map_file(path: Path, walked: os.stat_result, written: bool = True) -> mmap.m
     may write weights in place (``written``: ``compile``), else mapped and read ahead; None when it cannot be
     read or is no longer that file (replaced or written since): read it whole then.
 
-    Weights are views of these bytes (:func:`view`). ``compile`` scales folded weights in place, so it needs
-    them as its own memory: a read into one numpy array, which the kernel backs with 2 MiB pages where it
-    can, takes 15-25 ms per 100 MB. A copy-on-write mapping made the process's own page by page cost 4 KiB
-    faults, page-table locks and TLB shootdowns that stalled the compile's other threads (ResNet-50's compile
-    spent a third of its CPU time there: 0.72 s before, 0.59 s after, medians of 10). Such copies stay
-    within a share of the memory available (:func:`_claim_copy`); past it (a model of many gigabytes), the
-    file is mapped copy-on-write and only the pages written are copied. Where no pass writes a weight
-    (``check``) the file is mapped and, on Linux, a thread maps its pages ahead of the reads
-    (:func:`_prefault`), copying nothing. As with any mapped file, a model file cut short while a page of
-    it is still to be read ends the process (SIGBUS) when it is: rewrite models by renaming a new file
-    into place.
+    Weights are views of these bytes (:func:`view`). ``compile`` scales folded weights in place: one read
+    into a numpy array (2 MiB pages where the kernel gives them) takes 15-25 ms per 100 MB, where a
+    copy-on-write mapping made the process's own page by page cost faults, page-table locks and TLB
+    shootdowns that stalled the compile's other threads (ResNet-50's compile 0.72 -> 0.59 s). Copies stay
+    within a share of the memory available (:func:`_claim_copy`); past it the file is mapped copy-on-write,
+    only the pages written copied. ``check`` maps it and, on Linux, a thread maps its pages ahead of the
+    reads (:func:`_prefault`). A mapped model file cut short while a page of it is still to be read ends
+    the process (SIGBUS) when it is: rewrite models by renaming a new file into place.
     """
     try:
         with open(path, "rb") as f:
@@ -298,9 +309,8 @@ def map_file(path: Path, walked: os.stat_result, written: bool = True) -> mmap.m
 
 
 def _read_copy(f, size: int) -> np.ndarray | None:
-    """The whole of the open file ``f`` (``size`` bytes) in a fresh uint8 array, which gives its claim back
-    when the last weight viewing it is gone (a long-lived process loads many models); None if the file
-    turns out shorter."""
+    """The open file ``f`` (``size`` bytes) in a fresh uint8 array, which gives its claim back once no weight
+    views it (a long-lived process loads many models); None if the file turns out shorter."""
     buf = np.empty(size, np.uint8)
     weakref.finalize(buf, _release_copy, size)
     view, done = memoryview(buf), 0
@@ -365,8 +375,8 @@ def view(mapped: mmap.mmap | np.ndarray, offset: int, nbytes: int, dtype: np.dty
     numpy_helper's arrays are.
 
     The view has a base of its own, so a pass may unlock it and write it in place (a copy is the
-    process's own; a mapped page written becomes its own; the file never changes). It may be unaligned for its element type
-    (payloads lie where protobuf put them): numpy and onnxruntime read such arrays correctly.
+    process's own; a mapped page written becomes its own; the file never changes). It may be unaligned
+    for its element type (payloads lie where protobuf put them): numpy and onnxruntime read it correctly.
     """
     out = np.frombuffer(memoryview(mapped)[offset:offset + nbytes], dtype).reshape(dims)
     out.flags.writeable = False
