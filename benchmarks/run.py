@@ -359,16 +359,21 @@ def timed(fn, runs: int) -> list[float]:
     return out
 
 
+# idle time before each timed call of a pair: the thread pools of the call before stop spinning (OpenBLAS's
+# workers spin for about 0.1 s after a product, onnxruntime's session pools spin too); back to back, each
+# side was timed with the other's spinning threads on its cores (the MLP's ideal run: 41 against 22 ms alone)
+SETTLE_S = 0.2
+
+
 def timed_pair(fa, fb, runs: int) -> tuple[list[float], list[float]]:
     fa(), fb()
     ta, tb = [], []
     for _ in range(runs):
-        t = time.perf_counter()
-        fa()
-        ta.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        fb()
-        tb.append(time.perf_counter() - t)
+        for f, times in ((fa, ta), (fb, tb)):
+            time.sleep(SETTLE_S)
+            t = time.perf_counter()
+            f()
+            times.append(time.perf_counter() - t)
     return ta, tb
 
 
