@@ -272,16 +272,22 @@ def _anonymous_kib(address: int) -> int:
     raise AssertionError("no mapping holds the address")
 
 
+def _saved_matmul(folder: Path, rows: int = 600) -> tuple[Path, np.ndarray]:
+    """A saved MatMul model whose (rows, 1000) float32 weight is large enough to be read apart from its graph."""
+    w = np.arange(rows * 1000, dtype=np.float32).reshape(rows, 1000)
+    path = folder / "m.onnx"
+    onnx.save(tiny_model([helper.make_node("MatMul", ["x", "w"], ["y"])], [("x", (1, rows))], [("y", (1, 1000))],
+                         {"w": w}), path)
+    return path, w
+
+
 def test_a_model_compile_writes_is_read_into_memory_of_its_own(tmp_path, monkeypatch):
     """compile scales folded weights in place: the file is read once into one array of the process's own
     (no copy-on-write mapping, no thread copying pages), the weights view it, and the file stays as it was."""
     from acompile.frontend import protobuf
     started = []
     monkeypatch.setattr(protobuf, "_prefault", started.append)
-    w = np.arange(600_000, dtype=np.float32).reshape(600, 1000)
-    path = tmp_path / "m.onnx"
-    onnx.save(tiny_model([helper.make_node("MatMul", ["x", "w"], ["y"])], [("x", (1, 600))], [("y", (1, 1000))],
-                         {"w": w}), path)
+    path, w = _saved_matmul(tmp_path)
     before = path.read_bytes()
     got = load_model(path).constants["w"]
     whole = _bottom(got)
@@ -299,10 +305,7 @@ def test_a_model_only_read_is_mapped_ahead_without_copies(tmp_path, monkeypatch)
     from acompile.frontend import protobuf
     started, prefault = [], protobuf._prefault
     monkeypatch.setattr(protobuf, "_prefault", lambda mapped: (started.append(mapped), prefault(mapped)))
-    w = np.arange(600_000, dtype=np.float32).reshape(600, 1000)
-    path = tmp_path / "m.onnx"
-    onnx.save(tiny_model([helper.make_node("MatMul", ["x", "w"], ["y"])], [("x", (1, 600))], [("y", (1, 1000))],
-                         {"w": w}), path)
+    path, w = _saved_matmul(tmp_path)
     left = list(protobuf._copies_left)
     got = load_model(path, written=False).constants["w"]
     for t in threading.enumerate():
@@ -319,10 +322,7 @@ def test_a_model_past_the_copies_share_is_mapped_copy_on_write(tmp_path, monkeyp
     started = []
     monkeypatch.setattr(protobuf, "_prefault", started.append)
     monkeypatch.setattr(protobuf, "_copies_left", [1000])
-    w = np.arange(600_000, dtype=np.float32).reshape(600, 1000)
-    path = tmp_path / "m.onnx"
-    onnx.save(tiny_model([helper.make_node("MatMul", ["x", "w"], ["y"])], [("x", (1, 600))], [("y", (1, 1000))],
-                         {"w": w}), path)
+    path, w = _saved_matmul(tmp_path)
     before = path.read_bytes()
     got = load_model(path).constants["w"]
     assert isinstance(_bottom(got), mmap.mmap) and not started and protobuf._copies_left == [1000]
@@ -352,10 +352,7 @@ def test_a_released_copy_gives_its_claim_back(tmp_path, monkeypatch):
     again, so later models are copied too."""
     import gc
     from acompile.frontend import protobuf
-    w = np.arange(300_000, dtype=np.float32).reshape(300, 1000)
-    path = tmp_path / "m.onnx"
-    onnx.save(tiny_model([helper.make_node("MatMul", ["x", "w"], ["y"])], [("x", (1, 300))], [("y", (1, 1000))],
-                         {"w": w}), path)
+    path, w = _saved_matmul(tmp_path, 300)
     gc.collect()        # what earlier tests dropped gives its claim back now, not into the list below
     monkeypatch.setattr(protobuf, "_copies_left", [path.stat().st_size])    # room for exactly one copy
     g = load_model(path)
