@@ -40,8 +40,8 @@ def test_compile_and_check_load_openblas_on_one_thread_unless_told_otherwise():
         code = ("import os, sys\nfrom acompile.cli.app import main\n"
                 f"code = main({command!r})\n"
                 "print(code, 'numpy' in sys.modules, os.environ.get('OPENBLAS_NUM_THREADS'))")
-        clean = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS",
-                                                                    "OMP_NUM_THREADS")}
+        unset = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")
+        clean = {k: v for k, v in os.environ.items() if k not in unset}
         return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                               env={**clean, **env}).stdout.splitlines()[-1].split()
 
