@@ -107,10 +107,9 @@ def read_model_lean(path: str | os.PathLike, limits: Limits,
 
 
 def read_model_skeleton(path: str | os.PathLike, limits: Limits) -> ModelProto:
-    """The model as :func:`read_model_proto` parses it, less the payloads of its large raw initializers
-    (their names, types and dims stay): what reading its graph inputs needs, without reading its weights
-    (``compile --calibration`` and ``run`` read a ResNet-50's 100 MB whole, twice or three times, before
-    compiling it). Errors are those of the whole file's parse."""
+    """The model as :func:`read_model_proto` parses it, less its large raw initializers' payloads (their names,
+    types and dims stay): its graph inputs without its weights (``compile --calibration`` and ``run`` read a
+    ResNet-50's 100 MB whole two or three times before compiling it). Errors are the whole file's parse's."""
     p = Path(path)
     st = _stat_model(p, clean(str(p)), limits)
     try:
@@ -242,7 +241,8 @@ def _lean_bytes(p: Path, size: int, limits: Limits):
         index = 0
         for field, wire, start, value, pos in win.fields(g_a, g_b):
             if field == 5 and wire == 2:
-                lean = _lean_tensor(win, value, pos, limits)
+                # no payload worth leaving out fits in a small tensor (a quantized model's scales, zero points)
+                lean = _lean_tensor(win, value, pos, limits) if pos - value > SKELETON_KEEP_BYTES else None
                 if lean is not None:
                     raw_start, raw_a, raw_b, dtype, dims = lean
                     body = (raw_start - value) + (pos - raw_b)
