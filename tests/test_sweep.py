@@ -151,3 +151,22 @@ def test_each_model_has_its_own_pareto_fronts():
     assert [r["pareto_area"] for r in rows] == [r["pareto_energy"] for r in rows]
     plot = svg(rows, True, "two models")
     assert "Pareto front: small" in plot and "Pareto front: big" in plot
+
+
+def _blas_threads(task) -> dict:
+    """A sweep row that reports the BLAS threads of the process it runs in."""
+    from threadpoolctl import threadpool_info
+    return {"threads": max((lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"),
+                           default=1)}
+
+
+def test_pool_workers_run_their_blas_on_one_thread(monkeypatch):
+    """The pool runs a worker per core: each worker's BLAS takes one thread (its own threads, and the
+    simulator's worker threads, one per BLAS thread, oversubscribed the cores), and this process gets its
+    own thread count back once the pool is gone."""
+    pytest.importorskip("threadpoolctl")
+    from acompile.sweeps import engine
+    monkeypatch.setattr(engine, "run_row", _blas_threads)
+    before = _blas_threads(None)["threads"]
+    assert sorted(r["threads"] for _, r in engine.run_local([{}, {}, {}], jobs=2)) == [1, 1, 1]
+    assert _blas_threads(None)["threads"] == before
