@@ -217,7 +217,7 @@ def test_payloads_are_read_only_views_of_the_file(tmp_path):
 def test_a_file_that_cannot_be_mapped_is_read_whole(tmp_path, monkeypatch):
     """Where the file system cannot map it, a model only read (check), or one past the memory that copies may
     take, is parsed whole; the values are the same."""
-    from acompile.frontend import protobuf
+    from acompile.frontend import file_bytes
     w = np.arange(5000, dtype=np.float32)
     path = tmp_path / "m.onnx"
     onnx.save(tiny_model([helper.make_node("Add", ["x", "w"], ["y"])], [("x", (5000,))], [("y", (5000,))], {"w": w}),
@@ -226,8 +226,8 @@ def test_a_file_that_cannot_be_mapped_is_read_whole(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise OSError(19, "No such device")     # what mmap says on a file system that cannot map
 
-    monkeypatch.setattr(protobuf.mmap, "mmap", refuse)
-    monkeypatch.setattr(protobuf, "_copies_left", [0])
+    monkeypatch.setattr(file_bytes.mmap, "mmap", refuse)
+    monkeypatch.setattr(file_bytes, "_copies_left", [0])
     for written in (False, True):
         got = load_model(path, written=written).constants["w"]
         assert np.array_equal(got, w) and not got.flags.writeable
@@ -284,9 +284,9 @@ def _saved_matmul(folder: Path, rows: int = 600) -> tuple[Path, np.ndarray]:
 def test_a_model_compile_writes_is_read_into_memory_of_its_own(tmp_path, monkeypatch):
     """compile scales folded weights in place: the file is read once into one array of the process's own
     (no copy-on-write mapping, no thread copying pages), the weights view it, and the file stays as it was."""
-    from acompile.frontend import protobuf
+    from acompile.frontend import file_bytes
     started = []
-    monkeypatch.setattr(protobuf, "_prefault", started.append)
+    monkeypatch.setattr(file_bytes, "_prefault", started.append)
     path, w = _saved_matmul(tmp_path)
     before = path.read_bytes()
     got = load_model(path).constants["w"]
@@ -298,47 +298,59 @@ def test_a_model_compile_writes_is_read_into_memory_of_its_own(tmp_path, monkeyp
     assert path.read_bytes() == before
 
 
+def test_a_large_copy_is_read_in_pieces_side_by_side(tmp_path, monkeypatch):
+    """A large model file is read in one piece per core at once (fresh memory is slow to touch on a virtual
+    machine); the pieces meet exactly, whatever their number."""
+    from acompile.frontend import file_bytes
+    path, w = _saved_matmul(tmp_path)
+    monkeypatch.setattr(file_bytes, "READ_PIECE", 1 << 18)
+    for cores in (1, 2, 3, 7):
+        monkeypatch.setattr(file_bytes, "usable_cores", lambda cores=cores: cores)
+        got = load_model(path).constants["w"]
+        assert np.array_equal(got, w) and _bottom(got).nbytes == path.stat().st_size
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the prefault is Linux's")
 def test_a_model_only_read_is_mapped_ahead_without_copies(tmp_path, monkeypatch):
     """check writes no weight: its file is mapped and its pages mapped ahead (MADV_POPULATE_READ), nothing
     copied and no memory claimed, and the values are the file's."""
-    from acompile.frontend import protobuf
-    started, prefault = [], protobuf._prefault
-    monkeypatch.setattr(protobuf, "_prefault", lambda mapped: (started.append(mapped), prefault(mapped)))
+    from acompile.frontend import file_bytes
+    started, prefault = [], file_bytes._prefault
+    monkeypatch.setattr(file_bytes, "_prefault", lambda mapped: (started.append(mapped), prefault(mapped)))
     path, w = _saved_matmul(tmp_path)
-    left = list(protobuf._copies_left)
+    left = list(file_bytes._copies_left)
     got = load_model(path, written=False).constants["w"]
     for t in threading.enumerate():
         if t.name == "acompile-prefault":
             t.join()
-    assert len(started) == 1 and protobuf._copies_left == left and protobuf.PREFAULT_PIECE < w.nbytes
+    assert len(started) == 1 and file_bytes._copies_left == left and file_bytes.PREFAULT_PIECE < w.nbytes
     assert np.array_equal(got, w) and _anonymous_kib(got.__array_interface__["data"][0]) < 64
 
 
 def test_a_model_past_the_copies_share_is_mapped_copy_on_write(tmp_path, monkeypatch):
     """A model larger than the memory copies may take (many gigabytes) is mapped: compile copies only the
     pages it writes, and nothing is copied ahead."""
-    from acompile.frontend import protobuf
+    from acompile.frontend import file_bytes
     started = []
-    monkeypatch.setattr(protobuf, "_prefault", started.append)
-    monkeypatch.setattr(protobuf, "_copies_left", [1000])
+    monkeypatch.setattr(file_bytes, "_prefault", started.append)
+    monkeypatch.setattr(file_bytes, "_copies_left", [1000])
     path, w = _saved_matmul(tmp_path)
     before = path.read_bytes()
     got = load_model(path).constants["w"]
-    assert isinstance(_bottom(got), mmap.mmap) and not started and protobuf._copies_left == [1000]
+    assert isinstance(_bottom(got), mmap.mmap) and not started and file_bytes._copies_left == [1000]
     got.flags.writeable = True
     got[0] = -1
     assert got[0, 0] == -1 and path.read_bytes() == before
 
 
 def test_copies_stay_within_a_share_of_available_memory(monkeypatch):
-    from acompile.frontend import protobuf
-    monkeypatch.setattr(protobuf, "_copies_left", [None])
-    monkeypatch.setattr(protobuf, "available_memory", lambda: 8_000_000)
-    monkeypatch.setattr(protobuf, "usable_cores", lambda: 2)
-    assert not protobuf._claim_copy(1_000_001)             # a quarter, shared by two cores' processes
-    assert protobuf._claim_copy(999_990) and protobuf._claim_copy(10)
-    assert not protobuf._claim_copy(1)
+    from acompile.frontend import file_bytes
+    monkeypatch.setattr(file_bytes, "_copies_left", [None])
+    monkeypatch.setattr(file_bytes, "available_memory", lambda: 8_000_000)
+    monkeypatch.setattr(file_bytes, "usable_cores", lambda: 2)
+    assert not file_bytes._claim_copy(1_000_001)             # a quarter, shared by two cores' processes
+    assert file_bytes._claim_copy(999_990) and file_bytes._claim_copy(10)
+    assert not file_bytes._claim_copy(1)
 
 
 @pytest.mark.skipif(not Path("/proc/meminfo").exists(), reason="no /proc/meminfo")
@@ -351,16 +363,16 @@ def test_a_released_copy_gives_its_claim_back(tmp_path, monkeypatch):
     """A sweep worker or a notebook loads model after model: what a dropped model's copy claimed is free
     again, so later models are copied too."""
     import gc
-    from acompile.frontend import protobuf
+    from acompile.frontend import file_bytes
     path, w = _saved_matmul(tmp_path, 300)
     gc.collect()        # what earlier tests dropped gives its claim back now, not into the list below
-    monkeypatch.setattr(protobuf, "_copies_left", [path.stat().st_size])    # room for exactly one copy
+    monkeypatch.setattr(file_bytes, "_copies_left", [path.stat().st_size])    # room for exactly one copy
     g = load_model(path)
-    assert protobuf._copies_left[0] == 0 and not protobuf._claim_copy(1)
+    assert file_bytes._copies_left[0] == 0 and not file_bytes._claim_copy(1)
     assert isinstance(_bottom(g.constants["w"]), np.ndarray)
     del g
     gc.collect()
-    assert protobuf._copies_left[0] == path.stat().st_size
+    assert file_bytes._copies_left[0] == path.stat().st_size
 
 
 def test_the_inputs_of_a_model_are_read_without_its_weights(tmp_path, monkeypatch):

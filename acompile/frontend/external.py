@@ -18,7 +18,8 @@ from ..errors import InvalidModelError, clean
 from ..limits import Limits
 from ..onnx_core import ModelProto, TensorProto
 from .normalise import stored_bytes
-from .protobuf import RAW_DTYPES, SKELETON_KEEP_BYTES, map_file, view
+from .file_bytes import map_file, view
+from .protobuf import RAW_DTYPES, SKELETON_KEEP_BYTES
 
 def _all_tensors(model: ModelProto):
     """(TensorProto, whether it is one of the graph's own initializers) for every tensor in the model

@@ -2,24 +2,22 @@
 
 Refuses missing, irregular, empty or oversize files before reading them; walks the
 protobuf wire format to leave large raw initializer payloads out of the parse (numpy arrays
-view them in a copy or a mapping of the file, :func:`map_file`); refuses non-UTF-8 text fields.
+view them in a copy or a mapping of the file: :mod:`.file_bytes`); refuses non-UTF-8 text fields.
 """
 
 from __future__ import annotations
 
-import mmap
 import os
 import stat
 import sys
-import threading
-import weakref
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InvalidModelError, LimitError, clean
-from ..limits import Limits, available_memory, byte_size, usable_cores
+from ..limits import Limits, byte_size
 from ..onnx_core import NUMPY_TYPES, ModelProto, TensorProto
+from .file_bytes import map_file, view
 
 SKELETON_KEEP_BYTES = 4096  # small initializers (shapes, axes) stay: shape inference reads their values
 
@@ -274,113 +272,6 @@ def _pread_exact(fd: int, offset: int, n: int) -> bytes:
     if len(data) != n:
         raise _Unexpected()
     return data
-
-
-def map_file(path: Path, walked: os.stat_result, written: bool = True) -> mmap.mmap | np.ndarray | None:
-    """The bytes of ``path``, the file ``walked`` describes: read into memory of the process's own where a pass
-    may write weights in place (``written``: ``compile``), else mapped and read ahead; None when it cannot be
-    read or is no longer that file (replaced or written since): read it whole then.
-
-    Weights are views of these bytes (:func:`view`). ``compile`` scales folded weights in place: one read
-    into a numpy array (2 MiB pages where the kernel gives them) takes 15-25 ms per 100 MB, where a
-    copy-on-write mapping made the process's own page by page cost faults, page-table locks and TLB
-    shootdowns that stalled the compile's other threads (ResNet-50's compile 0.72 -> 0.59 s). Copies stay
-    within a share of the memory available (:func:`_claim_copy`); past it the file is mapped copy-on-write,
-    only the pages written copied. ``check`` maps it and, on Linux, a thread maps its pages ahead of the
-    reads (:func:`_prefault`). A mapped model file cut short while a page of it is still to be read ends
-    the process (SIGBUS) when it is: rewrite models by renaming a new file into place.
-    """
-    try:
-        with open(path, "rb") as f:
-            st = os.fstat(f.fileno())
-            if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != \
-                    (walked.st_dev, walked.st_ino, walked.st_size, walked.st_mtime_ns):
-                return None
-            if written and _claim_copy(st.st_size):
-                return _read_copy(f, st.st_size)
-            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
-    except (OSError, ValueError):
-        return None
-    if hasattr(mmap, "MADV_WILLNEED"):
-        mapped.madvise(mmap.MADV_WILLNEED)
-    if sys.platform == "linux" and not written:     # mapped ahead for reading copies nothing
-        threading.Thread(target=_prefault, args=(mapped,), name="acompile-prefault", daemon=True).start()
-    return mapped
-
-
-def _read_copy(f, size: int) -> np.ndarray | None:
-    """The open file ``f`` (``size`` bytes) in a fresh uint8 array, which gives its claim back once no weight
-    views it (a long-lived process loads many models); None if the file turns out shorter."""
-    buf = np.empty(size, np.uint8)
-    weakref.finalize(buf, _release_copy, size)
-    view, done = memoryview(buf), 0
-    while done < size:
-        n = f.readinto(view[done:])
-        if not n:
-            return None
-        done += n
-    return buf
-
-
-MADV_POPULATE_READ = 22     # Linux 5.14 and later
-PREFAULT_PIECE = 1 << 21
-_copies_left = [None]     # bytes of model files this process may still hold copies of
-_copies_lock = threading.Lock()
-
-
-def _claim_copy(nbytes: int) -> bool:
-    """Whether to copy ``nbytes`` more of model files into memory. A process copies at most its share of a
-    quarter of the memory available when it first asks (shared among as many processes as it has cores:
-    ``check --jobs``, a sweep's workers); past that, pages stay the page cache's, shared and reclaimable."""
-    with _copies_lock:
-        if _copies_left[0] is None:
-            _copies_left[0] = available_memory() // (4 * usable_cores())
-        if nbytes > _copies_left[0]:
-            return False
-        _copies_left[0] -= nbytes
-        return True
-
-
-def _release_copy(nbytes: int) -> None:
-    """A model file's copy is gone (its arrays with it): its bytes count no longer."""
-    with _copies_lock:
-        _copies_left[0] += nbytes
-
-
-def _prefault(mapped: mmap.mmap) -> None:
-    """Map the page cache's pages of a mapping into it ahead of its reads (a thread of its own runs this),
-    so that the reader finds them present rather than faulting on each.
-
-    The calls go through ctypes, which lets go of the GIL (mmap.madvise holds it), 2 MiB at a time: one
-    call over the whole file holds the process's memory-map lock throughout and stalls the parsing
-    thread's allocations. Where the kernel refuses (before Linux 5.14, a file cut short), pages fault in
-    as they are touched.
-    """
-    import ctypes
-    try:
-        anchor = ctypes.c_char.from_buffer(mapped)
-        address = ctypes.addressof(anchor)
-        del anchor
-        madvise = ctypes.CDLL(None).madvise
-        for a in range(0, len(mapped), PREFAULT_PIECE):
-            if madvise(ctypes.c_void_p(address + a), ctypes.c_size_t(min(PREFAULT_PIECE, len(mapped) - a)),
-                       ctypes.c_int(MADV_POPULATE_READ)):
-                break
-    except (OSError, ValueError, TypeError, AttributeError):
-        pass
-
-
-def view(mapped: mmap.mmap | np.ndarray, offset: int, nbytes: int, dtype: np.dtype, dims) -> np.ndarray:
-    """Bytes [offset, offset + nbytes) of a file's copy or mapping (:func:`map_file`) as a read-only array, as
-    numpy_helper's arrays are.
-
-    The view has a base of its own, so a pass may unlock it and write it in place (a copy is the
-    process's own; a mapped page written becomes its own; the file never changes). It may be unaligned
-    for its element type (payloads lie where protobuf put them): numpy and onnxruntime read it correctly.
-    """
-    out = np.frombuffer(memoryview(mapped)[offset:offset + nbytes], dtype).reshape(dims)
-    out.flags.writeable = False
-    return out
 
 
 def is_repeated(fd) -> bool:
