@@ -20,6 +20,7 @@ from ..limits import available_memory, usable_cores
 
 READ_PIECE = 16 << 20       # a copy is read in pieces of at least this many bytes, one per core at once
 
+
 def map_file(path: Path, walked: os.stat_result, written: bool = True) -> mmap.mmap | np.ndarray | None:
     """The bytes of ``path``, the file ``walked`` describes: read into memory of the process's own where a pass
     may write weights in place (``written``: ``compile``), else mapped and read ahead; None when it cannot be
