@@ -26,7 +26,7 @@ MAX_LINES = 420
 # ("__init__" is the package's own module). docs/ARCHITECTURE.md draws the same table.
 LAYERS: list[tuple[str, ...]] = [
     ("errors", "_version", "lazy", "requirements", "isolated", "onnx_walk"),
-    ("limits", "files", "safe_read", "data_schema", "jsonio", "units", "ir", "onnx_core"),
+    ("limits", "files", "process_pool", "safe_read", "data_schema", "jsonio", "units", "ir", "onnx_core"),
     ("hardware",),
     ("numerics",),
     ("mapping",),

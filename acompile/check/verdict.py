@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gc
 import math
-import sys
 from dataclasses import dataclass, field
 
 from .._version import __version__
@@ -261,15 +260,11 @@ def run_checks(jobs: list[Job], settings: Settings, n_jobs: int = 1, progress=No
                 tell(i, j)
                 results.append(check_pair(j, settings))
         return results
-    import multiprocessing      # here: a serial check does not pay for the pool's imports
-    from concurrent.futures import ProcessPoolExecutor
-    # fork where it is safe and cheap (Linux): workers inherit the imported modules
-    method = "fork" if sys.platform.startswith("linux") else "spawn"
+    from ..process_pool import process_pool     # here: a serial check does not pay for the pool's imports
     results = []
-    # initializer: workers collect garbage as usual, whatever the parent process paused
-    pool = ProcessPoolExecutor(max_workers=min(n_jobs, len(jobs)), mp_context=multiprocessing.get_context(method),
-                               initializer=gc.enable)
-    try:
+    # gc.enable: workers collect garbage as usual, whatever the parent process paused; on Ctrl-C or SIGTERM
+    # the pairs still queued are not started
+    with process_pool(min(n_jobs, len(jobs)), gc.enable) as pool:
         futures = [pool.submit(check_pair, j, settings) for j in jobs]
         for i, (job, fut) in enumerate(zip(jobs, futures), 1):
             try:
@@ -279,8 +274,6 @@ def run_checks(jobs: list[Job], settings: Settings, n_jobs: int = 1, progress=No
                 results.append(_error(job, "internal", EXIT_INTERNAL,
                                       f"{job.model}: the checking process failed: {type(e).__name__}: "
                                       f"{clean(str(e))}"))
-    finally:   # on Ctrl-C or SIGTERM, do not start the pairs still queued
-        pool.shutdown(wait=True, cancel_futures=True)
     return results
 
 

@@ -8,18 +8,17 @@ repeat order whatever order they finish in, so ``--jobs 1``, ``--jobs N`` and
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import multiprocessing
 import sys
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from pathlib import Path
 
 from ..errors import AcompileError, UsageError, clean
 from ..files import atomic_file
+from ..process_pool import process_pool
 from ..safe_read import read_input
 from ..target import apply_overrides, load_target
 from ..target.overrides import split_setting
@@ -42,41 +41,20 @@ def _sha(blob: bytes | None) -> str:
 
 
 def run_local(tasks: list[dict], jobs: int) -> Iterator[tuple[int, dict]]:
-    """(index, measured columns) as each task finishes; in this process when ``jobs`` is 1.
-
-    The pool runs a worker per core, so each worker's BLAS takes one thread: its own threads (and the
-    simulator's worker threads, one per BLAS thread) oversubscribed the cores and spun while idle (a
-    6-point sweep with data ran at 12 points/s on 2 cores, 26 with one each). Forked workers inherit the
-    limit this process holds while the pool lives (set in a forked child, OpenBLAS first waits for the
-    parent's threads, which the child does not have); spawned ones set it as they start.
-    """
+    """(index, measured columns) as each task finishes; in this process when ``jobs`` is 1, else in a pool
+    of processes (:func:`~acompile.process_pool.process_pool`: each worker's BLAS on one thread)."""
     if jobs <= 1 or len(tasks) <= 1:
         for i, task in enumerate(tasks):
             yield i, run_row(task)
         return
-    method = "fork" if sys.platform.startswith("linux") else "spawn"
     from .. import compiler, simulation     # noqa: F401 -- imported once here, inherited by forked workers
-    with _one_blas_thread():
-        pool = ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=multiprocessing.get_context(method),
-                                   initializer=None if method == "fork" else _one_blas_thread)
-        try:
-            futures = {pool.submit(run_row, task): i for i, task in enumerate(tasks)}
-            for fut in as_completed(futures):
-                try:
-                    yield futures[fut], fut.result()
-                except Exception as e:   # the worker process died (killed, out of memory)
-                    yield futures[fut], {"status": f"error: the worker process failed: {type(e).__name__}"}
-        finally:   # on Ctrl-C or SIGTERM, start nothing more; rows already cached stay
-            pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _one_blas_thread():
-    """BLAS on one thread until the returned context is left (threadpoolctl; nothing without it)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return contextlib.nullcontext()
-    return threadpool_limits(1, user_api="blas")
+    with process_pool(min(jobs, len(tasks))) as pool:   # on Ctrl-C or SIGTERM, start nothing more; rows cached stay
+        futures = {pool.submit(run_row, task): i for i, task in enumerate(tasks)}
+        for fut in as_completed(futures):
+            try:
+                yield futures[fut], fut.result()
+            except Exception as e:   # the worker process died (killed, out of memory)
+                yield futures[fut], {"status": f"error: the worker process failed: {type(e).__name__}"}
 
 
 class Progress:
