@@ -40,3 +40,9 @@ def simulate(comp, feeds: dict, mode="ideal", path="fast", noise=None, seed=0) -
                     noise=noise, seed=seed)
     out = sim.run(feeds)
     return [out[o] for o in comp.graph.outputs]
+
+
+def blas_threads(_=None) -> int:
+    """The BLAS threads of the process this runs in (threadpoolctl's view); a pool task as well."""
+    from threadpoolctl import threadpool_info
+    return max((lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"), default=1)

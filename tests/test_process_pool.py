@@ -3,13 +3,9 @@
 import pytest
 
 from acompile import process_pool
+from helpers import blas_threads
 
-threadpoolctl = pytest.importorskip("threadpoolctl")
-
-
-def _blas_threads(_=None) -> int:
-    return max((lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"),
-               default=1)
+pytest.importorskip("threadpoolctl")
 
 
 def _started() -> None:
@@ -29,8 +25,8 @@ def test_workers_run_their_blas_on_one_thread_and_their_initializer(method):
     """Forked workers inherit the limit the caller holds while the pool lives; spawned ones set it as they
     start; either way the initializer runs in each, and the caller's thread count comes back."""
     import numpy  # noqa: F401 -- BLAS loaded in the caller, as in check and sweep
-    before = _blas_threads()
+    before = blas_threads()
     with process_pool.process_pool(2, _started, method) as pool:
-        assert list(pool.map(_blas_threads, range(3))) == [1, 1, 1]
+        assert list(pool.map(blas_threads, range(3))) == [1, 1, 1]
         assert all(pool.map(_was_started, range(2)))
-    assert _blas_threads() == before and not STARTED
+    assert blas_threads() == before and not STARTED

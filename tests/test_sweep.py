@@ -155,9 +155,8 @@ def test_each_model_has_its_own_pareto_fronts():
 
 def _blas_threads(task) -> dict:
     """A sweep row that reports the BLAS threads of the process it runs in."""
-    from threadpoolctl import threadpool_info
-    return {"threads": max((lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"),
-                           default=1)}
+    from helpers import blas_threads
+    return {"threads": blas_threads()}
 
 
 def test_pool_workers_run_their_blas_on_one_thread(monkeypatch):

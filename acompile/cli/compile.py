@@ -38,8 +38,8 @@ def _options(args, calibration=None, calibration_name="default"):
     if getattr(args, "data_shapes", None):      # run: the data's shapes, where --input-shape gives none
         shapes = {**args.data_shapes, **shapes}
     elif not shapes and calibration is not None:
-        from ..frontend.input_shapes import data_shapes
-        shapes = data_shapes(args.model, calibration, whole=False)
+        from ..frontend.input_shapes import data_shapes, input_dims
+        shapes = data_shapes(input_dims(args.model), calibration, whole=False)
     return Options(batch=args.batch, seed=args.seed, allow_unsupported=args.allow_unsupported,
                    calibration=calibration, calibration_name=calibration_name, bind=bind, input_shapes=shapes or None,
                    replicate=getattr(args, "replicate", "none"),

@@ -236,10 +236,11 @@ def run_run(args) -> int:
         given = parse_input_shapes(args.input_shape)
         if None not in given:       # the dynamic dimensions --input-shape leaves take the sizes of the data run
             from ..sim.runtime import check_fixed_dims
-            for name, dims in input_dims(args.model).items():   # the model's fixed sizes, before compiling
+            stored = input_dims(args.model)
+            for name, dims in stored.items():   # the model's fixed sizes, before compiling
                 if name in feeds and name not in given:
                     check_fixed_dims(name, feeds[name], dims)
-            args.data_shapes = {name: dims for name, dims in data_shapes(args.model, feeds, whole=True).items()
+            args.data_shapes = {name: dims for name, dims in data_shapes(stored, feeds, whole=True).items()
                                 if name not in given}
         quiet = args.quiet
         args.quiet = True

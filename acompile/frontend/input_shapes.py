@@ -36,11 +36,11 @@ def input_dims(model_path) -> dict[str, list | None]:
     return out
 
 
-def data_shapes(model_path, data: dict, whole: bool) -> dict:
-    """Input shapes taken from data for the inputs with dynamic dimensions: every dimension for
-    ``run --input`` (``whole``), all but the leading (sample) one for ``--calibration``."""
+def data_shapes(stored: dict[str, list | None], data: dict, whole: bool) -> dict:
+    """Input shapes taken from data for the inputs with dynamic dimensions (``stored``: :func:`input_dims`):
+    every dimension for ``run --input`` (``whole``), all but the leading (sample) one for ``--calibration``."""
     shapes = {}
-    for name, dims in input_dims(model_path).items():
+    for name, dims in stored.items():
         arr = data.get(name)
         if dims is None or arr is None or np.ndim(arr) != len(dims) or all(d is not None for d in dims):
             continue

@@ -76,13 +76,7 @@ def read_model_lean(path: str | os.PathLike, limits: Limits,
     :func:`read_model_proto`, so errors and results are the same either way. ``written``: whether a pass
     may write weights in place (:func:`map_file`).
     """
-    p = Path(path)
-    where = clean(str(p))
-    st = _stat_model(p, where, limits)
-    try:
-        lean = _lean_bytes(p, st.st_size, limits)
-    except (_Unexpected, OSError, ValueError, OverflowError):
-        lean = None
+    p, where, st, lean = _walked(path, limits)
     if lean is None:
         return read_model_proto(p, limits), {}
     data, stripped = lean
@@ -108,13 +102,25 @@ def read_model_skeleton(path: str | os.PathLike, limits: Limits) -> ModelProto:
     """The model as :func:`read_model_proto` parses it, less its large raw initializers' payloads (their names,
     types and dims stay): its graph inputs without its weights (``compile --calibration`` and ``run`` read a
     ResNet-50's 100 MB whole two or three times before compiling it). Errors are the whole file's parse's."""
+    p, where, st, lean = _walked(path, limits)
+    if lean is not None:
+        try:
+            return _parse(lean[0], where)
+        except InvalidModelError:       # the whole file's parse reports it, exactly as it would have
+            pass
+    return read_model_proto(p, limits)
+
+
+def _walked(path, limits: Limits) -> tuple[Path, str, os.stat_result, tuple | None]:
+    """(path, its name for messages, its stat, :func:`_lean_bytes` of it, or None where the walk cannot
+    take the file), the file refused first if it is missing, irregular, empty or oversize."""
     p = Path(path)
-    st = _stat_model(p, clean(str(p)), limits)
+    where = clean(str(p))
+    st = _stat_model(p, where, limits)
     try:
-        lean = _lean_bytes(p, st.st_size, limits)
-        return _parse(lean[0], clean(str(p))) if lean is not None else read_model_proto(p, limits)
-    except (_Unexpected, OSError, ValueError, OverflowError, InvalidModelError):
-        return read_model_proto(p, limits)
+        return p, where, st, _lean_bytes(p, st.st_size, limits)
+    except (_Unexpected, OSError, ValueError, OverflowError):
+        return p, where, st, None
 
 
 # The protobuf wire format, just enough of it to find initializer payloads:

@@ -44,12 +44,12 @@ def _measure(task: dict, compiled, model_path: Path, tmp: Path, seed: int) -> di
     """accuracy (with labels) and rel_error against onnxruntime, of the first output by name."""
     import numpy as np
     from ..compiler import Options, compile_model
-    from ..frontend.input_shapes import data_shapes
+    from ..frontend.input_shapes import data_shapes, input_dims
     from ..sim.runtime import Simulator, WeightsFromGraph
     from ..simulation import compare, noise_from_target, reference_outputs
     feeds = _arrays(task["data"], task["data_suffix"], list(compiled.graph.inputs), tmp,
                     task.get("data_name", ""))
-    shapes = data_shapes(model_path, feeds, whole=True)
+    shapes = data_shapes(input_dims(model_path), feeds, whole=True)
     if shapes:      # compiled again at the data's shape, as `run` does (the cost stays per --batch)
         compiled = compile_model(str(model_path), compiled.target, Options(batch=task["batch"], seed=seed,
                                                                            input_shapes=shapes))
