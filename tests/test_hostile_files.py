@@ -298,7 +298,7 @@ def test_schema_errors_name_the_field():
     from acompile.data_schema import check_schema
     with pytest.raises(InvalidDataError, match=r"lacks the field format"):
         check_schema({}, HEADER, "device header", "x")
-    doc = {"format": "acompile-device", "version": 1, "target": "t", "program_sha256": "", "levels_bytes": -5}
+    doc = {"format": "acompile-device", "version": 2, "target": "t", "program_sha256": "", "levels_bytes": -5}
     with pytest.raises(InvalidDataError, match=r"field levels_bytes must be from 0"):
         check_schema(doc, HEADER, "device header", "x")
 

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from acompile.backends.archive import ArchiveReader, ArchiveWriter
@@ -37,32 +38,50 @@ def test_a_scalar_survives_the_archive(tmp_path):
         reader.close()
 
 
-def test_a_hashed_archive_knows_its_own_sha256(tmp_path):
-    """program.npz's checksum is taken as it is written (every byte once, in order: each entry's sizes in a
-    data descriptor after its data), and is the file's; numpy and the reader read the entries, streamed or
-    not, and the same arrays give the same bytes."""
+def test_an_archive_is_identified_by_the_sha256_of_its_index(tmp_path):
+    """program.npz's checksum is the sha256 of its index (central directory to the end of the file), which
+    the writer and the reader agree on, the same arrays giving the same bytes; numpy reads the entries,
+    streamed or not. A changed entry changes the index (its CRC-32); bytes changed under an unchanged
+    index are refused as they are read."""
     import hashlib
     import zipfile
+    from acompile.errors import InvalidDataError
     arrays = {"big.npy": np.arange(600_000, dtype=np.float32).reshape(600, 1000).T, "small.npy": np.arange(5)}
-    digests = []
-    for name in ("a.npz", "b.npz"):
-        writer = ArchiveWriter(tmp_path / name, hashed=True)
+
+    def write(name: str, arrays: dict) -> str:
+        writer = ArchiveWriter(tmp_path / name)
         for entry, arr in arrays.items():
             writer.add_array(entry, arr)
         with writer.open_stream("raw.bin") as stream:
             stream.write(b"levels" * 1000)
         writer.close()
-        data = (tmp_path / name).read_bytes()
-        assert writer.sha256() == hashlib.sha256(data).hexdigest()
-        digests.append(writer.sha256())
+        assert writer.crc32("raw.bin") == zipfile.crc32(b"levels" * 1000)
+        return writer.index_sha256()
+
+    digests = [write(name, arrays) for name in ("a.npz", "b.npz")]
     assert digests[0] == digests[1]
+    data = (tmp_path / "a.npz").read_bytes()
     with zipfile.ZipFile(tmp_path / "a.npz") as z:
         assert z.testzip() is None and z.read("raw.bin") == b"levels" * 1000
+        assert digests[0] == hashlib.sha256(data[z.start_dir:]).hexdigest()
+        at = z.getinfo("big.npy").header_offset
     with np.load(tmp_path / "a.npz") as z:
         assert all(np.array_equal(z[entry], arr) for entry, arr in arrays.items())
     reader = ArchiveReader(tmp_path / "a.npz", "test")
     try:
+        assert reader.index_sha256() == digests[0]
         assert np.array_equal(reader.array("big.npy"), arrays["big.npy"])
+    finally:
+        reader.close()
+    assert write("c.npz", {**arrays, "small.npy": np.arange(1, 6)}) != digests[0]
+    edited = bytearray(data)
+    edited[at + 1000] ^= 1      # a byte of big.npy's data, its index left as it was
+    (tmp_path / "d.npz").write_bytes(bytes(edited))
+    reader = ArchiveReader(tmp_path / "d.npz", "test")
+    try:
+        assert reader.index_sha256() == digests[0]
+        with pytest.raises(InvalidDataError, match="CRC"):
+            reader.array("big.npy")
     finally:
         reader.close()
 

@@ -45,7 +45,7 @@ from .cells import stripe_cells
 from .schemas import HEADER
 
 DEVICE_FORMAT = "acompile-device"
-DEVICE_VERSION = 1
+DEVICE_VERSION = 2      # 2: levels.bin identified by its CRC-32 (levels_crc32) instead of a sha256
 _WORKERS = min(4, usable_cores())   # row stripes encoded at once
 # decoded matrices a DeviceReader keeps for the next read (repeats, chunks of a batch): at least this much, or
 # half the memory available when it opens; past that the least recently read go (a 600 M-weight model held
@@ -71,7 +71,6 @@ def write_device(path: Path, compiled, program_sha256: Callable[[], str], stop: 
     graph, mapping, target = compiled.graph, compiled.mapping, compiled.target
     writer = ArchiveWriter(path)
     order, sizes, scales, flips = [], [], [], []
-    digest = hashlib.sha256()
     try:
         with writer.open_stream("levels.bin") as stream, ThreadPoolExecutor(_WORKERS) as pool:
             stripes = _in_order(pool, stripe_cells, _stripes(graph, mapping, scales, stop), ahead=2 * _WORKERS)
@@ -80,7 +79,6 @@ def write_device(path: Path, compiled, program_sha256: Callable[[], str], stop: 
                     flips.append(flip)
                 for piece in pieces:
                     stream.write(piece)
-                    digest.update(piece)
                 order += group
                 sizes += group_sizes
         writer.add_array("weight_scales.npy", np.concatenate(scales) if scales else np.zeros(0))
@@ -91,7 +89,7 @@ def write_device(path: Path, compiled, program_sha256: Callable[[], str], stop: 
             **({"flip_marks_sha256": hashlib.sha256(marks.tobytes()).hexdigest()} if marks is not None else {}),
             "format": DEVICE_FORMAT, "version": DEVICE_VERSION, "target": target.name,
             "levels_bytes": sum(sizes),
-            "levels_sha256": digest.hexdigest(),
+            "levels_crc32": writer.crc32("levels.bin"),     # zipfile's, taken as the bytes were written
             "crossbars": _crossbar_records(mapping.crossbars),
             "blocks": _block_records(order, sizes),
             "geometry": mapping.fabric.to_dict(),
@@ -206,12 +204,12 @@ class DeviceReader:
         if program_sha256 is not None and h.get("program_sha256") != program_sha256:
             raise InvalidDataError("device file belongs to another compile (its program checksum differs)",
                                    where=clean(str(path)), hint="simulate the OUT folder that compile wrote as a whole")
-        self.levels = self.archive.bytes("levels.bin")
+        if self.archive.crc32("levels.bin") not in (h["levels_crc32"], None):    # None: reading it says so
+            raise InvalidDataError("device file's cell levels do not match their checksum (edited)",
+                                   where=clean(str(path)))
+        self.levels = self.archive.bytes("levels.bin")      # checked against its CRC-32 as it is read
         if len(self.levels) != h.get("levels_bytes"):
             raise InvalidDataError("device file is truncated (levels size differs from its header)",
-                                   where=clean(str(path)))
-        if hashlib.sha256(self.levels).hexdigest() != h.get("levels_sha256"):
-            raise InvalidDataError("device file's cell levels do not match their checksum (corrupted or edited)",
                                    where=clean(str(path)))
         self.scales = self.archive.array("weight_scales.npy")
         _complete(mapping, h, clean(str(path)))
@@ -306,7 +304,8 @@ def _read_header(archive: ArchiveReader) -> dict:
         raise InvalidDataError("not an acompile device file (wrong format name)", where=archive.where)
     if h.get("version") != DEVICE_VERSION:
         raise InvalidDataError(f"device file version {clean(h.get('version'))} is not supported "
-                               f"(this acompile reads version {DEVICE_VERSION})", where=archive.where)
+                               f"(this acompile reads version {DEVICE_VERSION})", where=archive.where,
+                               hint="compile the model again with this acompile")
     check_schema(h, HEADER, "device header", archive.where)
     return h
 

@@ -33,7 +33,8 @@ from .device import Cancelled
 from .schemas import PROGRAM
 
 PROGRAM_FORMAT = "acompile-program"
-PROGRAM_VERSION = 1
+PROGRAM_VERSION = 2     # 2: program.npz identified by the sha256 of its index (constants_index_sha256)
+RECOMPILE = "compile the model again with this acompile"
 
 
 def chain_attrs(node: Node, layer: AnalogLayer, mapping: Mapping) -> dict:
@@ -147,7 +148,7 @@ TARGET_FILE = "target.toml"
 def write_constants(folder: Path, graph: Graph, mapping: Mapping | None = None,
                     stop: threading.Event | None = None) -> dict:
     """Write program.npz: every constant the program's operations read, in name order; return its
-    listing for program.json (``constants``, ``constants_sha256``).
+    listing for program.json (``constants``, ``constants_index_sha256``).
 
     The weight of a layer that keeps a quantized model's own scales (``mapping``) is stored as its
     integers and scales when their product gives it back bit for bit (``numerics.integer_form``).
@@ -165,7 +166,7 @@ def write_constants(folder: Path, graph: Graph, mapping: Mapping | None = None,
                     if layer.model_quant and layer.weight in constants}
     listing = {}
     npz = folder / "program.npz"
-    writer = ArchiveWriter(npz, hashed=True)
+    writer = ArchiveWriter(npz)
     try:
         for i, name in enumerate(sorted(constants)):
             if stop is not None and stop.is_set():
@@ -183,7 +184,7 @@ def write_constants(folder: Path, graph: Graph, mapping: Mapping | None = None,
     finally:
         writer.close()
         numerics.release_folded(graph.meta)     # their last reader: the model file's integers can go
-    return {"constants": listing, "constants_sha256": writer.sha256()}
+    return {"constants": listing, "constants_index_sha256": writer.index_sha256()}
 
 
 def _constant(archive: ArchiveReader, meta: dict) -> np.ndarray:
@@ -298,17 +299,18 @@ def load_program(folder: Path) -> tuple[Graph, Mapping, str]:
     if not isinstance(prog, dict) or prog.get("format") != PROGRAM_FORMAT:
         raise InvalidDataError("not an acompile program (wrong format name)", where=clean(str(path)))
     if prog.get("version") != PROGRAM_VERSION:
-        raise InvalidDataError(f"program version {clean(prog.get('version'))} is not supported", where=clean(str(path)))
+        raise InvalidDataError(f"program version {clean(prog.get('version'))} is not supported (this acompile reads "
+                               f"version {PROGRAM_VERSION})", where=clean(str(path)), hint=RECOMPILE)
     check_schema(prog, PROGRAM, "program", clean(str(path)))
     npz = folder / "program.npz"
     if not os.path.lexists(npz):
         raise InvalidDataError("program.npz is missing beside program.json", where=clean(str(folder)))
-    digest = sha256_input(npz, "program constants")
-    if digest != prog.get("constants_sha256"):
-        raise InvalidDataError("program.npz does not belong to program.json (checksum differs)",
-                               where=clean(str(npz)))
+    archive = ArchiveReader(npz, "program constants")
     try:
-        graph, mapping = _build(prog, ArchiveReader(npz, "program constants"))
+        if archive.index_sha256() != prog.get("constants_index_sha256"):
+            raise InvalidDataError("program.npz does not belong to program.json (checksum of its index differs)",
+                                   where=clean(str(npz)))
+        graph, mapping = _build(prog, archive)
         return graph, mapping, hashlib.sha256(raw).hexdigest()
     except InvalidDataError:
         raise
@@ -316,6 +318,8 @@ def load_program(folder: Path) -> tuple[Graph, Mapping, str]:
             AcompileError) as e:
         raise InvalidDataError(f"program is malformed ({type(e).__name__}: {clean(str(e), 80)})",
                                where=clean(str(path)))
+    finally:
+        archive.close()
 
 
 # inputs of each analog-chain operation (the runtime reads exactly these)

@@ -37,9 +37,9 @@ OP = {"name": str, "op": str, "domain": str, "opset": Int(1, 1000), "inputs": Se
       "outputs": Seq(str, min_len=1, max_len=1 << 16), "kind?": str, "chain?": str, "layer?": COUNT,
       "attrs": Map(Any()), "attr_types?": Map(Int(0, 100)), "shape?": SHAPE,
       "outer?": Seq(str, max_len=1 << 16), "opsets?": Map(Int(0, 100000))}
-PROGRAM = {"format": OneOf("acompile-program"), "version": Int(1, 1), "target": str, "batch": POSITIVE,
+PROGRAM = {"format": OneOf("acompile-program"), "version": Int(2, 2), "target": str, "batch": POSITIVE,
            "opset": Int(1, 1000), "seed?": Int(0, 2**63 - 1), "dynamic_batch?": bool, "model?": str, "inputs": Seq(TENSOR),
-           "outputs": Seq(TENSOR, min_len=1), "constants_sha256": str, "target_sha256?": str,
+           "outputs": Seq(TENSOR, min_len=1), "constants_index_sha256": str, "target_sha256?": str,
            "constants": Map({"entry": str, "dtype": str, "shape": Seq(SIZE, max_len=64),
                              "scales?": {"entry": str, "axis": Int(0, 63)}}),
            "layers": Seq(LAYER), "ops": Seq(OP, min_len=1)}
@@ -52,8 +52,9 @@ CROSSBAR = {"index": COUNT, "chip": COUNT, "tile": COUNT, "core": COUNT, "slot":
 DEVICE_LAYER = {"index": COUNT, "name": str, "op_type": str, "spec": SPEC,
                 "matrices": Seq(MATRIX, min_len=1),
                 "dac": {"input_scale": Num()}, "adc": {"full_scale": Num()}}
-HEADER = {"format": OneOf("acompile-device"), "version": Int(1, 1), "target": str, "program_sha256": str,
-          "levels_bytes": SIZE, "levels_sha256": str, "flip_marks_sha256?": str, "tiles_used": COUNT, "chips_needed": COUNT,
+HEADER = {"format": OneOf("acompile-device"), "version": Int(2, 2), "target": str, "program_sha256": str,
+          "levels_bytes": SIZE, "levels_crc32": Int(0, 0xFFFFFFFF), "flip_marks_sha256?": str, "tiles_used": COUNT,
+          "chips_needed": COUNT,
           "geometry": {"rows": POSITIVE, "cols": POSITIVE, "crossbars_per_core": POSITIVE,
                        "cores_per_tile": POSITIVE, "tiles_per_chip": POSITIVE},
           "layers": Seq(DEVICE_LAYER), "crossbars": Seq(CROSSBAR), "blocks": Seq(BLOCK)}
