@@ -69,18 +69,24 @@ def write_device(path: Path, compiled, program_sha256: Callable[[], str], stop: 
     raises :class:`Cancelled` before the next row stripe.
     """
     graph, mapping, target = compiled.graph, compiled.mapping, compiled.target
+    stripes = list(_stripe_blocks(mapping))
     writer = ArchiveWriter(path)
     order, sizes, scales, flips = [], [], [], []
     try:
         with writer.open_stream("levels.bin") as stream, ThreadPoolExecutor(_WORKERS) as pool:
-            stripes = _in_order(pool, stripe_cells, _stripes(graph, mapping, scales, stop), ahead=2 * _WORKERS)
-            for group, group_sizes, pieces, flip in stripes:
+            # the layout's records need only the mapping: encoded beside the cells, not after them
+            layout = pool.submit(_layout_records, mapping, stripes)
+            cells = _in_order(pool, stripe_cells, _stripes(graph, mapping, stripes, scales, stop), ahead=2 * _WORKERS)
+            for group, group_sizes, pieces, flip in cells:
                 if flip is not None:
                     flips.append(flip)
                 for piece in pieces:
                     stream.write(piece)
                 order += group
                 sizes += group_sizes
+            crossbar_records, block_records, block_sizes = layout.result()
+        if sizes != block_sizes:
+            raise RuntimeError("the device file's cells are not the sizes its header gives them")
         writer.add_array("weight_scales.npy", np.concatenate(scales) if scales else np.zeros(0))
         marks = np.packbits(np.concatenate(flips)) if flips else None
         if marks is not None:       # the "flipped" scheme: which (row block, column) is stored complemented
@@ -90,8 +96,8 @@ def write_device(path: Path, compiled, program_sha256: Callable[[], str], stop: 
             "format": DEVICE_FORMAT, "version": DEVICE_VERSION, "target": target.name,
             "levels_bytes": sum(sizes),
             "levels_crc32": writer.crc32("levels.bin"),     # zipfile's, taken as the bytes were written
-            "crossbars": _crossbar_records(mapping.crossbars),
-            "blocks": _block_records(order, sizes),
+            "crossbars": crossbar_records,
+            "blocks": block_records,
             "geometry": mapping.fabric.to_dict(),
             "tiles_used": mapping.tiles_used, "chips_needed": mapping.chips_needed,
         }
@@ -100,6 +106,31 @@ def write_device(path: Path, compiled, program_sha256: Callable[[], str], stop: 
         writer.add_json("header.json", header, dumps_compact)   # compact: a record per block adds up
     finally:
         writer.close()
+
+
+def _stripe_blocks(mapping: Mapping):
+    """Every row stripe of every weight matrix, in file order: (layer, matrix index, the stripe's blocks).
+
+    A stripe is the rows of one row block; its blocks are consecutive in the mapping's order
+    (layer, matrix, row block, column block).
+    """
+    for layer in mapping.layers:
+        by_matrix: dict[int, list[int]] = {}
+        for b in layer.blocks:
+            by_matrix.setdefault(mapping.blocks[b].matrix, []).append(b)
+        for mi in range(len(layer.matrices)):
+            blocks = [mapping.blocks[b] for b in by_matrix.get(mi, [])]
+            for _, group in itertools.groupby(blocks, key=lambda b: (b.row_start, b.rows)):
+                yield layer, mi, list(group)
+
+
+def _layout_records(mapping: Mapping, stripes: list) -> tuple[RawJSON, RawJSON, list[int]]:
+    """The header's crossbar and block records, and the blocks' sizes in levels.bin (file order): what the
+    mapping alone decides, each block's cells packed on whole bytes."""
+    blocks = [blk for _, _, group in stripes for blk in group]
+    bits = [layer.spec.cell_bits for layer, _, group in stripes for _ in group]
+    sizes = [packed_size(blk.rows * blk.cols, b) for blk, b in zip(blocks, bits)]
+    return _crossbar_records(mapping.crossbars), _block_records(blocks, sizes), sizes
 
 
 def _in_order(pool, fn, items, ahead: int):
@@ -138,27 +169,22 @@ def _check_stop(stop: threading.Event | None) -> None:
         raise Cancelled
 
 
-def _stripes(graph, mapping: Mapping, scales: list, stop: threading.Event | None):
-    """Every row stripe of every weight matrix, in file order: (W, s_w, layer, blocks of the stripe), W the
-    model's integers themselves where :func:`_model_integers` has them.
-
-    A stripe is the rows of one row block; its blocks are consecutive in the mapping's order
-    (layer, matrix, row block, column block). Appends each matrix's s_w to ``scales``; checks ``stop``
-    before each stripe.
-    """
+def _stripes(graph, mapping: Mapping, stripes: list, scales: list, stop: threading.Event | None):
+    """The work of every row stripe of :func:`_stripe_blocks`, in file order: (W, s_w, layer, blocks of the
+    stripe), W the model's integers themselves where :func:`_model_integers` has them. Appends every
+    matrix's s_w to ``scales``; checks ``stop`` before each stripe."""
+    by_matrix: dict[tuple[int, int], list[list]] = {}
+    for layer, mi, blocks in stripes:
+        by_matrix.setdefault((layer.index, mi), []).append(blocks)
     for layer in mapping.layers:
-        by_matrix: dict[int, list[int]] = {}
-        for b in layer.blocks:
-            by_matrix.setdefault(mapping.blocks[b].matrix, []).append(b)
         differences = _model_integers(graph, layer)
         for mi, matrix in enumerate(layer.matrices):
             w = layer_matrix(differences or graph.constants, layer, matrix.group)
             s_w = layer.weight_scales(matrix.group, w)
             scales.append(np.asarray(s_w, np.float64))
-            blocks = [mapping.blocks[b] for b in by_matrix.get(mi, [])]
-            for _, group in itertools.groupby(blocks, key=lambda b: (b.row_start, b.rows)):
+            for blocks in by_matrix.get((layer.index, mi), []):
                 _check_stop(stop)
-                yield w, s_w, layer, list(group)
+                yield w, s_w, layer, blocks
 
 
 def _model_integers(graph, layer) -> dict | None:
