@@ -146,6 +146,25 @@ def test_run_is_compile_at_the_data_shape_then_simulate(tmp_path):
     assert np.array_equal(np.load(run)["y"], np.load(sim)["y"])
 
 
+def test_run_writes_the_device_file_only_for_the_modes_that_read_its_cells(tmp_path, monkeypatch):
+    """Ideal mode runs the program's float weights: run's compile leaves the device file out (a ResNet-50's
+    cells take a third of its compile to write and verify), and quantized mode still programs them."""
+    import acompile.backends.device as device
+    written = []
+    real = device.write_device
+    monkeypatch.setattr(device, "write_device", lambda path, *rest: (written.append(path.name), real(path, *rest)))
+    rng = np.random.default_rng(5)
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "mm",
+                          [helper.make_tensor_value_info("x", F, [2, 16])],
+                          [helper.make_tensor_value_info("y", F, [2, 8])],
+                          [numpy_helper.from_array(rng.standard_normal((16, 8)).astype(np.float32), "w")])
+    model = _save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), tmp_path / "m.onnx")
+    np.save(tmp_path / "x.npy", rng.standard_normal((2, 16)).astype(np.float32))
+    common = ["-t", "isaac", "-q", "--input", str(tmp_path / "x.npy")]
+    assert main(["run", model, *common]) == 0 and written == []
+    assert main(["run", model, *common, "--mode", "quantized"]) == 0 and written == ["device.acdev"]
+
+
 def test_run_takes_the_batch_from_its_input_where_the_model_needs_it(tmp_path, capsys):
     """A Reshape folds the batch into the features a MatMul reads: with the batch open the layer has no size,
     so the data's batch fixes it."""

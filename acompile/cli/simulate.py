@@ -244,8 +244,10 @@ def run_run(args) -> int:
                                 if name not in given}
         quiet = args.quiet
         args.quiet = True
+        # ideal mode runs the program's float weights: it never reads the device file's cells
+        emit = {"program"} if args.mode == "ideal" else {"program", "device"}
         try:
-            compile_to(args, Path(args.output), {"program", "device"})
+            compile_to(args, Path(args.output), emit)
         except NonFiniteCalibration as e:
             if args.calibration or args.input is None:
                 raise
@@ -253,7 +255,7 @@ def run_run(args) -> int:
             # data run is a calibration the model takes
             args.calibration = args.input
             args.calibration_note = f"calibrated on the --input data: on the default calibration data {e.reached}"
-            compile_to(args, Path(args.output), {"program", "device"})
+            compile_to(args, Path(args.output), emit)
         args.quiet = quiet
         return _simulate_folder(args, Path(args.output), args.compare or args.model)
 
