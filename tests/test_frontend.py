@@ -61,6 +61,21 @@ def test_batchnorm_and_per_channel_affine_fold_into_conv():
     assert [n.op_type for n in g.nodes] == ["Conv", "Relu"]
 
 
+def test_folded_weights_scaled_on_several_threads_are_those_of_one(monkeypatch):
+    """A large model's folded weights are scaled on every core at once: the same float32 values as one
+    thread gives them (each weight is scaled on its own, rounded once)."""
+    import acompile.passes.fold_affine as fold
+    graphs = []
+    for threshold in (1 << 62, 0):      # one thread, then a pool for any size
+        monkeypatch.setattr(fold, "PARALLEL_ELEMENTS", threshold)
+        graphs.append(frontend(models.residual_block()))
+    assert graphs[0].constants.keys() == graphs[1].constants.keys()
+    assert all(np.array_equal(graphs[0].constants[k], graphs[1].constants[k]) for k in graphs[0].constants)
+    monkeypatch.setattr(fold, "ThreadPoolExecutor", None)      # the pool is what runs them: none, no fold
+    with pytest.raises(TypeError):
+        frontend(models.residual_block())
+
+
 def test_gemm_and_matmul_become_linear_layers():
     g = frontend(models.gemm_variants())
     assert "Gemm" not in {n.op_type for n in g.nodes}
