@@ -71,7 +71,8 @@ def test_folded_weights_scaled_on_several_threads_are_those_of_one(monkeypatch):
         graphs.append(frontend(models.residual_block()))
     assert graphs[0].constants.keys() == graphs[1].constants.keys()
     assert all(np.array_equal(graphs[0].constants[k], graphs[1].constants[k]) for k in graphs[0].constants)
-    monkeypatch.setattr(fold, "ThreadPoolExecutor", None)      # the pool is what runs them: none, no fold
+    import concurrent.futures
+    monkeypatch.setattr(concurrent.futures, "ThreadPoolExecutor", None)    # the pool runs them: none, no fold
     with pytest.raises(TypeError):
         frontend(models.residual_block())
 

@@ -11,7 +11,6 @@ tells whether the scaled weight would be finite without writing it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -58,6 +57,7 @@ def fold_affine(state: CompileState) -> None:
     # 25 M in 11 ms on two, 18 ms on one)
     workers = min(usable_cores(), len(scaled))
     if workers > 1 and sum(np.size(graph.constants[node.inputs[1]]) for node, _ in scaled) >= PARALLEL_ELEMENTS:
+        from concurrent.futures import ThreadPoolExecutor     # only here: check, which scales nothing, never pays
         with ThreadPoolExecutor(workers) as pool:
             list(pool.map(lambda item: _scale_output_channels(graph, *item, shared), scaled))
     else:
