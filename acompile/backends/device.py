@@ -71,18 +71,17 @@ def write_device(path: Path, compiled, program_sha256: Callable[[], str], stop: 
     graph, mapping, target = compiled.graph, compiled.mapping, compiled.target
     stripes = list(_stripe_blocks(mapping))
     writer = ArchiveWriter(path)
-    order, sizes, scales, flips = [], [], [], []
+    sizes, scales, flips = [], [], []
     try:
         with writer.open_stream("levels.bin") as stream, ThreadPoolExecutor(_WORKERS) as pool:
             # the layout's records need only the mapping: encoded beside the cells, not after them
             layout = pool.submit(_layout_records, mapping, stripes)
             cells = _in_order(pool, stripe_cells, _stripes(graph, mapping, stripes, scales, stop), ahead=2 * _WORKERS)
-            for group, group_sizes, pieces, flip in cells:
+            for _, group_sizes, pieces, flip in cells:
                 if flip is not None:
                     flips.append(flip)
                 for piece in pieces:
                     stream.write(piece)
-                order += group
                 sizes += group_sizes
             crossbar_records, block_records, block_sizes = layout.result()
         if sizes != block_sizes:

@@ -34,7 +34,6 @@ from .schemas import PROGRAM
 
 PROGRAM_FORMAT = "acompile-program"
 PROGRAM_VERSION = 2     # 2: program.npz identified by the sha256 of its index (constants_index_sha256)
-RECOMPILE = "compile the model again with this acompile"
 
 
 def chain_attrs(node: Node, layer: AnalogLayer, mapping: Mapping) -> dict:
@@ -300,7 +299,8 @@ def load_program(folder: Path) -> tuple[Graph, Mapping, str]:
         raise InvalidDataError("not an acompile program (wrong format name)", where=clean(str(path)))
     if prog.get("version") != PROGRAM_VERSION:
         raise InvalidDataError(f"program version {clean(prog.get('version'))} is not supported (this acompile reads "
-                               f"version {PROGRAM_VERSION})", where=clean(str(path)), hint=RECOMPILE)
+                               f"version {PROGRAM_VERSION})", where=clean(str(path)),
+                               hint="compile the model again with this acompile")
     check_schema(prog, PROGRAM, "program", clean(str(path)))
     npz = folder / "program.npz"
     if not os.path.lexists(npz):
