@@ -115,7 +115,7 @@ def run_pipeline(model, target, options: Options, *, with_calibration: bool = Tr
     t0 = time.perf_counter()
     if isinstance(model, (str, os.PathLike)):
         graph = load_model(model, batch=options.batch, bind=options.bind, limits=options.limits,
-                           input_shapes=options.input_shapes, written=with_calibration)
+                           input_shapes=options.input_shapes)
     else:
         graph = load_model_proto(model, batch=options.batch, bind=options.bind, limits=options.limits,
                                  input_shapes=options.input_shapes)

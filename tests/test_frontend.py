@@ -18,7 +18,7 @@ from acompile.frontend.load import load_model, load_model_proto
 from acompile.frontend.convert import CANONICAL_OPSET
 from acompile.frontend.ops import supported_table
 from acompile.passes.classify import classify
-from frontend_passes import frontend, ort_run, run, state_of, tiny_model, weights
+from frontend_passes import frontend, ort_run, prerequisites, run, state_of, tiny_model, weights
 
 
 def classified(g):
@@ -231,8 +231,7 @@ def test_payloads_are_read_only_views_of_the_file(tmp_path):
 
 
 def test_a_file_that_cannot_be_mapped_is_read_whole(tmp_path, monkeypatch):
-    """Where the file system cannot map it, a model only read (check), or one past the memory that copies may
-    take, is parsed whole; the values are the same."""
+    """Where the file system cannot map it, a model is parsed whole; the values are the same."""
     from acompile.frontend import file_bytes
     w = np.arange(5000, dtype=np.float32)
     path = tmp_path / "m.onnx"
@@ -243,10 +242,8 @@ def test_a_file_that_cannot_be_mapped_is_read_whole(tmp_path, monkeypatch):
         raise OSError(19, "No such device")     # what mmap says on a file system that cannot map
 
     monkeypatch.setattr(file_bytes.mmap, "mmap", refuse)
-    monkeypatch.setattr(file_bytes, "_copies_left", [0])
-    for written in (False, True):
-        got = load_model(path, written=written).constants["w"]
-        assert np.array_equal(got, w) and not got.flags.writeable
+    got = load_model(path).constants["w"]
+    assert np.array_equal(got, w) and not got.flags.writeable
 
 
 def _bottom(a: np.ndarray):
@@ -258,7 +255,7 @@ def _bottom(a: np.ndarray):
 
 def test_external_weights_are_views_of_the_file_and_equal_onnx_own(tmp_path):
     """Large graph weights in an external file are views of its bytes (at any offset, several in one file),
-    mapped for check and copied once for compile; small ones are read; the values are onnx's."""
+    mapped; small ones are read; the values are onnx's."""
     w = weights()
     w1, w2, b = w(64, 300), w(300, 40), w(40)                           # b under the skeleton's 4 KiB: read
     model = tiny_model([helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("MatMul", ["h", "w2"], ["m"]),
@@ -269,11 +266,10 @@ def test_external_weights_are_views_of_the_file_and_equal_onnx_own(tmp_path):
               size_threshold=0)
     assert {e.key for t in onnx.load(path, load_external_data=False).graph.initializer for e in t.external_data} \
         >= {"location", "offset"}
-    for written, holder in ((False, mmap.mmap), (True, np.ndarray)):     # check maps it, compile copies it
-        g = load_model(path, written=written)
-        for name, want in (("w1", w1), ("w2", w2), ("b", b)):
-            assert np.array_equal(g.constants[name], want) and not g.constants[name].flags.writeable, name
-        assert type(_bottom(g.constants["w1"])) is holder and _bottom(g.constants["w1"]) is _bottom(g.constants["w2"])
+    g = load_model(path)
+    for name, want in (("w1", w1), ("w2", w2), ("b", b)):
+        assert np.array_equal(g.constants[name], want) and not g.constants[name].flags.writeable, name
+    assert type(_bottom(g.constants["w1"])) is mmap.mmap and _bottom(g.constants["w1"]) is _bottom(g.constants["w2"])
 
 
 def _anonymous_kib(address: int) -> int:
@@ -297,98 +293,87 @@ def _saved_matmul(folder: Path, rows: int = 600) -> tuple[Path, np.ndarray]:
     return path, w
 
 
-def test_a_model_compile_writes_is_read_into_memory_of_its_own(tmp_path, monkeypatch):
-    """compile scales folded weights in place: the file is read once into one array of the process's own
-    (no copy-on-write mapping, no thread copying pages), the weights view it, and the file stays as it was."""
-    from acompile.frontend import file_bytes
-    started = []
-    monkeypatch.setattr(file_bytes, "_prefault", started.append)
+def test_a_models_weights_are_read_only_views_of_its_mapped_file(tmp_path):
+    """Nothing writes a model's bytes: its weights view a read-only mapping of the file (never a copy of it),
+    and cannot be made writable, so a pass that changes one writes an array of its own."""
     path, w = _saved_matmul(tmp_path)
     before = path.read_bytes()
     got = load_model(path).constants["w"]
-    whole = _bottom(got)
-    assert type(whole) is np.ndarray and whole.nbytes == len(before) and whole.flags.owndata
-    assert np.array_equal(got, w) and not started
-    got.flags.writeable = True
-    got *= 2
+    assert isinstance(_bottom(got), mmap.mmap) and np.array_equal(got, w) and not got.flags.writeable
+    with pytest.raises(ValueError):
+        got.flags.writeable = True
     assert path.read_bytes() == before
 
 
-def test_a_large_copy_is_read_in_pieces_side_by_side(tmp_path, monkeypatch):
-    """A large model file is read in one piece per core at once (fresh memory is slow to touch on a virtual
-    machine); the pieces meet exactly, whatever their number."""
-    from acompile.frontend import file_bytes
-    path, w = _saved_matmul(tmp_path)
-    monkeypatch.setattr(file_bytes, "READ_PIECE", 1 << 18)
-    for cores in (1, 2, 3, 7):
-        monkeypatch.setattr(file_bytes, "usable_cores", lambda cores=cores: cores)
-        got = load_model(path).constants["w"]
-        assert np.array_equal(got, w) and _bottom(got).nbytes == path.stat().st_size
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the prefault is Linux's")
-def test_a_model_only_read_is_mapped_ahead_without_copies(tmp_path, monkeypatch):
-    """check writes no weight: its file is mapped and its pages mapped ahead (MADV_POPULATE_READ), nothing
-    copied and no memory claimed, and the values are the file's."""
+def test_a_models_file_is_mapped_ahead_without_copies(tmp_path, monkeypatch):
+    """The file's pages are mapped ahead of the reads (MADV_POPULATE_READ, 2 MiB at a time), nothing
+    copied, and the values are the file's."""
     from acompile.frontend import file_bytes
     started, prefault = [], file_bytes._prefault
     monkeypatch.setattr(file_bytes, "_prefault", lambda mapped: (started.append(mapped), prefault(mapped)))
     path, w = _saved_matmul(tmp_path)
-    left = list(file_bytes._copies_left)
-    got = load_model(path, written=False).constants["w"]
+    got = load_model(path).constants["w"]
     for t in threading.enumerate():
         if t.name == "acompile-prefault":
             t.join()
-    assert len(started) == 1 and file_bytes._copies_left == left and file_bytes.PREFAULT_PIECE < w.nbytes
+    assert len(started) == 1 and file_bytes.PREFAULT_PIECE < w.nbytes
     assert np.array_equal(got, w) and _anonymous_kib(got.__array_interface__["data"][0]) < 64
 
 
-def test_a_model_past_the_copies_share_is_mapped_copy_on_write(tmp_path, monkeypatch):
-    """A model larger than the memory copies may take (many gigabytes) is mapped: compile copies only the
-    pages it writes, and nothing is copied ahead."""
-    from acompile.frontend import file_bytes
-    started = []
-    monkeypatch.setattr(file_bytes, "_prefault", started.append)
-    monkeypatch.setattr(file_bytes, "_copies_left", [1000])
+def _resident_kib(address: int) -> int:
+    """The 'Rss' kB of the mapping of this process that holds ``address`` (/proc/self/smaps)."""
+    lines = Path("/proc/self/smaps").read_text().splitlines()
+    for i, line in enumerate(lines):
+        head = line.split()[0]
+        if "-" in head and all(c in "0123456789abcdef-" for c in head):
+            lo, hi = (int(x, 16) for x in head.split("-"))
+            if lo <= address < hi:
+                return next(int(x.split()[1]) for x in lines[i + 1:] if x.startswith("Rss:"))
+    raise AssertionError("no mapping holds the address")
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="no /proc/self/smaps")
+def test_a_replaced_weight_lets_go_of_its_pages(tmp_path):
+    """A weight a pass replaced (fold_affine scaling it into an array of its own) gives its mapped pages back
+    to the page cache: the process does not hold the old weight beside the new one. Read again, it is the
+    same."""
+    from acompile.frontend.file_bytes import release
     path, w = _saved_matmul(tmp_path)
-    before = path.read_bytes()
     got = load_model(path).constants["w"]
-    assert isinstance(_bottom(got), mmap.mmap) and not started and file_bytes._copies_left == [1000]
-    got.flags.writeable = True
-    got[0] = -1
-    assert got[0, 0] == -1 and path.read_bytes() == before
+    at = got.__array_interface__["data"][0]
+    assert np.array_equal(got, w) and _resident_kib(at) >= w.nbytes // 1024 - 8      # read: its pages mapped
+    release(got)
+    assert _resident_kib(at) < w.nbytes // 1024 // 8
+    assert np.array_equal(got, w)
+    release(w)      # not a view of a mapped file: nothing
 
 
-def test_copies_stay_within_a_share_of_available_memory(monkeypatch):
-    from acompile.frontend import file_bytes
-    monkeypatch.setattr(file_bytes, "_copies_left", [None])
-    monkeypatch.setattr(file_bytes, "available_memory", lambda: 8_000_000)
-    monkeypatch.setattr(file_bytes, "usable_cores", lambda: 2)
-    assert not file_bytes._claim_copy(1_000_001)             # a quarter, shared by two cores' processes
-    assert file_bytes._claim_copy(999_990) and file_bytes._claim_copy(10)
-    assert not file_bytes._claim_copy(1)
+def test_batchnorm_folding_scales_a_mapped_weight_into_an_array_of_its_own(tmp_path, monkeypatch):
+    """The folded weight is memory of the process's own; the mapped one it replaces is let go of."""
+    import acompile.passes.fold_affine as fold
+    released = []
+    monkeypatch.setattr(fold, "release", released.append)
+    w = weights()
+    c = 32      # a 36 KB weight: large enough to stay in the file, a view of its mapping
+    nodes = [helper.make_node("Conv", ["x", "w"], ["h"], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["h", "s", "b", "m", "v"], ["y"])]
+    params = {"w": w(c, c, 3, 3), "s": w(c) + 2.0, "b": w(c), "m": w(c), "v": np.abs(w(c)) + 1.0}
+    path = tmp_path / "m.onnx"
+    onnx.save(tiny_model(nodes, [("x", (1, c, 8, 8))], [("y", (1, c, 8, 8))], params), path)
+    graph = load_model(path)
+    before = graph.constants["w"]
+    assert isinstance(_bottom(before), mmap.mmap)
+    state = run(state_of(graph), *prerequisites(fold.fold_affine), fold.fold_affine)
+    conv = next(n for n in state.graph.nodes if n.op_type == "Conv")
+    after = state.graph.constants[conv.inputs[1]]
+    assert released == [before] and not isinstance(_bottom(after), mmap.mmap) and not np.array_equal(after, before)
 
 
 @pytest.mark.skipif(not Path("/proc/meminfo").exists(), reason="no /proc/meminfo")
 def test_available_memory_is_read():
     from acompile.limits import available_memory
     assert 0 < available_memory() <= os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-
-
-def test_a_released_copy_gives_its_claim_back(tmp_path, monkeypatch):
-    """A sweep worker or a notebook loads model after model: what a dropped model's copy claimed is free
-    again, so later models are copied too."""
-    import gc
-    from acompile.frontend import file_bytes
-    path, w = _saved_matmul(tmp_path, 300)
-    gc.collect()        # what earlier tests dropped gives its claim back now, not into the list below
-    monkeypatch.setattr(file_bytes, "_copies_left", [path.stat().st_size])    # room for exactly one copy
-    g = load_model(path)
-    assert file_bytes._copies_left[0] == 0 and not file_bytes._claim_copy(1)
-    assert isinstance(_bottom(g.constants["w"]), np.ndarray)
-    del g
-    gc.collect()
-    assert file_bytes._copies_left[0] == path.stat().st_size
 
 
 def test_the_inputs_of_a_model_are_read_without_its_weights(tmp_path, monkeypatch):

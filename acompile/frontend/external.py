@@ -41,14 +41,12 @@ def _all_tensors(model: ModelProto):
                 stack.extend(a.graphs)
 
 
-def resolve_external_data(model: ModelProto, model_path: Path, limits: Limits,
-                          written: bool = True) -> dict[str, np.ndarray]:
+def resolve_external_data(model: ModelProto, model_path: Path, limits: Limits) -> dict[str, np.ndarray]:
     """Load external tensor data into the model, only from files inside the model's folder; return the
     graph's large initializers of a plain numeric type apart, by name, as views of their files' bytes
-    (the model keeps them without data, as :func:`.protobuf.read_model_lean` leaves its own; ``written`` as
-    there)."""
+    (the model keeps them without data, as :func:`.protobuf.read_model_lean` leaves its own)."""
     base = model_path.resolve().parent
-    files: dict[Path, mmap.mmap | np.ndarray | None] = {}   # each file's copy or mapping; None: read by tensor
+    files: dict[Path, mmap.mmap | None] = {}    # each file's mapping; None: read by tensor
     mapped: dict[str, np.ndarray] = {}
     total = 0
     for t, top in _all_tensors(model):
@@ -94,7 +92,7 @@ def resolve_external_data(model: ModelProto, model_path: Path, limits: Limits,
             raise limits.refuse("max_external_bytes", "the model's external data", total, where)
         dtype = RAW_DTYPES.get(t.data_type) if top and length > SKELETON_KEEP_BYTES else None
         if dtype is not None and real not in files:
-            files[real] = map_file(real, st, written)
+            files[real] = map_file(real, st)
         if dtype is not None and files[real] is not None:
             mapped[t.name] = view(files[real], offset, length, np.dtype(dtype), tuple(t.dims))
         else:           # read into memory: a tensor's limit

@@ -1,8 +1,8 @@
-"""The bytes of a model file that weights view: read into memory of the process's own, or mapped.
+"""The bytes of a model file that weights view: a read-only mapping of the file, its pages mapped ahead.
 
-``compile`` scales folded weights in place, so it reads the file into one numpy array (several pieces at
-once); ``check`` writes none, so it maps the file and, on Linux, maps its pages ahead of the reads. Copies
-stay within a share of the memory available; past it a file is mapped copy-on-write.
+Nothing writes a model's bytes: a pass that changes a weight (``fold_affine`` scaling it) writes an array
+of its own and lets go of the pages the old one viewed (:func:`release`), so the file is never copied and
+its page cache is shared with every other process reading it.
 """
 
 from __future__ import annotations
@@ -11,29 +11,23 @@ import mmap
 import os
 import sys
 import threading
-import weakref
 from pathlib import Path
 
 import numpy as np
 
-from ..limits import available_memory, usable_cores
 
-READ_PIECE = 16 << 20       # a copy is read in pieces of at least this many bytes, one per core at once
+def map_file(path: Path, walked: os.stat_result) -> mmap.mmap | None:
+    """The bytes of ``path``, the file ``walked`` (an ``os.stat_result``) describes, mapped read-only and
+    read ahead; None when it cannot be mapped or is no longer that file (replaced or written since): read
+    it whole then.
 
-
-def map_file(path: Path, walked: os.stat_result, written: bool = True) -> mmap.mmap | np.ndarray | None:
-    """The bytes of ``path``, the file ``walked`` describes: read into memory of the process's own where a pass
-    may write weights in place (``written``: ``compile``), else mapped and read ahead; None when it cannot be
-    read or is no longer that file (replaced or written since): read it whole then.
-
-    Weights are views of these bytes (:func:`view`). ``compile`` scales folded weights in place: one read
-    into a numpy array (2 MiB pages where the kernel gives them) takes 15-25 ms per 100 MB, where a
-    copy-on-write mapping made the process's own page by page cost faults, page-table locks and TLB
-    shootdowns that stalled the compile's other threads (ResNet-50's compile 0.72 -> 0.59 s). Copies stay
-    within a share of the memory available (:func:`_claim_copy`); past it the file is mapped copy-on-write,
-    only the pages written copied. ``check`` maps it and, on Linux, a thread maps its pages ahead of the
-    reads (:func:`_prefault`). A mapped model file cut short while a page of it is still to be read ends
-    the process (SIGBUS) when it is: rewrite models by renaming a new file into place.
+    Weights are views of these bytes (:func:`view`). On Linux a thread maps the page cache's pages into the
+    mapping ahead of the reads (:func:`_prefault`). Compile used to read the file into memory of its own, so
+    that BatchNorm folding could scale weights in place: touching that much fresh memory cost more than the
+    folded weights' own (VGG-16, 553 MB and nothing folded: its compile 1.81 -> 1.38 s on a 2-core virtual
+    machine; ResNet-50, every weight folded, unchanged).
+    A mapped model file cut short while a page of it is still to be read ends the process (SIGBUS) when it
+    is: rewrite models by renaming a new file into place.
     """
     try:
         with open(path, "rb") as f:
@@ -41,75 +35,18 @@ def map_file(path: Path, walked: os.stat_result, written: bool = True) -> mmap.m
             if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != \
                     (walked.st_dev, walked.st_ino, walked.st_size, walked.st_mtime_ns):
                 return None
-            if written and _claim_copy(st.st_size):
-                return _read_copy(f, st.st_size)
-            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     except (OSError, ValueError):
         return None
     if hasattr(mmap, "MADV_WILLNEED"):
         mapped.madvise(mmap.MADV_WILLNEED)
-    if sys.platform == "linux" and not written:     # mapped ahead for reading copies nothing
+    if sys.platform == "linux":
         threading.Thread(target=_prefault, args=(mapped,), name="acompile-prefault", daemon=True).start()
     return mapped
 
 
-def _read_copy(f, size: int) -> np.ndarray | None:
-    """The open file ``f`` (``size`` bytes) in a fresh uint8 array, which gives its claim back once no weight
-    views it (a long-lived process loads many models); None if the file turns out shorter. A large file is
-    read in pieces of at least READ_PIECE bytes, one per core, at once: fresh memory is slow to touch on a
-    virtual machine whose host took it back (VGG-16's 553 MB in fresh processes, alternating: 0.25-1.47 s on
-    one thread, 0.07-0.26 s on two; 70 against 63 ms once warm)."""
-    buf = np.empty(size, np.uint8)
-    weakref.finalize(buf, _release_copy, size)
-    view, positioned = memoryview(buf), hasattr(os, "preadv")     # reads at an offset, side by side
-    parts = max(1, min(usable_cores(), size // READ_PIECE)) if positioned else 1
-    ends = [size * i // parts for i in range(parts + 1)]
-    read = [False] * parts
-
-    def piece(i: int) -> None:
-        at, end = ends[i], ends[i + 1]
-        try:
-            while at < end:
-                n = os.preadv(f.fileno(), [view[at:end]], at) if positioned else f.readinto(view[at:end])
-                if not n:
-                    return
-                at += n
-        except OSError:         # the caller reads the file whole instead, and reports what is wrong
-            return
-        read[i] = True
-
-    others = [threading.Thread(target=piece, args=(i,), name="acompile-read") for i in range(1, parts)]
-    for t in others:
-        t.start()
-    piece(0)
-    for t in others:
-        t.join()
-    return buf if all(read) else None
-
-
 MADV_POPULATE_READ = 22     # Linux 5.14 and later
 PREFAULT_PIECE = 1 << 21
-_copies_left = [None]     # bytes of model files this process may still hold copies of
-_copies_lock = threading.Lock()
-
-
-def _claim_copy(nbytes: int) -> bool:
-    """Whether to copy ``nbytes`` more of model files into memory. A process copies at most its share of a
-    quarter of the memory available when it first asks (shared among as many processes as it has cores:
-    ``check --jobs``, a sweep's workers); past that, pages stay the page cache's, shared and reclaimable."""
-    with _copies_lock:
-        if _copies_left[0] is None:
-            _copies_left[0] = available_memory() // (4 * usable_cores())
-        if nbytes > _copies_left[0]:
-            return False
-        _copies_left[0] -= nbytes
-        return True
-
-
-def _release_copy(nbytes: int) -> None:
-    """A model file's copy is gone (its arrays with it): its bytes count no longer."""
-    with _copies_lock:
-        _copies_left[0] += nbytes
 
 
 def _prefault(mapped: mmap.mmap) -> None:
@@ -123,9 +60,7 @@ def _prefault(mapped: mmap.mmap) -> None:
     """
     import ctypes
     try:
-        anchor = ctypes.c_char.from_buffer(mapped)
-        address = ctypes.addressof(anchor)
-        del anchor
+        address = _address(mapped)
         madvise = ctypes.CDLL(None).madvise
         for a in range(0, len(mapped), PREFAULT_PIECE):
             if madvise(ctypes.c_void_p(address + a), ctypes.c_size_t(min(PREFAULT_PIECE, len(mapped) - a)),
@@ -135,14 +70,36 @@ def _prefault(mapped: mmap.mmap) -> None:
         pass
 
 
-def view(mapped: mmap.mmap | np.ndarray, offset: int, nbytes: int, dtype: np.dtype, dims) -> np.ndarray:
-    """Bytes [offset, offset + nbytes) of a file's copy or mapping (:func:`map_file`) as a read-only array, as
-    numpy_helper's arrays are.
+def _address(mapped: mmap.mmap) -> int:
+    """Where a (read-only) mapping lies in this process's memory."""
+    return np.frombuffer(mapped, np.uint8).__array_interface__["data"][0]
 
-    The view has a base of its own, so a pass may unlock it and write it in place (a copy is the
-    process's own; a mapped page written becomes its own; the file never changes). It may be unaligned
-    for its element type (payloads lie where protobuf put them): numpy and onnxruntime read it correctly.
+
+def view(mapped: mmap.mmap, offset: int, nbytes: int, dtype: np.dtype, dims) -> np.ndarray:
+    """Bytes [offset, offset + nbytes) of a file's mapping (:func:`map_file`) as a read-only array, as
+    numpy_helper's arrays are; it cannot be made writable, so no pass writes the file's pages. It may be
+    unaligned for its element type (payloads lie where protobuf put them): numpy and onnxruntime read it
+    correctly.
     """
     out = np.frombuffer(memoryview(mapped)[offset:offset + nbytes], dtype).reshape(dims)
     out.flags.writeable = False
     return out
+
+
+def release(weight) -> None:
+    """Let go of the mapped pages that only ``weight`` (a :func:`view`) lies on: a pass has replaced it by
+    an array of its own, and the process need not hold both (its peak memory counts the pages it maps).
+    The page cache keeps them; a later read of ``weight`` maps them again. Anything else: nothing."""
+    mapped = weight
+    while isinstance(mapped, np.ndarray) and mapped.base is not None:
+        mapped = mapped.base
+    mapped = mapped.obj if isinstance(mapped, memoryview) else None
+    if not isinstance(mapped, mmap.mmap) or not hasattr(mmap, "MADV_DONTNEED") or not weight.flags.c_contiguous:
+        return
+    try:
+        start = weight.__array_interface__["data"][0] - _address(mapped)
+        lo, hi = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE, (start + weight.nbytes) // mmap.PAGESIZE * mmap.PAGESIZE
+        if lo < hi:     # whole pages inside the weight: no other weight lies on them
+            mapped.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+    except (OSError, ValueError):
+        pass

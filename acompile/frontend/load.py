@@ -21,14 +21,14 @@ from .sparse import densify
 from .to_ir import to_ir
 
 def load_model(path: str | os.PathLike, *, batch: int = 1, bind: dict | None = None,
-               limits: Limits | None = None, input_shapes: dict | None = None, written: bool = True) -> Graph:
-    """Read, check, normalise and shape-infer an ONNX model, and return the IR. ``written`` false: no pass
-    will write a weight in place (``check``), so the mapped weights' pages are read ahead, not copied."""
+               limits: Limits | None = None, input_shapes: dict | None = None) -> Graph:
+    """Read, check, normalise and shape-infer an ONNX model, and return the IR (its large weights views of
+    the file's mapping: :mod:`.file_bytes`)."""
     limits = limits or Limits.from_env()
     p = Path(path)
     where = clean(str(p))
-    model, mapped = read_model_lean(p, limits, written)
-    mapped.update(resolve_external_data(model, p, limits, written))
+    model, mapped = read_model_lean(p, limits)
+    mapped.update(resolve_external_data(model, p, limits))
     return _load(model, batch, bind, limits, where, mapped, input_shapes)
 
 

@@ -64,8 +64,7 @@ def read_model_proto(path: str | os.PathLike, limits: Limits) -> ModelProto:
     return _parse(data, where)
 
 
-def read_model_lean(path: str | os.PathLike, limits: Limits,
-                    written: bool = True) -> tuple[ModelProto, dict[str, np.ndarray]]:
+def read_model_lean(path: str | os.PathLike, limits: Limits) -> tuple[ModelProto, dict[str, np.ndarray]]:
     """:func:`read_model_proto` without the large raw initializer payloads.
 
     The file's protobuf structure is walked directly (:func:`_lean_bytes`); every initializer whose
@@ -73,14 +72,13 @@ def read_model_lean(path: str | os.PathLike, limits: Limits,
     its payload: returned apart, by initializer name, as a view of it in the file's bytes
     (:func:`map_file`). Parsing the whole file would hold the file, protobuf's copy and numpy's copy
     of every weight at once. Anything the walk does not expect falls back to
-    :func:`read_model_proto`, so errors and results are the same either way. ``written``: whether a pass
-    may write weights in place (:func:`map_file`).
+    :func:`read_model_proto`, so errors and results are the same either way.
     """
     p, where, st, lean = _walked(path, limits)
     if lean is None:
         return read_model_proto(p, limits), {}
     data, stripped = lean
-    mapped = map_file(p, st, written)
+    mapped = map_file(p, st)
     if mapped is None:      # not mappable, or changed since the walk: read it whole
         return read_model_proto(p, limits), {}
     model = ModelProto()

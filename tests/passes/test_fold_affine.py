@@ -59,8 +59,9 @@ def test_what_is_not_per_channel_or_divides_by_zero_stays():
     assert [n.op_type for n in g.nodes] == ["Linear", "Div", "Mul"]
 
 
-def test_weights_read_from_the_file_scale_in_place_with_the_same_values(tmp_path):
-    # weights over the skeleton's 4 KiB come from the lean reader's own buffers: scaled where they lie
+def test_weights_read_from_the_file_scale_into_arrays_of_their_own_with_the_same_values(tmp_path):
+    # weights over the skeleton's 4 KiB are views of the file's read-only mapping: the scaled weight is a new
+    # array (the file never changes)
     w = weights()
     conv_w, gamma, var = w(16, 8, 3, 3), w(16), np.abs(w(16)) + 0.5
     model = tiny_model(
@@ -70,6 +71,7 @@ def test_weights_read_from_the_file_scale_in_place_with_the_same_values(tmp_path
         {"w": conv_w, "gamma": gamma, "beta": w(16), "mean": w(16), "var": var})
     path = tmp_path / "m.onnx"
     onnx.save(model, str(path))
+    saved = path.read_bytes()
     state = run(state_of(load_model(path)), *prerequisites(fold_affine))
     before = state.graph.constants["w"]
     assert not before.flags.writeable     # as the reader hands it over
@@ -78,7 +80,8 @@ def test_weights_read_from_the_file_scale_in_place_with_the_same_values(tmp_path
     after = state.graph.constants[conv.inputs[1]]
     scale = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + 1e-3)
     expected = (conv_w.astype(np.float64) * scale.reshape(-1, 1, 1, 1)).astype(np.float32)
-    assert after is before and np.array_equal(after, expected)
+    assert after is not before and after.flags.writeable and np.array_equal(after, expected)
+    assert path.read_bytes() == saved
 
 
 def test_a_buffer_other_constants_read_is_never_scaled_in_place():
