@@ -272,15 +272,15 @@ def test_external_weights_are_views_of_the_file_and_equal_onnx_own(tmp_path):
     assert type(_bottom(g.constants["w1"])) is mmap.mmap and _bottom(g.constants["w1"]) is _bottom(g.constants["w2"])
 
 
-def _anonymous_kib(address: int) -> int:
-    """The 'Anonymous' kB of the mapping of this process that holds ``address`` (/proc/self/smaps)."""
+def _smaps_kib(address: int, field: str = "Anonymous") -> int:
+    """A kB field ('Anonymous', 'Rss') of the mapping of this process that holds ``address`` (/proc/self/smaps)."""
     lines = Path("/proc/self/smaps").read_text().splitlines()
     for i, line in enumerate(lines):
         head = line.split()[0]
         if "-" in head and all(c in "0123456789abcdef-" for c in head):
             lo, hi = (int(x, 16) for x in head.split("-"))
             if lo <= address < hi:
-                return next(int(x.split()[1]) for x in lines[i + 1:] if x.startswith("Anonymous:"))
+                return next(int(x.split()[1]) for x in lines[i + 1:] if x.startswith(field + ":"))
     raise AssertionError("no mapping holds the address")
 
 
@@ -318,19 +318,7 @@ def test_a_models_file_is_mapped_ahead_without_copies(tmp_path, monkeypatch):
         if t.name == "acompile-prefault":
             t.join()
     assert len(started) == 1 and file_bytes.PREFAULT_PIECE < w.nbytes
-    assert np.array_equal(got, w) and _anonymous_kib(got.__array_interface__["data"][0]) < 64
-
-
-def _resident_kib(address: int) -> int:
-    """The 'Rss' kB of the mapping of this process that holds ``address`` (/proc/self/smaps)."""
-    lines = Path("/proc/self/smaps").read_text().splitlines()
-    for i, line in enumerate(lines):
-        head = line.split()[0]
-        if "-" in head and all(c in "0123456789abcdef-" for c in head):
-            lo, hi = (int(x, 16) for x in head.split("-"))
-            if lo <= address < hi:
-                return next(int(x.split()[1]) for x in lines[i + 1:] if x.startswith("Rss:"))
-    raise AssertionError("no mapping holds the address")
+    assert np.array_equal(got, w) and _smaps_kib(got.__array_interface__["data"][0]) < 64
 
 
 @pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="no /proc/self/smaps")
@@ -342,9 +330,9 @@ def test_a_replaced_weight_lets_go_of_its_pages(tmp_path):
     path, w = _saved_matmul(tmp_path)
     got = load_model(path).constants["w"]
     at = got.__array_interface__["data"][0]
-    assert np.array_equal(got, w) and _resident_kib(at) >= w.nbytes // 1024 - 8      # read: its pages mapped
+    assert np.array_equal(got, w) and _smaps_kib(at, "Rss") >= w.nbytes // 1024 - 8      # read: its pages mapped
     release(got)
-    assert _resident_kib(at) < w.nbytes // 1024 // 8
+    assert _smaps_kib(at, "Rss") < w.nbytes // 1024 // 8
     assert np.array_equal(got, w)
     release(w)      # not a view of a mapped file: nothing
 
