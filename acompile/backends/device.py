@@ -69,14 +69,14 @@ def write_device(path: Path, compiled, program_sha256: Callable[[], str], stop: 
     raises :class:`Cancelled` before the next row stripe.
     """
     graph, mapping, target = compiled.graph, compiled.mapping, compiled.target
-    stripes = list(_stripe_blocks(mapping))
+    matrices = _stripe_blocks(mapping)
     writer = ArchiveWriter(path)
     sizes, scales, flips = [], [], []
     try:
         with writer.open_stream("levels.bin") as stream, ThreadPoolExecutor(_WORKERS) as pool:
             # the layout's records need only the mapping: encoded beside the cells, not after them
-            layout = pool.submit(_layout_records, mapping, stripes)
-            cells = _in_order(pool, stripe_cells, _stripes(graph, mapping, stripes, scales, stop), ahead=2 * _WORKERS)
+            layout = pool.submit(_layout_records, mapping, matrices)
+            cells = _in_order(pool, stripe_cells, _stripes(graph, matrices, scales, stop), ahead=2 * _WORKERS)
             for _, group_sizes, pieces, flip in cells:
                 if flip is not None:
                     flips.append(flip)
@@ -107,29 +107,30 @@ def write_device(path: Path, compiled, program_sha256: Callable[[], str], stop: 
         writer.close()
 
 
-def _stripe_blocks(mapping: Mapping):
-    """Every row stripe of every weight matrix, in file order: (layer, matrix index, the stripe's blocks).
+def _stripe_blocks(mapping: Mapping) -> list[tuple]:
+    """Every weight matrix in file order, with its row stripes: (layer, matrix index, [the blocks of each
+    stripe]).
 
     A stripe is the rows of one row block; its blocks are consecutive in the mapping's order
     (layer, matrix, row block, column block).
     """
+    out = []
     for layer in mapping.layers:
         by_matrix: dict[int, list[int]] = {}
         for b in layer.blocks:
             by_matrix.setdefault(mapping.blocks[b].matrix, []).append(b)
         for mi in range(len(layer.matrices)):
             blocks = [mapping.blocks[b] for b in by_matrix.get(mi, [])]
-            for _, group in itertools.groupby(blocks, key=lambda b: (b.row_start, b.rows)):
-                yield layer, mi, list(group)
+            out.append((layer, mi, [list(g) for _, g in itertools.groupby(blocks, key=lambda b: (b.row_start, b.rows))]))
+    return out
 
 
-def _layout_records(mapping: Mapping, stripes: list) -> tuple[RawJSON, RawJSON, list[int]]:
+def _layout_records(mapping: Mapping, matrices: list) -> tuple[RawJSON, RawJSON, list[int]]:
     """The header's crossbar and block records, and the blocks' sizes in levels.bin (file order): what the
     mapping alone decides, each block's cells packed on whole bytes."""
-    blocks = [blk for _, _, group in stripes for blk in group]
-    bits = [layer.spec.cell_bits for layer, _, group in stripes for _ in group]
-    sizes = [packed_size(blk.rows * blk.cols, b) for blk, b in zip(blocks, bits)]
-    return _crossbar_records(mapping.crossbars), _block_records(blocks, sizes), sizes
+    blocks = [(blk, layer.spec.cell_bits) for layer, _, stripes in matrices for stripe in stripes for blk in stripe]
+    sizes = [packed_size(blk.rows * blk.cols, bits) for blk, bits in blocks]
+    return _crossbar_records(mapping.crossbars), _block_records([blk for blk, _ in blocks], sizes), sizes
 
 
 def _in_order(pool, fn, items, ahead: int):
@@ -168,22 +169,21 @@ def _check_stop(stop: threading.Event | None) -> None:
         raise Cancelled
 
 
-def _stripes(graph, mapping: Mapping, stripes: list, scales: list, stop: threading.Event | None):
-    """The work of every row stripe of :func:`_stripe_blocks`, in file order: (W, s_w, layer, blocks of the
-    stripe), W the model's integers themselves where :func:`_model_integers` has them. Appends every
+def _stripes(graph, matrices: list, scales: list, stop: threading.Event | None):
+    """The work of every row stripe of :func:`_stripe_blocks`' matrices, in file order: (W, s_w, layer, blocks
+    of the stripe), W the model's integers themselves where :func:`_model_integers` has them. Appends every
     matrix's s_w to ``scales``; checks ``stop`` before each stripe."""
-    by_matrix: dict[tuple[int, int], list[list]] = {}
-    for layer, mi, blocks in stripes:
-        by_matrix.setdefault((layer.index, mi), []).append(blocks)
-    for layer in mapping.layers:
-        differences = _model_integers(graph, layer)
-        for mi, matrix in enumerate(layer.matrices):
-            w = layer_matrix(differences or graph.constants, layer, matrix.group)
-            s_w = layer.weight_scales(matrix.group, w)
-            scales.append(np.asarray(s_w, np.float64))
-            for blocks in by_matrix.get((layer.index, mi), []):
-                _check_stop(stop)
-                yield w, s_w, layer, blocks
+    differences = None
+    for layer, mi, stripes in matrices:
+        if mi == 0:     # a layer's first matrix: its integers, once for all its groups
+            differences = _model_integers(graph, layer)
+        group = layer.matrices[mi].group
+        w = layer_matrix(differences or graph.constants, layer, group)
+        s_w = layer.weight_scales(group, w)
+        scales.append(np.asarray(s_w, np.float64))
+        for blocks in stripes:
+            _check_stop(stop)
+            yield w, s_w, layer, blocks
 
 
 def _model_integers(graph, layer) -> dict | None:

@@ -2,7 +2,7 @@
 
 Refuses missing, irregular, empty or oversize files before reading them; walks the
 protobuf wire format to leave large raw initializer payloads out of the parse (numpy arrays
-view them in a copy or a mapping of the file: :mod:`.file_bytes`); refuses non-UTF-8 text fields.
+view them in a read-only mapping of the file: :mod:`.file_bytes`); refuses non-UTF-8 text fields.
 """
 
 from __future__ import annotations
