@@ -173,3 +173,34 @@ def test_the_formats_doc_names_every_key_and_member(tmp_path):
     named = [*program, *layer, *layer["spec"], *members, *header]
     assert [key for key in named if key not in in_code] == []
     assert "flip_marks.npy" in members and "`flip_marks.npy`" in doc
+
+
+def test_small_row_stripes_are_encoded_on_the_writers_thread(tmp_path, monkeypatch):
+    """Row stripes of at most POOLED_STRIPE_WEIGHTS weights are encoded on the thread writing the file,
+    larger ones on its pool; the bytes are the same whichever thread encoded which stripe."""
+    from acompile.backends import device
+
+    comp = compiled(models.small_cnn(), "isaac")
+    seen = []
+
+    def recorded(task):
+        w, _, _, blocks = task
+        seen.append((w.shape[0] * blocks[0].rows, threading.current_thread()))
+        return encode(task)
+
+    encode = device.stripe_cells
+    monkeypatch.setattr(device, "stripe_cells", recorded)
+    files = {}
+    for limit in (0, 10**12):       # every stripe pooled, then every one on the writer's thread
+        monkeypatch.setattr(device, "POOLED_STRIPE_WEIGHTS", limit)
+        write_device(tmp_path / f"{limit}.acdev", comp, lambda: "0" * 64)
+        files[limit] = (tmp_path / f"{limit}.acdev").read_bytes()
+    sizes = sorted({size for size, _ in seen})
+    assert len(sizes) > 1
+    seen.clear()
+    monkeypatch.setattr(device, "POOLED_STRIPE_WEIGHTS", sizes[0])
+    write_device(tmp_path / "mixed.acdev", comp, lambda: "0" * 64)
+    here = threading.current_thread()
+    assert {size for size, thread in seen if thread is here} == {sizes[0]}
+    assert {size for size, thread in seen if thread is not here} == set(sizes[1:])
+    assert files[0] == files[10**12] == (tmp_path / "mixed.acdev").read_bytes()

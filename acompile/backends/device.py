@@ -47,6 +47,10 @@ from .schemas import HEADER
 DEVICE_FORMAT = "acompile-device"
 DEVICE_VERSION = 2      # 2: levels.bin identified by its CRC-32 (levels_crc32) instead of a sha256
 _WORKERS = min(4, usable_cores())   # row stripes encoded at once
+# A row stripe of at most this many weights (128 rows of 2048 channels) is encoded on the writer's own thread:
+# its numpy passes are too short for handing the GIL between threads to pay. On a 2-core machine a pool took
+# 60-100 ms more CPU over a ResNet-50's stripes (every one of them this small) than one thread, and ended later.
+POOLED_STRIPE_WEIGHTS = 1 << 18
 # decoded matrices a DeviceReader keeps for the next read (repeats, chunks of a batch): at least this much, or
 # half the memory available when it opens; past that the least recently read go (a 600 M-weight model held
 # 12 GB once all were decoded)
@@ -76,7 +80,8 @@ def write_device(path: Path, compiled, program_sha256: Callable[[], str], stop: 
         with writer.open_stream("levels.bin") as stream, ThreadPoolExecutor(_WORKERS) as pool:
             # the layout's records need only the mapping: encoded beside the cells, not after them
             layout = pool.submit(_layout_records, mapping, matrices)
-            cells = _in_order(pool, stripe_cells, _stripes(graph, matrices, scales, stop), ahead=2 * _WORKERS)
+            cells = _in_order(pool, stripe_cells, _stripes(graph, matrices, scales, stop), ahead=2 * _WORKERS,
+                              pooled=_large_stripe)
             for _, group_sizes, pieces, flip in cells:
                 if flip is not None:
                     flips.append(flip)
@@ -133,17 +138,29 @@ def _layout_records(mapping: Mapping, matrices: list) -> tuple[RawJSON, RawJSON,
     return _crossbar_records(mapping.crossbars), _block_records([blk for blk, _ in blocks], sizes), sizes
 
 
-def _in_order(pool, fn, items, ahead: int):
-    """``map(fn, items)`` with up to ``ahead`` calls running on ``pool`` meanwhile: row stripes are
-    encoded in parallel (their numpy passes release the GIL) and written in order, with memory bounded
-    by ``ahead`` stripes."""
+def _in_order(pool, fn, items, ahead: int, pooled: Callable[[object], bool]):
+    """``map(fn, items)`` with up to ``ahead`` of the ``pooled`` items' calls running on ``pool`` meanwhile:
+    large row stripes are encoded in parallel (their numpy passes release the GIL) and written in order, with
+    memory bounded by ``ahead`` stripes; the others are encoded on this thread, once those before them are
+    done."""
     pending: deque = deque()
     for item in items:
+        if not pooled(item):
+            while pending:
+                yield pending.popleft().result()
+            yield fn(item)
+            continue
         pending.append(pool.submit(fn, item))
         if len(pending) > ahead:
             yield pending.popleft().result()
     while pending:
         yield pending.popleft().result()
+
+
+def _large_stripe(task) -> bool:
+    """Whether a row stripe's work (see :func:`_stripes`) has more than POOLED_STRIPE_WEIGHTS weights."""
+    w, _, _, blocks = task
+    return w.shape[0] * blocks[0].rows > POOLED_STRIPE_WEIGHTS
 
 
 def _block_records(blocks: list, sizes: list[int]) -> RawJSON:
