@@ -32,7 +32,7 @@ def _t(seconds: float | None) -> str:
 def _writer(profile: dict, name: str) -> str:
     for w in profile["writes"]:
         if name in w["files"]:
-            return _t(w["time_s"] - w["waiting_s"])
+            return _t(w["time_s"])
     return "-"
 
 
@@ -49,8 +49,9 @@ def summary(profile: dict) -> dict:
 
 def markdown(profiles: dict[str, dict]) -> str:
     """One row per model: the process, what precedes the first step, the steps (calibration among
-    them), the two writer threads (time working, not waiting), the files written after calibration on
-    the main thread, CPU time of all threads, and bytes written."""
+    them), program.npz's writer thread and the device file's writer (a forked process where it is safe to
+    fork; its header added on the main thread), the files written after calibration on the main thread, CPU
+    time of all threads and of the forked process, and bytes written."""
     head = ("model", "process", "before the first step", "steps", "of which calibrate",
             "program.npz (writer)", "device.acdev (writer)", "other files (main)", "CPU, all threads", "written")
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]

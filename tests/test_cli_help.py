@@ -108,9 +108,10 @@ def test_compile_verbose_json_accounts_for_every_file_written(tmp_path, capsys):
     files = [f for w in profile["writes"] for f in w["files"]]
     assert sorted(files) == sorted(doc["files"])        # every file, once
     for w in profile["writes"]:
-        assert w["bytes"] == sum((out / f).stat().st_size for f in w["files"]) and w["time_s"] >= w["waiting_s"] >= 0
+        assert w["bytes"] == sum((out / f).stat().st_size for f in w["files"]) and w["time_s"] >= 0
     threads = {f: w["thread"] for w in profile["writes"] for f in w["files"]}
-    assert threads["device.acdev"] == threads["program.npz"] == "writer" and threads["report.json"] == "main"
+    assert threads["program.npz"] == "writer" and threads["report.json"] == "main"
+    assert threads["device.acdev"] in ("writer", "process")     # a forked process where it is safe to fork
     proc = profile["process"]
     assert proc["cpu_user_s"] + proc["cpu_system_s"] > 0
     if proc["wall_s"] is not None:      # Linux

@@ -18,7 +18,8 @@ from acompile import numerics
 from acompile.backends.archive import ArchiveReader
 from acompile.numerics.encoding import pack_levels
 from acompile.backends.cells import _magnitudes
-from acompile.backends.device import Cancelled, DeviceReader, write_device
+from acompile.backends.device import Cancelled, write_device
+from acompile.backends.device_reader import DeviceReader
 from acompile.backends.program import write_program
 from acompile.jsonio import RawJSON, dumps_compact, dumps_json, table_json
 from acompile.mapping import layer_matrix
@@ -77,7 +78,7 @@ def test_every_block_holds_the_packed_levels_of_encode_weights(tmp_path, scheme,
 def test_a_reader_keeps_decoded_matrices_within_its_memory_and_decodes_again_what_it_let_go(tmp_path, monkeypatch):
     """Decoded matrices stay for the next read up to the reader's budget (half the memory available, at least
     MIN_CACHE_BYTES); past it the least recently read go, and reading one again decodes the same cells."""
-    from acompile.backends import device
+    from acompile.backends import device_reader
     from acompile.numerics.encoding import float_weights
     comp = compiled(models.mlp((150, 130, 70, 7)), "isaac")
     sha = write_program(tmp_path, comp, dumps_json)
@@ -86,8 +87,8 @@ def test_a_reader_keeps_decoded_matrices_within_its_memory_and_decodes_again_wha
     whole = DeviceReader(tmp_path / "device.acdev", comp.mapping, program_sha256=sha)
     want = [whole.encoded(layer, 0) for layer in layers]
     assert all(whole.encoded(layer, 0) is w for layer, w in zip(layers, want))          # all kept
-    monkeypatch.setattr(device, "MIN_CACHE_BYTES", 1)         # room for none: the latest read stays alone
-    monkeypatch.setattr(device, "available_memory", lambda: 0)
+    monkeypatch.setattr(device_reader, "MIN_CACHE_BYTES", 1)      # room for none: the latest read stays alone
+    monkeypatch.setattr(device_reader, "available_memory", lambda: 0)
     small = DeviceReader(tmp_path / "device.acdev", comp.mapping, program_sha256=sha)
     first = small.encoded(layers[0], 0)
     float_weights(first.enc, layers[0].spec)

@@ -25,11 +25,12 @@ STREAM_BYTES = 1 << 20   # arrays from this size on are streamed into the archiv
 
 class ArchiveWriter:
     """Writes an archive entry by entry; once closed, :meth:`index_sha256` and :meth:`crc32` identify what it
-    holds."""
+    holds. Entries appended to a closed archive give the bytes that writing them all at once gives."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, append: bool = False):
+        """A new archive at ``path``, or with ``append`` the entries to add after those of the one there."""
         self.path = Path(path)
-        self.zf = zipfile.ZipFile(self.path, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
+        self.zf = zipfile.ZipFile(self.path, "a" if append else "w", compression=zipfile.ZIP_STORED, allowZip64=True)
 
     def _info(self, name: str) -> zipfile.ZipInfo:
         info = zipfile.ZipInfo(name, date_time=FIXED_DATE)

@@ -288,7 +288,7 @@ def load_program_target(folder: Path, graph: Graph):
 def load_program(folder: Path) -> tuple[Graph, Mapping, str]:
     """Read program.json + program.npz back into a runnable (Graph, Mapping); also return the json sha256.
 
-    program.json holds the mapping's layers; the device file (:class:`~.device.DeviceReader`)
+    program.json holds the mapping's layers; the device file (:class:`~.device_reader.DeviceReader`)
     adds their blocks, crossbars and placement.
     """
     folder = Path(folder)

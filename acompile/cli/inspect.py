@@ -10,7 +10,7 @@ from ..errors import EXIT_OK
 
 
 def run(args) -> int:
-    from ..backends.device import inspect_summary, inspect_text
+    from ..backends.device_reader import inspect_summary, inspect_text
     device = Path(args.device)
     if device.is_dir() and (device / "device.acdev").is_file():     # the OUT folder compile wrote
         device = device / "device.acdev"

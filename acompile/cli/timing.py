@@ -1,5 +1,6 @@
 """Where a command's time went, for ``-v``: each compile step, each file written (its time, size and thread),
-and the process as a whole (wall time since it started, CPU time of all its threads, peak memory).
+and the process as a whole (wall time since it started, CPU time of all its threads and of the process it
+forked to write the device file's cells, peak memory).
 
 Wall time since the process started is what a user waits for and what the benchmarks compare; the
 steps alone leave out the interpreter's start and the imports, which on small models are most of it.
@@ -29,23 +30,23 @@ def process_wall_s() -> float | None:
 
 
 def peak_rss_bytes() -> int | None:
-    """The process's peak resident memory, None where the platform does not say (Windows)."""
+    """The peak resident memory of the process, or of a child it waited for where that was larger (a forked
+    writer's counts the memory it shares with this process); None where the platform does not say (Windows)."""
     try:
         import resource
     except ImportError:
         return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
     return int(peak) if sys.platform == "darwin" else int(peak) * 1024    # bytes on macOS, KiB elsewhere
 
 
 @dataclass
 class Written:
-    """One writer's files, how long it took and on which thread."""
+    """One writer's files, how long it took and where: "main" (the main thread), "writer" (a writer thread,
+    while the main thread calibrated, when it did) or "process" (a forked process, likewise)."""
     files: list[str]
     seconds: float
-    background: bool        # on a writer thread (while the main thread calibrated, when it did)
-    waiting_s: float = 0.0  # of ``seconds``, waiting for another writer's result
-    waiting_for: str = ""   # that result
+    where: str
 
 
 @dataclass
@@ -54,40 +55,31 @@ class Timings:
     of the process when the first step began."""
     entries: list[Written] = field(default_factory=list)
     before_steps_s: float | None = None
-    waited: dict[str, tuple[float, str]] = field(default_factory=dict)     # file -> (seconds, waiting for what)
 
-    def timed(self, files: list[str], background: bool, fn, *args):
-        """``fn(*args)``, its time recorded under ``files`` (None: the file names it returns)."""
+    def timed(self, files: list[str], where: str, fn, *args):
+        """``fn(*args)`` run ``where`` (see :class:`Written`), its time recorded under ``files`` (None: the file
+        names it returns)."""
         start = time.perf_counter()
         result = fn(*args)
         files = list(files) if files is not None else list(result)
-        waited, what = self.waited.get(files[0], (0.0, ""))
-        self.entries.append(Written(files, time.perf_counter() - start, background, waited, what))
+        self.entries.append(Written(files, time.perf_counter() - start, where))
         return result
-
-    def waiting(self, file: str, fn, what: str):
-        """``fn`` for the writer of ``file``, its time counted as that writer waiting for ``what``."""
-        def wait(*args):
-            start = time.perf_counter()
-            try:
-                return fn(*args)
-            finally:
-                self.waited[file] = (self.waited.get(file, (0.0, ""))[0] + time.perf_counter() - start, what)
-        return wait
 
 
 def profile(steps_s: dict[str, float], timings: Timings, out: Path) -> dict:
     """The whole account as JSON (units in the key names); file sizes are read from ``out``."""
-    user, system = os.times()[:2]
+    from ..isolated import reap_ended
+    reap_ended(wait=True)       # the forked writer of the device file's cells: its CPU time counted
+    user, system, child_user, child_system = os.times()[:4]
     files = []
     for w in timings.entries:
         sizes = [(out / name).stat().st_size for name in w.files if (out / name).is_file()]
-        files.append({"files": w.files, "time_s": w.seconds, "waiting_s": w.waiting_s, "waiting_for": w.waiting_for,
-                      "bytes": sum(sizes), "thread": "writer" if w.background else "main"})
+        files.append({"files": w.files, "time_s": w.seconds, "bytes": sum(sizes), "thread": w.where})
     steps = [{"step": step, "time_s": seconds} for step, seconds in steps_s.items()]     # a list: JSON keeps the order
     return {"steps": steps, "steps_total_s": sum(steps_s.values()), "writes": files,
-            "process": {"wall_s": process_wall_s(), "before_steps_s": timings.before_steps_s, "cpu_user_s": user,
-                        "cpu_system_s": system, "peak_rss_bytes": peak_rss_bytes()}}
+            "process": {"wall_s": process_wall_s(), "before_steps_s": timings.before_steps_s,
+                        "cpu_user_s": user + child_user, "cpu_system_s": system + child_system,
+                        "peak_rss_bytes": peak_rss_bytes()}}
 
 
 def print_profile(p: dict, stream=None) -> None:
@@ -101,9 +93,7 @@ def print_profile(p: dict, stream=None) -> None:
         line(step["step"], step["time_s"])
     line("steps in all", p["steps_total_s"])
     for w in p["writes"]:
-        where = ", on a writer thread" if w["thread"] == "writer" else ""
-        if w["waiting_s"] >= 0.0005:
-            where += f", {duration(w['waiting_s'] * 1e9)} of it waiting for {w['waiting_for']}"
+        where = {"writer": ", on a writer thread", "process": ", in a forked process"}.get(w["thread"], "")
         line("write", w["time_s"], f" {si(w['bytes'], 'B'):>9}  {', '.join(w['files'])}{where}")
     proc = p["process"]
     parts = [f"{duration((proc['cpu_user_s'] + proc['cpu_system_s']) * 1e9)} CPU "

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..isolated import ends_soon
+
 
 def map_file(path: Path, walked: os.stat_result) -> mmap.mmap | None:
     """The bytes of ``path``, the file ``walked`` (an ``os.stat_result``) describes, mapped read-only and
@@ -41,7 +43,7 @@ def map_file(path: Path, walked: os.stat_result) -> mmap.mmap | None:
     if hasattr(mmap, "MADV_WILLNEED"):
         mapped.madvise(mmap.MADV_WILLNEED)
     if sys.platform == "linux":
-        threading.Thread(target=_prefault, args=(mapped,), name="acompile-prefault", daemon=True).start()
+        ends_soon(threading.Thread(target=_prefault, args=(mapped,), name="acompile-prefault", daemon=True)).start()
     return mapped
 
 

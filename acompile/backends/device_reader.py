@@ -1,0 +1,225 @@
+"""Reading a device file (``device.acdev``, written by :mod:`.device`) back: per-matrix encoded weights for
+the simulator, with every part checked against the header and the program, and ``inspect``'s summary."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from .. import numerics
+from ..data_schema import check_schema
+from ..errors import InvalidDataError, clean
+from ..limits import available_memory
+from ..mapping import BrokenMapping, Mapping
+from ..numerics.encoding import Encoded, packed_size, unpack_levels
+from ..units import count, decimal
+from .archive import ArchiveReader
+from .device import DEVICE_FORMAT, DEVICE_VERSION, FLIP_ENTRY
+from .schemas import HEADER
+
+# decoded matrices a DeviceReader keeps for the next read (repeats, chunks of a batch): at least this much, or
+# half the memory available when it opens; past that the least recently read go (a 600 M-weight model held
+# 12 GB once all were decoded)
+MIN_CACHE_BYTES = 2 << 30
+
+
+class DeviceReader:
+    """Reads a device file back into per-matrix encoded weights for the simulator.
+
+    ``mapping`` (the layers program.json holds) is completed in place with the blocks,
+    crossbars and placement of the header, and verified.
+    """
+
+    def __init__(self, path: Path, mapping: Mapping, program_sha256: str | None = None):
+        self.path = Path(path)
+        self.archive = ArchiveReader(self.path, "device")
+        self.header = h = _read_header(self.archive)
+        if program_sha256 is not None and h.get("program_sha256") != program_sha256:
+            raise InvalidDataError("device file belongs to another compile (its program checksum differs)",
+                                   where=clean(str(path)), hint="simulate the OUT folder that compile wrote as a whole")
+        if self.archive.crc32("levels.bin") not in (h["levels_crc32"], None):    # None: reading it says so
+            raise InvalidDataError("device file's cell levels do not match their checksum (edited)",
+                                   where=clean(str(path)))
+        self.levels = self.archive.bytes("levels.bin")      # checked against its CRC-32 as it is read
+        if len(self.levels) != h.get("levels_bytes"):
+            raise InvalidDataError("device file is truncated (levels size differs from its header)",
+                                   where=clean(str(path)))
+        self.scales = self.archive.array("weight_scales.npy")
+        _complete(mapping, h, clean(str(path)))
+        if [[m.to_dict() for m in x.matrices] for x in mapping.layers] != [x["matrices"] for x in h["layers"]] \
+                or [x["index"] for x in h["layers"]] != list(range(len(h["layers"]))):
+            raise InvalidDataError("device file's layers differ from the program's", where=clean(str(path)),
+                                   hint="simulate the OUT folder that compile wrote as a whole")
+        self.mapping = mapping
+        self._cache: OrderedDict[tuple[int, int], Encoded] = OrderedDict()     # least recently read first
+        self._cache_bytes = max(MIN_CACHE_BYTES, available_memory() // 2)
+        self._flip_marks: dict | None = None
+        self._scale_offsets = self._offsets()
+        self._blocks: dict[tuple[int, int], list[dict]] = {}
+        for blk in h["blocks"]:
+            self._blocks.setdefault((blk["layer"], blk["matrix"]), []).append(blk)
+
+    def _offsets(self) -> dict[tuple[int, int], tuple[int, int]]:
+        out, pos = {}, 0
+        for layer in self.header["layers"]:
+            for mi, m in enumerate(layer["matrices"]):
+                out[(layer["index"], mi)] = (pos, m["n_out"])
+                pos += m["n_out"]
+        if pos != self.scales.size:
+            raise InvalidDataError("device file weight scales do not match its layers", where=clean(str(self.path)))
+        return out
+
+    def _flips(self) -> dict[tuple[int, int], np.ndarray]:
+        """Flip marks (row blocks, P) of every matrix of the "flipped" scheme, in file order."""
+        if self._flip_marks is None:
+            self._flip_marks = {}
+            shapes = [((x.index, mi), (x.spec.row_blocks(m.k_in), m.physical_cols))
+                      for x in self.mapping.layers if x.spec.flipped for mi, m in enumerate(x.matrices)]
+            if shapes:
+                total = sum(r * p for _, (r, p) in shapes)
+                packed = self.archive.array(FLIP_ENTRY)
+                if packed.dtype != np.uint8 or packed.ndim != 1 or \
+                        hashlib.sha256(packed.tobytes()).hexdigest() != self.header.get("flip_marks_sha256"):
+                    raise InvalidDataError("device file's flip marks do not match their checksum",
+                                           where=clean(str(self.path)))
+                bits = np.unpackbits(packed).astype(bool)
+                if bits.size < total or bits.size - total >= 8:
+                    raise InvalidDataError("device file's flip marks do not match its layers",
+                                           where=clean(str(self.path)))
+                pos = 0
+                for key, (r, p) in shapes:
+                    self._flip_marks[key] = bits[pos:pos + r * p].reshape(r, p)
+                    pos += r * p
+        return self._flip_marks
+
+    def float_matrix(self, layer, group):
+        raise InvalidDataError("ideal mode needs the program's float weights, not the device file")
+
+    def encoded(self, layer, group: int) -> Encoded:
+        key = (layer.index, group)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        rec = self.header["layers"][layer.index]
+        m = rec["matrices"][group]
+        spec = layer.spec
+        levels = np.zeros((m["k_in"], m["physical_cols"]), np.uint8)
+        for blk in self._blocks.get(key, []):
+            count = blk["rows"] * blk["cols"]
+            if blk["bytes"] != packed_size(count, spec.cell_bits) or blk["offset"] + blk["bytes"] > len(self.levels):
+                raise InvalidDataError(f"device file block of layer {layer.index} is corrupt",
+                                       where=clean(str(self.path)))
+            cells = unpack_levels(self.levels[blk["offset"]:blk["offset"] + blk["bytes"]], spec.cell_bits, count)
+            levels[blk["row_start"]:blk["row_start"] + blk["rows"],
+                   blk["col_start"]:blk["col_start"] + blk["cols"]] = cells.reshape(blk["rows"], blk["cols"])
+        if levels.max(initial=0) >= 2 ** spec.cell_bits:
+            raise InvalidDataError("device file holds a level above the cell's range", where=clean(str(self.path)))
+        maps = numerics.encode_weights(np.zeros((m["n_out"], 1), np.int32), spec)
+        enc = numerics.EncodedWeights(levels=levels, col_out=maps.col_out, col_slice=maps.col_slice,
+                                    col_sign=maps.col_sign, flip=self._flips().get(key))
+        start, n = self._scale_offsets[key]
+        self._cache[key] = made = Encoded(enc, self.scales[start:start + n])
+        while len(self._cache) > 1 and sum(map(_held_bytes, self._cache.values())) > self._cache_bytes:
+            self._cache.popitem(last=False)
+        return made
+
+
+def _held_bytes(encoded: Encoded) -> int:
+    """The bytes a decoded matrix holds: its cell levels and what was derived from them (its integer and float
+    weights, cached on the encoding)."""
+    derived = [v for x in encoded.enc._cache.values() for v in (x if isinstance(x, tuple) else (x,))]
+    return encoded.enc.levels.nbytes + sum(v.nbytes for v in derived if isinstance(v, np.ndarray))
+
+
+def _read_header(archive: ArchiveReader) -> dict:
+    """The header, its format and version checked first (a clear word for another file), then every field."""
+    h = archive.json("header.json")
+    if not isinstance(h, dict) or h.get("format") != DEVICE_FORMAT:
+        raise InvalidDataError("not an acompile device file (wrong format name)", where=archive.where)
+    if h.get("version") != DEVICE_VERSION:
+        raise InvalidDataError(f"device file version {clean(h.get('version'))} is not supported "
+                               f"(this acompile reads version {DEVICE_VERSION})", where=archive.where,
+                               hint="compile the model again with this acompile")
+    check_schema(h, HEADER, "device header", archive.where)
+    return h
+
+
+def _complete(mapping: Mapping, header: dict, where: str) -> None:
+    """Give ``mapping`` the blocks, crossbars and placement the header records; check them."""
+    try:
+        full = Mapping.from_dict({"layers": [], "blocks": _mapping_order(header["blocks"], header["crossbars"]),
+                                  "crossbars": header["crossbars"], "tiles_used": header["tiles_used"],
+                                  "chips_needed": header["chips_needed"], "fabric": header["geometry"]},
+                                 layers=mapping.layers)
+        full.verify()
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError, BrokenMapping) as e:
+        raise InvalidDataError(f"device file's mapping does not hold together ({clean(str(e), 120)})", where=where)
+    for name in ("blocks", "crossbars", "tiles_used", "chips_needed", "fabric"):
+        setattr(mapping, name, getattr(full, name))
+
+
+def _mapping_order(blocks: list[dict], crossbars: list[dict]) -> list[dict]:
+    """The header's block records (in file order, row stripe by row stripe) in mapping order.
+
+    Every crossbar lists the mapping indices of its blocks in the order they were packed,
+    which is the order of their row offsets (each block takes fresh rows).
+    """
+    on_bar: dict[int, list[dict]] = defaultdict(list)
+    for rec in blocks:
+        on_bar[rec["crossbar"]].append(rec)
+    order: list = [None] * len(blocks)
+    for bar in crossbars:
+        recs = sorted(on_bar.pop(bar["index"], []), key=lambda r: r["row_offset"])
+        if len(recs) != len(bar["blocks"]):
+            raise ValueError(f"crossbar {bar['index']} lists {len(bar['blocks'])} blocks, the header {len(recs)}")
+        for i, rec in zip(bar["blocks"], recs):
+            order[i] = rec
+    if on_bar or any(rec is None for rec in order):
+        raise ValueError("a block is on no crossbar")
+    return order
+
+
+def inspect_summary(path: Path) -> dict:
+    """The device file's summary as data (``inspect --format json``): its header without the per-block
+    and per-crossbar records, which are counted instead."""
+    reader = ArchiveReader(Path(path), "device")
+    h = _read_header(reader)
+    reader.close()
+    counts: dict[int, int] = {}
+    for b in h["blocks"]:
+        counts[b["layer"]] = counts.get(b["layer"], 0) + 1
+    return {"path": clean(str(path)), "version": h["version"], "target": h["target"],
+            "program_sha256": h["program_sha256"], "crossbars": len(h["crossbars"]), "geometry": h["geometry"],
+            "tiles_used": h["tiles_used"], "chips_needed": h["chips_needed"], "blocks": len(h["blocks"]),
+            "levels_bytes": h["levels_bytes"],
+            "layers": [{"name": layer["name"], "op_type": layer["op_type"], "spec": layer["spec"],
+                        "blocks": counts.get(layer["index"], 0), "adc_full_scale": layer["adc"]["full_scale"],
+                        "input_scale": layer["dac"]["input_scale"]} for layer in h["layers"]]}
+
+
+def inspect_text(path: Path) -> str:
+    reader = ArchiveReader(Path(path), "device")
+    h = _read_header(reader)
+    lines = [f"{clean(str(path))}: acompile device file v{h['version']} for target {clean(h['target'])}",
+             f"  program sha256 {h['program_sha256'][:16]}...",
+             f"  {len(h['crossbars'])} crossbars of {h['geometry']['rows']}x{h['geometry']['cols']} on "
+             f"{count(h['tiles_used'], 'tile')} ({count(h['chips_needed'], 'chip')}), "
+             f"{count(len(h['blocks']), 'block')}, "
+             f"{count(h['levels_bytes'], 'byte')} of cell levels",
+             f"  {'layer':<28} {'op':<13} {'spec (Bw/Bx/dac/cell/adc)':<26} {'scheme':<12} {'blocks':>6} "
+             f"{'ADC F':>9} {'s_x':>10}"]
+    counts: dict[int, int] = {}
+    for b in h["blocks"]:
+        counts[b["layer"]] = counts.get(b["layer"], 0) + 1
+    for layer in h["layers"]:
+        s = layer["spec"]
+        lines.append(f"  {layer['name'][:28]:<28} {layer['op_type']:<13} "
+                     f"{s['weight_bits']}/{s['input_bits']}/{s['dac_bits']}/{s['cell_bits']}/{s['adc_bits']:<16} "
+                     f"{s['signed_weights']:<12} {counts.get(layer['index'], 0):>6} "
+                     f"{decimal(layer['adc']['full_scale'], 4):>9} "
+                     f"{decimal(layer['dac']['input_scale'], 4):>10}")
+    reader.close()
+    return "\n".join(lines) + "\n"
