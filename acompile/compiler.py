@@ -23,7 +23,7 @@ from .frontend.ops import Problem
 from .ir import Graph
 from .jsonio import dumps_json
 from .limits import Limits
-from .mapping import Mapping
+from .mapping import BlockTable, Mapping
 from .passes.base import CompileState, Pass, check_order
 from .passes.boundaries import insert_boundaries
 from .passes.classify import classify
@@ -122,10 +122,10 @@ def run_pipeline(model, target, options: Options, *, with_calibration: bool = Tr
     timings = {"load": time.perf_counter() - t0}
     graph.meta["compile_seed"] = options.seed     # programming draws follow it (sim/runtime.py)
     state = CompileState(graph, target, options, weights_read=with_calibration)
-    mapped = False
+    mapped, blocks = False, None
     for p in passes:
         if p.name == "calibrate" and state.mapping is not None:
-            _mapped(state, on_mapped, check=not each_pass)
+            blocks = _mapped(state, on_mapped, check=not each_pass)
             mapped = True
         if options.progress:
             options.progress(p.name)
@@ -149,8 +149,9 @@ def run_pipeline(model, target, options: Options, *, with_calibration: bool = Tr
         if dump:
             _dump(state, Path(dump), len(timings), p.name)
     if state.mapping is not None and not mapped:
-        _mapped(state, on_mapped, check=not each_pass)
-    cost = cost_model(state.graph, state.mapping, target, _samples(state)).to_dict() if "boundaries" in state.facts else {}
+        blocks = _mapped(state, on_mapped, check=not each_pass)
+    cost = cost_model(state.graph, state.mapping, target, _samples(state), blocks).to_dict() \
+        if "boundaries" in state.facts else {}
     warnings = model_scale_notes(state.graph)
     if "calibrated" in state.facts:
         from .calibrate import adc_warnings, calibration_notes
@@ -158,11 +159,12 @@ def run_pipeline(model, target, options: Options, *, with_calibration: bool = Tr
     return Compiled(state.graph, target, options, state.mapping, state.problems, cost, timings, warnings)
 
 
-def _mapped(state: CompileState, on_mapped, check: bool) -> None:
-    if check:
-        state.mapping.verify()
+def _mapped(state: CompileState, on_mapped, check: bool) -> BlockTable | None:
+    """The final mapping: checked (its block table returned, for the cost model), then ``on_mapped``."""
+    blocks = state.mapping.verify() if check else None
     if on_mapped is not None:
         on_mapped(state)
+    return blocks
 
 
 def _dump(state: CompileState, folder: Path, index: int, name: str) -> None:

@@ -245,8 +245,9 @@ def _numel(graph: Graph, name: str) -> int:
     return int(np.prod(s)) if s is not None else 0
 
 
-def cost_model(graph: Graph, mapping: Mapping, target, batch: int = 1) -> Cost:
-    """Per-layer and total figures for one inference: counts, energy by component, latency, area."""
+def cost_model(graph: Graph, mapping: Mapping, target, batch: int = 1, blocks: BlockTable | None = None) -> Cost:
+    """Per-layer and total figures for one inference: counts, energy by component, latency, area. ``blocks``:
+    the mapping's block table where the caller has it (``Mapping.verify`` returns it)."""
     e = {
         "dac": target.dac.energy_pj, "array": target.crossbar.read_energy_pj,
         "adc": target.adc.energy_pj, "shift_add": target.shift_add.energy_pj,
@@ -254,7 +255,8 @@ def cost_model(graph: Graph, mapping: Mapping, target, batch: int = 1) -> Cost:
         "network": target.network.energy_per_byte_hop_pj, "io": target.chip.io_energy_per_byte_pj,
     }
     figure = _digital_figures(target)
-    layers = _layer_costs(graph, mapping, target, e, figure)
+    table = blocks if blocks is not None else block_table(mapping.blocks)
+    layers = _layer_costs(graph, mapping, target, e, figure, table)
     digital = [_digital_cost(graph, node, target, e, figure) for node in graph.nodes if node.domain != DOMAIN]
     latency = {f"{x.name}/CrossbarRead": x.latency_ns for x in layers}
     latency.update((x.name, x.latency_ns) for x in digital)
@@ -277,7 +279,8 @@ def charge_idle(layers: list[LayerCost], target, stage_ns: float) -> None:
         x.energy_pj["static"] = per_bar_mw * c.crossbars * max(stage_ns - busy, 0.0)   # mW x ns = pJ
 
 
-def _layer_costs(graph: Graph, mapping: Mapping, target, e: dict[str, float], figure) -> list[LayerCost]:
+def _layer_costs(graph: Graph, mapping: Mapping, target, e: dict[str, float], figure,
+                 table: BlockTable) -> list[LayerCost]:
     act = _act_bytes(target)
     hop_ns = target.network.hop_latency_ns
     link_bytes_per_ns = target.network.bytes_per_ns
@@ -290,7 +293,6 @@ def _layer_costs(graph: Graph, mapping: Mapping, target, e: dict[str, float], fi
     for n in graph.nodes:
         if n.domain == DOMAIN and n.op_type == "ToVectors":
             readers[n.meta["layer"]].append(n)
-    table = block_table(mapping.blocks)
     bar_tile = np.fromiter((bar.tile for bar in mapping.crossbars), np.int64, count=len(mapping.crossbars))
     bar_cells = np.bincount(table.crossbar, weights=table.rows * table.cols, minlength=len(mapping.crossbars))
     out = []

@@ -265,8 +265,9 @@ class Mapping:
             mapping.layers[rec["layer"]].blocks.append(i)
         return mapping
 
-    def verify(self) -> None:
-        """Check the invariants of what the passes have built so far; raise :class:`BrokenMapping`.
+    def verify(self) -> BlockTable:
+        """Check the invariants of what the passes have built so far; raise :class:`BrokenMapping`. Return
+        the blocks' :data:`BlockTable` it checked (the cost model sums over it too).
 
         Layers and matrices are numbered in order; once blocks exist, each copy of each matrix is
         cut into a grid of blocks covering every cell (every weight's slices and signs) exactly once;
@@ -292,6 +293,7 @@ class Mapping:
             self._verify_crossbars(t, *bars[:3])
         if self.tiles_used:
             self._verify_placement(*bars[3:])
+        return t
 
     def _verify_blocks(self, t: BlockTable) -> None:
         n = len(self.blocks)
