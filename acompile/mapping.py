@@ -266,14 +266,12 @@ class Mapping:
         return mapping
 
     def verify(self) -> BlockTable:
-        """Check the invariants of what the passes have built so far; raise :class:`BrokenMapping`. Return
-        the blocks' :data:`BlockTable` it checked (the cost model sums over it too).
-
-        Layers and matrices are numbered in order; once blocks exist, each copy of each matrix is
-        cut into a grid of blocks covering every cell (every weight's slices and signs) exactly once;
-        once packed, every block is on one crossbar, inside it and overlapping no other; once
-        placed, every crossbar has its own slot within the organisation. Blocks and crossbars are
-        checked as numpy columns (a ResNet-50 has tens of thousands).
+        """Check the invariants of what the passes have built so far (raise :class:`BrokenMapping`); return
+        the blocks' :data:`BlockTable` it checked, which the cost model sums over too. Layers and matrices
+        are numbered in order; once blocks exist, each copy of each matrix is cut into a grid of blocks
+        covering every cell (every weight's slices and signs) exactly once; once packed, every block is on
+        one crossbar, inside it and overlapping no other; once placed, every crossbar has its own slot
+        within the organisation. Blocks and crossbars are checked as numpy columns.
         """
         for i, layer in enumerate(self.layers):
             _check(layer.index == i and all(m.group == g for g, m in enumerate(layer.matrices)),

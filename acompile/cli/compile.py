@@ -147,7 +147,7 @@ class _Writers:
             path = self.tmp / "device.acdev"
             weights = sum(m.n_out * m.k_in for layer in state.mapping.layers for m in layer.matrices)
             if weights >= FORKED_CELLS_WEIGHTS:
-                self.cells = beside(_timed_cells, path, state, None, what="device file's cells")
+                self.cells = beside(_timed_cells, path, state, None, True, what="device file's cells")
             if self.cells is None:
                 self.cells = self.pool.submit(_timed_cells, path, state, self.stop)
             else:
@@ -187,7 +187,7 @@ class _Writers:
                   "mapped-with-weights" in emit)
             written.append("mapped.onnx")
         if self.cells is not None:
-            cells, seconds = self.cells.result()
+            cells, seconds, self.timings.forked_private_bytes = self.cells.result()
             begin = time.perf_counter()
             add_header(tmp / "device.acdev", compiled, cells, program_sha)
             self.timings.entries.append(Written(["device.acdev"], seconds + time.perf_counter() - begin,
@@ -200,12 +200,15 @@ class _Writers:
             self.cells.cancel()
 
 
-def _timed_cells(path: Path, state, stop):
-    """``write_cells`` and the seconds it took."""
+def _timed_cells(path: Path, state, stop, forked: bool = False):
+    """``write_cells``, the seconds it took and, in a forked process, the memory that process holds of its
+    own once done (what it adds to this one's)."""
     import time
     from ..backends.device import write_cells
+    from .timing import private_bytes
     begin = time.perf_counter()
-    return write_cells(path, state, stop), time.perf_counter() - begin
+    cells = write_cells(path, state, stop)
+    return cells, time.perf_counter() - begin, private_bytes() if forked else None
 
 
 def run(args) -> int:

@@ -40,6 +40,17 @@ def peak_rss_bytes() -> int | None:
     return int(peak) if sys.platform == "darwin" else int(peak) * 1024    # bytes on macOS, KiB elsewhere
 
 
+def private_bytes() -> int | None:
+    """The memory this process holds of its own (pages no other process shares: a forked process's copies
+    of what it wrote, and what it allocated since), None where the system does not say (not Linux)."""
+    try:
+        with open("/proc/self/smaps_rollup", "rb") as f:
+            fields = dict(line.split(b":", 1) for line in f if line.startswith(b"Private_"))
+        return sum(int(v.split()[0]) for v in fields.values()) * 1024     # kB
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 @dataclass
 class Written:
     """One writer's files, how long it took and where: "main" (the main thread), "writer" (a writer thread,
@@ -55,6 +66,7 @@ class Timings:
     of the process when the first step began."""
     entries: list[Written] = field(default_factory=list)
     before_steps_s: float | None = None
+    forked_private_bytes: int | None = None     # the forked writer's own memory, as it ended
 
     def timed(self, files: list[str], where: str, fn, *args):
         """``fn(*args)`` run ``where`` (see :class:`Written`), its time recorded under ``files`` (None: the file
@@ -79,7 +91,7 @@ def profile(steps_s: dict[str, float], timings: Timings, out: Path) -> dict:
     return {"steps": steps, "steps_total_s": sum(steps_s.values()), "writes": files,
             "process": {"wall_s": process_wall_s(), "before_steps_s": timings.before_steps_s,
                         "cpu_user_s": user + child_user, "cpu_system_s": system + child_system,
-                        "peak_rss_bytes": peak_rss_bytes()}}
+                        "peak_rss_bytes": peak_rss_bytes(), "forked_writer_private_bytes": timings.forked_private_bytes}}
 
 
 def print_profile(p: dict, stream=None) -> None:
@@ -102,6 +114,8 @@ def print_profile(p: dict, stream=None) -> None:
         parts.append(f"{duration(proc['before_steps_s'] * 1e9)} before the first step (interpreter, imports, target)")
     if proc["peak_rss_bytes"] is not None:
         parts.append(f"peak RSS {si(proc['peak_rss_bytes'], 'B')}")
+    if proc.get("forked_writer_private_bytes") is not None:
+        parts.append(f"the forked writer's own memory {si(proc['forked_writer_private_bytes'], 'B')}")
     wall = proc["wall_s"]
     print(f"  {'process':<28} {duration(wall * 1e9) if wall is not None else 'wall ?':>9}  " + "; ".join(parts),
           file=stream)
