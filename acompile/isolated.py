@@ -148,9 +148,14 @@ def fork_call(call, *args, what: str = "worker") -> Child:
 
 def _quiet_child(parent: int) -> None:
     """The child's own handling of its end: default signal dispositions instead of the parent's Python
-    handlers (an interrupt ends it; the parent has its own), no fault handler (the parent says what
-    happened), and on Linux it ends with its parent."""
+    handlers (an interrupt ends it; the parent has its own), no fault handler and its standard streams on
+    the null device (the parent says what happened, and whoever reads the parent's output sees it end with
+    the parent, not when the child has let go of its memory), and on Linux it ends with its parent."""
     faulthandler.disable()
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
     for signum in signal.valid_signals():
         try:
             if callable(signal.getsignal(signum)):

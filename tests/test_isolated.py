@@ -36,6 +36,17 @@ def test_a_forked_call_returns_its_value_from_another_process():
     assert pid != os.getpid() and value == {"a": [1, 2]}
 
 
+def _streams():
+    return [os.readlink(f"/proc/self/fd/{fd}") for fd in (0, 1, 2)]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_a_forked_child_writes_nothing_to_its_parents_streams():
+    """Its standard streams are the null device: a caller reading the parent's output gets its end when the
+    parent ends, not once the child has let go of its memory."""
+    assert isolated.fork_call(_streams).result() == [os.devnull] * 3
+
+
 def test_what_a_forked_call_raises_is_raised_again():
     with pytest.raises(OSError) as caught:
         isolated.fork_call(_raise_no_space).result()
