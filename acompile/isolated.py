@@ -21,7 +21,8 @@ import weakref
 
 
 class Crashed(Exception):
-    """The child process running onnx's C++ code died."""
+    """A forked child died before it said what its call returned or raised (onnx's C++ code ended it, a
+    signal killed it)."""
 
 
 # Threads that end on their own soon (a model file's read-ahead): :func:`beside` waits for them, then forks.
@@ -202,8 +203,12 @@ def beside(call, *args, what: str) -> Child | None:
     """
     if sys.platform != "linux" or not hasattr(os, "fork") or threading.current_thread() is not threading.main_thread():
         return None
-    joined = [thread.join() for thread in list(_ENDING_SOON) if thread.is_alive()]
-    if not _one_thread(0.02 if joined else 0.0):
+    waited = False
+    for thread in list(_ENDING_SOON):
+        if thread.is_alive():
+            thread.join()
+            waited = True
+    if not _one_thread(0.02 if waited else 0.0):
         return None
     return fork_call(call, *args, what=what)
 
