@@ -126,11 +126,17 @@ def _how(status: int) -> str:
 
 
 def fork_call(call, *args, what: str = "worker") -> Child:
-    """``call(*args)`` in a forked child; its :class:`Child`."""
+    """``call(*args)`` in a forked child; its :class:`Child`. OSError when the system forks no more (a limit
+    on processes, no memory for another)."""
     reap_ended()
     read, write = os.pipe()
     parent = os.getpid()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(read)
+        os.close(write)
+        raise
     if pid == 0:        # the child: no Python clean-up, nothing of the parent's flushed twice
         try:
             os.close(read)
@@ -194,8 +200,8 @@ def in_child(call, payload: bytes) -> bytes:
 
 
 def beside(call, *args, what: str) -> Child | None:
-    """``call(*args)`` in a forked child running beside this process, or None where forking is not safe
-    (the caller then runs it on a thread of its own).
+    """``call(*args)`` in a forked child running beside this process, or None where forking is not safe or
+    the system refuses (the caller then runs it on a thread of its own).
 
     Forking is safe on Linux from the main thread of a process that runs no other thread, of Python or
     native code (the threads of :func:`ends_soon` are waited for first): a thread holding a lock as the
@@ -210,7 +216,10 @@ def beside(call, *args, what: str) -> Child | None:
             waited = True
     if not _one_thread(0.02 if waited else 0.0):
         return None
-    return fork_call(call, *args, what=what)
+    try:
+        return fork_call(call, *args, what=what)
+    except OSError:     # no more processes for this user, no memory to fork: a thread does the work
+        return None
 
 
 def _one_thread(settle_s: float) -> bool:

@@ -162,3 +162,24 @@ def test_a_small_models_cells_are_written_on_a_thread(tmp_path, monkeypatch):
     monkeypatch.setattr(cli_compile, "FORKED_CELLS_WEIGHTS", 1)
     assert main(["compile", str(SAMPLE), "-t", "isaac", "-o", str(tmp_path / "forked"), "-q"]) == 0
     assert asked == ["device file's cells"]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="beside forks on Linux only")
+def test_a_compile_the_system_refuses_to_fork_writes_its_cells_on_a_thread(tmp_path, monkeypatch, capsys):
+    """A limit on processes (EAGAIN) is no reason to fail: the cells are written on a thread instead."""
+    from acompile.cli import compile as cli_compile
+    forks = []
+
+    def refuse():
+        forks.append(1)
+        raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(cli_compile, "FORKED_CELLS_WEIGHTS", 0)
+    monkeypatch.setattr(isolated, "_one_thread", lambda settle_s: True)
+    monkeypatch.setattr(os, "fork", refuse)
+    before = len(os.listdir(f"/proc/{os.getpid()}/fd"))
+    assert main(["compile", str(SAMPLE), "-t", "isaac", "-o", str(tmp_path / "out"), "-q", "-v",
+                 "--format", "json"]) == 0
+    profile = json.loads(capsys.readouterr().out)["profile"]
+    assert forks == [1] and {f: w["thread"] for w in profile["writes"] for f in w["files"]}["device.acdev"] == "writer"
+    assert len(os.listdir(f"/proc/{os.getpid()}/fd")) == before      # the pipe made for the child is closed
