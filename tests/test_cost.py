@@ -71,7 +71,6 @@ def test_the_report_dict_is_made_from_typed_records():
     assert set(comp.cost["layers"][0]) >= {"kind", "energy_total_pj", "utilisation", "counts", "tiles"}
 
 
-
 def test_the_cost_of_a_compile_that_checks_its_mapping_once_sums_the_same_blocks(monkeypatch):
     """Without a check after every pass (the command line's default), the mapping is checked once and the
     cost model sums over the block table that check built: the same figures as building its own."""
@@ -81,6 +80,7 @@ def test_the_cost_of_a_compile_that_checks_its_mapping_once_sums_the_same_blocks
     assert len(table.rows) == len(comp.mapping.blocks)
     assert cost_model(comp.graph, comp.mapping, comp.target, blocks=table).to_dict() == comp.cost \
         == cost_model(comp.graph, comp.mapping, comp.target).to_dict()
+
 
 def _attention_model(layout: str):
     """ONNX Attention-23 on [B, S, hidden] (heads from attributes) or [B, H, S, head] inputs."""

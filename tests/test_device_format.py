@@ -54,7 +54,7 @@ def test_every_block_holds_the_packed_levels_of_encode_weights(tmp_path, scheme,
     for model in (models.mlp((13, 37, 10)), models.grouped_conv(), models.mlp((150, 130, 7))):
         comp = compiled(model, target)
         sha = write_program(tmp_path, comp, dumps_json)
-        write_device(tmp_path / "device.acdev", comp, lambda: sha)
+        write_device(tmp_path / "device.acdev", comp, sha)
         archive = ArchiveReader(tmp_path / "device.acdev", "device")
         header, levels = archive.json("header.json"), archive.bytes("levels.bin")
         archive.close()
@@ -82,7 +82,7 @@ def test_a_reader_keeps_decoded_matrices_within_its_memory_and_decodes_again_wha
     from acompile.numerics.encoding import float_weights
     comp = compiled(models.mlp((150, 130, 70, 7)), "isaac")
     sha = write_program(tmp_path, comp, dumps_json)
-    write_device(tmp_path / "device.acdev", comp, lambda: sha)
+    write_device(tmp_path / "device.acdev", comp, sha)
     layers = comp.mapping.layers
     whole = DeviceReader(tmp_path / "device.acdev", comp.mapping, program_sha256=sha)
     want = [whole.encoded(layer, 0) for layer in layers]
@@ -116,7 +116,7 @@ def test_differential_magnitudes_are_max_of_q_and_minus_q(dtype):
 def test_header_records_are_the_mappings_own(tmp_path):
     comp = compiled(models.small_cnn(), "isaac", replicate="auto")
     sha = write_program(tmp_path, comp, dumps_json)
-    write_device(tmp_path / "device.acdev", comp, lambda: sha)
+    write_device(tmp_path / "device.acdev", comp, sha)
     archive = ArchiveReader(tmp_path / "device.acdev", "device")
     header = archive.json("header.json")
     archive.close()
@@ -150,7 +150,7 @@ def test_the_device_writer_stops_when_told(tmp_path):
     stop = threading.Event()
     stop.set()
     with pytest.raises(Cancelled):
-        write_device(tmp_path / "device.acdev", comp, lambda: "0" * 64, stop)
+        write_device(tmp_path / "device.acdev", comp, "0" * 64, stop)
 
 
 def test_the_formats_doc_names_every_key_and_member(tmp_path):
@@ -194,13 +194,13 @@ def test_small_row_stripes_are_encoded_on_the_writers_thread(tmp_path, monkeypat
     files = {}
     for limit in (0, 10**12):       # every stripe pooled, then every one on the writer's thread
         monkeypatch.setattr(device, "POOLED_STRIPE_WEIGHTS", limit)
-        write_device(tmp_path / f"{limit}.acdev", comp, lambda: "0" * 64)
+        write_device(tmp_path / f"{limit}.acdev", comp, "0" * 64)
         files[limit] = (tmp_path / f"{limit}.acdev").read_bytes()
     sizes = sorted({size for size, _ in seen})
     assert len(sizes) > 1
     seen.clear()
     monkeypatch.setattr(device, "POOLED_STRIPE_WEIGHTS", sizes[0])
-    write_device(tmp_path / "mixed.acdev", comp, lambda: "0" * 64)
+    write_device(tmp_path / "mixed.acdev", comp, "0" * 64)
     here = threading.current_thread()
     assert {size for size, thread in seen if thread is here} == {sizes[0]}
     assert {size for size, thread in seen if thread is not here} == set(sizes[1:])

@@ -149,7 +149,7 @@ def test_mappings_survive_to_dict_and_from_dict():
 def test_the_loaders_rebuild_the_whole_mapping(tmp_path, replicate):
     comp = compiled(models.small_cnn(), "isaac", replicate=replicate)
     sha = write_program(tmp_path, comp, dumps_json)
-    write_device(tmp_path / "device.acdev", comp, lambda: sha)
+    write_device(tmp_path / "device.acdev", comp, sha)
     _, mapping, loaded_sha = load_program(tmp_path)
     assert mapping.layers == [_without_blocks(layer) for layer in comp.mapping.layers] and not mapping.blocks
     DeviceReader(tmp_path / "device.acdev", mapping, program_sha256=loaded_sha)
@@ -167,7 +167,7 @@ def test_a_device_header_that_does_not_hold_together_is_refused(tmp_path):
     sha = write_program(tmp_path, comp, dumps_json)
     broken = dataclasses.replace(comp, mapping=copy.deepcopy(comp.mapping))
     broken.mapping.crossbars[0].slot = 99          # written as is: the writer does not verify
-    write_device(tmp_path / "device.acdev", broken, lambda: sha)
+    write_device(tmp_path / "device.acdev", broken, sha)
     _, mapping, _ = load_program(tmp_path)
     with pytest.raises(InvalidDataError, match="does not hold together"):
         DeviceReader(tmp_path / "device.acdev", mapping, program_sha256=sha)
@@ -178,7 +178,7 @@ def test_every_weight_lands_in_one_cell_per_slice_and_sign(tmp_path, target):
     """Write the device file, read it back, and decode the cells to the quantised weights."""
     comp = compiled(models.grouped_conv(), target)
     sha = write_program(tmp_path, comp, dumps_json)
-    write_device(tmp_path / "device.acdev", comp, lambda: sha)
+    write_device(tmp_path / "device.acdev", comp, sha)
     reader = DeviceReader(tmp_path / "device.acdev", comp.mapping, program_sha256=sha)
     for layer in comp.mapping.layers:
         for g, m in enumerate(layer.matrices):

@@ -56,17 +56,13 @@ class Cancelled(Exception):
     file goes with the temporary folder)."""
 
 
-def write_device(path: Path, compiled, program_sha256: Callable[[], str], stop: threading.Event | None = None) -> None:
+def write_device(path: Path, compiled, program_sha256: str, stop: threading.Event | None = None) -> None:
     """Write the device file of ``compiled`` (a :class:`~acompile.compiler.Compiled`, or the compile's state
-    once its mapping is final) to ``path``: :func:`write_cells`, then :func:`add_header`.
-
-    ``program_sha256()`` gives the sha256 of the program.json it belongs to; it is called once the cells
-    are written, before the header, so the program can be written (and the layers calibrated) on another
-    thread meanwhile. Once ``stop`` is set (the compile failed or was interrupted on another thread),
-    raises :class:`Cancelled` before the next row stripe.
+    once its mapping is final) to ``path``, for the program.json whose sha256 is ``program_sha256``:
+    :func:`write_cells`, then :func:`add_header`. Once ``stop`` is set (the compile failed or was interrupted
+    on another thread), raises :class:`Cancelled` before the next row stripe.
     """
-    cells = write_cells(path, compiled, stop)
-    add_header(path, compiled, cells, program_sha256())
+    add_header(path, compiled, write_cells(path, compiled, stop), program_sha256)
 
 
 def write_cells(path: Path, compiled, stop: threading.Event | None = None) -> dict:

@@ -137,7 +137,6 @@ class _Writers:
         self.pool, self.stop, self.tmp, self.emit, self.timings = pool, stop, tmp, emit, timings
         self.started = False
         self.cells = self.constants = None
-        self.cells_where = "writer"
 
     def start(self, state) -> None:
         from ..backends.program import write_constants
@@ -150,8 +149,6 @@ class _Writers:
                 self.cells = beside(_timed_cells, path, state, None, True, what="device file's cells")
             if self.cells is None:
                 self.cells = self.pool.submit(_timed_cells, path, state, self.stop)
-            else:
-                self.cells_where = "process"
         if "program" in self.emit or "device" in self.emit:
             self.constants = self.pool.submit(self.timings.timed, ["program.npz"], "writer", write_constants,
                                               self.tmp, state.graph, state.mapping, self.stop)
@@ -191,13 +188,18 @@ class _Writers:
             begin = time.perf_counter()
             add_header(tmp / "device.acdev", compiled, cells, program_sha)
             self.timings.entries.append(Written(["device.acdev"], seconds + time.perf_counter() - begin,
-                                                self.cells_where))
+                                                "process" if self._forked() else "writer"))
         return written
 
     def cancel(self) -> None:
-        """The compile failed or was interrupted: end the cells' process, if there is one."""
-        if self.cells is not None and self.cells_where == "process":
+        """The compile failed or was interrupted: end the cells' process, if there is one (a thread stops at
+        ``stop``)."""
+        if self._forked():
             self.cells.cancel()
+
+    def _forked(self) -> bool:
+        from ..isolated import Child
+        return isinstance(self.cells, Child)
 
 
 def _timed_cells(path: Path, state, stop, forked: bool = False):
