@@ -18,6 +18,31 @@ def dumps_json(obj) -> str:
     return json.dumps(obj, sort_keys=True, indent=2, default=json_default, allow_nan=False) + "\n"
 
 
+def dumps_lines(obj, depth: int = 2) -> str:
+    """The same document (sorted keys, numpy values converted, NaN refused) indented to ``depth`` levels, each
+    value below them on one line: a program's every constant, op and layer a line of its own.
+
+    ``json`` indents in Python, value by value; every line here is written by its C encoder, which makes
+    a program.json of tens of thousands of per-channel scales in half the time.
+    """
+    return _lines(obj, depth, "") + "\n"
+
+
+def _lines(obj, depth: int, pad: str) -> str:
+    if depth == 0 or not isinstance(obj, (dict, list)) or not obj:
+        return _ONE_LINE.encode(obj)
+    inner = pad + "  "
+    if isinstance(obj, dict):
+        rows = [f"{inner}{_ONE_LINE.encode(_key(k))}: {_lines(v, depth - 1, inner)}" for k, v in sorted(obj.items())]
+        return "{\n" + ",\n".join(rows) + "\n" + pad + "}"
+    return "[\n" + ",\n".join([inner + _lines(v, depth - 1, inner) for v in obj]) + "\n" + pad + "]"
+
+
+def _key(k) -> str:
+    """A key as JSON spells it (json writes a number, true, false or null key as a string)."""
+    return k if isinstance(k, str) else next(iter(json.loads(json.dumps({k: 0}))))
+
+
 def dumps_compact(obj) -> str:
     """The same document on one line, without spaces (file headers that programs read).
 
@@ -60,6 +85,9 @@ def json_default(o):
     if isinstance(o, (set, frozenset)):
         return sorted(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+_ONE_LINE = json.JSONEncoder(sort_keys=True, separators=(", ", ": "), default=json_default, allow_nan=False)
 
 
 def json_safe(obj):

@@ -18,10 +18,10 @@ from acompile import numerics
 from acompile.backends.archive import ArchiveReader
 from acompile.numerics.encoding import pack_levels
 from acompile.backends.cells import _magnitudes
-from acompile.backends.device import Cancelled, write_device
+from acompile.backends.device import Cancelled, add_header, layout_records, write_cells, write_device
 from acompile.backends.device_reader import DeviceReader
 from acompile.backends.program import write_program
-from acompile.jsonio import RawJSON, dumps_compact, dumps_json, table_json
+from acompile.jsonio import RawJSON, dumps_compact, dumps_json, dumps_lines, table_json
 from acompile.mapping import layer_matrix
 from acompile.target import apply_overrides, load_target, parse_settings
 from helpers import compiled
@@ -141,6 +141,48 @@ def test_table_json_writes_what_dumps_compact_writes():
     doc = {"z": 1, "rows": table, "name": "x\u00e9\n", "nested": {"b": 1.5, "a": None}}
     assert dumps_compact(doc) == dumps_compact({**doc, "rows": rows})
     assert table_json({"a": [], "b": []}) == "[]"
+
+
+def test_dumps_lines_writes_the_document_dumps_json_writes_a_line_per_value_below_its_depth():
+    doc = {"b": [{"x": np.float32(0.1), "y": [1, 2]}, {"z": {}}], "a": {"k2": np.arange(3), "k1": "é"},
+           "c": 2**70, "d": [], "e": {}, "f": {10: None, 9: 1.5}}
+    text = dumps_lines(doc)
+    assert json.loads(text) == json.loads(dumps_json(doc))
+    assert text.splitlines() == [
+        "{", '  "a": {', '    "k1": "\\u00e9",', '    "k2": [0, 1, 2]', "  },",
+        '  "b": [', '    {"x": 0.10000000149011612, "y": [1, 2]},', '    {"z": {}}', "  ],",
+        f'  "c": {2**70},', '  "d": [],', '  "e": {},', '  "f": {', '    "9": 1.5,', '    "10": null', "  }", "}"]
+    assert dumps_lines([1, [2]], depth=1) == "[\n  1,\n  [2]\n]\n" and dumps_lines(5) == "5\n"
+    with pytest.raises(ValueError):
+        dumps_lines({"a": [float("nan")]})
+
+
+def test_a_program_holds_each_constant_op_and_layer_on_a_line_of_its_own(tmp_path):
+    comp = compiled(models.small_cnn(), "isaac")
+    write_program(tmp_path, comp, dumps_lines)
+    text = (tmp_path / "program.json").read_text()
+    program = json.loads(text)
+    write_program(tmp_path, comp, dumps_json)
+    assert program == json.loads((tmp_path / "program.json").read_text())
+    lines = text.splitlines()
+    for key in ("constants", "ops", "layers"):
+        assert len(program[key]) > 1
+        first = lines.index(f'  "{key}": ' + ("{" if key == "constants" else "["))
+        assert lines[first + 1 + len(program[key])].startswith(("  }", "  ]"))
+
+
+def test_the_header_goes_only_on_cells_of_the_sizes_the_layout_gives_them(tmp_path):
+    """A compile builds the header's layout records while the cells are written elsewhere: add_header checks
+    that the cells are what those records say before it finishes the file."""
+    comp = compiled(models.small_cnn(), "isaac")
+    write_device(tmp_path / "whole.acdev", comp, "0" * 64)
+    path = tmp_path / "device.acdev"
+    cells = write_cells(path, comp)
+    layout = layout_records(comp.mapping)
+    with pytest.raises(RuntimeError, match="not the sizes"):
+        add_header(path, comp, {**cells, "block_bytes": cells["block_bytes"][:-1] + [0]}, layout, "0" * 64)
+    add_header(path, comp, cells, layout, "0" * 64)
+    assert path.read_bytes() == (tmp_path / "whole.acdev").read_bytes()
 
 
 def test_the_device_writer_stops_when_told(tmp_path):

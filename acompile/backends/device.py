@@ -62,17 +62,19 @@ def write_device(path: Path, compiled, program_sha256: str, stop: threading.Even
     :func:`write_cells`, then :func:`add_header`. Once ``stop`` is set (the compile failed or was interrupted
     on another thread), raises :class:`Cancelled` before the next row stripe.
     """
-    add_header(path, compiled, write_cells(path, compiled, stop), program_sha256)
+    cells = write_cells(path, compiled, stop)
+    add_header(path, compiled, cells, layout_records(compiled.mapping), program_sha256)
 
 
 def write_cells(path: Path, compiled, stop: threading.Event | None = None) -> dict:
     """Write every member of the device file but its header -- levels.bin, weight_scales.npy and, in the
     "flipped" scheme, the flip marks -- as a complete archive that :func:`add_header` finishes. Return what
-    the header says of them (plain data, which a forked writer sends back): ``levels_bytes``,
-    ``flip_marks_sha256`` (None without flip marks) and the layout's ``crossbars`` and ``blocks`` records
-    (JSON text).
+    the header says of them (plain data, which a forked writer sends back): ``block_bytes`` (each block's
+    size in levels.bin, file order) and ``flip_marks_sha256`` (None without flip marks).
 
-    Nothing calibration sets is read: the cells can be written from the moment the mapping is final.
+    Nothing calibration sets is read: the cells can be written from the moment the mapping is final. The
+    header's records of the layout are not built here: the mapping alone decides them (:func:`layout_records`),
+    and a compile builds them while this runs in a forked process.
     """
     graph, mapping = compiled.graph, compiled.mapping
     matrices = _stripe_blocks(mapping)
@@ -80,8 +82,6 @@ def write_cells(path: Path, compiled, stop: threading.Event | None = None) -> di
     sizes, scales, flips = [], [], []
     try:
         with writer.open_stream("levels.bin") as stream, ThreadPoolExecutor(_WORKERS) as pool:
-            # the layout's records need only the mapping: encoded beside the cells, not after them
-            layout = pool.submit(_layout_records, mapping, matrices)
             cells = _in_order(pool, stripe_cells, _stripes(graph, matrices, scales, stop), ahead=2 * _WORKERS,
                               pooled=_large_stripe)
             for _, group_sizes, pieces, flip in cells:
@@ -90,32 +90,33 @@ def write_cells(path: Path, compiled, stop: threading.Event | None = None) -> di
                 for piece in pieces:
                     stream.write(piece)
                 sizes += group_sizes
-            crossbar_records, block_records, block_sizes = layout.result()
-        if sizes != block_sizes:
-            raise RuntimeError("the device file's cells are not the sizes its header gives them")
         writer.add_array("weight_scales.npy", np.concatenate(scales) if scales else np.zeros(0))
         marks = np.packbits(np.concatenate(flips)) if flips else None
         if marks is not None:       # the "flipped" scheme: which (row block, column) is stored complemented
             writer.add_array(FLIP_ENTRY, marks)
     finally:
         writer.close()
-    return {"levels_bytes": sum(sizes), "crossbars": str(crossbar_records), "blocks": str(block_records),
+    return {"block_bytes": sizes,
             "flip_marks_sha256": hashlib.sha256(marks.tobytes()).hexdigest() if marks is not None else None}
 
 
-def add_header(path: Path, compiled, cells: dict, program_sha256: str) -> None:
+def add_header(path: Path, compiled, cells: dict, layout: tuple, program_sha256: str) -> None:
     """Append header.json to the device file :func:`write_cells` wrote (``cells``: what it returned), once
-    calibration has set the layers' scales and ``program_sha256`` names the program.json it belongs to."""
+    calibration has set the layers' scales and ``program_sha256`` names the program.json it belongs to;
+    ``layout`` is :func:`layout_records` of the mapping."""
     mapping, target = compiled.mapping, compiled.target
+    crossbar_records, block_records, block_sizes = layout
+    if cells["block_bytes"] != block_sizes:
+        raise RuntimeError("the device file's cells are not the sizes its header gives them")
     writer = ArchiveWriter(path, append=True)
     try:
         header = {
             **({"flip_marks_sha256": cells["flip_marks_sha256"]} if cells["flip_marks_sha256"] else {}),
             "format": DEVICE_FORMAT, "version": DEVICE_VERSION, "target": target.name,
-            "levels_bytes": cells["levels_bytes"],
+            "levels_bytes": sum(block_sizes),
             "levels_crc32": writer.crc32("levels.bin"),     # zipfile's, taken as the bytes were written
-            "crossbars": RawJSON(cells["crossbars"]),
-            "blocks": RawJSON(cells["blocks"]),
+            "crossbars": crossbar_records,
+            "blocks": block_records,
             "geometry": mapping.fabric.to_dict(),
             "tiles_used": mapping.tiles_used, "chips_needed": mapping.chips_needed,
             "program_sha256": program_sha256,
@@ -144,9 +145,10 @@ def _stripe_blocks(mapping: Mapping) -> list[tuple]:
     return out
 
 
-def _layout_records(mapping: Mapping, matrices: list) -> tuple[RawJSON, RawJSON, list[int]]:
+def layout_records(mapping: Mapping) -> tuple[RawJSON, RawJSON, list[int]]:
     """The header's crossbar and block records, and the blocks' sizes in levels.bin (file order): what the
     mapping alone decides, each block's cells packed on whole bytes."""
+    matrices = _stripe_blocks(mapping)
     blocks = [(blk, layer.spec.cell_bits) for layer, _, stripes in matrices for stripe in stripes for blk in stripe]
     sizes = [packed_size(blk.rows * blk.cols, bits) for blk, bits in blocks]
     return _crossbar_records(mapping.crossbars), _block_records([blk for blk, _ in blocks], sizes), sizes

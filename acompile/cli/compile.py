@@ -156,10 +156,10 @@ class _Writers:
     def finish(self, compiled, report: dict) -> list[str]:
         """Write the remaining files; wait for the cells and program.npz; return every file's name."""
         import time
-        from ..backends.device import add_header
+        from ..backends.device import add_header, layout_records
         from ..backends.program import write_program
         from ..backends.report import write_report
-        from ..jsonio import dumps_json
+        from ..jsonio import dumps_json, dumps_lines
         from .timing import Written
         if not self.started:
             self.start(compiled)    # a compile without calibration never called it
@@ -167,7 +167,7 @@ class _Writers:
         program_sha = None
         if "program" in emit or "device" in emit:
             constants = self.constants.result() if self.constants is not None else None
-            program_sha = timed(["program.json", "target.toml"], "main", write_program, tmp, compiled, dumps_json,
+            program_sha = timed(["program.json", "target.toml"], "main", write_program, tmp, compiled, dumps_lines,
                                 constants)
             written += ["program.json", "program.npz", "target.toml"]
         if self.cells is not None:
@@ -184,10 +184,14 @@ class _Writers:
                   "mapped-with-weights" in emit)
             written.append("mapped.onnx")
         if self.cells is not None:
+            begin = time.perf_counter()
+            layout = layout_records(compiled.mapping)       # here, while the cells are still being written
+            here = time.perf_counter() - begin
             cells, seconds, self.timings.forked_private_bytes = self.cells.result()
             begin = time.perf_counter()
-            add_header(tmp / "device.acdev", compiled, cells, program_sha)
-            self.timings.entries.append(Written(["device.acdev"], seconds + time.perf_counter() - begin,
+            add_header(tmp / "device.acdev", compiled, cells, layout, program_sha)
+            here += time.perf_counter() - begin
+            self.timings.entries.append(Written(["device.acdev"], seconds + here,
                                                 "process" if self._forked() else "writer"))
         return written
 
