@@ -28,9 +28,13 @@ def test_compile_writes_program_device_and_report(tmp_path, capsys):
     assert sorted(os.listdir(out)) == ["device.acdev", "mapped.onnx", "program.json", "program.npz", "report.html",
                                        "report.json", "report.md", "report_energy.svg", "report_layers.svg",
                                        "target.toml"]
-    report = json.loads((out / "report.json").read_text())
+    text = (out / "report.json").read_text()
+    report = json.loads(text)
     assert report["schema_version"] == 1 and report["totals"]["crossbars"] > 0
     assert "total:" in capsys.readouterr().out
+    lines = text.splitlines()        # like program.json: each layer's record one line, between the list's brackets
+    first = lines.index('  "layers": [')
+    assert len(report["layers"]) > 1 and lines[first + 1 + len(report["layers"])] in ("  ]", "  ],")
 
 
 def test_outputs_are_byte_identical_across_runs(tmp_path):

@@ -164,7 +164,7 @@ class _Writers:
         from ..backends.device import add_header, layout_records
         from ..backends.program import write_constants, write_program
         from ..backends.report import write_report
-        from ..jsonio import dumps_json, dumps_lines
+        from ..jsonio import dumps_lines
         from .timing import Written
         if not self.started:
             self.start(compiled)    # a compile without calibration never called it
@@ -179,7 +179,7 @@ class _Writers:
         if self.cells is not None:
             written.append("device.acdev")
         if "report" in emit:
-            written += timed(None, "main", write_report, report, tmp, dumps_json)
+            written += timed(None, "main", write_report, report, tmp, dumps_lines)
         if "html" in emit:
             from ..backends.html import write_html
             timed(["report.html"], "main", write_html, tmp / "report.html", report, compiled.mapping)
