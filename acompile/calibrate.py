@@ -274,6 +274,12 @@ def _fill_text(fill: tuple[bool, int]) -> str:
     return f"{str(fill[0]).lower()} in boolean inputs and {fill[1]} in integer ones"
 
 
+def observes_activations(mapping, target) -> bool:
+    """Whether :func:`calibrate` runs the model to observe activations (not for a quantized model that gives
+    every layer its input scale, on a worst-case ADC)."""
+    return bool(mapping.layers) and not _nothing_to_observe(mapping, target.adc.range == "calibrated")
+
+
 def _nothing_to_observe(mapping, calibrated_adc: bool) -> bool:
     """A quantized model that gives every layer its input scale, on a worst-case ADC: no activation
     sets a scale or a range."""

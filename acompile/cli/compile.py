@@ -21,10 +21,6 @@ EMITTABLE = ("program", "device", "report", "html", "mapped", "mapped-with-weigh
 # 0.41 -> 0.33 s; the transformer block's (3.1 M weights) 189 -> 195 ms, a forked process's pages copied as
 # the rest of the compile writes them costing more than its cells' GIL handoffs.
 FORKED_CELLS_WEIGHTS = 1 << 22
-# From this many bytes of constants on, program.npz is written on a writer thread while the compile calibrates
-# (its large writes let go of the GIL); below, on the main thread once calibrated: a thread's GIL handoffs over
-# the int8 ResNet-50's 300 small entries cost its compile 18 ms (331 -> 314 ms), ResNet-50's 5 ms.
-THREADED_CONSTANTS_BYTES = 1 << 27
 DEFAULT_EMIT = "program,device,report,html,mapped"
 
 
@@ -104,8 +100,8 @@ def compile_to(args, out: Path, emit: set[str]):
     check_replaceable(out)      # refused before the work; checked again when OUT is replaced
     if options.progress:
         options.progress("loading the model")
-    # What calibration leaves alone -- the device file's cells, a large program.npz's constants -- is written from
-    # the moment the mapping is final, while this thread calibrates (_Writers.start). Leaving the pool waits for its
+    # What calibration leaves alone -- the device file's cells, program.npz's constants -- is written from the
+    # moment the mapping is final, while this thread calibrates (_Writers.start). Leaving the pool waits for its
     # writers (told to stop, and the cells' process ended, when this thread failed or was interrupted) before
     # atomic_folder puts OUT in place or removes it.
     stop = threading.Event()
@@ -133,8 +129,10 @@ class _Writers:
     A model's cells (of FORKED_CELLS_WEIGHTS weights or more) are encoded in a forked copy of this process
     where that is safe (``isolated.beside``): their many short numpy passes and this thread's Python
     (calibration, the program, the reports) took turns at one GIL, and on a 2-core machine each handoff cost
-    more than most of the passes. Otherwise they are encoded on ``pool``, as program.npz is when it holds
-    THREADED_CONSTANTS_BYTES or more (its writes let go of the GIL); a smaller one is written on this thread.
+    more than most of the passes. Otherwise they are encoded on ``pool``. program.npz is written on ``pool``
+    while this thread calibrates (its writes let go of the GIL), and on this thread after when calibration
+    observes nothing (a quantized model's own scales): a thread then only adds GIL handoffs, over the int8
+    ResNet-50's 300 entries 18 ms of its compile (331 -> 314 ms).
     """
 
     def __init__(self, pool, stop, tmp: Path, emit: set[str], timings):
@@ -144,6 +142,7 @@ class _Writers:
 
     def start(self, state) -> None:
         from ..backends.program import write_constants
+        from ..calibrate import observes_activations
         from ..isolated import beside
         self.started = True
         if "device" in self.emit:   # its header, with what calibration sets, is added by finish
@@ -153,8 +152,7 @@ class _Writers:
                 self.cells = beside(_timed_cells, path, state, None, True, what="device file's cells")
             if self.cells is None:
                 self.cells = self.pool.submit(_timed_cells, path, state, self.stop)
-        constants_bytes = sum(a.nbytes for a in state.graph.constants.values())
-        if ("program" in self.emit or "device" in self.emit) and constants_bytes >= THREADED_CONSTANTS_BYTES:
+        if ("program" in self.emit or "device" in self.emit) and observes_activations(state.mapping, state.target):
             self.constants = self.pool.submit(self.timings.timed, ["program.npz"], "writer", write_constants,
                                               self.tmp, state.graph, state.mapping, self.stop)
 
