@@ -144,6 +144,30 @@ def test_a_folding_record_knows_when_products_overflow():
     assert FoldedIntegers(x[:, :1], None, np.full(1, 3e37, np.float32), 0).finite()
 
 
+def test_a_folding_record_answers_from_the_integers_type_where_that_decides():
+    """A model's 8-bit integers on 16-bit weights: their type alone says they are finite times finite scales,
+    within the weight bits and int8 -- no integer is read (a ResNet-50's 25 M); where the type does not
+    decide, the integers do."""
+    from acompile.numerics.folded import FoldedIntegers
+
+    class Unread(np.ndarray):
+        def min(self, *args, **kwargs):
+            raise AssertionError("an integer was read")
+        max = min
+
+    x = np.array([[3, -128], [7, 127]], np.int8)
+    scales = np.full(2, 0.5, np.float32)
+    unread = FoldedIntegers(x.view(Unread), None, scales, 0)
+    assert unread.bound == 128 and unread.within(32767) and unread.finite()
+    assert unread.differences().dtype == np.int8 and np.array_equal(unread.differences(), x)
+    known = FoldedIntegers(x, None, scales, 0)
+    assert known.within(128) and not known.within(127) and known.largest == 128
+    small = np.array([[3, 100]], np.uint8)      # uint8 may need int16; these values do not
+    assert FoldedIntegers(small, None, scales[:1], 0).differences().dtype == np.int8
+    wide = FoldedIntegers(np.array([[3, 200]], np.uint8), np.full(1, 1, np.uint8), scales[:1], 0)
+    assert wide.bound == 254 and wide.differences().dtype == np.int16 and wide.within(199) and not wide.within(198)
+
+
 @pytest.mark.parametrize("dtype, zero, axis, per_tensor", [(np.int8, 0, 0, False), (np.uint8, 128, 0, False),
                                                           (np.uint8, 7, 1, False), (np.int16, -300, 1, True),
                                                           (np.int8, None, 0, True), (np.uint8, 9, 0, "zero")])

@@ -37,7 +37,9 @@ class FoldedIntegers:
         """ints - zero, exactly, C-contiguous, in the narrowest of int8, int16 and int32 that holds them."""
         d = self.ints if self.zero is None or not np.any(self.zero) else np.subtract(
             self.ints, self._along(self.zero, self.ints.ndim), dtype=np.int32)
-        lo, hi = (int(d.min()), int(d.max())) if d.size else (0, 0)
+        lo, hi = self._type_range()
+        if not -128 <= lo <= hi <= 127:     # the type alone does not make them int8: the values decide
+            lo, hi = (int(d.min()), int(d.max())) if d.size else (0, 0)
         for t in (np.int8, np.int16):
             if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max:
                 return np.ascontiguousarray(d, dtype=t)
@@ -50,10 +52,30 @@ class FoldedIntegers:
         low, high = self._extremes()
         return max(-int(low.min(initial=0)), int(high.max(initial=0)))
 
+    @cached_property
+    def bound(self) -> int:
+        """What the integers' type and the zero points allow of max |ints - zero| (no integer read)."""
+        lo, hi = self._type_range()
+        return max(-lo, hi)
+
+    def _type_range(self) -> tuple[int, int]:
+        """The least and greatest ints - zero the integers' type and the zero points allow."""
+        info = np.iinfo(self.ints.dtype)
+        zero = np.zeros(1, np.int64) if self.zero is None or not self.zero.size else self.zero.astype(np.int64)
+        return int(info.min) - int(zero.max()), int(info.max) - int(zero.min())
+
+    def within(self, limit: int) -> bool:
+        """Whether max |ints - zero| <= limit: from :attr:`bound` where that decides it (a model's 8-bit integers
+        on 16-bit weights), else from the integers themselves (:attr:`largest`)."""
+        return self.bound <= limit or self.largest <= limit
+
     def finite(self) -> bool:
         """Whether every product is finite: the scales are, and no product can pass float32's largest."""
         top = float(np.max(np.abs(self.scales.astype(np.float64)))) if self.scales.size else 0.0
-        return bool(np.all(np.isfinite(self.scales))) and top * self.largest < float(np.finfo(np.float32).max)
+        if not np.all(np.isfinite(self.scales)):
+            return False
+        limit = float(np.finfo(np.float32).max)
+        return top * self.bound < limit or top * self.largest < limit
 
     def product(self, rows: slice = slice(None)) -> np.ndarray:
         """The float32 tensor (its ``rows``, a slice of axis 0), as DequantizeLinear computes it."""
