@@ -130,9 +130,9 @@ class _Writers:
     where that is safe (``isolated.beside``): their many short numpy passes and this thread's Python
     (calibration, the program, the reports) took turns at one GIL, and on a 2-core machine each handoff cost
     more than most of the passes. Otherwise they are encoded on ``pool``. program.npz is written on ``pool``
-    while this thread calibrates (its writes let go of the GIL), and on this thread after when calibration
-    observes nothing (a quantized model's own scales): a thread then only adds GIL handoffs, over the int8
-    ResNet-50's 300 entries 18 ms of its compile (331 -> 314 ms).
+    while this thread calibrates (its writes let go of the GIL); when calibration observes nothing (a
+    quantized model's own scales), on this thread once the compile is done: a thread then only adds GIL
+    handoffs, over the int8 ResNet-50's 300 entries 18 ms of its compile (331 -> 314 ms).
     """
 
     def __init__(self, pool, stop, tmp: Path, emit: set[str], timings):

@@ -197,7 +197,7 @@ def _use(graph: Graph, layer, rec: dict) -> str | None:
         return "its weight scales do not match its output channels"
     qmax = (1 << (spec.weight_bits - 1)) - 1
     # still the folded product of the integers these scales came from (the same DequantizeLinear): whole
-    # multiples by construction, its largest integer read from the integers
+    # multiples by construction, its largest integer bounded by their type or read from them
     known = folded_integers(graph.meta, graph.constants[layer.weight])
     wide = known is not None and not known.within(qmax)
     for g in range(layer.groups if known is None else 0):
