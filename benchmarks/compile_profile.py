@@ -30,17 +30,22 @@ def _t(seconds: float | None) -> str:
 
 
 def _writer(profile: dict, name: str) -> str:
+    """How long the writer of file ``name`` took, "(main)" after it where the main thread wrote it."""
     for w in profile["writes"]:
         if name in w["files"]:
-            return _t(w["time_s"])
+            return _t(w["time_s"]) + (" (main)" if w["thread"] == "main" else "")
     return "-"
+
+
+OWN_COLUMNS = {"program.npz", "device.acdev"}       # files with a column of their own
 
 
 def summary(profile: dict) -> dict:
     """The figures of one row: seconds (and bytes written) by part of the compile."""
     steps = {s["step"]: s["time_s"] for s in profile["steps"]}
     proc = profile["process"]
-    main_writes = sum(w["time_s"] for w in profile["writes"] if w["thread"] == "main")
+    main_writes = sum(w["time_s"] for w in profile["writes"]
+                      if w["thread"] == "main" and not OWN_COLUMNS & set(w["files"]))
     return {"wall_s": proc["wall_s"], "before_steps_s": proc["before_steps_s"],
             "steps_s": profile["steps_total_s"], "calibrate_s": steps.get("calibrate", 0.0),
             "main_thread_writes_s": main_writes, "cpu_s": proc["cpu_user_s"] + proc["cpu_system_s"],
@@ -49,11 +54,12 @@ def summary(profile: dict) -> dict:
 
 def markdown(profiles: dict[str, dict]) -> str:
     """One row per model: the process, what precedes the first step, the steps (calibration among
-    them), program.npz's writer thread and the device file's writer (a forked process where it is safe to
-    fork; its header added on the main thread), the files written after calibration on the main thread, CPU
-    time of all threads and of the forked process, and bytes written."""
+    them), program.npz's writer (a thread while calibration runs, the main thread when there is none to
+    run) and the device file's (a forked process where it is safe to fork; its header added on the main
+    thread), the other files, written after calibration on the main thread, CPU time of all threads and of
+    the forked process, and bytes written."""
     head = ("model", "process", "before the first step", "steps", "of which calibrate",
-            "program.npz (writer)", "device.acdev (writer)", "other files (main)", "CPU, all threads", "written")
+            "program.npz", "device.acdev (writer)", "other files (main)", "CPU, all threads", "written")
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for name, p in profiles.items():
         s = summary(p)
