@@ -184,6 +184,26 @@ def test_a_nan_reaching_a_layer_makes_the_outputs_of_its_vectors_nan_in_every_pa
         np.testing.assert_array_equal(got[~np.isnan(got)], without[~np.isnan(got)])
 
 
+def test_the_exact_conv_path_finds_a_nan_in_its_codes(monkeypatch):
+    """A Conv's input is read once, by the exact path's workers as they quantise it: a NaN there sends the
+    layer to the vector path (None), with no pass over the whole input beforehand on the main thread."""
+    from acompile.sim import chain
+    model = _odd_conv()
+    comp = compiled(model, _lossless("isaac"))
+    feeds = models.random_inputs(model, batch=2)
+    results = []
+    real = chain._conv_exact
+    monkeypatch.setattr(chain, "_conv_exact", lambda *args: results.append(real(*args)) or results[-1])
+    simulate(comp, feeds, "quantized", "fast")
+    assert results and all(y is not None for y in results)
+    results.clear()
+    feeds["input"][1, 2, 3, 4] = np.nan
+    simulate(comp, feeds, "quantized", "fast")
+    assert results[0] is None
+    with pytest.raises(exact.NotFinite, match="NaN or infinity"):
+        exact.codes(np.array([1.0, np.inf], np.float32), np.empty(2, np.float32), 0.1, 8, False, 0)
+
+
 def test_zero_points_on_the_exact_path_equal_the_reference_kernel(monkeypatch):
     """A quantized model's codes stream as x_q - q_min (input_offset, which padding reads too): the
     exact path subtracts offset * sum(q_w) as the chain's Dequantize step does."""

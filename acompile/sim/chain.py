@@ -315,9 +315,9 @@ def _run_after(sim, after: tuple, y: np.ndarray, operands) -> np.ndarray:
 def _run_chain(sim, layer: AnalogLayer, x: np.ndarray, bias: np.ndarray, geo: ConvGeometry) -> np.ndarray:
     if sim.mode == "ideal" and layer.op_type == "ConvTranspose" and gemm.follows_model(layer) and sim.capture is None:
         return from_vectors(conv.transposed_products(sim, layer, x), bias, layer.op_type, geo, layer.groups)
-    lossless = _exact(sim, layer)
-    if lossless and layer.op_type == "Conv" and x.ndim >= 3 and (sim.mode == "ideal" or np.isfinite(x).all()):
-        return _conv_exact(sim, layer, x, bias, geo)
+    lossless = exact.applies(sim, layer)
+    if lossless and layer.op_type == "Conv" and x.ndim >= 3 and (y := _conv_exact(sim, layer, x, bias, geo)) is not None:
+        return y
     v = _vectors(sim, layer, x, geo)
     lost = None
     if sim.mode != "ideal":
@@ -355,18 +355,9 @@ def _run_chain(sim, layer: AnalogLayer, x: np.ndarray, bias: np.ndarray, geo: Co
     return from_vectors(out, None if added else bias, layer.op_type, geo, layer.groups)
 
 
-def _exact(sim, layer: AnalogLayer) -> bool:
-    """Whether the fused chain computes q_x @ q_w^T with :mod:`.exact` (fast.mvm's exact shortcut):
-    a lossless ADC read ideally, nothing captured, and inputs whose codes float32 holds."""
-    spec = layer.spec
-    return (sim.mode != "ideal" and not sim.noisy and sim.capture is None and spec.adc_lossless
-            and adc_step(spec, layer.adc_full_scale or None) == 1.0 and spec.input_bits < 24)
-
-
 def _codes(layer: AnalogLayer, x: np.ndarray, out: np.ndarray) -> int:
-    """x quantised as the DAC sees it, into ``out`` as float32 codes; returns max |code|. x is finite: the
-    vectors holding NaN or an infinity were set aside (``without_lost``), a Conv's input with one takes the
-    vector path."""
+    """x quantised as the DAC sees it, into ``out`` as float32 codes; returns max |code|. exact.NotFinite where
+    x holds a NaN or an infinity (vectors set aside, ``without_lost``; a Conv's input takes the vector path)."""
     return exact.codes(x, out, layer.input_scale, layer.spec.input_bits, layer.input_signed, layer.input_offset)
 
 
@@ -378,12 +369,13 @@ def _exact_weights(sim, layer: AnalogLayer, group: int, xmax: int):
     return qf, exact.plan(enc, qf, xmax)
 
 
-def _conv_exact(sim, layer: AnalogLayer, x: np.ndarray, bias: np.ndarray, geo: ConvGeometry) -> np.ndarray:
+def _conv_exact(sim, layer: AnalogLayer, x: np.ndarray, bias: np.ndarray, geo: ConvGeometry) -> np.ndarray | None:
     """Quantized-mode Conv with a lossless ADC: each span of images quantised into float32 codes, each
     group's integer product by :func:`exact.matmul` over their patches (:mod:`.conv`), then Dequantize
     and the bias exactly as the vector path applies them (the same float64 products, rounded once to
     float32): bit for bit the values of the chain's steps. The K chunks are planned for the largest
-    code the DAC can take, so that no pass over the input precedes the spans."""
+    code the DAC can take, so that no pass over the input precedes the spans: None for an x the codes
+    find a NaN or an infinity in (a check beforehand on this thread kept the workers waiting)."""
     groups, n_out, spec = layer.groups, layer.matrices[0].n_out, layer.spec
     batch = x.shape[0]
     pad = exact.pad_code(layer.input_scale, spec.input_bits, layer.input_signed, layer.input_offset)
@@ -416,5 +408,8 @@ def _conv_exact(sim, layer: AnalogLayer, x: np.ndarray, bias: np.ndarray, geo: C
             np.multiply(conv.nchw(r, b1 - b0), scale, out=dst, dtype=np.float64, casting="same_kind")
             np.add(dst, b[g], out=dst, dtype=np.result_type(dst, b), casting="unsafe")
 
-    conv.spread(work, conv.spans(geo))
+    try:
+        conv.spread(work, conv.spans(geo))
+    except exact.NotFinite:     # the vector path sets the vectors holding it aside
+        return None
     return y

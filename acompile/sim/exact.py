@@ -19,6 +19,8 @@ import weakref
 
 import numpy as np
 
+from ..errors import InvalidDataError
+from ..numerics.adc import adc_step
 from ..numerics.encoding import EncodedWeights
 from ..numerics.quantise import input_range, quantize_inputs
 from ..numerics.spec import F32_EXACT
@@ -28,12 +30,20 @@ _BLOCK = 1 << 17            # elements quantised at a time: the float64 temporar
 _plans: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()    # encoding -> {(weights id, max|x|): plan}
 
 
+def applies(sim, layer) -> bool:
+    """Whether the simulator's fused chain computes ``layer``'s q_x @ q_w^T here (fast.mvm's exact shortcut):
+    a lossless ADC read ideally, nothing captured, and inputs whose codes float32 holds."""
+    spec = layer.spec
+    return (sim.mode != "ideal" and not sim.noisy and sim.capture is None and spec.adc_lossless
+            and adc_step(spec, layer.adc_full_scale or None) == 1.0 and spec.input_bits < 24)
+
+
 def codes(x: np.ndarray, out: np.ndarray, scale: float, bits: int, signed: bool, offset: int) -> int:
     """Write ``quantize_inputs(x, ...)`` into ``out`` (same shape, float32: the codes exactly), a
     cache-sized block of x's leading axis at a time; return the largest |code|.
 
     The same float64 operations as quantize_inputs (x / s_x, rint, + offset, clip), so the same
-    codes; raises InvalidDataError, as it does, when x holds a NaN or an infinity. x is read once:
+    codes; raises NotFinite (an InvalidDataError), as it does, when x holds a NaN or an infinity. x is read once:
     the range of each block is taken on its rounded values while they are in cache (division and
     rounding never decrease, so they bound the block's codes as x's own extremes would), and a block
     is clipped only when they leave the range, which changes nothing else.
@@ -52,12 +62,16 @@ def codes(x: np.ndarray, out: np.ndarray, scale: float, bits: int, signed: bool,
             q += offset
         q_max, q_min = float(q.max()), float(q.min())
         if not (math.isfinite(q_max) and math.isfinite(q_min)):
-            quantize_inputs(x, scale, bits, signed, offset)      # refuses the NaN or infinity
+            raise NotFinite("inputs contain NaN or infinity")      # as quantize_inputs says it
         if q_max > hi or q_min < lo:
             np.clip(q, lo, hi, out=q)
         largest = max(largest, min(q_max, hi), -max(q_min, lo))
         out[r0:r0 + rows] = q
     return int(largest)
+
+
+class NotFinite(InvalidDataError):
+    """The inputs :func:`codes` quantises hold a NaN or an infinity."""
 
 
 def code_bound(bits: int, signed: bool) -> int:
