@@ -301,6 +301,10 @@ def _run_layer(sim, layer: AnalogLayer, x: np.ndarray, bias: np.ndarray, after: 
             sim.capture.conv_input(layer, x, geo)
         y, done = conv.ideal(sim, layer, x, bias, geo, after, operands)
         return y if done else _run_after(sim, after, y, operands)
+    if layer.op_type == "Conv" and x.ndim >= 3 and exact.applies(sim, layer):
+        y, done = _conv_exact(sim, layer, x, bias, geo, after, operands)
+        if y is not None:
+            return y if done else _run_after(sim, after, y, operands)
     return _run_after(sim, after, _run_chain(sim, layer, x, bias, geo), operands)
 
 
@@ -316,8 +320,6 @@ def _run_chain(sim, layer: AnalogLayer, x: np.ndarray, bias: np.ndarray, geo: Co
     if sim.mode == "ideal" and layer.op_type == "ConvTranspose" and gemm.follows_model(layer) and sim.capture is None:
         return from_vectors(conv.transposed_products(sim, layer, x), bias, layer.op_type, geo, layer.groups)
     lossless = exact.applies(sim, layer)
-    if lossless and layer.op_type == "Conv" and x.ndim >= 3 and (y := _conv_exact(sim, layer, x, bias, geo)) is not None:
-        return y
     v = _vectors(sim, layer, x, geo)
     lost = None
     if sim.mode != "ideal":
@@ -340,7 +342,7 @@ def _run_chain(sim, layer: AnalogLayer, x: np.ndarray, bias: np.ndarray, geo: Co
             continue
         if lossless:
             q = sim.scratch("codes", xg.size, np.float32)[:xg.size].reshape(xg.shape)
-            qf, chunks = _exact_weights(sim, layer, g, _codes(layer, xg, q))
+            qf, chunks = exact.layer_weights(sim, layer, g, exact.layer_codes(layer, xg, q))
             _dequantize(sim, layer, g, exact.product(q, qf, chunks), out[:, g, :])
             continue
         spec = layer.spec
@@ -355,27 +357,15 @@ def _run_chain(sim, layer: AnalogLayer, x: np.ndarray, bias: np.ndarray, geo: Co
     return from_vectors(out, None if added else bias, layer.op_type, geo, layer.groups)
 
 
-def _codes(layer: AnalogLayer, x: np.ndarray, out: np.ndarray) -> int:
-    """x quantised as the DAC sees it, into ``out`` as float32 codes; returns max |code|. exact.NotFinite where
-    x holds a NaN or an infinity (vectors set aside, ``without_lost``; a Conv's input takes the vector path)."""
-    return exact.codes(x, out, layer.input_scale, layer.spec.input_bits, layer.input_signed, layer.input_offset)
-
-
-def _exact_weights(sim, layer: AnalogLayer, group: int, xmax: int):
-    """(q_w float32 (N, K), its exact K chunks for inputs up to xmax) of one group."""
-    enc = sim.weights.encoded(layer, group).enc
-    qf = float_weights(enc, layer.spec)[0]
-    check_exact(layer.spec, qf.shape[1], layer.input_signed)
-    return qf, exact.plan(enc, qf, xmax)
-
-
-def _conv_exact(sim, layer: AnalogLayer, x: np.ndarray, bias: np.ndarray, geo: ConvGeometry) -> np.ndarray | None:
+def _conv_exact(sim, layer: AnalogLayer, x: np.ndarray, bias: np.ndarray, geo: ConvGeometry, after: tuple,
+                operands) -> tuple[np.ndarray | None, bool]:
     """Quantized-mode Conv with a lossless ADC: each span of images quantised into float32 codes, each
     group's integer product by :func:`exact.matmul` over their patches (:mod:`.conv`), then Dequantize
     and the bias exactly as the vector path applies them (the same float64 products, rounded once to
-    float32): bit for bit the values of the chain's steps. The K chunks are planned for the largest
-    code the DAC can take, so that no pass over the input precedes the spans: None for an x the codes
-    find a NaN or an infinity in (a check beforehand on this thread kept the workers waiting)."""
+    float32): bit for bit the values of the chain's steps; and the nodes ``after`` it, as conv.ideal runs
+    them (True second when it did). The K chunks are planned for the largest code the DAC can take, so
+    that no pass over the input precedes the spans: None for an x the codes find a NaN or an infinity
+    in (a check beforehand on this thread kept the workers waiting)."""
     groups, n_out, spec = layer.groups, layer.matrices[0].n_out, layer.spec
     batch = x.shape[0]
     pad = exact.pad_code(layer.input_scale, spec.input_bits, layer.input_signed, layer.input_offset)
@@ -383,17 +373,20 @@ def _conv_exact(sim, layer: AnalogLayer, x: np.ndarray, bias: np.ndarray, geo: C
     y = sim.take((batch, groups * n_out) + tuple(geo.output_shape[2:]))
     yv = y.reshape(batch, groups, n_out, -1)
     b = conv.group_bias(bias, groups, n_out)
+    inline = None if requantize.in_layer(layer) else conv.inline_epilogue(after, operands, y)
+    others = [None if o is None else o.reshape(yv.shape) for o in inline or ()]
     parts = []
     for g in range(groups):
         enc = sim.weights.encoded(layer, g)
         offset = offset_term(layer, enc.enc)[:, None] if layer.input_offset else None
-        parts.append(_exact_weights(sim, layer, g, xmax) + ((enc.weight_scale * layer.input_scale)[:, None], offset))
+        scale = (enc.weight_scale * layer.input_scale)[:, None]
+        parts.append(exact.layer_weights(sim, layer, g, xmax) + (scale, offset))
 
     def work(worker, span, single):
         b0, b1 = span
         src, inner = conv.padded(sim, f"conv codes {worker}", geo, b1 - b0, float(pad))
         for i in range(b0, b1):
-            _codes(layer, x[i], src[(inner[0], i - b0) + inner[2:]])
+            exact.layer_codes(layer, x[i], src[(inner[0], i - b0) + inner[2:]])
         cols = conv.patches(sim, geo, groups, src, worker)
         size = n_out * cols.shape[2]
         for g, (qf, chunks, scale, offset) in enumerate(parts):
@@ -407,9 +400,10 @@ def _conv_exact(sim, layer: AnalogLayer, x: np.ndarray, bias: np.ndarray, geo: C
                 continue
             np.multiply(conv.nchw(r, b1 - b0), scale, out=dst, dtype=np.float64, casting="same_kind")
             np.add(dst, b[g], out=dst, dtype=np.result_type(dst, b), casting="unsafe")
+            conv.epilogue(after, dst, [None if o is None else o[b0:b1, g] for o in others])
 
     try:
         conv.spread(work, conv.spans(geo))
     except exact.NotFinite:     # the vector path sets the vectors holding it aside
-        return None
-    return y
+        return None, False
+    return y, inline is not None

@@ -169,7 +169,7 @@ def ideal(sim, layer: AnalogLayer, x: np.ndarray, bias: np.ndarray, geo: ConvGeo
     yv = y.reshape(x.shape[0], groups, n_out, -1)
     b = group_bias(bias, groups, n_out)
     weights = [sim.weights.float_matrix(layer, g).astype(np.float32, copy=False) for g in range(groups)]
-    inline = _inline_epilogue(after, operands, y)
+    inline = inline_epilogue(after, operands, y)
     parts = [None if o is None else o.reshape(yv.shape) for o in inline or ()]     # [] when not inline
     # as onnxruntime's Conv for run's reference (gemm.follows_model): a product per image (the image's
     # pixels set the kernel's blocks of K when they are few), on one thread
@@ -218,7 +218,7 @@ def epilogue(after: tuple, dst: np.ndarray, others: list) -> None:
 _ZERO = np.float32(0.0)
 
 
-def _inline_epilogue(after: tuple, operands, y: np.ndarray) -> list | None:
+def inline_epilogue(after: tuple, operands, y: np.ndarray) -> list | None:
     """Per node ``after`` the chain, its other operand (None for Relu), when all of them are float32
     arrays of y's shape (no broadcasting, no type promotion); else None."""
     rest, out = iter(operands), []

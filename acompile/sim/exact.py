@@ -21,7 +21,8 @@ import numpy as np
 
 from ..errors import InvalidDataError
 from ..numerics.adc import adc_step
-from ..numerics.encoding import EncodedWeights
+from ..numerics.encoding import EncodedWeights, float_weights
+from ..numerics.product import check_exact
 from ..numerics.quantise import input_range, quantize_inputs
 from ..numerics.spec import F32_EXACT
 from . import gemm
@@ -36,6 +37,19 @@ def applies(sim, layer) -> bool:
     spec = layer.spec
     return (sim.mode != "ideal" and not sim.noisy and sim.capture is None and spec.adc_lossless
             and adc_step(spec, layer.adc_full_scale or None) == 1.0 and spec.input_bits < 24)
+
+
+def layer_codes(layer, x: np.ndarray, out: np.ndarray) -> int:
+    """x quantised as ``layer``'s DAC sees it, into ``out`` as float32 codes (:func:`codes`); max |code|."""
+    return codes(x, out, layer.input_scale, layer.spec.input_bits, layer.input_signed, layer.input_offset)
+
+
+def layer_weights(sim, layer, group: int, xmax: int) -> tuple[np.ndarray, tuple | None]:
+    """(q_w float32 (N, K), its exact K chunks for inputs up to xmax: :func:`plan`) of one group."""
+    enc = sim.weights.encoded(layer, group).enc
+    qf = float_weights(enc, layer.spec)[0]
+    check_exact(layer.spec, qf.shape[1], layer.input_signed)
+    return qf, plan(enc, qf, xmax)
 
 
 def codes(x: np.ndarray, out: np.ndarray, scale: float, bits: int, signed: bool, offset: int) -> int:

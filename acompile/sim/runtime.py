@@ -13,8 +13,8 @@ Each analog layer is its chain of nodes (:mod:`acompile.sim.chain`). With
 ``path="reference"`` (quantized and noisy modes) every node of a chain runs its own
 step on the loop-based reference kernel; otherwise the runtime applies the one
 declared fusion, ``chain.fuse_chain``, and runs each complete chain as a single
-vectorised step; in ideal mode, a Conv chain also takes the Add and Relu after it
-(``chain.fuse_epilogue``).
+vectorised step; a Conv chain of ideal mode, or one quantized mode's exact path
+computes (a lossless ADC), also takes the Add and Relu after it (``chain.fuse_epilogue``).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from ..mapping import AnalogLayer, Mapping, layer_matrix
 from ..numerics.encoding import Encoded, encode_weights
 from ..numerics.noise import NoiseSpec, column_errors, program_cells
 from ..onnx_exec import run_node
+from . import exact
 from .chain import STEPS, FusedChain, fuse_chain, fuse_epilogue, run_fused
 from .vectors import model_float_type
 
@@ -229,8 +230,9 @@ class Simulator:
         if self._plan is None:
             fused = self.mode == "ideal" or self.path == "fast"
             self._plan = fuse_chain(self.graph.nodes) if fused else list(self.graph.nodes)
-            if self.mode == "ideal":
-                convs = {layer.index for layer in self.mapping.layers if layer.op_type == "Conv"}
+            if fused:       # the Add and Relu after a Conv that conv.ideal or the exact path computes
+                convs = {layer.index for layer in self.mapping.layers if layer.op_type == "Conv"
+                         and (self.mode == "ideal" or exact.applies(self, layer))}
                 self._plan = fuse_epilogue(self._plan, set(self.graph.outputs), convs)
         return self._plan
 

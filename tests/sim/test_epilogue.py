@@ -1,5 +1,6 @@
-"""Ideal mode's Conv epilogue (sim/chain.py fuse_epilogue): the Add and Relu after a Conv chain run
-inside it, with the values the unfused program computes on onnxruntime, bit for bit."""
+"""The Conv epilogue (sim/chain.py fuse_epilogue) of ideal mode and of quantized mode's exact path: the Add
+and Relu after a Conv chain run inside it, with the values the unfused program computes on onnxruntime, bit
+for bit."""
 
 import numpy as np
 import onnx
@@ -96,9 +97,28 @@ def test_a_value_the_graph_returns_is_not_fused_away():
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
-def test_quantized_mode_keeps_its_digital_nodes():
-    comp = compiled(models.residual_block(channels=8))
-    sim = Simulator(comp.graph, comp.mapping, WeightsFromGraph(comp.graph, comp.mapping), mode="quantized")
+def _quantized(comp, feeds, path="fast"):
+    sim = Simulator(comp.graph, comp.mapping, WeightsFromGraph(comp.graph, comp.mapping), mode="quantized", path=path)
+    out = sim.run(feeds)
+    return sim, [out[o] for o in comp.graph.outputs]
+
+
+def test_quantized_mode_runs_the_epilogue_in_the_exact_conv_path_only(monkeypatch):
+    """On a lossless ADC (isaac's) the exact Conv path takes the Add and Relu after it: bit for bit the values
+    of the unfused program and of the reference path. A lossy ADC's chains keep their digital nodes."""
+    from acompile.target import apply_overrides, load_target, parse_settings
+    model = models.residual_block(channels=8)
+    feeds = models.random_inputs(model, batch=2)
+    comp = compiled(model)
+    sim, fused = _quantized(comp, feeds)
     steps = sim._steps()
+    assert [tuple(n.op_type for n in c.after) for c in steps if isinstance(c, chain.FusedChain)] \
+        == [("Relu",), ("Add", "Relu")]
+    np.testing.assert_array_equal(_bits(fused), _bits(_quantized(comp, feeds, "reference")[1]))
+    with monkeypatch.context() as m:
+        m.setattr(runtime, "fuse_epilogue", lambda steps, keep, convs: steps)
+        np.testing.assert_array_equal(_bits(fused), _bits(_quantized(comp, feeds)[1]))
+    lossy = compiled(model, apply_overrides(load_target("isaac"), parse_settings(["adc.bits=4"])))
+    steps = _quantized(lossy, feeds)[0]._steps()
     assert all(not s.after for s in steps if isinstance(s, chain.FusedChain))
     assert sum(getattr(s, "op_type", None) == "Relu" and s.domain != DOMAIN for s in steps) == 2
