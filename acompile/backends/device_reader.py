@@ -18,7 +18,7 @@ from ..numerics.encoding import Encoded, packed_size, unpack_levels
 from ..units import count, decimal
 from .archive import ArchiveReader
 from .device import DEVICE_FORMAT, DEVICE_VERSION, FLIP_ENTRY
-from .schemas import HEADER
+from .schemas import HEADER, RECOMPILE
 
 # decoded matrices a DeviceReader keeps for the next read (repeats, chunks of a batch): at least this much, or
 # half the memory available when it opens; past that the least recently read go (a 600 M-weight model held
@@ -142,7 +142,7 @@ def _read_header(archive: ArchiveReader) -> dict:
     if h.get("version") != DEVICE_VERSION:
         raise InvalidDataError(f"device file version {clean(h.get('version'))} is not supported "
                                f"(this acompile reads version {DEVICE_VERSION})", where=archive.where,
-                               hint="compile the model again with this acompile")
+                               hint=RECOMPILE)
     check_schema(h, HEADER, "device header", archive.where)
     return h
 

@@ -30,7 +30,7 @@ from ..data_schema import check_schema
 from ..safe_read import parse_json, read_input, sha256_input
 from .archive import ArchiveReader, ArchiveWriter
 from .device import Cancelled
-from .schemas import PROGRAM
+from .schemas import PROGRAM, RECOMPILE
 
 PROGRAM_FORMAT = "acompile-program"
 PROGRAM_VERSION = 2     # 2: program.npz identified by the sha256 of its index (constants_index_sha256)
@@ -300,7 +300,7 @@ def load_program(folder: Path) -> tuple[Graph, Mapping, str]:
     if prog.get("version") != PROGRAM_VERSION:
         raise InvalidDataError(f"program version {clean(prog.get('version'))} is not supported (this acompile reads "
                                f"version {PROGRAM_VERSION})", where=clean(str(path)),
-                               hint="compile the model again with this acompile")
+                               hint=RECOMPILE)
     check_schema(prog, PROGRAM, "program", clean(str(path)))
     npz = folder / "program.npz"
     if not os.path.lexists(npz):

@@ -10,6 +10,7 @@ from ..hardware import INPUT_ENCODINGS
 from ..numerics.spec import SIGNED_WEIGHT_SCHEMES
 from ..data_schema import Any, Either, Int, Map, Num, OneOf, Opt, Seq
 
+RECOMPILE = "compile the model again with this acompile"   # the hint of a file of another format version
 COUNT = Int(0, 2**31)          # indices, counts, bit widths' neighbours: fit an int32
 SIZE = Int(0, 2**40)           # element and byte counts
 POSITIVE = Int(1, 2**31)

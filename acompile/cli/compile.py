@@ -147,7 +147,7 @@ class _Writers:
         self.started = True
         if "device" in self.emit:   # its header, with what calibration sets, is added by finish
             path = self.tmp / "device.acdev"
-            weights = sum(m.n_out * m.k_in for layer in state.mapping.layers for m in layer.matrices)
+            weights = sum(layer.weights for layer in state.mapping.layers)
             if weights >= FORKED_CELLS_WEIGHTS:
                 self.cells = beside(_timed_cells, path, state, None, True, what="device file's cells")
             if self.cells is None:

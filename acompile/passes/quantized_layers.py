@@ -199,17 +199,16 @@ def _use(graph: Graph, layer, rec: dict) -> str | None:
     # still the folded product of the integers these scales came from (the same DequantizeLinear): whole
     # multiples by construction, its largest integer bounded by their type or read from them
     known = folded_integers(graph.meta, graph.constants[layer.weight])
-    wide = known is not None and not known.within(qmax)
-    for g in range(layer.groups if known is None else 0):
+    too_wide = (f"the model's {rec['weight_bits']}-bit weights need more than the target's "
+                f"{spec.weight_bits} weight bits: requantized by acompile")
+    if known is not None and not known.within(qmax):
+        return too_wide
+    for g in range(layer.groups) if known is None else ():
         top = _largest_integer(layer_matrix(graph.constants, layer, g), scales[g * n:(g + 1) * n])
         if top is None:
             return "its weights are no longer whole multiples of the model's scales"
         if top > qmax:
-            wide = True
-            break
-    if wide:
-        return (f"the model's {rec['weight_bits']}-bit weights need more than the target's "
-                f"{spec.weight_bits} weight bits: requantized by acompile")
+            return too_wide
     quant = {"weight_scales": rec["weight_scales"], "weight_bits": rec["weight_bits"]}
     if "input_scale" in rec:
         if rec["input_bits"] > spec.input_bits:
