@@ -43,37 +43,6 @@ def _key(k) -> str:
     return k if isinstance(k, str) else next(iter(json.loads(json.dumps({k: 0}))))
 
 
-def dumps_compact(obj) -> str:
-    """The same document on one line, without spaces (file headers that programs read).
-
-    A top-level value that is :class:`RawJSON` (from :func:`table_json`) is written as the text it holds.
-    """
-    if isinstance(obj, dict) and any(isinstance(v, RawJSON) for v in obj.values()):
-        return "{" + ",".join(f"{_compact(k)}:{v if isinstance(v, RawJSON) else _compact(v)}"
-                              for k, v in sorted(obj.items())) + "}\n"
-    return _compact(obj) + "\n"
-
-
-def _compact(obj) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=json_default, allow_nan=False)
-
-
-class RawJSON(str):
-    """JSON text that :func:`dumps_compact` writes as it is."""
-
-
-def table_json(columns: dict[str, list]) -> RawJSON:
-    """The compact JSON of the records ``{key: columns[key][i] for key in columns}``, i = 0, 1, ...
-
-    What :func:`dumps_compact` writes for that list of dicts, from one format string: a device header's
-    ten thousand block and crossbar records encode several times faster than as dicts. Every value is
-    a Python or numpy integer (not a bool), or JSON text (a str) written as it is.
-    """
-    keys = sorted(columns)
-    record = "{" + ",".join(f"{_compact(k)}:%s" for k in keys) + "}"
-    return RawJSON("[" + ",".join([record % row for row in zip(*(columns[k] for k in keys))]) + "]")
-
-
 def json_default(o):
     """numpy scalars and arrays, sets: as plain JSON values (``json.dumps(default=...)``)."""
     if isinstance(o, np.integer):

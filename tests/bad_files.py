@@ -521,6 +521,8 @@ def mutation_cases() -> list[FileCase]:
         FileCase("npz_constant_strings", _npz_member(lambda a: npy_bytes(np.array(["a"] * 3))), BAD,
                  r"is <U1\[3\] in program.npz, float32\[32, 16\] in program.json"),
         FileCase("levels_bin_edited", _levels_edited, BAD, r"checksum"),
+        *[FileCase(f"layout_{name}", _layout_edited(entry, damage), expect, pattern)
+          for name, entry, damage, expect, pattern in LAYOUT_DAMAGE],
         FileCase("device_header_not_utf8", _header_bytes(b"\xff\xfe{}"), BAD, r"UTF-8"),
         FileCase("device_header_deep_nesting", _header_bytes(b"[" * 100000 + b"]" * 100000), BAD, r"JSON|format"),
         FileCase("device_header_nan", _header_bytes(b'{"format": NaN}'), BAD, r"JSON|number"),
@@ -536,6 +538,40 @@ def _header_bytes(data: bytes):
         out = folder / "OUT"
         _, _, entries = read_out(out)
         write_out(out, (out / "program.json").read_bytes(), data, entries)
+        return SIM_Q
+    return build
+
+
+# device.acdev's layout tables edited: (case, entry, damage, expected exit codes, message)
+LAYOUT_DAMAGE = [
+    ("int32", "blocks.npy", lambda t: t.astype(np.int32), BAD, r"not int64"),
+    ("a_column_less", "blocks.npy", lambda t: t[:, :-1], BAD, r"not int64"),
+    ("transposed", "crossbars.npy", lambda t: np.ascontiguousarray(t.T), BAD, r"not int64|hold together"),
+    ("floats", "crossbars.npy", lambda t: t.astype(np.float64), BAD, r"not int64"),
+    ("negative", "blocks.npy", lambda t: t - 1, BAD, r"out of range"),
+    ("huge", "blocks.npy", lambda t: t + (1 << 62), BAD, r"out of range"),
+    ("no_such_layer", "blocks.npy", lambda t: np.where(np.arange(t.shape[1]) == 0, 10**6, t), BAD, r"does not exist"),
+    ("no_such_crossbar", "blocks.npy", lambda t: np.where(np.arange(t.shape[1]) == 8, 10**6, t), BAD,
+     r"does not exist"),
+    ("a_block_less", "blocks.npy", lambda t: t[:-1], BAD, r"hold together"),
+    ("a_block_twice", "blocks.npy", lambda t: np.concatenate([t, t[-1:]]), BAD, r"hold together"),
+    ("a_crossbar_less", "crossbars.npy", lambda t: t[:-1], BAD, r"does not exist|hold together"),
+    ("blocks_reversed", "blocks.npy", lambda t: t[::-1].copy(), ANY_CLEAN, ""),
+    ("empty", "blocks.npy", lambda t: t[:0], BAD, r"hold together"),
+    ("zero_d", "crossbars.npy", lambda t: np.array(5, np.int64), BAD, r"not int64"),
+    ("row_offset_moved", "blocks.npy", lambda t: np.where(np.arange(t.shape[1]) == 9, t + 3, t), BAD,
+     r"hold together"),
+    ("offset_past_the_cells", "blocks.npy", lambda t: np.where(np.arange(t.shape[1]) == 11, t + 10**9, t), BAD,
+     r"corrupt"),
+]
+
+
+def _layout_edited(entry: str, damage):
+    def build(folder: Path) -> list[str]:
+        out = folder / "OUT"
+        _, header, entries = read_out(out)
+        table = np.load(io.BytesIO(entries[entry]))
+        write_out(out, (out / "program.json").read_bytes(), header, {**entries, entry: npy_bytes(damage(table))})
         return SIM_Q
     return build
 

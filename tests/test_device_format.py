@@ -1,7 +1,7 @@
 """The device file's bytes against their definition (docs/formats.md): every block's cells are
 ``pack_levels`` of that block of ``encode_weights(q_w).levels`` (flip marks included), whatever the
-scheme, cell width, reference column or block cut; the header's block and crossbar records are the
-mapping's ``to_dict()``; the table encoder writes what ``dumps_compact`` writes."""
+scheme, cell width, reference column or block cut; the layout tables are the mapping's blocks and
+crossbars, and read back into the same mapping."""
 
 from __future__ import annotations
 
@@ -18,10 +18,11 @@ from acompile import numerics
 from acompile.backends.archive import ArchiveReader
 from acompile.numerics.encoding import pack_levels
 from acompile.backends.cells import _magnitudes
-from acompile.backends.device import Cancelled, add_header, layout_records, write_cells, write_device
+from acompile.backends.device import Cancelled, add_header, write_cells, write_device
 from acompile.backends.device_reader import DeviceReader
+from acompile.backends.layout import BLOCK_COLUMNS, layout_tables, mapping_from_tables
 from acompile.backends.program import write_program
-from acompile.jsonio import RawJSON, dumps_compact, dumps_json, dumps_lines, table_json
+from acompile.jsonio import dumps_json, dumps_lines
 from acompile.mapping import layer_matrix
 from acompile.target import apply_overrides, load_target, parse_settings
 from helpers import compiled
@@ -56,7 +57,7 @@ def test_every_block_holds_the_packed_levels_of_encode_weights(tmp_path, scheme,
         sha = write_program(tmp_path, comp, dumps_json)
         write_device(tmp_path / "device.acdev", comp, sha)
         archive = ArchiveReader(tmp_path / "device.acdev", "device")
-        header, levels = archive.json("header.json"), archive.bytes("levels.bin")
+        blocks, levels = archive.array("blocks.npy"), archive.bytes("levels.bin")
         archive.close()
         reader = DeviceReader(tmp_path / "device.acdev", comp.mapping, program_sha256=sha)
         for layer in comp.mapping.layers:
@@ -69,7 +70,7 @@ def test_every_block_holds_the_packed_levels_of_encode_weights(tmp_path, scheme,
                 if spec.flipped:
                     np.testing.assert_array_equal(got.enc.flip, want.flip)
                 np.testing.assert_array_equal(got.weight_scale, s_w)
-                for blk in (b for b in header["blocks"] if (b["layer"], b["matrix"]) == (layer.index, g)):
+                for blk in (dict(zip(BLOCK_COLUMNS, row)) for row in blocks.tolist() if row[:2] == [layer.index, g]):
                     cells = want.levels[blk["row_start"]:blk["row_start"] + blk["rows"],
                                         blk["col_start"]:blk["col_start"] + blk["cols"]]
                     assert levels[blk["offset"]:blk["offset"] + blk["bytes"]] == pack_levels(cells, spec.cell_bits)
@@ -113,34 +114,46 @@ def test_differential_magnitudes_are_max_of_q_and_minus_q(dtype):
     np.testing.assert_array_equal(got, want)
 
 
-def test_header_records_are_the_mappings_own(tmp_path):
-    comp = compiled(models.small_cnn(), "isaac", replicate="auto")
+def test_the_layout_tables_are_the_mappings_own_and_read_back_into_it(tmp_path):
+    """blocks.npy is the mapping's blocks in its order, with their cells' byte ranges following each other in
+    levels.bin; crossbars.npy its crossbars; read back on the same layers they give the same mapping, block
+    lists, copies and crossbar lists included."""
+    comp = compiled(models.grouped_conv(), "isaac", replicate="auto")
+    mapping = comp.mapping
+    assert any(b.replica for b in mapping.blocks) and any(len(c.blocks) > 1 for c in mapping.crossbars)
     sha = write_program(tmp_path, comp, dumps_json)
     write_device(tmp_path / "device.acdev", comp, sha)
     archive = ArchiveReader(tmp_path / "device.acdev", "device")
-    header = archive.json("header.json")
+    header, blocks, crossbars = archive.json("header.json"), archive.array("blocks.npy"), archive.array("crossbars.npy")
     archive.close()
-    assert header["crossbars"] == [c.to_dict() for c in comp.mapping.crossbars]
-    by_place = {(b.layer, b.matrix, b.row_block, b.col_block, b.crossbar): b.to_dict() for b in comp.mapping.blocks}
-    assert len(header["blocks"]) == len(by_place)
-    offset = 0
-    for rec in header["blocks"]:
-        assert rec["offset"] == offset
-        offset += rec["bytes"]
-        rest = {k: v for k, v in rec.items() if k not in ("offset", "bytes")}
-        assert rest == by_place[(rec["layer"], rec["matrix"], rec["row_block"], rec["col_block"], rec["crossbar"])]
-    assert offset == header["levels_bytes"]
+    assert header["block_columns"] == list(BLOCK_COLUMNS) and blocks.dtype == crossbars.dtype == np.int64
+    records = [dict(zip(BLOCK_COLUMNS, row)) for row in blocks.tolist()]
+    assert [{k: r[k] for k in BLOCK_COLUMNS[:-2]} for r in records] == [b.to_dict() for b in mapping.blocks]
+    assert [dict(zip(header["crossbar_columns"], row)) for row in crossbars.tolist()] == \
+        [{k: v for k, v in c.to_dict().items() if k != "blocks"} for c in mapping.crossbars]
+    spans = sorted((r["offset"], r["bytes"]) for r in records)
+    assert spans[0][0] == 0 and all(a + n == b for (a, n), (b, _) in zip(spans, spans[1:]))
+    assert sum(n for _, n in spans) == header["levels_bytes"]
+    layers = [type(x).from_dict(x.to_dict()) for x in mapping.layers]
+    again = mapping_from_tables(layers, blocks, crossbars, mapping.fabric, mapping.tiles_used, mapping.chips_needed)
+    assert again.to_dict() == mapping.to_dict()
+    again.verify()
 
 
-def test_table_json_writes_what_dumps_compact_writes():
-    rows = [{"b": 3, "a": np.int64(-7), "list": [1, 2]}, {"b": 0, "a": 2**40, "list": []}]
-    table = table_json({"b": [r["b"] for r in rows], "a": [r["a"] for r in rows],
-                        "list": [json.dumps(r["list"], separators=(",", ":")) for r in rows]})
-    assert isinstance(table, RawJSON)
-    assert table + "\n" == dumps_compact(rows)
-    doc = {"z": 1, "rows": table, "name": "x\u00e9\n", "nested": {"b": 1.5, "a": None}}
-    assert dumps_compact(doc) == dumps_compact({**doc, "rows": rows})
-    assert table_json({"a": [], "b": []}) == "[]"
+@pytest.mark.parametrize("damage,message", [
+    (lambda b, c: (b.astype(np.int32), c), "not int64"),
+    (lambda b, c: (b[:, :-1], c), "not int64"),
+    (lambda b, c: (b - 2, c), "out of range"),
+    (lambda b, c: (np.where(np.arange(b.shape[1]) == 0, 99, b), c), "does not exist"),
+    (lambda b, c: (np.where(np.arange(b.shape[1]) == 8, len(c), b), c), "does not exist"),
+])
+def test_layout_tables_that_cannot_describe_a_mapping_are_refused(damage, message):
+    comp = compiled(models.small_cnn(), "isaac")
+    mapping = comp.mapping
+    blocks, crossbars, _ = layout_tables(mapping)
+    with pytest.raises(ValueError, match=message):
+        mapping_from_tables(mapping.layers, *damage(blocks, crossbars), mapping.fabric, mapping.tiles_used,
+                            mapping.chips_needed)
 
 
 def test_dumps_lines_writes_the_document_dumps_json_writes_a_line_per_value_below_its_depth():
@@ -172,13 +185,13 @@ def test_a_program_holds_each_constant_op_and_layer_on_a_line_of_its_own(tmp_pat
 
 
 def test_the_header_goes_only_on_cells_of_the_sizes_the_layout_gives_them(tmp_path):
-    """A compile builds the header's layout records while the cells are written elsewhere: add_header checks
-    that the cells are what those records say before it finishes the file."""
+    """A compile builds the layout tables while the cells are written elsewhere: add_header checks that the
+    cells are what those tables say before it finishes the file."""
     comp = compiled(models.small_cnn(), "isaac")
     write_device(tmp_path / "whole.acdev", comp, "0" * 64)
     path = tmp_path / "device.acdev"
     cells = write_cells(path, comp)
-    layout = layout_records(comp.mapping)
+    layout = layout_tables(comp.mapping)
     with pytest.raises(RuntimeError, match="not the sizes"):
         add_header(path, comp, {**cells, "block_bytes": cells["block_bytes"][:-1] + [0]}, layout, "0" * 64)
     add_header(path, comp, cells, layout, "0" * 64)

@@ -43,7 +43,7 @@ VALUES = bf.value_cases()
 STREAMS = bf.stream_cases()
 MUTATIONS = bf.mutation_cases()
 SUBPROCESS_CASES = [c for c in DATA + OUTS + VALUES + MUTATIONS]
-SAMPLE_FIELDS = ("layers.0.matrices.0.k_in", "blocks.0.rows")
+SAMPLE_FIELDS = ("layers.0.matrices.0.k_in", "block_columns")
 
 
 def in_sample(case: bf.FileCase) -> bool:
@@ -126,7 +126,7 @@ def test_hostile_file_meets_the_contract(runs, case):
 def test_enough_cases_and_every_schema_field():
     assert len(SUBPROCESS_CASES) + len(STREAMS) >= 300
     fields = {c.id.split(":")[1] for c in MUTATIONS if ":" in c.id}
-    assert {"layers.0.spec.cell_bits", "blocks.0.offset", "crossbars.0.index", "ops.0.opset"} <= fields
+    assert {"layers.0.spec.cell_bits", "layers.0.matrices.0.k_in", "block_columns", "ops.0.opset"} <= fields
 
 
 # ---------------------------------------------------------------------------
@@ -298,7 +298,7 @@ def test_schema_errors_name_the_field():
     from acompile.data_schema import check_schema
     with pytest.raises(InvalidDataError, match=r"lacks the field format"):
         check_schema({}, HEADER, "device header", "x")
-    doc = {"format": "acompile-device", "version": 2, "target": "t", "program_sha256": "", "levels_bytes": -5}
+    doc = {"format": "acompile-device", "version": 3, "target": "t", "program_sha256": "", "levels_bytes": -5}
     with pytest.raises(InvalidDataError, match=r"field levels_bytes must be from 0"):
         check_schema(doc, HEADER, "device header", "x")
 

@@ -4,10 +4,11 @@ A ZIP container (stored entries, fixed timestamps: byte-identical across
 runs) holding:
 
 * ``header.json`` -- format name and version, the target, the program it
-  belongs to (sha256 of ``program.json``), the converter settings and scales of
-  every layer, every crossbar (chip, tile, core, slot) and every block (layer,
-  matrix, row range = row map, physical column range = column map, crossbar,
-  offset inside it, byte range in ``levels.bin``);
+  belongs to (sha256 of ``program.json``), the geometry, the converter settings and scales of
+  every layer;
+* ``blocks.npy`` and ``crossbars.npy`` -- the layout (:mod:`.layout`): every block (layer, matrix,
+  row range = row map, physical column range = column map, crossbar, offset inside it, byte range in
+  ``levels.bin``) and every crossbar (chip, tile, core, slot), one integer row each;
 * ``levels.bin`` -- the conductance level (0 .. 2^cell_bits-1) of every cell
   of every block, row-major, ``cell_bits`` bits per cell, each block starting
   on a byte boundary;
@@ -15,15 +16,14 @@ runs) holding:
   concatenated in layer/matrix order.
 
 Matrices are encoded one row stripe at a time (:mod:`.cells`) and streamed into
-``levels.bin``, so memory stays at one stripe's cells however large the model; the header is added
-once calibration is done. :mod:`.device_reader` reads the file back. See docs/formats.md.
+``levels.bin``, so memory stays at one stripe's cells however large the model; the layout and the
+header are added once calibration is done. :mod:`.device_reader` reads the file back. See docs/formats.md.
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
-import operator
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -34,20 +34,22 @@ import numpy as np
 
 from .. import numerics
 from ..errors import clean
-from ..jsonio import RawJSON, dumps_compact, table_json
+from ..jsonio import dumps_lines
 from ..limits import usable_cores
 from ..mapping import Mapping, layer_matrix
-from ..numerics.encoding import packed_size
 from .archive import ArchiveWriter
 from .cells import stripe_cells
+from .layout import BLOCK_COLUMNS, CROSSBAR_COLUMNS, layout_tables
 
 DEVICE_FORMAT = "acompile-device"
-DEVICE_VERSION = 2      # 2: levels.bin identified by its CRC-32 (levels_crc32) instead of a sha256
+DEVICE_VERSION = 3      # 3: the layout as two integer tables, not JSON records; 2: levels.bin identified
+#                           by its CRC-32 (levels_crc32) instead of a sha256
 _WORKERS = min(4, usable_cores())   # row stripes encoded at once
 # A row stripe of at most this many weights (128 rows of 2048 channels) is encoded on the writer's own thread:
 # its numpy passes are too short for handing the GIL between threads to pay. On a 2-core machine a pool took
 # 60-100 ms more CPU over a ResNet-50's stripes (every one of them this small) than one thread, and ended later.
 POOLED_STRIPE_WEIGHTS = 1 << 18
+BLOCKS_ENTRY, CROSSBARS_ENTRY = "blocks.npy", "crossbars.npy"
 FLIP_ENTRY = "flip_marks.npy"   # packed bits, (row blocks, P) per matrix of the "flipped" scheme, in file order
 
 
@@ -63,7 +65,7 @@ def write_device(path: Path, compiled, program_sha256: str, stop: threading.Even
     on another thread), raises :class:`Cancelled` before the next row stripe.
     """
     cells = write_cells(path, compiled, stop)
-    add_header(path, compiled, cells, layout_records(compiled.mapping), program_sha256)
+    add_header(path, compiled, cells, layout_tables(compiled.mapping), program_sha256)
 
 
 def write_cells(path: Path, compiled, stop: threading.Event | None = None) -> dict:
@@ -73,8 +75,8 @@ def write_cells(path: Path, compiled, stop: threading.Event | None = None) -> di
     size in levels.bin, file order) and ``flip_marks_sha256`` (None without flip marks).
 
     Nothing calibration sets is read: the cells can be written from the moment the mapping is final. The
-    header's records of the layout are not built here: the mapping alone decides them (:func:`layout_records`),
-    and a compile builds them while this runs in a forked process.
+    layout tables are not built here: the mapping alone decides them (:func:`.layout.layout_tables`), and a
+    compile builds them while this runs in a forked process.
     """
     graph, mapping = compiled.graph, compiled.mapping
     matrices = _stripe_blocks(mapping)
@@ -101,35 +103,36 @@ def write_cells(path: Path, compiled, stop: threading.Event | None = None) -> di
 
 
 def add_header(path: Path, compiled, cells: dict, layout: tuple, program_sha256: str) -> None:
-    """Append header.json to the device file :func:`write_cells` wrote (``cells``: what it returned), once
-    calibration has set the layers' scales and ``program_sha256`` names the program.json it belongs to;
-    ``layout`` is :func:`layout_records` of the mapping."""
+    """Append the layout tables and header.json to the device file :func:`write_cells` wrote (``cells``: what it
+    returned), once calibration has set the layers' scales and ``program_sha256`` names the program.json it
+    belongs to; ``layout`` is :func:`.layout.layout_tables` of the mapping."""
     mapping, target = compiled.mapping, compiled.target
-    crossbar_records, block_records, block_sizes = layout
+    blocks, crossbars, block_sizes = layout
     if cells["block_bytes"] != block_sizes:
-        raise RuntimeError("the device file's cells are not the sizes its header gives them")
+        raise RuntimeError("the device file's cells are not the sizes its layout gives them")
     writer = ArchiveWriter(path, append=True)
     try:
+        writer.add_array(BLOCKS_ENTRY, blocks)
+        writer.add_array(CROSSBARS_ENTRY, crossbars)
         header = {
             **({"flip_marks_sha256": cells["flip_marks_sha256"]} if cells["flip_marks_sha256"] else {}),
             "format": DEVICE_FORMAT, "version": DEVICE_VERSION, "target": target.name,
             "levels_bytes": sum(block_sizes),
             "levels_crc32": writer.crc32("levels.bin"),     # zipfile's, taken as the bytes were written
-            "crossbars": crossbar_records,
-            "blocks": block_records,
+            "block_columns": list(BLOCK_COLUMNS), "crossbar_columns": list(CROSSBAR_COLUMNS),
             "geometry": mapping.fabric.to_dict(),
             "tiles_used": mapping.tiles_used, "chips_needed": mapping.chips_needed,
             "program_sha256": program_sha256,
             "layers": [_layer_record(layer, target) for layer in mapping.layers],
         }
-        writer.add_json("header.json", header, dumps_compact)   # compact: a record per block adds up
+        writer.add_json("header.json", header, dumps_lines)
     finally:
         writer.close()
 
 
 def _stripe_blocks(mapping: Mapping) -> list[tuple]:
     """Every weight matrix in file order, with its row stripes: (layer, matrix index, [the blocks of each
-    stripe]).
+    stripe]), the blocks in :func:`.layout.file_order`.
 
     A stripe is the rows of one row block; its blocks are consecutive in the mapping's order
     (layer, matrix, row block, column block).
@@ -143,15 +146,6 @@ def _stripe_blocks(mapping: Mapping) -> list[tuple]:
             blocks = [mapping.blocks[b] for b in by_matrix.get(mi, [])]
             out.append((layer, mi, [list(g) for _, g in itertools.groupby(blocks, key=lambda b: (b.row_start, b.rows))]))
     return out
-
-
-def layout_records(mapping: Mapping) -> tuple[RawJSON, RawJSON, list[int]]:
-    """The header's crossbar and block records, and the blocks' sizes in levels.bin (file order): what the
-    mapping alone decides, each block's cells packed on whole bytes."""
-    matrices = _stripe_blocks(mapping)
-    blocks = [(blk, layer.spec.cell_bits) for layer, _, stripes in matrices for stripe in stripes for blk in stripe]
-    sizes = [packed_size(blk.rows * blk.cols, bits) for blk, bits in blocks]
-    return _crossbar_records(mapping.crossbars), _block_records([blk for blk, _ in blocks], sizes), sizes
 
 
 def _in_order(pool, fn, items, ahead: int, pooled: Callable[[object], bool]):
@@ -177,24 +171,6 @@ def _large_stripe(task) -> bool:
     """Whether a row stripe's work (see :func:`_stripes`) has more than POOLED_STRIPE_WEIGHTS weights."""
     w, _, _, blocks = task
     return w.shape[0] * blocks[0].rows > POOLED_STRIPE_WEIGHTS
-
-
-def _block_records(blocks: list, sizes: list[int]) -> RawJSON:
-    """The header's block records in file order: each block's ``to_dict()`` with the ``offset`` and
-    ``bytes`` of its cells in levels.bin, encoded as one table (ten thousand of them on a ResNet-50)."""
-    names = tuple(blocks[0].to_dict()) if blocks else ()
-    columns = dict(zip(names, zip(*map(operator.attrgetter(*names), blocks)))) if blocks else {}
-    columns["offset"] = list(itertools.accumulate(sizes, initial=0))[:-1]
-    columns["bytes"] = sizes
-    return table_json(columns)
-
-
-def _crossbar_records(crossbars: list) -> RawJSON:
-    """The header's crossbar records: each crossbar's ``to_dict()``, encoded as one table."""
-    names = tuple(n for n in crossbars[0].to_dict() if n != "blocks") if crossbars else ()
-    columns = dict(zip(names, zip(*map(operator.attrgetter(*names), crossbars)))) if crossbars else {}
-    columns["blocks"] = ["[" + ",".join(map(str, c.blocks)) + "]" for c in crossbars]
-    return table_json(columns)
 
 
 def _check_stop(stop: threading.Event | None) -> None:

@@ -4,7 +4,7 @@ the simulator, with every part checked against the header and the program, and `
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +13,12 @@ from .. import numerics
 from ..data_schema import check_schema
 from ..errors import InvalidDataError, clean
 from ..limits import available_memory
-from ..mapping import BrokenMapping, Mapping
+from ..mapping import BrokenMapping, Fabric, Mapping
 from ..numerics.encoding import Encoded, packed_size, unpack_levels
 from ..units import count, decimal
 from .archive import ArchiveReader
-from .device import DEVICE_FORMAT, DEVICE_VERSION, FLIP_ENTRY
+from .device import BLOCKS_ENTRY, CROSSBARS_ENTRY, DEVICE_FORMAT, DEVICE_VERSION, FLIP_ENTRY
+from .layout import BLOCK_COLUMNS, CROSSBAR_COLUMNS, mapping_from_tables
 from .schemas import HEADER, RECOMPILE
 
 # decoded matrices a DeviceReader keeps for the next read (repeats, chunks of a batch): at least this much, or
@@ -48,7 +49,8 @@ class DeviceReader:
             raise InvalidDataError("device file is truncated (levels size differs from its header)",
                                    where=clean(str(path)))
         self.scales = self.archive.array("weight_scales.npy")
-        _complete(mapping, h, clean(str(path)))
+        self.blocks = self.archive.array(BLOCKS_ENTRY)
+        _complete(mapping, h, self.blocks, self.archive.array(CROSSBARS_ENTRY), clean(str(path)))
         if [[m.to_dict() for m in x.matrices] for x in mapping.layers] != [x["matrices"] for x in h["layers"]] \
                 or [x["index"] for x in h["layers"]] != list(range(len(h["layers"]))):
             raise InvalidDataError("device file's layers differ from the program's", where=clean(str(path)),
@@ -58,9 +60,9 @@ class DeviceReader:
         self._cache_bytes = max(MIN_CACHE_BYTES, available_memory() // 2)
         self._flip_marks: dict | None = None
         self._scale_offsets = self._offsets()
-        self._blocks: dict[tuple[int, int], list[dict]] = {}
-        for blk in h["blocks"]:
-            self._blocks.setdefault((blk["layer"], blk["matrix"]), []).append(blk)
+        self._blocks: dict[tuple[int, int], list[list[int]]] = {}     # rows of blocks.npy by (layer, matrix)
+        for row in self.blocks.tolist():
+            self._blocks.setdefault((row[0], row[1]), []).append(row)
 
     def _offsets(self) -> dict[tuple[int, int], tuple[int, int]]:
         out, pos = {}, 0
@@ -108,13 +110,13 @@ class DeviceReader:
         spec = layer.spec
         levels = np.zeros((m["k_in"], m["physical_cols"]), np.uint8)
         for blk in self._blocks.get(key, []):
-            count = blk["rows"] * blk["cols"]
-            if blk["bytes"] != packed_size(count, spec.cell_bits) or blk["offset"] + blk["bytes"] > len(self.levels):
+            row_start, rows, col_start, cols, offset, size = (blk[_COLUMN[c]] for c in _READ)
+            count = rows * cols
+            if size != packed_size(count, spec.cell_bits) or offset + size > len(self.levels):
                 raise InvalidDataError(f"device file block of layer {layer.index} is corrupt",
                                        where=clean(str(self.path)))
-            cells = unpack_levels(self.levels[blk["offset"]:blk["offset"] + blk["bytes"]], spec.cell_bits, count)
-            levels[blk["row_start"]:blk["row_start"] + blk["rows"],
-                   blk["col_start"]:blk["col_start"] + blk["cols"]] = cells.reshape(blk["rows"], blk["cols"])
+            cells = unpack_levels(self.levels[offset:offset + size], spec.cell_bits, count)
+            levels[row_start:row_start + rows, col_start:col_start + cols] = cells.reshape(rows, cols)
         if levels.max(initial=0) >= 2 ** spec.cell_bits:
             raise InvalidDataError("device file holds a level above the cell's range", where=clean(str(self.path)))
         maps = numerics.encode_weights(np.zeros((m["n_out"], 1), np.int32), spec)
@@ -125,6 +127,10 @@ class DeviceReader:
         while len(self._cache) > 1 and sum(map(_held_bytes, self._cache.values())) > self._cache_bytes:
             self._cache.popitem(last=False)
         return made
+
+
+_COLUMN = {name: i for i, name in enumerate(BLOCK_COLUMNS)}
+_READ = ("row_start", "rows", "col_start", "cols", "offset", "bytes")
 
 
 def _held_bytes(encoded: Encoded) -> int:
@@ -147,13 +153,14 @@ def _read_header(archive: ArchiveReader) -> dict:
     return h
 
 
-def _complete(mapping: Mapping, header: dict, where: str) -> None:
-    """Give ``mapping`` the blocks, crossbars and placement the header records; check them."""
+def _complete(mapping: Mapping, header: dict, blocks: np.ndarray, crossbars: np.ndarray, where: str) -> None:
+    """Give ``mapping`` the blocks, crossbars and placement the layout tables and the header record; check them."""
+    if header["block_columns"] != list(BLOCK_COLUMNS) or header["crossbar_columns"] != list(CROSSBAR_COLUMNS):
+        raise InvalidDataError("device file's layout tables have other columns than this acompile writes", where=where,
+                               hint=RECOMPILE)
     try:
-        full = Mapping.from_dict({"layers": [], "blocks": _mapping_order(header["blocks"], header["crossbars"]),
-                                  "crossbars": header["crossbars"], "tiles_used": header["tiles_used"],
-                                  "chips_needed": header["chips_needed"], "fabric": header["geometry"]},
-                                 layers=mapping.layers)
+        full = mapping_from_tables(mapping.layers, blocks, crossbars, Fabric.from_dict(header["geometry"]),
+                                   header["tiles_used"], header["chips_needed"])
         full.verify()
     except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError, BrokenMapping) as e:
         raise InvalidDataError(f"device file's mapping does not hold together ({clean(str(e), 120)})", where=where)
@@ -161,65 +168,44 @@ def _complete(mapping: Mapping, header: dict, where: str) -> None:
         setattr(mapping, name, getattr(full, name))
 
 
-def _mapping_order(blocks: list[dict], crossbars: list[dict]) -> list[dict]:
-    """The header's block records (in file order, row stripe by row stripe) in mapping order.
-
-    Every crossbar lists the mapping indices of its blocks in the order they were packed,
-    which is the order of their row offsets (each block takes fresh rows).
-    """
-    on_bar: dict[int, list[dict]] = defaultdict(list)
-    for rec in blocks:
-        on_bar[rec["crossbar"]].append(rec)
-    order: list = [None] * len(blocks)
-    for bar in crossbars:
-        recs = sorted(on_bar.pop(bar["index"], []), key=lambda r: r["row_offset"])
-        if len(recs) != len(bar["blocks"]):
-            raise ValueError(f"crossbar {bar['index']} lists {len(bar['blocks'])} blocks, the header {len(recs)}")
-        for i, rec in zip(bar["blocks"], recs):
-            order[i] = rec
-    if on_bar or any(rec is None for rec in order):
-        raise ValueError("a block is on no crossbar")
-    return order
-
-
 def inspect_summary(path: Path) -> dict:
-    """The device file's summary as data (``inspect --format json``): its header without the per-block
-    and per-crossbar records, which are counted instead."""
+    """The device file's summary as data (``inspect --format json``): its header, with the blocks and
+    crossbars of its layout tables counted."""
     reader = ArchiveReader(Path(path), "device")
-    h = _read_header(reader)
-    reader.close()
-    counts: dict[int, int] = {}
-    for b in h["blocks"]:
-        counts[b["layer"]] = counts.get(b["layer"], 0) + 1
+    try:
+        h = _read_header(reader)
+        blocks, crossbars = reader.array(BLOCKS_ENTRY), reader.array(CROSSBARS_ENTRY)
+    finally:
+        reader.close()
+    n = len(h["layers"])
+    if blocks.ndim != 2 or blocks.shape[1] != len(BLOCK_COLUMNS) or blocks.dtype.kind not in "iu" \
+            or crossbars.ndim != 2 or (blocks.size and not 0 <= blocks[:, 0].min() <= blocks[:, 0].max() < n):
+        raise InvalidDataError("device file's layout tables do not match its header", where=reader.where)
+    counts = np.bincount(blocks[:, 0].astype(np.int64), minlength=n).tolist()
     return {"path": clean(str(path)), "version": h["version"], "target": h["target"],
-            "program_sha256": h["program_sha256"], "crossbars": len(h["crossbars"]), "geometry": h["geometry"],
-            "tiles_used": h["tiles_used"], "chips_needed": h["chips_needed"], "blocks": len(h["blocks"]),
+            "program_sha256": h["program_sha256"], "crossbars": len(crossbars), "geometry": h["geometry"],
+            "tiles_used": h["tiles_used"], "chips_needed": h["chips_needed"], "blocks": len(blocks),
             "levels_bytes": h["levels_bytes"],
             "layers": [{"name": layer["name"], "op_type": layer["op_type"], "spec": layer["spec"],
-                        "blocks": counts.get(layer["index"], 0), "adc_full_scale": layer["adc"]["full_scale"],
-                        "input_scale": layer["dac"]["input_scale"]} for layer in h["layers"]]}
+                        "blocks": counts[i], "adc_full_scale": layer["adc"]["full_scale"],
+                        "input_scale": layer["dac"]["input_scale"]} for i, layer in enumerate(h["layers"])]}
 
 
 def inspect_text(path: Path) -> str:
-    reader = ArchiveReader(Path(path), "device")
-    h = _read_header(reader)
-    lines = [f"{clean(str(path))}: acompile device file v{h['version']} for target {clean(h['target'])}",
-             f"  program sha256 {h['program_sha256'][:16]}...",
-             f"  {len(h['crossbars'])} crossbars of {h['geometry']['rows']}x{h['geometry']['cols']} on "
-             f"{count(h['tiles_used'], 'tile')} ({count(h['chips_needed'], 'chip')}), "
-             f"{count(len(h['blocks']), 'block')}, "
-             f"{count(h['levels_bytes'], 'byte')} of cell levels",
+    d = inspect_summary(path)
+    lines = [f"{d['path']}: acompile device file v{d['version']} for target {clean(d['target'])}",
+             f"  program sha256 {d['program_sha256'][:16]}...",
+             f"  {d['crossbars']} crossbars of {d['geometry']['rows']}x{d['geometry']['cols']} on "
+             f"{count(d['tiles_used'], 'tile')} ({count(d['chips_needed'], 'chip')}), "
+             f"{count(d['blocks'], 'block')}, "
+             f"{count(d['levels_bytes'], 'byte')} of cell levels",
              f"  {'layer':<28} {'op':<13} {'spec (Bw/Bx/dac/cell/adc)':<26} {'scheme':<12} {'blocks':>6} "
              f"{'ADC F':>9} {'s_x':>10}"]
-    counts: dict[int, int] = {}
-    for b in h["blocks"]:
-        counts[b["layer"]] = counts.get(b["layer"], 0) + 1
-    for layer in h["layers"]:
+    for layer in d["layers"]:
         s = layer["spec"]
         lines.append(f"  {layer['name'][:28]:<28} {layer['op_type']:<13} "
                      f"{s['weight_bits']}/{s['input_bits']}/{s['dac_bits']}/{s['cell_bits']}/{s['adc_bits']:<16} "
-                     f"{s['signed_weights']:<12} {counts.get(layer['index'], 0):>6} "
-                     f"{decimal(layer['adc']['full_scale'], 4):>9} "
-                     f"{decimal(layer['dac']['input_scale'], 4):>10}")
-    reader.close()
+                     f"{s['signed_weights']:<12} {layer['blocks']:>6} "
+                     f"{decimal(layer['adc_full_scale'], 4):>9} "
+                     f"{decimal(layer['input_scale'], 4):>10}")
     return "\n".join(lines) + "\n"

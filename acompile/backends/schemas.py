@@ -45,17 +45,12 @@ PROGRAM = {"format": OneOf("acompile-program"), "version": Int(2, 2), "target": 
                              "scales?": {"entry": str, "axis": Int(0, 63)}}),
            "layers": Seq(LAYER), "ops": Seq(OP, min_len=1)}
 
-BLOCK = {"layer": COUNT, "matrix": COUNT, "row_block": COUNT, "col_block": COUNT, "row_start": COUNT,
-         "rows": POSITIVE, "col_start": COUNT, "cols": POSITIVE, "crossbar": COUNT, "row_offset": COUNT,
-         "col_offset": COUNT, "offset": SIZE, "bytes": SIZE}
-CROSSBAR = {"index": COUNT, "chip": COUNT, "tile": COUNT, "core": COUNT, "slot": COUNT,
-            "blocks": Seq(COUNT), "rows_used": COUNT, "cols_used": COUNT}
 DEVICE_LAYER = {"index": COUNT, "name": str, "op_type": str, "spec": SPEC,
                 "matrices": Seq(MATRIX, min_len=1),
                 "dac": {"input_scale": Num()}, "adc": {"full_scale": Num()}}
-HEADER = {"format": OneOf("acompile-device"), "version": Int(2, 2), "target": str, "program_sha256": str,
+HEADER = {"format": OneOf("acompile-device"), "version": Int(3, 3), "target": str, "program_sha256": str,
           "levels_bytes": SIZE, "levels_crc32": Int(0, 0xFFFFFFFF), "flip_marks_sha256?": str, "tiles_used": COUNT,
           "chips_needed": COUNT,
           "geometry": {"rows": POSITIVE, "cols": POSITIVE, "crossbars_per_core": POSITIVE,
                        "cores_per_tile": POSITIVE, "tiles_per_chip": POSITIVE},
-          "layers": Seq(DEVICE_LAYER), "crossbars": Seq(CROSSBAR), "blocks": Seq(BLOCK)}
+          "layers": Seq(DEVICE_LAYER), "block_columns": Seq(str), "crossbar_columns": Seq(str)}

@@ -159,7 +159,8 @@ class _Writers:
     def finish(self, compiled, report: dict) -> list[str]:
         """Write the remaining files; wait for the cells and program.npz; return every file's name."""
         import time
-        from ..backends.device import add_header, layout_records
+        from ..backends.device import add_header
+        from ..backends.layout import layout_tables
         from ..backends.program import write_constants, write_program
         from ..backends.report import write_report
         from ..jsonio import dumps_lines
@@ -189,7 +190,7 @@ class _Writers:
             written.append("mapped.onnx")
         if self.cells is not None:
             begin = time.perf_counter()
-            layout = layout_records(compiled.mapping)       # here, while the cells are still being written
+            layout = layout_tables(compiled.mapping)        # here, while the cells are still being written
             here = time.perf_counter() - begin
             cells, seconds, self.timings.forked_private_bytes = self.cells.result()
             begin = time.perf_counter()
