@@ -44,7 +44,7 @@ class Limits:
     max_data_bytes: int = 4 * 1024**3       # an .npz/.npy the user hands in (inputs, calibration, --bind, labels)
     max_device_bytes: int = 4 * 1024**3     # device.acdev and program.npz read back
     max_json_bytes: int = 256 * MiB         # program.json, a device header, any JSON document read
-    max_crossbars: int = 100_000            # crossbar blocks a mapping may cut (each a record in the device file)
+    max_crossbars: int = 100_000            # crossbar blocks a mapping may cut (each a row of the device file's layout)
     max_unrolled_nodes: int = 10_000        # nodes unrolling Loop/Scan bodies may copy (beyond: they stay digital)
 
     @staticmethod
