@@ -325,14 +325,19 @@ def baseline_rss() -> int:
 
 
 def device_row(name: str, device: Path) -> Row:
+    import io
     import zipfile
+
+    import numpy as np
     with zipfile.ZipFile(device) as z:
         header = json.loads(z.read("header.json"))
-    bits = {layer["index"]: layer["spec"]["cell_bits"] for layer in header["layers"]}
-    cell_bits = sum(b["rows"] * b["cols"] * bits[b["layer"]] for b in header["blocks"])
-    floor = cell_bits / 8
+        blocks = np.load(io.BytesIO(z.read("blocks.npy")), allow_pickle=False)
+    column = {name: i for i, name in enumerate(header["block_columns"])}
+    bits = np.array([layer["spec"]["cell_bits"] for layer in header["layers"]], np.int64)
+    layer, rows, cols = (blocks[:, column[c]] for c in ("layer", "rows", "cols"))
+    floor = int((rows * cols * bits[layer]).sum()) / 8
     return Row("device_size", name, device.stat().st_size, floor, "B", 1, GOALS["device_size"][0],
-               f"levels.bin {header['levels_bytes']} B, header.json and scales the rest")
+               f"levels.bin {header['levels_bytes']} B, the layout, header.json and scales the rest")
 
 
 def output_row(name: str, model: Path, out: Path) -> Row:

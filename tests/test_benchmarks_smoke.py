@@ -60,3 +60,26 @@ def test_the_compile_profile_counts_each_file_once():
                "process": {"wall_s": 0.3, "before_steps_s": 0.1, "cpu_user_s": 0.3, "cpu_system_s": 0.1}}
     row = compile_profile.markdown({"m": profile}).splitlines()[-1].split(" | ")
     assert row[5:8] == ["20 ms (main)", "100 ms", "30 ms"], row
+
+
+def test_the_device_row_counts_every_cell_of_the_layout(tmp_path):
+    """The device file's floor is its cells at cell_bits each, read from the layout table the file holds."""
+    import importlib.util
+
+    import models
+    from acompile.backends.device import write_device
+    from helpers import compiled
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        spec = importlib.util.spec_from_file_location("bench_run", ROOT / "benchmarks" / "run.py")
+        bench = sys.modules["bench_run"] = importlib.util.module_from_spec(spec)     # its dataclasses look it up
+        spec.loader.exec_module(bench)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+        sys.modules.pop("bench_run", None)
+    comp = compiled(models.grouped_conv(), "isaac", replicate="auto")
+    write_device(tmp_path / "device.acdev", comp, "0" * 64)
+    row = bench.device_row("m", tmp_path / "device.acdev")
+    bits = {layer.index: layer.spec.cell_bits for layer in comp.mapping.layers}
+    assert row.reference == sum(b.rows * b.cols * bits[b.layer] for b in comp.mapping.blocks) / 8
+    assert row.acompile == (tmp_path / "device.acdev").stat().st_size > row.reference
