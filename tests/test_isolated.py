@@ -152,6 +152,32 @@ def test_a_failed_compile_ends_its_cells_process(tmp_path, monkeypatch):
         os.kill(children[0].pid, 0)
 
 
+def test_a_mapping_that_fails_its_check_ends_the_cells_process_started_before_it(tmp_path, monkeypatch, capsys):
+    """The cells' process starts as the mapping is final and the compile checks the mapping meanwhile: a broken
+    one ends the compile as an internal error naming it, the process ended and no output left."""
+    from acompile.cli import compile as cli_compile
+    from acompile.mapping import BrokenMapping, Mapping
+    children = []
+
+    def fork(call, *args, what):
+        children.append(isolated.fork_call(call, *args, what=what))
+        return children[-1]
+
+    def broken(self):
+        assert children, "the mapping is checked once the cells' process has started"
+        raise BrokenMapping("internal error, broken mapping: a test's")
+
+    monkeypatch.delenv("ACOMPILE_VERIFY_EACH_PASS", raising=False)     # the compile's own check, once
+    monkeypatch.setattr(isolated, "beside", fork)
+    monkeypatch.setattr(cli_compile, "FORKED_CELLS_WEIGHTS", 0)
+    monkeypatch.setattr(Mapping, "verify", broken)
+    assert main(["compile", str(SAMPLE), "-t", "isaac", "-o", str(tmp_path / "out"), "-q"]) == 3
+    assert "broken mapping: a test's" in capsys.readouterr().err
+    assert len(children) == 1 and os.listdir(tmp_path) == []
+    with pytest.raises(ProcessLookupError):
+        os.kill(children[0].pid, 0)
+
+
 def test_a_small_models_cells_are_written_on_a_thread(tmp_path, monkeypatch):
     """Below FORKED_CELLS_WEIGHTS weights a forked process costs the compile more than it saves."""
     from acompile.cli import compile as cli_compile
