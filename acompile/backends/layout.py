@@ -12,6 +12,7 @@ read back as the 3.6 MB of JSON records they replace (34 ms to build; the device
 
 from __future__ import annotations
 
+from dataclasses import fields
 from itertools import accumulate, chain, pairwise
 from operator import attrgetter
 
@@ -24,13 +25,14 @@ BLOCK_COLUMNS = ("layer", "matrix", "row_block", "col_block", "row_start", "rows
 CROSSBAR_COLUMNS = ("index", "chip", "tile", "core", "slot", "rows_used", "cols_used")
 _LIMIT = 1 << 48        # no count or offset of a mapping comes near it; past it, sums could overflow
 _crossbar_row = attrgetter(*CROSSBAR_COLUMNS)
+_BLOCK_ARGS = [BLOCK_COLUMNS.index(f.name) for f in fields(Block) if f.name != "replica"]   # Block's own order
 
 
 def file_order(mapping: Mapping, table: BlockTable | None = None) -> np.ndarray:
     """The mapping's indices of its blocks in the order their cells follow each other in levels.bin: layer by
     layer, each layer's blocks matrix by matrix, in the order the layer lists them (``table``: the blocks'
     :data:`BlockTable`, if at hand)."""
-    matrix = (table or block_table(mapping.blocks)).matrix
+    matrix = (table if table is not None else block_table(mapping.blocks)).matrix
     parts = [np.asarray(layer.blocks, np.int64) for layer in mapping.layers]
     return np.concatenate([p[np.argsort(matrix[p], kind="stable")] for p in parts]) if parts else np.zeros(0, np.int64)
 
@@ -73,10 +75,10 @@ def mapping_from_tables(layers: list, blocks: np.ndarray, crossbars: np.ndarray,
     on_bar = np.lexsort((row_offset, bar)).tolist()     # by crossbar, then row offset
     bounds = list(accumulate(per_bar.tolist(), initial=0))
     held = [on_bar[a:b] for a, b in pairwise(bounds)]
-    mapping = Mapping(layers, crossbars=[Crossbar(i, c, t, k, s, h, r, w) for (i, c, t, k, s, r, w), h
-                                         in zip(crossbars.tolist(), held)],
+    mapping = Mapping(layers, crossbars=[Crossbar(blocks=h, **dict(zip(CROSSBAR_COLUMNS, row)))
+                                         for row, h in zip(crossbars.tolist(), held)],
                       tiles_used=tiles_used, chips_needed=chips_needed, fabric=fabric)
-    mapping.blocks = list(map(Block, *blocks[:, :11].T.tolist(), _copies(blocks[:, :4]).tolist()))
+    mapping.blocks = list(map(Block, *blocks[:, _BLOCK_ARGS].T.tolist(), _copies(blocks[:, :4]).tolist()))
     by_layer = np.argsort(layer, kind="stable").tolist()
     bounds = list(accumulate(np.bincount(layer, minlength=len(layers)).tolist(), initial=0))
     for x, (a, b) in zip(layers, pairwise(bounds)):
