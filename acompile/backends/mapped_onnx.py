@@ -116,7 +116,7 @@ def mapped_model(compiled, report: dict, with_weights: bool = False) -> ModelPro
     """The ONNX model of the mapped program (see the module docstring)."""
     graph, mapping = compiled.graph, compiled.mapping
     costs = {x["name"]: x for x in report.get("layers", [])}
-    nodes, used = [], []
+    nodes, used = [], {}        # the values the nodes read, in order (a dict: a model's thousands of them)
     domains = {"": graph.opset, DOMAIN: DOMAIN_VERSION}
     for node in graph.nodes:
         if node.domain == DOMAIN and mapping is not None and "layer" in node.meta:   # not an unmapped Linear
@@ -127,8 +127,8 @@ def mapped_model(compiled, report: dict, with_weights: bool = False) -> ModelPro
                 domains.setdefault(node.domain, node.opset or 1)
         nodes.append(proto)
         outer = node.inputs[len(own_inputs(node)):]     # what its sub-graphs read, as this graph names it
-        used += [i for i in dict.fromkeys(list(proto.input) + outer) if i and i not in used]
-    used += [o for o in graph.outputs if o not in used]     # a constant that is also a graph output
+        used.update(dict.fromkeys(i for i in (*proto.input, *outer) if i))
+    used.update(dict.fromkeys(graph.outputs))       # a constant that is also a graph output
     inits, weight_inputs = [], []
     for name in used:
         if not graph.is_constant(name):
