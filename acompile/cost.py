@@ -242,7 +242,7 @@ def _sources(graph: Graph) -> dict[str, set[int]]:
 
 def _numel(graph: Graph, name: str) -> int:
     s = graph.static_shape(name)
-    return int(np.prod(s)) if s is not None else 0
+    return math.prod(s) if s is not None else 0
 
 
 def cost_model(graph: Graph, mapping: Mapping, target, batch: int = 1, blocks: BlockTable | None = None) -> Cost:

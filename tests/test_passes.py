@@ -53,6 +53,19 @@ def test_every_pass_is_timed_and_dumped_with_the_mapping(tmp_path, monkeypatch):
     assert "CrossbarRead" in (tmp_path / f"{number['insert_boundaries']}.txt").read_text()
 
 
+@pytest.mark.parametrize("each_pass", ["0", "1"])
+def test_the_graph_is_checked_as_loaded_and_after_the_last_pass_or_after_every_pass(monkeypatch, each_pass):
+    """The loader checks the graph it read; a compile checks it again once its passes are done, or after every
+    pass with ACOMPILE_VERIFY_EACH_PASS=1 (the tests), which names the pass that broke it."""
+    from acompile.ir import Graph
+    monkeypatch.setenv("ACOMPILE_VERIFY_EACH_PASS", each_pass)
+    calls = []
+    check = Graph.verify
+    monkeypatch.setattr(Graph, "verify", lambda self: (calls.append(1), check(self))[1])
+    run_pipeline(models.small_cnn(), load_target("isaac"), Options())
+    assert len(calls) == (2 if each_pass == "0" else 1 + len(pipeline(True)))
+
+
 def test_unsupported_nodes_stop_the_compile_after_classify():
     with pytest.raises(UnsupportedError) as e:
         compiled(models.unsupported_op_model())
