@@ -248,10 +248,12 @@ _FIELDS = {kind: field for _, one, f1, many, fn in _KINDS for kind, field in ((o
 _LISTS = {many for *_, many, _ in _KINDS}
 
 
-def make_attribute(key: str, value: Any, attr_type: int | None = None) -> AttributeProto:
+def make_attribute(key: str, value: Any, attr_type: int | None = None,
+                   into: AttributeProto | None = None) -> AttributeProto:
     """An attribute of the kind its value has (``onnx.helper.make_attribute``); ``attr_type`` names
-    the kind of a list, which an empty one cannot tell."""
-    a = AttributeProto()
+    the kind of a list, which an empty one cannot tell. ``into``: an empty attribute to fill (one added to
+    a node in place: copying a finished one into the node costs more than making it)."""
+    a = AttributeProto() if into is None else into
     a.name = key
     one = _EXACT.get(type(value)) or next((row for row in _KINDS if isinstance(value, row[0])), None)
     if one is not None:
@@ -293,7 +295,17 @@ def get_attribute_value(a: AttributeProto):
 def make_node(op_type: str, inputs: Sequence[str], outputs: Sequence[str], name: str | None = None,
               doc_string: str | None = None, domain: str | None = None, **attributes) -> NodeProto:
     """A node (``onnx.helper.make_node``); its attributes in name order."""
-    node = NodeProto()
+    node = fill_node(NodeProto(), op_type, inputs, outputs, name, doc_string, domain)
+    for k, v in sorted(attributes.items()):
+        if v is not None:
+            make_attribute(k, v, into=node.attribute.add())
+    return node
+
+
+def fill_node(node: NodeProto, op_type: str, inputs: Sequence[str], outputs: Sequence[str], name: str | None = None,
+              doc_string: str | None = None, domain: str | None = None) -> NodeProto:
+    """``node`` (an empty one, such as a graph's ``node.add()``) given its op, inputs, outputs, name, doc string and
+    domain; returned."""
     node.op_type = op_type
     node.input.extend(inputs)
     node.output.extend(outputs)
@@ -303,7 +315,6 @@ def make_node(op_type: str, inputs: Sequence[str], outputs: Sequence[str], name:
         node.doc_string = doc_string
     if domain is not None:
         node.domain = domain
-    node.attribute.extend(make_attribute(k, v) for k, v in sorted(attributes.items()) if v is not None)
     return node
 
 
@@ -321,16 +332,17 @@ def _set_shape(tensor_type, shape) -> None:
     dims.SetInParent()   # an empty list is a scalar's shape, not an unknown one
     for d in shape:
         dim = dims.dim.add()
-        if isinstance(d, numbers.Integral):
+        if type(d) is int or isinstance(d, numbers.Integral):     # the ABC's check only for numpy's integers
             dim.dim_value = int(d)
         elif isinstance(d, str):
             dim.dim_param = d
 
 
-def make_tensor_value_info(name: str, elem_type: int, shape: Sequence | None) -> ValueInfoProto:
+def make_tensor_value_info(name: str, elem_type: int, shape: Sequence | None,
+                           into: ValueInfoProto | None = None) -> ValueInfoProto:
     """A tensor's value info (``onnx.helper.make_tensor_value_info``): ``shape`` None for an
-    unknown rank, a dimension None or a name for an unknown size."""
-    vi = ValueInfoProto()
+    unknown rank, a dimension None or a name for an unknown size; ``into`` an empty one to fill."""
+    vi = ValueInfoProto() if into is None else into
     vi.name = name
     vi.type.tensor_type.elem_type = int(elem_type)
     _set_shape(vi.type.tensor_type, shape)

@@ -20,7 +20,7 @@ from .errors import InvalidModelError, clean
 from .files import interruption
 from .ir import OpaqueAttribute, Subgraph
 from .numerics.folded import FoldedIntegers
-from .onnx_core import (AttributeProto, GraphProto, TensorProto, ValueInfoProto, from_array, get_schema,
+from .onnx_core import (GraphProto, TensorProto, ValueInfoProto, from_array, get_schema,
                         make_attribute, make_empty_tensor_value_info, make_graph, make_model, make_node,
                         make_opsetid, make_tensor_sequence_value_info, make_tensor_value_info,
                         np_dtype_to_tensor_dtype, opset_version, tensor_dtype_to_np_dtype)
@@ -29,20 +29,20 @@ from .onnx_walk import without_value_info
 IR_VERSION = 8
 
 
-def make_attributes(attrs: dict[str, Any], attr_types: dict[str, int] | None = None) -> list[AttributeProto]:
-    out = []
+def add_attributes(into, attrs: dict[str, Any], attr_types: dict[str, int] | None = None) -> None:
+    """Add ``attrs`` to a node's ``attribute`` field ``into``, in name order, each built in place; ``attr_types``
+    names the ONNX type of those whose value cannot tell (an empty list)."""
     types = attr_types or {}
     for key in sorted(attrs):
         value = attrs[key]
         if isinstance(value, np.ndarray):
-            out.append(make_attribute(key, from_array(value)))
+            make_attribute(key, from_array(value), into=into.add())
         elif isinstance(value, OpaqueAttribute):
-            proto = AttributeProto.FromString(value.proto)
+            proto = into.add()
+            proto.ParseFromString(value.proto)
             proto.name = key
-            out.append(proto)
         else:
-            out.append(make_attribute(key, value, attr_type=types.get(key)))
-    return out
+            make_attribute(key, value, attr_type=types.get(key), into=into.add())
 
 
 def _freeze(attrs: dict[str, Any]) -> str:
@@ -74,7 +74,7 @@ def _session(op_type: str, domain: str, opset: int, frozen_attrs: str, attr_type
     in_names = [f"in{i}" if t is not None else "" for i, t in enumerate(in_types)]
     out_names = [f"out{i}" for i in range(n_outputs)]
     node = make_node(op_type, in_names, out_names, domain=domain or None)
-    node.attribute.extend(make_attributes(attrs, types))
+    add_attributes(node.attribute, attrs, types)
     inputs = [_value_info(nm, t) for nm, t in zip(in_names, in_types) if t is not None]
     outputs = [make_empty_tensor_value_info(o) for o in out_names]
     graph = make_graph([node], op_type, inputs, outputs)
@@ -122,7 +122,7 @@ def _scoped_session(op_type: str, opsets: tuple, bodies: tuple, frozen_attrs: st
     in_names = [f"acompile.in{i}" if t is not None else "" for i, t in enumerate(in_types)]
     out_names = [f"acompile.out{i}" for i in range(n_outputs)]
     node = make_node(op_type, in_names, out_names)
-    node.attribute.extend(make_attributes(attrs, types))
+    add_attributes(node.attribute, attrs, types)
     node.attribute.extend(make_attribute(k, GraphProto.FromString(b)) for k, b in bodies)
     inputs = [_value_info(nm, t) for nm, t in zip(in_names, in_types) if t is not None]
     inputs += [_value_info(nm, t) for nm, t in outer]

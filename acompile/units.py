@@ -7,6 +7,7 @@ scaled. No function here ever writes an exponent (``1e+03``).
 
 from __future__ import annotations
 
+import functools
 import math
 
 _LADDER = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1, ""),
@@ -38,9 +39,7 @@ def si(value: float, unit: str, *, given: str = "", digits: int = 3) -> str:
     """
     if not math.isfinite(value):
         return f"{decimal(value)} {unit}"
-    prefixes = [p for _, p in _LADDER]
-    shift = prefixes.index(given) - prefixes.index("")
-    ladder = list(zip([s for s, _ in _LADDER], prefixes[shift:]))
+    ladder = _ladder(given)
     for i, (scale, prefix) in enumerate(ladder):
         if abs(value) >= scale or i == len(ladder) - 1:
             if i == 0 or abs(value) < scale:     # beyond either end: write the number out
@@ -51,6 +50,15 @@ def si(value: float, unit: str, *, given: str = "", digits: int = 3) -> str:
                 scaled = value / scale
             return f"{decimal(scaled, digits)} {prefix}{unit}"
     return f"0 {given}{unit}"
+
+
+@functools.cache
+def _ladder(given: str) -> tuple[tuple[float, str], ...]:
+    """(scale, prefix) from the largest down, for values given in ``given`` units (a report formats one
+    figure per node: tens of thousands for an unrolled recurrent model)."""
+    prefixes = [p for _, p in _LADDER]
+    shift = prefixes.index(given) - prefixes.index("")
+    return tuple(zip([s for s, _ in _LADDER], prefixes[shift:]))
 
 
 def energy(pj: float) -> str:

@@ -18,10 +18,9 @@ import numpy as np
 from .._version import __version__
 from ..frontend.control_flow import own_inputs, rename_outer
 from ..ir import DOMAIN, OpaqueAttribute, Subgraph
-from ..onnx_core import (ModelProto, NodeProto, ValueInfoProto, from_array, make_attribute, make_graph,
-                         make_model, make_node, make_opsetid, make_tensor_value_info, np_dtype_to_tensor_dtype,
-                         set_model_props)
-from ..onnx_exec import IR_VERSION, make_attributes
+from ..onnx_core import (ModelProto, NodeProto, ValueInfoProto, fill_node, from_array, make_attribute,
+                         make_opsetid, make_tensor_value_info, np_dtype_to_tensor_dtype, set_model_props)
+from ..onnx_exec import IR_VERSION, add_attributes
 from ..onnx_walk import without_value_info
 from .program import chain_attrs
 
@@ -61,7 +60,7 @@ def _layer_cost_attrs(entry: dict | None) -> dict:
             "cost_energy_pj_by_component": json.dumps(entry["energy_pj"], sort_keys=True)}
 
 
-def _analog_node(node, graph, mapping, costs, keep) -> NodeProto:
+def _analog_node(proto: NodeProto, node, graph, mapping, costs, keep) -> None:
     layer = mapping.layers[node.meta["layer"]]
     inputs = [i if i and (keep or not graph.is_constant(i)) else "" for i in node.inputs]
     while inputs and inputs[-1] == "":
@@ -72,13 +71,13 @@ def _analog_node(node, graph, mapping, costs, keep) -> NodeProto:
         m = layer.matrices[0]
         attrs.update(matrix=[m.n_out, m.k_in], groups=layer.groups, weight_bits=layer.spec.weight_bits,
                      **_layer_cost_attrs(costs.get(layer.name)))
-    proto = make_node(node.op_type, inputs, node.outputs, name=node.name, domain=DOMAIN,
-                      doc_string=_CHAIN_DOC.get(node.op_type, ""))
-    proto.attribute.extend(make_attribute(k, v) for k, v in sorted(attrs.items()))
-    return proto
+    fill_node(proto, node.op_type, inputs, node.outputs, name=node.name, domain=DOMAIN,
+              doc_string=_CHAIN_DOC.get(node.op_type, ""))
+    for k, v in sorted(attrs.items()):
+        make_attribute(k, v, into=proto.attribute.add())
 
 
-def _digital_node(node) -> NodeProto:
+def _digital_node(proto: NodeProto, node) -> None:
     attrs = {k: v for k, v in node.attrs.items()
              if not isinstance(v, Subgraph) and not (isinstance(v, OpaqueAttribute) and not v.proto)}
     bodies = {k: without_value_info(v.graph, node.op_type == "If") for k, v in node.attrs.items()   # re-inferred
@@ -90,65 +89,70 @@ def _digital_node(node) -> NodeProto:
     rename = {o: a for o, a in zip(node.meta.get("outer", ()), node.inputs[len(inputs):]) if o != a}
     if rename:
         bodies = {k: rename_outer(g, rename) for k, g in bodies.items()}
-    proto = make_node(node.op_type, inputs, node.outputs, name=node.name, domain=node.domain or None,
-                      doc_string=f"attributes not shown: {', '.join(dropped)}" if dropped else "")
-    proto.attribute.extend(make_attributes(attrs, node.meta.get("attr_types")))
-    proto.attribute.extend(make_attribute(k, g) for k, g in sorted(bodies.items()))
-    return proto
+    fill_node(proto, node.op_type, inputs, node.outputs, name=node.name, domain=node.domain or None,
+              doc_string=f"attributes not shown: {', '.join(dropped)}" if dropped else "")
+    add_attributes(proto.attribute, attrs, node.meta.get("attr_types"))
+    for k, g in sorted(bodies.items()):
+        make_attribute(k, g, into=proto.attribute.add())
 
 
-def _info(graph, name):
+def _info(vi: ValueInfoProto, graph, name) -> None:
     typed = graph.meta.get("non_tensor_outputs", {}).get(name)
     if typed is not None:
-        vi = ValueInfoProto(name=name)
+        vi.name = name
         vi.type.ParseFromString(typed)
-        return vi
+        return
     t = graph.tensors.get(name)
     if t is None and graph.is_constant(name):
         value = np.asarray(graph.constants[name])
-        return make_tensor_value_info(name, np_dtype_to_tensor_dtype(value.dtype), list(value.shape))
+        make_tensor_value_info(name, np_dtype_to_tensor_dtype(value.dtype), list(value.shape), into=vi)
+        return
     elem = np_dtype_to_tensor_dtype(np.dtype(t.dtype)) if t is not None and t.dtype is not None else 1
     shape = [d if isinstance(d, int) else str(d) for d in t.shape] if t is not None and t.shape is not None else None
-    return make_tensor_value_info(name, elem, shape)
+    make_tensor_value_info(name, elem, shape, into=vi)
 
 
 def mapped_model(compiled, report: dict, with_weights: bool = False) -> ModelProto:
-    """The ONNX model of the mapped program (see the module docstring)."""
+    """The ONNX model of the mapped program (see the module docstring), built in place: a node, attribute or
+    value info made apart and copied in took twice as long (an unrolled recurrent model has tens of thousands)."""
     graph, mapping = compiled.graph, compiled.mapping
     costs = {x["name"]: x for x in report.get("layers", [])}
-    nodes, used = [], {}        # the values the nodes read, in order (a dict: a model's thousands of them)
+    model = ModelProto()
+    model.ir_version = IR_VERSION
+    g = model.graph
+    used = {}           # the values the nodes read, in order (a dict: a model's thousands of them)
     domains = {"": graph.opset, DOMAIN: DOMAIN_VERSION}
     for node in graph.nodes:
+        proto = g.node.add()
         if node.domain == DOMAIN and mapping is not None and "layer" in node.meta:   # not an unmapped Linear
-            proto = _analog_node(node, graph, mapping, costs, with_weights)
+            _analog_node(proto, node, graph, mapping, costs, with_weights)
         else:
-            proto = _digital_node(node)
+            _digital_node(proto, node)
             if node.domain:
                 domains.setdefault(node.domain, node.opset or 1)
-        nodes.append(proto)
         outer = node.inputs[len(own_inputs(node)):]     # what its sub-graphs read, as this graph names it
         used.update(dict.fromkeys(i for i in (*proto.input, *outer) if i))
     used.update(dict.fromkeys(graph.outputs))       # a constant that is also a graph output
-    inits, weight_inputs = [], []
+    g.name = graph.name or "model"
+    g.doc_string = "mapped by acompile" + ("" if with_weights else "; weights left out: the inputs after the "
+                                           "model's own stand for them (--emit mapped-with-weights keeps them)")
+    for name in graph.inputs:
+        _info(g.input.add(), graph, name)
     for name in used:
         if not graph.is_constant(name):
             continue
         value = np.asarray(graph.constants[name])
         if with_weights or value.size <= SMALL_CONSTANT:
-            inits.append(from_array(value, name))
+            g.initializer.append(from_array(value, name))
         else:
-            weight_inputs.append(_info(graph, name))
-    inputs = [_info(graph, i) for i in graph.inputs] + weight_inputs
-    value_info = [_info(graph, n) for n in dict.fromkeys(o for p in nodes for o in p.output)
-                  if n not in graph.outputs and graph.tensors.get(n) is not None
-                  and graph.tensors[n].shape is not None]
-    g = make_graph(nodes, graph.name or "model", inputs, [_info(graph, o) for o in graph.outputs], inits,
-                   value_info=value_info,
-                   doc_string="mapped by acompile" + ("" if with_weights else
-                                                      "; weights left out: the inputs after the model's own "
-                                                      "stand for them (--emit mapped-with-weights keeps them)"))
-    model = make_model(g, opset_imports=[make_opsetid(d, v) for d, v in domains.items()],
-                       ir_version=IR_VERSION, producer_name="acompile", producer_version=__version__)
+            _info(g.input.add(), graph, name)
+    for name in graph.outputs:
+        _info(g.output.add(), graph, name)
+    for name in dict.fromkeys(o for p in g.node for o in p.output):
+        if name not in graph.outputs and graph.tensors.get(name) is not None and graph.tensors[name].shape is not None:
+            _info(g.value_info.add(), graph, name)
+    model.opset_import.extend(make_opsetid(d, v) for d, v in domains.items())
+    model.producer_name, model.producer_version = "acompile", __version__
     totals = report.get("totals", {})
     meta = {"acompile.target": report["target"]["name"], "acompile.model": report["model"]["source"],
             "acompile.batch": str(report["options"]["batch"]), "acompile.domain_version": str(DOMAIN_VERSION)}

@@ -10,7 +10,7 @@ import numpy as np
 from ..ir import Graph, Subgraph, is_linear
 from ..onnx_core import (ModelProto, from_array, make_attribute, make_graph, make_model, make_node,
                          make_opsetid, make_tensor_value_info, np_dtype_to_tensor_dtype)
-from ..onnx_exec import IR_VERSION, make_attributes
+from ..onnx_exec import IR_VERSION, add_attributes
 from .control_flow import own_inputs
 
 def to_onnx(graph: Graph) -> ModelProto:
@@ -29,8 +29,8 @@ def to_onnx(graph: Graph) -> ModelProto:
         if n.domain:
             raise ValueError(f"{n.describe()} has no ONNX form (export before the boundary pass)")
         node = make_node(n.op_type, own_inputs(n), n.outputs, name=n.name)
-        node.attribute.extend(make_attributes({k: v for k, v in n.attrs.items() if not isinstance(v, Subgraph)},
-                                              n.meta.get("attr_types")))
+        add_attributes(node.attribute, {k: v for k, v in n.attrs.items() if not isinstance(v, Subgraph)},
+                       n.meta.get("attr_types"))
         node.attribute.extend(make_attribute(k, v.graph) for k, v in sorted(n.attrs.items())
                               if isinstance(v, Subgraph) and v.graph is not None)
         nodes.append(node)

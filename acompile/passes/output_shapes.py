@@ -9,7 +9,7 @@ import numpy as np
 from ..ir import Node
 from ..onnx_core import (from_array, infer_shapes, make_empty_tensor_value_info, make_graph, make_model, make_node,
                          make_opsetid, make_tensor_value_info, np_dtype_to_tensor_dtype, tensor_dtype_to_np_dtype)
-from ..onnx_exec import IR_VERSION, make_attributes, run_node
+from ..onnx_exec import IR_VERSION, add_attributes, run_node
 
 # Operators whose output size is set by the *values* of their inputs: folded only once it is known.
 SIZE_FROM_VALUES = {"Tile", "Expand", "Range", "Resize", "Upsample", "Pad", "OneHot", "CenterCropPad", "Col2Im",
@@ -43,7 +43,7 @@ def inferred_output(node: Node, args: list, index: int, opset: int):
                                                      list(a.shape)))
         outs = [f"out{i}" for i in range(len(node.outputs))]
         proto = make_node(node.op_type, names, outs, domain=node.domain or None)
-        proto.attribute.extend(make_attributes(node.attrs, node.meta.get("attr_types")))
+        add_attributes(proto.attribute, node.attrs, node.meta.get("attr_types"))
         g = make_graph([proto], "fold", inputs, [make_empty_tensor_value_info(o) for o in outs], inits)
         imports = [make_opsetid("", int(opset))]
         if node.domain:
