@@ -564,6 +564,19 @@ LAYOUT_DAMAGE = [
     ("offset_past_the_cells", "blocks.npy", lambda t: np.where(np.arange(t.shape[1]) == 11, t + 10**9, t), BAD,
      r"corrupt"),
 ]
+# every column of each table, its first row's value one more: refused or, where the file still holds together
+# (a crossbar's slot moved to a free one), read; never an internal error
+LAYOUT_DAMAGE += [(f"{entry[:-4]}_{column}_plus_one", entry, lambda t, c=c: _plus_one(t, c), ANY_CLEAN, "")
+                  for entry, columns in (("blocks.npy", 13), ("crossbars.npy", 7)) for c, column in
+                  enumerate(("layer matrix row_block col_block row_start rows col_start cols crossbar row_offset "
+                             "col_offset offset bytes" if columns == 13 else
+                             "index chip tile core slot rows_used cols_used").split())]
+
+
+def _plus_one(table: np.ndarray, column: int) -> np.ndarray:
+    out = table.copy()
+    out[0, column] += 1
+    return out
 
 
 def _layout_edited(entry: str, damage):
