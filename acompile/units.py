@@ -54,8 +54,8 @@ def si(value: float, unit: str, *, given: str = "", digits: int = 3) -> str:
 
 @functools.cache
 def _ladder(given: str) -> tuple[tuple[float, str], ...]:
-    """(scale, prefix) from the largest down, for values given in ``given`` units (a report formats one
-    figure per node: tens of thousands for an unrolled recurrent model)."""
+    """(scale, prefix) from the largest down, for values given in ``given`` units (a report formats its
+    figures by the thousand)."""
     prefixes = [p for _, p in _LADDER]
     shift = prefixes.index(given) - prefixes.index("")
     return tuple(zip([s for s, _ in _LADDER], prefixes[shift:]))

@@ -48,6 +48,31 @@ def test_aggregated_view_has_one_box_per_tile(cnn, monkeypatch):
     assert {int(x) for x in re.findall(r'class="share" data-layer="(\d+)"', svg)} == set(range(len(report["layers"])))
 
 
+def test_many_digital_nodes_are_read_by_operator_and_the_most_costly(cnn, monkeypatch):
+    """Beyond DIGITAL_ROWS digital nodes report.md and report.html list them by operator (their counts and
+    sums) and then the MOST_COSTLY nodes by energy; report.json keeps every node. Up to it, every node."""
+    from acompile.backends import report as report_module
+    c, report = cnn
+    nodes = report["digital"]
+    assert len(nodes) >= 3 and len({x["op_type"] for x in nodes}) >= 2
+    everyone = markdown(report)
+    assert all(f"| {x['name']} |" in everyone for x in nodes) and "by operator" not in everyone
+    monkeypatch.setattr(report_module, "DIGITAL_ROWS", 2)
+    monkeypatch.setattr(report_module, "MOST_COSTLY", 2)
+    by_op, costly = report_module.digital_view(report)
+    assert sum(r["nodes"] for r in by_op) == len(nodes)
+    assert [r["energy_pj"] for r in by_op] == sorted((r["energy_pj"] for r in by_op), reverse=True)
+    for r in by_op:
+        assert r["energy_pj"] == pytest.approx(sum(x["energy_total_pj"] for x in nodes if x["op_type"] == r["op_type"]))
+    assert costly == sorted(nodes, key=lambda x: -x["energy_total_pj"])[:2]
+    md = markdown(report)
+    assert "by operator (report.json lists every node)" in md and "The 2 that take the most energy" in md
+    assert sum(f"| {x['name']} |" in md for x in nodes) == 2
+    page = render_html(report, c.mapping)
+    table = lambda name: page.split(f'id="{name}"')[1].split("</table>")[0]     # noqa: E731
+    assert table("digital-ops").count("<tr>") == 1 + len(by_op) and table("digital").count("<tr>") == 1 + 2
+
+
 def test_snr_column_when_a_simulation_attributed_errors(cnn):
     c, report = cnn
     page = render_html(report, c.mapping, snr_db={x["name"]: 40.0 + i for i, x in enumerate(report["layers"])})

@@ -13,7 +13,7 @@ from html import escape
 from ..units import count, decimal, duration, energy, percent
 from . import charts, vega
 from .floorplan import AGGREGATE_ABOVE, floorplan_svg
-from .report import digital_flag
+from .report import digital_flag, digital_view
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:1.5em auto;max-width:1250px;color:#222;
@@ -131,14 +131,24 @@ def _layer_table(report: dict, mapping, snr: dict | None) -> str:
 def _digital_table(report: dict) -> str:
     if not report["digital"]:
         return "<p>No digital nodes.</p>"
+    by_op, nodes = digital_view(report)
+    head = ""
+    if by_op is not None:
+        ops = "".join(f'<tr><td class="l">{escape(r["op_type"])}</td>' + _num(r["nodes"], count(r["nodes"]))
+                      + _num(r["ops"], count(r["ops"])) + _num(r["energy_pj"], energy(r["energy_pj"]))
+                      + _num(r["latency_ns"], duration(r["latency_ns"])) + "</tr>" for r in by_op)
+        head = (f'<p class="note">{count(len(report["digital"]), "digital node")}, by operator (report.json lists '
+                f'every node), then the {len(nodes)} that take the most energy.</p><div class="scroll"><table '
+                'class="sortable" id="digital-ops"><thead><tr><th class=l>op</th><th>nodes</th><th>ops</th>'
+                f'<th>energy</th><th>latency (sum)</th></tr></thead><tbody>{ops}</tbody></table></div>')
     rows = []
-    for x in report["digital"]:
+    for x in nodes:
         flag = digital_flag(x)
         rows.append(f'<tr><td class="l">{escape(x["name"])}</td><td class="l">{escape(x["op_type"] + flag)}</td>'
                     + _num(x["counts"]["digital_ops"], count(x["counts"]["digital_ops"]))
                     + _num(x["energy_total_pj"], energy(x["energy_total_pj"]))
                     + _num(x["latency_ns"], duration(x["latency_ns"])) + "</tr>")
-    return ('<div class="scroll"><table class="sortable" id="digital"><thead><tr><th class=l>node</th>'
+    return (head + '<div class="scroll"><table class="sortable" id="digital"><thead><tr><th class=l>node</th>'
             '<th class=l>op</th><th>ops</th><th>energy</th><th>latency</th></tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table></div>')
 

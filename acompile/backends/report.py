@@ -17,6 +17,32 @@ from ..units import count, decimal, duration, energy, percent
 REPORT_SCHEMA_VERSION = 1
 
 
+# digital nodes: beyond this many, report.md and report.html list them by operator and show the most costly
+# (an unrolled recurrent model has tens of thousands; report.json keeps every one)
+DIGITAL_ROWS = 1000
+MOST_COSTLY = 50
+
+
+def digital_view(report: dict) -> tuple[list[dict] | None, list[dict]]:
+    """What people read of the digital nodes: (None, every node) up to DIGITAL_ROWS nodes; beyond, (one row
+    per operator -- ``op_type, nodes, ops, energy_pj, latency_ns`` summed over its nodes -- and the
+    MOST_COSTLY nodes that take the most energy), both by energy, most first."""
+    nodes = report["digital"]
+    if len(nodes) <= DIGITAL_ROWS:
+        return None, nodes
+    by_op: dict[str, dict] = {}
+    for x in nodes:
+        row = by_op.setdefault(x["op_type"], {"op_type": x["op_type"], "nodes": 0, "ops": 0.0, "energy_pj": 0.0,
+                                              "latency_ns": 0.0})
+        row["nodes"] += 1
+        row["ops"] += x["counts"]["digital_ops"]
+        row["energy_pj"] += x["energy_total_pj"]
+        row["latency_ns"] += x["latency_ns"]
+    ops = sorted(by_op.values(), key=lambda r: (-r["energy_pj"], r["op_type"]))
+    costly = sorted(range(len(nodes)), key=lambda i: (-nodes[i]["energy_total_pj"], i))[:MOST_COSTLY]
+    return ops, [nodes[i] for i in costly]
+
+
 def digital_flag(x: dict) -> str:
     """The note beside a digital node's op type: an estimated cost, an unknown op, or for control flow
     how many times its body runs (estimated when that depends on the data) and which analog-kind ops
@@ -161,8 +187,16 @@ def markdown(report: dict) -> str:
                   f"{count(c['cycles_per_vector'])} | {count(c['dac_conversions'])} | {count(c['adc_conversions'])} | "
                   f"{count(c['array_reads'])} | {energy(x['energy_total_pj'])} | {duration(x['latency_ns'])} | "
                   f"{percent(x['utilisation'])} |")
-    md += ["", "## Digital operations", "", "| node | op | ops | energy | latency |", "|---|---|---:|---:|---:|"]
-    for x in report["digital"]:
+    md += ["", "## Digital operations", ""]
+    by_op, nodes = digital_view(report)
+    if by_op is not None:
+        md += [f"{count(len(report['digital']), 'digital node')}, by operator (report.json lists every node):", "",
+               "| op | nodes | ops | energy | latency (sum) |", "|---|---:|---:|---:|---:|"]
+        md += [f"| {_md(r['op_type'])} | {count(r['nodes'])} | {count(r['ops'])} | {energy(r['energy_pj'])} | "
+               f"{duration(r['latency_ns'])} |" for r in by_op]
+        md += ["", f"The {len(nodes)} that take the most energy:", ""]
+    md += ["| node | op | ops | energy | latency |", "|---|---|---:|---:|---:|"]
+    for x in nodes:
         flag = digital_flag(x)
         md.append(f"| {_md(x['name'])} | {x['op_type']}{flag} | {count(x['counts']['digital_ops'])} | "
                   f"{energy(x['energy_total_pj'])} | {duration(x['latency_ns'])} |")
