@@ -39,7 +39,7 @@ from ..limits import usable_cores
 from ..mapping import Mapping, layer_matrix
 from .archive import ArchiveWriter
 from .cells import stripe_cells
-from .layout import BLOCK_COLUMNS, CROSSBAR_COLUMNS, layout_tables
+from .layout import BLOCK_COLUMNS, CROSSBAR_COLUMNS, layout_tables, matrix_blocks
 
 DEVICE_FORMAT = "acompile-device"
 DEVICE_VERSION = 3      # 3: the layout as two integer tables, not JSON records; 2: levels.bin identified
@@ -131,21 +131,16 @@ def add_header(path: Path, compiled, cells: dict, layout: tuple, program_sha256:
 
 
 def _stripe_blocks(mapping: Mapping) -> list[tuple]:
-    """Every weight matrix in file order, with its row stripes: (layer, matrix index, [the blocks of each
-    stripe]), the blocks in :func:`.layout.file_order`.
+    """Every weight matrix in file order (:func:`.layout.matrix_blocks`), with its row stripes: (layer, matrix
+    index, [the blocks of each stripe]).
 
     A stripe is the rows of one row block; its blocks are consecutive in the mapping's order
     (layer, matrix, row block, column block).
     """
-    out = []
-    for layer in mapping.layers:
-        by_matrix: dict[int, list[int]] = {}
-        for b in layer.blocks:
-            by_matrix.setdefault(mapping.blocks[b].matrix, []).append(b)
-        for mi in range(len(layer.matrices)):
-            blocks = [mapping.blocks[b] for b in by_matrix.get(mi, [])]
-            out.append((layer, mi, [list(g) for _, g in itertools.groupby(blocks, key=lambda b: (b.row_start, b.rows))]))
-    return out
+    def stripes(blocks: list[int]) -> list[list]:
+        rows = itertools.groupby((mapping.blocks[b] for b in blocks), key=lambda b: (b.row_start, b.rows))
+        return [list(g) for _, g in rows]
+    return [(layer, mi, stripes(blocks)) for layer, mi, blocks in matrix_blocks(mapping)]
 
 
 def _in_order(pool, fn, items, ahead: int, pooled: Callable[[object], bool]):

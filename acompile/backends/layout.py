@@ -18,7 +18,7 @@ from operator import attrgetter
 
 import numpy as np
 
-from ..mapping import Block, BlockTable, Crossbar, Fabric, Mapping, block_table
+from ..mapping import Block, Crossbar, Fabric, Mapping, block_table
 
 BLOCK_COLUMNS = ("layer", "matrix", "row_block", "col_block", "row_start", "rows", "col_start", "cols", "crossbar",
                  "row_offset", "col_offset", "offset", "bytes")
@@ -28,20 +28,24 @@ _crossbar_row = attrgetter(*CROSSBAR_COLUMNS)
 _BLOCK_ARGS = [BLOCK_COLUMNS.index(f.name) for f in fields(Block) if f.name != "replica"]   # Block's own order
 
 
-def file_order(mapping: Mapping, table: BlockTable | None = None) -> np.ndarray:
-    """The mapping's indices of its blocks in the order their cells follow each other in levels.bin: layer by
-    layer, each layer's blocks matrix by matrix, in the order the layer lists them (``table``: the blocks'
-    :data:`BlockTable`, if at hand)."""
-    matrix = (table if table is not None else block_table(mapping.blocks)).matrix
-    parts = [np.asarray(layer.blocks, np.int64) for layer in mapping.layers]
-    return np.concatenate([p[np.argsort(matrix[p], kind="stable")] for p in parts]) if parts else np.zeros(0, np.int64)
+def matrix_blocks(mapping: Mapping) -> list[tuple]:
+    """Every weight matrix in the order its cells follow each other in levels.bin, with the mapping's
+    indices of its blocks in that order: (layer, matrix index, [block indices]) layer by layer, each layer's
+    blocks matrix by matrix, in the order the layer lists them."""
+    out = []
+    for layer in mapping.layers:
+        by_matrix: dict[int, list[int]] = {}
+        for b in layer.blocks:
+            by_matrix.setdefault(mapping.blocks[b].matrix, []).append(b)
+        out += [(layer, mi, by_matrix.get(mi, [])) for mi in range(len(layer.matrices))]
+    return out
 
 
 def layout_tables(mapping: Mapping) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """(blocks.npy, crossbars.npy, each block's size in levels.bin in file order): what the mapping alone
     decides, each block's cells packed on whole bytes."""
     t = block_table(mapping.blocks)
-    order = file_order(mapping, t)
+    order = np.fromiter(chain.from_iterable(blocks for *_, blocks in matrix_blocks(mapping)), np.int64)
     cell_bits = np.array([layer.spec.cell_bits for layer in mapping.layers], np.int64)
     sizes = (t.rows * t.cols * cell_bits[t.layer] + 7) // 8 if len(order) else np.zeros(0, np.int64)
     offsets = np.zeros(len(order), np.int64)
