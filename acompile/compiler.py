@@ -23,7 +23,7 @@ from .frontend.ops import Problem
 from .ir import Graph
 from .jsonio import dumps_json
 from .limits import Limits
-from .mapping import BlockTable, Mapping
+from .mapping import Mapping
 from .passes.base import CompileState, Pass, check_order
 from .passes.boundaries import insert_boundaries
 from .passes.classify import classify
@@ -126,10 +126,10 @@ def run_pipeline(model, target, options: Options, *, with_calibration: bool = Tr
     timings = {"load": time.perf_counter() - t0}
     graph.meta["compile_seed"] = options.seed     # programming draws follow it (sim/runtime.py)
     state = CompileState(graph, target, options, weights_read=with_calibration)
-    mapped, blocks = False, None
+    mapped = False
     for p in passes:
         if p.name == "calibrate" and state.mapping is not None:
-            blocks = _mapped(state, on_mapped, check=not each_pass)
+            _mapped(state, on_mapped, check=not each_pass)
             mapped = True
         if options.progress:
             options.progress(p.name)
@@ -154,10 +154,10 @@ def run_pipeline(model, target, options: Options, *, with_calibration: bool = Tr
         if dump:
             _dump(state, Path(dump), len(timings), p.name)
     if state.mapping is not None and not mapped:
-        blocks = _mapped(state, on_mapped, check=not each_pass)
+        _mapped(state, on_mapped, check=not each_pass)
     if not each_pass:
         state.graph.verify()
-    cost = cost_model(state.graph, state.mapping, target, _samples(state), blocks).to_dict() \
+    cost = cost_model(state.graph, state.mapping, target, _samples(state)).to_dict() \
         if "boundaries" in state.facts else {}
     warnings = model_scale_notes(state.graph)
     if "calibrated" in state.facts:
@@ -166,11 +166,12 @@ def run_pipeline(model, target, options: Options, *, with_calibration: bool = Tr
     return Compiled(state.graph, target, options, state.mapping, state.problems, cost, timings, warnings)
 
 
-def _mapped(state: CompileState, on_mapped, check: bool) -> BlockTable | None:
-    """The final mapping: ``on_mapped``, then checked (its block table returned, for the cost model)."""
+def _mapped(state: CompileState, on_mapped, check: bool) -> None:
+    """The final mapping: ``on_mapped``, then checked."""
     if on_mapped is not None:
         on_mapped(state)
-    return state.mapping.verify() if check else None
+    if check:
+        state.mapping.verify()
 
 
 def _dump(state: CompileState, folder: Path, index: int, name: str) -> None:

@@ -21,7 +21,8 @@ from .frontend.control_flow import is_control_flow
 from .frontend.ops import digital_ops, support
 from .hardware import adcs_per_crossbar, columns_per_weight, encoding_ops
 from .ir import DOMAIN, Graph
-from .mapping import AnalogLayer, BlockTable, Mapping, block_table
+from .blocks import Blocks
+from .mapping import AnalogLayer, Mapping
 from .passes.place import mesh_position
 from .passes.replicate import layer_timing
 
@@ -75,7 +76,8 @@ class LayerCost:
 
     def to_dict(self) -> dict:
         out = {f.name: getattr(self, f.name) for f in fields(self)}    # asdict's deep copy: most of the time
-        out.update(matrix=list(self.matrix), tiles=list(self.tiles), counts=asdict(self.counts),
+        counts = {f.name: getattr(self.counts, f.name) for f in fields(self.counts)}     # numbers only
+        out.update(matrix=list(self.matrix), tiles=list(self.tiles), counts=counts,
                    energy_pj=dict(self.energy_pj), kind="analog", energy_total_pj=sum(self.energy_pj.values()),
                    utilisation=self.weight_cells / self.crossbar_cells if self.crossbar_cells else 0.0)
         return out
@@ -167,7 +169,7 @@ def _digital_figures(target):
     return lambda op_type, key: float(op(op_type)[key])
 
 
-def layer_counts(layer: AnalogLayer, blocks: BlockTable, target) -> tuple[LayerCounts, float, float, float]:
+def layer_counts(layer: AnalogLayer, blocks: Blocks, target) -> tuple[LayerCounts, float, float, float]:
     """(event counts, cycle time, time on the crossbars, pipeline fill) of one analog layer for one
     inference, from its blocks (copies included).
 
@@ -200,7 +202,7 @@ def encoding_ops_per_vector(layer: AnalogLayer) -> int:
                                     for m in layer.matrices)
 
 
-def layer_cells(layer: AnalogLayer, blocks: BlockTable, bar_cells: np.ndarray,
+def layer_cells(layer: AnalogLayer, blocks: Blocks, bar_cells: np.ndarray,
                 cells_per_bar: int) -> tuple[int, float]:
     """(cells holding the layer's weights, the layer's share of the cells of the crossbars it uses).
 
@@ -221,8 +223,8 @@ def _hops(a_tile: int, b_tile: int, tiles_per_chip: int) -> tuple[int, bool]:
 
 
 def _home_tiles(mapping: Mapping) -> dict[int, int]:
-    return {layer.index: (mapping.crossbars[mapping.blocks[layer.blocks[0]].crossbar].tile if layer.blocks else 0)
-            for layer in mapping.layers}
+    tile, bar = mapping.crossbars.tile, mapping.blocks.crossbar
+    return {layer.index: int(tile[bar[layer.blocks[0]]]) if layer.blocks else 0 for layer in mapping.layers}
 
 
 def _sources(graph: Graph) -> dict[str, set[int]]:
@@ -245,9 +247,8 @@ def _numel(graph: Graph, name: str) -> int:
     return math.prod(s) if s is not None else 0
 
 
-def cost_model(graph: Graph, mapping: Mapping, target, batch: int = 1, blocks: BlockTable | None = None) -> Cost:
-    """Per-layer and total figures for one inference: counts, energy by component, latency, area. ``blocks``:
-    the mapping's block table where the caller has it (``Mapping.verify`` returns it)."""
+def cost_model(graph: Graph, mapping: Mapping, target, batch: int = 1) -> Cost:
+    """Per-layer and total figures for one inference: counts, energy by component, latency, area."""
     e = {
         "dac": target.dac.energy_pj, "array": target.crossbar.read_energy_pj,
         "adc": target.adc.energy_pj, "shift_add": target.shift_add.energy_pj,
@@ -255,8 +256,7 @@ def cost_model(graph: Graph, mapping: Mapping, target, batch: int = 1, blocks: B
         "network": target.network.energy_per_byte_hop_pj, "io": target.chip.io_energy_per_byte_pj,
     }
     figure = _digital_figures(target)
-    table = blocks if blocks is not None else block_table(mapping.blocks)
-    layers = _layer_costs(graph, mapping, target, e, figure, table)
+    layers = _layer_costs(graph, mapping, target, e, figure)
     digital = [_digital_cost(graph, node, target, e, figure) for node in graph.nodes if node.domain != DOMAIN]
     latency = {f"{x.name}/CrossbarRead": x.latency_ns for x in layers}
     latency.update((x.name, x.latency_ns) for x in digital)
@@ -279,8 +279,7 @@ def charge_idle(layers: list[LayerCost], target, stage_ns: float) -> None:
         x.energy_pj["static"] = per_bar_mw * c.crossbars * max(stage_ns - busy, 0.0)   # mW x ns = pJ
 
 
-def _layer_costs(graph: Graph, mapping: Mapping, target, e: dict[str, float], figure,
-                 table: BlockTable) -> list[LayerCost]:
+def _layer_costs(graph: Graph, mapping: Mapping, target, e: dict[str, float], figure) -> list[LayerCost]:
     act = _act_bytes(target)
     hop_ns = target.network.hop_latency_ns
     link_bytes_per_ns = target.network.bytes_per_ns
@@ -293,12 +292,11 @@ def _layer_costs(graph: Graph, mapping: Mapping, target, e: dict[str, float], fi
     for n in graph.nodes:
         if n.domain == DOMAIN and n.op_type == "ToVectors":
             readers[n.meta["layer"]].append(n)
-    bar_tile = np.fromiter((bar.tile for bar in mapping.crossbars), np.int64, count=len(mapping.crossbars))
+    table, bar_tile = mapping.blocks, mapping.crossbars.tile
     bar_cells = np.bincount(table.crossbar, weights=table.rows * table.cols, minlength=len(mapping.crossbars))
     out = []
     for layer in mapping.layers:
-        at = np.asarray(layer.blocks, np.int64)
-        blocks = BlockTable(*(column[at] for column in table))
+        blocks = table.take(layer.blocks)
         c, t_cycle, crossbar_ns, fill = layer_counts(layer, blocks, target)
         in_bytes, byte_hops, io_bytes = 0, 0, 0
         for node_in in readers.get(layer.index, []):      # every use of the layer's crossbars

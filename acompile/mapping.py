@@ -8,13 +8,12 @@ file and report describe the same mapping.
 
 from __future__ import annotations
 
-from collections import defaultdict, namedtuple
 from dataclasses import asdict, dataclass, field, fields, replace
 from itertools import chain
-from operator import attrgetter, itemgetter
 
 import numpy as np
 
+from .blocks import Blocks, Crossbars, replica_numbers
 from .hardware import input_cycles
 from .numerics.quantise import quantize_with_scales, weight_scales, whole_multiples
 from .numerics.spec import AnalogSpec
@@ -96,67 +95,6 @@ class Matrix:
         return cls(**d)
 
 
-@dataclass(slots=True)
-class Block:
-    """A rectangle of one matrix's cell array that lives on one crossbar."""
-    layer: int
-    matrix: int
-    row_block: int
-    col_block: int
-    row_start: int                # first row of the layer matrix (input index k)
-    rows: int
-    col_start: int                # first physical column p
-    cols: int
-    crossbar: int = -1
-    row_offset: int = 0           # where the block sits inside its crossbar
-    col_offset: int = 0
-    replica: int = 0              # 0: the original; k > 0: the k-th copy made to share the layer's vectors
-
-    def to_dict(self) -> dict:
-        """Every field but ``replica``, which :meth:`Mapping.from_dict` recounts (copies come after originals)."""
-        # the fields read directly: asdict's deep copy costs seconds over the blocks of a ResNet-50
-        return dict(zip(_BLOCK_FIELDS, _block_record(self)))
-
-    @classmethod
-    def from_dict(cls, d: dict, replica: int = 0) -> Block:
-        return cls(*_block_values(d), replica=replica)
-
-
-_BLOCK_FIELDS = tuple(f.name for f in fields(Block) if f.name != "replica")
-_block_record, _block_values = attrgetter(*_BLOCK_FIELDS), itemgetter(*_BLOCK_FIELDS)
-# The fields of a list of blocks as int64 columns (``table.cols[i]`` is ``blocks[i].cols``): checks and
-# sums over thousands of blocks in numpy rather than one attribute at a time.
-BlockTable = namedtuple("BlockTable", [f.name for f in fields(Block)])
-_block_row = attrgetter(*BlockTable._fields)
-
-
-def block_table(blocks) -> BlockTable:
-    """The :data:`BlockTable` of ``blocks``, in their order."""
-    n, k = len(blocks), len(BlockTable._fields)
-    flat = np.fromiter(chain.from_iterable(map(_block_row, blocks)), np.int64, count=n * k)
-    return BlockTable(*np.ascontiguousarray(flat.reshape(n, k).T))
-
-
-@dataclass(slots=True)
-class Crossbar:
-    index: int
-    chip: int = 0
-    tile: int = 0                 # global tile index
-    core: int = 0                 # core within the tile
-    slot: int = 0                 # crossbar within the core
-    blocks: list[int] = field(default_factory=list)
-    rows_used: int = 0
-    cols_used: int = 0
-
-    def to_dict(self) -> dict:
-        return {"index": self.index, "chip": self.chip, "tile": self.tile, "core": self.core, "slot": self.slot,
-                "blocks": list(self.blocks), "rows_used": self.rows_used, "cols_used": self.cols_used}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Crossbar:
-        return cls(**{**d, "blocks": list(d["blocks"])})
-
-
 @dataclass
 class AnalogLayer:
     """Everything the backends need to know about one analog node."""
@@ -231,19 +169,32 @@ class AnalogLayer:
         return quantize_with_scales(w, s_w, self.spec.weight_bits, own_scales=True) if own else whole_multiples(w, s_w)
 
 
+# a block's record in a mapping's dictionary: replica is recounted from the order (copies follow originals)
+_RECORDED = tuple(name for name in Blocks.FIELDS if name != "replica")
+
+
 @dataclass
 class Mapping:
-    """The analog layers, the blocks cut from their matrices, and the crossbars holding them."""
+    """The analog layers, the blocks cut from their matrices, and the crossbars holding them (both tables:
+    :mod:`.blocks`)."""
     layers: list[AnalogLayer] = field(default_factory=list)
-    blocks: list[Block] = field(default_factory=list)
-    crossbars: list[Crossbar] = field(default_factory=list)
+    blocks: Blocks = field(default_factory=Blocks)
+    crossbars: Crossbars = field(default_factory=Crossbars)
     tiles_used: int = 0
     chips_needed: int = 0
     fabric: Fabric | None = None  # the hardware the blocks are cut for and placed on
 
+    def held(self) -> list[list[int]]:
+        """The blocks on each crossbar, in the order of their row offsets (packing gives each block fresh rows)."""
+        bar = self.blocks.crossbar
+        on_bar = np.lexsort((self.blocks.row_offset, bar))
+        on_bar = on_bar[bar[on_bar] >= 0].tolist()
+        ends = np.cumsum(np.bincount(bar[bar >= 0], minlength=len(self.crossbars))).tolist()
+        return [on_bar[a:b] for a, b in zip([0] + ends, ends)]
+
     def to_dict(self) -> dict:
-        return {"layers": [x.to_dict() for x in self.layers], "blocks": [b.to_dict() for b in self.blocks],
-                "crossbars": [c.to_dict() for c in self.crossbars], "tiles_used": self.tiles_used,
+        return {"layers": [x.to_dict() for x in self.layers], "blocks": self.blocks.records(_RECORDED),
+                "crossbars": self.crossbars.records(), "tiles_used": self.tiles_used,
                 "chips_needed": self.chips_needed, "fabric": self.fabric.to_dict() if self.fabric else None}
 
     @classmethod
@@ -252,26 +203,20 @@ class Mapping:
         ``layers`` given (already read) stand for ``d["layers"]``, their block lists rebuilt."""
         if layers is None:
             layers = [AnalogLayer.from_dict(x) for x in d["layers"]]
+        blocks = Blocks.from_records(d.get("blocks", []))
+        blocks.replica = replica_numbers(blocks.stack(_RECORDED[:4]))
         for layer in layers:
-            layer.blocks = []
-        mapping = cls(layers, crossbars=[Crossbar.from_dict(c) for c in d.get("crossbars", [])],
-                      tiles_used=d.get("tiles_used", 0), chips_needed=d.get("chips_needed", 0),
-                      fabric=Fabric.from_dict(d["fabric"]) if d.get("fabric") else None)
-        seen: dict[tuple, int] = defaultdict(int)
-        for i, rec in enumerate(d.get("blocks", [])):
-            key = (rec["layer"], rec["matrix"], rec["row_block"], rec["col_block"])
-            mapping.blocks.append(Block.from_dict(rec, replica=seen[key]))
-            seen[key] += 1
-            mapping.layers[rec["layer"]].blocks.append(i)
-        return mapping
+            layer.blocks = np.flatnonzero(blocks.layer == layer.index).tolist()
+        return cls(layers, blocks, Crossbars.from_records(d.get("crossbars", [])), tiles_used=d.get("tiles_used", 0),
+                   chips_needed=d.get("chips_needed", 0),
+                   fabric=Fabric.from_dict(d["fabric"]) if d.get("fabric") else None)
 
-    def verify(self) -> BlockTable:
-        """Check the invariants of what the passes have built so far (raise :class:`BrokenMapping`); return
-        the blocks' :data:`BlockTable` it checked, which the cost model sums over too. Layers and matrices
-        are numbered in order; once blocks exist, each copy of each matrix is cut into a grid of blocks
-        covering every cell (every weight's slices and signs) exactly once; once packed, every block is on
-        one crossbar, inside it and overlapping no other; once placed, every crossbar has its own slot
-        within the organisation. Blocks and crossbars are checked as numpy columns.
+    def verify(self) -> None:
+        """Check the invariants of what the passes have built so far (raise :class:`BrokenMapping`). Layers
+        and matrices are numbered in order; once blocks exist, each copy of each matrix is cut into a grid of
+        blocks covering every cell (every weight's slices and signs) exactly once; once packed, every block is
+        on a crossbar, inside it and overlapping no other; once placed, every crossbar has its own slot within
+        the organisation.
         """
         for i, layer in enumerate(self.layers):
             _check(layer.index == i and all(m.group == g for g, m in enumerate(layer.matrices)),
@@ -282,18 +227,14 @@ class Mapping:
                 _check(layer.spec is None or m.physical_cols == layer.spec.physical_columns(m.n_out),
                        f"layer {layer.index} matrix {m.group}: {m.physical_cols} physical columns for "
                        f"{m.n_out} outputs")
-        t = block_table(self.blocks)
-        bars = np.fromiter(chain.from_iterable(map(_bar_row, self.crossbars)), np.int64,
-                           count=7 * len(self.crossbars)).reshape(-1, 7).T     # index, rows/cols used, place
-        if self.blocks or any(layer.blocks for layer in self.layers):
-            self._verify_blocks(t)
-        if self.crossbars:
-            self._verify_crossbars(t, *bars[:3])
+        if len(self.blocks) or any(layer.blocks for layer in self.layers):
+            self._verify_blocks(self.blocks)
+        if len(self.crossbars):
+            self._verify_crossbars(self.blocks, self.crossbars)
         if self.tiles_used:
-            self._verify_placement(*bars[3:])
-        return t
+            self._verify_placement(self.crossbars)
 
-    def _verify_blocks(self, t: BlockTable) -> None:
+    def _verify_blocks(self, t: Blocks) -> None:
         n = len(self.blocks)
         listed = np.fromiter(chain.from_iterable(layer.blocks for layer in self.layers), np.int64)
         _check(listed.size == n and np.array_equal(np.sort(listed), np.arange(n)),
@@ -334,39 +275,33 @@ class Mapping:
             ok[first + pieces - 1] &= ends[first + pieces - 1] == length
             _first((starts[span] != start) | (sizes[span] != size) | ~ok[span], lambda b: where(g[b]))
 
-    def _verify_crossbars(self, t: BlockTable, index, rows_used, cols_used) -> None:
-        bars, n = self.crossbars, len(self.blocks)
-        _first(index != np.arange(len(bars)), lambda i: f"crossbar {bars[i].index} is at position {i}")
-        held = np.fromiter(chain.from_iterable(bar.blocks for bar in bars), np.int64)   # entry k: block held[k]
-        per_bar = np.array([len(bar.blocks) for bar in bars], np.int64)
-        bar = np.repeat(np.arange(len(bars)), per_bar)                                  # on crossbar bar[k]
-        _first((held < 0) | (held >= n), lambda k: f"crossbar {bar[k]} holds block {held[k]}, which does not exist")
-        _first(np.bincount(held, minlength=n)[held] > 1, lambda k: f"block {held[k]} is on two crossbars")
-        holder = np.full(n, -1, np.int64)
-        holder[held] = bar
-        _first(holder != t.crossbar, lambda b: f"block {b} names crossbar {t.crossbar[b]}, which does not hold it")
-        r0, c0 = t.row_offset[held], t.col_offset[held]
-        r1, c1 = r0 + t.rows[held], c0 + t.cols[held]
-        _first((r0 < 0) | (c0 < 0) | (r1 > rows_used[bar]) | (c1 > cols_used[bar]),
-               lambda k: f"a block of layer {t.layer[held[k]]} sticks out of crossbar {bar[k]}'s used area")
+    def _verify_crossbars(self, t: Blocks, bars: Crossbars) -> None:
+        n = len(bars)
+        _first(bars.index != np.arange(n), lambda i: f"crossbar {bars.index[i]} is at position {i}")
+        bar = t.crossbar
+        _first((bar < 0) | (bar >= n), lambda b: f"block {b} is on crossbar {bar[b]}, which does not exist")
+        r0, c0 = t.row_offset, t.col_offset
+        r1, c1 = r0 + t.rows, c0 + t.cols
+        _first((r0 < 0) | (c0 < 0) | (r1 > bars.rows_used[bar]) | (c1 > bars.cols_used[bar]),
+               lambda b: f"a block of layer {t.layer[b]} sticks out of crossbar {bar[b]}'s used area")
         if self.fabric is not None:
-            f = self.fabric
+            f, rows_used, cols_used = self.fabric, bars.rows_used, bars.cols_used
             _first((rows_used > f.rows) | (cols_used > f.cols),
                    lambda i: f"crossbar {i} uses {rows_used[i]} x {cols_used[i]} cells of {f.rows} x {f.cols}")
         # crossbars holding two blocks or more: one layer's copy alone, or originals only; no shared cell
-        k = np.flatnonzero(per_bar[bar] > 1)
+        k = np.flatnonzero(np.bincount(bar, minlength=n)[bar] > 1)
         if not k.size:
             return
         k = k[np.lexsort((r0[k], bar[k]))]                  # by crossbar, then row offset
-        b, on, top, bottom = held[k], bar[k], r0[k], r1[k]
+        on, top, bottom = bar[k], r0[k], r1[k]
         at = np.flatnonzero(np.concatenate(([True], on[1:] != on[:-1])))
-        lo, hi = np.minimum.reduceat(t.replica[b], at), np.maximum.reduceat(t.replica[b], at)
-        mixed = (lo != hi) | (np.minimum.reduceat(t.layer[b], at) != np.maximum.reduceat(t.layer[b], at))
+        lo, hi = np.minimum.reduceat(t.replica[k], at), np.maximum.reduceat(t.replica[k], at)
+        mixed = (lo != hi) | (np.minimum.reduceat(t.layer[k], at) != np.maximum.reduceat(t.layer[k], at))
         _first(mixed & ((lo != 0) | (hi != 0)), lambda j: f"crossbar {on[at[j]]} mixes a layer's copy with others")
         # by row offset, a block starting below the one before it shares no row with any (spans are
         # non-empty); on a crossbar where one does not, every pair is compared
         for j in sorted(set(on[1:][(on[1:] == on[:-1]) & (top[1:] < bottom[:-1])].tolist())):
-            ordered = sorted((self.blocks[i] for i in bars[j].blocks), key=lambda x: x.row_offset)
+            ordered = sorted(t.take(bar == j), key=lambda x: x.row_offset)
             for i, a in enumerate(ordered):
                 for x in ordered[i + 1:]:
                     if x.row_offset >= a.row_offset + a.rows:
@@ -374,9 +309,10 @@ class Mapping:
                     _check(x.col_offset >= a.col_offset + a.cols or a.col_offset >= x.col_offset + x.cols,
                            f"two blocks overlap on crossbar {j}")
 
-    def _verify_placement(self, chip, tile, core, slot) -> None:
+    def _verify_placement(self, bars: Crossbars) -> None:
         f = self.fabric
         _check(f is not None, "placed without a fabric")
+        chip, tile, core, slot = bars.chip, bars.tile, bars.core, bars.slot
         _first((slot < 0) | (slot >= f.crossbars_per_core) | (core < 0) | (core >= f.cores_per_tile)
                | (tile < 0) | (tile >= self.tiles_used) | (chip != tile // f.tiles_per_chip),
                lambda i: f"crossbar {i} at chip {chip[i]} tile {tile[i]} core {core[i]} slot {slot[i]} "
@@ -386,9 +322,6 @@ class Mapping:
         _check(self.tiles_used == -(-len(self.crossbars) // f.crossbars_per_tile)
                and self.chips_needed == -(-self.tiles_used // f.tiles_per_chip),
                f"{self.tiles_used} tiles and {self.chips_needed} chips for {len(self.crossbars)} crossbars")
-
-
-_bar_row = attrgetter("index", "rows_used", "cols_used", "chip", "tile", "core", "slot")
 
 
 def _check(ok: bool, what: str) -> None:

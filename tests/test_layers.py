@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("limits", "files", "process_pool", "safe_read", "data_schema", "jsonio", "units", "ir", "onnx_core"),
     ("hardware",),
     ("numerics",),
-    ("mapping",),
+    ("blocks", "mapping"),
     ("target",),
     ("onnx_exec",),
     ("frontend",),

@@ -92,9 +92,9 @@ def test_blocks_fit_and_tile_every_matrix_exactly(name, target):
                 assert 0 < b.rows <= rows and 0 < b.cols <= cols
                 cover[b.row_start:b.row_start + b.rows, b.col_start:b.col_start + b.cols] += 1
             assert np.all(cover == 1), "every cell of the matrix is in exactly one block"
-    for bar in mapping.crossbars:
+    for on_bar in mapping.held():
         used = np.zeros((rows, cols), np.int32)
-        for b in (mapping.blocks[i] for i in bar.blocks):
+        for b in (mapping.blocks[i] for i in on_bar):
             used[b.row_offset:b.row_offset + b.rows, b.col_offset:b.col_offset + b.cols] += 1
         assert used.max() <= 1
     mapping.verify()
@@ -105,23 +105,22 @@ def _break(what: str):
         if what == "lost_block":
             m.layers[0].blocks.pop()
         elif what == "uncovered_row":
-            m.blocks[0].rows -= 1
+            m.blocks.rows[0] -= 1
         elif what == "cell_in_two_blocks":
             m.layers[0].blocks.append(len(m.blocks))
-            m.blocks.append(copy.copy(m.blocks[0]))
+            m.blocks = m.blocks.concat(m.blocks.take([0]))
         elif what == "wrong_physical_columns":
             m.layers[0].matrices[0].physical_cols += 1
         elif what == "overlap":
-            b = m.blocks[m.crossbars[0].blocks[1]]
-            b.row_offset, b.col_offset = 0, 0
+            b = m.held()[0][1]
+            m.blocks.row_offset[b] = m.blocks.col_offset[b] = 0
         elif what == "outside_crossbar":
-            bar = m.crossbars[0]
-            bar.rows_used = bar.cols_used = m.fabric.rows + 1
-            m.blocks[bar.blocks[0]].row_offset = m.fabric.rows
-        elif what == "two_crossbars":
-            m.crossbars[1].blocks.append(m.crossbars[0].blocks[0])
+            m.crossbars.rows_used[0] = m.crossbars.cols_used[0] = m.fabric.rows + 1
+            m.blocks.row_offset[m.held()[0][0]] = m.fabric.rows
+        elif what == "missing_crossbar":
+            m.blocks.crossbar[m.held()[0][0]] = len(m.crossbars)
         elif what == "slot_outside_core":
-            m.crossbars[0].slot = m.fabric.crossbars_per_core
+            m.crossbars.slot[0] = m.fabric.crossbars_per_core
         elif what == "wrong_chip_count":
             m.chips_needed += 1
         elif what == "missing_replica":
@@ -130,14 +129,14 @@ def _break(what: str):
 
 
 BREAKS = ["lost_block", "uncovered_row", "cell_in_two_blocks", "wrong_physical_columns", "overlap", "outside_crossbar",
-          "two_crossbars", "slot_outside_core", "wrong_chip_count", "missing_replica"]
+          "missing_crossbar", "slot_outside_core", "wrong_chip_count", "missing_replica"]
 
 
 @pytest.fixture(scope="module")
 def puma_mapping():
     """A packed mapping with crossbars holding several blocks (puma shares crossbars between layers)."""
     mapping = compiled(models.mlp((16, 8, 8, 4)), "puma").mapping
-    assert len(mapping.crossbars[0].blocks) > 1
+    assert len(mapping.held()[0]) > 1
     return mapping
 
 
@@ -179,7 +178,7 @@ def test_a_device_header_that_does_not_hold_together_is_refused(tmp_path):
     comp = compiled(models.mlp((16, 8, 8, 4)), "puma")
     sha = write_program(tmp_path, comp, dumps_json)
     broken = dataclasses.replace(comp, mapping=copy.deepcopy(comp.mapping))
-    broken.mapping.crossbars[0].slot = 99          # written as is: the writer does not verify
+    broken.mapping.crossbars.slot[0] = 99          # written as is: the writer does not verify
     write_device(tmp_path / "device.acdev", broken, sha)
     _, mapping, _ = load_program(tmp_path)
     with pytest.raises(InvalidDataError, match="does not hold together"):

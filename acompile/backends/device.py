@@ -38,7 +38,7 @@ from ..jsonio import dumps_lines
 from ..limits import usable_cores
 from ..mapping import Mapping, layer_matrix
 from .archive import ArchiveWriter
-from .cells import stripe_cells
+from .cells import Stripe, stripe_cells
 from .layout import BLOCK_COLUMNS, CROSSBAR_COLUMNS, layout_tables, matrix_blocks
 
 DEVICE_FORMAT = "acompile-device"
@@ -132,14 +132,20 @@ def add_header(path: Path, compiled, cells: dict, layout: tuple, program_sha256:
 
 def _stripe_blocks(mapping: Mapping) -> list[tuple]:
     """Every weight matrix in file order (:func:`.layout.matrix_blocks`), with its row stripes: (layer, matrix
-    index, [the blocks of each stripe]).
+    index, [:class:`.cells.Stripe` of each row block]).
 
     A stripe is the rows of one row block; its blocks are consecutive in the mapping's order
     (layer, matrix, row block, column block).
     """
-    def stripes(blocks: list[int]) -> list[list]:
-        rows = itertools.groupby((mapping.blocks[b] for b in blocks), key=lambda b: (b.row_start, b.rows))
-        return [list(g) for _, g in rows]
+    t = mapping.blocks
+
+    def stripes(blocks: list[int]) -> list[Stripe]:
+        at = np.asarray(blocks, np.int64)
+        row_start, rows, starts, widths = (column[at].tolist() for column in (t.row_start, t.rows, t.col_start, t.cols))
+        bounds = [i for i, (a, b, c, d) in enumerate(zip(row_start, row_start[1:], rows, rows[1:]), 1)
+                  if a != b or c != d]
+        return [Stripe(row_start[a], rows[a], starts[a:b], widths[a:b])
+                for a, b in itertools.pairwise([0] + bounds + [len(blocks)])]
     return [(layer, mi, stripes(blocks)) for layer, mi, blocks in matrix_blocks(mapping)]
 
 
@@ -164,8 +170,8 @@ def _in_order(pool, fn, items, ahead: int, pooled: Callable[[object], bool]):
 
 def _large_stripe(task) -> bool:
     """Whether a row stripe's work (see :func:`_stripes`) has more than POOLED_STRIPE_WEIGHTS weights."""
-    w, _, _, blocks = task
-    return w.shape[0] * blocks[0].rows > POOLED_STRIPE_WEIGHTS
+    w, _, _, stripe = task
+    return w.shape[0] * stripe.rows > POOLED_STRIPE_WEIGHTS
 
 
 def _check_stop(stop: threading.Event | None) -> None:
@@ -174,8 +180,8 @@ def _check_stop(stop: threading.Event | None) -> None:
 
 
 def _stripes(graph, matrices: list, scales: list, stop: threading.Event | None):
-    """The work of every row stripe of :func:`_stripe_blocks`' matrices, in file order: (W, s_w, layer, blocks
-    of the stripe), W the model's integers themselves where :func:`_model_integers` has them. Appends every
+    """The work of every row stripe of :func:`_stripe_blocks`' matrices, in file order: (W, s_w, layer,
+    :class:`.cells.Stripe`), W the model's integers themselves where :func:`_model_integers` has them. Appends every
     matrix's s_w to ``scales``; checks ``stop`` before each stripe."""
     differences = None
     for layer, mi, stripes in matrices:
@@ -185,9 +191,9 @@ def _stripes(graph, matrices: list, scales: list, stop: threading.Event | None):
         w = layer_matrix(differences or graph.constants, layer, group)
         s_w = layer.weight_scales(group, w)
         scales.append(np.asarray(s_w, np.float64))
-        for blocks in stripes:
+        for stripe in stripes:
             _check_stop(stop)
-            yield w, s_w, layer, blocks
+            yield w, s_w, layer, stripe
 
 
 def _model_integers(graph, layer) -> dict | None:

@@ -9,8 +9,10 @@ Elements carry classes the tests count: ``xbar`` (one per mapped crossbar), ``bl
 from __future__ import annotations
 
 import math
-from collections import Counter, defaultdict
+from collections import defaultdict
 from html import escape
+
+import numpy as np
 
 from ..units import count, percent
 from .charts import colour
@@ -27,12 +29,10 @@ def _grid(n: int) -> tuple[int, int]:
     return cols, max(1, math.ceil(n / cols))
 
 
-def _bar_title(bar, mapping, names) -> str:
-    fab = mapping.fabric
+def _bar_title(bar, on_bar: list, fab, names) -> str:
     lines = [f"crossbar {bar.index}: chip {bar.chip}, tile {bar.tile}, core {bar.core}, slot {bar.slot}"]
     cells = 0
-    for b in bar.blocks:
-        blk = mapping.blocks[b]
+    for blk in on_bar:
         cells += blk.rows * blk.cols
         copy = f", copy {blk.replica}" if blk.replica else ""
         lines.append(f"{names[blk.layer]}: block r{blk.row_block} c{blk.col_block}{copy}, "
@@ -41,12 +41,11 @@ def _bar_title(bar, mapping, names) -> str:
     return "\n".join(lines)
 
 
-def _crossbar(out: list[str], bar, mapping, names, x: float, y: float) -> None:
-    fab = mapping.fabric
-    out.append(f'<g class="xbar" data-index="{bar.index}"><title>{escape(_bar_title(bar, mapping, names))}</title>'
+def _crossbar(out: list[str], bar, on_bar: list, fab, names, x: float, y: float) -> None:
+    """One crossbar (a record of :class:`..blocks.Crossbars`) and ``on_bar``, the records of its blocks."""
+    out.append(f'<g class="xbar" data-index="{bar.index}"><title>{escape(_bar_title(bar, on_bar, fab, names))}</title>'
                f'<rect x="{x}" y="{y}" width="{_BAR}" height="{_BAR}" fill="#fff" stroke="#555" stroke-width="0.8"/>')
-    for b in bar.blocks:
-        blk = mapping.blocks[b]
+    for blk in on_bar:
         bx = x + _BAR * blk.col_offset / fab.cols
         by = y + _BAR * blk.row_offset / fab.rows
         w = max(_BAR * blk.cols / fab.cols, 0.6)
@@ -61,6 +60,20 @@ def _tiles(mapping) -> dict[tuple[int, int], list]:
     for bar in mapping.crossbars:
         tiles[(bar.chip, bar.tile)].append(bar)
     return dict(sorted(tiles.items()))
+
+
+def _tile_shares(mapping) -> dict[int, dict[int, float]]:
+    """{tile: {layer: the crossbars' worth it holds}}: each crossbar split between the layers by the cells their
+    blocks occupy on it, added up crossbar by crossbar."""
+    t, layers = mapping.blocks, len(mapping.layers)
+    pairs, at = np.unique(t.crossbar * layers + t.layer, return_inverse=True)    # by crossbar, then layer
+    cells = np.bincount(at.reshape(-1), weights=t.rows * t.cols)                  # exact: integers
+    bar, layer = np.divmod(pairs, layers)
+    share = cells / np.bincount(bar, weights=cells)[bar]
+    out: dict[int, dict[int, float]] = defaultdict(dict)
+    for tile, x, v in zip(mapping.crossbars.tile[bar].tolist(), layer.tolist(), share.tolist()):
+        out[tile][x] = out[tile].get(x, 0.0) + v
+    return out
 
 
 def floorplan_svg(mapping) -> str:
@@ -79,6 +92,8 @@ def floorplan_svg(mapping) -> str:
     tile_w = tile_core_cols * (core_w + _GAP) + _GAP
     tile_h = tile_core_rows * (core_h + _GAP) + _GAP + _LABEL
     tiles = _tiles(mapping)
+    blocks = list(mapping.blocks)
+    held = [[blocks[b] for b in on_bar] for on_bar in mapping.held()]
     per_row = max(1, min(len(tiles), 1200 // (tile_w + _PAD)))
     out: list[str] = []
     for i, ((chip, tile), bars) in enumerate(tiles.items()):
@@ -102,7 +117,7 @@ def floorplan_svg(mapping) -> str:
                     out.append(f'<rect class="slot" x="{x}" y="{y}" width="{_BAR}" height="{_BAR}" fill="none" '
                                f'stroke="#bbb" stroke-dasharray="2 2" stroke-width="0.6"/>')
                 else:
-                    _crossbar(out, bar, mapping, names, x, y)
+                    _crossbar(out, bar, held[bar.index], fab, names, x, y)
         out.append("</g>")
     rows = math.ceil(len(tiles) / per_row)
     width = _PAD + per_row * (tile_w + _PAD)
@@ -115,20 +130,13 @@ def floorplan_svg(mapping) -> str:
 def _aggregated(mapping, names) -> str:
     """One box per used tile: a bar split by the share of the tile's crossbars each layer occupies."""
     tiles = _tiles(mapping)
+    shares = _tile_shares(mapping)
     box_w, box_h, per_row = 150, 46, 7
     out = []
     for i, ((chip, tile), bars) in enumerate(tiles.items()):
         x = _PAD + (i % per_row) * (box_w + _PAD)
         y = _PAD + (i // per_row) * (box_h + _PAD)
-        share: Counter = Counter()
-        for bar in bars:
-            cells = {}
-            for b in bar.blocks:
-                blk = mapping.blocks[b]
-                cells[blk.layer] = cells.get(blk.layer, 0) + blk.rows * blk.cols
-            total = sum(cells.values()) or 1
-            for layer, c in cells.items():
-                share[layer] += c / total
+        share = shares.get(tile, {})
         lines = [f"chip {chip}, tile {tile}: {count(len(bars), 'crossbar')}"]
         lines += [f"{names[k]}: {v:.3g} crossbars" for k, v in sorted(share.items())]
         out.append(f'<g class="tile" data-chip="{chip}" data-tile="{tile}"><title>{escape(chr(10).join(lines))}'

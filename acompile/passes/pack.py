@@ -10,12 +10,9 @@ so the result is deterministic. Utilisation is reported either way.
 
 from __future__ import annotations
 
-from itertools import chain, repeat
-from operator import attrgetter
-
 import numpy as np
 
-from ..mapping import Crossbar
+from ..blocks import Crossbars
 from .base import CompileState, compile_pass
 
 
@@ -24,9 +21,8 @@ def pack(state: CompileState) -> None:
     """Give every block a crossbar and an offset inside it (first fit, on the diagonal)."""
     mapping, target = state.mapping, state.target
     rows, cols = target.crossbar.rows, target.crossbar.cols
-    n = len(mapping.blocks)
-    layer, height, width = np.fromiter(chain.from_iterable(map(_shape, mapping.blocks)), np.int64,
-                                       count=3 * n).reshape(n, 3).T
+    blocks = mapping.blocks
+    n, layer, height, width = len(blocks), blocks.layer, blocks.rows, blocks.cols
     home = np.arange(n)                          # the block that opened each block's crossbar
     row_offset, col_offset = np.zeros((2, n), np.int64)
     # a block as tall or as wide as a crossbar (all but a matrix's corner block) never shares one: only
@@ -52,15 +48,8 @@ def pack(state: CompileState) -> None:
             open_bars = [o for o in open_bars if o is not bar]
     opened = home == np.arange(n)
     bar_of = (np.cumsum(opened) - 1)[home]      # crossbars are numbered in the order they are opened
-    used = [np.bincount(bar_of, weights=size, minlength=int(opened.sum())).astype(np.int64).tolist()
-            for size in (height, width)]       # exact: sums of small integers
-    held = [[b] for b in np.flatnonzero(opened).tolist()]
-    for b in np.flatnonzero(~opened).tolist():  # blocks are listed in the order they were packed
-        held[bar_of[b]].append(b)
-    zero = repeat(0)                            # chip, tile, core and slot: set by place
-    mapping.crossbars = list(map(Crossbar, range(len(held)), zero, zero, zero, zero, held, *used))
-    for blk, bar, r, c in zip(mapping.blocks, bar_of.tolist(), row_offset.tolist(), col_offset.tolist()):
-        blk.crossbar, blk.row_offset, blk.col_offset = bar, r, c
-
-
-_shape = attrgetter("layer", "rows", "cols")
+    bars = int(opened.sum())
+    rows_used, cols_used = (np.bincount(bar_of, weights=size, minlength=bars) for size in (height, width))
+    # exact: sums of small integers; chip, tile, core and slot are set by place
+    mapping.crossbars = Crossbars(index=np.arange(bars), rows_used=rows_used, cols_used=cols_used)
+    blocks.crossbar, blocks.row_offset, blocks.col_offset = bar_of, row_offset, col_offset

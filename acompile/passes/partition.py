@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from ..limits import Limits
-from ..mapping import Block
+from ..blocks import Blocks
 from .base import CompileState, compile_pass
 
 
@@ -34,8 +34,8 @@ def partition(state: CompileState) -> None:
     j = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
     r, c = j // C[of], j % C[of]
     r0, c0 = r * rows, c * cols
-    columns = (layer[of], mi[of], r, c, r0, np.minimum(rows, K[of] - r0), c0, np.minimum(cols, P[of] - c0))
-    mapping.blocks = list(map(Block, *(x.tolist() for x in columns)))
+    mapping.blocks = Blocks(layer=layer[of], matrix=mi[of], row_block=r, col_block=c, row_start=r0,
+                            rows=np.minimum(rows, K[of] - r0), col_start=c0, cols=np.minimum(cols, P[of] - c0))
     ends = np.cumsum(np.bincount(layer[of], minlength=len(mapping.layers))).tolist()
     for x, start, end in zip(mapping.layers, [0] + ends, ends):     # blocks come in layer order
         x.blocks = list(range(start, end))

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .base import CompileState, compile_pass
 
 
@@ -21,11 +23,10 @@ def place(state: CompileState) -> None:
     per_core = target.organisation.crossbars_per_core
     per_tile = per_core * target.organisation.cores_per_tile
     tiles_per_chip = target.organisation.tiles_per_chip
-    for bar in mapping.crossbars:
-        tile, within = divmod(bar.index, per_tile)
-        bar.tile = tile
-        bar.core, bar.slot = divmod(within, per_core)
-        bar.chip = tile // tiles_per_chip
+    bars = mapping.crossbars
+    bars.tile, within = np.divmod(bars.index, per_tile)
+    bars.core, bars.slot = np.divmod(within, per_core)
+    bars.chip = bars.tile // tiles_per_chip
     mapping.tiles_used = math.ceil(len(mapping.crossbars) / per_tile) if mapping.crossbars else 0
     mapping.chips_needed = math.ceil(mapping.tiles_used / tiles_per_chip) if mapping.tiles_used else 0
 

@@ -12,19 +12,18 @@ Appends blocks (``replica > 0``) and crossbars; runs between pack and place.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 import numpy as np
 
 from ..errors import UsageError
 from ..hardware import adcs_per_crossbar, cycle_time_ns, pipeline_fill_ns
-from ..mapping import BlockTable, Crossbar, block_table
+from ..blocks import Blocks
 from .base import CompileState, compile_pass
 
 REPLICATE = ("none", "auto")
 
 
-def layer_timing(blocks: BlockTable, target) -> tuple[float, float]:
+def layer_timing(blocks: Blocks, target) -> tuple[float, float]:
     """(one input cycle, the pipeline's fill) of a layer whose blocks, copies included, are ``blocks``.
 
     The layer's crossbars are read at once, the blocks sharing one in turn; copies are left out of
@@ -47,7 +46,7 @@ def layer_timing(blocks: BlockTable, target) -> tuple[float, float]:
 
 
 def _base_latency(layer, mapping, target) -> float:
-    cycle, _ = layer_timing(block_table([mapping.blocks[b] for b in layer.blocks]), target)
+    cycle, _ = layer_timing(mapping.blocks.take(layer.blocks), target)
     return layer.n_vec * layer.input_cycles * cycle
 
 
@@ -63,36 +62,39 @@ def replicate(state: CompileState) -> None:
     per_chip = per_tile * target.organisation.tiles_per_chip
     budget = max(1, math.ceil(len(mapping.crossbars) / per_chip)) * per_chip
     base = {layer.index: _base_latency(layer, mapping, target) for layer in mapping.layers}
-    originals = {layer.index: [b for b in layer.blocks if mapping.blocks[b].replica == 0] for layer in mapping.layers}
-    bars_of = {i: sorted({mapping.blocks[b].crossbar for b in blocks}) for i, blocks in originals.items()}
-    full: set[int] = set()
+    replica = mapping.blocks.replica
+    originals = {x.index: np.asarray(x.blocks, np.int64)[replica[x.blocks] == 0] for x in mapping.layers}
+    bars_of = {i: np.unique(mapping.blocks.crossbar[blocks]) for i, blocks in originals.items()}
+    bars, full = len(mapping.crossbars), set()
+    copies: list[tuple] = []        # (blocks, crossbars) of each copy, added at the end
     while True:
         candidates = [layer for layer in mapping.layers if layer.index not in full and base[layer.index] > 0]
         if not candidates:
             break
         slowest = max(candidates, key=lambda l: (base[l.index] / l.replication, -l.index))
         need = len(bars_of[slowest.index])
-        if len(mapping.crossbars) + need > budget or slowest.replication >= slowest.n_vec:
+        if bars + need > budget or slowest.replication >= slowest.n_vec:
             full.add(slowest.index)
             if len(full) == len(mapping.layers):
                 break
             continue
-        _copy(mapping, slowest, originals[slowest.index], bars_of[slowest.index])
+        copies.append(_copy(mapping, slowest, originals[slowest.index], bars_of[slowest.index], bars,
+                            len(mapping.blocks) + sum(len(b) for b, _ in copies)))
+        bars += need
+    if copies:
+        mapping.blocks = mapping.blocks.concat(*(b for b, _ in copies))
+        mapping.crossbars = mapping.crossbars.concat(*(c for _, c in copies))
 
 
-def _copy(mapping, layer, blocks: list[int], bars: list[int]) -> None:
-    """One more copy of the layer's blocks, each original crossbar mirrored onto a new one."""
-    new_bar = {}
-    for old in bars:
-        bar = Crossbar(index=len(mapping.crossbars), rows_used=mapping.crossbars[old].rows_used,
-                       cols_used=mapping.crossbars[old].cols_used)
-        mapping.crossbars.append(bar)
-        new_bar[old] = bar
-    for b in blocks:
-        blk = mapping.blocks[b]
-        bar = new_bar[blk.crossbar]
-        copy = replace(blk, crossbar=bar.index, replica=layer.replication)
-        bar.blocks.append(len(mapping.blocks))
-        layer.blocks.append(len(mapping.blocks))
-        mapping.blocks.append(copy)
+def _copy(mapping, layer, blocks: np.ndarray, bars: np.ndarray, first_bar: int, first_block: int) -> tuple:
+    """(blocks, crossbars) of one more copy of the layer's blocks, each original crossbar (``bars``, sorted)
+    mirrored onto a new one numbered from ``first_bar`` (placed later, as the originals); the copies' block
+    indices, from ``first_block``, are added to the layer's list."""
+    new = mapping.crossbars.take(bars)
+    new.index = first_bar + np.arange(len(bars))
+    copy = mapping.blocks.take(blocks)
+    copy.crossbar = new.index[np.searchsorted(bars, copy.crossbar)]
+    copy.replica[:] = layer.replication
+    layer.blocks.extend(range(first_block, first_block + len(blocks)))
     layer.replication += 1
+    return copy, new

@@ -27,12 +27,12 @@ def test_each_block_reads_alone_on_its_crossbar(target):
     rows, cols = state.target.crossbar.rows, state.target.crossbar.cols
     mapping, levels = state.mapping, _levels(state)
     rng = np.random.default_rng(0)
-    for bar in mapping.crossbars:
+    for on_bar in mapping.held():
         cells = np.zeros((rows, cols), np.int64)
-        for b in (mapping.blocks[i] for i in bar.blocks):
+        for b in (mapping.blocks[i] for i in on_bar):
             cells[b.row_offset:b.row_offset + b.rows, b.col_offset:b.col_offset + b.cols] = \
                 levels[(b.layer, b.matrix)][b.row_start:b.row_start + b.rows, b.col_start:b.col_start + b.cols]
-        for b in (mapping.blocks[i] for i in bar.blocks):
+        for b in (mapping.blocks[i] for i in on_bar):
             drive = np.zeros(rows, np.int64)
             x = rng.integers(1, 4, b.rows)
             drive[b.row_offset:b.row_offset + b.rows] = x
@@ -47,7 +47,7 @@ def test_each_block_reads_alone_on_its_crossbar(target):
 
 def test_layers_share_crossbars_only_when_the_target_allows():
     def layers_per_bar(m):
-        return [len({m.blocks[b].layer for b in bar.blocks}) for bar in m.crossbars]
+        return [len(set(m.blocks.layer[on_bar].tolist())) for on_bar in m.held()]
     model = models.mlp((16, 8, 8, 4))
     separate = after(model, pack, target="isaac")
     shared = after(model, pack, target="puma")
