@@ -48,3 +48,22 @@ def test_compile_and_check_load_openblas_on_one_thread_unless_told_otherwise():
     assert threads(["check", str(model), "--target", "isaac", "-q"]) == ["0", "True", "1"]
     assert threads(["check", str(model), "--target", "isaac", "-q"], OMP_NUM_THREADS="2") == ["0", "True", "None"]
     assert threads(["targets", "list"])[::2] == ["0", "None"]
+
+
+def test_compile_check_and_the_device_reader_never_import_numpy_ma(tmp_path):
+    """numpy.ma takes 7 ms to import and np.unique imports it: the compile (copies, the floorplan per tile, the
+    program), the check and reading a device file back find their distinct values otherwise."""
+    model = str(Path(__file__).resolve().parents[1] / "samples" / "cnn.onnx")
+    out = str(tmp_path / "out")
+    code = ("import sys\nfrom pathlib import Path\nfrom acompile.backends import floorplan\n"
+            "floorplan.AGGREGATE_ABOVE = 0\nfrom acompile.cli.app import main\n"
+            f"codes = [main(['compile', {model!r}, '-t', 'isaac', '-o', {out!r}, '-q', '--replicate', 'auto']),\n"
+            f"         main(['check', {model!r}, '--target', 'isaac', '-q'])]\n"
+            "from acompile.backends.device_reader import DeviceReader\n"
+            "from acompile.backends.program import load_program\n"
+            f"_, mapping, sha = load_program(Path({out!r}))\n"
+            f"DeviceReader(Path({out!r}) / 'device.acdev', mapping, program_sha256=sha)\n"
+            "print(codes, 'numpy.ma' in sys.modules, 'data-view=\"tiles\"' in "
+            f"(Path({out!r}) / 'report.html').read_text(), max(x.replication for x in mapping.layers))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["[0,", "0]", "False", "True", out.split()[-1]] and int(out.split()[-1]) > 1

@@ -66,9 +66,11 @@ def _tile_shares(mapping) -> dict[int, dict[int, float]]:
     """{tile: {layer: the crossbars' worth it holds}}: each crossbar split between the layers by the cells their
     blocks occupy on it, added up crossbar by crossbar."""
     t, layers = mapping.blocks, len(mapping.layers)
-    pairs, at = np.unique(t.crossbar * layers + t.layer, return_inverse=True)    # by crossbar, then layer
-    cells = np.bincount(at.reshape(-1), weights=t.rows * t.cols)                  # exact: integers
-    bar, layer = np.divmod(pairs, layers)
+    key = t.crossbar * layers + t.layer
+    order = np.argsort(key, kind="stable")                                      # by crossbar, then layer
+    first = np.flatnonzero(np.diff(key[order], prepend=-1))
+    cells = np.add.reduceat((t.rows * t.cols)[order], first).astype(np.float64)  # exact: integers
+    bar, layer = np.divmod(key[order][first], layers)
     share = cells / np.bincount(bar, weights=cells)[bar]
     out: dict[int, dict[int, float]] = defaultdict(dict)
     for tile, x, v in zip(mapping.crossbars.tile[bar].tolist(), layer.tolist(), share.tolist()):

@@ -43,7 +43,7 @@ def chain_attrs(node: Node, layer: AnalogLayer, mapping: Mapping) -> dict:
         return {"input_bits": spec.input_bits, "dac_bits": spec.dac_bits, "signed": layer.input_signed,
                 "cycles": layer.input_cycles, "input_scale": layer.input_scale}
     if op == "CrossbarRead":
-        bars = np.unique(mapping.blocks.crossbar[layer.blocks]).tolist()
+        bars = sorted(set(mapping.blocks.crossbar[layer.blocks].tolist()))
         return {"crossbars": _ranges(bars), "blocks": len(layer.blocks), "cell_bits": spec.cell_bits,
                 "signed_weights": spec.signed_weights}
     if op == "ADC":

@@ -64,7 +64,8 @@ def replicate(state: CompileState) -> None:
     base = {layer.index: _base_latency(layer, mapping, target) for layer in mapping.layers}
     replica = mapping.blocks.replica
     originals = {x.index: np.asarray(x.blocks, np.int64)[replica[x.blocks] == 0] for x in mapping.layers}
-    bars_of = {i: np.unique(mapping.blocks.crossbar[blocks]) for i, blocks in originals.items()}
+    bars_of = {i: np.array(sorted(set(mapping.blocks.crossbar[blocks].tolist())), np.int64)
+               for i, blocks in originals.items()}
     bars, full = len(mapping.crossbars), set()
     copies: list[tuple] = []        # (blocks, crossbars) of each copy, added at the end
     while True:
