@@ -1,5 +1,6 @@
 """Constant folding: a node whose inputs are all constants becomes the constant it computes
-(numpy for the weight-shaping ops and a quantized model's DequantizeLinear, else onnxruntime), so
+(numpy for the weight-shaping ops, the shape arithmetic of exported models and a quantized model's
+DequantizeLinear, else onnxruntime), so
 weights built by Constant, Reshape, Transpose, Cast, ... reach the analog layers as initializers. The byte budget
 (``options.limits``) is checked *before* each evaluation: folding never allocates without limit.
 """
@@ -16,6 +17,7 @@ from ..numerics.folded import DequantizedWeight, integers_of, note_folded
 from ..onnx_exec import QUANTIZE_DOMAINS, dequantize_linear, run_node
 from .base import CompileState, compile_pass
 from .batch_values import at_next_batch, follows_batch, value_of
+from .numpy_fold import fold_in_numpy
 from .output_shapes import SIZE_FROM_VALUES, SMALL_INPUT_BYTES, inferred_output, probed_output
 
 # a sequence or optional is no array: what makes one stays a node (graph.constants holds tensors)
@@ -57,8 +59,9 @@ def _check_budget(node: Node, shape, itemsize: int, limits: Limits) -> None:
                              hint="set ACOMPILE_MAX_TENSOR_MB to raise the limit")
 
 
-def _fold_numpy(node: Node, args: list, limits: Limits) -> list[np.ndarray] | None:
-    """Cheap numpy implementations of the weight-shaping ops; None means 'use onnxruntime'."""
+def _fold_numpy(node: Node, args: list, limits: Limits, opset: int) -> list[np.ndarray] | None:
+    """Cheap numpy implementations of the weight-shaping ops and of the shape arithmetic exporters write
+    (:mod:`.numpy_fold`); None means 'use onnxruntime'."""
     op, a = node.op_type, node.attrs
     if op == "Constant":
         for key in ("value", "value_float", "value_int", "value_floats", "value_ints"):
@@ -81,7 +84,7 @@ def _fold_numpy(node: Node, args: list, limits: Limits) -> list[np.ndarray] | No
         return [np.ascontiguousarray(np.transpose(args[0], perm))]
     if op == "DequantizeLinear" and node.domain in QUANTIZE_DOMAINS:
         return _dequantized(node, args)
-    return None
+    return fold_in_numpy(op, a, args, opset) if node.domain in ("", "ai.onnx") else None
 
 
 # (x - zero point) · scale computed as onnxruntime does (an exact integer difference, one rounding in the
@@ -324,7 +327,7 @@ def _fold_node(graph: Graph, node: Node, limits: Limits, weights: set[str] = fro
     if held is not None:
         graph.constants[node.outputs[0]] = held
         return True
-    values = _fold_numpy(node, args, limits)
+    values = _fold_numpy(node, args, limits, graph.opset)
     if values is None:
         if node.op_type in SIZE_FROM_VALUES and unknown:
             return False  # unknown output size: do not gamble on an allocation
