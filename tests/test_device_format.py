@@ -281,3 +281,32 @@ def test_small_row_stripes_are_encoded_on_the_writers_thread(tmp_path, monkeypat
     assert {size for size, thread in seen if thread is here} == {sizes[0]}
     assert {size for size, thread in seen if thread is not here} == set(sizes[1:])
     assert files[0] == files[10**12] == (tmp_path / "mixed.acdev").read_bytes()
+
+
+def test_a_weight_several_layers_share_is_stored_once_and_read_back_by_each(tmp_path):
+    """Two MatMuls reading one initializer (ALBERT shares its layers so; exporters deduplicate equal
+    weights) are two analog layers on their own crossbars, but program.npz holds the weight once: both
+    layers' constants name its entry, and the folder simulates as onnxruntime runs the model."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+    from acompile.cli.app import main
+    from acompile.simulation import load_compiled, simulate
+    w = np.random.default_rng(2).standard_normal((64, 64)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["r", "W"], ["y"])]
+    graph = helper.make_graph(nodes, "shared", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 64])],
+                              [numpy_helper.from_array(w, "W")])
+    path = tmp_path / "shared.onnx"
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    assert main(["compile", str(path), "-t", "isaac", "-o", str(tmp_path / "out"), "-q"]) == 0
+    prog = json.loads((tmp_path / "out" / "program.json").read_text())
+    weights = [prog["constants"][layer["weight"]]["entry"] for layer in prog["layers"]]
+    assert len(prog["layers"]) == 2 and weights[0] == weights[1]
+    archive = ArchiveReader(tmp_path / "out" / "program.npz", "program")
+    assert weights[0] in archive.names and len(archive.names) < len(prog["constants"])
+    archive.close()
+    x = np.random.default_rng(3).standard_normal((2, 64)).astype(np.float32)
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = simulate(load_compiled(tmp_path / "out", "ideal"), {"x": x}, mode="ideal")["y"]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

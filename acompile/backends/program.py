@@ -163,7 +163,7 @@ def write_constants(folder: Path, graph: Graph, mapping: Mapping | None = None,
     constants.update((name, graph.constants[name]) for name in graph.constants if name in used)
     model_scales = {layer.weight: layer.model_quant["weight_scales"] for layer in (mapping.layers if mapping else [])
                     if layer.model_quant and layer.weight in constants}
-    listing = {}
+    listing, stored = {}, {}
     npz = folder / "program.npz"
     writer = ArchiveWriter(npz)
     try:
@@ -171,7 +171,12 @@ def write_constants(folder: Path, graph: Graph, mapping: Mapping | None = None,
             if stop is not None and stop.is_set():
                 raise Cancelled
             arr, entry = constants[name], f"c{i:06d}.npy"
-            listing[name] = {"entry": entry, "dtype": str(arr.dtype), "shape": list(arr.shape)}
+            # a weight several layers share (one initializer, each MatMul's transposed view of it) is stored once
+            same = _memory(arr) if name not in model_scales else None
+            listing[name] = {"entry": stored.setdefault(same, entry) if same else entry, "dtype": str(arr.dtype),
+                             "shape": list(arr.shape)}
+            if listing[name]["entry"] != entry:
+                continue
             known = numerics.folded_integers(graph.meta, arr)
             form = numerics.integer_form(arr, np.asarray(model_scales[name]), known) if name in model_scales else None
             if form is not None:
@@ -184,6 +189,13 @@ def write_constants(folder: Path, graph: Graph, mapping: Mapping | None = None,
         writer.close()
         numerics.release_folded(graph.meta)     # their last reader: the model file's integers can go
     return {"constants": listing, "constants_index_sha256": writer.index_sha256()}
+
+
+def _memory(arr) -> tuple | None:
+    """What makes two arrays the same values: their memory, layout and type (None: not a plain array)."""
+    if type(arr) is not np.ndarray or not arr.size:
+        return None
+    return arr.__array_interface__["data"][0], arr.shape, arr.strides, arr.dtype.str
 
 
 def _constant(archive: ArchiveReader, meta: dict) -> np.ndarray:
