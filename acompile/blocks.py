@@ -58,7 +58,7 @@ class Columns:
         return f"{type(self).__name__}({len(self)} records)"
 
     def take(self, index):
-        """The records at ``index`` (indices or a boolean mask), as a table of their own."""
+        """The records at ``index`` (indices, as a list or an array, or a boolean array), as a table of their own."""
         index = np.asarray(index, None if isinstance(index, np.ndarray) else np.int64)
         return self._fresh(getattr(self, name)[index] for name in self.FIELDS)
 

@@ -81,8 +81,8 @@ def _reshape(attrs, args, opset):
 def _concat(attrs, args, opset):
     if any(a is None or a.dtype != args[0].dtype or a.ndim != args[0].ndim for a in args) or args[0].ndim == 0:
         return None
-    axis = int(attrs.get("axis", 0 if opset < 4 else None))
-    return np.concatenate(args, axis=axis) if -args[0].ndim <= axis < args[0].ndim else None
+    axis = attrs.get("axis", 0 if opset < 4 else None)        # required from opset 4
+    return np.concatenate(args, axis=axis) if axis is not None and -args[0].ndim <= axis < args[0].ndim else None
 
 
 def _gather(attrs, args, opset):
