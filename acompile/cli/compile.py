@@ -18,9 +18,11 @@ from .progress import clear, ticker
 EMITTABLE = ("program", "device", "report", "html", "mapped", "mapped-with-weights")
 # From this many weights on, a compile writes the device file's cells in a forked process (_Writers): on a
 # 2-core machine ResNet-50's compile took 0.50 s with them on a thread, 0.43 s forked, and the int8 model's
-# 0.41 -> 0.33 s; the transformer block's (3.1 M weights) 189 -> 195 ms, a forked process's pages copied as
-# the rest of the compile writes them costing more than its cells' GIL handoffs.
-FORKED_CELLS_WEIGHTS = 1 << 22
+# 0.41 -> 0.33 s. Below about 2 M weights a forked process's pages, copied as the rest of the compile writes
+# them, cost more than its cells' GIL handoffs: a 1.5 M-weight MLP's compile 223 ms on a thread, 233 forked;
+# the transformer block's (3.1 M) 243 -> 234 ms forked (medians of 21 interleaved; 189 -> 195 before the
+# cells were encoded from the weights where they lie and the blocks became tables).
+FORKED_CELLS_WEIGHTS = 1 << 21
 DEFAULT_EMIT = "program,device,report,html,mapped"
 
 
