@@ -1,9 +1,10 @@
 """The mapped form of a model: analog layers, their weight matrices, the blocks
 those matrices are cut into, and the crossbars and tiles the blocks occupy.
 
-The passes build these records up (checked by :meth:`Mapping.verify` after each one); every
-backend writes them with ``to_dict`` and reads them back with ``from_dict``, so program, device
-file and report describe the same mapping.
+The passes build these records up (checked by :meth:`Mapping.verify` once the last has run, after each
+one with ACOMPILE_VERIFY_EACH_PASS=1); the blocks and crossbars are tables (:mod:`.blocks`). program.json
+holds the layers (``to_dict``), the device file's layout tables the blocks and crossbars
+(``backends.layout``), so program, device file and report describe the same mapping.
 """
 
 from __future__ import annotations

@@ -66,8 +66,8 @@ def replicate(state: CompileState) -> None:
     originals = {x.index: np.asarray(x.blocks, np.int64)[replica[x.blocks] == 0] for x in mapping.layers}
     bars_of = {i: np.array(sorted(set(mapping.blocks.crossbar[blocks].tolist())), np.int64)
                for i, blocks in originals.items()}
-    bars, full = len(mapping.crossbars), set()
-    copies: list[tuple] = []        # (blocks, crossbars) of each copy, added at the end
+    bars, n_blocks, full = len(mapping.crossbars), len(mapping.blocks), set()
+    copies: list[tuple] = []        # (layer, replica number, first crossbar) of each copy, made at the end
     while True:
         candidates = [layer for layer in mapping.layers if layer.index not in full and base[layer.index] > 0]
         if not candidates:
@@ -79,23 +79,26 @@ def replicate(state: CompileState) -> None:
             if len(full) == len(mapping.layers):
                 break
             continue
-        copies.append(_copy(mapping, slowest, originals[slowest.index], bars_of[slowest.index], bars,
-                            len(mapping.blocks) + sum(len(b) for b, _ in copies)))
-        bars += need
+        copies.append((slowest.index, slowest.replication, bars))
+        slowest.blocks.extend(range(n_blocks, n_blocks + len(originals[slowest.index])))
+        slowest.replication += 1
+        bars, n_blocks = bars + need, n_blocks + len(originals[slowest.index])
     if copies:
-        mapping.blocks = mapping.blocks.concat(*(b for b, _ in copies))
-        mapping.crossbars = mapping.crossbars.concat(*(c for _, c in copies))
+        _add_copies(mapping, copies, originals, bars_of)
 
 
-def _copy(mapping, layer, blocks: np.ndarray, bars: np.ndarray, first_bar: int, first_block: int) -> tuple:
-    """(blocks, crossbars) of one more copy of the layer's blocks, each original crossbar (``bars``, sorted)
-    mirrored onto a new one numbered from ``first_bar`` (placed later, as the originals); the copies' block
-    indices, from ``first_block``, are added to the layer's list."""
-    new = mapping.crossbars.take(bars)
-    new.index = first_bar + np.arange(len(bars))
-    copy = mapping.blocks.take(blocks)
-    copy.crossbar = new.index[np.searchsorted(bars, copy.crossbar)]
-    copy.replica[:] = layer.replication
-    layer.blocks.extend(range(first_block, first_block + len(blocks)))
-    layer.replication += 1
-    return copy, new
+def _add_copies(mapping, copies: list[tuple], originals: dict, bars_of: dict) -> None:
+    """Append every copy's blocks and crossbars at once: copy (layer, replica number, first crossbar) repeats
+    the layer's original blocks, each original crossbar (``bars_of``, sorted) mirrored onto a new one
+    numbered from its first crossbar (placed later, as the originals)."""
+    layers, replicas, first_bars = (np.array(column, np.int64) for column in zip(*copies))
+    counts = np.array([len(originals[i]) for i in layers.tolist()], np.int64)
+    # each original's crossbar as its rank among its layer's crossbars
+    rank = {i: np.searchsorted(bars_of[i], mapping.blocks.crossbar[blocks]) for i, blocks in originals.items()}
+    copied = mapping.blocks.take(np.concatenate([originals[i] for i in layers.tolist()]))
+    copied.crossbar = np.repeat(first_bars, counts) + np.concatenate([rank[i] for i in layers.tolist()])
+    copied.replica = np.repeat(replicas, counts)
+    mirrors = mapping.crossbars.take(np.concatenate([bars_of[i] for i in layers.tolist()]))
+    mirrors.index = len(mapping.crossbars) + np.arange(len(mirrors))
+    mapping.blocks = mapping.blocks.concat(copied)
+    mapping.crossbars = mapping.crossbars.concat(mirrors)
