@@ -16,7 +16,6 @@ from typing import Callable
 
 import numpy as np
 
-from .cost import cost_model
 from .errors import AcompileError, UnsupportedError
 from .frontend.load import load_model, load_model_proto
 from .frontend.ops import Problem
@@ -157,6 +156,7 @@ def run_pipeline(model, target, options: Options, *, with_calibration: bool = Tr
         _mapped(state, on_mapped, check=not each_pass)
     if not each_pass:
         state.graph.verify()
+    from .cost import cost_model    # after the mapping: a compile's writers start without waiting for its import
     cost = cost_model(state.graph, state.mapping, target, _samples(state)).to_dict() \
         if "boundaries" in state.facts else {}
     warnings = model_scale_notes(state.graph)
