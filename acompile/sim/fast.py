@@ -18,11 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-try:  # optional: lets the fast path run one single-threaded BLAS per worker thread
-    from threadpoolctl import ThreadpoolController
-except ImportError:  # pragma: no cover - then the fast path runs serially on threaded BLAS
-    ThreadpoolController = None
-
 from ..errors import InvalidDataError
 from ..numerics.adc import adc_codes, make_adc
 from ..numerics.dac import cycle_weights, fill_chunks
@@ -164,8 +159,15 @@ def _task_reads(x: np.ndarray, g: np.ndarray, spec: AnalogSpec, signed: bool, ta
 
 @functools.cache
 def _blas_controller():
-    """threadpoolctl's view of the loaded BLAS (created once, after numpy loaded it)."""
-    return None if ThreadpoolController is None else ThreadpoolController().select(user_api="blas")
+    """threadpoolctl's view of the loaded BLAS (created once, after numpy loaded it), which lets the fast path
+    run one single-threaded BLAS per worker thread; None without threadpoolctl (the path then runs serially
+    on threaded BLAS). Imported here, by the first call large enough to want it: 2 ms a calibrating compile
+    need not pay."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover
+        return None
+    return ThreadpoolController().select(user_api="blas")
 
 
 _parallel_lock = threading.Lock()  # one parallel call at a time: BLAS limits are process-wide
