@@ -150,9 +150,9 @@ def _same_types(args, kinds) -> bool:
     return len(args) == 2 and args[1] is not None and args[0].dtype == args[1].dtype and args[0].dtype in kinds
 
 
-def _arithmetic(ufunc):
+def _binary(ufunc, kinds=INTEGERS | FLOATS):
     def fold(attrs, args, opset):
-        return ufunc(args[0], args[1]) if _same_types(args, INTEGERS | FLOATS) else None
+        return ufunc(args[0], args[1]) if _same_types(args, kinds) else None
     return fold
 
 
@@ -183,12 +183,6 @@ def _unary(ufunc, kinds):
     return fold
 
 
-def _compare(ufunc, kinds):
-    def fold(attrs, args, opset):
-        return ufunc(args[0], args[1]) if _same_types(args, kinds) else None
-    return fold
-
-
 def _where(attrs, args, opset):
     if len(args) != 3 or args[0].dtype != np.bool_ or any(a is None for a in args) or args[1].dtype != args[2].dtype:
         return None
@@ -198,9 +192,8 @@ def _where(attrs, args, opset):
 _OPS = {
     "Unsqueeze": _unsqueeze, "Squeeze": _squeeze, "Reshape": _reshape, "Concat": _concat, "Gather": _gather,
     "Shape": _shape, "Expand": _expand, "Slice": _slice, "Cast": _cast, "Where": _where,
-    "Add": _arithmetic(np.add), "Sub": _arithmetic(np.subtract), "Mul": _arithmetic(np.multiply),
+    "Add": _binary(np.add), "Sub": _binary(np.subtract), "Mul": _binary(np.multiply),
     "Div": _div, "Mod": _mod, "Sqrt": _unary(np.sqrt, FLOATS),
     "Neg": _unary(np.negative, FLOATS | {t for t in INTEGERS if t.kind == "i"}),
-    "Equal": _compare(np.equal, PLAIN), "Less": _compare(np.less, INTEGERS | FLOATS),
-    "Greater": _compare(np.greater, INTEGERS | FLOATS),
+    "Equal": _binary(np.equal, PLAIN), "Less": _binary(np.less), "Greater": _binary(np.greater),
 }
