@@ -18,7 +18,7 @@ from acompile import numerics
 from acompile.backends.archive import ArchiveReader
 from acompile.numerics.encoding import pack_levels
 from acompile.backends.cells import _magnitudes
-from acompile.backends.device import Cancelled, add_header, write_cells, write_device
+from acompile.backends.device import Cancelled, add_header, header_parts, write_cells, write_device
 from acompile.backends.device_reader import DeviceReader
 from acompile.backends.layout import BLOCK_COLUMNS, layout_tables, mapping_from_tables
 from acompile.backends.program import write_program
@@ -206,16 +206,16 @@ def test_a_program_holds_each_constant_op_and_layer_on_a_line_of_its_own(tmp_pat
 
 
 def test_the_header_goes_only_on_cells_of_the_sizes_the_layout_gives_them(tmp_path):
-    """A compile builds the layout tables while the cells are written elsewhere: add_header checks that the
-    cells are what those tables say before it finishes the file."""
+    """A compile builds the layout tables and the header's fields while the cells are written elsewhere:
+    add_header checks that the cells are what those tables say before it finishes the file."""
     comp = compiled(models.small_cnn(), "isaac")
     write_device(tmp_path / "whole.acdev", comp, "0" * 64)
     path = tmp_path / "device.acdev"
     cells = write_cells(path, comp)
-    layout = layout_tables(comp.mapping)
+    parts = header_parts(comp)
     with pytest.raises(RuntimeError, match="not the sizes"):
-        add_header(path, comp, {**cells, "block_bytes": cells["block_bytes"][:-1] + [0]}, layout, "0" * 64)
-    add_header(path, comp, cells, layout, "0" * 64)
+        add_header(path, {**cells, "block_bytes": cells["block_bytes"][:-1] + [0]}, parts, "0" * 64)
+    add_header(path, cells, parts, "0" * 64)
     assert path.read_bytes() == (tmp_path / "whole.acdev").read_bytes()
 
 
@@ -262,7 +262,7 @@ def test_small_row_stripes_are_encoded_on_the_writers_thread(tmp_path, monkeypat
 
     def recorded(task):
         w, _, _, stripe = task
-        seen.append((w.shape[0] * stripe.rows, threading.current_thread()))
+        seen.append((w.shape[0] * stripe.rows * stripe.count, threading.current_thread()))
         return encode(task)
 
     encode = device.stripe_cells
@@ -281,6 +281,24 @@ def test_small_row_stripes_are_encoded_on_the_writers_thread(tmp_path, monkeypat
     assert {size for size, thread in seen if thread is here} == {sizes[0]}
     assert {size for size, thread in seen if thread is not here} == set(sizes[1:])
     assert files[0] == files[10**12] == (tmp_path / "mixed.acdev").read_bytes()
+
+
+@pytest.mark.parametrize("scheme,how,cell_bits,weight_bits,rows", [SCHEMES[0], SCHEMES[1], SCHEMES[4], SCHEMES[9]])
+def test_row_stripes_laid_out_alike_are_encoded_together_into_the_same_bytes(tmp_path, monkeypatch, scheme, how,
+                                                                              cell_bits, weight_bits, rows):
+    """Consecutive row blocks with the same column blocks are encoded as one stripe (up to
+    BATCHED_STRIPE_WEIGHTS weights): the file is the one each row block encoded alone gives, byte for byte."""
+    from acompile.backends import device
+    comp = compiled(models.mlp((300, 130, 7)), _target(scheme, cell_bits, weight_bits, rows, how))
+    counts = []
+    encode = device.stripe_cells
+    monkeypatch.setattr(device, "stripe_cells", lambda task: (counts.append(task[3].count), encode(task))[1])
+    files = []
+    for batched in (0, device.BATCHED_STRIPE_WEIGHTS):
+        monkeypatch.setattr(device, "BATCHED_STRIPE_WEIGHTS", batched)
+        write_device(tmp_path / "device.acdev", comp, "0" * 64)
+        files.append((tmp_path / "device.acdev").read_bytes())
+    assert files[0] == files[1] and max(counts) > 1
 
 
 def test_a_weight_several_layers_share_is_stored_once_and_read_back_by_each(tmp_path):

@@ -26,7 +26,7 @@ import hashlib
 import itertools
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -49,6 +49,7 @@ _WORKERS = min(4, usable_cores())   # row stripes encoded at once
 # its numpy passes are too short for handing the GIL between threads to pay. On a 2-core machine a pool took
 # 60-100 ms more CPU over a ResNet-50's stripes (every one of them this small) than one thread, and ended later.
 POOLED_STRIPE_WEIGHTS = 1 << 18
+BATCHED_STRIPE_WEIGHTS = 1 << 18
 BLOCKS_ENTRY, CROSSBARS_ENTRY = "blocks.npy", "crossbars.npy"
 FLIP_ENTRY = "flip_marks.npy"   # packed bits, (row blocks, P) per matrix of the "flipped" scheme, in file order
 
@@ -65,7 +66,7 @@ def write_device(path: Path, compiled, program_sha256: str, stop: threading.Even
     on another thread), raises :class:`Cancelled` before the next row stripe.
     """
     cells = write_cells(path, compiled, stop)
-    add_header(path, compiled, cells, layout_tables(compiled.mapping), program_sha256)
+    add_header(path, cells, header_parts(compiled), program_sha256)
 
 
 def write_cells(path: Path, compiled, stop: threading.Event | None = None) -> dict:
@@ -102,12 +103,24 @@ def write_cells(path: Path, compiled, stop: threading.Event | None = None) -> di
             "flip_marks_sha256": hashlib.sha256(marks.tobytes()).hexdigest() if marks is not None else None}
 
 
-def add_header(path: Path, compiled, cells: dict, layout: tuple, program_sha256: str) -> None:
-    """Append the layout tables and header.json to the device file :func:`write_cells` wrote (``cells``: what it
-    returned), once calibration has set the layers' scales and ``program_sha256`` names the program.json it
-    belongs to; ``layout`` is :func:`.layout.layout_tables` of the mapping."""
+def header_parts(compiled) -> tuple:
+    """What the device file adds to its cells that the cells do not decide: :func:`.layout.layout_tables` of the
+    mapping and the header's fields, calibration's scales included. A compile builds them while the cells are
+    still being written, so that only :func:`add_header`'s writing waits for the cells."""
     mapping, target = compiled.mapping, compiled.target
-    blocks, crossbars, block_sizes = layout
+    fields = {"format": DEVICE_FORMAT, "version": DEVICE_VERSION, "target": target.name,
+              "block_columns": list(BLOCK_COLUMNS), "crossbar_columns": list(CROSSBAR_COLUMNS),
+              "geometry": mapping.fabric.to_dict(),
+              "tiles_used": mapping.tiles_used, "chips_needed": mapping.chips_needed,
+              "layers": [_layer_record(layer, target) for layer in mapping.layers]}
+    return layout_tables(mapping), fields
+
+
+def add_header(path: Path, cells: dict, parts: tuple, program_sha256: str) -> None:
+    """Append the layout tables and header.json to the device file :func:`write_cells` wrote (``cells``: what it
+    returned), once calibration is done (``parts``: :func:`header_parts`) and ``program_sha256`` names the
+    program.json it belongs to."""
+    (blocks, crossbars, block_sizes), fields = parts
     if cells["block_bytes"] != block_sizes:
         raise RuntimeError("the device file's cells are not the sizes its layout gives them")
     writer = ArchiveWriter(path, append=True)
@@ -116,14 +129,9 @@ def add_header(path: Path, compiled, cells: dict, layout: tuple, program_sha256:
         writer.add_array(CROSSBARS_ENTRY, crossbars)
         header = {
             **({"flip_marks_sha256": cells["flip_marks_sha256"]} if cells["flip_marks_sha256"] else {}),
-            "format": DEVICE_FORMAT, "version": DEVICE_VERSION, "target": target.name,
-            "levels_bytes": sum(block_sizes),
+            **fields, "levels_bytes": sum(block_sizes),
             "levels_crc32": writer.crc32("levels.bin"),     # zipfile's, taken as the bytes were written
-            "block_columns": list(BLOCK_COLUMNS), "crossbar_columns": list(CROSSBAR_COLUMNS),
-            "geometry": mapping.fabric.to_dict(),
-            "tiles_used": mapping.tiles_used, "chips_needed": mapping.chips_needed,
             "program_sha256": program_sha256,
-            "layers": [_layer_record(layer, target) for layer in mapping.layers],
         }
         writer.add_json("header.json", header, dumps_lines)
     finally:
@@ -171,7 +179,7 @@ def _in_order(pool, fn, items, ahead: int, pooled: Callable[[object], bool]):
 def _large_stripe(task) -> bool:
     """Whether a row stripe's work (see :func:`_stripes`) has more than POOLED_STRIPE_WEIGHTS weights."""
     w, _, _, stripe = task
-    return w.shape[0] * stripe.rows > POOLED_STRIPE_WEIGHTS
+    return w.shape[0] * stripe.rows * stripe.count > POOLED_STRIPE_WEIGHTS
 
 
 def _check_stop(stop: threading.Event | None) -> None:
@@ -191,9 +199,23 @@ def _stripes(graph, matrices: list, scales: list, stop: threading.Event | None):
         w = layer_matrix(differences or graph.constants, layer, group)
         s_w = layer.weight_scales(group, w)
         scales.append(np.asarray(s_w, np.float64))
-        for stripe in stripes:
+        for stripe in _alike(stripes, w.shape[0]):
             _check_stop(stop)
             yield w, s_w, layer, stripe
+
+
+def _alike(stripes: list[Stripe], channels: int) -> Iterator[Stripe]:
+    """A matrix's row stripes, consecutive ones laid out alike joined into one :class:`.cells.Stripe` of up to
+    BATCHED_STRIPE_WEIGHTS weights (``channels`` per row)."""
+    most = max(1, BATCHED_STRIPE_WEIGHTS // max(1, channels * stripes[0].rows)) if stripes else 1
+    i = 0
+    while i < len(stripes):
+        first, j = stripes[i], i + 1
+        while j < len(stripes) and j - i < most and stripes[j][1:] == first[1:] \
+                and stripes[j].row_start == first.row_start + (j - i) * first.rows:
+            j += 1
+        yield first._replace(count=j - i)
+        i = j
 
 
 def _model_integers(graph, layer) -> dict | None:

@@ -108,7 +108,7 @@ def compile_to(args, out: Path, emit: set[str]):
     # atomic_folder puts OUT in place or removes it.
     stop = threading.Event()
     with atomic_folder(out) as tmp, ThreadPoolExecutor(2, thread_name_prefix="acompile-writer") as pool:
-        writers = _Writers(pool, stop, tmp, emit, Timings())
+        writers = _Writers(pool, stop, tmp, emit, Timings(account_memory=bool(getattr(args, "verbose", False))))
         try:
             writers.timings.before_steps_s = process_wall_s()
             compiled = compile_model(args.model, target, options, on_mapped=writers.start)
@@ -151,7 +151,8 @@ class _Writers:
             path = self.tmp / "device.acdev"
             weights = sum(layer.weights for layer in state.mapping.layers)
             if weights >= FORKED_CELLS_WEIGHTS:
-                self.cells = beside(_timed_cells, path, state, None, True, what="device file's cells")
+                self.cells = beside(_timed_cells, path, state, None, self.timings.account_memory,
+                                    what="device file's cells")
             if self.cells is None:
                 self.cells = self.pool.submit(_timed_cells, path, state, self.stop)
         if ("program" in self.emit or "device" in self.emit) and observes_activations(state.mapping, state.target):
@@ -161,8 +162,7 @@ class _Writers:
     def finish(self, compiled, report: dict) -> list[str]:
         """Write the remaining files; wait for the cells and program.npz; return every file's name."""
         import time
-        from ..backends.device import add_header
-        from ..backends.layout import layout_tables
+        from ..backends.device import add_header, header_parts
         from ..backends.program import write_constants, write_program
         from ..backends.report import write_report
         from ..jsonio import dumps_lines
@@ -192,11 +192,11 @@ class _Writers:
             written.append("mapped.onnx")
         if self.cells is not None:
             begin = time.perf_counter()
-            layout = layout_tables(compiled.mapping)        # here, while the cells are still being written
+            parts = header_parts(compiled)        # here, while the cells are still being written
             here = time.perf_counter() - begin
             cells, seconds, self.timings.forked_private_bytes = self.cells.result()
             begin = time.perf_counter()
-            add_header(tmp / "device.acdev", compiled, cells, layout, program_sha)
+            add_header(tmp / "device.acdev", cells, parts, program_sha)
             here += time.perf_counter() - begin
             self.timings.entries.append(Written(["device.acdev"], seconds + here,
                                                 "process" if self._forked() else "writer"))
@@ -213,15 +213,15 @@ class _Writers:
         return isinstance(self.cells, Child)
 
 
-def _timed_cells(path: Path, state, stop, forked: bool = False):
-    """``write_cells``, the seconds it took and, in a forked process, the memory that process holds of its
-    own once done (what it adds to this one's)."""
+def _timed_cells(path: Path, state, stop, account_memory: bool = False):
+    """``write_cells``, the seconds it took and, where asked (a forked process, -v), the memory this process
+    holds of its own once done (what it adds to the compile's)."""
     import time
     from ..backends.device import write_cells
     from .timing import private_bytes
     begin = time.perf_counter()
     cells = write_cells(path, state, stop)
-    return cells, time.perf_counter() - begin, private_bytes() if forked else None
+    return cells, time.perf_counter() - begin, private_bytes() if account_memory else None
 
 
 def run(args) -> int:

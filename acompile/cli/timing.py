@@ -67,6 +67,9 @@ class Timings:
     entries: list[Written] = field(default_factory=list)
     before_steps_s: float | None = None
     forked_private_bytes: int | None = None     # the forked writer's own memory, as it ended
+    # whether a forked writer reads its own memory as it ends (-v): /proc/self/smaps_rollup, 1.7 ms of the int8
+    # ResNet-50's writer, every compile waits for otherwise
+    account_memory: bool = False
 
     def timed(self, files: list[str], where: str, fn, *args):
         """``fn(*args)`` run ``where`` (see :class:`Written`), its time recorded under ``files`` (None: the file
