@@ -46,6 +46,9 @@ def test_aggregated_view_has_one_box_per_tile(cnn, monkeypatch):
     assert 'data-view="tiles"' in svg and 'class="xbar"' not in svg
     assert svg.count('class="tile"') == report["totals"]["tiles"]
     assert {int(x) for x in re.findall(r'class="share" data-layer="(\d+)"', svg)} == set(range(len(report["layers"])))
+    on_tiles = [(int(c), int(t), int(n)) for c, t, n in re.findall(r"chip (\d+) · tile (\d+) · (\d+)</text>", svg)]
+    assert sum(n for _, _, n in on_tiles) == report["totals"]["crossbars"] and on_tiles == sorted(on_tiles)
+    assert [(b.chip, b.tile) for b in c.mapping.crossbars].count(on_tiles[0][:2]) == on_tiles[0][2]
 
 
 def test_many_digital_nodes_are_read_by_operator_and_the_most_costly(cnn, monkeypatch):
