@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .backends.device_reader import DeviceReader
-from .backends.program import load_program, load_program_target
+from .backends.program_reader import load_program, load_program_target
 from .errors import InvalidDataError, clean
 from .numerics.noise import NoiseSpec, ktc_sigma
 from .sim.runtime import MODES, Simulator, WeightsFromGraph, padded_rows

@@ -60,7 +60,7 @@ def test_compile_check_and_the_device_reader_never_import_numpy_ma(tmp_path):
             f"codes = [main(['compile', {model!r}, '-t', 'isaac', '-o', {out!r}, '-q', '--replicate', 'auto']),\n"
             f"         main(['check', {model!r}, '--target', 'isaac', '-q'])]\n"
             "from acompile.backends.device_reader import DeviceReader\n"
-            "from acompile.backends.program import load_program\n"
+            "from acompile.backends.program_reader import load_program\n"
             f"_, mapping, sha = load_program(Path({out!r}))\n"
             f"DeviceReader(Path({out!r}) / 'device.acdev', mapping, program_sha256=sha)\n"
             "print(codes, 'numpy.ma' in sys.modules, 'data-view=\"tiles\"' in "

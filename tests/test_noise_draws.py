@@ -196,7 +196,7 @@ def test_programming_draws_follow_the_compile_seed_and_read_noise_the_simulate_s
 def test_program_json_keeps_the_compile_seed(tmp_path):
     out = tmp_path / "out"
     assert main(["compile", "samples/mlp.onnx", "-t", "hermes", "-o", str(out), "-q", "--seed", "7"]) == 0
-    from acompile.backends.program import load_program
+    from acompile.backends.program_reader import load_program
     assert json.loads((out / "program.json").read_text())["seed"] == 7
     assert load_program(out)[0].meta["compile_seed"] == 7
 

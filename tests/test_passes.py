@@ -12,7 +12,8 @@ import models
 from acompile import numerics
 from acompile.backends.device import write_device
 from acompile.backends.device_reader import DeviceReader
-from acompile.backends.program import load_program, write_program
+from acompile.backends.program import write_program
+from acompile.backends.program_reader import load_program
 from acompile.compiler import FRONTEND, MAPPING, Options, pipeline, run_pipeline
 from acompile.errors import InvalidDataError, UnsupportedError
 from acompile.jsonio import dumps_json

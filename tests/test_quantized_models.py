@@ -100,7 +100,7 @@ def test_program_stores_a_quantized_models_weights_as_integers_and_scales(name, 
     its float bytes; read back, it is the compile's float weight bit for bit, so ideal-mode ``simulate`` of
     the folder gives ``run``'s outputs exactly."""
     from acompile import compile_model, load_target
-    from acompile.backends.program import load_program
+    from acompile.backends.program_reader import load_program
     model = str(corpus.path(name))
     out = tmp_path / "out"
     assert _cli("compile", model, "--target", "isaac", "-q", "-o", str(out), "--emit", "program")[0] == 0
@@ -113,10 +113,15 @@ def test_program_stores_a_quantized_models_weights_as_integers_and_scales(name, 
             assert npz[meta["entry"][:-4]].dtype == np.int8 and meta["dtype"] == "float32"
             assert npz[meta["scales"]["entry"][:-4]].dtype == np.float32
     compiled = compile_model(model, load_target("isaac"))
-    graph, _, _ = load_program(out)
+    graph, mapping, _ = load_program(out)
     for w in weights:
         assert graph.constants[w].dtype == compiled.graph.constants[w].dtype
         assert graph.constants[w].tobytes() == compiled.graph.constants[w].tobytes()
+    # the model's scales are the ones each weight is stored with: program.json names them, not lists them again
+    assert [layer["model_quant"]["weight_scales"] for layer in prog["layers"]] == ["weight"] * len(prog["layers"])
+    for read, made in zip(mapping.layers, compiled.mapping.layers, strict=True):
+        assert np.array_equal(np.asarray(read.model_quant["weight_scales"], np.float64),
+                              np.asarray(made.model_quant["weight_scales"], np.float64))
     _inputs(model, tmp_path / "in.npz", 4, seed=3)
     assert _cli("simulate", str(out), "--input", str(tmp_path / "in.npz"), "--mode", "ideal",
                 "--result", str(tmp_path / "sim.npz"), "-q")[0] == 0
@@ -187,6 +192,21 @@ def test_a_quantized_weight_whose_products_overflow_is_refused(tmp_path):
     assert code == 2 and "weights contain NaN or infinity" in out and "Traceback" not in out + err, out + err
 
 
+def test_a_layer_names_its_weights_stored_scales_only_where_they_are_its_own_exactly():
+    """program.json names a layer's model scales ("weight") only where program.npz stores its weight with those
+    very values; scales that differ in the last bit, or a weight stored as floats, are listed."""
+    from acompile import compile_model, load_target
+    from acompile.backends.program import _layer_json
+    layer = compile_model(str(corpus.path("q_cnn_qdq_channel")), load_target("isaac")).mapping.layers[0]
+    own = np.asarray(layer.model_quant["weight_scales"], np.float64)
+    assert _layer_json(layer, {layer.weight: own.copy()})["model_quant"]["weight_scales"] == "weight"
+    near = own.copy()
+    near[-1] = np.nextafter(near[-1], 1.0)
+    for stored in ({layer.weight: near}, {}):
+        assert _layer_json(layer, stored)["model_quant"]["weight_scales"] == layer.model_quant["weight_scales"]
+    assert isinstance(layer.model_quant["weight_scales"], list)      # the layer's own record is left as it was
+
+
 def test_integers_and_scales_that_do_not_fit_together_are_refused(tmp_path):
     """An edited program.json whose scales name the wrong axis or entry is bad input (exit 2), not a crash."""
     model = str(corpus.path("q_mlp_qdq_tensor"))
@@ -196,9 +216,13 @@ def test_integers_and_scales_that_do_not_fit_together_are_refused(tmp_path):
     prog = json.loads(text)
     name = next(k for k, v in prog["constants"].items() if "scales" in v)
     np.save(tmp_path / "x.npy", np.zeros((1, 32), np.float32))
-    for field, value in (("axis", 5), ("entry", prog["constants"][name]["entry"])):    # the integers as scales
+    edits = [lambda p, field=field, value=value: p["constants"][name]["scales"].update({field: value})
+             for field, value in (("axis", 5), ("entry", prog["constants"][name]["entry"]))]  # the integers as scales
+    bias = prog["layers"][0]["bias"]        # a layer that takes its scales from a constant stored without any
+    edits.append(lambda p: p["layers"][0].update(weight=bias))
+    for edit in edits:
         edited = json.loads(text)
-        edited["constants"][name]["scales"][field] = value
+        edit(edited)
         (out / "program.json").write_text(json.dumps(edited))
         code, _, err = _cli("simulate", str(out), "--input", str(tmp_path / "x.npy"), "--mode", "ideal")
         assert code == 2 and "malformed" in err and "Traceback" not in err, err
@@ -264,10 +288,11 @@ def test_a_weight_quantized_twice_keeps_the_models_integers(tmp_path):
     model = str(tmp_path / "shared.onnx")
     _shared_weight_model(model)
     assert _cli("compile", model, "--target", "isaac", "-q", "-o", str(tmp_path / "out"), "--emit", "program")[0] == 0
-    layers = json.loads((tmp_path / "out" / "program.json").read_text())["layers"]
-    assert [layer["name"] for layer in layers] == ["first", "second"]
-    assert layers[1]["model_quant"]["weight_scales"] == pytest.approx([0.02] * 16)
-    assert all(layer["model_quant"]["input_bits"] == 8 for layer in layers)
+    from acompile.backends.program_reader import load_program
+    layers = load_program(tmp_path / "out")[1].layers
+    assert [layer.name for layer in layers] == ["first", "second"]
+    assert layers[1].model_quant["weight_scales"] == pytest.approx([0.02] * 16)
+    assert all(layer.model_quant["input_bits"] == 8 for layer in layers)
     np.save(tmp_path / "x.npy", np.random.default_rng(6).standard_normal((4, 16)).astype(np.float32))
     code, out, _ = _cli("run", model, "--target", "isaac", "--mode", "quantized", "--input", str(tmp_path / "x.npy"),
                         "--format", "json")
@@ -296,8 +321,9 @@ def test_a_qlinear_matmul_whose_weight_is_computed_from_constants_maps_with_its_
     model = str(tmp_path / "qop.onnx")
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), model)
     assert _cli("compile", model, "--target", "isaac", "-q", "-o", str(tmp_path / "out"), "--emit", "program")[0] == 0
-    (layer,) = json.loads((tmp_path / "out" / "program.json").read_text())["layers"]
-    assert layer["name"] == "qmatmul" and layer["model_quant"]["weight_scales"] == pytest.approx([0.02] * 8)
+    from acompile.backends.program_reader import load_program
+    (layer,) = load_program(tmp_path / "out")[1].layers
+    assert layer.name == "qmatmul" and layer.model_quant["weight_scales"] == pytest.approx([0.02] * 8)
     np.save(tmp_path / "x.npy", rng.standard_normal((4, 16)).astype(np.float32))
     code, out, _ = _cli("run", model, "--target", "isaac", "--mode", "quantized", "--input", str(tmp_path / "x.npy"),
                         "--format", "json")

@@ -7,7 +7,7 @@ import pytest
 
 import models
 from acompile import numerics
-from acompile.backends.program import load_program
+from acompile.backends.program_reader import load_program
 from acompile.cli import main
 from acompile.mapping import layer_matrix
 from acompile.simulation import load_compiled, simulate as simulate_folder

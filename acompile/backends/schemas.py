@@ -38,7 +38,7 @@ OP = {"name": str, "op": str, "domain": str, "opset": Int(1, 1000), "inputs": Se
       "outputs": Seq(str, min_len=1, max_len=1 << 16), "kind?": str, "chain?": str, "layer?": COUNT,
       "attrs": Map(Any()), "attr_types?": Map(Int(0, 100)), "shape?": SHAPE,
       "outer?": Seq(str, max_len=1 << 16), "opsets?": Map(Int(0, 100000))}
-PROGRAM = {"format": OneOf("acompile-program"), "version": Int(2, 2), "target": str, "batch": POSITIVE,
+PROGRAM = {"format": OneOf("acompile-program"), "version": Int(3, 3), "target": str, "batch": POSITIVE,
            "opset": Int(1, 1000), "seed?": Int(0, 2**63 - 1), "dynamic_batch?": bool, "model?": str, "inputs": Seq(TENSOR),
            "outputs": Seq(TENSOR, min_len=1), "constants_index_sha256": str, "target_sha256?": str,
            "constants": Map({"entry": str, "dtype": str, "shape": Seq(SIZE, max_len=64),
