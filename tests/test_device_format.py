@@ -136,6 +136,17 @@ def test_magnitudes_of_a_models_narrow_integers_are_those_of_the_same_integers_w
         np.testing.assert_array_equal(got, want.astype(dtype))
 
 
+@pytest.mark.parametrize("tile", [1, 100, 1 << 15])
+def test_magnitudes_are_transposed_tile_by_tile_into_the_whole_transpose(monkeypatch, tile):
+    from acompile.backends import cells
+    monkeypatch.setattr(cells, "TRANSPOSE_TILE_BYTES", tile)
+    for dtype, shape in (("<u2", (300, 128)), ("<i4", (7, 64)), ("<u8", (129, 3))):
+        a = np.random.default_rng(1).integers(0, 1 << 15, shape).astype(dtype)
+        out = np.zeros(shape[::-1], dtype)
+        cells._transposed(a, out)
+        assert np.array_equal(out, a.T)
+
+
 def test_the_layout_tables_are_the_mappings_own_and_read_back_into_it(tmp_path):
     """blocks.npy is the mapping's blocks in its order, with their cells' byte ranges following each other in
     levels.bin; crossbars.npy its crossbars; read back on the same layers they give the same mapping, block

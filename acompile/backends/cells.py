@@ -9,6 +9,7 @@ straight from the weights' magnitudes where a channel's slices fill whole bytes,
 
 from __future__ import annotations
 
+import functools
 from collections import namedtuple
 
 import numpy as np
@@ -16,6 +17,8 @@ import numpy as np
 from .. import numerics
 from ..numerics.encoding import pack_levels
 
+
+TRANSPOSE_TILE_BYTES = 1 << 15    # of magnitudes transposed at once (_transposed)
 
 Stripe = namedtuple("Stripe", ("row_start", "rows", "col_starts", "cols", "count"), defaults=(1,))
 Stripe.__doc__ = """``count`` row blocks of a matrix, ``rows`` rows each from ``row_start`` on, laid out alike: the first
@@ -44,17 +47,14 @@ def stripe_cells(task) -> tuple[Stripe, list[int], list, np.ndarray | None]:
     # type: an int8 model's cells come straight from its int8 weights, not from a copy widened to int32
     q = w[:, r0:r0 + height] if w.dtype.kind == "i" else layer.quantize(w[:, r0:r0 + height], s_w)
     # Flip marks are column sums of cells: read from the packed bytes when cells do not straddle them.
-    packed = _packed_rows(q, spec, rows) if not spec.flipped or 8 % cb == 0 else None
+    packed = _packed_rows(q, spec) if not spec.flipped or 8 % cb == 0 else None
     data_cols = w.shape[0] * spec.columns_per_channel if packed is not None else 0
     levels = _levels(q, spec, 0, spec.physical_columns(w.shape[0])) if packed is None else None
     flip = _flip(packed, levels, q, spec, count) if spec.flipped else None      # (count, P)
 
-    def aligned(i: int) -> bool:
-        return starts[i] + widths[i] <= data_cols and starts[i] * cb % 8 == 0 and widths[i] * cb % 8 == 0
-
     runs = []   # per run of blocks: (count, its bytes in one row block)
-    for i, j in _runs(starts, widths, aligned):
-        if aligned(i):
+    for i, j, aligned in _runs(tuple(starts), tuple(widths), data_cols, cb):
+        if aligned:
             a, per = starts[i] * cb // 8, widths[i] * cb // 8
             run = packed[:, a:a + (j - i) * per].reshape(count, rows, j - i, per).transpose(0, 2, 1, 3)
             runs.append((np.ascontiguousarray(run).reshape(count, -1), [rows * per] * (j - i)))
@@ -71,17 +71,23 @@ def stripe_cells(task) -> tuple[Stripe, list[int], list, np.ndarray | None]:
     return stripe, sizes, pieces, flip.reshape(-1) if flip is not None else None
 
 
-def _runs(starts: list[int], widths: list[int], ok):
-    """Spans (i, j) of a stripe's blocks in order: a run of equal, adjacent blocks that all pass ok, packed
-    block-major in one copy, or a single block."""
-    i = 0
+@functools.lru_cache(maxsize=256)
+def _runs(starts: tuple, widths: tuple, data_cols: int, cb: int) -> tuple:
+    """Spans (i, j, aligned) of a stripe's blocks in order: a run of equal, adjacent blocks that all start and
+    end on a byte boundary within the ``data_cols`` packed columns (aligned), packed block-major in one copy, or
+    a single block. Cached: a matrix's row stripes have the same blocks."""
+    def aligned(i: int) -> bool:
+        return starts[i] + widths[i] <= data_cols and starts[i] * cb % 8 == 0 and widths[i] * cb % 8 == 0
+
+    out, i = [], 0
     while i < len(starts):
         j = i + 1
-        if ok(i):
-            while j < len(starts) and ok(j) and widths[j] == widths[i] and starts[j] == starts[j - 1] + widths[i]:
+        if aligned(i):
+            while j < len(starts) and aligned(j) and widths[j] == widths[i] and starts[j] == starts[j - 1] + widths[i]:
                 j += 1
-        yield i, j
+        out.append((i, j, aligned(i)))
         i = j
+    return tuple(out)
 
 
 def _flip(packed: np.ndarray | None, levels: np.ndarray | None, q: np.ndarray, spec: numerics.AnalogSpec,
@@ -133,18 +139,17 @@ def _column_sums(packed: np.ndarray, cb: int, count: int = 1) -> np.ndarray:
     return sums[:, :nbytes].reshape(count, -1)
 
 
-def _magnitudes(q: np.ndarray, spec: numerics.AnalogSpec, dtype, out: np.ndarray | None = None) -> np.ndarray:
+def _magnitudes(q: np.ndarray, spec: numerics.AnalogSpec, dtype) -> np.ndarray:
     """(rows, N, signs) stored magnitudes of q (N, rows, any signed integer type): max(±q, 0) (differential) or
-    q + offset (computed in ``dtype``, whose integers wrap around: the sum itself always fits); written into
-    ``out`` where given.
+    q + offset (computed in ``dtype``, whose integers wrap around: the sum itself always fits).
 
     Each is computed where q lies and transposed once, in the stored type: numpy transposes 2-, 4- and 8-byte
-    integers faster than it converts while it transposes (an int8 ResNet-50's 16-bit magnitudes 24 -> 13 ms).
+    integers faster than it converts while it transposes (an int8 ResNet-50's 16-bit magnitudes 24 -> 13 ms),
+    and :func:`_transposed` a few channels at a time.
     """
     n, rows = q.shape
     dt = np.dtype(dtype).newbyteorder("<")
-    if out is None:
-        out = np.empty((rows, n, 2 if spec.differential else 1), dt)
+    out = np.empty((rows, n, 2 if spec.differential else 1), dt)
     if spec.differential and dt.kind == "u" and dt.itemsize <= 4:
         # Both signs as one little-endian integer twice as wide, |q| in the half of q's sign (two strided
         # writes of the interleaved signs cost three times as much).
@@ -153,35 +158,42 @@ def _magnitudes(q: np.ndarray, spec: numerics.AnalogSpec, dtype, out: np.ndarray
         wide ^= negative
         wide -= negative
         wide <<= negative & (8 * dt.itemsize)
-        np.copyto(out.reshape(rows, 2 * n).view(wide.dtype), wide.T)
+        _transposed(wide, out.reshape(rows, 2 * n).view(wide.dtype))
     elif spec.differential:
         signs = np.stack([np.maximum(q, 0), np.maximum(np.negative(q, dtype=np.int64), 0)], axis=-1)
         np.copyto(out, signs.astype(dt).transpose(1, 0, 2))
     else:
         stored = q.astype(dt)
         stored += dt.type(spec.offset)
-        np.copyto(out[:, :, 0], stored.T)
+        _transposed(stored, out[:, :, 0])
     return out
 
 
-def _packed_rows(q: np.ndarray, spec: numerics.AnalogSpec, rows: int) -> np.ndarray | None:
-    """The data columns of a stripe's row blocks (``rows`` rows each) as ``pack_levels`` lays them out, or None.
+def _transposed(a: np.ndarray, out: np.ndarray) -> None:
+    """``out[...] = a.T`` for a (N, rows), TRANSPOSE_TILE_BYTES of ``a`` at a time: numpy transposes a whole
+    matrix in strided passes that leave the first-level cache (16-bit magnitudes of 2048 channels by 128 rows:
+    0.6 -> 0.37 ns a weight in tiles of 128 channels; 32 KiB tiles were the quickest for 2-, 4- and 8-byte
+    magnitudes of 64 to 256 rows)."""
+    step = max(1, TRANSPOSE_TILE_BYTES // max(1, a.shape[1] * a.itemsize))
+    for c in range(0, a.shape[0], step):
+        np.copyto(out[:, c:c + step], a[c:c + step].T)
+
+
+def _packed_rows(q: np.ndarray, spec: numerics.AnalogSpec) -> np.ndarray | None:
+    """The data columns of a stripe as ``pack_levels`` lays them out, or None.
 
     In the canonical column order a channel's sign group is S consecutive cells holding bits
     ``[j*cb, (j+1)*cb)`` of its magnitude, and cells pack least significant bits first, so when
     ``S*cb`` is a multiple of 8 the packed row is every (channel, sign) magnitude as a
     little-endian ``S*cb/8``-byte integer. q is (N, height); the result is (height, N*signs*S*cb/8),
-    a fresh array. The magnitudes are transposed a row block at a time: numpy transposes a tall matrix
-    in passes that leave the cache (a 2048-channel block's 0.6 ns a weight, 1.5 ns four blocks at once).
+    a fresh array.
     """
     bits = spec.slices * spec.cell_bits
     if bits % 8 or bits > 64:
         return None
     nb = bits // 8
-    (n, height), stored = q.shape, f"<u{nb if nb in (1, 2, 4, 8) else 8}"
-    mags = np.empty((height, n, 2 if spec.differential else 1), stored)
-    for r in range(0, height, rows):
-        _magnitudes(q[:, r:r + rows], spec, stored, mags[r:r + rows])
+    height = q.shape[1]
+    mags = _magnitudes(q, spec, f"<u{nb if nb in (1, 2, 4, 8) else 8}")
     if nb in (1, 2, 4, 8):
         return mags.view(np.uint8).reshape(height, -1)
     wide = mags.view(np.uint8)

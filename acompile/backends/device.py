@@ -145,16 +145,19 @@ def _stripe_blocks(mapping: Mapping) -> list[tuple]:
     A stripe is the rows of one row block; its blocks are consecutive in the mapping's order
     (layer, matrix, row block, column block).
     """
-    t = mapping.blocks
-
-    def stripes(blocks: list[int]) -> list[Stripe]:
-        at = np.asarray(blocks, np.int64)
-        row_start, rows, starts, widths = (column[at].tolist() for column in (t.row_start, t.rows, t.col_start, t.cols))
-        bounds = [i for i, (a, b, c, d) in enumerate(zip(row_start, row_start[1:], rows, rows[1:]), 1)
-                  if a != b or c != d]
-        return [Stripe(row_start[a], rows[a], starts[a:b], widths[a:b])
-                for a, b in itertools.pairwise([0] + bounds + [len(blocks)])]
-    return [(layer, mi, stripes(blocks)) for layer, mi, blocks in matrix_blocks(mapping)]
+    t, matrices = mapping.blocks, matrix_blocks(mapping)
+    order = np.fromiter(itertools.chain.from_iterable(blocks for *_, blocks in matrices), np.int64)
+    which = np.repeat(np.arange(len(matrices)), [len(blocks) for *_, blocks in matrices])
+    row_start, rows = t.row_start[order], t.rows[order]
+    first = np.ones(len(order), bool)
+    first[1:] = (which[1:] != which[:-1]) | (row_start[1:] != row_start[:-1]) | (rows[1:] != rows[:-1])
+    at = np.flatnonzero(first)
+    starts, widths = t.col_start[order].tolist(), t.cols[order].tolist()
+    out = [(layer, mi, []) for layer, mi, _ in matrices]
+    for a, b, m, r0, r in zip(at.tolist(), at[1:].tolist() + [len(order)], which[at].tolist(), row_start[at].tolist(),
+                              rows[at].tolist()):
+        out[m][2].append(Stripe(r0, r, starts[a:b], widths[a:b]))
+    return out
 
 
 def _in_order(pool, fn, items, ahead: int, pooled: Callable[[object], bool]):
