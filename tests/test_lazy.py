@@ -67,3 +67,40 @@ def test_compile_check_and_the_device_reader_never_import_numpy_ma(tmp_path):
             f"(Path({out!r}) / 'report.html').read_text(), max(x.replication for x in mapping.layers))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["[0,", "0]", "False", "True", out.split()[-1]] and int(out.split()[-1]) > 1
+
+
+def test_the_device_files_cells_are_written_without_loading_hashlib(tmp_path):
+    """A compile forks the writer of the device file's cells once the mapping is final: neither the compile up to
+    then nor the cells load hashlib (OpenSSL's, 3 ms of that writer's path); the header, written by the compile
+    itself, hashes the flip marks it is sent."""
+    model = str(Path(__file__).resolve().parents[1] / "samples" / "cnn.onnx")
+    path = str(tmp_path / "device.acdev")
+    code = ("import sys\nfrom pathlib import Path\nfrom acompile.compiler import compile_model\n"
+            "from acompile.target import load_target\nseen, cells = [], {}\n"
+            "def mapped(state):     # where compile forks the cells' writer\n"
+            "    from acompile.backends.device import write_cells\n"
+            "    seen.append('hashlib' in sys.modules)\n"
+            f"    cells.update(write_cells(Path({path!r}), state))\n"
+            "    seen.append('hashlib' in sys.modules)\n"
+            f"c = compile_model({model!r}, load_target('isaac'), on_mapped=mapped)\n"
+            "from acompile.backends.device import add_header, header_parts\n"
+            f"add_header(Path({path!r}), cells, header_parts(c), '0' * 64)\n"
+            "print(seen, cells['flip_marks'] is not None)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["[False,", "False]", "True"]
+
+
+def test_a_lazy_pool_makes_its_threads_only_for_work():
+    """LazyThreads: no executor (nor concurrent.futures import) until the first submit; leaving waits for the
+    work handed to it."""
+    import threading
+    import time
+    from acompile.lazy import LazyThreads
+    before = threading.active_count()
+    with LazyThreads(2, "idle") as pool:
+        assert pool._pool is None and threading.active_count() == before
+    done = []
+    with LazyThreads(2, "busy") as pool:
+        pool.submit(lambda: (time.sleep(0.05), done.append(1)))
+        assert pool._pool is not None
+    assert done == [1]

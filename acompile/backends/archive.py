@@ -8,7 +8,6 @@ the ``.npy`` format, so ``numpy.load(path, allow_pickle=False)`` reads them.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import zipfile
 from pathlib import Path
@@ -94,6 +93,7 @@ def index_sha256(f, start: int) -> str:
     replaced or cut short either changes the index or fails that check. Hashing the whole file instead costs
     about 50 ms per 100 MB on each side, where the CRC-32s cost nothing more than the ZIP's own.
     """
+    import hashlib      # here: a forked writer of a device file's cells never hashes, nor loads OpenSSL
     f.seek(start)
     digest = hashlib.sha256()
     while chunk := f.read(1 << 20):

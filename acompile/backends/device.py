@@ -22,12 +22,10 @@ header are added once calibration is done. :mod:`.device_reader` reads the file 
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +33,7 @@ import numpy as np
 from .. import numerics
 from ..errors import clean
 from ..jsonio import dumps_lines
+from ..lazy import LazyThreads
 from ..limits import usable_cores
 from ..mapping import Mapping, layer_matrix
 from .archive import ArchiveWriter
@@ -73,7 +72,9 @@ def write_cells(path: Path, compiled, stop: threading.Event | None = None) -> di
     """Write every member of the device file but its header -- levels.bin, weight_scales.npy and, in the
     "flipped" scheme, the flip marks -- as a complete archive that :func:`add_header` finishes. Return what
     the header says of them (plain data, which a forked writer sends back): ``block_bytes`` (each block's
-    size in levels.bin, file order) and ``flip_marks_sha256`` (None without flip marks).
+    size in levels.bin, file order) and ``flip_marks`` (their packed bytes, which the header names by their
+    sha256; None without flip marks). The hashing is add_header's: a forked writer then never loads hashlib
+    (OpenSSL's, 3 ms of its path).
 
     Nothing calibration sets is read: the cells can be written from the moment the mapping is final. The
     layout tables are not built here: the mapping alone decides them (:func:`.layout.layout_tables`), and a
@@ -84,7 +85,7 @@ def write_cells(path: Path, compiled, stop: threading.Event | None = None) -> di
     writer = ArchiveWriter(path)
     sizes, scales, flips = [], [], []
     try:
-        with writer.open_stream("levels.bin") as stream, ThreadPoolExecutor(_WORKERS) as pool:
+        with writer.open_stream("levels.bin") as stream, LazyThreads(_WORKERS) as pool:
             cells = _in_order(pool, stripe_cells, _stripes(graph, matrices, scales, stop), ahead=2 * _WORKERS,
                               pooled=_large_stripe)
             for _, group_sizes, pieces, flip in cells:
@@ -99,8 +100,7 @@ def write_cells(path: Path, compiled, stop: threading.Event | None = None) -> di
             writer.add_array(FLIP_ENTRY, marks)
     finally:
         writer.close()
-    return {"block_bytes": sizes,
-            "flip_marks_sha256": hashlib.sha256(marks.tobytes()).hexdigest() if marks is not None else None}
+    return {"block_bytes": sizes, "flip_marks": marks.tobytes() if marks is not None else None}
 
 
 def header_parts(compiled) -> tuple:
@@ -120,6 +120,7 @@ def add_header(path: Path, cells: dict, parts: tuple, program_sha256: str) -> No
     """Append the layout tables and header.json to the device file :func:`write_cells` wrote (``cells``: what it
     returned), once calibration is done (``parts``: :func:`header_parts`) and ``program_sha256`` names the
     program.json it belongs to."""
+    import hashlib
     (blocks, crossbars, block_sizes), fields = parts
     if cells["block_bytes"] != block_sizes:
         raise RuntimeError("the device file's cells are not the sizes its layout gives them")
@@ -127,8 +128,9 @@ def add_header(path: Path, cells: dict, parts: tuple, program_sha256: str) -> No
     try:
         writer.add_array(BLOCKS_ENTRY, blocks)
         writer.add_array(CROSSBARS_ENTRY, crossbars)
+        marks = cells["flip_marks"]
         header = {
-            **({"flip_marks_sha256": cells["flip_marks_sha256"]} if cells["flip_marks_sha256"] else {}),
+            **({"flip_marks_sha256": hashlib.sha256(marks).hexdigest()} if marks is not None else {}),
             **fields, "levels_bytes": sum(block_sizes),
             "levels_crc32": writer.crc32("levels.bin"),     # zipfile's, taken as the bytes were written
             "program_sha256": program_sha256,

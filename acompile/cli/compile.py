@@ -84,12 +84,12 @@ def compile_to(args, out: Path, emit: set[str]):
     """Compile ``args.model`` for ``args.target`` and write the ``emit`` files into ``out``, atomically.
     Return the compiled program, its report, the names of the files written and their :class:`Timings`."""
     import threading
-    from concurrent.futures import ThreadPoolExecutor
     from ..backends.report import build_report
     from ..calibrate import load_arrays
     from ..compiler import compile_model
     from ..files import atomic_folder, check_replaceable
     from ..frontend.input_shapes import model_inputs
+    from ..lazy import LazyThreads
     from ..target import apply_overrides, load_target, parse_settings
     from .timing import Timings, process_wall_s
     target = apply_overrides(load_target(args.target), parse_settings(getattr(args, "set", None)))
@@ -107,7 +107,7 @@ def compile_to(args, out: Path, emit: set[str]):
     # writers (told to stop, and the cells' process ended, when this thread failed or was interrupted) before
     # atomic_folder puts OUT in place or removes it.
     stop = threading.Event()
-    with atomic_folder(out) as tmp, ThreadPoolExecutor(2, thread_name_prefix="acompile-writer") as pool:
+    with atomic_folder(out) as tmp, LazyThreads(2, "acompile-writer") as pool:
         writers = _Writers(pool, stop, tmp, emit, Timings(account_memory=bool(getattr(args, "verbose", False))))
         try:
             writers.timings.before_steps_s = process_wall_s()
@@ -143,7 +143,7 @@ class _Writers:
         self.cells = self.constants = None
 
     def start(self, state) -> None:
-        from ..backends.program import write_constants
+        from ..backends import device   # noqa: F401  (here: what a forked process imports costs it more)
         from ..calibrate import observes_activations
         from ..isolated import beside
         self.started = True
@@ -156,7 +156,7 @@ class _Writers:
             if self.cells is None:
                 self.cells = self.pool.submit(_timed_cells, path, state, self.stop)
         if ("program" in self.emit or "device" in self.emit) and observes_activations(state.mapping, state.target):
-            self.constants = self.pool.submit(self.timings.timed, ["program.npz"], "writer", write_constants,
+            self.constants = self.pool.submit(self.timings.timed, ["program.npz"], "writer", _write_constants,
                                               self.tmp, state.graph, state.mapping, self.stop)
 
     def finish(self, compiled, report: dict) -> list[str]:
@@ -211,6 +211,13 @@ class _Writers:
     def _forked(self) -> bool:
         from ..isolated import Child
         return isinstance(self.cells, Child)
+
+
+def _write_constants(*args):
+    """``write_constants``, imported on the writer's thread: the program's modules are none of what the cells'
+    process, forked just before, needs."""
+    from ..backends.program import write_constants
+    return write_constants(*args)
 
 
 def _timed_cells(path: Path, state, stop, account_memory: bool = False):
