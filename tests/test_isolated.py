@@ -90,8 +90,9 @@ def test_beside_forks_only_a_process_without_other_threads():
 
 
 def test_compile_in_a_fresh_process_forks_its_cells_and_writes_the_same_bytes(tmp_path, monkeypatch, capsys):
-    """The command line forks the device file's cells (Linux); a compile that cannot fork encodes them on a
-    thread; both write the same files, byte for byte."""
+    """The command line forks the device file's cells (Linux), and for a model below FORKED_CONSTANTS_WEIGHTS
+    program.npz after them; a compile that cannot fork writes both on a thread; both write the same files,
+    byte for byte."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ACOMPILE_", "PYTHON"))}
     env["PYTHONPATH"] = str(Path(acompile.__file__).resolve().parents[1])
     command = ("import sys; import acompile.cli.compile as c; c.FORKED_CELLS_WEIGHTS = 0     # the sample is small\n"
@@ -102,7 +103,7 @@ def test_compile_in_a_fresh_process_forks_its_cells_and_writes_the_same_bytes(tm
     assert done.returncode == 0, done.stderr
     profile = json.loads(done.stdout)["profile"]
     threads = {f: w["thread"] for w in profile["writes"] for f in w["files"]}
-    assert threads["device.acdev"] == ("process" if sys.platform == "linux" else "writer")
+    assert threads["device.acdev"] == threads["program.npz"] == ("process" if sys.platform == "linux" else "writer")
     if sys.platform == "linux":     # what the forked writer held of its own, which the peak RSS leaves out
         assert profile["process"]["forked_writer_private_bytes"] > 0
     monkeypatch.setattr(isolated, "beside", lambda *args, what: None)
@@ -110,7 +111,8 @@ def test_compile_in_a_fresh_process_forks_its_cells_and_writes_the_same_bytes(tm
                  "--format", "json"]) == 0
     profile = json.loads(capsys.readouterr().out)["profile"]
     threads = {f: w["thread"] for w in profile["writes"] for f in w["files"]}
-    assert threads["device.acdev"] == "writer" and profile["process"]["forked_writer_private_bytes"] is None
+    assert threads["device.acdev"] == threads["program.npz"] == "writer"
+    assert profile["process"]["forked_writer_private_bytes"] is None
     names = sorted(p.name for p in (tmp_path / "forked").iterdir())
     assert names == sorted(p.name for p in (tmp_path / "threaded").iterdir()) and "device.acdev" in names
     for name in names:

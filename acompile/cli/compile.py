@@ -23,6 +23,12 @@ EMITTABLE = ("program", "device", "report", "html", "mapped", "mapped-with-weigh
 # the transformer block's (3.1 M) 243 -> 234 ms forked (medians of 21 interleaved; 189 -> 195 before the
 # cells were encoded from the weights where they lie and the blocks became tables).
 FORKED_CELLS_WEIGHTS = 1 << 21
+# Below this many weights, when the compile calibrates, that forked process also writes program.npz once its
+# cells are done: they then take less than calibration's fixed part (importing the simulator and onnxruntime,
+# about 40 ms), and program.npz no longer takes turns at the GIL with calibration. The transformer block's
+# (3.1 M weights) compile 207 -> 200 ms; the ResNet-50's (25 M), whose cells outlast its calibration, would
+# have taken 413 -> 454 ms.
+FORKED_CONSTANTS_WEIGHTS = 1 << 22
 DEFAULT_EMIT = "program,device,report,html,mapped"
 
 
@@ -132,30 +138,36 @@ class _Writers:
     where that is safe (``isolated.beside``): their many short numpy passes and this thread's Python
     (calibration, the program, the reports) took turns at one GIL, and on a 2-core machine each handoff cost
     more than most of the passes. Otherwise they are encoded on ``pool``. program.npz is written on ``pool``
-    while this thread calibrates (its writes let go of the GIL); when calibration observes nothing (a
-    quantized model's own scales), on this thread once the compile is done: a thread then only adds GIL
-    handoffs, over the int8 ResNet-50's 300 entries 18 ms of its compile (331 -> 314 ms).
+    while this thread calibrates (its writes let go of the GIL), or by the cells' process after them for a
+    model of fewer than FORKED_CONSTANTS_WEIGHTS weights; when calibration observes nothing (a quantized
+    model's own scales), on this thread once the compile is done: a thread then only adds GIL handoffs,
+    over the int8 ResNet-50's 300 entries 18 ms of its compile (331 -> 314 ms).
     """
 
     def __init__(self, pool, stop, tmp: Path, emit: set[str], timings):
         self.pool, self.stop, self.tmp, self.emit, self.timings = pool, stop, tmp, emit, timings
         self.started = False
         self.cells = self.constants = None
+        self.constants_forked = False   # program.npz is written by the cells' process
 
     def start(self, state) -> None:
-        from ..backends import device   # noqa: F401  (here: what a forked process imports costs it more)
+        from ..backends.device import write_cells   # here: what a forked process imports costs it more
         from ..calibrate import observes_activations
         from ..isolated import beside
         self.started = True
+        calibrating = ("program" in self.emit or "device" in self.emit) and \
+            observes_activations(state.mapping, state.target)
         if "device" in self.emit:   # its header, with what calibration sets, is added by finish
             path = self.tmp / "device.acdev"
             weights = sum(layer.weights for layer in state.mapping.layers)
             if weights >= FORKED_CELLS_WEIGHTS:
-                self.cells = beside(_timed_cells, path, state, None, self.timings.account_memory,
-                                    what="device file's cells")
+                constants = self.tmp if calibrating and weights < FORKED_CONSTANTS_WEIGHTS else None
+                self.cells = beside(_timed_cells, write_cells, path, state, None, self.timings.account_memory,
+                                    constants, what="device file's cells")
+                self.constants_forked = self.cells is not None and constants is not None
             if self.cells is None:
-                self.cells = self.pool.submit(_timed_cells, path, state, self.stop)
-        if ("program" in self.emit or "device" in self.emit) and observes_activations(state.mapping, state.target):
+                self.cells = self.pool.submit(_timed_cells, write_cells, path, state, self.stop)
+        if calibrating and not self.constants_forked:
             self.constants = self.pool.submit(self.timings.timed, ["program.npz"], "writer", _write_constants,
                                               self.tmp, state.graph, state.mapping, self.stop)
 
@@ -170,15 +182,16 @@ class _Writers:
         if not self.started:
             self.start(compiled)    # a compile without calibration never called it
         tmp, emit, written, timed = self.tmp, self.emit, [], self.timings.timed
-        program_sha = None
-        if "program" in emit or "device" in emit:
-            constants = self.constants.result() if self.constants is not None else \
-                timed(["program.npz"], "main", write_constants, tmp, compiled.graph, compiled.mapping)
-            program_sha = timed(["program.json", "target.toml"], "main", write_program, tmp, compiled, dumps_lines,
-                                constants)
-            written += ["program.json", "program.npz", "target.toml"]
-        if self.cells is not None:
-            written.append("device.acdev")
+
+        def program(constants) -> str:
+            """program.json beside program.npz (``constants``: what wrote it said); its sha256."""
+            written[:0] = ["program.json", "program.npz", "target.toml"]
+            return timed(["program.json", "target.toml"], "main", write_program, tmp, compiled, dumps_lines, constants)
+
+        program_sha = None      # program.json as soon as its constants are written: after the cells only with them
+        if ("program" in emit or "device" in emit) and not self.constants_forked:
+            program_sha = program(self.constants.result() if self.constants is not None else
+                                  timed(["program.npz"], "main", write_constants, tmp, compiled.graph, compiled.mapping))
         if "report" in emit:
             written += timed(None, "main", write_report, report, tmp, dumps_lines)
         if "html" in emit:
@@ -190,15 +203,17 @@ class _Writers:
             timed(["mapped.onnx"], "main", write_mapped, tmp / "mapped.onnx", compiled, report,
                   "mapped-with-weights" in emit)
             written.append("mapped.onnx")
+        parts = header_parts(compiled) if self.cells is not None else None    # while the cells are written
+        if self.cells is not None:
+            written.insert(3 if program_sha else 0, "device.acdev")
+            cells, seconds, self.timings.forked_private_bytes, forked, npz_seconds = self.cells.result()
+        if self.constants_forked:
+            self.timings.entries.append(Written(["program.npz"], npz_seconds, "process"))
+            program_sha = program(forked)
         if self.cells is not None:
             begin = time.perf_counter()
-            parts = header_parts(compiled)        # here, while the cells are still being written
-            here = time.perf_counter() - begin
-            cells, seconds, self.timings.forked_private_bytes = self.cells.result()
-            begin = time.perf_counter()
             add_header(tmp / "device.acdev", cells, parts, program_sha)
-            here += time.perf_counter() - begin
-            self.timings.entries.append(Written(["device.acdev"], seconds + here,
+            self.timings.entries.append(Written(["device.acdev"], seconds + time.perf_counter() - begin,
                                                 "process" if self._forked() else "writer"))
         return written
 
@@ -220,15 +235,22 @@ def _write_constants(*args):
     return write_constants(*args)
 
 
-def _timed_cells(path: Path, state, stop, account_memory: bool = False):
-    """``write_cells``, the seconds it took and, where asked (a forked process, -v), the memory this process
-    holds of its own once done (what it adds to the compile's)."""
+def _timed_cells(write_cells, path: Path, state, stop, account_memory: bool = False,
+                 constants_in: Path | None = None):
+    """``write_cells`` (device.write_cells), the seconds it took, where asked (a forked process, -v) the memory
+    this process holds of its own once done (what it adds to the compile's), then, given ``constants_in``,
+    program.npz written there (``write_constants``' listing, and the seconds it took; both None otherwise)."""
     import time
-    from ..backends.device import write_cells
     from .timing import private_bytes
     begin = time.perf_counter()
     cells = write_cells(path, state, stop)
-    return cells, time.perf_counter() - begin, private_bytes() if account_memory else None
+    seconds = time.perf_counter() - begin
+    constants = npz_seconds = None
+    if constants_in is not None:
+        begin = time.perf_counter()
+        constants = _write_constants(constants_in, state.graph, state.mapping, stop)
+        npz_seconds = time.perf_counter() - begin
+    return cells, seconds, private_bytes() if account_memory else None, constants, npz_seconds
 
 
 def run(args) -> int:
