@@ -207,6 +207,21 @@ def test_the_process_ends_at_once_with_every_byte_of_its_output(tmp_path):
     assert done.returncode == 0 and "function calls" in done.stdout
 
 
+def test_a_compile_leaves_its_results_to_the_process_end_only_under_entry_point(tmp_path):
+    """compile's results are freed by the process's end when it ends through entry_point (they are kept
+    until then); called as a function, the command keeps nothing."""
+    from acompile.cli import app
+    assert main(["compile", str(SAMPLES / "mlp.onnx"), "-t", "isaac", "-o", str(tmp_path / "out"), "-q"]) == 0
+    assert app._KEPT is None
+    code = ("import sys\nfrom acompile.cli import app\n"
+            "app.os._exit = lambda code: (print(code, [type(x).__name__ for x in app._KEPT]), sys.exit(code))\n"
+            f"sys.argv = ['acompile', 'compile', {str(SAMPLES / 'mlp.onnx')!r}, '-t', 'isaac', '-o', "
+            f"{str(tmp_path / 'again')!r}, '-q']\napp.entry_point()")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert done.stdout.split() == ["0", "['Compiled',", "'dict']"], done.stderr
+
+
 def test_edited_cell_levels_are_refused(tmp_path, capsys):
     import zipfile
     out = tmp_path / "out"

@@ -256,9 +256,11 @@ def _timed_cells(write_cells, path: Path, state, stop, account_memory: bool = Fa
 def run(args) -> int:
     from ..backends.report import terminal_table
     from ..limits import collector_paused
+    from .app import keep_until_exit
     out = Path(args.output) if args.output else Path("acompile-out") / Path(args.model).stem
     with collector_paused():
         compiled, report, written, timings = compile_to(args, out, _parse_emit(args.emit))
+    keep_until_exit(compiled, report)
     verbose = getattr(args, "verbose", False)
     if verbose:
         from .timing import print_profile, profile
