@@ -74,7 +74,7 @@ def _weight_record(graph: Graph, node: Node, producer: dict) -> dict | None:
         if not all(isinstance(d, int) for d in shape):
             return None
         scales = np.repeat(np.tile(scales, int(node.attrs.get("group", 1))), int(np.prod(shape[2:])))
-    return {"weight_scales": [float(s) for s in scales], "weight_bits": integer_range(dtype)[2]}
+    return {"weight_scales": np.asarray(scales, np.float64).tolist(), "weight_bits": integer_range(dtype)[2]}
 
 
 def _model_op(graph: Graph, node: Node) -> dict:
