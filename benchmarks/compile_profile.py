@@ -30,10 +30,12 @@ def _t(seconds: float | None) -> str:
 
 
 def _writer(profile: dict, name: str) -> str:
-    """How long the writer of file ``name`` took, "(main)" after it where the main thread wrote it."""
+    """How long the writer of file ``name`` took, "(main)" after it where the main thread wrote it and
+    "(forked)" where program.npz was written by the cells' forked process."""
     for w in profile["writes"]:
         if name in w["files"]:
-            return _t(w["time_s"]) + (" (main)" if w["thread"] == "main" else "")
+            where = {"main": " (main)", "process": " (forked)" if name == "program.npz" else ""}
+            return _t(w["time_s"]) + where.get(w["thread"], "")
     return "-"
 
 
@@ -54,8 +56,8 @@ def summary(profile: dict) -> dict:
 
 def markdown(profiles: dict[str, dict]) -> str:
     """One row per model: the process, what precedes the first step, the steps (calibration among
-    them), program.npz's writer (a thread while calibration runs, the main thread when there is none to
-    run) and the device file's (a forked process where it is safe to fork; its header added on the main
+    them), program.npz's writer (a thread while calibration runs, the cells' forked process after them for
+    a model under 4 M weights, the main thread when there is nothing to calibrate) and the device file's (a forked process where it is safe to fork; its header added on the main
     thread), the other files, written after calibration on the main thread, CPU time of all threads and of
     the forked process, and bytes written."""
     head = ("model", "process", "before the first step", "steps", "of which calibrate",
