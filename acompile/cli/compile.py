@@ -188,7 +188,7 @@ class _Writers:
             written[:0] = ["program.json", "program.npz", "target.toml"]
             return timed(["program.json", "target.toml"], "main", write_program, tmp, compiled, dumps_lines, constants)
 
-        program_sha = None      # program.json as soon as its constants are written: after the cells only with them
+        program_sha = None      # program.json once program.npz is: before the reports, or after the cells' process
         if ("program" in emit or "device" in emit) and not self.constants_forked:
             program_sha = program(self.constants.result() if self.constants is not None else
                                   timed(["program.npz"], "main", write_constants, tmp, compiled.graph, compiled.mapping))
