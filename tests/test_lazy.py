@@ -104,3 +104,16 @@ def test_a_lazy_pool_makes_its_threads_only_for_work():
         pool.submit(lambda: (time.sleep(0.05), done.append(1)))
         assert pool._pool is not None
     assert done == [1]
+
+
+def test_a_calibration_without_convolutions_or_large_products_makes_no_thread_pool(tmp_path):
+    """The simulator imports concurrent.futures when it first spreads work over threads (a convolution's
+    spans, a product large enough for its fast path's workers): an MLP's calibration, which does neither, and
+    a compile that writes no file on a writer thread never import it."""
+    model = str(Path(__file__).resolve().parents[1] / "samples" / "mlp.onnx")
+    out = str(tmp_path / "out")
+    code = ("import sys\nfrom acompile.cli.app import main\n"
+            f"code = main(['compile', {model!r}, '-t', 'isaac', '-o', {out!r}, '-q', '--emit', 'report'])\n"
+            "print(code, 'concurrent.futures' in sys.modules, 'acompile.sim.runtime' in sys.modules)")
+    out_text = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out_text.split() == ["0", "False", "True"]

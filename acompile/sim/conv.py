@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -39,15 +38,17 @@ _SPANS_PER_WORKER = 4   # small enough for a late worker to catch up, large enou
 _WORKERS = usable_cores()
 
 
-_POOLS: dict[int, ThreadPoolExecutor] = {}    # process id -> its worker threads
+_POOLS: dict = {}    # process id -> its worker threads (a ThreadPoolExecutor)
 
 
-def _pool() -> ThreadPoolExecutor:
+def _pool():
     """This process's worker threads. A forked child starts its own and leaves its parent's pool alone:
     those threads do not exist in the child, and tearing the pool down there (or in an at-fork hook,
-    while another thread may hold its locks) can block for ever."""
+    while another thread may hold its locks) can block for ever. concurrent.futures is imported by the
+    first call: a simulation that never spreads a convolution (a transformer's calibration) never pays it."""
     pool = _POOLS.get(os.getpid())
     if pool is None:
+        from concurrent.futures import ThreadPoolExecutor
         pool = _POOLS[os.getpid()] = ThreadPoolExecutor(_WORKERS, thread_name_prefix="acompile-conv")
     return pool
 

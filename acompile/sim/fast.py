@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import math
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -192,6 +191,7 @@ def _run_tasks(work, tasks: list, flops: float) -> list:
             local.store = {}
         return work(i, tasks[i], local.store)
 
+    from concurrent.futures import ThreadPoolExecutor   # here: a call too small for threads never imports it
     with _parallel_lock, ctl.limit(limits=1), ThreadPoolExecutor(workers) as pool:
         return list(pool.map(run, range(len(tasks))))
 
