@@ -206,11 +206,21 @@ class Mapping:
             layers = [AnalogLayer.from_dict(x) for x in d["layers"]]
         blocks = Blocks.from_records(d.get("blocks", []))
         blocks.replica = replica_numbers(blocks.stack(_RECORDED[:4]))
-        for layer in layers:
-            layer.blocks = np.flatnonzero(blocks.layer == layer.index).tolist()
-        return cls(layers, blocks, Crossbars.from_records(d.get("crossbars", [])), tiles_used=d.get("tiles_used", 0),
-                   chips_needed=d.get("chips_needed", 0),
-                   fabric=Fabric.from_dict(d["fabric"]) if d.get("fabric") else None)
+        mapping = cls(layers, blocks, Crossbars.from_records(d.get("crossbars", [])),
+                      tiles_used=d.get("tiles_used", 0), chips_needed=d.get("chips_needed", 0),
+                      fabric=Fabric.from_dict(d["fabric"]) if d.get("fabric") else None)
+        mapping.list_layer_blocks()
+        return mapping
+
+    def list_layer_blocks(self) -> None:
+        """Set each layer's ``blocks`` from the blocks table: the indices of the blocks naming it, in table order
+        (a block naming no layer is in no list: :meth:`verify` names it)."""
+        at = np.flatnonzero((self.blocks.layer >= 0) & (self.blocks.layer < len(self.layers)))
+        of = self.blocks.layer[at]
+        listed = at[np.argsort(of, kind="stable")].tolist()
+        ends = np.cumsum(np.bincount(of, minlength=len(self.layers))).tolist()
+        for layer, a, b in zip(self.layers, [0] + ends, ends):
+            layer.blocks = listed[a:b]
 
     def verify(self) -> None:
         """Check the invariants of what the passes have built so far (raise :class:`BrokenMapping`). Layers

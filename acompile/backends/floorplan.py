@@ -55,22 +55,16 @@ def _crossbar(out: list[str], bar, on_bar: list, fab, names, x: float, y: float)
     out.append("</g>")
 
 
-def _tiles(mapping) -> dict[tuple[int, int], list]:
-    tiles: dict[tuple[int, int], list] = defaultdict(list)
-    for bar in mapping.crossbars:
-        tiles[(bar.chip, bar.tile)].append(bar)
-    return dict(sorted(tiles.items()))
-
-
-def _tile_counts(mapping) -> list[tuple[int, int, int]]:
-    """(chip, tile, crossbars on it) of every tile used, in order: :func:`_tiles` counted, without a record
-    per crossbar (a ResNet-50's 12,504)."""
+def _tiles(mapping) -> list[tuple[int, int, list[int]]]:
+    """(chip, tile, the indices of its crossbars) of every tile used, in order: the tile boxes of both views,
+    grouped over the crossbar table (a ResNet-50's 12,504 crossbars need no record each)."""
     bars = mapping.crossbars
-    order = np.lexsort((bars.tile, bars.chip))
+    order = np.lexsort((bars.tile, bars.chip))       # stable: a tile's crossbars in index order
     chip, tile = bars.chip[order], bars.tile[order]
     first = np.flatnonzero(np.concatenate([[True], (chip[1:] != chip[:-1]) | (tile[1:] != tile[:-1])]))
-    counts = np.diff(np.append(first, len(order)))
-    return list(zip(chip[first].tolist(), tile[first].tolist(), counts.tolist()))
+    ends = np.append(first[1:], len(order)).tolist()
+    order = order.tolist()
+    return [(c, t, order[a:b]) for c, t, a, b in zip(chip[first].tolist(), tile[first].tolist(), first.tolist(), ends)]
 
 
 def _tile_shares(mapping) -> dict[int, dict[int, float]]:
@@ -105,11 +99,12 @@ def floorplan_svg(mapping) -> str:
     tile_w = tile_core_cols * (core_w + _GAP) + _GAP
     tile_h = tile_core_rows * (core_h + _GAP) + _GAP + _LABEL
     tiles = _tiles(mapping)
-    blocks = list(mapping.blocks)
+    blocks, crossbars = list(mapping.blocks), list(mapping.crossbars)
     held = [[blocks[b] for b in on_bar] for on_bar in mapping.held()]
     per_row = max(1, min(len(tiles), 1200 // (tile_w + _PAD)))
     out: list[str] = []
-    for i, ((chip, tile), bars) in enumerate(tiles.items()):
+    for i, (chip, tile, on_tile) in enumerate(tiles):
+        bars = [crossbars[b] for b in on_tile]
         tx = _PAD + (i % per_row) * (tile_w + _PAD)
         ty = _PAD + (i // per_row) * (tile_h + _PAD)
         out.append(f'<g class="tile" data-chip="{chip}" data-tile="{tile}">'
@@ -142,11 +137,12 @@ def floorplan_svg(mapping) -> str:
 
 def _aggregated(mapping, names) -> str:
     """One box per used tile: a bar split by the share of the tile's crossbars each layer occupies."""
-    tiles = _tile_counts(mapping)
+    tiles = _tiles(mapping)
     shares = _tile_shares(mapping)
     box_w, box_h, per_row = 150, 46, 7
     out = []
-    for i, (chip, tile, bars) in enumerate(tiles):
+    for i, (chip, tile, on_tile) in enumerate(tiles):
+        bars = len(on_tile)
         x = _PAD + (i % per_row) * (box_w + _PAD)
         y = _PAD + (i // per_row) * (box_h + _PAD)
         share = shares.get(tile, {})

@@ -13,7 +13,7 @@ device file is read in 47 ms (130 ms with the JSON records, 75 ms into block obj
 
 from __future__ import annotations
 
-from itertools import accumulate, chain, pairwise
+from itertools import chain
 
 import numpy as np
 
@@ -78,8 +78,5 @@ def mapping_from_tables(layers: list, blocks: np.ndarray, crossbars: np.ndarray,
     mapping = Mapping(layers, Blocks(**columns, replica=replica_numbers(blocks[:, :4])),
                       Crossbars(**dict(zip(CROSSBAR_COLUMNS, crossbars.T))),
                       tiles_used=tiles_used, chips_needed=chips_needed, fabric=fabric)
-    by_layer = np.argsort(layer, kind="stable").tolist()
-    bounds = list(accumulate(np.bincount(layer, minlength=len(layers)).tolist(), initial=0))
-    for x, (a, b) in zip(layers, pairwise(bounds)):
-        x.blocks = by_layer[a:b]
+    mapping.list_layer_blocks()
     return mapping

@@ -36,9 +36,7 @@ def partition(state: CompileState) -> None:
     r0, c0 = r * rows, c * cols
     mapping.blocks = Blocks(layer=layer[of], matrix=mi[of], row_block=r, col_block=c, row_start=r0,
                             rows=np.minimum(rows, K[of] - r0), col_start=c0, cols=np.minimum(cols, P[of] - c0))
-    ends = np.cumsum(np.bincount(layer[of], minlength=len(mapping.layers))).tolist()
-    for x, start, end in zip(mapping.layers, [0] + ends, ends):     # blocks come in layer order
-        x.blocks = list(range(start, end))
+    mapping.list_layer_blocks()
 
 
 def _check_block_count(state: CompileState, rows: int, cols: int) -> None:
